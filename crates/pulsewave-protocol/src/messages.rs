@@ -1,0 +1,628 @@
+//! Client and server signaling messages.
+//!
+//! Every message is a JSON object with a `type` naming it (the seed's names:
+//! `join`, `create-transport`, `track-published`, ...) and camelCase fields.
+//! A client message may carry a `requestId` (string or number); the server
+//! echoes it on the reply to that message or on the `error` it caused.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ErrorCode;
+use crate::ids::{
+    ConsumerId, DataConsumerId, DataProducerId, ParticipantSid, ProducerId, RoomSid, TrackSid,
+    TransportId,
+};
+use crate::rtp::{MediaKind, RtpCapabilities, RtpParameters};
+use crate::transport::{
+    DtlsParameters, IceServer, SctpCapabilities, SctpStreamParameters, TransportDirection,
+    TransportOptions,
+};
+
+/// Correlates a request with its reply: any string or number the client
+/// chooses, echoed verbatim.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    /// A numeric id.
+    Number(u64),
+    /// A string id.
+    Text(String),
+}
+
+/// What a track carries, as in the seed and LiveKit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrackSource {
+    /// A camera.
+    Camera,
+    /// A microphone.
+    Microphone,
+    /// A shared screen or window.
+    Screen,
+    /// Audio captured with a shared screen.
+    ScreenAudio,
+}
+
+impl TrackSource {
+    /// The media kind this source produces.
+    pub fn kind(self) -> MediaKind {
+        match self {
+            TrackSource::Camera | TrackSource::Screen => MediaKind::Video,
+            TrackSource::Microphone | TrackSource::ScreenAudio => MediaKind::Audio,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackSource::Camera => "camera",
+            TrackSource::Microphone => "microphone",
+            TrackSource::Screen => "screen",
+            TrackSource::ScreenAudio => "screen-audio",
+        }
+    }
+}
+
+/// Delivery of a data message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    /// Ordered and retransmitted.
+    Reliable,
+    /// Unordered, not retransmitted; may be dropped under load.
+    Lossy,
+}
+
+/// A client-to-server message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientMessage {
+    /// Join the room named in the token's grant.
+    Join {
+        /// Room name; must equal the token's `video.room`.
+        room: String,
+    },
+    /// Leave the room; the server replies `left` and closes the socket.
+    Leave,
+    /// Create a WebRTC transport.
+    CreateTransport {
+        /// `send` to publish, `recv` to subscribe.
+        direction: TransportDirection,
+        /// For a send transport: the client's sending capabilities
+        /// (`device.sendRtpCapabilities` in mediasoup-client), which carry the
+        /// payload types and header extension ids the browser sends with.
+        /// Without them the server assumes the router's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rtp_capabilities: Option<RtpCapabilities>,
+        /// The client's SCTP capabilities (`device.sctpCapabilities`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sctp_capabilities: Option<SctpCapabilities>,
+    },
+    /// Give the server the client's DTLS parameters (mediasoup-client's
+    /// transport `connect` event).
+    ConnectTransport {
+        /// The transport.
+        transport_id: TransportId,
+        /// The client's DTLS parameters.
+        dtls_parameters: DtlsParameters,
+    },
+    /// Publish a media track (mediasoup-client's transport `produce` event).
+    Publish {
+        /// Send transport; may be omitted when the participant has exactly one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transport_id: Option<TransportId>,
+        /// Audio or video.
+        kind: MediaKind,
+        /// What the track carries; defaults from `kind` (camera, microphone).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<TrackSource>,
+        /// The producer's RTP parameters.
+        rtp_parameters: RtpParameters,
+        /// Optional track name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Publish muted.
+        #[serde(default)]
+        muted: bool,
+    },
+    /// Stop publishing a track.
+    Unpublish {
+        /// The producer.
+        producer_id: ProducerId,
+    },
+    /// Subscribe to a track.
+    Subscribe {
+        /// The producer to receive.
+        producer_id: ProducerId,
+        /// The subscriber's receiving capabilities (`device.recvRtpCapabilities`).
+        rtp_capabilities: RtpCapabilities,
+        /// Receive transport; may be omitted when the participant has exactly one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transport_id: Option<TransportId>,
+    },
+    /// Stop a subscription.
+    Unsubscribe {
+        /// The consumer.
+        consumer_id: ConsumerId,
+    },
+    /// Start media on a consumer (consumers start paused).
+    ResumeConsumer {
+        /// The consumer.
+        consumer_id: ConsumerId,
+    },
+    /// Pause media on a consumer.
+    PauseConsumer {
+        /// The consumer.
+        consumer_id: ConsumerId,
+    },
+    /// Mute one of the participant's own tracks.
+    Mute {
+        /// The producer.
+        producer_id: ProducerId,
+    },
+    /// Unmute one of the participant's own tracks.
+    Unmute {
+        /// The producer.
+        producer_id: ProducerId,
+    },
+    /// Send a data message through the signaling server.
+    PublishData {
+        /// Reliable or lossy.
+        kind: DataKind,
+        /// Any JSON value.
+        data: Value,
+        /// Only these identities receive it; absent or empty means everyone else.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        destination_identities: Vec<String>,
+        /// Optional topic, passed through.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
+    /// Open an SCTP data channel for sending (mediasoup-client's
+    /// `producedata` event).
+    PublishDataChannel {
+        /// Send transport; may be omitted when the participant has exactly one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transport_id: Option<TransportId>,
+        /// The channel's SCTP stream parameters.
+        sctp_stream_parameters: SctpStreamParameters,
+        /// Channel label.
+        #[serde(default)]
+        label: String,
+        /// Channel sub-protocol.
+        #[serde(default)]
+        protocol: String,
+    },
+    /// Close a data channel opened with `publish-data-channel`.
+    UnpublishDataChannel {
+        /// The data producer.
+        data_producer_id: DataProducerId,
+    },
+    /// Receive another participant's data channel.
+    SubscribeData {
+        /// The data producer.
+        data_producer_id: DataProducerId,
+        /// Receive transport; may be omitted when the participant has exactly one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transport_id: Option<TransportId>,
+    },
+    /// Stop receiving a data channel.
+    UnsubscribeData {
+        /// The data consumer.
+        data_consumer_id: DataConsumerId,
+    },
+    /// Keep-alive; answered with `pong`.
+    Ping,
+}
+
+impl ClientMessage {
+    /// Every client message type name, as on the wire.
+    pub const TYPES: &'static [&'static str] = &[
+        "join",
+        "leave",
+        "create-transport",
+        "connect-transport",
+        "publish",
+        "unpublish",
+        "subscribe",
+        "unsubscribe",
+        "resume-consumer",
+        "pause-consumer",
+        "mute",
+        "unmute",
+        "publish-data",
+        "publish-data-channel",
+        "unpublish-data-channel",
+        "subscribe-data",
+        "unsubscribe-data",
+        "ping",
+    ];
+
+    /// This message's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Leave => "leave",
+            ClientMessage::CreateTransport { .. } => "create-transport",
+            ClientMessage::ConnectTransport { .. } => "connect-transport",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Unpublish { .. } => "unpublish",
+            ClientMessage::Subscribe { .. } => "subscribe",
+            ClientMessage::Unsubscribe { .. } => "unsubscribe",
+            ClientMessage::ResumeConsumer { .. } => "resume-consumer",
+            ClientMessage::PauseConsumer { .. } => "pause-consumer",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Unmute { .. } => "unmute",
+            ClientMessage::PublishData { .. } => "publish-data",
+            ClientMessage::PublishDataChannel { .. } => "publish-data-channel",
+            ClientMessage::UnpublishDataChannel { .. } => "unpublish-data-channel",
+            ClientMessage::SubscribeData { .. } => "subscribe-data",
+            ClientMessage::UnsubscribeData { .. } => "unsubscribe-data",
+            ClientMessage::Ping => "ping",
+        }
+    }
+}
+
+/// What a participant may do, from its token's grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantPermission {
+    /// May publish media.
+    pub can_publish: bool,
+    /// May subscribe to media.
+    pub can_subscribe: bool,
+    /// May send data.
+    pub can_publish_data: bool,
+    /// Hidden from other participants.
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+/// A published media track.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackInfo {
+    /// Room-wide track sid.
+    pub sid: TrackSid,
+    /// The producer id to subscribe with.
+    pub producer_id: ProducerId,
+    /// Publisher identity.
+    pub participant_identity: String,
+    /// Publisher session.
+    pub participant_sid: ParticipantSid,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Camera, microphone, screen, ...
+    pub source: TrackSource,
+    /// Whether the publisher muted it.
+    pub muted: bool,
+    /// Optional name given at publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Codec mime type, such as `video/VP8`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mime_type: String,
+    /// Whether the publisher sends several simulcast layers.
+    #[serde(default)]
+    pub simulcast: bool,
+}
+
+/// A published SCTP data channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataChannelInfo {
+    /// The data producer id to subscribe with.
+    pub data_producer_id: DataProducerId,
+    /// Publisher identity.
+    pub participant_identity: String,
+    /// Publisher session.
+    pub participant_sid: ParticipantSid,
+    /// Channel label.
+    pub label: String,
+    /// Channel sub-protocol.
+    pub protocol: String,
+    /// Reliable (ordered, retransmitted) or lossy.
+    pub kind: DataKind,
+}
+
+/// A participant in a room.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    /// Session id, new on every connection.
+    pub sid: ParticipantSid,
+    /// Identity from the token (`sub`).
+    pub identity: String,
+    /// Display name from the token.
+    pub name: String,
+    /// Metadata from the token: a string, as in LiveKit (objects passed to
+    /// `/api/token` arrive JSON-encoded).
+    pub metadata: String,
+    /// Unix time of the join, in milliseconds.
+    pub joined_at: u64,
+    /// Permissions from the token.
+    pub permission: ParticipantPermission,
+    /// Published media tracks.
+    #[serde(default)]
+    pub tracks: Vec<TrackInfo>,
+    /// Published data channels.
+    #[serde(default)]
+    pub data_channels: Vec<DataChannelInfo>,
+}
+
+/// A room.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInfo {
+    /// Room instance id.
+    pub sid: RoomSid,
+    /// Room name.
+    pub name: String,
+    /// Unix time of creation, in milliseconds.
+    pub created_at: u64,
+    /// Participant limit (0: none).
+    pub max_participants: u32,
+    /// The other participants present (in `joined`: everyone already there).
+    pub participants: Vec<ParticipantInfo>,
+}
+
+/// Why the server ends a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DisconnectReason {
+    /// The client sent `leave`.
+    ClientLeave,
+    /// A new connection with the same identity took over.
+    DuplicateIdentity,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The room was closed.
+    RoomClosed,
+    /// The node owning the room went away; reconnect to be placed again.
+    Migration,
+}
+
+/// A server-to-client message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerMessage {
+    /// Reply to `join`.
+    Joined {
+        /// The room, with everyone already in it.
+        room: RoomInfo,
+        /// The joining participant itself.
+        participant: ParticipantInfo,
+        /// The router's RTP capabilities, for `device.load()`.
+        rtp_capabilities: RtpCapabilities,
+        /// STUN/TURN servers from `ICE_SERVERS`.
+        ice_servers: Vec<IceServer>,
+    },
+    /// Reply to `leave`; the socket closes next.
+    Left,
+    /// Another participant joined.
+    ParticipantJoined {
+        /// Who.
+        participant: ParticipantInfo,
+    },
+    /// Another participant left.
+    ParticipantLeft {
+        /// Who.
+        participant: ParticipantInfo,
+    },
+    /// Reply to `create-transport`.
+    TransportCreated {
+        /// Send or recv, as requested.
+        direction: TransportDirection,
+        /// Options for `device.createSendTransport()` / `createRecvTransport()`.
+        transport: TransportOptions,
+    },
+    /// Reply to `connect-transport`.
+    TransportConnected {
+        /// The transport.
+        transport_id: TransportId,
+    },
+    /// A transport was closed by the server (ICE or DTLS failure, timeout).
+    TransportClosed {
+        /// The transport.
+        transport_id: TransportId,
+        /// Why.
+        reason: String,
+    },
+    /// Reply to `publish`: the producer id for mediasoup-client's `produce`
+    /// callback.
+    Published {
+        /// The producer.
+        producer_id: ProducerId,
+        /// The track as others see it.
+        track: TrackInfo,
+    },
+    /// A track was published by another participant.
+    TrackPublished {
+        /// The track.
+        track: TrackInfo,
+    },
+    /// A track was unpublished (to everyone, including its publisher).
+    TrackUnpublished {
+        /// The producer.
+        producer_id: ProducerId,
+        /// The track sid.
+        track_sid: TrackSid,
+        /// Publisher identity.
+        participant_identity: String,
+    },
+    /// Reply to `subscribe`: parameters for mediasoup-client's `consume()`.
+    TrackSubscribed {
+        /// The track sid.
+        track_sid: TrackSid,
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// The producer.
+        producer_id: ProducerId,
+        /// Audio or video.
+        kind: MediaKind,
+        /// The consumer's RTP parameters (router payload types).
+        rtp_parameters: RtpParameters,
+        /// Publisher identity.
+        participant_identity: String,
+        /// Consumers start paused; send `resume-consumer`.
+        paused: bool,
+    },
+    /// A consumer was closed (reply to `unsubscribe`, or its producer or
+    /// transport went away).
+    TrackUnsubscribed {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// The producer it consumed.
+        producer_id: ProducerId,
+    },
+    /// Reply to `resume-consumer`.
+    ConsumerResumed {
+        /// The consumer.
+        consumer_id: ConsumerId,
+    },
+    /// Reply to `pause-consumer`.
+    ConsumerPaused {
+        /// The consumer.
+        consumer_id: ConsumerId,
+    },
+    /// A track was muted (to everyone, including its publisher).
+    TrackMuted {
+        /// The producer.
+        producer_id: ProducerId,
+        /// The track sid.
+        track_sid: TrackSid,
+        /// Publisher identity.
+        participant_identity: String,
+    },
+    /// A track was unmuted (to everyone, including its publisher).
+    TrackUnmuted {
+        /// The producer.
+        producer_id: ProducerId,
+        /// The track sid.
+        track_sid: TrackSid,
+        /// Publisher identity.
+        participant_identity: String,
+    },
+    /// A data message relayed from another participant.
+    Data {
+        /// Sender identity.
+        participant_identity: String,
+        /// Reliable or lossy.
+        kind: DataKind,
+        /// The JSON value sent.
+        data: Value,
+        /// Topic, when the sender gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
+    /// Reply to `publish-data` (only when it carried a `requestId`).
+    DataSent,
+    /// Reply to `publish-data-channel`.
+    DataChannelPublished {
+        /// The data producer, for mediasoup-client's `producedata` callback.
+        data_producer_id: DataProducerId,
+        /// The channel as others see it.
+        data_channel: DataChannelInfo,
+    },
+    /// Another participant published a data channel.
+    DataTrackPublished {
+        /// The channel.
+        data_channel: DataChannelInfo,
+    },
+    /// A data channel was unpublished (to everyone, including its publisher).
+    DataTrackUnpublished {
+        /// The data producer.
+        data_producer_id: DataProducerId,
+        /// Publisher identity.
+        participant_identity: String,
+    },
+    /// Reply to `subscribe-data`: parameters for `transport.consumeData()`.
+    DataSubscribed {
+        /// The data consumer.
+        data_consumer_id: DataConsumerId,
+        /// The data producer.
+        data_producer_id: DataProducerId,
+        /// Stream parameters chosen by the server on the receive transport.
+        sctp_stream_parameters: SctpStreamParameters,
+        /// Channel label.
+        label: String,
+        /// Channel sub-protocol.
+        protocol: String,
+        /// Publisher identity.
+        participant_identity: String,
+    },
+    /// A data consumer was closed (reply to `unsubscribe-data`, or its
+    /// producer went away).
+    DataUnsubscribed {
+        /// The data consumer.
+        data_consumer_id: DataConsumerId,
+    },
+    /// Reply to `ping`.
+    Pong {
+        /// Server time, unix milliseconds.
+        timestamp: u64,
+    },
+    /// The server ends the session; the socket closes next.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A request failed, or the connection misbehaved.
+    Error {
+        /// Stable code (see [`ErrorCode`]).
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    /// An `error` message with `code` and `message`.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// This message's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Left => "left",
+            ServerMessage::ParticipantJoined { .. } => "participant-joined",
+            ServerMessage::ParticipantLeft { .. } => "participant-left",
+            ServerMessage::TransportCreated { .. } => "transport-created",
+            ServerMessage::TransportConnected { .. } => "transport-connected",
+            ServerMessage::TransportClosed { .. } => "transport-closed",
+            ServerMessage::Published { .. } => "published",
+            ServerMessage::TrackPublished { .. } => "track-published",
+            ServerMessage::TrackUnpublished { .. } => "track-unpublished",
+            ServerMessage::TrackSubscribed { .. } => "track-subscribed",
+            ServerMessage::TrackUnsubscribed { .. } => "track-unsubscribed",
+            ServerMessage::ConsumerResumed { .. } => "consumer-resumed",
+            ServerMessage::ConsumerPaused { .. } => "consumer-paused",
+            ServerMessage::TrackMuted { .. } => "track-muted",
+            ServerMessage::TrackUnmuted { .. } => "track-unmuted",
+            ServerMessage::Data { .. } => "data",
+            ServerMessage::DataSent => "data-sent",
+            ServerMessage::DataChannelPublished { .. } => "data-channel-published",
+            ServerMessage::DataTrackPublished { .. } => "data-track-published",
+            ServerMessage::DataTrackUnpublished { .. } => "data-track-unpublished",
+            ServerMessage::DataSubscribed { .. } => "data-subscribed",
+            ServerMessage::DataUnsubscribed { .. } => "data-unsubscribed",
+            ServerMessage::Pong { .. } => "pong",
+            ServerMessage::Disconnected { .. } => "disconnected",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
+}
