@@ -1,0 +1,226 @@
+//! `pulsewave-server`: the PulseWave SFU as one binary.
+//!
+//! ```text
+//! pulsewave-server --dev                                   # run with embedded defaults
+//! pulsewave-server token --dev --identity u1 --room r1     # print a JWT
+//! ```
+
+mod logging;
+mod settings;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use pulsewave_auth::{AccessToken, AccessTokenOptions, Metadata, VideoGrant};
+use pulsewave_signal::WebSocketServer;
+use tracing::{error, info, warn};
+
+use settings::{ServeArgs, Settings, Source};
+
+/// PulseWave: a WebRTC selective forwarding unit.
+#[derive(Debug, Parser)]
+#[command(name = "pulsewave-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print an access token (JWT) signed with API_KEY/API_SECRET.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Participant identity (`sub`).
+    #[arg(long)]
+    identity: String,
+    /// Room to grant.
+    #[arg(long)]
+    room: String,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Metadata: a JSON value or plain text.
+    #[arg(long)]
+    metadata: Option<String>,
+    /// Lifetime such as `24h` (default: JWT_EXPIRES_IN).
+    #[arg(long)]
+    ttl: Option<String>,
+    /// API key [env: API_KEY].
+    #[arg(long)]
+    api_key: Option<String>,
+    /// API secret [env: API_SECRET].
+    #[arg(long)]
+    api_secret: Option<String>,
+    /// Deny publishing.
+    #[arg(long)]
+    no_publish: bool,
+    /// Deny subscribing.
+    #[arg(long)]
+    no_subscribe: bool,
+    /// Deny sending data.
+    #[arg(long)]
+    no_data: bool,
+    /// Hide the participant from others.
+    #[arg(long)]
+    hidden: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env_file = cli.serve.env_file.clone();
+    match env_file {
+        Some(path) => {
+            if let Err(e) = dotenvy::from_path(&path) {
+                eprintln!("error: cannot read env file {path}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        None => {
+            // A missing ./.env is fine; a broken one is not.
+            if let Err(e) = dotenvy::dotenv()
+                .map(|_| ())
+                .or_else(|e| if e.not_found() { Ok(()) } else { Err(e) })
+            {
+                eprintln!("error: cannot read .env: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let source = Source::new(&env);
+    match cli.command {
+        Some(Command::Token(args)) => print_token(&cli.serve, args, &source),
+        Some(Command::Serve) | None => serve(&cli.serve, &source),
+    }
+}
+
+fn print_token(serve: &ServeArgs, args: TokenArgs, source: &Source<'_>) -> ExitCode {
+    let mut serve = serve.clone();
+    serve.api_key = args.api_key.or(serve.api_key);
+    serve.api_secret = args.api_secret.or(serve.api_secret);
+    let settings = match Settings::load(&serve, source) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ttl = match args.ttl.as_deref().map(pulsewave_auth::parse_ttl) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            eprintln!("error: --ttl: {e}");
+            return ExitCode::from(2);
+        }
+        None => settings.server.token_ttl,
+    };
+    let metadata = args.metadata.map(|m| match serde_json::from_str(&m) {
+        Ok(v) => Metadata::Json(v),
+        Err(_) => Metadata::Text(m),
+    });
+    let mut token = AccessToken::new(
+        settings.server.api_key,
+        settings.server.api_secret,
+        AccessTokenOptions {
+            identity: args.identity,
+            name: args.name,
+            metadata,
+            ttl: Some(ttl),
+        },
+    );
+    token.add_grant(VideoGrant {
+        room: Some(args.room),
+        room_join: true,
+        can_publish: Some(!args.no_publish),
+        can_subscribe: Some(!args.no_subscribe),
+        can_publish_data: Some(!args.no_data),
+        hidden: args.hidden,
+        ..VideoGrant::default()
+    });
+    match token.to_jwt() {
+        Ok(jwt) => {
+            println!("{jwt}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
+    let settings = match Settings::load(args, source) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging::init(settings.log_format, &settings.media.log_level) {
+        eprintln!("error: RUST_LOG: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pulsewave-signal")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        if settings.dev {
+            warn!(
+                "development mode: API key `{}`, API secret `{}`; the token endpoint is open; single node, no Redis",
+                settings.server.api_key, settings.server.api_secret
+            );
+            println!(
+                "PulseWave dev mode\n  API key:    {}\n  API secret: {}\n  signaling:  ws://{}/?token=<token>\n  token:      curl -X POST http://{}/api/token -H 'Content-Type: application/json' -d '{{\"identity\":\"user-123\",\"room\":\"my-room\"}}'",
+                settings.server.api_key,
+                settings.server.api_secret,
+                settings.server.listen,
+                settings.server.listen,
+            );
+        }
+        if settings.redis.enabled {
+            warn!(
+                host = %settings.redis.host,
+                port = settings.redis.port,
+                url = ?settings.redis.url,
+                password = settings.redis.password.is_some(),
+                "REDIS_ENABLED=true but this build runs single-node; Redis is not used"
+            );
+        }
+        info!(
+            workers = settings.media.num_workers,
+            ports = %format!("{}-{}", settings.media.min_port, settings.media.max_port),
+            listen_ip = %settings.media.listen_ip,
+            announced_ip = ?settings.media.announced_ip,
+            "media settings"
+        );
+        let server = WebSocketServer::new(settings.server.clone());
+        let running = match server.start().await {
+            Ok(r) => r,
+            Err(e) => {
+                error!(listen = %settings.server.listen, error = %e, "cannot listen (HOST/PORT)");
+                return ExitCode::FAILURE;
+            }
+        };
+        info!(addr = %running.local_addr(), "PulseWave is ready");
+        pulsewave_signal::shutdown_signal().await;
+        info!("signal received; shutting down");
+        running.shutdown(Duration::from_secs(10)).await;
+        ExitCode::SUCCESS
+    })
+}

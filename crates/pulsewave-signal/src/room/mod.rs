@@ -1,0 +1,14 @@
+//! Rooms and their participants.
+//!
+//! [`RoomManager`] owns the table of open rooms. Each room runs as one task
+//! (an actor) that owns its state outright; sessions talk to it through a
+//! [`RoomHandle`]. Because one task applies every change and sends every
+//! event, each client sees events in the order they happened, and `joined`
+//! always comes before anything else from the room.
+
+mod actor;
+mod manager;
+
+pub(crate) use actor::unix_millis;
+pub(crate) use manager::JoinRequest;
+pub use manager::{RoomHandle, RoomManager, RoomSettings};

@@ -1,0 +1,216 @@
+//! The HTTP listener: `POST /api/token`, `GET /healthz` and the WebSocket
+//! upgrade on `/`, all on one port.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::ServerConfig;
+use crate::http;
+use crate::room::{RoomManager, RoomSettings};
+use pulsewave_auth::TokenVerifier;
+use pulsewave_protocol::DisconnectReason;
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) rooms: RoomManager,
+    pub(crate) verifier: TokenVerifier,
+    shutdown_tx: watch::Sender<bool>,
+    pub(crate) sessions: tokio_util::task::TaskTracker,
+}
+
+impl Shared {
+    /// Fires once when the server starts shutting down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown_tx.borrow()
+    }
+}
+
+/// The signaling server (the seed's `WebSocketServer`): HTTP API and
+/// WebSocket signaling on one port.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> std::io::Result<()> {
+/// use pulsewave_signal::{ServerConfig, WebSocketServer};
+///
+/// let server = WebSocketServer::new(ServerConfig::dev(3000, "devkey", "secret"));
+/// let running = server.start().await?;
+/// println!("listening on {}", running.local_addr());
+/// running.wait_for_signal().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct WebSocketServer {
+    config: ServerConfig,
+    rooms: RoomManager,
+}
+
+impl WebSocketServer {
+    /// A server with `config` and its own room manager.
+    pub fn new(config: ServerConfig) -> Self {
+        let rooms = RoomManager::new(RoomSettings {
+            max_participants: config.limits.max_participants,
+            empty_timeout: config.empty_room_timeout,
+            auto_create: config.auto_create_rooms,
+            ice_servers: config.ice_servers.clone(),
+        });
+        Self { config, rooms }
+    }
+
+    /// A server using an existing room manager.
+    pub fn with_rooms(config: ServerConfig, rooms: RoomManager) -> Self {
+        Self { config, rooms }
+    }
+
+    /// The room manager, for use from Rust.
+    pub fn rooms(&self) -> &RoomManager {
+        &self.rooms
+    }
+
+    /// Binds the listening socket and starts accepting connections.
+    pub async fn start(self) -> io::Result<RunningServer> {
+        let listener = TcpListener::bind(self.config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown_tx, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            verifier: self.config.verifier(),
+            config: self.config,
+            rooms: self.rooms,
+            shutdown_tx,
+            sessions: tokio_util::task::TaskTracker::new(),
+        });
+        info!(%local_addr, "signaling server listening");
+        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(RunningServer {
+            local_addr,
+            shared,
+            accept,
+        })
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown_signal();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let mut stop = shared.shutdown_signal();
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(http::route(req, peer, shared).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The room manager.
+    pub fn rooms(&self) -> &RoomManager {
+        &self.shared.rooms
+    }
+
+    /// Stops accepting connections, tells every participant
+    /// (`disconnected`, reason `server-shutdown`), closes every room and waits
+    /// up to `deadline` for sessions to end.
+    pub async fn shutdown(self, deadline: Duration) {
+        info!("shutting down: closing rooms and sessions");
+        self.shared.shutdown_tx.send_replace(true);
+        self.shared
+            .rooms
+            .close_all(DisconnectReason::ServerShutdown)
+            .await;
+        self.shared.sessions.close();
+        if tokio::time::timeout(deadline, self.shared.sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!("some sessions did not end before the deadline");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.accept).await;
+        info!("shutdown complete");
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully (10 s deadline).
+    pub async fn wait_for_signal(self) {
+        shutdown_signal().await;
+        self.shutdown(Duration::from_secs(10)).await;
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every PulseWave test on a fresh machine. It installs what it needs
+# itself (system packages, npm packages), then checks formatting, lints,
+# documentation, and runs the unit, end-to-end and browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "toolchain"
+cargo --version
+rustc --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "all tests passed"

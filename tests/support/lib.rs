@@ -1,0 +1,220 @@
+//! Helpers for PulseWave's end-to-end tests: a server started on
+//! 127.0.0.1:0, token minting, a WebSocket signaling client that waits for
+//! typed messages, and a minimal HTTP client.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use pulsewave_auth::{AccessToken, AccessTokenOptions, VideoGrant};
+use pulsewave_signal::{RunningServer, ServerConfig, WebSocketServer};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const KEY: &str = "testkey";
+pub const SECRET: &str = "testsecret-0123456789";
+
+/// How long a test waits for one expected message.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A server on 127.0.0.1 with an ephemeral port.
+pub struct TestServer {
+    pub running: Option<RunningServer>,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut ServerConfig)) -> Self {
+        let mut config = ServerConfig::dev(0, KEY, SECRET);
+        config.empty_room_timeout = Duration::from_millis(300);
+        f(&mut config);
+        let running = WebSocketServer::new(config).start().await.unwrap();
+        let addr = running.local_addr();
+        Self {
+            running: Some(running),
+            addr,
+        }
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/?token={}", self.addr, token)
+    }
+
+    pub async fn connect(&self, identity: &str, room: &str) -> Client {
+        Client::connect(&self.ws_url(&token(identity, room)), identity).await
+    }
+
+    /// Connects and joins; returns the client and its `joined` message.
+    pub async fn join(&self, identity: &str, room: &str) -> (Client, Value) {
+        let mut c = self.connect(identity, room).await;
+        c.send(serde_json::json!({"type":"join","room":room,"requestId":"join"}))
+            .await;
+        let joined = c.recv_type("joined").await;
+        assert_eq!(joined["requestId"], "join");
+        (c, joined)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// A token for `identity` in `room` with every grant.
+pub fn token(identity: &str, room: &str) -> String {
+    token_with(identity, room, |_| {})
+}
+
+pub fn token_with(identity: &str, room: &str, f: impl FnOnce(&mut VideoGrant)) -> String {
+    let mut t = AccessToken::new(
+        KEY,
+        SECRET,
+        AccessTokenOptions {
+            identity: identity.into(),
+            name: Some(format!("{identity} name")),
+            ..Default::default()
+        },
+    );
+    let mut grant = VideoGrant {
+        room: Some(room.into()),
+        room_join: true,
+        can_publish: Some(true),
+        can_subscribe: Some(true),
+        can_publish_data: Some(true),
+        ..Default::default()
+    };
+    f(&mut grant);
+    t.add_grant(grant);
+    t.to_jwt().unwrap()
+}
+
+/// A WebSocket signaling client.
+pub struct Client {
+    pub identity: String,
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str, identity: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self {
+            identity: identity.into(),
+            ws,
+        }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.unwrap();
+    }
+
+    /// The next text message, or None if the socket closed.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Err(_) => panic!("{}: no message within {WAIT:?}", self.identity),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(Some(Ok(Message::Close(_)))) => return None,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Waits for a message of type `ty`, failing on anything else.
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        let v = self
+            .next()
+            .await
+            .unwrap_or_else(|| panic!("{}: socket closed waiting for {ty}", self.identity));
+        assert_eq!(v["type"], ty, "{}: expected {ty}, got {v}", self.identity);
+        v
+    }
+
+    /// Waits for a message of type `ty`, skipping others.
+    pub async fn wait_for(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("{}: socket closed waiting for {ty}", self.identity));
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(d, self.ws.next()).await {
+            panic!("{}: expected silence, got {m:?}", self.identity);
+        }
+    }
+
+    /// Waits until the server closes the socket; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await {
+                Err(_) => panic!("{}: socket not closed within {WAIT:?}", self.identity),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(f)))) => return f.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns status, headers and the body as JSON
+/// (or `Value::Null` when the body is empty or not JSON).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, http::HeaderMap, Value) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, v)
+}
+
+/// `Authorization: Basic` header value for key:secret.
+pub fn basic(key: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"))
+    )
+}
