@@ -23,4 +23,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "cargo test"
 cargo test --workspace --locked
 
+step "browser end-to-end tests (headless Chromium, mediasoup-client)"
+cargo build -p pulsewave-server --locked
+PULSEWAVE_SERVER_BIN="$PWD/target/debug/pulsewave-server" bash web/test/run-browser-tests.sh
+
 step "all tests passed"

@@ -179,6 +179,9 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for w in &settings.warnings {
+        warn!("{w}");
+    }
     runtime.block_on(async move {
         if settings.dev {
             warn!(

@@ -9,7 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
+use pulsewave_core::RoomConfig;
 use pulsewave_protocol::transport::IceServer;
+use pulsewave_signal::media::MediaConfig;
 use pulsewave_signal::{Limits, ServerConfig, TokenEndpointAuth};
 
 /// The development API key used by `--dev` when `API_KEY` is not set.
@@ -109,6 +111,8 @@ pub(crate) struct Settings {
     pub(crate) media: MediaSettings,
     pub(crate) redis: RedisSettings,
     pub(crate) log_format: LogFormat,
+    /// Things worth a warning once logging is up.
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Where values come from: a flag if given, else the environment.
@@ -127,6 +131,15 @@ impl<'a> Source<'a> {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     }
+}
+
+/// The IP of the interface that routes to the Internet: a UDP socket
+/// "connected" to a public address (no packet is sent) reveals it.
+fn detect_local_ip() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 fn parse_bool(var: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -154,6 +167,7 @@ impl Settings {
     /// Builds the configuration from flags and the environment.
     pub(crate) fn load(args: &ServeArgs, src: &Source<'_>) -> Result<Settings, ConfigError> {
         let dev = args.dev;
+        let mut warnings = Vec::new();
         let host: IpAddr = match src.get(&args.host, "HOST") {
             Some(h) => parse_num("HOST", &h, "an IP address")?,
             None if dev => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -260,6 +274,22 @@ impl Settings {
                 None => None,
             };
 
+        let announced = match announced_ip {
+            Some(ip) => ip,
+            None if !listen_ip.is_unspecified() => listen_ip,
+            None => match detect_local_ip() {
+                Some(ip) => ip,
+                None => {
+                    warnings.push(
+                        "MEDIASOUP_ANNOUNCED_IP is not set and no routed interface was found: \
+                         announcing 127.0.0.1, which only local clients can reach"
+                            .to_owned(),
+                    );
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                }
+            },
+        };
+
         let redis_enabled = match src.get(&None, "REDIS_ENABLED") {
             Some(v) => parse_bool("REDIS_ENABLED", &v)? && !dev,
             None => false,
@@ -339,6 +369,27 @@ impl Settings {
             None if dev => TokenEndpointAuth::Open,
             None => TokenEndpointAuth::ApiKey,
         };
+        let demo = match src.get(&None, "DEMO_ENABLED") {
+            Some(v) => parse_bool("DEMO_ENABLED", &v)?,
+            None => dev,
+        };
+        let web_dir = if demo {
+            let dir = std::path::PathBuf::from(
+                src.get(&None, "PULSEWAVE_WEB_DIR")
+                    .unwrap_or_else(|| "web".to_owned()),
+            );
+            if dir.join("demo").is_dir() {
+                Some(dir)
+            } else {
+                warnings.push(format!(
+                    "the demo is enabled but {} has no demo/ folder (set PULSEWAVE_WEB_DIR); /demo/ is off",
+                    dir.display()
+                ));
+                None
+            }
+        } else {
+            None
+        };
         let log_format = match src.get(&args.log_format, "LOG_FORMAT") {
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "text" | "pretty" => LogFormat::Text,
@@ -361,6 +412,15 @@ impl Settings {
                 empty_room_timeout,
                 auto_create_rooms,
                 ping_interval: Duration::from_secs(15),
+                media: Some(MediaConfig {
+                    num_workers,
+                    listen_ip,
+                    announced_ip: Some(announced),
+                    min_port,
+                    max_port,
+                    room: RoomConfig::default(),
+                }),
+                web_dir,
             },
             media: MediaSettings {
                 num_workers,
@@ -372,6 +432,7 @@ impl Settings {
             },
             redis,
             log_format,
+            warnings,
         })
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use pulsewave_auth::TokenVerifier;
 use pulsewave_protocol::transport::IceServer;
 
+use crate::media::MediaConfig;
+
 /// Limits that protect the server from one client.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -69,11 +71,17 @@ pub struct ServerConfig {
     pub auto_create_rooms: bool,
     /// Interval of WebSocket pings; a connection silent for three intervals is closed.
     pub ping_interval: Duration,
+    /// Media workers; `None` runs signaling only.
+    pub media: Option<MediaConfig>,
+    /// Serve the demo app at `/demo/` from this folder (the repository's
+    /// `web/`); `None` turns the demo off.
+    pub web_dir: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
     /// A configuration for development and tests: listens on
-    /// `127.0.0.1:port`, open token endpoint, short timeouts.
+    /// `127.0.0.1:port`, open token endpoint, one media worker on
+    /// 127.0.0.1 with an ephemeral UDP port.
     pub fn dev(port: u16, api_key: &str, api_secret: &str) -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
@@ -86,6 +94,8 @@ impl ServerConfig {
             empty_room_timeout: Duration::from_secs(10),
             auto_create_rooms: true,
             ping_interval: Duration::from_secs(15),
+            media: Some(MediaConfig::loopback()),
+            web_dir: None,
         }
     }
 

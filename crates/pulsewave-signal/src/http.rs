@@ -42,6 +42,23 @@ pub(crate) async fn route(
             _ => method_not_allowed("GET, HEAD"),
         },
         "/" | "/rtc" | "/ws" if is_upgrade(&req) => upgrade(req, peer, shared),
+        "/" if shared.config.web_dir.is_some() && *req.method() == Method::GET => {
+            let mut res = Response::new(Full::new(Bytes::new()));
+            *res.status_mut() = StatusCode::FOUND;
+            res.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/demo/"));
+            res
+        }
+        p if p == "/demo" || p.starts_with("/demo/") => match &shared.config.web_dir {
+            Some(dir) if matches!(*req.method(), Method::GET | Method::HEAD) => {
+                crate::static_files::serve_demo(dir, p).await
+            }
+            Some(_) => method_not_allowed("GET, HEAD"),
+            None => json_error(
+                StatusCode::NOT_FOUND,
+                "the demo is disabled (DEMO_ENABLED=false)",
+            ),
+        },
         "/" | "/rtc" | "/ws" => json_error(
             StatusCode::UPGRADE_REQUIRED,
             "this endpoint speaks WebSocket: connect with ws://host:port/?token=<access token>",

@@ -26,11 +26,13 @@ mod config;
 mod error;
 mod handlers;
 mod http;
+pub mod media;
 mod outbound;
 mod rate;
 mod room;
 mod server;
 mod session;
+mod static_files;
 
 pub use config::{Limits, ServerConfig, TokenEndpointAuth};
 pub use error::SignalError;

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::http;
+use crate::media::WorkerPool;
 use crate::room::{RoomManager, RoomSettings};
 use pulsewave_auth::TokenVerifier;
 use pulsewave_protocol::DisconnectReason;
@@ -55,40 +56,63 @@ impl Shared {
 #[derive(Debug)]
 pub struct WebSocketServer {
     config: ServerConfig,
-    rooms: RoomManager,
+    rooms: Option<RoomManager>,
 }
 
 impl WebSocketServer {
-    /// A server with `config` and its own room manager.
+    /// A server with `config`. Its media workers ([`ServerConfig::media`])
+    /// and room manager are created by [`WebSocketServer::start`].
     pub fn new(config: ServerConfig) -> Self {
-        let rooms = RoomManager::new(RoomSettings {
-            max_participants: config.limits.max_participants,
-            empty_timeout: config.empty_room_timeout,
-            auto_create: config.auto_create_rooms,
-            ice_servers: config.ice_servers.clone(),
-        });
-        Self { config, rooms }
+        Self {
+            config,
+            rooms: None,
+        }
     }
 
-    /// A server using an existing room manager.
+    /// A server using an existing room manager (and that manager's media
+    /// workers, if any).
     pub fn with_rooms(config: ServerConfig, rooms: RoomManager) -> Self {
-        Self { config, rooms }
+        Self {
+            config,
+            rooms: Some(rooms),
+        }
     }
 
-    /// The room manager, for use from Rust.
-    pub fn rooms(&self) -> &RoomManager {
-        &self.rooms
-    }
-
-    /// Binds the listening socket and starts accepting connections.
+    /// Starts the media workers, binds the listening socket and starts
+    /// accepting connections.
     pub async fn start(self) -> io::Result<RunningServer> {
-        let listener = TcpListener::bind(self.config.listen).await?;
+        let (rooms, pool) = match self.rooms {
+            Some(rooms) => (rooms, None),
+            None => {
+                let pool = match &self.config.media {
+                    Some(media) => Some(WorkerPool::start(media)?),
+                    None => None,
+                };
+                let rooms = RoomManager::new(RoomSettings {
+                    max_participants: self.config.limits.max_participants,
+                    empty_timeout: self.config.empty_room_timeout,
+                    auto_create: self.config.auto_create_rooms,
+                    ice_servers: self.config.ice_servers.clone(),
+                    media: pool.clone(),
+                });
+                (rooms, pool)
+            }
+        };
+        let listener = match TcpListener::bind(self.config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(pool) = &pool {
+                    pool.stop();
+                }
+                return Err(e);
+            }
+        };
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             verifier: self.config.verifier(),
             config: self.config,
-            rooms: self.rooms,
+            rooms,
             shutdown_tx,
             sessions: tokio_util::task::TaskTracker::new(),
         });
@@ -98,6 +122,7 @@ impl WebSocketServer {
             local_addr,
             shared,
             accept,
+            pool,
         })
     }
 }
@@ -151,6 +176,7 @@ pub struct RunningServer {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     accept: JoinHandle<()>,
+    pool: Option<Arc<WorkerPool>>,
 }
 
 impl RunningServer {
@@ -162,6 +188,11 @@ impl RunningServer {
     /// The room manager.
     pub fn rooms(&self) -> &RoomManager {
         &self.shared.rooms
+    }
+
+    /// The media workers, if this server started them.
+    pub fn workers(&self) -> Option<&Arc<WorkerPool>> {
+        self.pool.as_ref()
     }
 
     /// Stops accepting connections, tells every participant
@@ -182,6 +213,10 @@ impl RunningServer {
             warn!("some sessions did not end before the deadline");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.accept).await;
+        if let Some(pool) = self.pool {
+            // Rooms are closed; joining the worker threads is quick.
+            let _ = tokio::task::spawn_blocking(move || pool.stop()).await;
+        }
         info!("shutdown complete");
     }
 

@@ -6,16 +6,22 @@
 //! `error` message for the request.
 
 mod data;
+mod data_channel;
 mod join;
 mod leave;
-mod media;
+mod publish;
+mod subscribe;
+mod transport;
 
 use pulsewave_protocol::{ClientMessage, ClientRequest, ServerMessage};
 
 pub(crate) use data::DataHandler;
+pub(crate) use data_channel::DataChannelHandler;
 pub(crate) use join::JoinHandler;
 pub(crate) use leave::LeaveHandler;
-pub(crate) use media::MediaHandler;
+pub(crate) use publish::{MuteHandler, PublishHandler, PublishRequest, UnpublishHandler};
+pub(crate) use subscribe::{ResumeConsumerHandler, SubscribeHandler, UnsubscribeHandler};
+pub(crate) use transport::{ConnectTransportHandler, CreateWebRtcTransportHandler};
 
 use crate::error::SignalError;
 use crate::room::unix_millis;
@@ -57,7 +63,88 @@ impl HandlerRegistry {
                 );
                 Ok(Flow::Continue)
             }
-            other => MediaHandler::handle(session, other, rid).await,
+            ClientMessage::CreateTransport {
+                direction,
+                rtp_capabilities,
+                sctp_capabilities: _,
+            } => {
+                CreateWebRtcTransportHandler::handle(session, direction, rtp_capabilities, rid)
+                    .await
+            }
+            ClientMessage::ConnectTransport {
+                transport_id,
+                dtls_parameters,
+            } => ConnectTransportHandler::handle(session, transport_id, dtls_parameters, rid).await,
+            ClientMessage::Publish {
+                transport_id,
+                kind,
+                source,
+                rtp_parameters,
+                name,
+                muted,
+            } => {
+                let request = PublishRequest {
+                    transport_id,
+                    kind,
+                    source,
+                    rtp_parameters,
+                    name,
+                    muted,
+                };
+                PublishHandler::handle(session, request, rid).await
+            }
+            ClientMessage::Unpublish { producer_id } => {
+                UnpublishHandler::handle(session, producer_id, rid).await
+            }
+            ClientMessage::Subscribe {
+                producer_id,
+                rtp_capabilities,
+                transport_id,
+            } => {
+                SubscribeHandler::handle(session, producer_id, rtp_capabilities, transport_id, rid)
+                    .await
+            }
+            ClientMessage::Unsubscribe { consumer_id } => {
+                UnsubscribeHandler::handle(session, consumer_id, rid).await
+            }
+            ClientMessage::ResumeConsumer { consumer_id } => {
+                ResumeConsumerHandler::handle(session, consumer_id, true, rid).await
+            }
+            ClientMessage::PauseConsumer { consumer_id } => {
+                ResumeConsumerHandler::handle(session, consumer_id, false, rid).await
+            }
+            ClientMessage::Mute { producer_id } => {
+                MuteHandler::handle(session, producer_id, true, rid).await
+            }
+            ClientMessage::Unmute { producer_id } => {
+                MuteHandler::handle(session, producer_id, false, rid).await
+            }
+            ClientMessage::PublishDataChannel {
+                transport_id,
+                sctp_stream_parameters,
+                label,
+                protocol,
+            } => {
+                DataChannelHandler::publish(
+                    session,
+                    transport_id,
+                    sctp_stream_parameters,
+                    label,
+                    protocol,
+                    rid,
+                )
+                .await
+            }
+            ClientMessage::UnpublishDataChannel { data_producer_id } => {
+                DataChannelHandler::unpublish(session, data_producer_id, rid).await
+            }
+            ClientMessage::SubscribeData {
+                data_producer_id,
+                transport_id,
+            } => DataChannelHandler::subscribe(session, data_producer_id, transport_id, rid).await,
+            ClientMessage::UnsubscribeData { data_consumer_id } => {
+                DataChannelHandler::unsubscribe(session, data_consumer_id, rid).await
+            }
         }
     }
 }

@@ -1,20 +1,24 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use pulsewave_core::Event as MediaEvent;
 use pulsewave_protocol::rtp::RtpCapabilities;
 use pulsewave_protocol::{
-    DataKind, DisconnectReason, ParticipantInfo, ParticipantSid, RoomInfo, RoomSid, ServerMessage,
+    DataKind, DisconnectReason, ParticipantInfo, ParticipantSid, RequestId, RoomInfo, RoomSid,
+    ServerMessage,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::manager::{JoinRequest, ManagerInner, RoomHandle};
+use super::media::MediaRequest;
 use crate::error::SignalError;
+use crate::media::MediaRoom;
 use crate::outbound::{Outbound, encode};
 
-type Reply<T> = oneshot::Sender<Result<T, SignalError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, SignalError>>;
 
 /// What a room can be asked to do.
 #[derive(Debug)]
@@ -34,6 +38,12 @@ pub(crate) enum Command {
         topic: Option<String>,
         reply: Reply<()>,
     },
+    Media {
+        from: ParticipantSid,
+        request: Box<MediaRequest>,
+        request_id: Option<RequestId>,
+        reply: Reply<()>,
+    },
     Info {
         reply: Reply<RoomInfo>,
     },
@@ -43,21 +53,24 @@ pub(crate) enum Command {
     },
 }
 
-struct Participant {
-    info: ParticipantInfo,
-    outbound: Outbound,
+pub(crate) struct Participant {
+    pub(crate) info: ParticipantInfo,
+    pub(crate) outbound: Outbound,
 }
 
 /// The task owning one room's state.
 pub(crate) struct RoomActor {
-    name: String,
+    pub(crate) name: String,
     sid: RoomSid,
     created_at: u64,
-    manager: Arc<ManagerInner>,
+    pub(crate) manager: Arc<ManagerInner>,
     /// In join order.
-    participants: Vec<Participant>,
+    pub(crate) participants: Vec<Participant>,
     /// When the room became empty, if it is.
     empty_since: Option<Instant>,
+    /// The room's media on its worker, if the server has media workers.
+    pub(crate) media: Option<MediaRoom>,
+    pub(crate) rtp_capabilities: RtpCapabilities,
 }
 
 pub(crate) fn unix_millis() -> u64 {
@@ -71,6 +84,16 @@ impl RoomActor {
     pub(crate) fn spawn(name: String, manager: Arc<ManagerInner>) -> RoomHandle {
         let (tx, rx) = mpsc::channel(256);
         let sid = RoomSid::generate();
+        let (media, events, rtp_capabilities) = match &manager.settings().media {
+            Some(pool) => match pool.open_room() {
+                Ok((media, events)) => (Some(media), Some(events), pool.rtp_capabilities().clone()),
+                Err(e) => {
+                    warn!(room = %name, error = %e, "no media worker; room runs without media");
+                    (None, None, RtpCapabilities::default())
+                }
+            },
+            None => (None, None, RtpCapabilities::default()),
+        };
         let actor = RoomActor {
             name: name.clone(),
             sid: sid.clone(),
@@ -78,31 +101,45 @@ impl RoomActor {
             manager,
             participants: Vec::new(),
             empty_since: Some(Instant::now()),
+            media,
+            rtp_capabilities,
         };
         info!(room = %name, sid = %sid, "room created");
-        tokio::spawn(actor.run(rx));
+        tokio::spawn(actor.run(rx, events));
         RoomHandle { name, sid, tx }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut events: Option<mpsc::UnboundedReceiver<MediaEvent>>,
+    ) {
         let empty_timeout = self.manager.settings().empty_timeout;
         loop {
             let deadline = self.empty_since.map(|t| t + empty_timeout);
-            let cmd = tokio::select! {
-                cmd = rx.recv() => cmd,
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if let Command::Close { reason, reply } = cmd {
+                        self.close_everyone(reason);
+                        let _ = reply.send(());
+                        break;
+                    }
+                    self.handle(cmd).await;
+                }
+                event = recv_event(&mut events) => match event {
+                    Some(event) => self.media_event(event),
+                    None => {
+                        warn!(room = %self.name, "media worker went away");
+                        events = None;
+                    }
+                },
                 _ = sleep_until_opt(deadline) => {
                     debug!(room = %self.name, "empty room timed out");
-                    None
+                    break;
                 }
-            };
-            let Some(cmd) = cmd else { break };
-            if let Command::Close { reason, reply } = cmd {
-                self.close_everyone(reason);
-                let _ = reply.send(());
-                break;
             }
-            self.handle(cmd);
-            self.reap_closed();
+            self.reap_closed().await;
         }
         // Leave the table first so that new joins create a fresh room, then
         // refuse whatever is still queued.
@@ -112,6 +149,8 @@ impl RoomActor {
             self.refuse(cmd);
         }
         self.close_everyone(DisconnectReason::RoomClosed);
+        // Dropping the media handle closes the room on its worker.
+        self.media = None;
         info!(room = %self.name, sid = %self.sid, "room closed");
     }
 
@@ -121,7 +160,7 @@ impl RoomActor {
             Command::Join { reply, .. } => {
                 let _ = reply.send(Err(closed()));
             }
-            Command::PublishData { reply, .. } => {
+            Command::PublishData { reply, .. } | Command::Media { reply, .. } => {
                 let _ = reply.send(Err(closed()));
             }
             Command::Info { reply } => {
@@ -134,12 +173,13 @@ impl RoomActor {
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
+    async fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Join { request, reply } => {
-                let _ = reply.send(self.join(*request));
+                let result = self.join(*request).await;
+                let _ = reply.send(result);
             }
-            Command::Leave { sid } => self.remove(&sid, None),
+            Command::Leave { sid } => self.remove(&sid, None).await,
             Command::PublishData {
                 from,
                 kind,
@@ -149,6 +189,15 @@ impl RoomActor {
                 reply,
             } => {
                 let _ = reply.send(self.publish_data(&from, kind, data, &destinations, topic));
+            }
+            Command::Media {
+                from,
+                request,
+                request_id,
+                reply,
+            } => {
+                let result = self.media_request(&from, *request, request_id).await;
+                let _ = reply.send(result);
             }
             Command::Info { reply } => {
                 let _ = reply.send(Ok(self.info(None)));
@@ -172,7 +221,24 @@ impl RoomActor {
         }
     }
 
-    fn join(&mut self, req: JoinRequest) -> Result<ParticipantSid, SignalError> {
+    pub(crate) fn participant(&self, sid: &ParticipantSid) -> Result<&Participant, SignalError> {
+        self.participants
+            .iter()
+            .find(|p| &p.info.sid == sid)
+            .ok_or(SignalError::NotJoined)
+    }
+
+    pub(crate) fn participant_mut(
+        &mut self,
+        sid: &ParticipantSid,
+    ) -> Result<&mut Participant, SignalError> {
+        self.participants
+            .iter_mut()
+            .find(|p| &p.info.sid == sid)
+            .ok_or(SignalError::NotJoined)
+    }
+
+    async fn join(&mut self, req: JoinRequest) -> Result<ParticipantSid, SignalError> {
         // A second connection with the same identity replaces the first.
         if let Some(old) = self
             .participants
@@ -181,7 +247,8 @@ impl RoomActor {
             .map(|p| p.info.sid.clone())
         {
             info!(room = %self.name, identity = %req.identity, "identity reconnected; replacing old session");
-            self.remove(&old, Some(DisconnectReason::DuplicateIdentity));
+            self.remove(&old, Some(DisconnectReason::DuplicateIdentity))
+                .await;
         }
         let max = self.manager.settings().max_participants;
         if max > 0 && self.participants.len() as u32 >= max {
@@ -201,7 +268,7 @@ impl RoomActor {
         let joined = ServerMessage::Joined {
             room: self.info(None),
             participant: info.clone(),
-            rtp_capabilities: RtpCapabilities::default(),
+            rtp_capabilities: self.rtp_capabilities.clone(),
             ice_servers: self.manager.settings().ice_servers.clone(),
         };
         req.outbound.send(&joined, req.request_id.as_ref());
@@ -222,14 +289,40 @@ impl RoomActor {
         Ok(sid)
     }
 
-    /// Removes a participant; tells it `reason` if given, and tells the others.
-    fn remove(&mut self, sid: &ParticipantSid, reason: Option<DisconnectReason>) {
+    /// Removes a participant with its media; tells it `reason` if given, and
+    /// tells the others.
+    async fn remove(&mut self, sid: &ParticipantSid, reason: Option<DisconnectReason>) {
         let Some(idx) = self.participants.iter().position(|p| &p.info.sid == sid) else {
             return;
         };
         let p = self.participants.remove(idx);
         if let Some(reason) = reason {
             p.outbound.disconnect(reason);
+        }
+        if let Some(media) = &self.media {
+            let owner = p.info.sid.clone();
+            let _ = media
+                .call(move |room, now| room.close_participant(now, &owner))
+                .await;
+        }
+        for t in &p.info.tracks {
+            self.broadcast(
+                &ServerMessage::TrackUnpublished {
+                    producer_id: t.producer_id.clone(),
+                    track_sid: t.sid.clone(),
+                    participant_identity: p.info.identity.clone(),
+                },
+                None,
+            );
+        }
+        for d in &p.info.data_channels {
+            self.broadcast(
+                &ServerMessage::DataTrackUnpublished {
+                    data_producer_id: d.data_producer_id.clone(),
+                    participant_identity: p.info.identity.clone(),
+                },
+                None,
+            );
         }
         info!(room = %self.name, identity = %p.info.identity, sid = %p.info.sid, "participant left");
         if !p.info.permission.hidden {
@@ -246,7 +339,7 @@ impl RoomActor {
     }
 
     /// Drops participants whose sessions ended without a `Leave`.
-    fn reap_closed(&mut self) {
+    async fn reap_closed(&mut self) {
         let gone: Vec<ParticipantSid> = self
             .participants
             .iter()
@@ -254,7 +347,7 @@ impl RoomActor {
             .map(|p| p.info.sid.clone())
             .collect();
         for sid in gone {
-            self.remove(&sid, None);
+            self.remove(&sid, None).await;
         }
     }
 
@@ -266,11 +359,7 @@ impl RoomActor {
         destinations: &[String],
         topic: Option<String>,
     ) -> Result<(), SignalError> {
-        let sender = self
-            .participants
-            .iter()
-            .find(|p| &p.info.sid == from)
-            .ok_or(SignalError::NotJoined)?;
+        let sender = self.participant(from)?;
         if !sender.info.permission.can_publish_data {
             return Err(SignalError::PermissionDenied("canPublishData"));
         }
@@ -305,7 +394,7 @@ impl RoomActor {
     }
 
     /// Sends `message` to every participant except `except`.
-    fn broadcast(&self, message: &ServerMessage, except: Option<&ParticipantSid>) {
+    pub(crate) fn broadcast(&self, message: &ServerMessage, except: Option<&ParticipantSid>) {
         let text = encode(message, None);
         for p in &self.participants {
             if Some(&p.info.sid) != except {
@@ -314,10 +403,51 @@ impl RoomActor {
         }
     }
 
+    /// Sends `message` to everyone; `to`'s copy carries `request_id`.
+    pub(crate) fn broadcast_reply(
+        &self,
+        message: &ServerMessage,
+        to: &ParticipantSid,
+        request_id: Option<&RequestId>,
+    ) {
+        if request_id.is_none() {
+            return self.broadcast(message, None);
+        }
+        let text = encode(message, None);
+        for p in &self.participants {
+            if &p.info.sid == to {
+                p.outbound.send(message, request_id);
+            } else {
+                p.outbound.send_encoded(text.clone());
+            }
+        }
+    }
+
+    /// Sends `message` to one participant.
+    pub(crate) fn send_to(
+        &self,
+        to: &ParticipantSid,
+        message: &ServerMessage,
+        request_id: Option<&RequestId>,
+    ) {
+        if let Some(p) = self.participants.iter().find(|p| &p.info.sid == to) {
+            p.outbound.send(message, request_id);
+        }
+    }
+
     fn close_everyone(&mut self, reason: DisconnectReason) {
         for p in self.participants.drain(..) {
             p.outbound.disconnect(reason);
         }
+    }
+}
+
+async fn recv_event(
+    events: &mut Option<mpsc::UnboundedReceiver<MediaEvent>>,
+) -> Option<MediaEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

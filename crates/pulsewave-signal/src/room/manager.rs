@@ -10,7 +10,9 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{Command, RoomActor};
+use super::media::MediaRequest;
 use crate::error::SignalError;
+use crate::media::WorkerPool;
 use crate::outbound::Outbound;
 
 /// Settings every room is created with.
@@ -24,6 +26,8 @@ pub struct RoomSettings {
     pub auto_create: bool,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,
+    /// Media workers; `None` runs rooms without media (signaling only).
+    pub media: Option<Arc<WorkerPool>>,
 }
 
 impl Default for RoomSettings {
@@ -33,6 +37,7 @@ impl Default for RoomSettings {
             empty_timeout: Duration::from_secs(10),
             auto_create: true,
             ice_servers: Vec::new(),
+            media: None,
         }
     }
 }
@@ -256,6 +261,21 @@ impl RoomHandle {
 
     pub(crate) async fn leave(&self, sid: ParticipantSid) {
         let _ = self.tx.send(Command::Leave { sid }).await;
+    }
+
+    pub(crate) async fn media(
+        &self,
+        from: ParticipantSid,
+        request: MediaRequest,
+        request_id: Option<RequestId>,
+    ) -> Result<(), SignalError> {
+        self.call(|reply| Command::Media {
+            from,
+            request: Box::new(request),
+            request_id,
+            reply,
+        })
+        .await
     }
 
     pub(crate) async fn publish_data(

@@ -8,7 +8,9 @@
 
 mod actor;
 mod manager;
+mod media;
 
 pub(crate) use actor::unix_millis;
 pub(crate) use manager::JoinRequest;
 pub use manager::{RoomHandle, RoomManager, RoomSettings};
+pub(crate) use media::MediaRequest;

@@ -1,0 +1,1407 @@
+//! The tokio client: signaling over one WebSocket, media over one
+//! [`PeerTransport`] task per transport.
+//!
+//! # Tasks
+//!
+//! - **Signaling task**, started by [`Client::connect`]: owns the
+//!   WebSocket. Requests from [`Client::request`] reach it through a
+//!   bounded channel with a one-shot reply slot; it writes them with an
+//!   incrementing numeric `requestId` and completes the slot when the reply
+//!   (or an `error`) with that `requestId` arrives. Every other server
+//!   message becomes [`ClientEvent::Signal`]; on `transport-closed` it stops
+//!   that transport's task (the next publish or subscribe creates a new
+//!   transport), on `track-unsubscribed` it removes the consumer from the
+//!   receive transport. When the socket closes, pending
+//!   requests fail with [`ClientError::Closed`], [`ClientEvent::Closed`] is
+//!   queued and every transport task is cancelled.
+//! - **Transport tasks**, started lazily by the first publish (send
+//!   transport) or subscribe (receive transport): each owns one
+//!   `PeerTransport` and one UDP socket (see the `driver` module docs in the
+//!   source). Media packets arrive as [`ClientEvent::Rtp`].
+//!
+//! # Events and back-pressure
+//!
+//! Events go through one bounded channel ([`ClientBuilder::event_capacity`],
+//! 4096 by default). Signaling and state events are never dropped: when the
+//! channel is full they wait in the producing task and are delivered in
+//! order as room frees up. RTP packets are dropped when the channel is full
+//! and counted in [`Client::dropped_events`]. Read events promptly (or take
+//! the receiver with [`Client::events`] into a task of its own).
+//!
+//! Dropping the `Client` closes the WebSocket and stops every transport
+//! task; [`LocalTrackHandle`]s and [`RemoteTrack`]s then fail with
+//! [`ClientError::Closed`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use pulsewave_protocol::rtp::{MediaKind, RtpCapabilities, RtpParameters};
+use pulsewave_protocol::transport::{
+    IceServer, NumSctpStreams, SctpCapabilities, SctpStreamParameters, TransportDirection,
+    TransportOptions,
+};
+use pulsewave_protocol::{
+    ClientMessage, ConsumerId, DataConsumerId, DataKind, DataProducerId, ParticipantInfo,
+    ProducerId, RequestId, RoomInfo, ServerMessage, TrackInfo, TrackSid, TrackSource, TransportId,
+    decode_server, encode_client,
+};
+use serde_json::Value;
+use tokio::net::UdpSocket;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::{self, Command, EventSink, TransportHandle};
+use crate::error::ClientError;
+use crate::peer::{LocalTrack, PeerTransport};
+use crate::synthetic::{SyntheticConfig, SyntheticPacket, SyntheticSource};
+
+/// Requests queued to the signaling task.
+const SIGNAL_CAPACITY: usize = 256;
+
+/// Something that happened, delivered through [`Client::events`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A server message that is not the reply to one of our requests:
+    /// `participant-joined`, `track-published`, `data`, `track-muted`,
+    /// `track-unsubscribed`, `transport-closed`, `disconnected`, `error`
+    /// without `requestId`, ...
+    Signal(ServerMessage),
+    /// A transport's ICE and DTLS came up.
+    TransportConnected {
+        /// Send or receive transport.
+        direction: TransportDirection,
+        /// The transport.
+        transport_id: TransportId,
+    },
+    /// A transport lost its connection.
+    TransportDisconnected {
+        /// Send or receive transport.
+        direction: TransportDirection,
+        /// The transport.
+        transport_id: TransportId,
+    },
+    /// An RTP packet of a subscription.
+    Rtp(ReceivedRtp),
+    /// The server asks for a keyframe on one of our published tracks.
+    KeyframeRequested {
+        /// The track's producer, once `published` arrived.
+        producer_id: Option<ProducerId>,
+        /// The track's mid on the send transport.
+        mid: String,
+        /// FIR (`true`) or PLI.
+        full: bool,
+    },
+    /// An SCTP data channel opened.
+    DataChannelOpen {
+        /// Transport it runs on.
+        direction: TransportDirection,
+        /// SCTP stream id.
+        stream_id: u16,
+        /// Label.
+        label: String,
+    },
+    /// A data channel message.
+    DataChannelMessage {
+        /// Transport it arrived on.
+        direction: TransportDirection,
+        /// SCTP stream id.
+        stream_id: u16,
+        /// Binary or text.
+        binary: bool,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// A data channel closed.
+    DataChannelClosed {
+        /// Transport it ran on.
+        direction: TransportDirection,
+        /// SCTP stream id.
+        stream_id: u16,
+    },
+    /// The signaling connection closed; no more events follow.
+    Closed {
+        /// The close frame's code and reason, or the error, if any.
+        reason: Option<String>,
+    },
+}
+
+/// An RTP packet received on a subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedRtp {
+    /// The subscription.
+    pub consumer_id: ConsumerId,
+    /// The subscribed producer.
+    pub producer_id: ProducerId,
+    /// The consumer's mid on the receive transport.
+    pub mid: String,
+    /// The consumer's SSRC.
+    pub ssrc: u32,
+    /// Payload type (the router's).
+    pub payload_type: u8,
+    /// Extended sequence number.
+    pub seq_no: u64,
+    /// RTP timestamp.
+    pub rtp_time: u32,
+    /// Marker bit.
+    pub marker: bool,
+    /// The payload.
+    pub payload: Arc<[u8]>,
+    /// When the datagram was read from the socket.
+    pub received_at: Instant,
+}
+
+/// The `joined` reply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Joined {
+    /// The room with everyone already in it.
+    pub room: RoomInfo,
+    /// Ourselves.
+    pub participant: ParticipantInfo,
+    /// The router's RTP capabilities: what we publish with and receive.
+    pub rtp_capabilities: RtpCapabilities,
+    /// STUN/TURN servers (unused on loopback).
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// What to publish.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PublishOptions {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// A router codec MIME type (`audio/opus`, `video/VP8`, ...).
+    pub mime_type: String,
+    /// Camera, microphone, ...; the server's default when `None`.
+    pub source: Option<TrackSource>,
+    /// Optional track name.
+    pub name: Option<String>,
+    /// Publish muted.
+    pub muted: bool,
+    /// Declare an RTX stream (video only).
+    pub rtx: bool,
+}
+
+impl PublishOptions {
+    /// Opus from the microphone.
+    pub fn audio() -> Self {
+        Self {
+            kind: MediaKind::Audio,
+            mime_type: "audio/opus".into(),
+            source: Some(TrackSource::Microphone),
+            name: None,
+            muted: false,
+            rtx: false,
+        }
+    }
+
+    /// Video with `mime_type` from the camera, with RTX.
+    pub fn video(mime_type: &str) -> Self {
+        Self {
+            kind: MediaKind::Video,
+            mime_type: mime_type.to_owned(),
+            source: Some(TrackSource::Camera),
+            name: None,
+            muted: false,
+            rtx: true,
+        }
+    }
+
+    /// With `source`.
+    pub fn with_source(mut self, source: TrackSource) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// With a track name.
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// Published muted or not.
+    pub fn with_muted(mut self, muted: bool) -> Self {
+        self.muted = muted;
+        self
+    }
+
+    /// With or without RTX.
+    pub fn with_rtx(mut self, rtx: bool) -> Self {
+        self.rtx = rtx;
+        self
+    }
+}
+
+/// Settings for [`Client`]; [`ClientBuilder::connect`] opens it.
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    event_capacity: usize,
+    bind_ip: Option<IpAddr>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            event_capacity: 4096,
+            bind_ip: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// How long a request waits for its reply (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long the WebSocket handshake, and a new transport's ICE and DTLS,
+    /// may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Capacity of the event channel (default 4096).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Local IP for media sockets; by default the IP the OS routes to the
+    /// server's candidate from (127.0.0.1 for a loopback server).
+    pub fn bind_ip(mut self, ip: IpAddr) -> Self {
+        self.bind_ip = Some(ip);
+        self
+    }
+
+    /// Connects to `url` (`ws://host:port/`) with the access `token`
+    /// (appended as `?token=`; pass `""` when `url` already carries it).
+    pub async fn connect(self, url: &str, token: &str) -> Result<Client, ClientError> {
+        let full = ws_url(url, token);
+        let (ws, _) =
+            tokio::time::timeout(self.connect_timeout, tokio_tungstenite::connect_async(full))
+                .await
+                .map_err(|_| {
+                    ClientError::Timeout(format!("WebSocket connect to {url} timed out"))
+                })??;
+        let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let events_weak = events_tx.downgrade();
+        let sink = EventSink {
+            tx: events_tx,
+            dropped: dropped.clone(),
+        };
+        let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_CAPACITY);
+        let cancel = CancellationToken::new();
+        // The tasks hold the only strong senders, so the event channel ends
+        // when the signaling task and every transport task have ended.
+        let registry = Registry::default();
+        tokio::spawn(signaling_task(
+            ws,
+            signal_rx,
+            sink,
+            cancel.clone(),
+            registry.clone(),
+        ));
+        Ok(Client {
+            signal: signal_tx,
+            next_request_id: AtomicU64::new(1),
+            request_timeout: self.request_timeout,
+            connect_timeout: self.connect_timeout,
+            bind_ip: self.bind_ip,
+            events_tx: events_weak,
+            dropped,
+            cancel,
+            events: Some(events_rx),
+            joined: None,
+            registry,
+            send_transport: Mutex::new(None),
+            recv_transport: Mutex::new(None),
+        })
+    }
+}
+
+/// Appends `token` to `url` as a query parameter, adding the `/` path when
+/// `url` has none.
+fn ws_url(url: &str, token: &str) -> String {
+    let mut url = url.to_owned();
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[after_scheme..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| after_scheme + i);
+    if url[authority_end..].is_empty() || url[authority_end..].starts_with('?') {
+        url.insert(authority_end, '/');
+    }
+    if token.is_empty() {
+        return url;
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let encoded: String = token
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{url}{sep}token={encoded}")
+}
+
+enum SignalCommand {
+    Request {
+        id: u64,
+        text: String,
+        reply: oneshot::Sender<Result<ServerMessage, ClientError>>,
+    },
+    Send {
+        text: String,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Close,
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The running transports, so that the signaling task can act on
+/// `transport-closed` and `track-unsubscribed`.
+#[derive(Clone, Debug, Default)]
+struct Registry(Arc<std::sync::Mutex<Vec<RegisteredTransport>>>);
+
+#[derive(Debug)]
+struct RegisteredTransport {
+    id: TransportId,
+    cancel: CancellationToken,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Registry {
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<RegisteredTransport>) -> T) -> T {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        guard.retain(|t| !t.commands.is_closed());
+        f(&mut guard)
+    }
+
+    fn add(&self, t: RegisteredTransport) {
+        self.with(|v| v.push(t));
+    }
+
+    /// Keeps the client's transports in step with what the server says.
+    fn on_server_message(&self, msg: &ServerMessage) {
+        match msg {
+            ServerMessage::TransportClosed { transport_id, .. } => self.with(|v| {
+                for t in v.iter().filter(|t| t.id == *transport_id) {
+                    t.cancel.cancel();
+                }
+            }),
+            ServerMessage::TrackUnsubscribed { consumer_id, .. } => self.with(|v| {
+                for t in v.iter() {
+                    // Only the receive transport knows the consumer; the
+                    // others ignore it. A full queue only delays cleanup.
+                    let _ = t.commands.try_send(Command::RemoveConsumer {
+                        consumer_id: consumer_id.clone(),
+                    });
+                }
+            }),
+            _ => {}
+        }
+    }
+}
+
+async fn signaling_task(
+    ws: WsStream,
+    mut commands: mpsc::Receiver<SignalCommand>,
+    sink: EventSink,
+    cancel: CancellationToken,
+    registry: Registry,
+) {
+    let (mut write, mut read) = ws.split();
+    let mut pending: HashMap<u64, oneshot::Sender<Result<ServerMessage, ClientError>>> =
+        HashMap::new();
+    let mut overflow: VecDeque<ClientEvent> = VecDeque::new();
+    let mut reason: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                let _ = write.send(Message::Close(None)).await;
+                break;
+            }
+            cmd = commands.recv() => match cmd {
+                Some(SignalCommand::Request { id, text, reply }) => {
+                    pending.retain(|_, tx| !tx.is_closed());
+                    match write.send(Message::text(text)).await {
+                        Ok(()) => {
+                            pending.insert(id, reply);
+                        }
+                        Err(e) => {
+                            reason = Some(e.to_string());
+                            let _ = reply.send(Err(e.into()));
+                            break;
+                        }
+                    }
+                }
+                Some(SignalCommand::Send { text, reply }) => {
+                    let r = write.send(Message::text(text)).await;
+                    let failed = r.is_err();
+                    let _ = reply.send(r.map_err(Into::into));
+                    if failed {
+                        break;
+                    }
+                }
+                Some(SignalCommand::Close) | None => {
+                    let _ = write.send(Message::Close(None)).await;
+                    // Keep reading until the server's close or `left`.
+                }
+            },
+            msg = read.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    on_text(&text, &mut pending, &sink, &mut overflow, &registry);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    reason = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    reason = Some(e.to_string());
+                    break;
+                }
+                None => break,
+            },
+            permit = sink.tx.reserve(), if !overflow.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(e) = overflow.pop_front() {
+                        permit.send(e);
+                    }
+                }
+                Err(_) => overflow.clear(),
+            },
+        }
+    }
+    for (_, tx) in pending.drain() {
+        let _ = tx.send(Err(ClientError::Closed));
+    }
+    // Stop the transports, release the socket, then deliver the rest.
+    cancel.cancel();
+    drop(write);
+    drop(read);
+    overflow.push_back(ClientEvent::Closed { reason });
+    for e in overflow {
+        if sink.tx.send(e).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn on_text(
+    text: &str,
+    pending: &mut HashMap<u64, oneshot::Sender<Result<ServerMessage, ClientError>>>,
+    sink: &EventSink,
+    overflow: &mut VecDeque<ClientEvent>,
+    registry: &Registry,
+) {
+    match decode_server(text) {
+        Ok(frame) => match frame.request_id {
+            Some(RequestId::Number(id)) => {
+                if let Some(tx) = pending.remove(&id) {
+                    let r = match frame.message {
+                        ServerMessage::Error { code, message } => {
+                            Err(ClientError::Server { code, message })
+                        }
+                        m => Ok(m),
+                    };
+                    let _ = tx.send(r);
+                } else {
+                    tracing::debug!(
+                        id,
+                        kind = frame.message.type_name(),
+                        "late or unknown reply dropped"
+                    );
+                }
+            }
+            _ => {
+                registry.on_server_message(&frame.message);
+                sink.push(overflow, ClientEvent::Signal(frame.message));
+            }
+        },
+        Err(e) => {
+            let id = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("requestId").and_then(Value::as_u64));
+            match id.and_then(|id| pending.remove(&id)) {
+                Some(tx) => {
+                    let _ = tx.send(Err(ClientError::Protocol(format!(
+                        "undecodable reply: {e}"
+                    ))));
+                }
+                None => tracing::warn!(error = %e, "undecodable server message ignored"),
+            }
+        }
+    }
+}
+
+fn unexpected(wanted: &str, got: &ServerMessage) -> ClientError {
+    ClientError::Protocol(format!("expected `{wanted}`, got `{}`", got.type_name()))
+}
+
+/// A PulseWave client: one WebSocket, at most one send and one receive
+/// transport. See the [module documentation](self).
+pub struct Client {
+    signal: mpsc::Sender<SignalCommand>,
+    next_request_id: AtomicU64,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    bind_ip: Option<IpAddr>,
+    events_tx: mpsc::WeakSender<ClientEvent>,
+    dropped: Arc<AtomicU64>,
+    cancel: CancellationToken,
+    events: Option<mpsc::Receiver<ClientEvent>>,
+    joined: Option<Joined>,
+    send_transport: Mutex<Option<TransportHandle>>,
+    recv_transport: Mutex<Option<TransportHandle>>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field(
+                "joined",
+                &self.joined.as_ref().map(|j| &j.participant.identity),
+            )
+            .field("closed", &self.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Client {
+    /// Connects with default settings; see [`ClientBuilder::connect`].
+    pub async fn connect(url: &str, token: &str) -> Result<Client, ClientError> {
+        ClientBuilder::default().connect(url, token).await
+    }
+
+    /// Settings for a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    // ------------------------------------------------------------------
+    // Signaling
+
+    /// Sends `msg` with a fresh `requestId` and waits for the reply with the
+    /// same `requestId`. An `error` reply becomes [`ClientError::Server`].
+    pub async fn request(&self, msg: ClientMessage) -> Result<ServerMessage, ClientError> {
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let text = encode_client(&msg, Some(&RequestId::Number(id)));
+        let (reply, rx) = oneshot::channel();
+        self.signal
+            .send(SignalCommand::Request { id, text, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Err(_) => Err(ClientError::Timeout(format!(
+                "no reply to `{}` within {:?}",
+                msg.type_name(),
+                self.request_timeout
+            ))),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Sends `msg` without a `requestId` and without waiting for anything.
+    pub async fn send(&self, msg: ClientMessage) -> Result<(), ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.signal
+            .send(SignalCommand::Send {
+                text: encode_client(&msg, None),
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Takes the event receiver (once; `None` afterwards). Until it is
+    /// taken, [`next_event`](Self::next_event) reads from it.
+    pub fn events(&mut self) -> Option<mpsc::Receiver<ClientEvent>> {
+        self.events.take()
+    }
+
+    /// The next event; `None` when the client is closed and every event was
+    /// read, or when the receiver was taken with [`events`](Self::events).
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        self.events.as_mut()?.recv().await
+    }
+
+    /// Waits up to `timeout` for an event that `f` maps to `Some`, dropping
+    /// the events before it.
+    pub async fn wait_for<T>(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(ClientEvent) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.next_event()).await;
+            match next {
+                Err(_) => {
+                    return Err(ClientError::Timeout(format!(
+                        "no matching event within {timeout:?}"
+                    )));
+                }
+                Ok(None) => return Err(ClientError::Closed),
+                Ok(Some(e)) => {
+                    if let Some(t) = f(e) {
+                        return Ok(t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// RTP packets dropped because the event channel was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the signaling connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Joins `room` (which must be the token's room).
+    pub async fn join(&mut self, room: &str) -> Result<Joined, ClientError> {
+        let reply = self
+            .request(ClientMessage::Join { room: room.into() })
+            .await?;
+        let ServerMessage::Joined {
+            room,
+            participant,
+            rtp_capabilities,
+            ice_servers,
+        } = reply
+        else {
+            return Err(unexpected("joined", &reply));
+        };
+        let joined = Joined {
+            room,
+            participant,
+            rtp_capabilities,
+            ice_servers,
+        };
+        self.joined = Some(joined.clone());
+        Ok(joined)
+    }
+
+    /// The `joined` reply, once joined.
+    pub fn joined(&self) -> Option<&Joined> {
+        self.joined.as_ref()
+    }
+
+    /// Leaves the room: the server answers `left` and closes the socket,
+    /// which stops the transports. Events can still be read until
+    /// [`ClientEvent::Closed`].
+    pub async fn leave(&self) -> Result<(), ClientError> {
+        match self.request(ClientMessage::Leave).await? {
+            ServerMessage::Left => Ok(()),
+            other => Err(unexpected("left", &other)),
+        }
+    }
+
+    /// Closes the WebSocket (without `leave`) and stops the transports.
+    pub async fn close(&self) {
+        let _ = self.signal.send(SignalCommand::Close).await;
+        self.cancel.cancel();
+    }
+
+    /// `ping`; returns the server's timestamp (unix milliseconds).
+    pub async fn ping(&self) -> Result<u64, ClientError> {
+        match self.request(ClientMessage::Ping).await? {
+            ServerMessage::Pong { timestamp } => Ok(timestamp),
+            other => Err(unexpected("pong", &other)),
+        }
+    }
+
+    /// Sends a data message through the signaling server to everyone else
+    /// and waits for `data-sent`.
+    pub async fn publish_data(&self, kind: DataKind, data: Value) -> Result<(), ClientError> {
+        self.publish_data_to(kind, data, Vec::new(), None).await
+    }
+
+    /// Sends a data message to some identities only (all others when
+    /// empty), with an optional topic.
+    pub async fn publish_data_to(
+        &self,
+        kind: DataKind,
+        data: Value,
+        destination_identities: Vec<String>,
+        topic: Option<String>,
+    ) -> Result<(), ClientError> {
+        match self
+            .request(ClientMessage::PublishData {
+                kind,
+                data,
+                destination_identities,
+                topic,
+            })
+            .await?
+        {
+            ServerMessage::DataSent => Ok(()),
+            other => Err(unexpected("data-sent", &other)),
+        }
+    }
+
+    /// Mutes one of our tracks.
+    pub async fn mute(&self, producer_id: &ProducerId) -> Result<(), ClientError> {
+        match self
+            .request(ClientMessage::Mute {
+                producer_id: producer_id.clone(),
+            })
+            .await?
+        {
+            ServerMessage::TrackMuted { .. } => Ok(()),
+            other => Err(unexpected("track-muted", &other)),
+        }
+    }
+
+    /// Unmutes one of our tracks.
+    pub async fn unmute(&self, producer_id: &ProducerId) -> Result<(), ClientError> {
+        match self
+            .request(ClientMessage::Unmute {
+                producer_id: producer_id.clone(),
+            })
+            .await?
+        {
+            ServerMessage::TrackUnmuted { .. } => Ok(()),
+            other => Err(unexpected("track-unmuted", &other)),
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Transports
+
+    fn router_caps(&self) -> Result<&RtpCapabilities, ClientError> {
+        self.joined
+            .as_ref()
+            .map(|j| &j.rtp_capabilities)
+            .ok_or(ClientError::NotJoined)
+    }
+
+    /// The transport for `direction`, created and connected on first use:
+    /// `create-transport`, a UDP socket, `connect-transport`, then ICE and
+    /// DTLS (waited for up to the connect timeout).
+    async fn transport(
+        &self,
+        direction: TransportDirection,
+    ) -> Result<TransportHandle, ClientError> {
+        let caps = self.router_caps()?.clone();
+        let slot = match direction {
+            TransportDirection::Send => &self.send_transport,
+            TransportDirection::Recv => &self.recv_transport,
+        };
+        let handle = {
+            let mut guard = slot.lock().await;
+            match guard.as_ref().filter(|h| !h.is_closed()) {
+                Some(h) => h.clone(),
+                None => {
+                    let h = self.create_transport(direction, &caps).await?;
+                    *guard = Some(h.clone());
+                    h
+                }
+            }
+        };
+        handle.wait_connected(self.connect_timeout).await?;
+        Ok(handle)
+    }
+
+    async fn create_transport(
+        &self,
+        direction: TransportDirection,
+        caps: &RtpCapabilities,
+    ) -> Result<TransportHandle, ClientError> {
+        let reply = self
+            .request(ClientMessage::CreateTransport {
+                direction,
+                rtp_capabilities: None,
+                sctp_capabilities: Some(SctpCapabilities {
+                    num_streams: NumSctpStreams {
+                        os: 1024,
+                        mis: 1024,
+                    },
+                }),
+            })
+            .await?;
+        let ServerMessage::TransportCreated { transport, .. } = reply else {
+            return Err(unexpected("transport-created", &reply));
+        };
+        let server = first_udp_candidate(&transport).ok_or_else(|| {
+            ClientError::InvalidParameters("transport has no usable UDP candidate".into())
+        })?;
+        let ip = match self.bind_ip {
+            Some(ip) => ip,
+            None => driver::local_ip_for(server)?,
+        };
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let local = socket.local_addr()?;
+        let peer = PeerTransport::new(Instant::now(), direction, local, &transport, caps)?;
+        let reply = self
+            .request(ClientMessage::ConnectTransport {
+                transport_id: transport.id.clone(),
+                dtls_parameters: peer.dtls_parameters(),
+            })
+            .await?;
+        if !matches!(reply, ServerMessage::TransportConnected { .. }) {
+            return Err(unexpected("transport-connected", &reply));
+        }
+        tracing::debug!(transport = %transport.id, %local, %server, ?direction, "transport created");
+        let sink = EventSink {
+            tx: self.events_tx.upgrade().ok_or(ClientError::Closed)?,
+            dropped: self.dropped.clone(),
+        };
+        let cancel = self.cancel.child_token();
+        let handle = driver::spawn(peer, socket, sink, cancel.clone());
+        self.registry.add(RegisteredTransport {
+            id: handle.id.clone(),
+            cancel,
+            commands: handle.commands.clone(),
+        });
+        Ok(handle)
+    }
+
+    /// The send transport's id, if it exists.
+    pub async fn send_transport_id(&self) -> Option<TransportId> {
+        self.send_transport
+            .lock()
+            .await
+            .as_ref()
+            .map(|h| h.id.clone())
+    }
+
+    /// The receive transport's id, if it exists.
+    pub async fn recv_transport_id(&self) -> Option<TransportId> {
+        self.recv_transport
+            .lock()
+            .await
+            .as_ref()
+            .map(|h| h.id.clone())
+    }
+
+    // ------------------------------------------------------------------
+    // Publishing
+
+    /// Publishes a track: creates the send transport if needed, declares
+    /// the track, sends `publish` and returns a handle to send RTP with.
+    pub async fn publish(&self, options: PublishOptions) -> Result<LocalTrackHandle, ClientError> {
+        let t = self.transport(TransportDirection::Send).await?;
+        let kind = options.kind;
+        let mime_type = options.mime_type.clone();
+        let rtx = options.rtx;
+        let local = t
+            .call(|reply| Command::AddTrack {
+                kind,
+                mime_type,
+                rtx,
+                reply,
+            })
+            .await?;
+        let reply = self
+            .request(ClientMessage::Publish {
+                transport_id: Some(t.id.clone()),
+                kind: options.kind,
+                source: options.source,
+                rtp_parameters: local.rtp_parameters.clone(),
+                name: options.name,
+                muted: options.muted,
+            })
+            .await;
+        let (producer_id, track) = match reply {
+            Ok(ServerMessage::Published { producer_id, track }) => (producer_id, track),
+            other => {
+                let _ = t
+                    .send(Command::RemoveTrack {
+                        mid: local.mid.clone(),
+                    })
+                    .await;
+                return Err(match other {
+                    Ok(m) => unexpected("published", &m),
+                    Err(e) => e,
+                });
+            }
+        };
+        t.send(Command::BindProducer {
+            mid: local.mid.clone(),
+            producer_id: producer_id.clone(),
+        })
+        .await?;
+        Ok(LocalTrackHandle {
+            producer_id,
+            track,
+            next_seq: u64::from(rand::random::<u16>() & 0x7fff),
+            local,
+            commands: t.commands.clone(),
+        })
+    }
+
+    /// Publishes opus audio from the "microphone".
+    pub async fn publish_audio(&self) -> Result<LocalTrackHandle, ClientError> {
+        self.publish(PublishOptions::audio()).await
+    }
+
+    /// Publishes camera video with `mime_type` (`video/VP8`, ...) and RTX.
+    pub async fn publish_video(&self, mime_type: &str) -> Result<LocalTrackHandle, ClientError> {
+        self.publish(PublishOptions::video(mime_type)).await
+    }
+
+    /// Stops publishing a track (`unpublish`, then the track is removed
+    /// from the send transport).
+    pub async fn unpublish(&self, producer_id: &ProducerId) -> Result<(), ClientError> {
+        let reply = self
+            .request(ClientMessage::Unpublish {
+                producer_id: producer_id.clone(),
+            })
+            .await?;
+        if !matches!(reply, ServerMessage::TrackUnpublished { .. }) {
+            return Err(unexpected("track-unpublished", &reply));
+        }
+        if let Some(t) = self.send_transport.lock().await.clone() {
+            let _ = t
+                .send(Command::RemoveProducer {
+                    producer_id: producer_id.clone(),
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Subscribing
+
+    /// Subscribes to a producer: creates the receive transport if needed,
+    /// sends `subscribe` with the router's capabilities as ours, prepares
+    /// the transport for the consumer and resumes it. Packets arrive as
+    /// [`ClientEvent::Rtp`].
+    pub async fn subscribe(&self, producer_id: &ProducerId) -> Result<RemoteTrack, ClientError> {
+        let caps = self.router_caps()?.clone();
+        let t = self.transport(TransportDirection::Recv).await?;
+        let reply = self
+            .request(ClientMessage::Subscribe {
+                producer_id: producer_id.clone(),
+                rtp_capabilities: caps,
+                transport_id: Some(t.id.clone()),
+            })
+            .await?;
+        let ServerMessage::TrackSubscribed {
+            track_sid,
+            consumer_id,
+            producer_id,
+            kind,
+            rtp_parameters,
+            participant_identity,
+            paused,
+        } = reply
+        else {
+            return Err(unexpected("track-subscribed", &reply));
+        };
+        let added = t
+            .call(|reply| Command::AddConsumer {
+                consumer_id: consumer_id.clone(),
+                producer_id: producer_id.clone(),
+                kind,
+                rtp_parameters: Box::new(rtp_parameters.clone()),
+                reply,
+            })
+            .await;
+        if let Err(e) = added {
+            let _ = self
+                .request(ClientMessage::Unsubscribe {
+                    consumer_id: consumer_id.clone(),
+                })
+                .await;
+            return Err(e);
+        }
+        if paused {
+            let reply = self
+                .request(ClientMessage::ResumeConsumer {
+                    consumer_id: consumer_id.clone(),
+                })
+                .await?;
+            if !matches!(reply, ServerMessage::ConsumerResumed { .. }) {
+                return Err(unexpected("consumer-resumed", &reply));
+            }
+        }
+        let encoding = rtp_parameters.encodings.first();
+        Ok(RemoteTrack {
+            mid: rtp_parameters.mid.clone().unwrap_or_default(),
+            ssrc: encoding.and_then(|e| e.ssrc).unwrap_or_default(),
+            rtx_ssrc: encoding.and_then(|e| e.rtx).map(|r| r.ssrc),
+            consumer_id,
+            producer_id,
+            track_sid,
+            kind,
+            participant_identity,
+            rtp_parameters,
+            transport: t,
+        })
+    }
+
+    /// Ends a subscription (`unsubscribe`, then the consumer is removed from
+    /// the receive transport).
+    pub async fn unsubscribe(&self, consumer_id: &ConsumerId) -> Result<(), ClientError> {
+        let reply = self
+            .request(ClientMessage::Unsubscribe {
+                consumer_id: consumer_id.clone(),
+            })
+            .await?;
+        if !matches!(reply, ServerMessage::TrackUnsubscribed { .. }) {
+            return Err(unexpected("track-unsubscribed", &reply));
+        }
+        if let Some(t) = self.recv_transport.lock().await.clone() {
+            let _ = t
+                .send(Command::RemoveConsumer {
+                    consumer_id: consumer_id.clone(),
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // SCTP data channels
+
+    /// Opens a data channel on the send transport and announces it with
+    /// `publish-data-channel`. Reliable channels are ordered with
+    /// retransmissions; lossy ones unordered without.
+    pub async fn publish_data_channel(
+        &self,
+        label: &str,
+        kind: DataKind,
+    ) -> Result<DataChannelHandle, ClientError> {
+        let t = self.transport(TransportDirection::Send).await?;
+        let stream_id = t.next_stream_id();
+        let (ordered, max_retransmits) = match kind {
+            DataKind::Reliable => (true, None),
+            DataKind::Lossy => (false, Some(0)),
+        };
+        let label_owned = label.to_owned();
+        t.call(|reply| Command::OpenChannel {
+            stream_id,
+            label: label_owned,
+            ordered,
+            max_retransmits,
+            reply,
+        })
+        .await?;
+        let reply = self
+            .request(ClientMessage::PublishDataChannel {
+                transport_id: Some(t.id.clone()),
+                sctp_stream_parameters: SctpStreamParameters {
+                    stream_id,
+                    ordered: Some(ordered),
+                    max_packet_life_time: None,
+                    max_retransmits,
+                },
+                label: label.to_owned(),
+                protocol: String::new(),
+            })
+            .await;
+        match reply {
+            Ok(ServerMessage::DataChannelPublished {
+                data_producer_id, ..
+            }) => Ok(DataChannelHandle {
+                data_producer_id,
+                stream_id,
+                label: label.to_owned(),
+                transport: t,
+            }),
+            other => {
+                let _ = t.send(Command::CloseChannel { stream_id }).await;
+                Err(match other {
+                    Ok(m) => unexpected("data-channel-published", &m),
+                    Err(e) => e,
+                })
+            }
+        }
+    }
+
+    /// Closes a data channel published with
+    /// [`publish_data_channel`](Self::publish_data_channel).
+    pub async fn unpublish_data_channel(
+        &self,
+        channel: &DataChannelHandle,
+    ) -> Result<(), ClientError> {
+        let reply = self
+            .request(ClientMessage::UnpublishDataChannel {
+                data_producer_id: channel.data_producer_id.clone(),
+            })
+            .await?;
+        let _ = channel
+            .transport
+            .send(Command::CloseChannel {
+                stream_id: channel.stream_id,
+            })
+            .await;
+        match reply {
+            ServerMessage::DataTrackUnpublished { .. } => Ok(()),
+            other => Err(unexpected("data-track-unpublished", &other)),
+        }
+    }
+
+    /// Receives another participant's data channel on the receive
+    /// transport. Messages arrive as [`ClientEvent::DataChannelMessage`]
+    /// with the returned stream id.
+    pub async fn subscribe_data(
+        &self,
+        data_producer_id: &DataProducerId,
+    ) -> Result<DataSubscription, ClientError> {
+        let t = self.transport(TransportDirection::Recv).await?;
+        let reply = self
+            .request(ClientMessage::SubscribeData {
+                data_producer_id: data_producer_id.clone(),
+                transport_id: Some(t.id.clone()),
+            })
+            .await?;
+        let ServerMessage::DataSubscribed {
+            data_consumer_id,
+            data_producer_id,
+            sctp_stream_parameters,
+            label,
+            participant_identity,
+            ..
+        } = reply
+        else {
+            return Err(unexpected("data-subscribed", &reply));
+        };
+        let params = sctp_stream_parameters;
+        let label_owned = label.clone();
+        t.call(|reply| Command::AcceptChannel {
+            params,
+            label: label_owned,
+            reply,
+        })
+        .await?;
+        Ok(DataSubscription {
+            data_consumer_id,
+            data_producer_id,
+            stream_id: params.stream_id,
+            label,
+            participant_identity,
+            transport: t,
+        })
+    }
+
+    /// Ends a data subscription.
+    pub async fn unsubscribe_data(&self, sub: &DataSubscription) -> Result<(), ClientError> {
+        let reply = self
+            .request(ClientMessage::UnsubscribeData {
+                data_consumer_id: sub.data_consumer_id.clone(),
+            })
+            .await?;
+        let _ = sub
+            .transport
+            .send(Command::CloseChannel {
+                stream_id: sub.stream_id,
+            })
+            .await;
+        match reply {
+            ServerMessage::DataUnsubscribed { .. } => Ok(()),
+            other => Err(unexpected("data-unsubscribed", &other)),
+        }
+    }
+}
+
+fn first_udp_candidate(options: &TransportOptions) -> Option<SocketAddr> {
+    options
+        .ice_candidates
+        .iter()
+        .filter(|c| c.protocol.eq_ignore_ascii_case("udp"))
+        .find_map(|c| {
+            let ip: IpAddr = c.address.parse().or_else(|_| c.ip.parse()).ok()?;
+            Some(SocketAddr::new(ip, c.port))
+        })
+}
+
+/// A published track: its producer id and a way to send RTP on it.
+#[derive(Debug)]
+pub struct LocalTrackHandle {
+    producer_id: ProducerId,
+    track: TrackInfo,
+    local: LocalTrack,
+    next_seq: u64,
+    commands: mpsc::Sender<Command>,
+}
+
+impl LocalTrackHandle {
+    /// The producer id (for `mute`, `unpublish`, and others' `subscribe`).
+    pub fn producer_id(&self) -> &ProducerId {
+        &self.producer_id
+    }
+
+    /// The track as the server describes it.
+    pub fn info(&self) -> &TrackInfo {
+        &self.track
+    }
+
+    /// Mid, SSRCs, payload type, clock rate and RTP parameters.
+    pub fn local(&self) -> &LocalTrack {
+        &self.local
+    }
+
+    /// The sequence number the next packet gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Sends one RTP packet with the next sequence number; waits when the
+    /// transport's command queue is full. Returns the sequence number used.
+    /// Packets written before the transport connects, or after it lost the
+    /// connection, are dropped by the transport.
+    pub async fn send_rtp(
+        &mut self,
+        payload: impl Into<Arc<[u8]>>,
+        rtp_time: u32,
+        marker: bool,
+    ) -> Result<u64, ClientError> {
+        let seq_no = self.next_seq;
+        self.commands
+            .send(Command::WriteRtp {
+                mid: self.local.mid.clone(),
+                seq_no,
+                rtp_time,
+                marker,
+                payload: payload.into(),
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        self.next_seq += 1;
+        Ok(seq_no)
+    }
+
+    /// Sends a packet made by a [`SyntheticSource`].
+    pub async fn send_synthetic(&mut self, packet: &SyntheticPacket) -> Result<u64, ClientError> {
+        self.send_rtp(packet.payload.clone(), packet.rtp_time, packet.marker)
+            .await
+    }
+
+    /// A synthetic source suited to this track's codec and clock rate.
+    pub fn synthetic_source(&self) -> SyntheticSource {
+        let mut config = SyntheticConfig::for_mime(&self.local.mime_type);
+        config.clock_rate = self.local.clock_rate;
+        SyntheticSource::new(config)
+    }
+}
+
+/// A subscription.
+#[derive(Clone, Debug)]
+pub struct RemoteTrack {
+    /// The consumer.
+    pub consumer_id: ConsumerId,
+    /// The producer.
+    pub producer_id: ProducerId,
+    /// The track sid.
+    pub track_sid: TrackSid,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Publisher identity.
+    pub participant_identity: String,
+    /// The consumer's RTP parameters (router payload types).
+    pub rtp_parameters: RtpParameters,
+    /// The consumer's mid on the receive transport.
+    pub mid: String,
+    /// The consumer's media SSRC.
+    pub ssrc: u32,
+    /// The consumer's RTX SSRC.
+    pub rtx_ssrc: Option<u32>,
+    transport: TransportHandle,
+}
+
+impl RemoteTrack {
+    /// Asks the server for a keyframe (RTCP PLI; video only).
+    pub async fn request_keyframe(&self) -> Result<(), ClientError> {
+        let consumer_id = self.consumer_id.clone();
+        self.transport
+            .call(|reply| Command::RequestKeyframe { consumer_id, reply })
+            .await
+    }
+}
+
+/// A data channel we publish.
+#[derive(Clone, Debug)]
+pub struct DataChannelHandle {
+    /// The data producer id.
+    pub data_producer_id: DataProducerId,
+    /// SCTP stream id on the send transport.
+    pub stream_id: u16,
+    /// Label.
+    pub label: String,
+    transport: TransportHandle,
+}
+
+impl DataChannelHandle {
+    /// Sends a message. `Ok(false)`: the channel's buffer is full.
+    /// [`ClientError::NotConnected`] until the channel opened
+    /// ([`ClientEvent::DataChannelOpen`]).
+    pub async fn send(&self, binary: bool, data: &[u8]) -> Result<bool, ClientError> {
+        let stream_id = self.stream_id;
+        let data = data.to_vec();
+        self.transport
+            .call(|reply| Command::SendData {
+                stream_id,
+                binary,
+                data,
+                reply,
+            })
+            .await
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&self, text: &str) -> Result<bool, ClientError> {
+        self.send(false, text.as_bytes()).await
+    }
+}
+
+/// A data channel we receive.
+#[derive(Clone, Debug)]
+pub struct DataSubscription {
+    /// The data consumer id.
+    pub data_consumer_id: DataConsumerId,
+    /// The data producer id.
+    pub data_producer_id: DataProducerId,
+    /// SCTP stream id on the receive transport (chosen by the server).
+    pub stream_id: u16,
+    /// Label.
+    pub label: String,
+    /// Publisher identity.
+    pub participant_identity: String,
+    transport: TransportHandle,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_get_a_path_and_an_encoded_token() {
+        assert_eq!(ws_url("ws://h:1", "a.b"), "ws://h:1/?token=a.b");
+        assert_eq!(ws_url("ws://h:1/", "a b"), "ws://h:1/?token=a%20b");
+        assert_eq!(ws_url("ws://h:1/rtc?x=1", "t"), "ws://h:1/rtc?x=1&token=t");
+        assert_eq!(ws_url("ws://h:1?x=1", ""), "ws://h:1/?x=1");
+    }
+}

@@ -1,0 +1,992 @@
+//! One WebRTC transport to a PulseWave server, sans-IO.
+//!
+//! [`PeerTransport`] wraps one str0m [`Rtc`] configured the way a PulseWave
+//! server transport expects its peer: full ICE agent in the controlling role
+//! (the server is ICE-lite), DTLS client, SCTP client, RTP mode, the
+//! router's payload types and header-extension ids. It never reads a clock
+//! and never touches a socket: time is passed in, datagrams are handed in
+//! with [`PeerTransport::handle_receive`] and taken out with
+//! [`PeerTransport::poll_transmit`].
+//!
+//! # Using it
+//!
+//! Methods come in four groups:
+//!
+//! - getters: [`id`](PeerTransport::id),
+//!   [`dtls_parameters`](PeerTransport::dtls_parameters),
+//!   [`server_addr`](PeerTransport::server_addr),
+//!   [`is_connected`](PeerTransport::is_connected), ...
+//! - inputs: [`handle_receive`](PeerTransport::handle_receive) for a
+//!   datagram from the socket, [`handle_timeout`](PeerTransport::handle_timeout)
+//!   when the instant of [`poll_timeout`](PeerTransport::poll_timeout) is
+//!   reached;
+//! - commands: [`add_track`](PeerTransport::add_track),
+//!   [`write_rtp`](PeerTransport::write_rtp),
+//!   [`add_consumer`](PeerTransport::add_consumer),
+//!   [`open_data_channel`](PeerTransport::open_data_channel),
+//!   [`send_data`](PeerTransport::send_data), ...;
+//! - outputs: [`poll_transmit`](PeerTransport::poll_transmit),
+//!   [`poll_event`](PeerTransport::poll_event),
+//!   [`poll_timeout`](PeerTransport::poll_timeout).
+//!
+//! After any input or command, send every [`Transmit`], handle every
+//! [`PeerEvent`], then wait for the next datagram, command or the timeout.
+//! Internally every mutation of the `Rtc` is followed by draining its output
+//! (str0m's run-loop rule), so the order in which you poll the three outputs
+//! does not matter. Time only moves forward: an instant earlier than one
+//! already seen is treated as the later one.
+//!
+//! # Panics, errors
+//!
+//! Nothing here panics on network input: a datagram that is not STUN, DTLS,
+//! RTP or RTCP gives an error from `handle_receive` and changes nothing.
+//! Invalid commands (unknown mid, codec not in the router's capabilities,
+//! consumer parameters without an SSRC) return [`ClientError`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pulsewave_protocol::ConsumerId;
+use pulsewave_protocol::TransportId;
+use pulsewave_protocol::rtp::{MediaKind, RtpCapabilities, RtpParameters};
+use pulsewave_protocol::transport::{
+    DtlsFingerprint, DtlsParameters, DtlsRole, IceParameters, SctpStreamParameters,
+    TransportDirection, TransportOptions,
+};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::config::Fingerprint;
+use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+
+use crate::caps::{RouterCodec, RouterTable};
+use crate::error::ClientError;
+
+/// Audio level written on outgoing audio packets, in -dBov.
+const AUDIO_LEVEL: i8 = -30;
+
+/// A datagram to send on the transport's UDP socket.
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it (the server's media address).
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: Vec<u8>,
+}
+
+/// Something that happened on a transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// ICE and DTLS are up: media and data channels can flow.
+    Connected,
+    /// The connection was lost (ICE disconnected, the server closed DTLS,
+    /// or a fatal error). ICE may come back, giving another `Connected`.
+    Disconnected,
+    /// An RTP packet from the server (RTX already unwrapped, duplicates and
+    /// padding dropped).
+    RtpPacket {
+        /// The consumer's mid on this transport.
+        mid: String,
+        /// Media SSRC (the consumer's, chosen by the server).
+        ssrc: u32,
+        /// Payload type (the router's).
+        payload_type: u8,
+        /// Extended sequence number.
+        seq_no: u64,
+        /// RTP timestamp.
+        rtp_time: u32,
+        /// Marker bit (last packet of a video frame).
+        marker: bool,
+        /// The RTP payload, without header.
+        payload: Arc<[u8]>,
+        /// When the datagram was handed to [`PeerTransport::handle_receive`].
+        received_at: Instant,
+    },
+    /// The server asks for a keyframe on one of our tracks.
+    KeyframeRequest {
+        /// The track's mid.
+        mid: String,
+        /// `true` for FIR, `false` for PLI.
+        full: bool,
+    },
+    /// A data channel opened.
+    ChannelOpen {
+        /// SCTP stream id.
+        stream_id: u16,
+        /// Channel label.
+        label: String,
+    },
+    /// A data channel message.
+    ChannelData {
+        /// SCTP stream id.
+        stream_id: u16,
+        /// Binary (`true`) or text message.
+        binary: bool,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// A data channel closed.
+    ChannelClose {
+        /// SCTP stream id.
+        stream_id: u16,
+    },
+}
+
+/// A track declared with [`PeerTransport::add_track`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalTrack {
+    /// The track's mid on this transport (`"0"`, `"1"`, ...).
+    pub mid: String,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The codec's MIME type as the router spells it.
+    pub mime_type: String,
+    /// Media SSRC.
+    pub ssrc: u32,
+    /// Retransmission SSRC, for video with RTX.
+    pub rtx_ssrc: Option<u32>,
+    /// The router payload type to write with.
+    pub payload_type: u8,
+    /// Clock rate of RTP timestamps, in Hz.
+    pub clock_rate: u32,
+    /// What to send in `publish{rtpParameters}`: what mediasoup-client's
+    /// `produce` event would give, with the router's payload types and ids.
+    pub rtp_parameters: RtpParameters,
+}
+
+#[derive(Clone, Debug)]
+struct RxConsumer {
+    mid: String,
+    kind: MediaKind,
+    ssrc: u32,
+}
+
+/// One WebRTC transport to the server, sans-IO. See the [module
+/// documentation](self).
+pub struct PeerTransport {
+    rtc: Rtc,
+    id: TransportId,
+    direction: TransportDirection,
+    local_addr: SocketAddr,
+    server_addr: SocketAddr,
+    table: RouterTable,
+    cname: String,
+    next_mid: u32,
+    sctp: bool,
+    tracks: HashMap<String, LocalTrack>,
+    consumers: HashMap<ConsumerId, RxConsumer>,
+    rx_by_ssrc: HashMap<u32, ConsumerId>,
+    channels: HashMap<u16, ChannelId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<PeerEvent>,
+    timeout: Option<Instant>,
+    last_now: Instant,
+    dtls_up: bool,
+    ice_up: bool,
+    connected: bool,
+    failure: Option<String>,
+    // `DirectApi` needs `&mut Rtc` even to read these, so they are copied
+    // at construction.
+    local_fingerprint: Fingerprint,
+    local_ice: IceParameters,
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTransport")
+            .field("id", &self.id)
+            .field("direction", &self.direction)
+            .field("local_addr", &self.local_addr)
+            .field("server_addr", &self.server_addr)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Chooses the server's UDP candidate, preferring the family of `local`.
+fn server_candidate(options: &TransportOptions, local: SocketAddr) -> Option<SocketAddr> {
+    let udp: Vec<SocketAddr> = options
+        .ice_candidates
+        .iter()
+        .filter(|c| c.protocol.eq_ignore_ascii_case("udp"))
+        .filter_map(|c| {
+            let ip: IpAddr = c.address.parse().or_else(|_| c.ip.parse()).ok()?;
+            Some(SocketAddr::new(ip, c.port))
+        })
+        .collect();
+    udp.iter()
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .or_else(|| udp.first())
+        .copied()
+}
+
+/// The server's certificate fingerprint; mediasoup-client uses the last one,
+/// and we prefer sha-256.
+fn server_fingerprint(options: &TransportOptions) -> Result<Fingerprint, ClientError> {
+    let fps = &options.dtls_parameters.fingerprints;
+    let chosen = fps
+        .iter()
+        .rev()
+        .find(|f| f.algorithm.eq_ignore_ascii_case("sha-256"))
+        .or_else(|| fps.last())
+        .ok_or_else(|| ClientError::InvalidParameters("server sent no DTLS fingerprint".into()))?;
+    format!("{} {}", chosen.algorithm.to_ascii_lowercase(), chosen.value)
+        .parse()
+        .map_err(|e| ClientError::InvalidParameters(format!("server DTLS fingerprint: {e}")))
+}
+
+/// str0m silently rewrites mids it cannot hold; refuse them instead.
+fn valid_mid(mid: &str) -> bool {
+    !mid.is_empty() && mid.len() <= 16 && mid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn str0m_kind(kind: MediaKind) -> str0m::media::MediaKind {
+    match kind {
+        MediaKind::Audio => str0m::media::MediaKind::Audio,
+        MediaKind::Video => str0m::media::MediaKind::Video,
+    }
+}
+
+fn reliability(max_retransmits: Option<u16>, max_packet_life_time: Option<u16>) -> Reliability {
+    match (max_retransmits, max_packet_life_time) {
+        (Some(retransmits), _) => Reliability::MaxRetransmits { retransmits },
+        (None, Some(lifetime)) => Reliability::MaxPacketLifetime { lifetime },
+        (None, None) => Reliability::Reliable,
+    }
+}
+
+impl PeerTransport {
+    /// Builds the transport for the server transport described by `options`
+    /// (from `transport-created`), with the payload types and extension ids
+    /// of `router_caps` (from `joined.rtpCapabilities`).
+    ///
+    /// `local_addr` must be the exact address of the UDP socket the caller
+    /// uses for this transport (not `0.0.0.0`): it becomes the ICE host
+    /// candidate. Use one socket per transport. ICE, DTLS and (when
+    /// `options` has SCTP parameters) SCTP start right away: send
+    /// `connect-transport` with [`dtls_parameters`](Self::dtls_parameters)
+    /// before sending the first [`Transmit`], so the server knows the
+    /// fingerprint when the DTLS handshake arrives.
+    pub fn new(
+        now: Instant,
+        direction: TransportDirection,
+        local_addr: SocketAddr,
+        options: &TransportOptions,
+        router_caps: &RtpCapabilities,
+    ) -> Result<Self, ClientError> {
+        let server_addr = server_candidate(options, local_addr).ok_or_else(|| {
+            ClientError::InvalidParameters("server sent no usable UDP ICE candidate".into())
+        })?;
+        let fingerprint = server_fingerprint(options)?;
+        let local_candidate = Candidate::host(local_addr, "udp").map_err(|e| {
+            ClientError::InvalidParameters(format!("local address {local_addr}: {e}"))
+        })?;
+        let remote_candidate = Candidate::host(server_addr, "udp").map_err(|e| {
+            ClientError::InvalidParameters(format!("server address {server_addr}: {e}"))
+        })?;
+
+        let table = RouterTable::new(router_caps);
+        let config = table.configure(RtcConfig::new().set_rtp_mode(true));
+        let mut rtc = config.build(now);
+
+        rtc.add_local_candidate(local_candidate);
+        rtc.add_remote_candidate(remote_candidate);
+        let sctp = options.sctp_parameters.is_some();
+        let (local_fingerprint, local_ice) = {
+            let mut api = rtc.direct_api();
+            api.set_ice_controlling(true);
+            api.set_remote_ice_credentials(IceCreds {
+                ufrag: options.ice_parameters.username_fragment.clone(),
+                pass: options.ice_parameters.password.clone(),
+            });
+            api.set_remote_fingerprint(fingerprint);
+            api.enable_twcc_feedback();
+            api.start_dtls(true)?;
+            if sctp {
+                api.start_sctp(true);
+            }
+            let creds = api.local_ice_credentials();
+            (
+                api.local_dtls_fingerprint().clone(),
+                IceParameters {
+                    username_fragment: creds.ufrag,
+                    password: creds.pass,
+                    ice_lite: false,
+                },
+            )
+        };
+
+        let mut peer = PeerTransport {
+            rtc,
+            id: options.id.clone(),
+            direction,
+            local_addr,
+            server_addr,
+            table,
+            cname: pulsewave_protocol::random_string(16),
+            next_mid: 0,
+            sctp,
+            tracks: HashMap::new(),
+            consumers: HashMap::new(),
+            rx_by_ssrc: HashMap::new(),
+            channels: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            timeout: None,
+            last_now: now,
+            dtls_up: false,
+            ice_up: false,
+            connected: false,
+            failure: None,
+            local_fingerprint,
+            local_ice,
+        };
+        peer.drain();
+        Ok(peer)
+    }
+
+    // ------------------------------------------------------------------
+    // Getters
+
+    /// The server's transport id.
+    pub fn id(&self) -> &TransportId {
+        &self.id
+    }
+
+    /// Send or receive.
+    pub fn direction(&self) -> TransportDirection {
+        self.direction
+    }
+
+    /// Our DTLS parameters for `connect-transport`: role `client` and our
+    /// certificate's sha-256 fingerprint.
+    pub fn dtls_parameters(&self) -> DtlsParameters {
+        let fp = &self.local_fingerprint;
+        let value = fp
+            .bytes
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        DtlsParameters {
+            role: Some(DtlsRole::Client),
+            fingerprints: vec![DtlsFingerprint {
+                algorithm: fp.hash_func.to_ascii_lowercase(),
+                value,
+            }],
+        }
+    }
+
+    /// Our ICE credentials. The real server learns them from our first STUN
+    /// request; test stand-ins may set them directly.
+    pub fn local_ice_parameters(&self) -> IceParameters {
+        self.local_ice.clone()
+    }
+
+    /// The address of the UDP socket this transport uses.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's media address (its UDP ICE candidate).
+    pub fn server_addr(&self) -> SocketAddr {
+        self.server_addr
+    }
+
+    /// Whether ICE and DTLS are up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Whether the transport can still do anything (not closed, no fatal
+    /// error).
+    pub fn is_alive(&self) -> bool {
+        self.rtc.is_alive()
+    }
+
+    /// The fatal error that stopped the transport, if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// A track declared with [`add_track`](Self::add_track), by mid.
+    pub fn local_track(&self, mid: &str) -> Option<&LocalTrack> {
+        self.tracks.get(mid)
+    }
+
+    /// The consumer that receives the media SSRC `ssrc`.
+    pub fn consumer_for_ssrc(&self, ssrc: u32) -> Option<&ConsumerId> {
+        self.rx_by_ssrc.get(&ssrc)
+    }
+
+    /// The mid of a consumer added with [`add_consumer`](Self::add_consumer).
+    pub fn consumer_mid(&self, consumer_id: &ConsumerId) -> Option<&str> {
+        self.consumers.get(consumer_id).map(|c| c.mid.as_str())
+    }
+
+    // ------------------------------------------------------------------
+    // Inputs
+
+    /// A datagram arrived on the transport's socket from `source`.
+    ///
+    /// Errors for datagrams that are not STUN, DTLS, RTP or RTCP, or that
+    /// str0m rejects; the transport is unchanged and can go on.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        contents: &[u8],
+    ) -> Result<(), ClientError> {
+        let now = self.advance(now);
+        if !self.rtc.is_alive() {
+            return Err(ClientError::Closed);
+        }
+        let receive = Receive::new(Protocol::Udp, source, self.local_addr, contents)
+            .map_err(|e| ClientError::WebRtc(format!("unrecognised datagram: {e}")))?;
+        let result = self.rtc.handle_input(Input::Receive(now, receive));
+        self.drain();
+        result.map_err(Into::into)
+    }
+
+    /// Time passed: call when [`poll_timeout`](Self::poll_timeout) is reached
+    /// (calling earlier or more often is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(transport = %self.id, error = %e, "timeout handling failed");
+        }
+        self.drain();
+    }
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+        self.last_now
+    }
+
+    // ------------------------------------------------------------------
+    // Commands
+
+    /// Declares a track to publish with the router's codec `mime_type`
+    /// (`"audio/opus"`, `"video/VP8"`, ...): a new mid, random SSRCs and, for
+    /// video when `with_rtx` and the router has RTX for the codec, an RTX
+    /// stream. Send the returned [`LocalTrack::rtp_parameters`] in `publish`.
+    pub fn add_track(
+        &mut self,
+        kind: MediaKind,
+        mime_type: &str,
+        with_rtx: bool,
+    ) -> Result<LocalTrack, ClientError> {
+        let codec: RouterCodec =
+            self.table
+                .find_codec(kind, mime_type)
+                .cloned()
+                .ok_or_else(|| {
+                    ClientError::Unsupported(format!(
+                        "{kind} codec {mime_type} is not in the router's capabilities"
+                    ))
+                })?;
+        let mid = loop {
+            let m = self.next_mid.to_string();
+            self.next_mid += 1;
+            if !self.mid_in_use(&m) {
+                break m;
+            }
+        };
+        let ssrc = self.fresh_ssrc();
+        let rtx_ssrc = (with_rtx && kind == MediaKind::Video && codec.rtx_payload_type.is_some())
+            .then(|| self.fresh_ssrc_except(ssrc));
+        let rtp_parameters =
+            self.table
+                .producer_parameters(&codec, &mid, ssrc, rtx_ssrc, &self.cname);
+        {
+            let smid = Mid::from(mid.as_str());
+            let mut api = self.rtc.direct_api();
+            api.declare_media(smid, str0m_kind(kind));
+            api.declare_stream_tx(ssrc.into(), rtx_ssrc.map(Into::into), smid, None);
+        }
+        let track = LocalTrack {
+            mid: mid.clone(),
+            kind,
+            mime_type: codec.mime_type.clone(),
+            ssrc,
+            rtx_ssrc,
+            payload_type: codec.payload_type,
+            clock_rate: codec.clock_rate,
+            rtp_parameters,
+        };
+        self.tracks.insert(mid, track.clone());
+        self.drain();
+        Ok(track)
+    }
+
+    /// Removes a track declared with [`add_track`](Self::add_track).
+    pub fn remove_track(&mut self, mid: &str) -> Result<(), ClientError> {
+        let track = self
+            .tracks
+            .remove(mid)
+            .ok_or_else(|| ClientError::NotFound(format!("track mid {mid}")))?;
+        {
+            let mut api = self.rtc.direct_api();
+            api.remove_stream_tx(track.ssrc.into());
+            api.remove_media(Mid::from(mid));
+        }
+        self.drain();
+        Ok(())
+    }
+
+    /// Sends one RTP packet on the track with `mid`.
+    ///
+    /// `seq_no` is the extended sequence number (start below 65536 and count
+    /// up by one per packet; the low 16 bits go on the wire). Packets are
+    /// kept for retransmission when the track has RTX. Audio packets carry
+    /// an audio level of -30 dBov. Errors when the mid is unknown or the
+    /// transport is not connected.
+    pub fn write_rtp(
+        &mut self,
+        mid: &str,
+        seq_no: u64,
+        rtp_time: u32,
+        marker: bool,
+        payload: impl Into<Arc<[u8]>>,
+        now: Instant,
+    ) -> Result<(), ClientError> {
+        let (ssrc, pt, kind, nackable) = {
+            let t = self
+                .tracks
+                .get(mid)
+                .ok_or_else(|| ClientError::NotFound(format!("track mid {mid}")))?;
+            (t.ssrc, t.payload_type, t.kind, t.rtx_ssrc.is_some())
+        };
+        if !self.connected {
+            return Err(ClientError::NotConnected(format!(
+                "transport {} is not connected",
+                self.id
+            )));
+        }
+        if now > self.last_now {
+            self.handle_timeout(now);
+        }
+        let now = self.last_now;
+        let ext_vals = match kind {
+            MediaKind::Audio => ExtensionValues {
+                audio_level: Some(AUDIO_LEVEL),
+                voice_activity: Some(true),
+                ..Default::default()
+            },
+            MediaKind::Video => ExtensionValues::default(),
+        };
+        {
+            let mut api = self.rtc.direct_api();
+            let stream = api
+                .stream_tx(&ssrc.into())
+                .ok_or_else(|| ClientError::NotFound(format!("send stream for mid {mid}")))?;
+            stream.write_rtp(
+                RtpWrite::new(pt.into(), seq_no.into(), rtp_time, now, payload)
+                    .marker(marker)
+                    .ext_vals(ext_vals)
+                    .nackable(nackable),
+            );
+        }
+        self.drain();
+        Ok(())
+    }
+
+    /// Prepares to receive a consumer (from `track-subscribed`): declares
+    /// its mid and expects its SSRC (and RTX SSRC).
+    pub fn add_consumer(
+        &mut self,
+        consumer_id: ConsumerId,
+        kind: MediaKind,
+        rtp_parameters: &RtpParameters,
+    ) -> Result<(), ClientError> {
+        let invalid = |m: String| ClientError::InvalidParameters(m);
+        let mid = rtp_parameters
+            .mid
+            .clone()
+            .ok_or_else(|| invalid("consumer rtpParameters has no mid".into()))?;
+        if !valid_mid(&mid) {
+            return Err(invalid(format!(
+                "consumer mid {mid:?} is not 1-16 alphanumeric characters"
+            )));
+        }
+        if self.consumers.contains_key(&consumer_id) {
+            return Err(invalid(format!("consumer {consumer_id} already added")));
+        }
+        if self.mid_in_use(&mid) {
+            return Err(invalid(format!(
+                "mid {mid} already in use on this transport"
+            )));
+        }
+        let encoding = rtp_parameters
+            .encodings
+            .first()
+            .ok_or_else(|| invalid("consumer rtpParameters has no encoding".into()))?;
+        let ssrc = encoding
+            .ssrc
+            .ok_or_else(|| invalid("consumer encoding has no ssrc".into()))?;
+        let rtx_ssrc = encoding.rtx.map(|r| r.ssrc);
+        if self.rx_by_ssrc.contains_key(&ssrc) {
+            return Err(invalid(format!("ssrc {ssrc} already expected")));
+        }
+        let codec = rtp_parameters
+            .codecs
+            .first()
+            .ok_or_else(|| invalid("consumer rtpParameters has no codec".into()))?;
+        match self.table.codec_by_pt(codec.payload_type) {
+            Some(c) if c.kind == kind => {}
+            _ => {
+                return Err(ClientError::Unsupported(format!(
+                    "consumer payload type {} ({}) is not a router {kind} codec",
+                    codec.payload_type, codec.mime_type
+                )));
+            }
+        }
+        {
+            let smid = Mid::from(mid.as_str());
+            let mut api = self.rtc.direct_api();
+            api.declare_media(smid, str0m_kind(kind));
+            api.expect_stream_rx(ssrc.into(), rtx_ssrc.map(Into::into), smid, None);
+        }
+        self.rx_by_ssrc.insert(ssrc, consumer_id.clone());
+        self.consumers
+            .insert(consumer_id, RxConsumer { mid, kind, ssrc });
+        self.drain();
+        Ok(())
+    }
+
+    /// Forgets a consumer (after `unsubscribe` or `track-unsubscribed`).
+    pub fn remove_consumer(&mut self, consumer_id: &ConsumerId) -> Result<(), ClientError> {
+        let c = self
+            .consumers
+            .remove(consumer_id)
+            .ok_or_else(|| ClientError::NotFound(format!("consumer {consumer_id}")))?;
+        self.rx_by_ssrc.remove(&c.ssrc);
+        {
+            let mut api = self.rtc.direct_api();
+            api.remove_stream_rx(c.ssrc.into());
+            api.remove_media(Mid::from(c.mid.as_str()));
+        }
+        self.drain();
+        Ok(())
+    }
+
+    /// Asks the server for a keyframe on a video consumer (RTCP PLI).
+    pub fn request_keyframe(&mut self, consumer_id: &ConsumerId) -> Result<(), ClientError> {
+        let c = self
+            .consumers
+            .get(consumer_id)
+            .ok_or_else(|| ClientError::NotFound(format!("consumer {consumer_id}")))?;
+        if c.kind != MediaKind::Video {
+            return Err(ClientError::Unsupported(
+                "keyframe requests are for video consumers".into(),
+            ));
+        }
+        let ssrc = c.ssrc;
+        {
+            let mut api = self.rtc.direct_api();
+            let rx = api
+                .stream_rx(&ssrc.into())
+                .ok_or_else(|| ClientError::NotFound(format!("receive stream {ssrc}")))?;
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+        }
+        self.drain();
+        Ok(())
+    }
+
+    /// Opens a negotiated data channel on SCTP stream `stream_id` to send on
+    /// (as mediasoup-client's `produceData` does); announce it with
+    /// `publish-data-channel`. `ordered` without `max_retransmits` is
+    /// reliable; `ordered: false, max_retransmits: Some(0)` is lossy.
+    pub fn open_data_channel(
+        &mut self,
+        stream_id: u16,
+        label: &str,
+        ordered: bool,
+        max_retransmits: Option<u16>,
+    ) -> Result<(), ClientError> {
+        self.create_channel(
+            stream_id,
+            label,
+            ordered,
+            reliability(max_retransmits, None),
+        )
+    }
+
+    /// Opens the negotiated data channel of a data consumer, with the stream
+    /// parameters the server chose (`data-subscribed`).
+    pub fn accept_data_channel(
+        &mut self,
+        params: &SctpStreamParameters,
+        label: &str,
+    ) -> Result<(), ClientError> {
+        self.create_channel(
+            params.stream_id,
+            label,
+            params.ordered.unwrap_or(true),
+            reliability(params.max_retransmits, params.max_packet_life_time),
+        )
+    }
+
+    fn create_channel(
+        &mut self,
+        stream_id: u16,
+        label: &str,
+        ordered: bool,
+        reliability: Reliability,
+    ) -> Result<(), ClientError> {
+        if !self.sctp {
+            return Err(ClientError::Unsupported(
+                "the server transport has no SCTP parameters".into(),
+            ));
+        }
+        if self.channels.contains_key(&stream_id) {
+            return Err(ClientError::InvalidParameters(format!(
+                "SCTP stream {stream_id} already in use"
+            )));
+        }
+        let cid = self.rtc.direct_api().create_data_channel(ChannelConfig {
+            label: label.to_owned(),
+            ordered,
+            reliability,
+            negotiated: Some(stream_id),
+            protocol: String::new(),
+        });
+        self.channels.insert(stream_id, cid);
+        self.drain();
+        Ok(())
+    }
+
+    /// Closes a data channel.
+    pub fn close_data_channel(&mut self, stream_id: u16) -> Result<(), ClientError> {
+        let cid = self
+            .channels
+            .remove(&stream_id)
+            .ok_or_else(|| ClientError::NotFound(format!("data channel {stream_id}")))?;
+        self.rtc.direct_api().close_data_channel(cid);
+        self.drain();
+        Ok(())
+    }
+
+    /// Sends a message on an open data channel. `Ok(false)` means the
+    /// channel's buffer is full and the message was not queued.
+    pub fn send_data(
+        &mut self,
+        stream_id: u16,
+        binary: bool,
+        data: &[u8],
+    ) -> Result<bool, ClientError> {
+        let cid = *self
+            .channels
+            .get(&stream_id)
+            .ok_or_else(|| ClientError::NotFound(format!("data channel {stream_id}")))?;
+        let written = {
+            let mut ch = self.rtc.channel(cid).ok_or_else(|| {
+                ClientError::NotConnected(format!("data channel {stream_id} is not open"))
+            })?;
+            ch.write(binary, data)
+        };
+        self.drain();
+        written.map_err(Into::into)
+    }
+
+    /// Starts closing: RTCP BYE, SCTP shutdown and DTLS close_notify are
+    /// queued as transmits; then the transport is dead.
+    pub fn close(&mut self, now: Instant) {
+        self.advance(now);
+        if let Err(e) = self.rtc.close() {
+            tracing::debug!(transport = %self.id, error = %e, "close failed");
+        }
+        self.drain();
+        self.set_connected(false);
+    }
+
+    // ------------------------------------------------------------------
+    // Outputs
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None`
+    /// once the transport is dead.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.rtc.is_alive() {
+            self.timeout
+        } else {
+            None
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Internals
+
+    fn mid_in_use(&self, mid: &str) -> bool {
+        self.tracks.contains_key(mid) || self.consumers.values().any(|c| c.mid == mid)
+    }
+
+    fn ssrc_in_use(&self, ssrc: u32) -> bool {
+        ssrc == 0
+            || self.rx_by_ssrc.contains_key(&ssrc)
+            || self
+                .tracks
+                .values()
+                .any(|t| t.ssrc == ssrc || t.rtx_ssrc == Some(ssrc))
+    }
+
+    fn fresh_ssrc(&self) -> u32 {
+        loop {
+            let s: u32 = rand::random();
+            if !self.ssrc_in_use(s) {
+                return s;
+            }
+        }
+    }
+
+    fn fresh_ssrc_except(&self, other: u32) -> u32 {
+        loop {
+            let s = self.fresh_ssrc();
+            if s != other {
+                return s;
+            }
+        }
+    }
+
+    fn set_connected(&mut self, connected: bool) {
+        if connected != self.connected {
+            self.connected = connected;
+            self.events.push_back(if connected {
+                PeerEvent::Connected
+            } else {
+                PeerEvent::Disconnected
+            });
+        }
+    }
+
+    /// Drains the `Rtc` until it returns a timeout (str0m's run-loop rule).
+    fn drain(&mut self) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.timeout = Some(t);
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(e)) => self.on_event(e),
+                Err(e) => {
+                    tracing::warn!(transport = %self.id, error = %e, "transport failed");
+                    self.failure = Some(e.to_string());
+                    self.rtc.disconnect();
+                    self.timeout = None;
+                    break;
+                }
+            }
+        }
+        if !self.rtc.is_alive() {
+            self.set_connected(false);
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Connected => {
+                self.dtls_up = true;
+                self.ice_up = true;
+                self.set_connected(true);
+            }
+            Event::IceConnectionStateChange(state) => match state {
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    self.ice_up = true;
+                    if self.dtls_up {
+                        self.set_connected(true);
+                    }
+                }
+                IceConnectionState::Disconnected => {
+                    self.ice_up = false;
+                    self.set_connected(false);
+                }
+                _ => {}
+            },
+            Event::Closed => {
+                self.dtls_up = false;
+                self.set_connected(false);
+            }
+            Event::RtpPacket(p) => {
+                let ssrc = *p.header.ssrc;
+                let mid = match self
+                    .rx_by_ssrc
+                    .get(&ssrc)
+                    .and_then(|c| self.consumers.get(c))
+                {
+                    Some(c) => c.mid.clone(),
+                    None => p
+                        .header
+                        .ext_vals
+                        .mid
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                };
+                self.events.push_back(PeerEvent::RtpPacket {
+                    mid,
+                    ssrc,
+                    payload_type: *p.header.payload_type,
+                    seq_no: *p.seq_no,
+                    rtp_time: p.header.timestamp,
+                    marker: p.header.marker,
+                    payload: p.payload,
+                    received_at: p.timestamp,
+                });
+            }
+            Event::KeyframeRequest(r) => self.events.push_back(PeerEvent::KeyframeRequest {
+                mid: r.mid.to_string(),
+                full: r.kind == KeyframeRequestKind::Fir,
+            }),
+            Event::ChannelOpen(cid, label) => {
+                if let Some(stream_id) = self.stream_of(cid) {
+                    self.events
+                        .push_back(PeerEvent::ChannelOpen { stream_id, label });
+                }
+            }
+            Event::ChannelData(d) => {
+                if let Some(stream_id) = self.stream_of(d.id) {
+                    self.events.push_back(PeerEvent::ChannelData {
+                        stream_id,
+                        binary: d.binary,
+                        data: d.data,
+                    });
+                }
+            }
+            Event::ChannelClose(cid) => {
+                if let Some(stream_id) = self.stream_of(cid) {
+                    self.channels.remove(&stream_id);
+                    self.events.push_back(PeerEvent::ChannelClose { stream_id });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn stream_of(&self, cid: ChannelId) -> Option<u16> {
+        self.channels
+            .iter()
+            .find(|(_, c)| **c == cid)
+            .map(|(s, _)| *s)
+    }
+}
+
+/// Clamp for timers: str0m reports "never" as an instant years away.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);

@@ -1,0 +1,55 @@
+//! Room configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pulsewave_protocol::rtp::RtpCapabilities;
+
+use crate::ortc::default_router_capabilities;
+
+/// How a [`Room`](crate::Room) behaves. `Default` gives mediasoup-like
+/// settings with the candidate `127.0.0.1:0`; set [`RoomConfig::local_addr`]
+/// to the address clients send media to.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// The router's RTP capabilities (codecs and header extensions).
+    pub rtp_capabilities: RtpCapabilities,
+    /// The address announced to clients as the ICE host candidate: the
+    /// public (announced) IP and the UDP port of the socket that carries the
+    /// room's traffic.
+    pub local_addr: SocketAddr,
+    /// A connected transport that receives nothing for this long is closed
+    /// (ICE consent lost); so is a transport that does not complete ICE and
+    /// DTLS this long after `connect-transport`.
+    pub ice_timeout: Duration,
+    /// Minimum time between two keyframe requests sent to one publisher.
+    pub keyframe_request_interval: Duration,
+    /// Largest SCTP message accepted and sent, in bytes.
+    pub sctp_max_message_size: u32,
+    /// Most transports one participant may hold.
+    pub max_transports_per_participant: usize,
+    /// Most producers one participant may hold.
+    pub max_producers_per_participant: usize,
+    /// Most consumers one participant may hold.
+    pub max_consumers_per_participant: usize,
+    /// Every local ICE username fragment of this room starts with this
+    /// (letters and digits), so that a driver running many rooms on one
+    /// socket can route a STUN request to its room without asking them.
+    pub ufrag_prefix: String,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        Self {
+            rtp_capabilities: default_router_capabilities(),
+            local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ice_timeout: Duration::from_secs(30),
+            keyframe_request_interval: Duration::from_millis(500),
+            sctp_max_message_size: 262_144,
+            max_transports_per_participant: 4,
+            max_producers_per_participant: 16,
+            max_consumers_per_participant: 512,
+            ufrag_prefix: String::new(),
+        }
+    }
+}

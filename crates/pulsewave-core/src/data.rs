@@ -1,0 +1,39 @@
+//! Data producers and consumers: SCTP data channels relayed between
+//! transports.
+
+use pulsewave_protocol::transport::SctpStreamParameters;
+use pulsewave_protocol::{DataConsumerId, DataProducerId, ParticipantSid};
+use str0m::channel::ChannelId;
+
+use crate::transport::TransportKey;
+
+pub(crate) type DataProducerKey = usize;
+pub(crate) type DataConsumerKey = usize;
+
+/// A channel a participant sends on.
+pub(crate) struct DataProducer {
+    pub(crate) id: DataProducerId,
+    pub(crate) owner: ParticipantSid,
+    pub(crate) transport: TransportKey,
+    pub(crate) channel: ChannelId,
+    pub(crate) params: SctpStreamParameters,
+    pub(crate) label: String,
+    pub(crate) protocol: String,
+    pub(crate) consumers: Vec<DataConsumerKey>,
+    pub(crate) messages: u64,
+}
+
+/// A channel a participant receives another's data on.
+pub(crate) struct DataConsumer {
+    pub(crate) id: DataConsumerId,
+    pub(crate) owner: ParticipantSid,
+    pub(crate) transport: TransportKey,
+    pub(crate) data_producer: DataProducerKey,
+    pub(crate) channel: ChannelId,
+    pub(crate) stream_id: u16,
+}
+
+/// Whether these stream parameters are reliable (ordered, retransmitted).
+pub(crate) fn is_reliable(p: &SctpStreamParameters) -> bool {
+    p.ordered.unwrap_or(true) && p.max_retransmits.is_none() && p.max_packet_life_time.is_none()
+}

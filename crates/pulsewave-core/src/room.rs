@@ -1,0 +1,1600 @@
+//! The room: every transport, producer and consumer of one conference, and
+//! the forwarding between them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
+use pulsewave_protocol::transport::{
+    DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
+};
+use pulsewave_protocol::{
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+};
+use slab::Slab;
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::media::{KeyframeRequestKind, MediaKind as RtcMediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+use str0m::{Event as RtcEvent, IceCreds, Input};
+use tracing::{debug, trace};
+
+use crate::config::RoomConfig;
+use crate::data::{DataConsumer, DataConsumerKey, DataProducer, DataProducerKey, is_reliable};
+use crate::demux::Demux;
+use crate::error::Error;
+use crate::event::{CloseReason, Event, Transmit};
+use crate::keyframe::VideoCodec;
+use crate::media::{Consumer, ConsumerKey, Producer, ProducerKey, Rewriter};
+use crate::ortc;
+use crate::transport::{Transport, TransportKey, TransportSpec, drain};
+
+/// Why a datagram was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatagramError {
+    /// No transport of this room expects traffic from this source.
+    #[error("datagram from an unknown source")]
+    UnknownSource,
+    /// The bytes are not STUN, DTLS, RTP or RTCP.
+    #[error("malformed datagram")]
+    Malformed,
+    /// The transport's WebRTC stack refused it.
+    #[error("datagram rejected by the transport")]
+    Rejected,
+}
+
+/// Counters of one room, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomStats {
+    /// Open transports.
+    pub transports: usize,
+    /// Open producers.
+    pub producers: usize,
+    /// Open consumers.
+    pub consumers: usize,
+    /// Datagrams taken.
+    pub datagrams_in: u64,
+    /// Datagrams dropped: unknown source, malformed or rejected.
+    pub datagrams_dropped: u64,
+    /// RTP packets received from producers.
+    pub rtp_in: u64,
+    /// RTP packets written to consumers.
+    pub rtp_forwarded: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+    /// Data channel messages relayed.
+    pub data_relayed: u64,
+}
+
+/// What `produce` returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Produced {
+    /// The new producer.
+    pub producer_id: ProducerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The codec, such as `video/VP8`.
+    pub mime_type: String,
+    /// Whether the producer has several encodings.
+    pub simulcast: bool,
+}
+
+/// What `consume` returns: the arguments of mediasoup-client's `consume()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumed {
+    /// The new consumer.
+    pub consumer_id: ConsumerId,
+    /// The producer it consumes.
+    pub producer_id: ProducerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Its parameters (router payload types, its own ssrc, its mid).
+    pub rtp_parameters: RtpParameters,
+    /// Always true: resume it to start media.
+    pub paused: bool,
+}
+
+/// What `consume_data` returns: the arguments of `consumeData()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataConsumed {
+    /// The new data consumer.
+    pub data_consumer_id: DataConsumerId,
+    /// The data producer it consumes.
+    pub data_producer_id: DataProducerId,
+    /// Stream parameters on the subscriber's transport.
+    pub sctp_stream_parameters: SctpStreamParameters,
+    /// Channel label.
+    pub label: String,
+    /// Channel sub-protocol.
+    pub protocol: String,
+}
+
+/// One conference: a sans-IO SFU.
+///
+/// A `Room` never reads a clock or touches a socket. Time and datagrams go in
+/// as arguments; datagrams to send, events for signaling and the next
+/// timeout come out. Commands from signaling (`create_transport`,
+/// `produce`, `consume`, ...) are inputs like datagrams.
+///
+/// # Methods
+///
+/// - Getters: [`Room::rtp_capabilities`], [`Room::stats`],
+///   [`Room::producer_owner`], ...
+/// - Inputs: [`Room::handle_datagram`], [`Room::handle_timeout`] and the
+///   commands.
+/// - Outputs: [`Room::poll_transmit`], [`Room::poll_event`],
+///   [`Room::poll_timeout`].
+///
+/// # The run-loop rule
+///
+/// After every input, drain the outputs: send every [`Transmit`], handle
+/// every [`Event`], then arm a timer for [`Room::poll_timeout`] and call
+/// [`Room::handle_timeout`] when it fires. `now` must never go backwards
+/// between calls (an earlier `now` is treated as the latest one seen).
+///
+/// ```
+/// use std::time::Instant;
+/// use pulsewave_core::{Room, RoomConfig};
+/// use pulsewave_protocol::transport::TransportDirection;
+///
+/// let now = Instant::now();
+/// let mut room = Room::new(RoomConfig::default(), now);
+/// let alice = "PA_alice".into();
+/// let options = room
+///     .create_transport(now, &alice, TransportDirection::Recv, None)
+///     .unwrap();
+/// assert!(options.ice_parameters.ice_lite);
+///
+/// // Drive the room: datagrams in, transmits out, timers.
+/// room.handle_timeout(now);
+/// while let Some(transmit) = room.poll_transmit() {
+///     let _ = (transmit.destination, transmit.contents); // send on the socket
+/// }
+/// while let Some(event) = room.poll_event() {
+///     println!("{event:?}");
+/// }
+/// let _next_wakeup = room.poll_timeout();
+/// ```
+pub struct Room {
+    config: RoomConfig,
+    transports: Slab<Transport>,
+    producers: Slab<Producer>,
+    consumers: Slab<Consumer>,
+    data_producers: Slab<DataProducer>,
+    data_consumers: Slab<DataConsumer>,
+    transport_ids: HashMap<TransportId, TransportKey>,
+    producer_ids: HashMap<ProducerId, ProducerKey>,
+    consumer_ids: HashMap<ConsumerId, ConsumerKey>,
+    data_producer_ids: HashMap<DataProducerId, DataProducerKey>,
+    data_consumer_ids: HashMap<DataConsumerId, DataConsumerKey>,
+    demux: Demux<TransportKey>,
+    transmits: VecDeque<Transmit>,
+    rtc_events: VecDeque<(TransportKey, RtcEvent)>,
+    events: VecDeque<Event>,
+    now: Instant,
+    stats: RoomStats,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("local_addr", &self.config.local_addr)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_rtc_kind(kind: MediaKind) -> RtcMediaKind {
+    match kind {
+        MediaKind::Audio => RtcMediaKind::Audio,
+        MediaKind::Video => RtcMediaKind::Video,
+    }
+}
+
+fn valid_mid(mid: &str) -> bool {
+    !mid.is_empty() && mid.len() <= 16 && mid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn random_u16() -> u16 {
+    rand::random()
+}
+
+impl Room {
+    /// A room with `config`, at time `now`.
+    pub fn new(config: RoomConfig, now: Instant) -> Self {
+        Self {
+            config,
+            transports: Slab::new(),
+            producers: Slab::new(),
+            consumers: Slab::new(),
+            data_producers: Slab::new(),
+            data_consumers: Slab::new(),
+            transport_ids: HashMap::new(),
+            producer_ids: HashMap::new(),
+            consumer_ids: HashMap::new(),
+            data_producer_ids: HashMap::new(),
+            data_consumer_ids: HashMap::new(),
+            demux: Demux::new(),
+            transmits: VecDeque::new(),
+            rtc_events: VecDeque::new(),
+            events: VecDeque::new(),
+            now,
+            stats: RoomStats::default(),
+        }
+    }
+
+    // ----------------------------------------------------------- getters
+
+    /// The router's RTP capabilities (for `joined` and `device.load()`).
+    pub fn rtp_capabilities(&self) -> &RtpCapabilities {
+        &self.config.rtp_capabilities
+    }
+
+    /// The address announced as ICE candidate.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.config.local_addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RoomStats {
+        RoomStats {
+            transports: self.transports.len(),
+            producers: self.producers.len(),
+            consumers: self.consumers.len(),
+            ..self.stats
+        }
+    }
+
+    /// The owner of a producer.
+    pub fn producer_owner(&self, id: &ProducerId) -> Option<&ParticipantSid> {
+        let key = self.producer_ids.get(id)?;
+        self.producers.get(*key).map(|p| &p.owner)
+    }
+
+    /// The owner of a data producer.
+    pub fn data_producer_owner(&self, id: &DataProducerId) -> Option<&ParticipantSid> {
+        let key = self.data_producer_ids.get(id)?;
+        self.data_producers.get(*key).map(|p| &p.owner)
+    }
+
+    /// Whether the transport's ICE and DTLS are up.
+    pub fn is_transport_connected(&self, id: &TransportId) -> bool {
+        self.transport_ids
+            .get(id)
+            .and_then(|k| self.transports.get(*k))
+            .is_some_and(|t| t.connected)
+    }
+
+    /// Whether the room holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.transports.is_empty()
+    }
+
+    /// The ICE username fragment of a transport (to route datagrams to this
+    /// room when several rooms share a socket).
+    pub fn transport_ufrag(&self, id: &TransportId) -> Option<&str> {
+        let key = self.transport_ids.get(id)?;
+        self.transports.get(*key).map(|t| t.local_ufrag.as_str())
+    }
+
+    // ----------------------------------------------------------- outputs
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for signaling.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Room::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        for (_, t) in &self.transports {
+            consider(t.next_timeout);
+            if let Some(deadline) = self.ice_deadline(t) {
+                consider(deadline);
+            }
+        }
+        for (_, p) in &self.producers {
+            if p.keyframe_wanted {
+                consider(
+                    p.last_keyframe_request
+                        .map_or(self.now, |t| t + self.config.keyframe_request_interval),
+                );
+            }
+        }
+        next
+    }
+
+    fn ice_deadline(&self, t: &Transport) -> Option<Instant> {
+        if t.connected {
+            t.last_received.map(|r| r + self.config.ice_timeout)
+        } else {
+            t.dtls_started_at.map(|s| s + self.config.ice_timeout)
+        }
+    }
+
+    // ----------------------------------------------------------- inputs
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    /// Takes a datagram that arrived on `destination` from `source`. The
+    /// room routes it to its transport by ICE username (STUN) or by source
+    /// address. Errors only count: the caller drops the datagram.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        contents: &[u8],
+    ) -> Result<(), DatagramError> {
+        let now = self.advance(now);
+        let Some(route) = self.demux.route(source, contents) else {
+            self.stats.datagrams_dropped += 1;
+            return Err(DatagramError::UnknownSource);
+        };
+        let key = route.key;
+        let Some(t) = self.transports.get_mut(key) else {
+            self.stats.datagrams_dropped += 1;
+            return Err(DatagramError::UnknownSource);
+        };
+        if let Some(remote) = route.remote_ufrag
+            && t.remote_ufrag.as_deref() != Some(remote)
+        {
+            // mediasoup-client never sends the browser's ufrag: learn it
+            // from the first binding request. ICE-lite never sends checks,
+            // so the remote password is not needed.
+            t.remote_ufrag = Some(remote.to_owned());
+            t.rtc.direct_api().set_remote_ice_credentials(IceCreds {
+                ufrag: remote.to_owned(),
+                pass: String::new(),
+            });
+            drain(key, t, &mut self.transmits, &mut self.rtc_events);
+        }
+        let Ok(contents) = contents.try_into() else {
+            self.stats.datagrams_dropped += 1;
+            return Err(DatagramError::Malformed);
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.config.local_addr,
+                contents,
+            },
+        );
+        let result = t.rtc.handle_input(input);
+        t.last_received = Some(now);
+        drain(key, t, &mut self.transmits, &mut self.rtc_events);
+        self.stats.datagrams_in += 1;
+        self.process(now);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                trace!(error = %e, "datagram rejected");
+                self.stats.datagrams_dropped += 1;
+                Err(DatagramError::Rejected)
+            }
+        }
+    }
+
+    /// Runs the timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        let due: Vec<TransportKey> = self
+            .transports
+            .iter()
+            .filter(|(_, t)| t.next_timeout <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in due {
+            if let Some(t) = self.transports.get_mut(key) {
+                if let Err(e) = t.rtc.handle_input(Input::Timeout(now)) {
+                    debug!(transport = %t.id, error = %e, "timeout input failed");
+                    t.failed = Some(CloseReason::Failed);
+                }
+                drain(key, t, &mut self.transmits, &mut self.rtc_events);
+            }
+        }
+        let expired: Vec<TransportKey> = self
+            .transports
+            .iter()
+            .filter(|(_, t)| self.ice_deadline(t).is_some_and(|d| d <= now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            if let Some(t) = self.transports.get_mut(key) {
+                debug!(transport = %t.id, "ICE timed out");
+                t.failed = Some(CloseReason::IceTimeout);
+            }
+        }
+        let wanted: Vec<ProducerKey> = self
+            .producers
+            .iter()
+            .filter(|(_, p)| p.keyframe_wanted)
+            .map(|(k, _)| k)
+            .collect();
+        for key in wanted {
+            self.request_keyframe(now, key);
+        }
+        self.process(now);
+    }
+
+    /// Handles the str0m events queued by drains until none is left, then
+    /// closes transports that failed.
+    fn process(&mut self, now: Instant) {
+        loop {
+            while let Some((key, event)) = self.rtc_events.pop_front() {
+                self.on_rtc_event(now, key, event);
+            }
+            let failed: Vec<(TransportKey, CloseReason)> = self
+                .transports
+                .iter()
+                .filter_map(|(k, t)| t.failed.map(|r| (k, r)))
+                .collect();
+            if failed.is_empty() {
+                break;
+            }
+            for (key, reason) in failed {
+                self.close_transport_key(key, Some(reason));
+            }
+        }
+    }
+
+    fn on_rtc_event(&mut self, now: Instant, key: TransportKey, event: RtcEvent) {
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        match event {
+            RtcEvent::RtpPacket(pkt) if t.direction == TransportDirection::Send => {
+                self.forward(now, key, pkt);
+            }
+            RtcEvent::Connected => {
+                t.connected = true;
+                t.last_received = Some(now);
+                debug!(transport = %t.id, "transport connected");
+                self.events.push_back(Event::TransportConnected {
+                    transport_id: t.id.clone(),
+                    owner: t.owner.clone(),
+                });
+                // Subscribers whose transport just came up need a picture.
+                let waiting: Vec<ProducerKey> = self
+                    .consumers
+                    .iter()
+                    .filter(|(_, c)| c.transport == key && !c.paused && c.waiting_keyframe)
+                    .map(|(_, c)| c.producer)
+                    .collect();
+                for p in waiting {
+                    self.want_keyframe(now, p);
+                }
+            }
+            RtcEvent::KeyframeRequest(req) => {
+                let mid = req.mid.to_string();
+                let consumer = t.mids.iter().find(|(m, _)| *m == mid).map(|(_, c)| *c);
+                if t.direction == TransportDirection::Recv
+                    && let Some(p) = consumer
+                        .and_then(|c| self.consumers.get(c))
+                        .map(|c| c.producer)
+                {
+                    self.want_keyframe(now, p);
+                }
+            }
+            RtcEvent::ChannelData(data) => self.relay_data(key, data.id, data.binary, &data.data),
+            RtcEvent::ChannelClose(id) => {
+                let dp = self
+                    .data_producers
+                    .iter()
+                    .find(|(_, d)| d.transport == key && d.channel == id)
+                    .map(|(k, _)| k);
+                if let Some(dp) = dp {
+                    self.close_data_producer_key(dp, Some(CloseReason::ClosedByPeer));
+                }
+            }
+            RtcEvent::Closed => {
+                t.failed = Some(CloseReason::ClosedByPeer);
+            }
+            _ => {}
+        }
+    }
+
+    /// The forwarding path: one RTP packet from a producer to each of its
+    /// consumers, with payload type, ssrc, sequence number and timestamp
+    /// rewritten per consumer. The payload is shared, not copied; nothing is
+    /// allocated per consumer.
+    fn forward(&mut self, now: Instant, key: TransportKey, pkt: RtpPacket) {
+        let Room {
+            transports,
+            producers,
+            consumers,
+            transmits,
+            rtc_events,
+            stats,
+            ..
+        } = self;
+        let ssrc = *pkt.header.ssrc;
+        let Some(t) = transports.get(key) else { return };
+        let Some(pkey) = t.rx_ssrcs.iter().find(|(s, _)| *s == ssrc).map(|(_, k)| *k) else {
+            return;
+        };
+        let Some(p) = producers.get_mut(pkey) else {
+            return;
+        };
+        stats.rtp_in += 1;
+        p.packets += 1;
+        p.bytes += pkt.payload.len() as u64;
+        if p.paused || ssrc != p.forwarded_ssrc {
+            return;
+        }
+        let keyframe = p.video.is_none_or(|c| c.is_keyframe_start(&pkt.payload));
+        let in_pt = *pkt.header.payload_type;
+        let in_seq = *pkt.seq_no;
+        let in_ts = pkt.header.timestamp;
+        let ext_in = &pkt.header.ext_vals;
+        let mut keyframe_needed = false;
+        for &ckey in &p.consumers {
+            let Some(c) = consumers.get_mut(ckey) else {
+                continue;
+            };
+            if c.paused {
+                continue;
+            }
+            let Some(u) = transports.get_mut(c.transport) else {
+                continue;
+            };
+            if !u.connected {
+                continue;
+            }
+            let Some(out_pt) = c.map_pt(in_pt) else {
+                continue;
+            };
+            let resync = if c.waiting_keyframe {
+                if !keyframe {
+                    keyframe_needed = true;
+                    continue;
+                }
+                c.waiting_keyframe = false;
+                true
+            } else {
+                c.needs_resync
+            };
+            c.needs_resync = false;
+            let Some((seq, ts)) = c.rewriter.rewrite(in_seq, in_ts, now, resync) else {
+                continue;
+            };
+            let ext = ExtensionValues {
+                audio_level: ext_in.audio_level,
+                voice_activity: ext_in.voice_activity,
+                video_orientation: ext_in.video_orientation,
+                ..ExtensionValues::default()
+            };
+            let mut api = u.rtc.direct_api();
+            let Some(stream) = api.stream_tx(&Ssrc::from(c.ssrc)) else {
+                continue;
+            };
+            stream.write_rtp(
+                RtpWrite::new(
+                    Pt::from(out_pt),
+                    SeqNo::from(seq),
+                    ts,
+                    pkt.timestamp,
+                    pkt.payload.clone(),
+                )
+                .marker(pkt.header.marker)
+                .ext_vals(ext)
+                .nackable(c.nackable),
+            );
+            drain(c.transport, u, transmits, rtc_events);
+            c.packets += 1;
+            stats.rtp_forwarded += 1;
+        }
+        if keyframe_needed {
+            p.keyframe_wanted = true;
+        }
+    }
+
+    /// Asks the producer for a keyframe now, or as soon as the throttle allows.
+    fn want_keyframe(&mut self, now: Instant, pkey: ProducerKey) {
+        if let Some(p) = self.producers.get_mut(pkey) {
+            p.keyframe_wanted = true;
+        }
+        self.request_keyframe(now, pkey);
+    }
+
+    fn request_keyframe(&mut self, now: Instant, pkey: ProducerKey) {
+        let interval = self.config.keyframe_request_interval;
+        let Some(p) = self.producers.get_mut(pkey) else {
+            return;
+        };
+        if p.video.is_none() {
+            p.keyframe_wanted = false;
+            return;
+        }
+        if !p.keyframe_wanted || p.last_keyframe_request.is_some_and(|t| now < t + interval) {
+            return;
+        }
+        p.keyframe_wanted = false;
+        p.last_keyframe_request = Some(now);
+        let ssrc = Ssrc::from(p.forwarded_ssrc);
+        let tkey = p.transport;
+        let Some(t) = self.transports.get_mut(tkey) else {
+            return;
+        };
+        if !t.connected {
+            return;
+        }
+        if let Some(rx) = t.rtc.direct_api().stream_rx(&ssrc) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.stats.keyframe_requests += 1;
+        }
+        drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
+    }
+
+    fn relay_data(&mut self, key: TransportKey, channel: ChannelId, binary: bool, data: &[u8]) {
+        let Room {
+            transports,
+            data_producers,
+            data_consumers,
+            transmits,
+            rtc_events,
+            stats,
+            ..
+        } = self;
+        let Some(dp) = data_producers
+            .iter_mut()
+            .find(|(_, d)| d.transport == key && d.channel == channel)
+            .map(|(_, d)| d)
+        else {
+            return;
+        };
+        dp.messages += 1;
+        for &dckey in &dp.consumers {
+            let Some(dc) = data_consumers.get(dckey) else {
+                continue;
+            };
+            let Some(u) = transports.get_mut(dc.transport) else {
+                continue;
+            };
+            if let Some(mut ch) = u.rtc.channel(dc.channel)
+                && let Ok(true) = ch.write(binary, data)
+            {
+                stats.data_relayed += 1;
+            }
+            drain(dc.transport, u, transmits, rtc_events);
+        }
+    }
+
+    // ----------------------------------------------------------- commands
+
+    fn owned_transport(
+        &self,
+        owner: &ParticipantSid,
+        id: Option<&TransportId>,
+        direction: TransportDirection,
+    ) -> Result<TransportKey, Error> {
+        let name = |d| match d {
+            TransportDirection::Send => "send",
+            TransportDirection::Recv => "recv",
+        };
+        let key = match id {
+            Some(id) => {
+                let key = *self
+                    .transport_ids
+                    .get(id)
+                    .ok_or_else(|| Error::TransportNotFound(id.to_string()))?;
+                match self.transports.get(key) {
+                    Some(t) if &t.owner == owner => key,
+                    _ => return Err(Error::TransportNotFound(id.to_string())),
+                }
+            }
+            None => {
+                let mut matching = self
+                    .transports
+                    .iter()
+                    .filter(|(_, t)| &t.owner == owner && t.direction == direction);
+                let first = matching.next().map(|(k, _)| k);
+                if matching.next().is_some() {
+                    return Err(Error::AmbiguousTransport(name(direction)));
+                }
+                first.ok_or_else(|| {
+                    Error::TransportNotFound(format!("({} transport)", name(direction)))
+                })?
+            }
+        };
+        let t = &self.transports[key];
+        if t.direction != direction {
+            return Err(Error::WrongTransportDirection {
+                id: t.id.to_string(),
+                actual: t.direction_name(),
+                expected: name(direction),
+            });
+        }
+        Ok(key)
+    }
+
+    /// Creates a WebRTC transport for `owner` and returns mediasoup-client's
+    /// transport options. For a send transport, `sender_caps` are the
+    /// client's sending capabilities (`device.sendRtpCapabilities`): the
+    /// payload types and extension ids it will send with; `None` means the
+    /// router's own.
+    pub fn create_transport(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        direction: TransportDirection,
+        sender_caps: Option<&RtpCapabilities>,
+    ) -> Result<TransportOptions, Error> {
+        let now = self.advance(now);
+        let count = self
+            .transports
+            .iter()
+            .filter(|(_, t)| &t.owner == owner)
+            .count();
+        if count >= self.config.max_transports_per_participant {
+            return Err(Error::LimitReached("transports per participant"));
+        }
+        if let Some(caps) = sender_caps {
+            ortc::validate_rtp_capabilities(caps)
+                .map_err(|e| Error::InvalidRtpParameters(format!("rtpCapabilities: {e}")))?;
+        }
+        let spec = TransportSpec {
+            owner: owner.clone(),
+            direction,
+            caps: sender_caps.unwrap_or(&self.config.rtp_capabilities),
+            router_caps: &self.config.rtp_capabilities,
+            local_addr: self.config.local_addr,
+            sctp_max_message_size: self.config.sctp_max_message_size,
+            ufrag_prefix: &self.config.ufrag_prefix,
+        };
+        let (mut transport, options) = Transport::new(now, spec)?;
+        let entry = self.transports.vacant_entry();
+        let key = entry.key();
+        self.demux.insert_ufrag(transport.local_ufrag.clone(), key);
+        self.transport_ids.insert(transport.id.clone(), key);
+        drain(
+            key,
+            &mut transport,
+            &mut self.transmits,
+            &mut self.rtc_events,
+        );
+        entry.insert(transport);
+        self.process(now);
+        Ok(options)
+    }
+
+    /// Gives a transport the client's DTLS parameters and starts DTLS.
+    pub fn connect_transport(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &TransportId,
+        dtls: &DtlsParameters,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = *self
+            .transport_ids
+            .get(id)
+            .ok_or_else(|| Error::TransportNotFound(id.to_string()))?;
+        let t = match self.transports.get_mut(key) {
+            Some(t) if &t.owner == owner => t,
+            _ => return Err(Error::TransportNotFound(id.to_string())),
+        };
+        t.connect(now, dtls)?;
+        drain(key, t, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Closes one of `owner`'s transports with everything on it. Events
+    /// report what closes as a consequence (producers, consumers, and other
+    /// participants' consumers of those producers), not the transport.
+    pub fn close_transport(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &TransportId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = *self
+            .transport_ids
+            .get(id)
+            .ok_or_else(|| Error::TransportNotFound(id.to_string()))?;
+        if self.transports.get(key).is_none_or(|t| &t.owner != owner) {
+            return Err(Error::TransportNotFound(id.to_string()));
+        }
+        self.close_transport_key(key, None);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Closes every transport of `owner`. Events report only what other
+    /// participants lose (their consumers and data consumers).
+    pub fn close_participant(&mut self, now: Instant, owner: &ParticipantSid) {
+        let now = self.advance(now);
+        let keys: Vec<TransportKey> = self
+            .transports
+            .iter()
+            .filter(|(_, t)| &t.owner == owner)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.close_transport_key(key, None);
+        }
+        // Drop events about the participant's own objects.
+        self.events.retain(|e| match e {
+            Event::TransportConnected { owner: o, .. }
+            | Event::TransportClosed { owner: o, .. }
+            | Event::ProducerClosed { owner: o, .. }
+            | Event::ConsumerClosed { owner: o, .. }
+            | Event::DataProducerClosed { owner: o, .. }
+            | Event::DataConsumerClosed { owner: o, .. } => o != owner,
+        });
+        self.process(now);
+    }
+
+    /// Publishes a track on a send transport.
+    ///
+    /// `rtp_parameters` are mediasoup-client's `produce` parameters, with the
+    /// sender's payload types. They are validated against the router's
+    /// capabilities and the transport's payload-type table.
+    pub fn produce(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        transport_id: Option<&TransportId>,
+        kind: MediaKind,
+        mut rtp_parameters: RtpParameters,
+        paused: bool,
+    ) -> Result<Produced, Error> {
+        let now = self.advance(now);
+        let tkey = self.owned_transport(owner, transport_id, TransportDirection::Send)?;
+        let count = self
+            .producers
+            .iter()
+            .filter(|(_, p)| &p.owner == owner)
+            .count();
+        if count >= self.config.max_producers_per_participant {
+            return Err(Error::LimitReached("producers per participant"));
+        }
+        let t = &self.transports[tkey];
+        if !t.dtls_started {
+            return Err(Error::TransportNotConnected(t.id.to_string()));
+        }
+        let mapping = ortc::get_producer_rtp_parameters_mapping(
+            &mut rtp_parameters,
+            &self.config.rtp_capabilities,
+            &mut ortc::random_ssrc,
+        )?;
+        let media_codec = rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| !ortc::is_rtx_mime_type(&c.mime_type))
+            .ok_or_else(|| Error::InvalidRtpParameters("no media codec".into()))?;
+        let codec_kind = if media_codec
+            .mime_type
+            .to_ascii_lowercase()
+            .starts_with("audio/")
+        {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        };
+        if codec_kind != kind {
+            return Err(Error::InvalidRtpParameters(format!(
+                "kind is {kind} but the codec {} is {codec_kind}",
+                media_codec.mime_type
+            )));
+        }
+        let mime_type = media_codec.mime_type.clone();
+        // Every payload type the sender uses must be in the transport's table.
+        for c in &rtp_parameters.codecs {
+            let known = t.pts.iter().any(|k| {
+                (k.pt == c.payload_type && k.mime_type.eq_ignore_ascii_case(&c.mime_type))
+                    || (k.rtx == Some(c.payload_type) && ortc::is_rtx_mime_type(&c.mime_type))
+            });
+            if !known {
+                return Err(Error::UnsupportedCodec(format!(
+                    "payload type {} ({}) is not in this transport's payload-type table: \
+                     create the send transport with `rtpCapabilities` = device.sendRtpCapabilities",
+                    c.payload_type, c.mime_type
+                )));
+            }
+        }
+        // Header extensions the stack parses must use the transport's ids.
+        for e in &rtp_parameters.header_extensions {
+            if let Some(expected) = t.extension_id(&e.uri)
+                && expected != e.id
+            {
+                return Err(Error::InvalidRtpParameters(format!(
+                    "header extension {} has id {} but this transport uses {}: \
+                     create the send transport with `rtpCapabilities` = device.sendRtpCapabilities",
+                    e.uri, e.id, expected
+                )));
+            }
+        }
+        let mut ssrcs = Vec::new();
+        let mut rtx_ssrcs = Vec::new();
+        for e in &rtp_parameters.encodings {
+            let Some(ssrc) = e.ssrc else {
+                return Err(Error::InvalidRtpParameters(
+                    "encodings without ssrc (rid-based simulcast) are not supported: \
+                     publish a single encoding"
+                        .into(),
+                ));
+            };
+            ssrcs.push(ssrc);
+            rtx_ssrcs.push(e.rtx.map(|r| r.ssrc));
+        }
+        if ssrcs.is_empty() {
+            return Err(Error::InvalidRtpParameters(
+                "no encoding with an ssrc".into(),
+            ));
+        }
+        for s in ssrcs.iter().chain(rtx_ssrcs.iter().flatten()) {
+            if t.rx_ssrcs.iter().any(|(x, _)| x == s)
+                || self
+                    .producers
+                    .iter()
+                    .any(|(_, p)| p.transport == tkey && p.ssrcs.contains(s))
+            {
+                return Err(Error::DuplicateSsrc(*s));
+            }
+        }
+        let mid = match rtp_parameters.mid.clone() {
+            Some(mid) => {
+                if !valid_mid(&mid) {
+                    return Err(Error::InvalidRtpParameters(format!(
+                        "mid `{mid}` must be 1 to 16 letters or digits"
+                    )));
+                }
+                if t.mids.iter().any(|(m, _)| *m == mid) {
+                    return Err(Error::InvalidRtpParameters(format!(
+                        "mid `{mid}` is already in use on this transport"
+                    )));
+                }
+                mid
+            }
+            None => self.transports[tkey].allocate_mid(),
+        };
+        let consumable = ortc::get_consumable_rtp_parameters(
+            kind,
+            &rtp_parameters,
+            &self.config.rtp_capabilities,
+            &mapping,
+        )?;
+        let pt_map: Vec<(u8, u8)> = mapping
+            .codecs
+            .iter()
+            .map(|m| (m.payload_type, m.mapped_payload_type))
+            .collect();
+        let id = ProducerId::generate();
+        let forwarded_ssrc = *ssrcs.last().unwrap_or(&0);
+        let video = match kind {
+            MediaKind::Video => Some(VideoCodec::from_mime(&mime_type)),
+            MediaKind::Audio => None,
+        };
+        let pkey = self.producers.insert(Producer {
+            id: id.clone(),
+            owner: owner.clone(),
+            transport: tkey,
+            kind,
+            mid: mid.clone(),
+            mime_type: mime_type.clone(),
+            video,
+            consumable,
+            pt_map,
+            ssrcs: ssrcs.clone(),
+            forwarded_ssrc,
+            paused,
+            consumers: Vec::new(),
+            last_keyframe_request: None,
+            keyframe_wanted: false,
+            packets: 0,
+            bytes: 0,
+        });
+        self.producer_ids.insert(id.clone(), pkey);
+        let t = &mut self.transports[tkey];
+        let rtc_mid = Mid::from(mid.as_str());
+        {
+            let mut api = t.rtc.direct_api();
+            api.declare_media(rtc_mid, to_rtc_kind(kind));
+            for (ssrc, rtx) in ssrcs.iter().zip(&rtx_ssrcs) {
+                api.expect_stream_rx(Ssrc::from(*ssrc), rtx.map(Ssrc::from), rtc_mid, None);
+            }
+        }
+        t.mids.push((mid, pkey));
+        for s in &ssrcs {
+            t.rx_ssrcs.push((*s, pkey));
+        }
+        drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        debug!(producer = %id, %kind, mime = %mime_type, "producer created");
+        Ok(Produced {
+            producer_id: id,
+            kind,
+            mime_type,
+            simulcast: ssrcs.len() > 1,
+        })
+    }
+
+    fn owned_producer(
+        &self,
+        owner: &ParticipantSid,
+        id: &ProducerId,
+    ) -> Result<ProducerKey, Error> {
+        let key = *self
+            .producer_ids
+            .get(id)
+            .ok_or_else(|| Error::ProducerNotFound(id.to_string()))?;
+        match self.producers.get(key) {
+            Some(p) if &p.owner == owner => Ok(key),
+            Some(_) => Err(Error::NotOwner(format!("producer `{id}`"))),
+            None => Err(Error::ProducerNotFound(id.to_string())),
+        }
+    }
+
+    /// Closes one of `owner`'s producers; its consumers close with
+    /// [`Event::ConsumerClosed`].
+    pub fn close_producer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ProducerId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = self.owned_producer(owner, id)?;
+        self.close_producer_key(key, None);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Mutes a producer: nothing is forwarded until it is resumed.
+    pub fn pause_producer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ProducerId,
+    ) -> Result<(), Error> {
+        self.advance(now);
+        let key = self.owned_producer(owner, id)?;
+        self.producers[key].paused = true;
+        Ok(())
+    }
+
+    /// Unmutes a producer and asks it for a keyframe.
+    pub fn resume_producer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ProducerId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = self.owned_producer(owner, id)?;
+        let p = &mut self.producers[key];
+        if !p.paused {
+            return Ok(());
+        }
+        p.paused = false;
+        let video = p.video.is_some();
+        for &c in &p.consumers {
+            if let Some(c) = self.consumers.get_mut(c) {
+                c.needs_resync = true;
+                c.waiting_keyframe = video;
+            }
+        }
+        self.want_keyframe(now, key);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Subscribes `owner` to a producer on one of its receive transports.
+    /// `rtp_capabilities` are the subscriber's receiving capabilities. The
+    /// consumer starts paused.
+    pub fn consume(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        transport_id: Option<&TransportId>,
+        producer_id: &ProducerId,
+        rtp_capabilities: &RtpCapabilities,
+    ) -> Result<Consumed, Error> {
+        let now = self.advance(now);
+        let ukey = self.owned_transport(owner, transport_id, TransportDirection::Recv)?;
+        let pkey = *self
+            .producer_ids
+            .get(producer_id)
+            .ok_or_else(|| Error::ProducerNotFound(producer_id.to_string()))?;
+        let count = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| &c.owner == owner)
+            .count();
+        if count >= self.config.max_consumers_per_participant {
+            return Err(Error::LimitReached("consumers per participant"));
+        }
+        let p = &self.producers[pkey];
+        let kind = p.kind;
+        if !ortc::can_consume(&p.consumable, rtp_capabilities)? {
+            return Err(Error::CannotConsume(format!(
+                "the subscriber's capabilities have no codec for {}",
+                p.mime_type
+            )));
+        }
+        let mut params = ortc::get_consumer_rtp_parameters(
+            &p.consumable,
+            rtp_capabilities,
+            false,
+            kind == MediaKind::Video,
+            &mut ortc::random_ssrc,
+        )?;
+        let encoding = params
+            .encodings
+            .first()
+            .ok_or_else(|| Error::CannotConsume("no encoding".into()))?;
+        let ssrc = encoding
+            .ssrc
+            .ok_or_else(|| Error::CannotConsume("no ssrc".into()))?;
+        let rtx_ssrc = encoding.rtx.map(|r| r.ssrc);
+        let pt_map: Vec<(u8, u8)> = p
+            .pt_map
+            .iter()
+            .copied()
+            .filter(|(_, router)| params.codecs.iter().any(|c| c.payload_type == *router))
+            .collect();
+        let clock_rate = params.codecs.first().map_or(90_000, |c| c.clock_rate);
+        let nackable = rtx_ssrc.is_some();
+        let producer_id = p.id.clone();
+        let u = &mut self.transports[ukey];
+        let mid = u.allocate_mid();
+        params.mid = Some(mid.clone());
+        let id = ConsumerId::generate();
+        let ckey = self.consumers.insert(Consumer {
+            id: id.clone(),
+            owner: owner.clone(),
+            transport: ukey,
+            producer: pkey,
+            producer_id: producer_id.clone(),
+            kind,
+            mid: mid.clone(),
+            ssrc,
+            pt_map,
+            paused: true,
+            waiting_keyframe: kind == MediaKind::Video,
+            needs_resync: true,
+            nackable,
+            rewriter: Rewriter::new(clock_rate, random_u16(), rand::random()),
+            packets: 0,
+        });
+        self.consumer_ids.insert(id.clone(), ckey);
+        self.producers[pkey].consumers.push(ckey);
+        let rtc_mid = Mid::from(mid.as_str());
+        {
+            let mut api = u.rtc.direct_api();
+            api.declare_media(rtc_mid, to_rtc_kind(kind));
+            api.declare_stream_tx(Ssrc::from(ssrc), rtx_ssrc.map(Ssrc::from), rtc_mid, None);
+        }
+        u.mids.push((mid, ckey));
+        drain(ukey, u, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        debug!(consumer = %id, producer = %producer_id, "consumer created");
+        Ok(Consumed {
+            consumer_id: id,
+            producer_id,
+            kind,
+            rtp_parameters: params,
+            paused: true,
+        })
+    }
+
+    fn owned_consumer(
+        &self,
+        owner: &ParticipantSid,
+        id: &ConsumerId,
+    ) -> Result<ConsumerKey, Error> {
+        match self.consumer_ids.get(id) {
+            Some(&k) if self.consumers.get(k).is_some_and(|c| &c.owner == owner) => Ok(k),
+            _ => Err(Error::ConsumerNotFound(id.to_string())),
+        }
+    }
+
+    /// Starts media on a consumer and asks the publisher for a keyframe.
+    pub fn resume_consumer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ConsumerId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = self.owned_consumer(owner, id)?;
+        let c = &mut self.consumers[key];
+        if !c.paused {
+            return Ok(());
+        }
+        c.paused = false;
+        c.needs_resync = true;
+        c.waiting_keyframe = c.kind == MediaKind::Video;
+        let p = c.producer;
+        self.want_keyframe(now, p);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Stops media on a consumer.
+    pub fn pause_consumer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ConsumerId,
+    ) -> Result<(), Error> {
+        self.advance(now);
+        let key = self.owned_consumer(owner, id)?;
+        self.consumers[key].paused = true;
+        Ok(())
+    }
+
+    /// Closes one of `owner`'s consumers.
+    pub fn close_consumer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ConsumerId,
+    ) -> Result<ProducerId, Error> {
+        let now = self.advance(now);
+        let key = self.owned_consumer(owner, id)?;
+        let producer_id = self.consumers[key].producer_id.clone();
+        self.close_consumer_key(key, None);
+        self.process(now);
+        Ok(producer_id)
+    }
+
+    /// Opens a data producer: the negotiated SCTP stream `params.stream_id`
+    /// on one of `owner`'s transports (mediasoup-client `produceData`).
+    pub fn produce_data(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        transport_id: Option<&TransportId>,
+        params: SctpStreamParameters,
+        label: &str,
+        protocol: &str,
+    ) -> Result<DataProducerId, Error> {
+        let now = self.advance(now);
+        let tkey = self.owned_transport(owner, transport_id, TransportDirection::Send)?;
+        validate_sctp(&params)?;
+        if label.len() > 256 || protocol.len() > 256 {
+            return Err(Error::InvalidSctpParameters(
+                "label and protocol are at most 256 bytes".into(),
+            ));
+        }
+        let t = &mut self.transports[tkey];
+        if t.sctp_streams.iter().any(|(s, _)| *s == params.stream_id) {
+            return Err(Error::InvalidSctpParameters(format!(
+                "stream id {} is already in use on this transport",
+                params.stream_id
+            )));
+        }
+        let channel = t
+            .rtc
+            .direct_api()
+            .create_data_channel(channel_config(&params, label, protocol));
+        let id = DataProducerId::generate();
+        let key = self.data_producers.insert(DataProducer {
+            id: id.clone(),
+            owner: owner.clone(),
+            transport: tkey,
+            channel,
+            params,
+            label: label.to_owned(),
+            protocol: protocol.to_owned(),
+            consumers: Vec::new(),
+            messages: 0,
+        });
+        t.sctp_streams.push((params.stream_id, key));
+        self.data_producer_ids.insert(id.clone(), key);
+        drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        Ok(id)
+    }
+
+    /// Whether a data producer is reliable (ordered, retransmitted).
+    pub fn data_producer_reliable(&self, id: &DataProducerId) -> Option<bool> {
+        let key = self.data_producer_ids.get(id)?;
+        self.data_producers
+            .get(*key)
+            .map(|d| is_reliable(&d.params))
+    }
+
+    /// Closes one of `owner`'s data producers; its consumers close with
+    /// [`Event::DataConsumerClosed`].
+    pub fn close_data_producer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &DataProducerId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = *self
+            .data_producer_ids
+            .get(id)
+            .ok_or_else(|| Error::DataProducerNotFound(id.to_string()))?;
+        match self.data_producers.get(key) {
+            Some(d) if &d.owner == owner => {}
+            Some(_) => return Err(Error::NotOwner(format!("data producer `{id}`"))),
+            None => return Err(Error::DataProducerNotFound(id.to_string())),
+        }
+        self.close_data_producer_key(key, None);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Subscribes `owner` to a data producer on one of its receive
+    /// transports; the server picks the SCTP stream id.
+    pub fn consume_data(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        transport_id: Option<&TransportId>,
+        data_producer_id: &DataProducerId,
+    ) -> Result<DataConsumed, Error> {
+        let now = self.advance(now);
+        let ukey = self.owned_transport(owner, transport_id, TransportDirection::Recv)?;
+        let dpkey = *self
+            .data_producer_ids
+            .get(data_producer_id)
+            .ok_or_else(|| Error::DataProducerNotFound(data_producer_id.to_string()))?;
+        let (params, label, protocol) = {
+            let d = &self.data_producers[dpkey];
+            (d.params, d.label.clone(), d.protocol.clone())
+        };
+        let u = &mut self.transports[ukey];
+        let stream_id = (0..1024u16)
+            .find(|s| !u.sctp_streams.iter().any(|(x, _)| x == s))
+            .ok_or(Error::LimitReached("SCTP streams on this transport"))?;
+        let params = SctpStreamParameters {
+            stream_id,
+            ..params
+        };
+        let channel = u
+            .rtc
+            .direct_api()
+            .create_data_channel(channel_config(&params, &label, &protocol));
+        let id = DataConsumerId::generate();
+        let key = self.data_consumers.insert(DataConsumer {
+            id: id.clone(),
+            owner: owner.clone(),
+            transport: ukey,
+            data_producer: dpkey,
+            channel,
+            stream_id,
+        });
+        u.sctp_streams.push((stream_id, key));
+        self.data_consumer_ids.insert(id.clone(), key);
+        self.data_producers[dpkey].consumers.push(key);
+        drain(ukey, u, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        Ok(DataConsumed {
+            data_consumer_id: id,
+            data_producer_id: data_producer_id.clone(),
+            sctp_stream_parameters: params,
+            label,
+            protocol,
+        })
+    }
+
+    /// Closes one of `owner`'s data consumers.
+    pub fn close_data_consumer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &DataConsumerId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = match self.data_consumer_ids.get(id) {
+            Some(&k)
+                if self
+                    .data_consumers
+                    .get(k)
+                    .is_some_and(|d| &d.owner == owner) =>
+            {
+                k
+            }
+            _ => return Err(Error::DataConsumerNotFound(id.to_string())),
+        };
+        self.close_data_consumer_key(key, None);
+        self.process(now);
+        Ok(())
+    }
+
+    // ----------------------------------------------------------- closing
+
+    fn close_transport_key(&mut self, key: TransportKey, reason: Option<CloseReason>) {
+        let children = reason.map(|_| CloseReason::TransportClosed);
+        let producers: Vec<ProducerKey> = self
+            .producers
+            .iter()
+            .filter(|(_, p)| p.transport == key)
+            .map(|(k, _)| k)
+            .collect();
+        for p in producers {
+            self.close_producer_key(p, children);
+        }
+        let consumers: Vec<ConsumerKey> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.transport == key)
+            .map(|(k, _)| k)
+            .collect();
+        for c in consumers {
+            self.close_consumer_key(c, children);
+        }
+        let dps: Vec<DataProducerKey> = self
+            .data_producers
+            .iter()
+            .filter(|(_, d)| d.transport == key)
+            .map(|(k, _)| k)
+            .collect();
+        for d in dps {
+            self.close_data_producer_key(d, children);
+        }
+        let dcs: Vec<DataConsumerKey> = self
+            .data_consumers
+            .iter()
+            .filter(|(_, d)| d.transport == key)
+            .map(|(k, _)| k)
+            .collect();
+        for d in dcs {
+            self.close_data_consumer_key(d, children);
+        }
+        let Some(mut t) = self.transports.try_remove(key) else {
+            return;
+        };
+        self.demux.remove(key);
+        self.transport_ids.remove(&t.id);
+        // Say goodbye (DTLS close_notify) if the stack has anything to send.
+        t.rtc.disconnect();
+        let mut ignored = VecDeque::new();
+        drain(key, &mut t, &mut self.transmits, &mut ignored);
+        debug!(transport = %t.id, ?reason, "transport closed");
+        if let Some(reason) = reason {
+            self.events.push_back(Event::TransportClosed {
+                transport_id: t.id,
+                owner: t.owner,
+                reason,
+            });
+        }
+        // Events queued for this key are stale now.
+        self.rtc_events.retain(|(k, _)| *k != key);
+    }
+
+    fn close_producer_key(&mut self, key: ProducerKey, reason: Option<CloseReason>) {
+        let Some(p) = self.producers.try_remove(key) else {
+            return;
+        };
+        self.producer_ids.remove(&p.id);
+        for c in &p.consumers {
+            self.close_consumer_key(*c, Some(CloseReason::ProducerClosed));
+        }
+        if let Some(t) = self.transports.get_mut(p.transport) {
+            t.rx_ssrcs.retain(|(_, k)| *k != key);
+            t.mids.retain(|(m, k)| !(*k == key && *m == p.mid));
+            t.rtc.direct_api().remove_media(Mid::from(p.mid.as_str()));
+            drain(p.transport, t, &mut self.transmits, &mut self.rtc_events);
+        }
+        if let Some(reason) = reason {
+            self.events.push_back(Event::ProducerClosed {
+                producer_id: p.id,
+                owner: p.owner,
+                reason,
+            });
+        }
+    }
+
+    fn close_consumer_key(&mut self, key: ConsumerKey, reason: Option<CloseReason>) {
+        let Some(c) = self.consumers.try_remove(key) else {
+            return;
+        };
+        self.consumer_ids.remove(&c.id);
+        if let Some(p) = self.producers.get_mut(c.producer) {
+            p.consumers.retain(|k| *k != key);
+        }
+        if let Some(u) = self.transports.get_mut(c.transport) {
+            u.mids.retain(|(m, k)| !(*k == key && *m == c.mid));
+            u.rtc.direct_api().remove_media(Mid::from(c.mid.as_str()));
+            drain(c.transport, u, &mut self.transmits, &mut self.rtc_events);
+        }
+        if let Some(reason) = reason {
+            self.events.push_back(Event::ConsumerClosed {
+                consumer_id: c.id,
+                producer_id: c.producer_id,
+                owner: c.owner,
+                reason,
+            });
+        }
+    }
+
+    fn close_data_producer_key(&mut self, key: DataProducerKey, reason: Option<CloseReason>) {
+        let Some(d) = self.data_producers.try_remove(key) else {
+            return;
+        };
+        self.data_producer_ids.remove(&d.id);
+        for c in &d.consumers {
+            self.close_data_consumer_key(*c, Some(CloseReason::DataProducerClosed));
+        }
+        if let Some(t) = self.transports.get_mut(d.transport) {
+            t.sctp_streams.retain(|(s, _)| *s != d.params.stream_id);
+            t.rtc.direct_api().close_data_channel(d.channel);
+            drain(d.transport, t, &mut self.transmits, &mut self.rtc_events);
+        }
+        if let Some(reason) = reason {
+            self.events.push_back(Event::DataProducerClosed {
+                data_producer_id: d.id,
+                owner: d.owner,
+                reason,
+            });
+        }
+    }
+
+    fn close_data_consumer_key(&mut self, key: DataConsumerKey, reason: Option<CloseReason>) {
+        let Some(d) = self.data_consumers.try_remove(key) else {
+            return;
+        };
+        self.data_consumer_ids.remove(&d.id);
+        if let Some(p) = self.data_producers.get_mut(d.data_producer) {
+            p.consumers.retain(|k| *k != key);
+        }
+        if let Some(u) = self.transports.get_mut(d.transport) {
+            u.sctp_streams.retain(|(s, _)| *s != d.stream_id);
+            u.rtc.direct_api().close_data_channel(d.channel);
+            drain(d.transport, u, &mut self.transmits, &mut self.rtc_events);
+        }
+        if let Some(reason) = reason {
+            self.events.push_back(Event::DataConsumerClosed {
+                data_consumer_id: d.id,
+                owner: d.owner,
+                reason,
+            });
+        }
+    }
+}
+
+fn validate_sctp(p: &SctpStreamParameters) -> Result<(), Error> {
+    if p.stream_id >= 1024 {
+        return Err(Error::InvalidSctpParameters(format!(
+            "stream id {} is out of range (0-1023)",
+            p.stream_id
+        )));
+    }
+    if p.max_packet_life_time.is_some() && p.max_retransmits.is_some() {
+        return Err(Error::InvalidSctpParameters(
+            "give maxPacketLifeTime or maxRetransmits, not both".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn channel_config(p: &SctpStreamParameters, label: &str, protocol: &str) -> ChannelConfig {
+    let reliability = match (p.max_packet_life_time, p.max_retransmits) {
+        (Some(lifetime), _) => Reliability::MaxPacketLifetime { lifetime },
+        (None, Some(retransmits)) => Reliability::MaxRetransmits { retransmits },
+        (None, None) => Reliability::Reliable,
+    };
+    ChannelConfig {
+        label: label.to_owned(),
+        ordered: p.ordered.unwrap_or(true),
+        reliability,
+        negotiated: Some(p.stream_id),
+        protocol: protocol.to_owned(),
+    }
+}

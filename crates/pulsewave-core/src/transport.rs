@@ -1,0 +1,393 @@
+//! One WebRTC transport: a str0m `Rtc` in RTP mode, ICE-lite, DTLS server.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Instant;
+
+use pulsewave_protocol::rtp::{RtpCapabilities, RtpCodecCapability, uri};
+use pulsewave_protocol::transport::{
+    DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceParameters, SctpParameters,
+    TransportDirection, TransportOptions,
+};
+use pulsewave_protocol::{ParticipantSid, TransportId, random_string};
+use str0m::config::Fingerprint;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Frequency, Pt};
+use str0m::rtp::Extension;
+use str0m::{Candidate, Event as RtcEvent, IceCreds, Output, Rtc, RtcConfig};
+
+use crate::error::Error;
+use crate::event::Transmit;
+use crate::ortc::is_rtx_mime_type;
+
+/// Key of a transport in the room's slab.
+pub(crate) type TransportKey = usize;
+
+/// The SCTP port mediasoup announces.
+const SCTP_PORT: u16 = 5000;
+/// SCTP streams offered in each direction.
+const SCTP_STREAMS: u16 = 1024;
+
+/// A payload type this transport knows, with its codec.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownPt {
+    pub(crate) pt: u8,
+    pub(crate) rtx: Option<u8>,
+    pub(crate) mime_type: String,
+}
+
+pub(crate) struct Transport {
+    pub(crate) id: TransportId,
+    pub(crate) owner: ParticipantSid,
+    pub(crate) direction: TransportDirection,
+    pub(crate) rtc: Rtc,
+    pub(crate) local_ufrag: String,
+    /// Payload types the `Rtc` was built with.
+    pub(crate) pts: Vec<KnownPt>,
+    /// Header extensions `(id, uri)` the `Rtc` was built with.
+    pub(crate) extensions: Vec<(u8, String)>,
+    pub(crate) remote_ufrag: Option<String>,
+    /// `connect-transport` done (DTLS started).
+    pub(crate) dtls_started: bool,
+    pub(crate) dtls_started_at: Option<Instant>,
+    /// ICE and DTLS up.
+    pub(crate) connected: bool,
+    pub(crate) last_received: Option<Instant>,
+    pub(crate) next_timeout: Instant,
+    /// Media section ids in use (producers' mids, or consumers' mids).
+    pub(crate) mids: Vec<(String, usize)>,
+    pub(crate) next_mid: u32,
+    /// Receive ssrcs to producer keys (send transports).
+    pub(crate) rx_ssrcs: Vec<(u32, usize)>,
+    /// SCTP stream ids in use, to the data producer or consumer key.
+    pub(crate) sctp_streams: Vec<(u16, usize)>,
+    /// Set when the transport failed or must close.
+    pub(crate) failed: Option<crate::event::CloseReason>,
+}
+
+/// What the room needs to build a transport.
+pub(crate) struct TransportSpec<'a> {
+    pub(crate) owner: ParticipantSid,
+    pub(crate) direction: TransportDirection,
+    /// Payload types and extension ids: the sender's (send transport), else
+    /// the router's.
+    pub(crate) caps: &'a RtpCapabilities,
+    pub(crate) router_caps: &'a RtpCapabilities,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) sctp_max_message_size: u32,
+    pub(crate) ufrag_prefix: &'a str,
+}
+
+fn str0m_codec(mime: &str) -> Option<Codec> {
+    let (_, sub) = mime.split_once('/')?;
+    Some(match sub.to_ascii_lowercase().as_str() {
+        "opus" => Codec::Opus,
+        "vp8" => Codec::Vp8,
+        "vp9" => Codec::Vp9,
+        "h264" => Codec::H264,
+        "av1" => Codec::Av1,
+        "pcmu" => Codec::PCMU,
+        "pcma" => Codec::PCMA,
+        "g722" => Codec::G722,
+        _ => return None,
+    })
+}
+
+fn str0m_extension(uri_text: &str) -> Option<Extension> {
+    Some(match uri_text {
+        uri::MID => Extension::RtpMid,
+        uri::RID => Extension::RtpStreamId,
+        uri::REPAIRED_RID => Extension::RepairedRtpStreamId,
+        uri::ABS_SEND_TIME => Extension::AbsoluteSendTime,
+        uri::TRANSPORT_CC => Extension::TransportSequenceNumber,
+        uri::AUDIO_LEVEL => Extension::AudioLevel,
+        uri::VIDEO_ORIENTATION => Extension::VideoOrientation,
+        uri::TOFFSET => Extension::TransmissionTimeOffset,
+        _ => return None,
+    })
+}
+
+fn format_params(codec: &RtpCodecCapability) -> FormatParams {
+    let p = &codec.parameters;
+    let int = |k: &str| p.get(k).and_then(|v| v.as_int());
+    let flag = |k: &str| int(k).map(|v| v == 1);
+    FormatParams {
+        min_p_time: int("minptime").and_then(|v| u8::try_from(v).ok()),
+        use_inband_fec: flag("useinbandfec"),
+        use_dtx: flag("usedtx"),
+        stereo: flag("stereo"),
+        level_asymmetry_allowed: flag("level-asymmetry-allowed"),
+        packetization_mode: int("packetization-mode").and_then(|v| u8::try_from(v).ok()),
+        profile_level_id: p
+            .get("profile-level-id")
+            .and_then(|v| u32::from_str_radix(&v.to_text(), 16).ok()),
+        profile_id: int("profile-id").and_then(|v| u32::try_from(v).ok()),
+        ..FormatParams::default()
+    }
+}
+
+/// The payload-type table and extension map of `caps`, as str0m wants them.
+fn configure(
+    mut config: RtcConfig,
+    caps: &RtpCapabilities,
+) -> (RtcConfig, Vec<KnownPt>, Vec<(u8, String)>) {
+    config = config.clear_codecs();
+    let mut pts = Vec::new();
+    for c in &caps.codecs {
+        if is_rtx_mime_type(&c.mime_type) {
+            continue;
+        }
+        let Some(codec) = str0m_codec(&c.mime_type) else {
+            continue;
+        };
+        let Some(clock) = Frequency::new(c.clock_rate) else {
+            continue;
+        };
+        if pts
+            .iter()
+            .any(|k: &KnownPt| k.pt == c.preferred_payload_type)
+        {
+            continue;
+        }
+        let rtx = caps
+            .codecs
+            .iter()
+            .find(|r| {
+                is_rtx_mime_type(&r.mime_type)
+                    && r.parameters.get("apt").and_then(|v| v.as_int())
+                        == Some(i64::from(c.preferred_payload_type))
+            })
+            .map(|r| r.preferred_payload_type);
+        config.codec_config().add_config(
+            Pt::from(c.preferred_payload_type),
+            rtx.map(Pt::from),
+            codec,
+            clock,
+            c.channels,
+            format_params(c),
+        );
+        pts.push(KnownPt {
+            pt: c.preferred_payload_type,
+            rtx,
+            mime_type: c.mime_type.clone(),
+        });
+    }
+    config = config.clear_extension_map();
+    let mut extensions: Vec<(u8, String)> = Vec::new();
+    for e in &caps.header_extensions {
+        let Some(ext) = str0m_extension(&e.uri) else {
+            continue;
+        };
+        // One id per URI and one URI per id (BUNDLE), and ids 1..=14.
+        if !(1..=14).contains(&e.preferred_id)
+            || extensions
+                .iter()
+                .any(|(id, u)| *id == e.preferred_id || *u == e.uri)
+        {
+            continue;
+        }
+        config = config.set_extension(e.preferred_id, ext);
+        extensions.push((e.preferred_id, e.uri.clone()));
+    }
+    (config, pts, extensions)
+}
+
+impl Transport {
+    pub(crate) fn new(
+        now: Instant,
+        spec: TransportSpec<'_>,
+    ) -> Result<(Self, TransportOptions), Error> {
+        let mut local_ufrag = spec.ufrag_prefix.to_owned();
+        local_ufrag.push_str(&random_string(16));
+        let password = random_string(32);
+        let config = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_local_ice_credentials(IceCreds {
+                ufrag: local_ufrag.clone(),
+                pass: password.clone(),
+            })
+            .set_sctp_max_message_size(spec.sctp_max_message_size);
+        let caps = match spec.direction {
+            TransportDirection::Send => spec.caps,
+            TransportDirection::Recv => spec.router_caps,
+        };
+        let (config, pts, extensions) = configure(config, caps);
+        if pts.is_empty() {
+            return Err(Error::UnsupportedCodec(
+                "none of the given codecs is supported".into(),
+            ));
+        }
+        let mut rtc = config.build(now);
+        let candidate = Candidate::host(spec.local_addr, "udp")
+            .map_err(|e| Error::InvalidRtpParameters(format!("bad local address: {e}")))?;
+        let candidate = rtc
+            .add_local_candidate(candidate)
+            .cloned()
+            .ok_or_else(|| Error::InvalidRtpParameters("local candidate refused".into()))?;
+        {
+            let mut api = rtc.direct_api();
+            api.set_ice_controlling(false);
+            api.enable_twcc_feedback();
+        }
+        let fingerprint = rtc.direct_api().local_dtls_fingerprint().clone();
+        let id = TransportId::generate();
+        let ip = spec.local_addr.ip().to_string();
+        let options = TransportOptions {
+            id: id.clone(),
+            ice_parameters: IceParameters {
+                username_fragment: local_ufrag.clone(),
+                password,
+                ice_lite: true,
+            },
+            ice_candidates: vec![IceCandidate {
+                foundation: "udpcandidate".into(),
+                priority: candidate.prio(),
+                address: ip.clone(),
+                ip,
+                port: spec.local_addr.port(),
+                kind: "host".into(),
+                protocol: "udp".into(),
+            }],
+            dtls_parameters: DtlsParameters {
+                role: Some(DtlsRole::Auto),
+                fingerprints: vec![DtlsFingerprint {
+                    algorithm: fingerprint.hash_func.clone(),
+                    value: hex_colon(&fingerprint.bytes),
+                }],
+            },
+            sctp_parameters: Some(SctpParameters {
+                port: SCTP_PORT,
+                os: SCTP_STREAMS,
+                mis: SCTP_STREAMS,
+                max_message_size: spec.sctp_max_message_size,
+            }),
+            ice_servers: Vec::new(),
+        };
+        let transport = Transport {
+            id,
+            owner: spec.owner,
+            direction: spec.direction,
+            rtc,
+            local_ufrag,
+            pts,
+            extensions,
+            remote_ufrag: None,
+            dtls_started: false,
+            dtls_started_at: None,
+            connected: false,
+            last_received: None,
+            next_timeout: now,
+            mids: Vec::new(),
+            next_mid: 0,
+            rx_ssrcs: Vec::new(),
+            sctp_streams: Vec::new(),
+            failed: None,
+        };
+        Ok((transport, options))
+    }
+
+    /// Registers the client's DTLS fingerprint and starts DTLS and SCTP as
+    /// server.
+    pub(crate) fn connect(&mut self, now: Instant, dtls: &DtlsParameters) -> Result<(), Error> {
+        if self.dtls_started {
+            return Err(Error::TransportAlreadyConnected(self.id.to_string()));
+        }
+        if dtls.role == Some(DtlsRole::Server) {
+            return Err(Error::InvalidDtlsParameters(
+                "the server is always the DTLS server: the client role must be `client` or `auto`"
+                    .into(),
+            ));
+        }
+        // mediasoup-client uses the last fingerprint; so do we.
+        let fp = dtls
+            .fingerprints
+            .iter()
+            .rev()
+            .find(|f| f.algorithm.eq_ignore_ascii_case("sha-256"))
+            .ok_or_else(|| Error::InvalidDtlsParameters("no sha-256 fingerprint".into()))?;
+        let fingerprint = Fingerprint::from_str(&format!("sha-256 {}", fp.value))
+            .map_err(|e| Error::InvalidDtlsParameters(format!("fingerprint: {e}")))?;
+        if fingerprint.bytes.len() != 32 {
+            return Err(Error::InvalidDtlsParameters(
+                "a sha-256 fingerprint has 32 bytes".into(),
+            ));
+        }
+        let mut api = self.rtc.direct_api();
+        api.set_remote_fingerprint(fingerprint);
+        api.start_dtls(false)
+            .map_err(|e| Error::InvalidDtlsParameters(e.to_string()))?;
+        api.start_sctp(false);
+        self.dtls_started = true;
+        self.dtls_started_at = Some(now);
+        Ok(())
+    }
+
+    /// The next unused mid on this transport.
+    pub(crate) fn allocate_mid(&mut self) -> String {
+        loop {
+            let mid = self.next_mid.to_string();
+            self.next_mid += 1;
+            if !self.mids.iter().any(|(m, _)| *m == mid) {
+                return mid;
+            }
+        }
+    }
+
+    /// The id this transport's stack uses for a header extension URI.
+    pub(crate) fn extension_id(&self, uri: &str) -> Option<u8> {
+        self.extensions
+            .iter()
+            .find(|(_, u)| u == uri)
+            .map(|(id, _)| *id)
+    }
+
+    pub(crate) fn direction_name(&self) -> &'static str {
+        match self.direction {
+            TransportDirection::Send => "send",
+            TransportDirection::Recv => "recv",
+        }
+    }
+}
+
+fn hex_colon(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push_str(&format!("{b:02X}"));
+    }
+    s
+}
+
+/// Drains one `Rtc` until it asks for a timeout: transmits go to `transmits`,
+/// events to `events`. This is str0m's run-loop rule: after every mutation,
+/// poll until `Output::Timeout`.
+pub(crate) fn drain(
+    key: TransportKey,
+    t: &mut Transport,
+    transmits: &mut VecDeque<Transmit>,
+    events: &mut VecDeque<(TransportKey, RtcEvent)>,
+) {
+    loop {
+        match t.rtc.poll_output() {
+            Ok(Output::Timeout(at)) => {
+                t.next_timeout = at;
+                return;
+            }
+            Ok(Output::Transmit(tx)) => transmits.push_back(Transmit {
+                destination: tx.destination,
+                source: tx.source,
+                contents: tx.contents.into(),
+            }),
+            Ok(Output::Event(e)) => events.push_back((key, e)),
+            Err(e) => {
+                tracing::debug!(transport = %t.id, error = %e, "transport failed");
+                t.failed = Some(crate::event::CloseReason::Failed);
+                return;
+            }
+        }
+    }
+}

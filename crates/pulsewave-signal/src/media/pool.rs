@@ -1,0 +1,141 @@
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use pulsewave_core::{Event, RoomConfig};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::worker::{MediaRoom, MediaWorker, WorkerGone};
+
+/// Where and how many media workers run (`MEDIASOUP_*`).
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Worker threads (`MEDIASOUP_NUM_WORKERS`), one UDP socket each.
+    pub num_workers: usize,
+    /// IP the sockets bind (`MEDIASOUP_LISTEN_IP`).
+    pub listen_ip: IpAddr,
+    /// IP announced to clients (`MEDIASOUP_ANNOUNCED_IP`); defaults to
+    /// `listen_ip` when that is not a wildcard.
+    pub announced_ip: Option<IpAddr>,
+    /// Lowest port (`MEDIASOUP_MIN_PORT`); 0 with `max_port` 0 means any free port.
+    pub min_port: u16,
+    /// Highest port (`MEDIASOUP_MAX_PORT`).
+    pub max_port: u16,
+    /// Template for every room's configuration.
+    pub room: RoomConfig,
+}
+
+impl MediaConfig {
+    /// One worker on 127.0.0.1 with an ephemeral port: for tests and `--dev`.
+    pub fn loopback() -> Self {
+        Self {
+            num_workers: 1,
+            listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            announced_ip: None,
+            min_port: 0,
+            max_port: 0,
+            room: RoomConfig::default(),
+        }
+    }
+}
+
+/// The media workers of a server. New rooms go to the least-loaded one.
+#[derive(Debug)]
+pub struct WorkerPool {
+    workers: Vec<MediaWorker>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    room: RoomConfig,
+}
+
+fn bind_in_range(ip: IpAddr, min: u16, max: u16, skip: &[u16]) -> io::Result<UdpSocket> {
+    if min == 0 && max == 0 {
+        return UdpSocket::bind(SocketAddr::new(ip, 0));
+    }
+    let mut last_err = None;
+    for port in min..=max {
+        if skip.contains(&port) {
+            continue;
+        }
+        match UdpSocket::bind(SocketAddr::new(ip, port)) {
+            Ok(s) => return Ok(s),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("no free UDP port in {min}-{max}"),
+        )
+    }))
+}
+
+impl WorkerPool {
+    /// Binds one UDP socket per worker in the port range and starts the
+    /// worker threads.
+    pub fn start(config: &MediaConfig) -> io::Result<Arc<Self>> {
+        let announced = match (config.announced_ip, config.listen_ip) {
+            (Some(ip), _) => ip,
+            (None, ip) if !ip.is_unspecified() => ip,
+            (None, _) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "MEDIASOUP_LISTEN_IP is a wildcard address: set MEDIASOUP_ANNOUNCED_IP to the IP clients reach",
+                ));
+            }
+        };
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        let mut used = Vec::new();
+        for index in 0..config.num_workers.max(1) {
+            let socket = bind_in_range(config.listen_ip, config.min_port, config.max_port, &used)?;
+            let port = socket.local_addr()?.port();
+            used.push(port);
+            let (worker, thread) =
+                MediaWorker::spawn(index, socket, SocketAddr::new(announced, port))?;
+            workers.push(worker);
+            threads.push(thread);
+        }
+        info!(workers = workers.len(), "media workers running");
+        Ok(Arc::new(Self {
+            workers,
+            threads: Mutex::new(threads),
+            room: config.room.clone(),
+        }))
+    }
+
+    /// The workers.
+    pub fn workers(&self) -> &[MediaWorker] {
+        &self.workers
+    }
+
+    /// The router capabilities every room has.
+    pub fn rtp_capabilities(&self) -> &pulsewave_protocol::rtp::RtpCapabilities {
+        &self.room.rtp_capabilities
+    }
+
+    /// Opens a room on the least-loaded worker.
+    pub fn open_room(&self) -> Result<(MediaRoom, mpsc::UnboundedReceiver<Event>), WorkerGone> {
+        let worker = self
+            .workers
+            .iter()
+            .min_by_key(|w| w.load())
+            .ok_or(WorkerGone)?;
+        worker.open_room(self.room.clone())
+    }
+
+    /// Stops every worker and waits for the threads.
+    pub fn stop(&self) {
+        for w in &self.workers {
+            w.stop();
+        }
+        let threads: Vec<JoinHandle<()>> = {
+            let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+            t.drain(..).collect()
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

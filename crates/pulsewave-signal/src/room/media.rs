@@ -1,0 +1,525 @@
+//! Media requests of a room: transports, tracks, subscriptions, data
+//! channels. The room actor runs them on the room's media worker and turns
+//! the results and the media events into messages.
+
+use pulsewave_core::{Error as MediaError, Event as MediaEvent};
+use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
+use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
+use pulsewave_protocol::{
+    ConsumerId, DataChannelInfo, DataConsumerId, DataKind, DataProducerId, MediaKind,
+    ParticipantSid, ProducerId, RequestId, ServerMessage, TrackInfo, TrackSid, TrackSource,
+    TransportId,
+};
+use tracing::debug;
+
+use super::actor::RoomActor;
+use crate::error::SignalError;
+use crate::media::WorkerGone;
+
+/// A media request from a participant, checked by its handler.
+#[derive(Debug)]
+pub(crate) enum MediaRequest {
+    CreateTransport {
+        direction: TransportDirection,
+        rtp_capabilities: Option<RtpCapabilities>,
+    },
+    ConnectTransport {
+        transport_id: TransportId,
+        dtls_parameters: DtlsParameters,
+    },
+    Publish {
+        transport_id: Option<TransportId>,
+        kind: MediaKind,
+        source: TrackSource,
+        rtp_parameters: RtpParameters,
+        name: Option<String>,
+        muted: bool,
+    },
+    Unpublish {
+        producer_id: ProducerId,
+    },
+    Subscribe {
+        producer_id: ProducerId,
+        rtp_capabilities: RtpCapabilities,
+        transport_id: Option<TransportId>,
+    },
+    Unsubscribe {
+        consumer_id: ConsumerId,
+    },
+    ResumeConsumer {
+        consumer_id: ConsumerId,
+    },
+    PauseConsumer {
+        consumer_id: ConsumerId,
+    },
+    Mute {
+        producer_id: ProducerId,
+        muted: bool,
+    },
+    PublishDataChannel {
+        transport_id: Option<TransportId>,
+        params: SctpStreamParameters,
+        label: String,
+        protocol: String,
+    },
+    UnpublishDataChannel {
+        data_producer_id: DataProducerId,
+    },
+    SubscribeData {
+        data_producer_id: DataProducerId,
+        transport_id: Option<TransportId>,
+    },
+    UnsubscribeData {
+        data_consumer_id: DataConsumerId,
+    },
+}
+
+fn media_error(e: MediaError) -> SignalError {
+    SignalError::Media {
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+fn gone(_: WorkerGone) -> SignalError {
+    SignalError::Unavailable("the room's media worker is not running".into())
+}
+
+impl RoomActor {
+    /// Runs `f` on the room's media and maps both failure layers.
+    async fn on_media<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut pulsewave_core::Room, std::time::Instant) -> Result<R, MediaError>
+        + Send
+        + 'static,
+    ) -> Result<R, SignalError> {
+        let media = self
+            .media
+            .as_ref()
+            .ok_or_else(|| SignalError::Unavailable("this server has no media workers".into()))?;
+        media.call(f).await.map_err(gone)?.map_err(media_error)
+    }
+
+    pub(crate) async fn media_request(
+        &mut self,
+        from: &ParticipantSid,
+        request: MediaRequest,
+        rid: Option<RequestId>,
+    ) -> Result<(), SignalError> {
+        let rid = rid.as_ref();
+        let owner = from.clone();
+        self.participant(from)?;
+        match request {
+            MediaRequest::CreateTransport {
+                direction,
+                rtp_capabilities,
+            } => {
+                let mut transport = self
+                    .on_media(move |room, now| {
+                        room.create_transport(now, &owner, direction, rtp_capabilities.as_ref())
+                    })
+                    .await?;
+                transport.ice_servers = self.manager.settings().ice_servers.clone();
+                self.send_to(
+                    from,
+                    &ServerMessage::TransportCreated {
+                        direction,
+                        transport,
+                    },
+                    rid,
+                );
+            }
+            MediaRequest::ConnectTransport {
+                transport_id,
+                dtls_parameters,
+            } => {
+                let id = transport_id.clone();
+                self.on_media(move |room, now| {
+                    room.connect_transport(now, &owner, &id, &dtls_parameters)
+                })
+                .await?;
+                self.send_to(
+                    from,
+                    &ServerMessage::TransportConnected { transport_id },
+                    rid,
+                );
+            }
+            MediaRequest::Publish {
+                transport_id,
+                kind,
+                source,
+                rtp_parameters,
+                name,
+                muted,
+            } => {
+                if source.kind() != kind {
+                    return Err(SignalError::InvalidParameters(format!(
+                        "source `{}` carries {}, not {kind}",
+                        source.as_str(),
+                        source.kind()
+                    )));
+                }
+                let produced = self
+                    .on_media(move |room, now| {
+                        room.produce(
+                            now,
+                            &owner,
+                            transport_id.as_ref(),
+                            kind,
+                            rtp_parameters,
+                            muted,
+                        )
+                    })
+                    .await?;
+                let p = self.participant_mut(from)?;
+                let track = TrackInfo {
+                    sid: TrackSid::generate(),
+                    producer_id: produced.producer_id.clone(),
+                    participant_identity: p.info.identity.clone(),
+                    participant_sid: p.info.sid.clone(),
+                    kind,
+                    source,
+                    muted,
+                    name,
+                    mime_type: produced.mime_type,
+                    simulcast: produced.simulcast,
+                };
+                p.info.tracks.push(track.clone());
+                debug!(room = %self.name, identity = %track.participant_identity, producer = %track.producer_id, "track published");
+                self.send_to(
+                    from,
+                    &ServerMessage::Published {
+                        producer_id: produced.producer_id,
+                        track: track.clone(),
+                    },
+                    rid,
+                );
+                self.broadcast(&ServerMessage::TrackPublished { track }, Some(from));
+            }
+            MediaRequest::Unpublish { producer_id } => {
+                let id = producer_id.clone();
+                self.on_media(move |room, now| room.close_producer(now, &owner, &id))
+                    .await?;
+                let p = self.participant_mut(from)?;
+                let identity = p.info.identity.clone();
+                let track = take_track(&mut p.info.tracks, &producer_id);
+                if let Some(track) = track {
+                    self.broadcast_reply(
+                        &ServerMessage::TrackUnpublished {
+                            producer_id,
+                            track_sid: track.sid,
+                            participant_identity: identity,
+                        },
+                        from,
+                        rid,
+                    );
+                }
+            }
+            MediaRequest::Subscribe {
+                producer_id,
+                rtp_capabilities,
+                transport_id,
+            } => {
+                let track = self
+                    .participants
+                    .iter()
+                    .flat_map(|p| p.info.tracks.iter())
+                    .find(|t| t.producer_id == producer_id)
+                    .cloned()
+                    .ok_or_else(|| SignalError::Media {
+                        code: pulsewave_protocol::ErrorCode::ProducerNotFound,
+                        message: format!("producer `{producer_id}` not found"),
+                    })?;
+                let consumed = self
+                    .on_media(move |room, now| {
+                        room.consume(
+                            now,
+                            &owner,
+                            transport_id.as_ref(),
+                            &producer_id,
+                            &rtp_capabilities,
+                        )
+                    })
+                    .await?;
+                self.send_to(
+                    from,
+                    &ServerMessage::TrackSubscribed {
+                        track_sid: track.sid,
+                        consumer_id: consumed.consumer_id,
+                        producer_id: consumed.producer_id,
+                        kind: consumed.kind,
+                        rtp_parameters: consumed.rtp_parameters,
+                        participant_identity: track.participant_identity,
+                        paused: consumed.paused,
+                    },
+                    rid,
+                );
+            }
+            MediaRequest::Unsubscribe { consumer_id } => {
+                let id = consumer_id.clone();
+                let producer_id = self
+                    .on_media(move |room, now| room.close_consumer(now, &owner, &id))
+                    .await?;
+                self.send_to(
+                    from,
+                    &ServerMessage::TrackUnsubscribed {
+                        consumer_id,
+                        producer_id,
+                    },
+                    rid,
+                );
+            }
+            MediaRequest::ResumeConsumer { consumer_id } => {
+                let id = consumer_id.clone();
+                self.on_media(move |room, now| room.resume_consumer(now, &owner, &id))
+                    .await?;
+                self.send_to(from, &ServerMessage::ConsumerResumed { consumer_id }, rid);
+            }
+            MediaRequest::PauseConsumer { consumer_id } => {
+                let id = consumer_id.clone();
+                self.on_media(move |room, now| room.pause_consumer(now, &owner, &id))
+                    .await?;
+                self.send_to(from, &ServerMessage::ConsumerPaused { consumer_id }, rid);
+            }
+            MediaRequest::Mute { producer_id, muted } => {
+                let id = producer_id.clone();
+                self.on_media(move |room, now| {
+                    if muted {
+                        room.pause_producer(now, &owner, &id)
+                    } else {
+                        room.resume_producer(now, &owner, &id)
+                    }
+                })
+                .await?;
+                let p = self.participant_mut(from)?;
+                let identity = p.info.identity.clone();
+                let Some(track) = p
+                    .info
+                    .tracks
+                    .iter_mut()
+                    .find(|t| t.producer_id == producer_id)
+                else {
+                    return Err(SignalError::Media {
+                        code: pulsewave_protocol::ErrorCode::ProducerNotFound,
+                        message: format!("producer `{producer_id}` not found"),
+                    });
+                };
+                track.muted = muted;
+                let track_sid = track.sid.clone();
+                let message = if muted {
+                    ServerMessage::TrackMuted {
+                        producer_id,
+                        track_sid,
+                        participant_identity: identity,
+                    }
+                } else {
+                    ServerMessage::TrackUnmuted {
+                        producer_id,
+                        track_sid,
+                        participant_identity: identity,
+                    }
+                };
+                self.broadcast_reply(&message, from, rid);
+            }
+            MediaRequest::PublishDataChannel {
+                transport_id,
+                params,
+                label,
+                protocol,
+            } => {
+                let (l, pr) = (label.clone(), protocol.clone());
+                let id = self
+                    .on_media(move |room, now| {
+                        room.produce_data(now, &owner, transport_id.as_ref(), params, &l, &pr)
+                    })
+                    .await?;
+                let reliable = params.ordered.unwrap_or(true)
+                    && params.max_retransmits.is_none()
+                    && params.max_packet_life_time.is_none();
+                let p = self.participant_mut(from)?;
+                let info = DataChannelInfo {
+                    data_producer_id: id.clone(),
+                    participant_identity: p.info.identity.clone(),
+                    participant_sid: p.info.sid.clone(),
+                    label,
+                    protocol,
+                    kind: if reliable {
+                        DataKind::Reliable
+                    } else {
+                        DataKind::Lossy
+                    },
+                };
+                p.info.data_channels.push(info.clone());
+                self.send_to(
+                    from,
+                    &ServerMessage::DataChannelPublished {
+                        data_producer_id: id,
+                        data_channel: info.clone(),
+                    },
+                    rid,
+                );
+                self.broadcast(
+                    &ServerMessage::DataTrackPublished { data_channel: info },
+                    Some(from),
+                );
+            }
+            MediaRequest::UnpublishDataChannel { data_producer_id } => {
+                let id = data_producer_id.clone();
+                self.on_media(move |room, now| room.close_data_producer(now, &owner, &id))
+                    .await?;
+                let p = self.participant_mut(from)?;
+                let identity = p.info.identity.clone();
+                p.info
+                    .data_channels
+                    .retain(|d| d.data_producer_id != data_producer_id);
+                self.broadcast_reply(
+                    &ServerMessage::DataTrackUnpublished {
+                        data_producer_id,
+                        participant_identity: identity,
+                    },
+                    from,
+                    rid,
+                );
+            }
+            MediaRequest::SubscribeData {
+                data_producer_id,
+                transport_id,
+            } => {
+                let publisher = self
+                    .participants
+                    .iter()
+                    .flat_map(|p| p.info.data_channels.iter())
+                    .find(|d| d.data_producer_id == data_producer_id)
+                    .map(|d| d.participant_identity.clone())
+                    .ok_or_else(|| SignalError::Media {
+                        code: pulsewave_protocol::ErrorCode::DataProducerNotFound,
+                        message: format!("data producer `{data_producer_id}` not found"),
+                    })?;
+                let consumed = self
+                    .on_media(move |room, now| {
+                        room.consume_data(now, &owner, transport_id.as_ref(), &data_producer_id)
+                    })
+                    .await?;
+                self.send_to(
+                    from,
+                    &ServerMessage::DataSubscribed {
+                        data_consumer_id: consumed.data_consumer_id,
+                        data_producer_id: consumed.data_producer_id,
+                        sctp_stream_parameters: consumed.sctp_stream_parameters,
+                        label: consumed.label,
+                        protocol: consumed.protocol,
+                        participant_identity: publisher,
+                    },
+                    rid,
+                );
+            }
+            MediaRequest::UnsubscribeData { data_consumer_id } => {
+                let id = data_consumer_id.clone();
+                self.on_media(move |room, now| room.close_data_consumer(now, &owner, &id))
+                    .await?;
+                self.send_to(
+                    from,
+                    &ServerMessage::DataUnsubscribed { data_consumer_id },
+                    rid,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells participants what the media core closed on its own.
+    pub(crate) fn media_event(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::TransportConnected { transport_id, .. } => {
+                debug!(room = %self.name, transport = %transport_id, "transport connected");
+            }
+            MediaEvent::TransportClosed {
+                transport_id,
+                owner,
+                reason,
+            } => {
+                self.send_to(
+                    &owner,
+                    &ServerMessage::TransportClosed {
+                        transport_id,
+                        reason: reason.as_str().to_owned(),
+                    },
+                    None,
+                );
+            }
+            MediaEvent::ProducerClosed {
+                producer_id, owner, ..
+            } => {
+                let Ok(p) = self.participant_mut(&owner) else {
+                    return;
+                };
+                let identity = p.info.identity.clone();
+                if let Some(track) = take_track(&mut p.info.tracks, &producer_id) {
+                    self.broadcast(
+                        &ServerMessage::TrackUnpublished {
+                            producer_id,
+                            track_sid: track.sid,
+                            participant_identity: identity,
+                        },
+                        None,
+                    );
+                }
+            }
+            MediaEvent::ConsumerClosed {
+                consumer_id,
+                producer_id,
+                owner,
+                ..
+            } => {
+                self.send_to(
+                    &owner,
+                    &ServerMessage::TrackUnsubscribed {
+                        consumer_id,
+                        producer_id,
+                    },
+                    None,
+                );
+            }
+            MediaEvent::DataProducerClosed {
+                data_producer_id,
+                owner,
+                ..
+            } => {
+                let Ok(p) = self.participant_mut(&owner) else {
+                    return;
+                };
+                let identity = p.info.identity.clone();
+                let before = p.info.data_channels.len();
+                p.info
+                    .data_channels
+                    .retain(|d| d.data_producer_id != data_producer_id);
+                if p.info.data_channels.len() != before {
+                    self.broadcast(
+                        &ServerMessage::DataTrackUnpublished {
+                            data_producer_id,
+                            participant_identity: identity,
+                        },
+                        None,
+                    );
+                }
+            }
+            MediaEvent::DataConsumerClosed {
+                data_consumer_id,
+                owner,
+                ..
+            } => {
+                self.send_to(
+                    &owner,
+                    &ServerMessage::DataUnsubscribed { data_consumer_id },
+                    None,
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+fn take_track(tracks: &mut Vec<TrackInfo>, producer_id: &ProducerId) -> Option<TrackInfo> {
+    let idx = tracks.iter().position(|t| &t.producer_id == producer_id)?;
+    Some(tracks.remove(idx))
+}

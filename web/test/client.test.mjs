@@ -1,0 +1,331 @@
+#!/usr/bin/env node
+// Protocol tests of the client module (web/src/pulsewave.js, built into
+// web/dist) in headless Chromium against the scripted mock server of
+// mock-server.mjs: the message sequence of docs/protocol.md, automatic
+// subscription, mute, data, errors, reconnect and republish. No media flows
+// (the mock has no media plane), so it runs without the Rust server.
+//
+//   npm run build && node --test test/client.test.mjs     (or: npm run test:client)
+//
+// Chromium: /usr/bin/chromium or CHROMIUM_PATH. If it cannot start, every
+// test fails (never skipped).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+import { mockToken, startMockServer } from './mock-server.mjs';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const ROOM = 'mock-room';
+const T = { timeout: 30_000 };
+
+let mock;
+let browser;
+let page;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, fn, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) assert.fail(`${what}: not true after ${timeoutMs / 1000}s (last: ${JSON.stringify(last)})`);
+    await sleep(100);
+  }
+}
+
+/** Runs `fn(arg)` in the page, bounded. */
+function run(fn, arg) {
+  let timer;
+  return Promise.race([
+    page.evaluate(fn, arg),
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('page.evaluate timed out')), 15_000);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const events = (name, type) => run(([n, t]) => window.T.events[n].filter((e) => !t || e.type === t), [name, type]);
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+  mock = await startMockServer();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 60_000,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream', '--allow-loopback-in-peer-connection', '--disable-dev-shm-usage',
+    ],
+  });
+  const context = await browser.newContext();
+  await context.grantPermissions(['camera', 'microphone'], { origin: mock.url });
+  page = await context.newPage();
+  page.on('pageerror', (e) => console.error('[pageerror]', e.message));
+  await page.goto(`${mock.url}/mock.html`);
+  await page.waitForFunction(() => window.PW, null, { timeout: 10_000 });
+  await run(() => {
+    window.T = { clients: {}, events: {}, pubs: {} };
+    window.T.make = (name, url, token, options = {}) => {
+      const c = new window.PW.PulseWaveClient({ url, token, reconnectMinDelayMs: 200, ...options });
+      const log = (window.T.events[name] = []);
+      for (const type of [
+        'connected', 'reconnecting', 'reconnected', 'disconnected', 'participantJoined', 'participantLeft',
+        'trackPublished', 'trackUnpublished', 'trackSubscribed', 'trackUnsubscribed', 'trackMuted', 'trackUnmuted',
+        'data', 'error', 'localTrackEnded',
+      ]) {
+        c.on(type, (e) =>
+          log.push({
+            type,
+            identity: e?.participantIdentity ?? e?.identity,
+            source: e?.source,
+            kind: e?.kind,
+            producerId: e?.producerId,
+            muted: e?.muted,
+            reason: e?.reason,
+            data: e?.data,
+            trackState: e?.track?.readyState,
+            message: e?.message,
+            code: e?.code,
+          }),
+        );
+      }
+      window.T.clients[name] = c;
+      return c;
+    };
+  });
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  mock?.close();
+});
+
+test('connect: join with the room from the token, device loaded', T, async () => {
+  const info = await run(
+    async ([url, token]) => {
+      const c = window.T.make('alice', url, token);
+      await c.connect();
+      return { state: c.state, identity: c.identity, room: c.room.name, loaded: c.device.loaded, handler: c.device.handlerName };
+    },
+    [mock.wsUrl, mockToken('alice', ROOM, 'Alice')],
+  );
+  assert.deepEqual(info, { state: 'connected', identity: 'alice', room: ROOM, loaded: true, handler: 'Chrome111' });
+  const [join] = mock.sent('alice', 'join');
+  assert.equal(join.room, ROOM);
+  assert.equal(typeof join.requestId, 'number');
+});
+
+test('publish: send transport with sendRtpCapabilities, connect, publish with source', T, async () => {
+  const pubs = await run(async () => {
+    const c = window.T.clients.alice;
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    window.T.pubs.mic = await c.publish(stream.getAudioTracks()[0], { source: 'microphone' });
+    window.T.pubs.cam = await c.publish(stream.getVideoTracks()[0], { source: 'camera' });
+    return c.publications.map((p) => ({ source: p.source, kind: p.kind, producerId: p.producerId, trackSid: p.trackSid }));
+  });
+  assert.equal(pubs.length, 2);
+  for (const p of pubs) {
+    assert.match(p.producerId, /^PR_/);
+    assert.match(p.trackSid, /^TR_/);
+  }
+  const creates = mock.sent('alice', 'create-transport');
+  assert.equal(creates.length, 1, 'one send transport for both tracks');
+  assert.equal(creates[0].direction, 'send');
+  assert.ok(creates[0].rtpCapabilities.codecs.some((c) => c.mimeType === 'video/VP8'), 'sendRtpCapabilities has VP8');
+  assert.ok(creates[0].rtpCapabilities.codecs.some((c) => c.mimeType === 'audio/opus'), 'sendRtpCapabilities has opus');
+  assert.deepEqual(creates[0].sctpCapabilities, { numStreams: { OS: 1024, MIS: 1024 } });
+  const connects = mock.sent('alice', 'connect-transport');
+  assert.equal(connects.length, 1);
+  assert.ok(connects[0].dtlsParameters.fingerprints.length > 0);
+  const publishes = mock.sent('alice', 'publish');
+  assert.deepEqual(publishes.map((p) => [p.kind, p.source]), [['audio', 'microphone'], ['video', 'camera']]);
+  const video = publishes[1].rtpParameters;
+  assert.equal(video.codecs[0].mimeType, 'video/VP8');
+  assert.ok(video.encodings[0].ssrc > 0);
+  // The browser's own payload types, as announced in sendRtpCapabilities.
+  const announced = creates[0].rtpCapabilities.codecs.find((c) => c.mimeType === 'video/VP8').preferredPayloadType;
+  assert.equal(video.codecs[0].payloadType, announced);
+  assert.equal(publishes[1].transportId, connects[0].transportId);
+});
+
+test('late joiner subscribes to every earlier track automatically', T, async () => {
+  await run(
+    async ([url, token]) => {
+      const c = window.T.make('bob', url, token);
+      await c.connect();
+    },
+    [mock.wsUrl, mockToken('bob', ROOM, 'Bob')],
+  );
+  const subs = await until('bob has two trackSubscribed', async () => {
+    const e = await events('bob', 'trackSubscribed');
+    return e.length >= 2 ? e : null;
+  });
+  assert.deepEqual(subs.map((e) => [e.identity, e.source, e.kind, e.trackState]).sort(), [
+    ['alice', 'camera', 'video', 'live'],
+    ['alice', 'microphone', 'audio', 'live'],
+  ]);
+  const creates = mock.sent('bob', 'create-transport');
+  assert.deepEqual(creates.map((c) => c.direction), ['recv']);
+  assert.equal(creates[0].rtpCapabilities, undefined, 'recv transports carry no rtpCapabilities');
+  const subscribes = mock.sent('bob', 'subscribe');
+  assert.equal(subscribes.length, 2);
+  for (const s of subscribes) {
+    assert.ok(s.rtpCapabilities.codecs.length > 0, 'subscribe carries recvRtpCapabilities');
+    assert.match(s.transportId, /^TP_/);
+  }
+  assert.equal(mock.sent('bob', 'resume-consumer').length, 2);
+  assert.equal(mock.sent('bob', 'connect-transport').length, 1);
+  // Alice saw Bob arrive.
+  await until('alice got participantJoined(bob)', async () =>
+    (await events('alice', 'participantJoined')).some((e) => e.identity === 'bob'),
+  );
+});
+
+test('mute / unmute: producer paused, everyone told, subscriber state updated', T, async () => {
+  const paused = await run(async () => {
+    const { alice } = window.T.clients;
+    await alice.mute(window.T.pubs.cam);
+    return window.T.pubs.cam.producer.paused;
+  });
+  assert.equal(paused, true);
+  const mute = mock.sent('alice', 'mute');
+  assert.equal(mute.length, 1);
+  const muted = await until('bob got trackMuted', async () => (await events('bob', 'trackMuted'))[0]);
+  assert.equal(muted.identity, 'alice');
+  assert.equal(muted.source, 'camera');
+  const subMuted = await run(() => {
+    const { bob } = window.T.clients;
+    const sub = [...bob.subscriptions.values()].find((s) => s.source === 'camera');
+    const info = bob.participants.get('alice').tracks.find((t) => t.source === 'camera');
+    return [sub.muted, info.muted];
+  });
+  assert.deepEqual(subMuted, [true, true]);
+  await run(() => window.T.clients.alice.unmute(window.T.pubs.cam));
+  await until('bob got trackUnmuted', async () => (await events('bob', 'trackUnmuted')).length === 1);
+  assert.equal(await run(() => window.T.pubs.cam.producer.paused), false);
+});
+
+test('a track published later is subscribed; unpublish closes the consumer', T, async () => {
+  await run(async () => {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+    window.T.pubs.screen = await window.T.clients.alice.publish(stream.getVideoTracks()[0], { source: 'screen' });
+  });
+  await until('bob got trackPublished(screen)', async () => (await events('bob', 'trackPublished')).some((e) => e.source === 'screen'));
+  await until('bob subscribed to the screen', async () => (await events('bob', 'trackSubscribed')).some((e) => e.source === 'screen'));
+  await run(() => {
+    const sub = [...window.T.clients.bob.subscriptions.values()].find((s) => s.source === 'screen');
+    window.T.screenConsumer = sub.consumer;
+  });
+  await run(() => window.T.clients.alice.unpublish(window.T.pubs.screen, { stopTrack: true }));
+  assert.equal(mock.sent('alice', 'unpublish').length, 1);
+  await until('bob got trackUnsubscribed(screen)', async () => (await events('bob', 'trackUnsubscribed')).some((e) => e.source === 'screen'));
+  await until('bob got trackUnpublished', async () => (await events('bob', 'trackUnpublished')).length === 1);
+  assert.equal(await run(() => window.T.screenConsumer.closed), true);
+  assert.equal(await run(() => window.T.clients.alice.publications.length), 2);
+});
+
+test('data: broadcast and directed, acknowledged', T, async () => {
+  await run(() => window.T.clients.alice.sendData({ type: 'chat', message: 'hi all' }));
+  await run(() => window.T.clients.alice.sendData({ type: 'chat', message: 'hi bob' }, { to: ['bob'], kind: 'lossy', topic: 't' }));
+  const data = await until('bob got 2 data', async () => {
+    const e = await events('bob', 'data');
+    return e.length >= 2 ? e : null;
+  });
+  assert.deepEqual(data.map((d) => d.data.message), ['hi all', 'hi bob']);
+  const sent = mock.sent('alice', 'publish-data');
+  assert.deepEqual(sent[1].destinationIdentities, ['bob']);
+  assert.equal(sent[1].kind, 'lossy');
+  assert.equal(sent[1].topic, 't');
+});
+
+test('request errors carry the code; requests time out', T, async () => {
+  const [err, timeout] = await run(async () => {
+    const c = window.T.clients.alice;
+    const e1 = await c.request({ type: 'bogus' }).catch((e) => ({ code: e.code, message: e.message, name: e.name }));
+    const e2 = await c.request({ type: 'mock-silent' }, { timeoutMs: 300 }).catch((e) => ({ code: e.code }));
+    return [e1, e2];
+  });
+  assert.equal(err.code, 201);
+  assert.equal(err.name, 'PulseWaveError');
+  assert.equal(timeout.code, 'timeout');
+  const err2 = await run(() =>
+    window.T.clients.bob.sendData({ x: 1 }, { to: ['nobody'] }).catch((e) => e.code),
+  );
+  assert.equal(err2, 103);
+});
+
+test('reconnect after a network drop: rejoin, new transports, republish (muted state kept)', T, async () => {
+  await run(() => window.T.clients.alice.mute(window.T.pubs.mic));
+  const joinsBefore = mock.sent('alice', 'join').length;
+  const publishesBefore = mock.sent('alice', 'publish').length;
+  mock.drop('alice');
+  await until('alice reconnected', async () => (await events('alice', 'reconnected')).length === 1, 15_000);
+  assert.ok((await events('alice', 'reconnecting')).length >= 1);
+  assert.equal(mock.sent('alice', 'join').length, joinsBefore + 1);
+  await until('alice republished both tracks', async () => mock.sent('alice', 'publish').length === publishesBefore + 2);
+  const republished = mock.sent('alice', 'publish').slice(publishesBefore);
+  assert.deepEqual(republished.map((p) => [p.source, Boolean(p.muted)]).sort(), [['camera', false], ['microphone', true]]);
+  const pubs = await run(() => window.T.clients.alice.publications.map((p) => ({ source: p.source, muted: p.muted, paused: p.producer.paused, id: p.producerId })));
+  assert.equal(pubs.find((p) => p.source === 'microphone').paused, true);
+  // Bob: old consumers closed, Alice left and came back, new tracks consumed.
+  await until('bob subscribed to the republished tracks', async () => {
+    const subs = await run(() => [...window.T.clients.bob.subscriptions.values()].filter((s) => s.subscribed).map((s) => s.producerId));
+    return pubs.every((p) => subs.includes(p.id));
+  });
+  const left = await events('bob', 'participantLeft');
+  assert.ok(left.some((e) => e.identity === 'alice'));
+  const muted = await run(() => [...window.T.clients.bob.subscriptions.values()].find((s) => s.source === 'microphone').muted);
+  assert.equal(muted, true, 'the republished microphone is muted for bob');
+  await run(() => window.T.clients.alice.unmute(window.T.pubs.mic));
+});
+
+test('migration: reconnect at once', T, async () => {
+  const t0 = Date.now();
+  mock.disconnect('alice', 'migration');
+  await until('alice reconnected again', async () => (await events('alice', 'reconnected')).length === 2, 10_000);
+  assert.ok(Date.now() - t0 < 3000, 'reconnected within 3 s');
+  const reconnecting = await events('alice', 'reconnecting');
+  assert.equal(reconnecting.at(-1).reason, 'migration');
+});
+
+test('duplicate identity: no reconnect, disconnected event', T, async () => {
+  const joins = mock.sent('bob', 'join').length;
+  mock.disconnect('bob', 'duplicate-identity');
+  await until('bob disconnected', async () => (await events('bob', 'disconnected')).length === 1);
+  const [d] = await events('bob', 'disconnected');
+  assert.equal(d.reason, 'duplicate-identity');
+  await sleep(1000);
+  assert.equal(mock.sent('bob', 'join').length, joins, 'no rejoin');
+  assert.equal(await run(() => window.T.clients.bob.state), 'disconnected');
+});
+
+test('leave: left, closed, no reconnect; the others see participant-left', T, async () => {
+  await run(
+    async ([url, token]) => {
+      const c = window.T.make('carol', url, token);
+      await c.connect();
+    },
+    [mock.wsUrl, mockToken('carol', ROOM, 'Carol')],
+  );
+  await until('carol subscribed to alice', async () => (await events('carol', 'trackSubscribed')).length >= 2);
+  await run(() => {
+    window.T.carolConsumers = [...window.T.clients.carol.subscriptions.values()].map((s) => s.consumer);
+  });
+  await run(() => window.T.clients.carol.leave());
+  assert.equal(mock.sent('carol', 'leave').length, 1);
+  assert.equal(await run(() => window.T.clients.carol.state), 'disconnected');
+  assert.deepEqual((await events('carol', 'disconnected')).map((e) => e.reason), ['client-leave']);
+  assert.equal(await run(() => window.T.carolConsumers.every((c) => c.closed)), true);
+  await until('alice got participantLeft(carol)', async () => (await events('alice', 'participantLeft')).some((e) => e.identity === 'carol'));
+  const reconnects = (await events('alice', 'reconnecting')).length;
+  await run(() => window.T.clients.alice.leave());
+  await sleep(500);
+  assert.equal((await events('alice', 'reconnecting')).length, reconnects, 'no reconnect after leave');
+  assert.equal(await run(() => window.T.clients.alice.state), 'disconnected');
+});

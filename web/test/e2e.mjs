@@ -1,0 +1,704 @@
+#!/usr/bin/env node
+// Browser end-to-end tests of PulseWave: real Chromium pages running the demo
+// app (web/demo) with fake camera and microphone against a running server.
+//
+//   PULSEWAVE_URL=http://127.0.0.1:3000 node test/e2e.mjs
+//
+// Environment:
+//   PULSEWAVE_URL        server base URL (required), e.g. http://127.0.0.1:3000
+//   PULSEWAVE_ARTIFACTS  screenshot/log directory (default web/test/artifacts)
+//   CHROMIUM_PATH        browser binary (default /usr/bin/chromium)
+//   PULSEWAVE_E2E_TIMEOUT_MS  hard limit of the whole run (default 420000)
+//   PULSEWAVE_HEADFUL=1  show the browser (needs a display)
+//
+// Every scenario reports PASS or FAIL on its own, with the check that failed.
+// Exit status: 0 all passed, 1 a scenario failed, 2 setup failed (Chromium
+// did not start, server unreachable, web/dist not built), 3 the run hit its
+// time limit. Nothing is ever skipped.
+
+import { createServer } from 'node:http';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
+import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const WEB = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const BASE = (process.env.PULSEWAVE_URL ?? '').replace(/\/+$/, '');
+const ARTIFACTS = resolve(process.env.PULSEWAVE_ARTIFACTS ?? join(WEB, 'test', 'artifacts'));
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const RUN_TIMEOUT_MS = Number(process.env.PULSEWAVE_E2E_TIMEOUT_MS ?? 420_000);
+const SCENARIO_TIMEOUT_MS = 90_000;
+const ROOM = `e2e-${Date.now().toString(36)}`;
+
+// ------------------------------------------------------------------ basics
+
+const t0 = Date.now();
+const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
+const log = (...a) => console.log(`[e2e ${elapsed()}]`, ...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function fatal(message, err) {
+  console.error(`\nFATAL: ${message}`);
+  if (err) console.error(err.stack ?? err);
+  process.exit(2);
+}
+
+// The whole run stops by itself, whatever hangs.
+const watchdog = setTimeout(() => {
+  console.error(`\nFATAL: the browser test run exceeded ${RUN_TIMEOUT_MS / 1000}s; aborting`);
+  printSummary();
+  process.exit(3);
+}, RUN_TIMEOUT_MS);
+
+class CheckError extends Error {}
+
+function check(condition, message) {
+  if (!condition) throw new CheckError(message);
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new CheckError(`${what}: timed out after ${ms / 1000}s`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Evaluates in the page with a bound (a hung page must not hang the run). */
+function evaluate(p, fn, arg, ms = 10_000) {
+  return withTimeout(p.page.evaluate(fn, arg), ms, `${p.name}: page.evaluate`);
+}
+
+/**
+ * Polls `fn(arg)` in the page until it returns a truthy value that is not
+ * `{pending: detail}`; throws a CheckError naming `what` and the last value
+ * (or pending detail) seen after `timeoutMs`.
+ */
+async function waitFor(p, what, fn, arg, { timeoutMs = 15_000, interval = 250 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await evaluate(p, fn, arg);
+      if (last && !(typeof last === 'object' && 'pending' in last)) return last;
+      if (last) last = last.pending;
+    } catch (err) {
+      last = `error: ${err.message}`;
+    }
+    if (Date.now() > deadline) {
+      const detail = typeof last === 'string' ? last : JSON.stringify(last);
+      throw new CheckError(`${p.name}: ${what} (not true after ${timeoutMs / 1000}s; last: ${detail})`);
+    }
+    await sleep(interval);
+  }
+}
+
+// ---------------------------------------------------------------- scenarios
+
+const results = [];
+
+async function scenario(name, fn) {
+  const start = Date.now();
+  log(`--- ${name}`);
+  try {
+    await withTimeout(fn(), SCENARIO_TIMEOUT_MS, `scenario "${name}"`);
+    results.push({ name, ok: true, ms: Date.now() - start });
+    log(`PASS ${name}`);
+  } catch (err) {
+    const message = err instanceof CheckError ? err.message : `${err.message}\n${err.stack ?? ''}`;
+    results.push({ name, ok: false, ms: Date.now() - start, error: message });
+    log(`FAIL ${name}\n       ${message.split('\n').join('\n       ')}`);
+  }
+}
+
+function printSummary() {
+  const failed = results.filter((r) => !r.ok);
+  console.log('\n==================== browser e2e summary ====================');
+  for (const r of results) {
+    console.log(`${r.ok ? 'PASS' : 'FAIL'}  ${r.name}  (${(r.ms / 1000).toFixed(1)}s)`);
+    if (!r.ok) console.log(`      -> ${r.error.split('\n')[0]}`);
+  }
+  console.log(`${results.length - failed.length} passed, ${failed.length} failed; artifacts in ${ARTIFACTS}`);
+  return failed.length;
+}
+
+// ------------------------------------------------------ static demo fallback
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json',
+  '.json': 'application/json',
+  '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+  '.ico': 'image/x-icon',
+  '.txt': 'text/plain; charset=utf-8',
+};
+
+/**
+ * Serves /demo/ the way the server is meant to (web/demo first, then
+ * web/dist), for when the server under test does not serve it yet.
+ */
+async function startStaticDemoServer() {
+  const roots = [join(WEB, 'demo'), join(WEB, 'dist')];
+  const server = createServer(async (req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    if (path === '/demo') {
+      res.writeHead(301, { Location: '/demo/' }).end();
+      return;
+    }
+    if (!path.startsWith('/demo/')) {
+      res.writeHead(404).end('not found');
+      return;
+    }
+    const rel = normalize(path.slice('/demo/'.length) || 'index.html');
+    if (rel.startsWith('..') || rel.includes(`${sep}..`)) {
+      res.writeHead(400).end('bad path');
+      return;
+    }
+    for (const root of roots) {
+      const file = join(root, rel);
+      try {
+        if ((await stat(file)).isFile()) {
+          res.writeHead(200, { 'Content-Type': MIME[extname(file)] ?? 'application/octet-stream', 'Cache-Control': 'no-store' });
+          res.end(await readFile(file));
+          return;
+        }
+      } catch {
+        // try the next root
+      }
+    }
+    res.writeHead(404).end('not found');
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return server;
+}
+
+// --------------------------------------------------------------- the pages
+
+async function launchBrowser() {
+  if (!existsSync(CHROMIUM)) {
+    fatal(`Chromium not found at ${CHROMIUM}; install it (apt-get install -y chromium) or set CHROMIUM_PATH`);
+  }
+  const args = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream',
+    '--allow-loopback-in-peer-connection',
+    '--disable-dev-shm-usage',
+    '--autoplay-policy=no-user-gesture-required',
+  ];
+  const onlyLoopback = Object.values(networkInterfaces())
+    .flat()
+    .every((i) => i.internal);
+  if (!onlyLoopback) args.push('--disable-features=WebRtcHideLocalIpsWithMdns');
+  log(`network: ${onlyLoopback ? 'loopback only (network namespace)' : 'host network'}`);
+  try {
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: process.env.PULSEWAVE_HEADFUL !== '1',
+      args,
+      timeout: 60_000,
+    });
+    log(`Chromium ${browser.version()} started`);
+    return browser;
+  } catch (err) {
+    fatal(`Chromium could not start (${CHROMIUM}); the browser tests cannot run`, err);
+  }
+}
+
+const participants = [];
+
+async function openParticipant(browser, demoUrl, name) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  await context.grantPermissions(['camera', 'microphone'], { origin: new URL(demoUrl).origin });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  const p = { name, context, page, identity: null, console: [] };
+  page.on('console', (m) => p.console.push(`${new Date().toISOString()} [${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => p.console.push(`${new Date().toISOString()} [pageerror] ${e.message}`));
+  participants.push(p);
+  await page.goto(demoUrl, { timeout: 15_000 });
+  await page.fill('#room', ROOM);
+  await page.fill('#name', name);
+  await page.click('#join');
+  await waitFor(
+    p,
+    'joins the room (window.pulsewave.state === "connected")',
+    () =>
+      window.pulsewave?.state === 'connected'
+        ? true
+        : { pending: { state: window.pulsewave?.state ?? 'none', status: document.getElementById('status').textContent } },
+    null,
+    { timeoutMs: 20_000 },
+  );
+  p.identity = await evaluate(p, () => window.pulsewave.identity);
+  log(`${name} joined as ${p.identity}`);
+  return p;
+}
+
+/** Clicks a demo control button; fails clearly when it is disabled. */
+async function clickControl(p, selector, what) {
+  const enabled = await evaluate(p, (sel) => {
+    const b = document.querySelector(sel);
+    return Boolean(b) && !b.disabled && !b.closest('[hidden]');
+  }, selector);
+  if (!enabled) {
+    const s = await state(p).catch(() => null);
+    throw new CheckError(`${p.name}: cannot ${what}: ${selector} is disabled or hidden (publications: ${JSON.stringify(s?.publications ?? [])}; status: "${s?.status ?? '?'}")`);
+  }
+  await p.page.click(selector, { timeout: 5000 });
+}
+
+const state = (p) => evaluate(p, () => window.pwState());
+const stats = (p) => evaluate(p, () => window.pwStats());
+
+/** Waits until `p` has a consumed subscription of every (identity, source) pair. */
+async function waitSubscriptions(p, pairs, timeoutMs = 20_000) {
+  await waitFor(
+    p,
+    `is subscribed to ${pairs.map(([id, src]) => `${id}/${src}`).join(', ')}`,
+    async (pairs) => {
+      const s = await window.pwStats();
+      const missing = pairs.filter(([id, src]) => !s[id]?.[src]);
+      return missing.length === 0 ? true : null;
+    },
+    pairs,
+    { timeoutMs },
+  ).catch(async (err) => {
+    const st = await state(p).catch(() => null);
+    throw new CheckError(
+      `${err.message}; subscriptions: ${JSON.stringify(st?.subscriptions ?? [])}; status: "${st?.status ?? '?'}"`,
+    );
+  });
+}
+
+/** Samples stats twice, `ms` apart; returns [before, after]. */
+async function sampleTwice(p, ms) {
+  const a = await stats(p);
+  await sleep(ms);
+  const b = await stats(p);
+  return [a, b];
+}
+
+function delta(a, b, identity, source, field) {
+  const x = a[identity]?.[source]?.[field];
+  const y = b[identity]?.[source]?.[field];
+  if (typeof x !== 'number' || typeof y !== 'number') return null;
+  return y - x;
+}
+
+// -------------------------------------------------------------------- main
+
+async function main() {
+  if (!BASE) fatal('PULSEWAVE_URL is not set (e.g. PULSEWAVE_URL=http://127.0.0.1:3000)');
+  if (!existsSync(join(WEB, 'dist', 'pulsewave.esm.js'))) {
+    fatal('web/dist/pulsewave.esm.js is missing: run `npm ci && npm run build` in web/ first');
+  }
+  await mkdir(ARTIFACTS, { recursive: true });
+  log(`server ${BASE}, room ${ROOM}, artifacts ${ARTIFACTS}`);
+
+  try {
+    const health = await withTimeout(fetch(`${BASE}/healthz`), 5000, 'GET /healthz');
+    if (!health.ok) fatal(`GET ${BASE}/healthz answered HTTP ${health.status}`);
+  } catch (err) {
+    fatal(`the server at ${BASE} is unreachable`, err);
+  }
+
+  // Does the server serve the demo? If not, serve it here (and fail that scenario).
+  let demoUrl = `${BASE}/demo/`;
+  let staticServer = null;
+  await scenario('server serves the demo at /demo/', async () => {
+    const problems = [];
+    for (const [path, type] of [
+      ['/demo/', 'text/html'],
+      ['/demo/app.js', 'javascript'],
+      ['/demo/style.css', 'text/css'],
+      ['/demo/pulsewave.esm.js', 'javascript'],
+    ]) {
+      try {
+        const res = await withTimeout(fetch(`${BASE}${path}`), 5000, `GET ${path}`);
+        const ct = res.headers.get('content-type') ?? '';
+        if (res.status !== 200) problems.push(`GET ${path} -> HTTP ${res.status}`);
+        else if (!ct.includes(type)) problems.push(`GET ${path} -> Content-Type "${ct}", expected ${type}`);
+      } catch (err) {
+        problems.push(`GET ${path} -> ${err.message}`);
+      }
+    }
+    if (problems.length) {
+      staticServer = await startStaticDemoServer();
+      demoUrl = `http://127.0.0.1:${staticServer.address().port}/demo/?server=${encodeURIComponent(BASE)}`;
+      log(`WARNING: the server does not serve the demo; the rest of the run uses ${demoUrl}`);
+    }
+    check(problems.length === 0, `the server does not serve the demo: ${problems.join('; ')}`);
+  });
+
+  const browser = await launchBrowser();
+  const [alice, bob, carol] = ['Alice', 'Bob', 'Carol'];
+  let A;
+  let B;
+  let C;
+  let D;
+  const trio = () => [A, B, C].filter(Boolean);
+  const others = (p, list) => list.filter((q) => q !== p);
+
+  try {
+    await scenario('join: three participants see each other', async () => {
+      A = await openParticipant(browser, demoUrl, alice);
+      B = await openParticipant(browser, demoUrl, bob);
+      C = await openParticipant(browser, demoUrl, carol);
+      for (const p of trio()) {
+        for (const q of others(p, trio())) {
+          await waitFor(p, `lists ${q.identity} in client.participants`, (id) => window.pulsewave.participants.has(id), q.identity);
+          await waitFor(
+            p,
+            `shows a tile for ${q.identity}`,
+            (id) => Boolean(document.querySelector(`.tile[data-identity="${CSS.escape(id)}"][data-source="camera"]`)),
+            q.identity,
+          );
+        }
+      }
+    });
+    check(A && B && C, 'the three participants could not join; nothing else can run');
+
+    await scenario('media: each participant publishes camera and microphone', async () => {
+      for (const p of trio()) {
+        const s = await waitFor(
+          p,
+          'publishes camera and microphone',
+          () => {
+            const s = window.pwState();
+            if (s.publishErrors.length) return s;
+            return s.publications.filter((x) => x.producerId).length >= 2 ? s : null;
+          },
+          null,
+          { timeoutMs: 20_000 },
+        );
+        check(
+          s.publishErrors.length === 0,
+          `${p.name}: publishing failed: ${s.publishErrors.map((e) => `${e.source}: ${e.message} [${e.code}]`).join('; ')}`,
+        );
+        const sources = s.publications.map((x) => x.source).sort().join(',');
+        check(sources === 'camera,microphone', `${p.name}: publications are ${sources}`);
+      }
+    });
+
+    await scenario('media: each decodes the other two videos and receives their audio', async () => {
+      for (const p of trio()) {
+        const pairs = others(p, trio()).flatMap((q) => [
+          [q.identity, 'camera'],
+          [q.identity, 'microphone'],
+        ]);
+        await waitSubscriptions(p, pairs);
+      }
+      for (const p of trio()) {
+        await waitFor(
+          p,
+          'decodes a first frame of every remote camera and receives audio packets',
+          (ids) =>
+            window.pwStats().then((s) =>
+              ids.every((id) => s[id]?.camera?.framesDecoded > 0 && s[id]?.microphone?.packetsReceived > 0) ? true : { pending: s },
+            ),
+          others(p, trio()).map((q) => q.identity),
+          { timeoutMs: 20_000 },
+        );
+      }
+      const failures = [];
+      const samples = await Promise.all(trio().map((p) => sampleTwice(p, 3000)));
+      trio().forEach((p, i) => {
+        const [a, b] = samples[i];
+        for (const q of others(p, trio())) {
+          const frames = delta(a, b, q.identity, 'camera', 'framesDecoded');
+          const packets = delta(a, b, q.identity, 'microphone', 'packetsReceived');
+          const energy = delta(a, b, q.identity, 'microphone', 'totalAudioEnergy');
+          if (!(frames >= 15)) failures.push(`${p.name} decoded ${frames} frames of ${q.name}'s camera in 3 s (want >= 15)`);
+          if (!(packets >= 50)) failures.push(`${p.name} received ${packets} audio packets from ${q.name} in 3 s (want >= 50)`);
+          if (!(energy > 0)) failures.push(`${p.name}: totalAudioEnergy of ${q.name}'s microphone did not rise (delta ${energy})`);
+        }
+      });
+      check(failures.length === 0, failures.join('; '));
+    });
+
+    await scenario('mute: camera mute stops the video everywhere, unmute resumes it', async () => {
+      const watchers = [B, C];
+      for (const w of watchers) await waitSubscriptions(w, [[A.identity, 'camera']], 5000);
+      await clickControl(A, '#toggle-cam', 'mute the camera');
+      await waitFor(A, 'its camera publication is muted', () => window.pwState().publications.some((x) => x.source === 'camera' && x.muted));
+      for (const w of watchers) {
+        await waitFor(
+          w,
+          `gets track-muted for ${A.identity}'s camera (tile data-cam="muted")`,
+          (id) => {
+            const tile = document.querySelector(`.tile[data-identity="${CSS.escape(id)}"][data-source="camera"]`);
+            return tile?.dataset.cam === 'muted' && window.pwEvents.some((e) => e.type === 'trackMuted' && e.identity === id && e.source === 'camera');
+          },
+          A.identity,
+        );
+      }
+      await sleep(1500); // frames in flight drain
+      const muted = await Promise.all(watchers.map((w) => sampleTwice(w, 2500)));
+      watchers.forEach((w, i) => {
+        const d = delta(muted[i][0], muted[i][1], A.identity, 'camera', 'framesDecoded');
+        check(d !== null, `${w.name}: no stats for ${A.name}'s camera while muted`);
+        check(d <= 2, `${w.name} still decodes ${A.name}'s muted camera: framesDecoded +${d} in 2.5 s`);
+      });
+      await clickControl(A, '#toggle-cam', 'unmute the camera');
+      for (const w of watchers) {
+        await waitFor(
+          w,
+          `gets track-unmuted for ${A.identity}'s camera`,
+          (id) => document.querySelector(`.tile[data-identity="${CSS.escape(id)}"][data-source="camera"]`)?.dataset.cam === 'live',
+          A.identity,
+        );
+      }
+      for (const w of watchers) {
+        const deadline = Date.now() + 8000;
+        let d = null;
+        while (Date.now() < deadline) {
+          const [a, b] = await sampleTwice(w, 1000);
+          d = delta(a, b, A.identity, 'camera', 'framesDecoded');
+          if (d >= 5) break;
+        }
+        check(d >= 5, `${w.name}: ${A.name}'s camera did not resume within 8 s after unmute (framesDecoded +${d} in the last second)`);
+      }
+    });
+
+    await scenario('mute: microphone mute reaches the others and stops the audio', async () => {
+      const watchers = [A, C];
+      await clickControl(B, '#toggle-mic', 'mute the microphone');
+      for (const w of watchers) {
+        await waitFor(
+          w,
+          `gets track-muted for ${B.identity}'s microphone (tile data-mic="muted")`,
+          (id) => document.querySelector(`.tile[data-identity="${CSS.escape(id)}"][data-source="camera"]`)?.dataset.mic === 'muted',
+          B.identity,
+        );
+      }
+      await sleep(1000);
+      const muted = await Promise.all(watchers.map((w) => sampleTwice(w, 2000)));
+      watchers.forEach((w, i) => {
+        const d = delta(muted[i][0], muted[i][1], B.identity, 'microphone', 'packetsReceived');
+        check(d !== null && d <= 5, `${w.name} still receives ${B.name}'s muted microphone: packetsReceived +${d} in 2 s`);
+      });
+      await clickControl(B, '#toggle-mic', 'unmute the microphone');
+      for (const w of watchers) {
+        await waitFor(
+          w,
+          `gets track-unmuted for ${B.identity}'s microphone`,
+          (id) => document.querySelector(`.tile[data-identity="${CSS.escape(id)}"][data-source="camera"]`)?.dataset.mic === 'live',
+          B.identity,
+        );
+        const deadline = Date.now() + 8000;
+        let d = null;
+        while (Date.now() < deadline) {
+          const [a, b] = await sampleTwice(w, 1000);
+          d = delta(a, b, B.identity, 'microphone', 'packetsReceived');
+          if (d >= 20) break;
+        }
+        check(d >= 20, `${w.name}: ${B.name}'s audio did not resume within 8 s after unmute (+${d} packets in the last second)`);
+      }
+    });
+
+    await scenario('chat: a message reaches the other two', async () => {
+      const message = `hello from Alice ${Math.random().toString(36).slice(2, 8)}`;
+      await A.page.fill('#chat-input', message);
+      await A.page.press('#chat-input', 'Enter');
+      await waitFor(A, 'shows its own message', (m) => window.pwState().chat.some((c) => c.self && c.message === m), message);
+      for (const w of [B, C]) {
+        await waitFor(
+          w,
+          `receives "${message}" from ${A.identity}`,
+          ([m, id]) =>
+            [...document.querySelectorAll(`#messages li[data-from="${CSS.escape(id)}"]`)].some(
+              (li) => li.querySelector('.text')?.textContent === m,
+            ),
+          [message, A.identity],
+          { timeoutMs: 10_000 },
+        );
+      }
+    });
+
+    await scenario('chat: a direct message reaches only its destination', async () => {
+      const message = `psst Carol ${Math.random().toString(36).slice(2, 8)}`;
+      await evaluate(B, ([m, to]) => window.pulsewave.sendData({ type: 'chat', message: m }, { kind: 'reliable', to: [to] }), [message, C.identity]);
+      await waitFor(C, `receives the direct message from ${B.identity}`, (m) => window.pwState().chat.some((c) => c.message === m), message);
+      await sleep(1000);
+      const leaked = await evaluate(A, (m) => window.pwState().chat.some((c) => c.message === m), message);
+      check(!leaked, `${A.name} received a message addressed to ${C.name} only`);
+    });
+
+    await scenario('late joiner: joins and everyone sees it', async () => {
+      D = await openParticipant(browser, demoUrl, 'Dave');
+      for (const p of trio()) {
+        await waitFor(p, `gets participant-joined for ${D.identity}`, (id) => window.pulsewave.participants.has(id), D.identity);
+      }
+      const s = await state(D);
+      const listed = s.participants.map((x) => x.identity).sort();
+      const want = trio().map((p) => p.identity).sort();
+      check(JSON.stringify(listed) === JSON.stringify(want), `Dave's joined.room.participants is ${JSON.stringify(listed)}, want ${JSON.stringify(want)}`);
+    });
+
+    await scenario('late joiner: sees and decodes tracks published before it joined', async () => {
+      check(D, 'Dave did not join');
+      const s = await state(D);
+      for (const p of trio()) {
+        const info = s.participants.find((x) => x.identity === p.identity);
+        const sources = (info?.tracks ?? []).map((t) => t.source).sort().join(',');
+        check(sources === 'camera,microphone', `Dave's joined message lists tracks [${sources}] for ${p.identity}, want camera and microphone`);
+      }
+      await waitSubscriptions(D, trio().flatMap((p) => [[p.identity, 'camera'], [p.identity, 'microphone']]));
+      await waitFor(
+        D,
+        'decodes every earlier camera and receives every earlier microphone',
+        (ids) =>
+          window.pwStats().then((s) =>
+            ids.every((id) => s[id]?.camera?.framesDecoded > 0 && s[id]?.microphone?.packetsReceived > 0) ? true : { pending: s },
+          ),
+        trio().map((p) => p.identity),
+        { timeoutMs: 20_000 },
+      );
+      const [a, b] = await sampleTwice(D, 2000);
+      for (const p of trio()) {
+        const d = delta(a, b, p.identity, 'camera', 'framesDecoded');
+        check(d >= 10, `Dave decoded ${d} frames of ${p.name}'s camera in 2 s (want >= 10)`);
+      }
+    });
+
+    await scenario('screenshot of the demo grid', async () => {
+      await sleep(1500);
+      const file = join(ARTIFACTS, 'grid.png');
+      await withTimeout(A.page.screenshot({ path: file }), 15_000, 'screenshot');
+      const size = (await stat(file)).size;
+      check(size > 1000, `grid.png is only ${size} bytes`);
+      const tiles = (await state(A)).tiles.length;
+      check(tiles >= 4, `Alice's grid shows ${tiles} tiles, want 4`);
+      log(`screenshot: ${file} (${size} bytes, ${tiles} tiles)`);
+    });
+
+    let bobOldSid = null;
+    await scenario('reconnect: after a dropped socket the client rejoins', async () => {
+      bobOldSid = await evaluate(A, (id) => window.pulsewave.participants.get(id)?.sid ?? null, B.identity);
+      const dropped = await evaluate(B, () => window.pulsewave.simulateConnectionDrop());
+      check(dropped, 'simulateConnectionDrop() found no open session on Bob');
+      await waitFor(B, 'emits reconnecting then reconnected', () => {
+        const types = window.pwEvents.map((e) => e.type);
+        const i = types.lastIndexOf('reconnecting');
+        return i >= 0 && types.indexOf('reconnected', i) > i && window.pulsewave.state === 'connected';
+      }, null, { timeoutMs: 20_000 });
+      for (const p of [A, C, D].filter(Boolean)) {
+        await waitFor(
+          p,
+          `sees ${B.identity} again with a new session`,
+          ([id, old]) => {
+            const info = window.pulsewave.participants.get(id);
+            return Boolean(info) && info.sid !== old;
+          },
+          [B.identity, bobOldSid],
+          { timeoutMs: 20_000 },
+        );
+      }
+    });
+
+    await scenario('reconnect: media flows again after the reconnect', async () => {
+      await waitFor(B, 'republishes camera and microphone', () => {
+        const s = window.pwState();
+        return s.publications.filter((p) => p.producerId).length >= 2 ? true : null;
+      }, null, { timeoutMs: 20_000 });
+      await waitSubscriptions(A, [[B.identity, 'camera'], [B.identity, 'microphone']]);
+      await waitSubscriptions(B, [[A.identity, 'camera'], [A.identity, 'microphone']]);
+      for (const [p, q] of [[A, B], [B, A]]) {
+        const deadline = Date.now() + 15_000;
+        let d = null;
+        while (Date.now() < deadline) {
+          const [a, b] = await sampleTwice(p, 1000);
+          d = delta(a, b, q.identity, 'camera', 'framesDecoded');
+          if (d >= 5) break;
+        }
+        check(d >= 5, `${p.name} does not decode ${q.name}'s camera after the reconnect (framesDecoded +${d} in 1 s)`);
+      }
+    });
+
+    let consumersBefore = null;
+    await scenario('leave: participant-left everywhere', async () => {
+      check(D, 'Dave did not join');
+      const remaining = trio();
+      consumersBefore = {};
+      for (const p of remaining) {
+        consumersBefore[p.name] = await evaluate(
+          p,
+          (id) => {
+            window.__pwLeaving = [...window.pulsewave.subscriptions.values()]
+              .filter((s) => s.participantIdentity === id && s.consumer)
+              .map((s) => s.consumer);
+            return window.__pwLeaving.length;
+          },
+          D.identity,
+        );
+      }
+      await clickControl(D, '#leave', 'leave');
+      await waitFor(D, 'is disconnected and shows the join form', () =>
+        window.pulsewave.state === 'disconnected' && !document.getElementById('join-form').hidden,
+      );
+      for (const p of remaining) {
+        await waitFor(
+          p,
+          `gets participant-left for ${D.identity} and removes its tile`,
+          (id) =>
+            !window.pulsewave.participants.has(id) &&
+            !document.querySelector(`.tile[data-identity="${CSS.escape(id)}"]`) &&
+            window.pwEvents.some((e) => e.type === 'participantLeft' && e.identity === id),
+          D.identity,
+        );
+      }
+    });
+
+    await scenario("leave: the departed participant's consumers are closed", async () => {
+      check(consumersBefore, 'the leave scenario did not run');
+      for (const p of trio()) {
+        const n = consumersBefore[p.name] ?? 0;
+        check(n >= 2, `${p.name} had ${n} consumers of Dave before he left (want 2: camera and microphone)`);
+        await waitFor(
+          p,
+          `closed every consumer of ${D.identity}`,
+          (id) =>
+            window.__pwLeaving.every((c) => c.closed) &&
+            ![...window.pulsewave.subscriptions.values()].some((s) => s.participantIdentity === id) &&
+            !document.querySelector(`audio[data-identity="${CSS.escape(id)}"]`),
+          D.identity,
+          { timeoutMs: 5000 },
+        );
+      }
+    });
+  } finally {
+    for (const p of participants) {
+      await writeFile(join(ARTIFACTS, `${p.name.toLowerCase()}-console.log`), p.console.join('\n') + '\n').catch(() => {});
+      const s = await state(p).catch(() => null);
+      if (s) await writeFile(join(ARTIFACTS, `${p.name.toLowerCase()}-state.json`), JSON.stringify(s, null, 2)).catch(() => {});
+    }
+    await withTimeout(browser.close(), 15_000, 'browser.close').catch((err) => log(`browser.close: ${err.message}`));
+    staticServer?.close();
+  }
+}
+
+main()
+  .catch((err) => {
+    results.push({ name: 'test harness', ok: false, ms: 0, error: `${err.message}\n${err.stack ?? ''}` });
+  })
+  .finally(async () => {
+    clearTimeout(watchdog);
+    const failed = printSummary();
+    await writeFile(join(ARTIFACTS, 'results.json'), JSON.stringify({ room: ROOM, server: BASE, results }, null, 2)).catch(() => {});
+    process.exit(failed ? 1 : 0);
+  });

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Runs the PulseWave browser end-to-end tests (web/test/e2e.mjs):
+#   1. installs Debian chromium if /usr/bin/chromium is missing (needs root),
+#   2. npm ci + npm run build in web/,
+#   3. starts the server binary with --dev on a free port, inside a
+#      loopback-only network namespace when possible (unshare -n; root),
+#   4. runs e2e.mjs against it, stops the server by PID, exits with the
+#      tests' status.
+#
+# Environment:
+#   PULSEWAVE_SERVER_BIN  server binary (default target/release/pulsewave-server,
+#                         else target/debug/pulsewave-server)
+#   PULSEWAVE_ARTIFACTS   screenshots and logs (default web/test/artifacts)
+#   PULSEWAVE_NETNS=0     do not use a network namespace
+#   PULSEWAVE_SKIP_NPM=1  skip npm ci / npm run build (web/dist must exist)
+set -euo pipefail
+
+WEB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_DIR="$(cd "$WEB_DIR/.." && pwd)"
+SELF="$WEB_DIR/test/run-browser-tests.sh"
+export PULSEWAVE_ARTIFACTS="${PULSEWAVE_ARTIFACTS:-$WEB_DIR/test/artifacts}"
+
+say() { printf '[browser-tests] %s\n' "$*" >&2; }
+
+# --- inner part: start the server, run the tests, stop the server ----------
+# Runs either inside the network namespace or on the host network.
+if [ "${1:-}" = "--inner" ]; then
+  mode="${2:-host}"
+  if [ "$mode" = "netns" ]; then
+    ip link set lo up
+  fi
+  cd "$REPO_DIR"
+  port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
+  server_log="$PULSEWAVE_ARTIFACTS/server.log"
+  say "starting $PULSEWAVE_SERVER_BIN --dev --port $port (log: $server_log)"
+  # The server serves the demo from web/ (see web/README.md).
+  PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
+    "$PULSEWAVE_SERVER_BIN" --dev --port "$port" >"$server_log" 2>&1 &
+  server_pid=$!
+  stop_server() {
+    if kill -0 "$server_pid" 2>/dev/null; then
+      kill -TERM "$server_pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.2
+      done
+      if kill -0 "$server_pid" 2>/dev/null; then
+        say "server $server_pid did not stop in 10 s; killing it"
+        kill -KILL "$server_pid" 2>/dev/null || true
+      fi
+    fi
+    wait "$server_pid" 2>/dev/null || true
+  }
+  trap stop_server EXIT
+
+  # Wait (bounded) for the server to answer.
+  ready=0
+  for _ in $(seq 1 150); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      say "the server exited during start-up; its log:"
+      cat "$server_log" >&2 || true
+      exit 2
+    fi
+    if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' \
+      "http://127.0.0.1:$port/healthz" 2>/dev/null; then
+      ready=1
+      break
+    fi
+    sleep 0.2
+  done
+  if [ "$ready" != 1 ]; then
+    say "the server did not answer /healthz within 30 s; its log:"
+    cat "$server_log" >&2 || true
+    exit 2
+  fi
+
+  status=0
+  PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/e2e.mjs" || status=$?
+  stop_server
+  trap - EXIT
+  if [ "$status" != 0 ]; then
+    say "browser tests failed (status $status); the last lines of the server log:"
+    tail -n 40 "$server_log" >&2 || true
+  fi
+  exit "$status"
+fi
+
+# --- outer part --------------------------------------------------------------
+mkdir -p "$PULSEWAVE_ARTIFACTS"
+
+if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM_PATH:-}" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    say "FATAL: /usr/bin/chromium is missing and installing it needs root (apt-get install -y chromium)"
+    exit 2
+  fi
+  say "installing chromium with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
+fi
+if [ -z "${CHROMIUM_PATH:-}" ] && ! /usr/bin/chromium --version >/dev/null 2>&1; then
+  say "FATAL: /usr/bin/chromium does not run"
+  exit 2
+fi
+
+if [ "${PULSEWAVE_SKIP_NPM:-0}" != 1 ]; then
+  say "npm ci && npm run build in $WEB_DIR"
+  (cd "$WEB_DIR" && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+fi
+
+if [ -z "${PULSEWAVE_SERVER_BIN:-}" ]; then
+  if [ -x "$REPO_DIR/target/release/pulsewave-server" ]; then
+    PULSEWAVE_SERVER_BIN="$REPO_DIR/target/release/pulsewave-server"
+  elif [ -x "$REPO_DIR/target/debug/pulsewave-server" ]; then
+    PULSEWAVE_SERVER_BIN="$REPO_DIR/target/debug/pulsewave-server"
+  else
+    say "FATAL: no server binary: build it (cargo build -p pulsewave-server) or set PULSEWAVE_SERVER_BIN"
+    exit 2
+  fi
+fi
+if [ ! -x "$PULSEWAVE_SERVER_BIN" ]; then
+  say "FATAL: PULSEWAVE_SERVER_BIN=$PULSEWAVE_SERVER_BIN is not executable"
+  exit 2
+fi
+export PULSEWAVE_SERVER_BIN
+say "server binary: $PULSEWAVE_SERVER_BIN"
+
+if [ "${PULSEWAVE_NETNS:-1}" = 0 ]; then
+  say "WARNING: PULSEWAVE_NETNS=0: using the host network"
+elif unshare -n true 2>/dev/null && command -v ip >/dev/null; then
+  say "running in a loopback-only network namespace"
+  exec unshare -n "$SELF" --inner netns
+else
+  say "WARNING: cannot create a network namespace (needs root, unshare and ip); using the host network"
+fi
+exec "$SELF" --inner host
