@@ -135,3 +135,55 @@ async fn healthz_and_unknown_routes() {
     assert!(v["error"].as_str().unwrap().contains("WebSocket"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_endpoint() {
+    let server = TestServer::start().await;
+    let (_a, _) = server.join("a", "r").await;
+    let (status, headers, _) = http(server.addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    // The body is text, not JSON: fetch it raw.
+    let body = raw_get(server.addr, "/metrics").await;
+    for name in [
+        "pulsewave_rooms 1",
+        "pulsewave_media_workers 1",
+        "pulsewave_media_rtp_forwarded_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(body.contains(name), "missing {name} in\n{body}");
+    }
+    server.shutdown().await;
+
+    let server = TestServer::start_with(|c| c.token_endpoint = TokenEndpointAuth::ApiKey).await;
+    let (status, _, _) = http(server.addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 401);
+    let right = basic(KEY, SECRET);
+    let (status, _, _) = http(
+        server.addr,
+        "GET",
+        "/metrics",
+        &[("authorization", &right)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.shutdown().await;
+}
+
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

@@ -37,6 +37,10 @@ pub(crate) async fn route(
             Method::OPTIONS => cors_preflight(),
             _ => method_not_allowed("POST, OPTIONS"),
         },
+        "/metrics" => match *req.method() {
+            Method::GET => metrics(&req, &shared),
+            _ => method_not_allowed("GET"),
+        },
         "/healthz" => match *req.method() {
             Method::GET | Method::HEAD => healthz(&shared),
             _ => method_not_allowed("GET, HEAD"),
@@ -112,6 +116,29 @@ fn cors_preflight() -> Response<Body> {
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("content-type, authorization"),
+    );
+    res
+}
+
+fn metrics<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
+    let config = &shared.config;
+    if config.token_endpoint != TokenEndpointAuth::Open
+        && !basic_auth_matches(req, &config.api_key, &config.api_secret)
+    {
+        let mut res = json_error(
+            StatusCode::UNAUTHORIZED,
+            "HTTP Basic authentication with API_KEY:API_SECRET is required",
+        );
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"pulsewave\""),
+        );
+        return res;
+    }
+    let mut res = Response::new(Full::new(Bytes::from(crate::metrics::render(shared))));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     res
 }

@@ -27,6 +27,7 @@ mod error;
 mod handlers;
 mod http;
 pub mod media;
+pub mod metrics;
 mod outbound;
 mod rate;
 mod room;

@@ -1,0 +1,133 @@
+//! `GET /metrics`: Prometheus text exposition of the server's counters, and
+//! the process's CPU time and memory (Linux `/proc`), so load tests can
+//! compute the CPU cost per forwarded packet.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::server::Shared;
+
+/// CPU seconds (user + system) of this process, from `/proc/self/stat`.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) in parens.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux platform Rust supports.
+    Some((utime + stime) / 100.0)
+}
+
+/// Resident and peak resident memory in bytes, from `/proc/self/status`.
+pub fn process_memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    };
+    Some((kb("VmRSS:")?, kb("VmHWM:")?))
+}
+
+pub(crate) fn render(shared: &Shared) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    metric(
+        "pulsewave_rooms",
+        "gauge",
+        "Open rooms on this node.",
+        shared.rooms.room_names().len().to_string(),
+    );
+    if let Some(cpu) = process_cpu_seconds() {
+        metric(
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time of the server process.",
+            format!("{cpu:.2}"),
+        );
+    }
+    if let Some((rss, peak)) = process_memory() {
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory.",
+            rss.to_string(),
+        );
+        metric(
+            "process_resident_memory_peak_bytes",
+            "gauge",
+            "Peak resident memory.",
+            peak.to_string(),
+        );
+    }
+    if let Some(pool) = shared.rooms.settings().media.as_ref() {
+        let sum = |f: &dyn Fn(&crate::media::WorkerStats) -> u64| -> u64 {
+            pool.workers().iter().map(|w| f(w.stats())).sum()
+        };
+        let rows: [(&str, &str, &str, u64); 6] = [
+            (
+                "pulsewave_media_transports",
+                "gauge",
+                "Open WebRTC transports.",
+                sum(&|s| s.transports.load(Ordering::Relaxed) as u64),
+            ),
+            (
+                "pulsewave_media_datagrams_received_total",
+                "counter",
+                "UDP datagrams received by the media workers.",
+                sum(&|s| s.datagrams_in.load(Ordering::Relaxed)),
+            ),
+            (
+                "pulsewave_media_datagrams_sent_total",
+                "counter",
+                "UDP datagrams sent by the media workers.",
+                sum(&|s| s.datagrams_out.load(Ordering::Relaxed)),
+            ),
+            (
+                "pulsewave_media_datagrams_dropped_total",
+                "counter",
+                "Datagrams dropped: garbage, unknown source or rejected.",
+                sum(&|s| s.datagrams_dropped.load(Ordering::Relaxed)),
+            ),
+            (
+                "pulsewave_media_rtp_forwarded_total",
+                "counter",
+                "RTP packets written to consumers.",
+                sum(&|s| s.rtp_forwarded.load(Ordering::Relaxed)),
+            ),
+            (
+                "pulsewave_media_workers",
+                "gauge",
+                "Media worker threads.",
+                pool.workers().len() as u64,
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            metric(name, kind, help, value.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_proc() {
+        if cfg!(target_os = "linux") {
+            let cpu = process_cpu_seconds().unwrap();
+            assert!(cpu >= 0.0);
+            let (rss, peak) = process_memory().unwrap();
+            assert!(rss > 0 && peak >= rss);
+        }
+    }
+}
