@@ -22,10 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientEvent, ReceivedRtp};
 use crate::error::ClientError;
-use crate::peer::{LocalTrack, MAX_WAIT, PeerEvent, PeerTransport};
+use crate::peer::{LocalTrack, PeerEvent, PeerTransport};
 
 /// Commands queued per transport; senders wait when it is full.
 const COMMAND_CAPACITY: usize = 1024;
+
+/// Longest sleep: str0m reports "no timer" as an instant years away.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Largest datagram read from the socket.
 const RECV_BUFFER: usize = 4096;

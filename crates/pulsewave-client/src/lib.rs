@@ -22,7 +22,6 @@
 //! Only `ws://` URLs are supported (no TLS).
 //!
 //! ```no_run
-//! use std::time::Duration;
 //! use pulsewave_client::{Client, ClientError, ClientEvent, parse_synthetic};
 //! use pulsewave_protocol::ServerMessage;
 //!
@@ -65,7 +64,6 @@
 //!         _ => {}
 //!     }
 //! }
-//! # let _ = Duration::ZERO;
 //! # Ok(())
 //! # }
 //! ```
@@ -74,7 +72,9 @@ mod caps;
 pub mod client;
 mod driver;
 mod error;
+mod handles;
 pub mod peer;
+mod signaling;
 pub mod synthetic;
 
 pub use client::{

@@ -46,7 +46,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pulsewave_protocol::ConsumerId;
 use pulsewave_protocol::TransportId;
@@ -987,6 +987,3 @@ impl PeerTransport {
             .map(|(s, _)| *s)
     }
 }
-
-/// Clamp for timers: str0m reports "never" as an instant years away.
-pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);

@@ -64,7 +64,7 @@ fn media_unavailable(e: &ClientError) -> bool {
 #[tokio::test]
 async fn published_video_and_audio_reach_a_subscriber_intact() {
     let s = server().await;
-    let alice = joined(&s, "alice", "media1").await;
+    let mut alice = joined(&s, "alice", "media1").await;
     let mut bob = joined(&s, "bob", "media1").await;
 
     let mut video = match alice.publish_video("video/VP8").await {
@@ -132,10 +132,36 @@ async fn published_video_and_audio_reach_a_subscriber_intact() {
     assert!(audio_pkts >= 20, "audio packets: {audio_pkts}");
     assert!(keyframe_seen);
     rv.request_keyframe().await.unwrap();
-    let (video, _audio) = sender.await.unwrap();
+    let (video, audio) = sender.await.unwrap();
 
-    bob.unsubscribe(&rv.consumer_id).await.unwrap();
+    // Resuming the consumer (and Bob's PLI) asked Alice for a keyframe.
+    let asked = alice
+        .wait_for(WAIT, |e| match e {
+            ClientEvent::KeyframeRequested { producer_id, .. } => producer_id,
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(&asked, video.producer_id());
+
+    alice.mute(audio.producer_id()).await.unwrap();
+    alice.unmute(audio.producer_id()).await.unwrap();
+    bob.unsubscribe(&ra.consumer_id).await.unwrap();
     alice.unpublish(video.producer_id()).await.unwrap();
+    // Bob's video subscription ends with the track.
+    let gone = bob
+        .wait_for(WAIT, |e| match e {
+            ClientEvent::Signal(ServerMessage::TrackUnsubscribed { consumer_id, .. }) => {
+                Some(consumer_id)
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone, rv.consumer_id);
+    // A new subscription on the same transport still works.
+    let again = bob.subscribe(audio.producer_id()).await.unwrap();
+    assert_ne!(again.consumer_id, ra.consumer_id);
     s.shutdown(Duration::from_secs(5)).await;
 }
 

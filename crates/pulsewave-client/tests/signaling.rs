@@ -292,3 +292,101 @@ async fn publishing_before_join_is_not_joined() {
     ));
     s.shutdown(WAIT).await;
 }
+
+/// A WebSocket server that answers every request with the frames
+/// `reply(request)` returns.
+async fn fake_server(
+    reply: impl Fn(&serde_json::Value) -> Vec<String> + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reply = std::sync::Arc::new(reply);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+                while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Text(t) = m {
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        for r in reply(&v) {
+                            let _ = ws.send(Message::text(r)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn requests_time_out_when_the_server_is_silent() {
+    let addr = fake_server(|_| Vec::new()).await;
+    let c = Client::builder()
+        .request_timeout(Duration::from_millis(200))
+        .connect(&format!("ws://{addr}"), "t")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = c.ping().await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn replies_are_matched_by_request_id_and_others_are_events() {
+    // Answers out of order: an unsolicited event first, then the reply.
+    let addr = fake_server(|v| {
+        let id = v["requestId"].as_u64().unwrap();
+        match v["type"].as_str().unwrap() {
+            "ping" => vec![
+                r#"{"type":"disconnected","reason":"migration"}"#.to_owned(),
+                format!(
+                    r#"{{"type":"pong","timestamp":{},"requestId":{id}}}"#,
+                    1000 + id
+                ),
+            ],
+            "mute" => vec![format!(r#"{{"type":"bogus","requestId":{id}}}"#)],
+            "leave" => vec![format!(
+                r#"{{"type":"error","code":500,"message":"boom","requestId":{id}}}"#
+            )],
+            _ => Vec::new(),
+        }
+    })
+    .await;
+    let mut c = Client::connect(&format!("ws://{addr}"), "t").await.unwrap();
+    assert_eq!(c.ping().await.unwrap(), 1001);
+    assert_eq!(c.ping().await.unwrap(), 1002);
+    // An undecodable reply fails its request as a protocol error.
+    let err = c
+        .mute(&pulsewave_protocol::ProducerId::new("PR_1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Protocol(_)), "{err}");
+    // An error reply keeps its message.
+    match c.leave().await.unwrap_err() {
+        ClientError::Server { code, message } => {
+            assert_eq!(code, ErrorCode::InternalError);
+            assert_eq!(message, "boom");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The unsolicited messages are events; none of the replies leaked.
+    for _ in 0..2 {
+        let e = c.next_event().await.unwrap();
+        assert_eq!(
+            e,
+            ClientEvent::Signal(ServerMessage::Disconnected {
+                reason: pulsewave_protocol::DisconnectReason::Migration
+            })
+        );
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), c.next_event())
+            .await
+            .is_err()
+    );
+}
