@@ -23,6 +23,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "cargo test"
 cargo test --workspace --locked
 
+step "example: embedding pulsewave-core over a UDP socket"
+cargo run --locked -p pulsewave-examples --example embed_core
+
 step "browser end-to-end tests (headless Chromium, mediasoup-client)"
 cargo build -p pulsewave-server --locked
 PULSEWAVE_SERVER_BIN="$PWD/target/debug/pulsewave-server" bash web/test/run-browser-tests.sh

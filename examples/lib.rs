@@ -1,0 +1,2 @@
+//! Examples of embedding PulseWave; see `embed_core.rs`:
+//! `cargo run -p pulsewave-examples --example embed_core`.
