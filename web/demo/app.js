@@ -379,9 +379,19 @@ async function publishLocalMedia() {
   const [videoTrack] = stream.getVideoTracks();
   const [audioTrack] = stream.getAudioTracks();
   if (videoTrack) setTileVideo(tileFor(client.identity, 'camera'), videoTrack);
+  // Simulcast for the camera, as LiveKit does by default: three layers the
+  // server switches between. `?simulcast=0` publishes one encoding.
+  const simulcast = new URLSearchParams(location.search).get('simulcast') !== '0';
+  const cameraEncodings = [
+    { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+    { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+    { scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
+  ];
   const publishOne = async (track, source) => {
     try {
-      const pub = await client.publish(track, { source });
+      const options = { source };
+      if (source === 'camera' && simulcast) options.encodings = cameraEncodings;
+      const pub = await client.publish(track, options);
       logEvent('published', { source, producerId: pub.producerId });
       return pub;
     } catch (err) {

@@ -1,6 +1,6 @@
 //! Producers and consumers: the state the forwarding path reads per packet.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pulsewave_protocol::rtp::RtpParameters;
 use pulsewave_protocol::{ConsumerId, MediaKind, ParticipantSid, ProducerId};
@@ -25,18 +25,51 @@ pub(crate) struct Producer {
     pub(crate) consumable: RtpParameters,
     /// Producer payload type to router payload type.
     pub(crate) pt_map: Vec<(u8, u8)>,
-    /// Media ssrcs of the encodings, lowest layer first.
-    pub(crate) ssrcs: Vec<u32>,
-    /// The encoding forwarded to consumers (the highest layer).
-    pub(crate) forwarded_ssrc: u32,
+    /// The encodings (simulcast layers), lowest first.
+    pub(crate) layers: Vec<Layer>,
     /// Muted by its owner.
     pub(crate) paused: bool,
     pub(crate) consumers: Vec<ConsumerKey>,
     pub(crate) last_keyframe_request: Option<Instant>,
-    /// A keyframe request is due once the throttle allows it.
-    pub(crate) keyframe_wanted: bool,
+    /// Layers a keyframe request is due for (bit `i`: layer `i`), sent once
+    /// the throttle allows it.
+    pub(crate) keyframe_layers: u32,
     pub(crate) packets: u64,
     pub(crate) bytes: u64,
+}
+
+/// How long a layer may be silent and still count as sent.
+const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// One encoding of a producer: a single stream, or a simulcast layer.
+pub(crate) struct Layer {
+    /// Its `rid` (simulcast by rid).
+    pub(crate) rid: Option<String>,
+    /// Its media ssrc: given in the parameters, or learned from the first
+    /// packet carrying its mid and rid.
+    pub(crate) ssrc: Option<u32>,
+    /// When its last packet arrived.
+    pub(crate) last_packet: Option<Instant>,
+}
+
+impl Producer {
+    /// The highest layer the publisher is sending now (0 if none is).
+    pub(crate) fn best_layer(&self, now: Instant) -> usize {
+        self.layers
+            .iter()
+            .rposition(|l| {
+                l.last_packet
+                    .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Marks a keyframe as wanted on `layer`.
+    pub(crate) fn want_keyframe_on(&mut self, layer: usize) {
+        if layer < 32 {
+            self.keyframe_layers |= 1 << layer;
+        }
+    }
 }
 
 /// A subscription of a producer on a receive transport.
@@ -46,15 +79,15 @@ pub(crate) struct Consumer {
     pub(crate) transport: TransportKey,
     pub(crate) producer: ProducerKey,
     pub(crate) producer_id: ProducerId,
-    pub(crate) kind: MediaKind,
     pub(crate) mid: String,
     pub(crate) ssrc: u32,
     /// Producer payload type to this consumer's payload type.
     pub(crate) pt_map: Vec<(u8, u8)>,
     /// Paused by its owner (consumers start paused).
     pub(crate) paused: bool,
-    /// Video: drop until a keyframe starts, then resynchronize.
-    pub(crate) waiting_keyframe: bool,
+    /// The producer layer being forwarded; `None` until a keyframe (any
+    /// packet, for audio) starts one, after a start, resume or unmute.
+    pub(crate) layer: Option<usize>,
     /// The next forwarded packet starts a new sequence/timestamp base.
     pub(crate) needs_resync: bool,
     /// Whether str0m keeps packets for retransmission (video with RTX).
@@ -154,7 +187,6 @@ impl Rewriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn continuous_across_resync() {

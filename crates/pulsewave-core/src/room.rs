@@ -14,7 +14,7 @@ use pulsewave_protocol::{
 };
 use slab::Slab;
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
-use str0m::media::{KeyframeRequestKind, MediaKind as RtcMediaKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaKind as RtcMediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event as RtcEvent, IceCreds, Input};
@@ -22,11 +22,12 @@ use tracing::{debug, trace};
 
 use crate::config::RoomConfig;
 use crate::data::{DataConsumer, DataConsumerKey, DataProducer, DataProducerKey, is_reliable};
+use crate::datagram::is_well_formed;
 use crate::demux::Demux;
 use crate::error::Error;
 use crate::event::{CloseReason, Event, Transmit};
 use crate::keyframe::VideoCodec;
-use crate::media::{Consumer, ConsumerKey, Producer, ProducerKey, Rewriter};
+use crate::media::{Consumer, ConsumerKey, Layer, Producer, ProducerKey, Rewriter};
 use crate::ortc;
 use crate::transport::{Transport, TransportKey, TransportSpec, drain};
 
@@ -304,7 +305,7 @@ impl Room {
             }
         }
         for (_, p) in &self.producers {
-            if p.keyframe_wanted {
+            if p.keyframe_layers != 0 {
                 consider(
                     p.last_keyframe_request
                         .map_or(self.now, |t| t + self.config.keyframe_request_interval),
@@ -341,6 +342,14 @@ impl Room {
         contents: &[u8],
     ) -> Result<(), DatagramError> {
         let now = self.advance(now);
+        // Check the framing first, so that a malformed datagram changes
+        // nothing (no address binding, no remote ufrag) and is counted as
+        // dropped: str0m itself silently ignores truncated DTLS records and
+        // RTP headers (found by the simulation's garbage-datagram test).
+        if !is_well_formed(contents) {
+            self.stats.datagrams_dropped += 1;
+            return Err(DatagramError::Malformed);
+        }
         let Some(route) = self.demux.route(source, contents) else {
             self.stats.datagrams_dropped += 1;
             return Err(DatagramError::UnknownSource);
@@ -424,7 +433,7 @@ impl Room {
         let wanted: Vec<ProducerKey> = self
             .producers
             .iter()
-            .filter(|(_, p)| p.keyframe_wanted)
+            .filter(|(_, p)| p.keyframe_layers != 0)
             .map(|(k, _)| k)
             .collect();
         for key in wanted {
@@ -471,25 +480,25 @@ impl Room {
                     owner: t.owner.clone(),
                 });
                 // Subscribers whose transport just came up need a picture.
-                let waiting: Vec<ProducerKey> = self
+                let waiting: Vec<(ProducerKey, Option<usize>)> = self
                     .consumers
                     .iter()
-                    .filter(|(_, c)| c.transport == key && !c.paused && c.waiting_keyframe)
-                    .map(|(_, c)| c.producer)
+                    .filter(|(_, c)| c.transport == key && !c.paused)
+                    .map(|(_, c)| (c.producer, c.layer))
                     .collect();
-                for p in waiting {
-                    self.want_keyframe(now, p);
+                for (p, layer) in waiting {
+                    self.want_keyframe(now, p, layer);
                 }
             }
             RtcEvent::KeyframeRequest(req) => {
                 let mid = req.mid.to_string();
                 let consumer = t.mids.iter().find(|(m, _)| *m == mid).map(|(_, c)| *c);
                 if t.direction == TransportDirection::Recv
-                    && let Some(p) = consumer
+                    && let Some((p, layer)) = consumer
                         .and_then(|c| self.consumers.get(c))
-                        .map(|c| c.producer)
+                        .map(|c| (c.producer, c.layer))
                 {
-                    self.want_keyframe(now, p);
+                    self.want_keyframe(now, p, layer);
                 }
             }
             RtcEvent::ChannelData(data) => self.relay_data(key, data.id, data.binary, &data.data),
@@ -525,9 +534,22 @@ impl Room {
             ..
         } = self;
         let ssrc = *pkt.header.ssrc;
-        let Some(t) = transports.get(key) else { return };
-        let Some(pkey) = t.rx_ssrcs.iter().find(|(s, _)| *s == ssrc).map(|(_, k)| *k) else {
+        let Some(t) = transports.get_mut(key) else {
             return;
+        };
+        let found = t
+            .rx_ssrcs
+            .iter()
+            .find(|(s, _, _)| *s == ssrc)
+            .map(|(_, p, l)| (*p, *l));
+        let (pkey, layer) = match found {
+            Some(x) => x,
+            // A simulcast layer announces itself with its mid and rid on its
+            // first packets: bind its ssrc once.
+            None => match learn_layer(t, producers, ssrc, &pkt) {
+                Some(x) => x,
+                None => return,
+            },
         };
         let Some(p) = producers.get_mut(pkey) else {
             return;
@@ -535,9 +557,13 @@ impl Room {
         stats.rtp_in += 1;
         p.packets += 1;
         p.bytes += pkt.payload.len() as u64;
-        if p.paused || ssrc != p.forwarded_ssrc {
+        if let Some(l) = p.layers.get_mut(layer) {
+            l.last_packet = Some(now);
+        }
+        if p.paused {
             return;
         }
+        let target = p.best_layer(now);
         let keyframe = p.video.is_none_or(|c| c.is_keyframe_start(&pkt.payload));
         let in_pt = *pkt.header.payload_type;
         let in_seq = *pkt.seq_no;
@@ -560,15 +586,22 @@ impl Room {
             let Some(out_pt) = c.map_pt(in_pt) else {
                 continue;
             };
-            let resync = if c.waiting_keyframe {
+            // Forward the consumer's current layer; switch to the best layer
+            // the publisher sends at its next keyframe (any packet, for audio).
+            let resync = if c.layer == Some(layer) {
+                if layer != target {
+                    keyframe_needed = true;
+                }
+                c.needs_resync
+            } else if layer == target {
                 if !keyframe {
                     keyframe_needed = true;
                     continue;
                 }
-                c.waiting_keyframe = false;
+                c.layer = Some(layer);
                 true
             } else {
-                c.needs_resync
+                continue;
             };
             c.needs_resync = false;
             let Some((seq, ts)) = c.rewriter.rewrite(in_seq, in_ts, now, resync) else {
@@ -601,14 +634,16 @@ impl Room {
             stats.rtp_forwarded += 1;
         }
         if keyframe_needed {
-            p.keyframe_wanted = true;
+            p.want_keyframe_on(target);
         }
     }
 
-    /// Asks the producer for a keyframe now, or as soon as the throttle allows.
-    fn want_keyframe(&mut self, now: Instant, pkey: ProducerKey) {
+    /// Asks the producer for a keyframe on `layer` (the best layer when
+    /// `None`) now, or as soon as the throttle allows.
+    fn want_keyframe(&mut self, now: Instant, pkey: ProducerKey, layer: Option<usize>) {
         if let Some(p) = self.producers.get_mut(pkey) {
-            p.keyframe_wanted = true;
+            let layer = layer.unwrap_or_else(|| p.best_layer(now));
+            p.want_keyframe_on(layer);
         }
         self.request_keyframe(now, pkey);
     }
@@ -619,15 +654,14 @@ impl Room {
             return;
         };
         if p.video.is_none() {
-            p.keyframe_wanted = false;
+            p.keyframe_layers = 0;
             return;
         }
-        if !p.keyframe_wanted || p.last_keyframe_request.is_some_and(|t| now < t + interval) {
+        if p.keyframe_layers == 0 || p.last_keyframe_request.is_some_and(|t| now < t + interval) {
             return;
         }
-        p.keyframe_wanted = false;
+        let wanted = std::mem::take(&mut p.keyframe_layers);
         p.last_keyframe_request = Some(now);
-        let ssrc = Ssrc::from(p.forwarded_ssrc);
         let tkey = p.transport;
         let Some(t) = self.transports.get_mut(tkey) else {
             return;
@@ -635,9 +669,15 @@ impl Room {
         if !t.connected {
             return;
         }
-        if let Some(rx) = t.rtc.direct_api().stream_rx(&ssrc) {
-            rx.request_keyframe(KeyframeRequestKind::Pli);
-            self.stats.keyframe_requests += 1;
+        for (i, layer) in p.layers.iter().enumerate() {
+            let Some(ssrc) = layer.ssrc else { continue };
+            if wanted & (1 << i.min(31)) == 0 {
+                continue;
+            }
+            if let Some(rx) = t.rtc.direct_api().stream_rx(&Ssrc::from(ssrc)) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                self.stats.keyframe_requests += 1;
+            }
         }
         drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
     }
@@ -924,32 +964,55 @@ impl Room {
                 )));
             }
         }
-        let mut ssrcs = Vec::new();
-        let mut rtx_ssrcs = Vec::new();
+        // Encodings: by ssrc (with optional RTX), or by rid (simulcast), or
+        // a single one found by mid alone. Ssrcs of rid layers are learned
+        // from their first packets.
+        let mut layers = Vec::new();
+        let mut declared: Vec<(u32, Option<u32>)> = Vec::new();
         for e in &rtp_parameters.encodings {
-            let Some(ssrc) = e.ssrc else {
-                return Err(Error::InvalidRtpParameters(
-                    "encodings without ssrc (rid-based simulcast) are not supported: \
-                     publish a single encoding"
-                        .into(),
-                ));
-            };
-            ssrcs.push(ssrc);
-            rtx_ssrcs.push(e.rtx.map(|r| r.ssrc));
+            if let Some(rid) = &e.rid
+                && (rid.is_empty()
+                    || rid.len() > 8
+                    || !rid.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                return Err(Error::InvalidRtpParameters(format!(
+                    "rid `{rid}` must be 1 to 8 letters or digits"
+                )));
+            }
+            if let Some(ssrc) = e.ssrc {
+                declared.push((ssrc, e.rtx.map(|r| r.ssrc)));
+            }
+            layers.push(Layer {
+                rid: e.rid.clone(),
+                ssrc: e.ssrc,
+                last_packet: None,
+            });
         }
-        if ssrcs.is_empty() {
+        if layers.is_empty() {
+            return Err(Error::InvalidRtpParameters("no encoding".into()));
+        }
+        let by_rid = layers.iter().any(|l| l.ssrc.is_none());
+        if by_rid
+            && (t.extension_id(pulsewave_protocol::rtp::uri::MID).is_none()
+                || (layers.len() > 1
+                    && t.extension_id(pulsewave_protocol::rtp::uri::RID).is_none()))
+        {
             return Err(Error::InvalidRtpParameters(
-                "no encoding with an ssrc".into(),
+                "encodings without ssrc need the mid (and, for simulcast, rid) header \
+                 extensions on the transport"
+                    .into(),
             ));
         }
-        for s in ssrcs.iter().chain(rtx_ssrcs.iter().flatten()) {
-            if t.rx_ssrcs.iter().any(|(x, _)| x == s)
-                || self
-                    .producers
-                    .iter()
-                    .any(|(_, p)| p.transport == tkey && p.ssrcs.contains(s))
-            {
-                return Err(Error::DuplicateSsrc(*s));
+        for s in declared
+            .iter()
+            .flat_map(|(m, r)| std::iter::once(*m).chain(*r))
+        {
+            let in_use = t.rx_ssrcs.iter().any(|(x, _, _)| *x == s)
+                || self.producers.iter().any(|(_, p)| {
+                    p.transport == tkey && p.layers.iter().any(|l| l.ssrc == Some(s))
+                });
+            if in_use {
+                return Err(Error::DuplicateSsrc(s));
             }
         }
         let mid = match rtp_parameters.mid.clone() {
@@ -980,7 +1043,13 @@ impl Room {
             .map(|m| (m.payload_type, m.mapped_payload_type))
             .collect();
         let id = ProducerId::generate();
-        let forwarded_ssrc = *ssrcs.last().unwrap_or(&0);
+        let simulcast = layers.len() > 1;
+        let rids: Vec<String> = layers.iter().filter_map(|l| l.rid.clone()).collect();
+        let known: Vec<(u32, usize)> = layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.ssrc.map(|s| (s, i)))
+            .collect();
         let video = match kind {
             MediaKind::Video => Some(VideoCodec::from_mime(&mime_type)),
             MediaKind::Audio => None,
@@ -995,12 +1064,11 @@ impl Room {
             video,
             consumable,
             pt_map,
-            ssrcs: ssrcs.clone(),
-            forwarded_ssrc,
+            layers,
             paused,
             consumers: Vec::new(),
             last_keyframe_request: None,
-            keyframe_wanted: false,
+            keyframe_layers: 0,
             packets: 0,
             bytes: 0,
         });
@@ -1009,14 +1077,17 @@ impl Room {
         let rtc_mid = Mid::from(mid.as_str());
         {
             let mut api = t.rtc.direct_api();
-            api.declare_media(rtc_mid, to_rtc_kind(kind));
-            for (ssrc, rtx) in ssrcs.iter().zip(&rtx_ssrcs) {
+            let media = api.declare_media(rtc_mid, to_rtc_kind(kind));
+            for rid in &rids {
+                media.expect_rid_rx(Rid::from(rid.as_str()));
+            }
+            for (ssrc, rtx) in &declared {
                 api.expect_stream_rx(Ssrc::from(*ssrc), rtx.map(Ssrc::from), rtc_mid, None);
             }
         }
         t.mids.push((mid, pkey));
-        for s in &ssrcs {
-            t.rx_ssrcs.push((*s, pkey));
+        for (s, layer) in known {
+            t.rx_ssrcs.push((s, pkey, layer));
         }
         drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
         self.process(now);
@@ -1025,7 +1096,7 @@ impl Room {
             producer_id: id,
             kind,
             mime_type,
-            simulcast: ssrcs.len() > 1,
+            simulcast,
         })
     }
 
@@ -1087,14 +1158,13 @@ impl Room {
             return Ok(());
         }
         p.paused = false;
-        let video = p.video.is_some();
         for &c in &p.consumers {
             if let Some(c) = self.consumers.get_mut(c) {
                 c.needs_resync = true;
-                c.waiting_keyframe = video;
+                c.layer = None;
             }
         }
-        self.want_keyframe(now, key);
+        self.want_keyframe(now, key, None);
         self.process(now);
         Ok(())
     }
@@ -1166,12 +1236,11 @@ impl Room {
             transport: ukey,
             producer: pkey,
             producer_id: producer_id.clone(),
-            kind,
             mid: mid.clone(),
             ssrc,
             pt_map,
             paused: true,
-            waiting_keyframe: kind == MediaKind::Video,
+            layer: None,
             needs_resync: true,
             nackable,
             rewriter: Rewriter::new(clock_rate, random_u16(), rand::random()),
@@ -1224,9 +1293,9 @@ impl Room {
         }
         c.paused = false;
         c.needs_resync = true;
-        c.waiting_keyframe = c.kind == MediaKind::Video;
+        c.layer = None;
         let p = c.producer;
-        self.want_keyframe(now, p);
+        self.want_keyframe(now, p, None);
         self.process(now);
         Ok(())
     }
@@ -1487,7 +1556,7 @@ impl Room {
             self.close_consumer_key(*c, Some(CloseReason::ProducerClosed));
         }
         if let Some(t) = self.transports.get_mut(p.transport) {
-            t.rx_ssrcs.retain(|(_, k)| *k != key);
+            t.rx_ssrcs.retain(|(_, k, _)| *k != key);
             t.mids.retain(|(m, k)| !(*k == key && *m == p.mid));
             t.rtc.direct_api().remove_media(Mid::from(p.mid.as_str()));
             drain(p.transport, t, &mut self.transmits, &mut self.rtc_events);
@@ -1567,6 +1636,36 @@ impl Room {
             });
         }
     }
+}
+
+/// Binds the ssrc of a packet that carries its mid (and rid) to the
+/// producer layer it belongs to: rid-based simulcast layers, and single
+/// encodings announced by mid only.
+fn learn_layer(
+    t: &mut Transport,
+    producers: &mut Slab<Producer>,
+    ssrc: u32,
+    pkt: &RtpPacket,
+) -> Option<(ProducerKey, usize)> {
+    let mid = pkt.header.ext_vals.mid?;
+    let rid = pkt.header.ext_vals.rid;
+    let pkey = t
+        .mids
+        .iter()
+        .find(|(m, _)| m.as_str() == &*mid)
+        .map(|(_, k)| *k)?;
+    let p = producers.get_mut(pkey)?;
+    let layer = p.layers.iter().position(|l| {
+        l.ssrc.is_none()
+            && match (&l.rid, rid) {
+                (Some(want), Some(got)) => want.as_str() == &*got,
+                (None, None) => true,
+                _ => false,
+            }
+    })?;
+    p.layers[layer].ssrc = Some(ssrc);
+    t.rx_ssrcs.push((ssrc, pkey, layer));
+    Some((pkey, layer))
 }
 
 fn validate_sctp(p: &SctpStreamParameters) -> Result<(), Error> {

@@ -58,8 +58,8 @@ pub(crate) struct Transport {
     /// Media section ids in use (producers' mids, or consumers' mids).
     pub(crate) mids: Vec<(String, usize)>,
     pub(crate) next_mid: u32,
-    /// Receive ssrcs to producer keys (send transports).
-    pub(crate) rx_ssrcs: Vec<(u32, usize)>,
+    /// Receive ssrcs to producer keys and layer indexes (send transports).
+    pub(crate) rx_ssrcs: Vec<(u32, usize, usize)>,
     /// SCTP stream ids in use, to the data producer or consumer key.
     pub(crate) sctp_streams: Vec<(u16, usize)>,
     /// Set when the transport failed or must close.
