@@ -53,7 +53,8 @@ impl<K: Copy + Eq + Hash> Demux<K> {
 
     /// The owner of a datagram from `source`. A STUN request naming a known
     /// ufrag routes by it and (re)binds `source` to its owner; anything else
-    /// routes by `source`.
+    /// routes by `source`. The request is not authenticated here: a forged
+    /// one rebinds its source address (see [`Demux::lookup`]).
     pub fn route<'a>(&mut self, source: SocketAddr, datagram: &'a [u8]) -> Option<Route<'a, K>> {
         if let Some((local, remote)) = stun_username(datagram)
             && let Some(&key) = self.by_ufrag.get(local)
@@ -70,6 +71,30 @@ impl<K: Copy + Eq + Hash> Demux<K> {
             key,
             remote_ufrag: None,
         })
+    }
+
+    /// Like [`Demux::route`], without binding anything: for a caller that
+    /// authenticates a STUN request first and then calls [`Demux::bind`].
+    pub fn lookup<'a>(&self, source: SocketAddr, datagram: &'a [u8]) -> Option<Route<'a, K>> {
+        if let Some((local, remote)) = stun_username(datagram)
+            && let Some(&key) = self.by_ufrag.get(local)
+        {
+            return Some(Route {
+                key,
+                remote_ufrag: Some(remote),
+            });
+        }
+        self.by_addr.get(&source).map(|&key| Route {
+            key,
+            remote_ufrag: None,
+        })
+    }
+
+    /// Routes traffic from `source` to `key` from now on.
+    pub fn bind(&mut self, source: SocketAddr, key: K) {
+        if self.by_addr.get(&source) != Some(&key) {
+            self.by_addr.insert(source, key);
+        }
     }
 
     /// The owner of traffic from `source`, without looking at the payload.

@@ -51,6 +51,7 @@
 
 mod config;
 mod data;
+mod datagram;
 mod demux;
 mod error;
 mod event;

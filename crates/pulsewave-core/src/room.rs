@@ -350,7 +350,13 @@ impl Room {
             self.stats.datagrams_dropped += 1;
             return Err(DatagramError::Malformed);
         }
-        let Some(route) = self.demux.route(source, contents) else {
+        // Look up without binding: a STUN request may only bind its source
+        // address or teach the remote ufrag once str0m has checked its
+        // MESSAGE-INTEGRITY with the transport's password. (Found by the
+        // simulation's garbage-datagram test: a damaged or foreign request
+        // from a peer's address rebound that address to another transport,
+        // and the peer's media was dropped until its next consent check.)
+        let Some(route) = self.demux.lookup(source, contents) else {
             self.stats.datagrams_dropped += 1;
             return Err(DatagramError::UnknownSource);
         };
@@ -359,20 +365,7 @@ impl Room {
             self.stats.datagrams_dropped += 1;
             return Err(DatagramError::UnknownSource);
         };
-        if let Some(remote) = route.remote_ufrag
-            && t.remote_ufrag.as_deref() != Some(remote)
-        {
-            // mediasoup-client never sends the browser's ufrag: learn it
-            // from the first binding request. ICE-lite never sends checks,
-            // so the remote password is not needed.
-            t.remote_ufrag = Some(remote.to_owned());
-            t.rtc.direct_api().set_remote_ice_credentials(IceCreds {
-                ufrag: remote.to_owned(),
-                pass: String::new(),
-            });
-            drain(key, t, &mut self.transmits, &mut self.rtc_events);
-        }
-        let Ok(contents) = contents.try_into() else {
+        let Ok(datagram) = contents.try_into() else {
             self.stats.datagrams_dropped += 1;
             return Err(DatagramError::Malformed);
         };
@@ -382,9 +375,28 @@ impl Room {
                 proto: Protocol::Udp,
                 source,
                 destination: self.config.local_addr,
-                contents,
+                contents: datagram,
             },
         );
+        if let Some(remote) = route.remote_ufrag {
+            if !t.rtc.accepts(&input) {
+                trace!("STUN request failed authentication");
+                self.stats.datagrams_dropped += 1;
+                return Err(DatagramError::Rejected);
+            }
+            self.demux.bind(source, key);
+            if t.remote_ufrag.as_deref() != Some(remote) {
+                // mediasoup-client never sends the browser's ufrag: learn it
+                // from the first binding request. ICE-lite never sends
+                // checks, so the remote password is not needed.
+                t.remote_ufrag = Some(remote.to_owned());
+                t.rtc.direct_api().set_remote_ice_credentials(IceCreds {
+                    ufrag: remote.to_owned(),
+                    pass: String::new(),
+                });
+                drain(key, t, &mut self.transmits, &mut self.rtc_events);
+            }
+        }
         let result = t.rtc.handle_input(input);
         t.last_received = Some(now);
         drain(key, t, &mut self.transmits, &mut self.rtc_events);
