@@ -345,7 +345,9 @@ impl PeerTransport {
             local_fingerprint,
             local_ice,
         };
-        peer.drain();
+        // A first timeout starts ICE now; str0m's first wakeup would
+        // otherwise be about a second away.
+        peer.handle_timeout(now);
         Ok(peer)
     }
 

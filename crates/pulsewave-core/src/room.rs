@@ -398,7 +398,11 @@ impl Room {
             }
         }
         let result = t.rtc.handle_input(input);
-        t.last_received = Some(now);
+        // Only what the stack took counts as a sign of life: spoofed garbage
+        // from a peer's address must not keep a dead transport open.
+        if result.is_ok() {
+            t.last_received = Some(now);
+        }
         drain(key, t, &mut self.transmits, &mut self.rtc_events);
         self.stats.datagrams_in += 1;
         self.process(now);

@@ -345,31 +345,27 @@ impl Worker {
 
     fn datagram(&mut self, source: SocketAddr, contents: &[u8]) -> Option<RoomKey> {
         self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-        let key = match stun_username(contents)
+        // A STUN request names its room in its ufrag prefix; anything else is
+        // routed by the source address a room accepted a request from.
+        let by_prefix = stun_username(contents)
             .and_then(|(local, _)| local.get(..PREFIX_LEN))
-            .and_then(|p| self.prefixes.get(p).copied())
-        {
-            Some(key) => {
-                if self.addrs.get(&source) != Some(&key) {
-                    self.addrs.insert(source, key);
-                }
-                key
-            }
-            None => match self.addrs.get(&source) {
-                Some(&key) => key,
-                None => {
-                    self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
-            },
+            .and_then(|p| self.prefixes.get(p).copied());
+        let Some(key) = by_prefix.or_else(|| self.addrs.get(&source).copied()) else {
+            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
         };
         let slot = self.rooms.get_mut(&key)?;
-        if slot
-            .room
-            .handle_datagram(Instant::now(), source, contents)
-            .is_err()
-        {
-            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+        match slot.room.handle_datagram(Instant::now(), source, contents) {
+            Ok(()) => {
+                // Bind the address only once the room authenticated the
+                // request (str0m checks MESSAGE-INTEGRITY).
+                if by_prefix.is_some() && self.addrs.get(&source) != Some(&key) {
+                    self.addrs.insert(source, key);
+                }
+            }
+            Err(_) => {
+                self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Some(key)
     }
