@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pulsewave_auth::{AccessToken, AccessTokenOptions, Metadata, VideoGrant};
+use pulsewave_cluster::{
+    Cluster, ClusterError, ClusterTimings, LocalCluster, RedisCluster, RedisManager, RedisOptions,
+};
 use pulsewave_signal::WebSocketServer;
 use tracing::{error, info, warn};
 
@@ -196,15 +199,15 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
                 settings.server.listen,
             );
         }
-        if settings.redis.enabled {
-            warn!(
-                host = %settings.redis.host,
-                port = settings.redis.port,
-                url = ?settings.redis.url,
-                password = settings.redis.password.is_some(),
-                "REDIS_ENABLED=true but this build runs single-node; Redis is not used"
-            );
-        }
+        let cluster = match cluster(&settings).await {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "cannot set up the cluster (REDIS_*)");
+                return ExitCode::from(2);
+            }
+        };
+        let mut server_config = settings.server.clone();
+        server_config.cluster = cluster.clone();
         info!(
             workers = settings.media.num_workers,
             ports = %format!("{}-{}", settings.media.min_port, settings.media.max_port),
@@ -212,7 +215,7 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
             announced_ip = ?settings.media.announced_ip,
             "media settings"
         );
-        let server = WebSocketServer::new(settings.server.clone());
+        let server = WebSocketServer::new(server_config);
         let running = match server.start().await {
             Ok(r) => r,
             Err(e) => {
@@ -220,10 +223,55 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        info!(addr = %running.local_addr(), "PulseWave is ready");
+        info!(addr = %running.local_addr(), node = %cluster.node_id(), "PulseWave is ready");
         pulsewave_signal::shutdown_signal().await;
-        info!("signal received; shutting down");
+        if !cluster.is_single_node() {
+            // Graceful drain: no new rooms here, let the rooms finish.
+            info!(deadline = ?settings.node.drain_timeout, "signal received; draining (a second signal stops at once)");
+            tokio::select! {
+                _ = running.drain(settings.node.drain_timeout) => {}
+                _ = pulsewave_signal::shutdown_signal() => info!("second signal: stopping now"),
+            }
+        }
+        info!("shutting down");
         running.shutdown(Duration::from_secs(10)).await;
         ExitCode::SUCCESS
     })
+}
+
+/// The cluster backend: Redis when `REDIS_ENABLED=true`, else a single node.
+/// An unreachable Redis does not stop the start: the node keeps trying,
+/// and meanwhile refuses rooms it cannot place (HTTP 503).
+async fn cluster(settings: &Settings) -> Result<Cluster, ClusterError> {
+    let node = settings.node.node.clone();
+    if !settings.redis.enabled {
+        info!(node = %node.id, "single node (REDIS_ENABLED=false)");
+        return Ok(Cluster::new(LocalCluster::new(node)));
+    }
+    let r = &settings.redis;
+    let manager = RedisManager::new(RedisOptions {
+        host: r.host.clone(),
+        port: r.port,
+        password: r.password.clone(),
+        url: r.url.clone(),
+        ..RedisOptions::default()
+    });
+    let target = match &r.url {
+        Some(url) => pulsewave_cluster::redact_url(url),
+        None => format!("{}:{}", r.host, r.port),
+    };
+    let connection = manager.connect_lazy()?;
+    match connection.wait_connected(Duration::from_secs(5)).await {
+        Ok(()) => {
+            info!(redis = %target, node = %node.id, region = %node.region, url = %node.signaling_url, "connected to Redis")
+        }
+        Err(_) => {
+            warn!(redis = %target, "Redis is not reachable yet; retrying in the background (new rooms are refused until it is)")
+        }
+    }
+    Ok(Cluster::new(RedisCluster::start(
+        connection,
+        node,
+        ClusterTimings::default(),
+    )?))
 }

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
+use pulsewave_cluster::{Cluster, NodeConfig};
 use pulsewave_core::RoomConfig;
 use pulsewave_protocol::transport::IceServer;
 use pulsewave_signal::media::MediaConfig;
@@ -96,6 +97,15 @@ pub(crate) struct RedisSettings {
     pub(crate) url: Option<String>,
 }
 
+/// This node in a cluster (`NODE_ID`, `NODE_REGION`, `NODE_URL`,
+/// `DRAIN_TIMEOUT`).
+#[derive(Debug, Clone)]
+pub(crate) struct NodeSettings {
+    pub(crate) node: NodeConfig,
+    /// How long a SIGTERM waits for rooms to empty (Redis enabled only).
+    pub(crate) drain_timeout: Duration,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LogFormat {
@@ -110,6 +120,7 @@ pub(crate) struct Settings {
     pub(crate) server: ServerConfig,
     pub(crate) media: MediaSettings,
     pub(crate) redis: RedisSettings,
+    pub(crate) node: NodeSettings,
     pub(crate) log_format: LogFormat,
     /// Things worth a warning once logging is up.
     pub(crate) warnings: Vec<String>,
@@ -308,6 +319,53 @@ impl Settings {
             url: src.get(&None, "REDIS_URL"),
         };
 
+        let node_id = match src.get(&None, "NODE_ID") {
+            Some(id) => {
+                if id.len() > 64
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    return Err(err(
+                        "NODE_ID",
+                        "must be 1 to 64 characters among A-Z a-z 0-9 - _ .",
+                    ));
+                }
+                id
+            }
+            None => pulsewave_cluster::random_node_id(),
+        };
+        let node_url = match src.get(&None, "NODE_URL") {
+            Some(u) => {
+                if !(u.starts_with("ws://") || u.starts_with("wss://")) {
+                    return Err(err(
+                        "NODE_URL",
+                        format!("`{u}` is not a ws:// or wss:// URL"),
+                    ));
+                }
+                u
+            }
+            None => match announced {
+                IpAddr::V6(ip) => format!("ws://[{ip}]:{port}"),
+                IpAddr::V4(ip) => format!("ws://{ip}:{port}"),
+            },
+        };
+        let drain_timeout = match src.get(&None, "DRAIN_TIMEOUT") {
+            Some(v) => parse_duration("DRAIN_TIMEOUT", &v)?,
+            None => Duration::from_secs(60),
+        };
+        let node = NodeSettings {
+            node: NodeConfig {
+                id: node_id,
+                signaling_url: node_url,
+                media_ip: announced.to_string(),
+                region: src
+                    .get(&None, "NODE_REGION")
+                    .unwrap_or_else(|| "default".into()),
+            },
+            drain_timeout,
+        };
+
         let defaults = Limits::default();
         let limits = Limits {
             max_message_size: match src.get(&None, "MAX_MESSAGE_SIZE") {
@@ -421,6 +479,8 @@ impl Settings {
                     room: RoomConfig::default(),
                 }),
                 web_dir,
+                // Set by main once connected (Redis) or built (single node).
+                cluster: Cluster::local(),
             },
             media: MediaSettings {
                 num_workers,
@@ -431,6 +491,7 @@ impl Settings {
                 announced_ip,
             },
             redis,
+            node,
             log_format,
             warnings,
         })
@@ -517,12 +578,50 @@ mod tests {
             (&[("REDIS_ENABLED", "maybe")], "REDIS_ENABLED"),
             (&[("REDIS_PORT", "-1")], "REDIS_PORT"),
             (&[("MAX_MESSAGE_SIZE", "1")], "MAX_MESSAGE_SIZE"),
+            (&[("NODE_ID", "no spaces")], "NODE_ID"),
+            (&[("NODE_URL", "http://x")], "NODE_URL"),
+            (&[("DRAIN_TIMEOUT", "later")], "DRAIN_TIMEOUT"),
         ];
         for (vars, var) in cases {
             let e = load(vars, true).unwrap_err();
             assert_eq!(e.var, *var, "{e}");
             assert!(e.to_string().contains(var));
         }
+    }
+
+    #[test]
+    fn node_settings() {
+        let s = load(&[("PORT", "3005")], true).unwrap();
+        assert!(s.node.node.id.starts_with("node-"));
+        assert_eq!(s.node.node.region, "default");
+        assert_eq!(s.node.node.signaling_url, "ws://127.0.0.1:3005");
+        assert_eq!(s.node.node.media_ip, "127.0.0.1");
+        assert_eq!(s.node.drain_timeout, Duration::from_secs(60));
+        let s = load(
+            &[
+                ("NODE_ID", "eu-1"),
+                ("NODE_REGION", "eu-west"),
+                ("NODE_URL", "wss://eu-1.example.com"),
+                ("DRAIN_TIMEOUT", "5s"),
+                ("REDIS_ENABLED", "true"),
+                ("API_KEY", "k"),
+                ("API_SECRET", "0123456789abcdef"),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.node.node.id, "eu-1");
+        assert_eq!(s.node.node.region, "eu-west");
+        assert_eq!(s.node.node.signaling_url, "wss://eu-1.example.com");
+        assert_eq!(s.node.drain_timeout, Duration::from_secs(5));
+        assert!(s.redis.enabled);
+        // --dev never uses Redis.
+        assert!(
+            !load(&[("REDIS_ENABLED", "true")], true)
+                .unwrap()
+                .redis
+                .enabled
+        );
     }
 
     #[test]

@@ -14,6 +14,13 @@
 //!   receive transport. When the socket closes, pending
 //!   requests fail with [`ClientError::Closed`], [`ClientEvent::Closed`] is
 //!   queued and every transport task is cancelled.
+//! - **Reconnection** ([`ClientBuilder::reconnect`], off by default): when
+//!   the socket closes for any reason but a final one, the signaling task
+//!   cancels the transports, connects again with backoff and joins the
+//!   room, then a resume task creates new transports, republishes the
+//!   tracks (their [`LocalTrackHandle`]s follow) and renews the
+//!   subscriptions on tracks of the same publisher and kind, at once or
+//!   when the publisher is back (`track-published`).
 //! - **Transport tasks**, started lazily by the first publish (send
 //!   transport) or subscribe (receive transport): each owns one
 //!   `PeerTransport` and one UDP socket (see the `driver` module docs in the
@@ -33,8 +40,8 @@
 //! [`ClientError::Closed`].
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use pulsewave_protocol::rtp::{MediaKind, RtpCapabilities};
@@ -44,7 +51,7 @@ use pulsewave_protocol::transport::{
 };
 use pulsewave_protocol::{
     ClientMessage, ConsumerId, DataKind, DataProducerId, ParticipantInfo, ProducerId, RequestId,
-    RoomInfo, ServerMessage, TrackSource, TransportId, encode_client,
+    RoomInfo, ServerMessage, TrackInfo, TrackSource, TransportId, encode_client,
 };
 use serde_json::Value;
 use tokio::net::UdpSocket;
@@ -53,8 +60,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::driver::{self, Command, EventSink, TransportHandle};
 use crate::error::ClientError;
+use crate::handles::TrackLink;
+use crate::peer::LocalTrack;
 use crate::peer::PeerTransport;
-use crate::signaling::{RegisteredTransport, Registry, SignalCommand, signaling_task, ws_url};
+use crate::signaling::{
+    Reconnect, RegisteredTransport, Registry, SignalCommand, signaling_task, ws_url,
+};
 
 pub use crate::handles::{DataChannelHandle, DataSubscription, LocalTrackHandle, RemoteTrack};
 
@@ -121,6 +132,38 @@ pub enum ClientEvent {
         direction: TransportDirection,
         /// SCTP stream id.
         stream_id: u16,
+    },
+    /// The connection was lost and the client reconnects
+    /// ([`ClientBuilder::reconnect`]); one event per attempt.
+    Reconnecting {
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// Why: `migration`, `server-shutdown`, or the socket's close.
+        reason: String,
+    },
+    /// Joined the room again after a reconnection. Tracks are republished
+    /// and subscriptions renewed next.
+    Reconnected {
+        /// The new `joined` reply.
+        joined: Box<Joined>,
+    },
+    /// A track was published again after a reconnection; its
+    /// [`LocalTrackHandle`] now sends on the new producer.
+    Republished {
+        /// The producer before the reconnection.
+        old_producer_id: ProducerId,
+        /// The new producer.
+        producer_id: ProducerId,
+    },
+    /// A subscription ended by a reconnection was renewed, on a track of
+    /// the same publisher and kind.
+    Resubscribed {
+        /// The producer subscribed to.
+        producer_id: ProducerId,
+        /// The new consumer.
+        consumer_id: ConsumerId,
+        /// The publisher.
+        participant_identity: String,
     },
     /// The signaling connection closed; no more events follow.
     Closed {
@@ -241,6 +284,35 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     event_capacity: usize,
     bind_ip: Option<IpAddr>,
+    reconnect: Option<ReconnectPolicy>,
+}
+
+/// How a client reconnects ([`ClientBuilder::reconnect`]), as the
+/// JavaScript client does: after its connection drops, or the server says
+/// `migration` (the room moved to another node) or `server-shutdown`, it
+/// connects again to the same URL with backoff, joins the same room,
+/// creates new transports, republishes its tracks and renews its
+/// subscriptions. `client-leave`, `duplicate-identity` and `room-closed`
+/// end the client for good, as do `leave` and `close`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Delay before the second attempt, doubled after each failure (the
+    /// first attempt after a `migration` is immediate). Default 250 ms.
+    pub min_delay: Duration,
+    /// Longest delay between attempts. Default 5 s.
+    pub max_delay: Duration,
+    /// Give up after this long (then [`ClientEvent::Closed`]). Default 60 s.
+    pub give_up_after: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(5),
+            give_up_after: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for ClientBuilder {
@@ -250,6 +322,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(10),
             event_capacity: 4096,
             bind_ip: None,
+            reconnect: None,
         }
     }
 }
@@ -281,10 +354,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Reconnects by itself with `policy` (off by default: the client then
+    /// ends with [`ClientEvent::Closed`] when its connection drops).
+    /// Reconnections show as [`ClientEvent::Reconnecting`],
+    /// [`ClientEvent::Reconnected`], [`ClientEvent::Republished`] and
+    /// [`ClientEvent::Resubscribed`]. While reconnecting, requests wait (up
+    /// to the request timeout) and RTP sent on a [`LocalTrackHandle`] is
+    /// dropped; the handle sends on the republished track afterwards.
+    /// SCTP data channels are not reopened.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
     /// Connects to `url` (`ws://host:port/`) with the access `token`
     /// (appended as `?token=`; pass `""` when `url` already carries it).
     pub async fn connect(self, url: &str, token: &str) -> Result<Client, ClientError> {
         let full = ws_url(url, token);
+        let full_url = full.clone();
         let (ws, _) =
             tokio::time::timeout(self.connect_timeout, tokio_tungstenite::connect_async(full))
                 .await
@@ -303,14 +390,7 @@ impl ClientBuilder {
         // The tasks hold the only strong senders, so the event channel ends
         // when the signaling task and every transport task have ended.
         let registry = Registry::default();
-        tokio::spawn(signaling_task(
-            ws,
-            signal_rx,
-            sink,
-            cancel.clone(),
-            registry.clone(),
-        ));
-        Ok(Client {
+        let inner = Arc::new(Inner {
             signal: signal_tx,
             next_request_id: AtomicU64::new(1),
             request_timeout: self.request_timeout,
@@ -318,12 +398,31 @@ impl ClientBuilder {
             bind_ip: self.bind_ip,
             events_tx: events_weak,
             dropped,
-            cancel,
-            events: Some(events_rx),
-            joined: None,
-            registry,
+            session_cancel: StdMutex::new(cancel.child_token()),
+            cancel: cancel.clone(),
             send_transport: Mutex::new(None),
             recv_transport: Mutex::new(None),
+            registry: registry.clone(),
+            caps: StdMutex::new(None),
+            room: StdMutex::new(None),
+            leaving: AtomicBool::new(false),
+            reconnecting: Arc::new(AtomicBool::new(false)),
+            generation: AtomicU64::new(0),
+            resume: StdMutex::new(ResumeState::default()),
+        });
+        let reconnect = self.reconnect.map(|policy| Reconnect {
+            url: full_url,
+            policy,
+            connect_timeout: self.connect_timeout,
+            inner: Arc::downgrade(&inner),
+        });
+        tokio::spawn(signaling_task(
+            ws, signal_rx, sink, cancel, registry, reconnect,
+        ));
+        Ok(Client {
+            inner,
+            events: Some(events_rx),
+            joined: None,
         })
     }
 }
@@ -335,19 +434,9 @@ fn unexpected(wanted: &str, got: &ServerMessage) -> ClientError {
 /// A PulseWave client: one WebSocket, at most one send and one receive
 /// transport. See the [module documentation](self).
 pub struct Client {
-    signal: mpsc::Sender<SignalCommand>,
-    next_request_id: AtomicU64,
-    request_timeout: Duration,
-    connect_timeout: Duration,
-    bind_ip: Option<IpAddr>,
-    events_tx: mpsc::WeakSender<ClientEvent>,
-    dropped: Arc<AtomicU64>,
-    cancel: CancellationToken,
+    inner: Arc<Inner>,
     events: Option<mpsc::Receiver<ClientEvent>>,
     joined: Option<Joined>,
-    send_transport: Mutex<Option<TransportHandle>>,
-    recv_transport: Mutex<Option<TransportHandle>>,
-    registry: Registry,
 }
 
 impl std::fmt::Debug for Client {
@@ -357,14 +446,14 @@ impl std::fmt::Debug for Client {
                 "joined",
                 &self.joined.as_ref().map(|j| &j.participant.identity),
             )
-            .field("closed", &self.cancel.is_cancelled())
+            .field("closed", &self.inner.cancel.is_cancelled())
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.inner.cancel.cancel();
     }
 }
 
@@ -385,28 +474,14 @@ impl Client {
     /// Sends `msg` with a fresh `requestId` and waits for the reply with the
     /// same `requestId`. An `error` reply becomes [`ClientError::Server`].
     pub async fn request(&self, msg: ClientMessage) -> Result<ServerMessage, ClientError> {
-        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let text = encode_client(&msg, Some(&RequestId::Number(id)));
-        let (reply, rx) = oneshot::channel();
-        self.signal
-            .send(SignalCommand::Request { id, text, reply })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Err(_) => Err(ClientError::Timeout(format!(
-                "no reply to `{}` within {:?}",
-                msg.type_name(),
-                self.request_timeout
-            ))),
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Ok(Ok(r)) => r,
-        }
+        self.inner.request(msg).await
     }
 
     /// Sends `msg` without a `requestId` and without waiting for anything.
     pub async fn send(&self, msg: ClientMessage) -> Result<(), ClientError> {
         let (reply, rx) = oneshot::channel();
-        self.signal
+        self.inner
+            .signal
             .send(SignalCommand::Send {
                 text: encode_client(&msg, None),
                 reply,
@@ -425,7 +500,11 @@ impl Client {
     /// The next event; `None` when the client is closed and every event was
     /// read, or when the receiver was taken with [`events`](Self::events).
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
-        self.events.as_mut()?.recv().await
+        let event = self.events.as_mut()?.recv().await;
+        if let Some(ClientEvent::Reconnected { joined }) = &event {
+            self.joined = Some((**joined).clone());
+        }
+        event
     }
 
     /// Waits up to `timeout` for an event that `f` maps to `Some`, dropping
@@ -456,12 +535,12 @@ impl Client {
 
     /// RTP packets dropped because the event channel was full.
     pub fn dropped_events(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// Whether the signaling connection is closed.
     pub fn is_closed(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.inner.cancel.is_cancelled()
     }
 
     /// Joins `room` (which must be the token's room).
@@ -484,11 +563,15 @@ impl Client {
             rtp_capabilities,
             ice_servers,
         };
+        *lock(&self.inner.room) = Some(joined.room.name.clone());
+        self.inner.rejoined(&joined);
         self.joined = Some(joined.clone());
         Ok(joined)
     }
 
-    /// The `joined` reply, once joined.
+    /// The `joined` reply, once joined; after a reconnection, the last one
+    /// read as [`ClientEvent::Reconnected`] through
+    /// [`next_event`](Self::next_event).
     pub fn joined(&self) -> Option<&Joined> {
         self.joined.as_ref()
     }
@@ -497,6 +580,7 @@ impl Client {
     /// which stops the transports. Events can still be read until
     /// [`ClientEvent::Closed`].
     pub async fn leave(&self) -> Result<(), ClientError> {
+        self.inner.leaving.store(true, Ordering::Relaxed);
         match self.request(ClientMessage::Leave).await? {
             ServerMessage::Left => Ok(()),
             other => Err(unexpected("left", &other)),
@@ -505,8 +589,9 @@ impl Client {
 
     /// Closes the WebSocket (without `leave`) and stops the transports.
     pub async fn close(&self) {
-        let _ = self.signal.send(SignalCommand::Close).await;
-        self.cancel.cancel();
+        self.inner.leaving.store(true, Ordering::Relaxed);
+        let _ = self.inner.signal.send(SignalCommand::Close).await;
+        self.inner.cancel.cancel();
     }
 
     /// `ping`; returns the server's timestamp (unix milliseconds).
@@ -554,7 +639,10 @@ impl Client {
             })
             .await?
         {
-            ServerMessage::TrackMuted { .. } => Ok(()),
+            ServerMessage::TrackMuted { .. } => {
+                self.inner.set_muted(producer_id, true);
+                Ok(())
+            }
             other => Err(unexpected("track-muted", &other)),
         }
     }
@@ -567,7 +655,10 @@ impl Client {
             })
             .await?
         {
-            ServerMessage::TrackUnmuted { .. } => Ok(()),
+            ServerMessage::TrackUnmuted { .. } => {
+                self.inner.set_muted(producer_id, false);
+                Ok(())
+            }
             other => Err(unexpected("track-unmuted", &other)),
         }
     }
@@ -575,97 +666,10 @@ impl Client {
     // ------------------------------------------------------------------
     // Transports
 
-    fn router_caps(&self) -> Result<&RtpCapabilities, ClientError> {
-        self.joined
-            .as_ref()
-            .map(|j| &j.rtp_capabilities)
-            .ok_or(ClientError::NotJoined)
-    }
-
-    /// The transport for `direction`, created and connected on first use:
-    /// `create-transport`, a UDP socket, `connect-transport`, then ICE and
-    /// DTLS (waited for up to the connect timeout).
-    async fn transport(
-        &self,
-        direction: TransportDirection,
-    ) -> Result<TransportHandle, ClientError> {
-        let caps = self.router_caps()?.clone();
-        let slot = match direction {
-            TransportDirection::Send => &self.send_transport,
-            TransportDirection::Recv => &self.recv_transport,
-        };
-        let handle = {
-            let mut guard = slot.lock().await;
-            match guard.as_ref().filter(|h| !h.is_closed()) {
-                Some(h) => h.clone(),
-                None => {
-                    let h = self.create_transport(direction, &caps).await?;
-                    *guard = Some(h.clone());
-                    h
-                }
-            }
-        };
-        handle.wait_connected(self.connect_timeout).await?;
-        Ok(handle)
-    }
-
-    async fn create_transport(
-        &self,
-        direction: TransportDirection,
-        caps: &RtpCapabilities,
-    ) -> Result<TransportHandle, ClientError> {
-        let reply = self
-            .request(ClientMessage::CreateTransport {
-                direction,
-                rtp_capabilities: None,
-                sctp_capabilities: Some(SctpCapabilities {
-                    num_streams: NumSctpStreams {
-                        os: 1024,
-                        mis: 1024,
-                    },
-                }),
-            })
-            .await?;
-        let ServerMessage::TransportCreated { transport, .. } = reply else {
-            return Err(unexpected("transport-created", &reply));
-        };
-        let server = first_udp_candidate(&transport).ok_or_else(|| {
-            ClientError::InvalidParameters("transport has no usable UDP candidate".into())
-        })?;
-        let ip = match self.bind_ip {
-            Some(ip) => ip,
-            None => driver::local_ip_for(server)?,
-        };
-        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-        let local = socket.local_addr()?;
-        let peer = PeerTransport::new(Instant::now(), direction, local, &transport, caps)?;
-        let reply = self
-            .request(ClientMessage::ConnectTransport {
-                transport_id: transport.id.clone(),
-                dtls_parameters: peer.dtls_parameters(),
-            })
-            .await?;
-        if !matches!(reply, ServerMessage::TransportConnected { .. }) {
-            return Err(unexpected("transport-connected", &reply));
-        }
-        tracing::debug!(transport = %transport.id, %local, %server, ?direction, "transport created");
-        let sink = EventSink {
-            tx: self.events_tx.upgrade().ok_or(ClientError::Closed)?,
-            dropped: self.dropped.clone(),
-        };
-        let cancel = self.cancel.child_token();
-        let handle = driver::spawn(peer, socket, sink, cancel.clone());
-        self.registry.add(RegisteredTransport {
-            id: handle.id.clone(),
-            cancel,
-            commands: handle.commands.clone(),
-        });
-        Ok(handle)
-    }
-
     /// The send transport's id, if it exists.
     pub async fn send_transport_id(&self) -> Option<TransportId> {
-        self.send_transport
+        self.inner
+            .send_transport
             .lock()
             .await
             .as_ref()
@@ -674,7 +678,8 @@ impl Client {
 
     /// The receive transport's id, if it exists.
     pub async fn recv_transport_id(&self) -> Option<TransportId> {
-        self.recv_transport
+        self.inner
+            .recv_transport
             .lock()
             .await
             .as_ref()
@@ -686,54 +691,26 @@ impl Client {
 
     /// Publishes a track: creates the send transport if needed, declares
     /// the track, sends `publish` and returns a handle to send RTP with.
+    /// With [reconnection](ClientBuilder::reconnect) on, the track is
+    /// published again after a reconnection and the handle follows it.
     pub async fn publish(&self, options: PublishOptions) -> Result<LocalTrackHandle, ClientError> {
-        let t = self.transport(TransportDirection::Send).await?;
-        let kind = options.kind;
-        let mime_type = options.mime_type.clone();
-        let rtx = options.rtx;
-        let local = t
-            .call(|reply| Command::AddTrack {
-                kind,
-                mime_type,
-                rtx,
-                reply,
-            })
-            .await?;
-        let reply = self
-            .request(ClientMessage::Publish {
-                transport_id: Some(t.id.clone()),
-                kind: options.kind,
-                source: options.source,
-                rtp_parameters: local.rtp_parameters.clone(),
-                name: options.name,
-                muted: options.muted,
-            })
-            .await;
-        let (producer_id, track) = match reply {
-            Ok(ServerMessage::Published { producer_id, track }) => (producer_id, track),
-            other => {
-                let _ = t
-                    .send(Command::RemoveTrack {
-                        mid: local.mid.clone(),
-                    })
-                    .await;
-                return Err(match other {
-                    Ok(m) => unexpected("published", &m),
-                    Err(e) => e,
-                });
-            }
-        };
-        t.send(Command::BindProducer {
-            mid: local.mid.clone(),
-            producer_id: producer_id.clone(),
-        })
-        .await?;
+        let p = self.inner.publish_track(&options).await?;
+        let link = Arc::new(StdMutex::new(TrackLink {
+            commands: p.transport.commands.clone(),
+            mid: p.local.mid.clone(),
+            producer_id: p.producer_id.clone(),
+        }));
+        lock(&self.inner.resume).publications.push(Publication {
+            options,
+            link: link.clone(),
+        });
         Ok(LocalTrackHandle {
-            producer_id,
-            track,
+            producer_id: p.producer_id,
+            track: p.track,
             next_seq: u64::from(rand::random::<u16>() & 0x7fff),
-            local,
-            commands: t.commands.clone(),
+            local: p.local,
+            link,
+            reconnecting: self.inner.reconnecting.clone(),
         })
     }
 
@@ -758,7 +735,10 @@ impl Client {
         if !matches!(reply, ServerMessage::TrackUnpublished { .. }) {
             return Err(unexpected("track-unpublished", &reply));
         }
-        if let Some(t) = self.send_transport.lock().await.clone() {
+        lock(&self.inner.resume)
+            .publications
+            .retain(|p| lock(&p.link).producer_id != *producer_id);
+        if let Some(t) = self.inner.send_transport.lock().await.clone() {
             let _ = t
                 .send(Command::RemoveProducer {
                     producer_id: producer_id.clone(),
@@ -774,69 +754,13 @@ impl Client {
     /// Subscribes to a producer: creates the receive transport if needed,
     /// sends `subscribe` with the router's capabilities as ours, prepares
     /// the transport for the consumer and resumes it. Packets arrive as
-    /// [`ClientEvent::Rtp`].
+    /// [`ClientEvent::Rtp`]. With [reconnection](ClientBuilder::reconnect)
+    /// on, a subscription ended by a reconnection is renewed on a track of
+    /// the same publisher and kind ([`ClientEvent::Resubscribed`]).
     pub async fn subscribe(&self, producer_id: &ProducerId) -> Result<RemoteTrack, ClientError> {
-        let caps = self.router_caps()?.clone();
-        let t = self.transport(TransportDirection::Recv).await?;
-        let reply = self
-            .request(ClientMessage::Subscribe {
-                producer_id: producer_id.clone(),
-                rtp_capabilities: caps,
-                transport_id: Some(t.id.clone()),
-            })
-            .await?;
-        let ServerMessage::TrackSubscribed {
-            track_sid,
-            consumer_id,
-            producer_id,
-            kind,
-            rtp_parameters,
-            participant_identity,
-            paused,
-        } = reply
-        else {
-            return Err(unexpected("track-subscribed", &reply));
-        };
-        let added = t
-            .call(|reply| Command::AddConsumer {
-                consumer_id: consumer_id.clone(),
-                producer_id: producer_id.clone(),
-                kind,
-                rtp_parameters: Box::new(rtp_parameters.clone()),
-                reply,
-            })
-            .await;
-        if let Err(e) = added {
-            let _ = self
-                .request(ClientMessage::Unsubscribe {
-                    consumer_id: consumer_id.clone(),
-                })
-                .await;
-            return Err(e);
-        }
-        if paused {
-            let reply = self
-                .request(ClientMessage::ResumeConsumer {
-                    consumer_id: consumer_id.clone(),
-                })
-                .await?;
-            if !matches!(reply, ServerMessage::ConsumerResumed { .. }) {
-                return Err(unexpected("consumer-resumed", &reply));
-            }
-        }
-        let encoding = rtp_parameters.encodings.first();
-        Ok(RemoteTrack {
-            mid: rtp_parameters.mid.clone().unwrap_or_default(),
-            ssrc: encoding.and_then(|e| e.ssrc).unwrap_or_default(),
-            rtx_ssrc: encoding.and_then(|e| e.rtx).map(|r| r.ssrc),
-            consumer_id,
-            producer_id,
-            track_sid,
-            kind,
-            participant_identity,
-            rtp_parameters,
-            transport: t,
-        })
+        let track = self.inner.subscribe_track(producer_id).await?;
+        self.inner.record_subscription(&track);
+        Ok(track)
     }
 
     /// Ends a subscription (`unsubscribe`, then the consumer is removed from
@@ -850,7 +774,8 @@ impl Client {
         if !matches!(reply, ServerMessage::TrackUnsubscribed { .. }) {
             return Err(unexpected("track-unsubscribed", &reply));
         }
-        if let Some(t) = self.recv_transport.lock().await.clone() {
+        self.inner.forget_subscription(consumer_id);
+        if let Some(t) = self.inner.recv_transport.lock().await.clone() {
             let _ = t
                 .send(Command::RemoveConsumer {
                     consumer_id: consumer_id.clone(),
@@ -871,7 +796,7 @@ impl Client {
         label: &str,
         kind: DataKind,
     ) -> Result<DataChannelHandle, ClientError> {
-        let t = self.transport(TransportDirection::Send).await?;
+        let t = self.inner.transport(TransportDirection::Send).await?;
         let stream_id = t.next_stream_id();
         let (ordered, max_retransmits) = match kind {
             DataKind::Reliable => (true, None),
@@ -948,7 +873,7 @@ impl Client {
         &self,
         data_producer_id: &DataProducerId,
     ) -> Result<DataSubscription, ClientError> {
-        let t = self.transport(TransportDirection::Recv).await?;
+        let t = self.inner.transport(TransportDirection::Recv).await?;
         let reply = self
             .request(ClientMessage::SubscribeData {
                 data_producer_id: data_producer_id.clone(),
@@ -1000,6 +925,438 @@ impl Client {
         match reply {
             ServerMessage::DataUnsubscribed { .. } => Ok(()),
             other => Err(unexpected("data-unsubscribed", &other)),
+        }
+    }
+}
+
+/// What a publish made: the transport, the local track, the producer.
+struct Published {
+    transport: TransportHandle,
+    local: LocalTrack,
+    producer_id: ProducerId,
+    track: TrackInfo,
+}
+
+/// A track published through [`Client::publish`], republished after a
+/// reconnection.
+struct Publication {
+    options: PublishOptions,
+    link: Arc<StdMutex<TrackLink>>,
+}
+
+/// What a reconnection restores.
+#[derive(Default)]
+struct ResumeState {
+    publications: Vec<Publication>,
+    /// Live subscriptions: consumer, publisher identity, kind.
+    subscriptions: Vec<(ConsumerId, String, MediaKind)>,
+    /// Subscriptions a reconnection ended, waiting for a track of the same
+    /// publisher and kind.
+    pending: Vec<(String, MediaKind)>,
+}
+
+pub(crate) fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The state a [`Client`] shares with its signaling task, so that a
+/// reconnection can create transports, republish and resubscribe by
+/// itself.
+pub(crate) struct Inner {
+    signal: mpsc::Sender<SignalCommand>,
+    pub(crate) next_request_id: AtomicU64,
+    pub(crate) request_timeout: Duration,
+    connect_timeout: Duration,
+    bind_ip: Option<IpAddr>,
+    events_tx: mpsc::WeakSender<ClientEvent>,
+    dropped: Arc<AtomicU64>,
+    /// Cancelled when the client is closed for good.
+    cancel: CancellationToken,
+    /// Cancelled when the current signaling session ends (reconnection):
+    /// parent of the transport tasks.
+    session_cancel: StdMutex<CancellationToken>,
+    send_transport: Mutex<Option<TransportHandle>>,
+    recv_transport: Mutex<Option<TransportHandle>>,
+    registry: Registry,
+    /// The router's capabilities, from the last `joined`.
+    caps: StdMutex<Option<RtpCapabilities>>,
+    /// The room joined, for rejoining.
+    pub(crate) room: StdMutex<Option<String>>,
+    /// `leave` or `close` was called: never reconnect.
+    pub(crate) leaving: AtomicBool,
+    /// True from the loss of a connection until the tracks are republished.
+    reconnecting: Arc<AtomicBool>,
+    /// Incremented by every reconnection.
+    generation: AtomicU64,
+    resume: StdMutex<ResumeState>,
+}
+
+impl Inner {
+    /// Sends `msg` with a fresh `requestId` and waits for the reply with the
+    /// same `requestId`. An `error` reply becomes [`ClientError::Server`].
+    pub(crate) async fn request(&self, msg: ClientMessage) -> Result<ServerMessage, ClientError> {
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let text = encode_client(&msg, Some(&RequestId::Number(id)));
+        let (reply, rx) = oneshot::channel();
+        self.signal
+            .send(SignalCommand::Request { id, text, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Err(_) => Err(ClientError::Timeout(format!(
+                "no reply to `{}` within {:?}",
+                msg.type_name(),
+                self.request_timeout
+            ))),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    fn router_caps(&self) -> Result<RtpCapabilities, ClientError> {
+        lock(&self.caps).clone().ok_or(ClientError::NotJoined)
+    }
+
+    /// The transport for `direction`, created and connected on first use:
+    /// `create-transport`, a UDP socket, `connect-transport`, then ICE and
+    /// DTLS (waited for up to the connect timeout).
+    async fn transport(
+        &self,
+        direction: TransportDirection,
+    ) -> Result<TransportHandle, ClientError> {
+        let caps = self.router_caps()?;
+        let slot = match direction {
+            TransportDirection::Send => &self.send_transport,
+            TransportDirection::Recv => &self.recv_transport,
+        };
+        let handle = {
+            let mut guard = slot.lock().await;
+            match guard.as_ref().filter(|h| !h.is_closed()) {
+                Some(h) => h.clone(),
+                None => {
+                    let h = self.create_transport(direction, &caps).await?;
+                    *guard = Some(h.clone());
+                    h
+                }
+            }
+        };
+        handle.wait_connected(self.connect_timeout).await?;
+        Ok(handle)
+    }
+
+    async fn create_transport(
+        &self,
+        direction: TransportDirection,
+        caps: &RtpCapabilities,
+    ) -> Result<TransportHandle, ClientError> {
+        let reply = self
+            .request(ClientMessage::CreateTransport {
+                direction,
+                rtp_capabilities: None,
+                sctp_capabilities: Some(SctpCapabilities {
+                    num_streams: NumSctpStreams {
+                        os: 1024,
+                        mis: 1024,
+                    },
+                }),
+            })
+            .await?;
+        let ServerMessage::TransportCreated { transport, .. } = reply else {
+            return Err(unexpected("transport-created", &reply));
+        };
+        let server = first_udp_candidate(&transport).ok_or_else(|| {
+            ClientError::InvalidParameters("transport has no usable UDP candidate".into())
+        })?;
+        let ip = match self.bind_ip {
+            Some(ip) => ip,
+            None => driver::local_ip_for(server)?,
+        };
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let local = socket.local_addr()?;
+        let peer = PeerTransport::new(Instant::now(), direction, local, &transport, caps)?;
+        let reply = self
+            .request(ClientMessage::ConnectTransport {
+                transport_id: transport.id.clone(),
+                dtls_parameters: peer.dtls_parameters(),
+            })
+            .await?;
+        if !matches!(reply, ServerMessage::TransportConnected { .. }) {
+            return Err(unexpected("transport-connected", &reply));
+        }
+        tracing::debug!(transport = %transport.id, %local, %server, ?direction, "transport created");
+        let sink = EventSink {
+            tx: self.events_tx.upgrade().ok_or(ClientError::Closed)?,
+            dropped: self.dropped.clone(),
+        };
+        let cancel = lock(&self.session_cancel).child_token();
+        let handle = driver::spawn(peer, socket, sink, cancel.clone());
+        self.registry.add(RegisteredTransport {
+            id: handle.id.clone(),
+            cancel,
+            commands: handle.commands.clone(),
+        });
+        Ok(handle)
+    }
+
+    /// Publishes a track on the send transport (created if needed):
+    /// declares it, sends `publish`, binds the producer.
+    async fn publish_track(&self, options: &PublishOptions) -> Result<Published, ClientError> {
+        let t = self.transport(TransportDirection::Send).await?;
+        let kind = options.kind;
+        let mime_type = options.mime_type.clone();
+        let rtx = options.rtx;
+        let local = t
+            .call(|reply| Command::AddTrack {
+                kind,
+                mime_type,
+                rtx,
+                reply,
+            })
+            .await?;
+        let reply = self
+            .request(ClientMessage::Publish {
+                transport_id: Some(t.id.clone()),
+                kind: options.kind,
+                source: options.source,
+                rtp_parameters: local.rtp_parameters.clone(),
+                name: options.name.clone(),
+                muted: options.muted,
+            })
+            .await;
+        let (producer_id, track) = match reply {
+            Ok(ServerMessage::Published { producer_id, track }) => (producer_id, track),
+            other => {
+                let _ = t
+                    .send(Command::RemoveTrack {
+                        mid: local.mid.clone(),
+                    })
+                    .await;
+                return Err(match other {
+                    Ok(m) => unexpected("published", &m),
+                    Err(e) => e,
+                });
+            }
+        };
+        t.send(Command::BindProducer {
+            mid: local.mid.clone(),
+            producer_id: producer_id.clone(),
+        })
+        .await?;
+        Ok(Published {
+            transport: t,
+            local,
+            producer_id,
+            track,
+        })
+    }
+
+    /// Subscribes on the receive transport (created if needed) and resumes
+    /// the consumer.
+    async fn subscribe_track(&self, producer_id: &ProducerId) -> Result<RemoteTrack, ClientError> {
+        let caps = self.router_caps()?;
+        let t = self.transport(TransportDirection::Recv).await?;
+        let reply = self
+            .request(ClientMessage::Subscribe {
+                producer_id: producer_id.clone(),
+                rtp_capabilities: caps,
+                transport_id: Some(t.id.clone()),
+            })
+            .await?;
+        let ServerMessage::TrackSubscribed {
+            track_sid,
+            consumer_id,
+            producer_id,
+            kind,
+            rtp_parameters,
+            participant_identity,
+            paused,
+        } = reply
+        else {
+            return Err(unexpected("track-subscribed", &reply));
+        };
+        let added = t
+            .call(|reply| Command::AddConsumer {
+                consumer_id: consumer_id.clone(),
+                producer_id: producer_id.clone(),
+                kind,
+                rtp_parameters: Box::new(rtp_parameters.clone()),
+                reply,
+            })
+            .await;
+        if let Err(e) = added {
+            let _ = self
+                .request(ClientMessage::Unsubscribe {
+                    consumer_id: consumer_id.clone(),
+                })
+                .await;
+            return Err(e);
+        }
+        if paused {
+            let reply = self
+                .request(ClientMessage::ResumeConsumer {
+                    consumer_id: consumer_id.clone(),
+                })
+                .await?;
+            if !matches!(reply, ServerMessage::ConsumerResumed { .. }) {
+                return Err(unexpected("consumer-resumed", &reply));
+            }
+        }
+        let encoding = rtp_parameters.encodings.first();
+        Ok(RemoteTrack {
+            mid: rtp_parameters.mid.clone().unwrap_or_default(),
+            ssrc: encoding.and_then(|e| e.ssrc).unwrap_or_default(),
+            rtx_ssrc: encoding.and_then(|e| e.rtx).map(|r| r.ssrc),
+            consumer_id,
+            producer_id,
+            track_sid,
+            kind,
+            participant_identity,
+            rtp_parameters,
+            transport: t,
+        })
+    }
+
+    async fn emit(&self, event: ClientEvent) {
+        if let Some(tx) = self.events_tx.upgrade() {
+            let _ = tx.send(event).await;
+        }
+    }
+
+    fn set_muted(&self, producer_id: &ProducerId, muted: bool) {
+        for p in &mut lock(&self.resume).publications {
+            if lock(&p.link).producer_id == *producer_id {
+                p.options.muted = muted;
+            }
+        }
+    }
+
+    fn record_subscription(&self, track: &RemoteTrack) {
+        lock(&self.resume).subscriptions.push((
+            track.consumer_id.clone(),
+            track.participant_identity.clone(),
+            track.kind,
+        ));
+    }
+
+    /// Forgets a subscription that ended (unsubscribed, or its producer
+    /// went away).
+    pub(crate) fn forget_subscription(&self, consumer_id: &ConsumerId) {
+        lock(&self.resume)
+            .subscriptions
+            .retain(|(c, _, _)| c != consumer_id);
+    }
+
+    /// A connection was lost: stops its transports and turns the
+    /// subscriptions into pending ones. Returns the new generation.
+    pub(crate) async fn begin_reconnect(&self) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.reconnecting.store(true, Ordering::Relaxed);
+        {
+            let mut session = lock(&self.session_cancel);
+            session.cancel();
+            *session = self.cancel.child_token();
+        }
+        // A publish or subscribe in progress may hold a slot; its transport
+        // is cancelled above and counts as closed, so it is not reused
+        // even if the slot cannot be cleared now.
+        for slot in [&self.send_transport, &self.recv_transport] {
+            if let Ok(mut guard) =
+                tokio::time::timeout(Duration::from_millis(500), slot.lock()).await
+            {
+                *guard = None;
+            }
+        }
+        let mut resume = lock(&self.resume);
+        let subs = std::mem::take(&mut resume.subscriptions);
+        resume
+            .pending
+            .extend(subs.into_iter().map(|(_, identity, kind)| (identity, kind)));
+        generation
+    }
+
+    /// Joined again: the router's capabilities for the new transports.
+    pub(crate) fn rejoined(&self, joined: &Joined) {
+        *lock(&self.caps) = Some(joined.rtp_capabilities.clone());
+    }
+
+    /// Takes one pending subscription for a track of `identity` and `kind`.
+    fn take_pending(&self, identity: &str, kind: MediaKind) -> bool {
+        let mut resume = lock(&self.resume);
+        match resume
+            .pending
+            .iter()
+            .position(|(i, k)| i == identity && *k == kind)
+        {
+            Some(idx) => {
+                resume.pending.remove(idx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A track was published: renews a pending subscription it matches.
+    pub(crate) fn on_track_published(self: &Arc<Self>, track: &TrackInfo) {
+        if self.take_pending(&track.participant_identity, track.kind) {
+            let this = self.clone();
+            let producer_id = track.producer_id.clone();
+            tokio::spawn(async move { this.resubscribe(producer_id).await });
+        }
+    }
+
+    async fn resubscribe(&self, producer_id: ProducerId) {
+        match self.subscribe_track(&producer_id).await {
+            Ok(track) => {
+                self.record_subscription(&track);
+                self.emit(ClientEvent::Resubscribed {
+                    producer_id: track.producer_id.clone(),
+                    consumer_id: track.consumer_id.clone(),
+                    participant_identity: track.participant_identity.clone(),
+                })
+                .await;
+            }
+            Err(e) => tracing::warn!(producer = %producer_id, error = %e, "resubscription failed"),
+        }
+    }
+
+    /// After a rejoin: republishes every track (in publishing order) and
+    /// renews the subscriptions to tracks already in the room.
+    pub(crate) async fn resume(self: Arc<Self>, joined: Joined, generation: u64) {
+        let publications: Vec<(PublishOptions, Arc<StdMutex<TrackLink>>)> = lock(&self.resume)
+            .publications
+            .iter()
+            .map(|p| (p.options.clone(), p.link.clone()))
+            .collect();
+        for (options, link) in publications {
+            if self.generation.load(Ordering::Relaxed) != generation {
+                return;
+            }
+            match self.publish_track(&options).await {
+                Ok(p) => {
+                    let old_producer_id = {
+                        let mut l = lock(&link);
+                        l.commands = p.transport.commands.clone();
+                        l.mid = p.local.mid.clone();
+                        std::mem::replace(&mut l.producer_id, p.producer_id.clone())
+                    };
+                    self.emit(ClientEvent::Republished {
+                        old_producer_id,
+                        producer_id: p.producer_id,
+                    })
+                    .await;
+                }
+                Err(e) => tracing::warn!(error = %e, "republishing a track failed"),
+            }
+        }
+        if self.generation.load(Ordering::Relaxed) == generation {
+            self.reconnecting.store(false, Ordering::Relaxed);
+        }
+        for participant in &joined.room.participants {
+            for t in &participant.tracks {
+                if self.take_pending(&t.participant_identity, t.kind) {
+                    self.resubscribe(t.producer_id.clone()).await;
+                }
+            }
         }
     }
 }

@@ -487,7 +487,7 @@ impl Task {
                 }));
                 return;
             }
-            PeerEvent::KeyframeRequest { mid, full } => ClientEvent::KeyframeRequested {
+            PeerEvent::KeyframeRequest { mid, full, .. } => ClientEvent::KeyframeRequested {
                 producer_id: self.producers.get(&mid).cloned(),
                 mid,
                 full,

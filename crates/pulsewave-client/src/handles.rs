@@ -1,6 +1,7 @@
 //! Handles on published tracks, subscriptions and data channels.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pulsewave_protocol::rtp::{MediaKind, RtpParameters};
 use pulsewave_protocol::{
@@ -13,6 +14,15 @@ use crate::error::ClientError;
 use crate::peer::LocalTrack;
 use crate::synthetic::{SyntheticConfig, SyntheticPacket, SyntheticSource};
 
+/// Where a published track currently lives: its transport task, its mid
+/// and its producer. A reconnection republishes the track and updates it.
+#[derive(Debug)]
+pub(crate) struct TrackLink {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) mid: String,
+    pub(crate) producer_id: ProducerId,
+}
+
 /// A published track: its producer id and a way to send RTP on it.
 #[derive(Debug)]
 pub struct LocalTrackHandle {
@@ -20,13 +30,28 @@ pub struct LocalTrackHandle {
     pub(crate) track: TrackInfo,
     pub(crate) local: LocalTrack,
     pub(crate) next_seq: u64,
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) link: Arc<Mutex<TrackLink>>,
+    /// True while the client reconnects: packets are dropped, not errors.
+    pub(crate) reconnecting: Arc<AtomicBool>,
 }
 
 impl LocalTrackHandle {
-    /// The producer id (for `mute`, `unpublish`, and others' `subscribe`).
+    /// The producer id (for `mute`, `unpublish`, and others' `subscribe`)
+    /// given by the first `published`; see
+    /// [`current_producer_id`](Self::current_producer_id) after a
+    /// reconnection.
     pub fn producer_id(&self) -> &ProducerId {
         &self.producer_id
+    }
+
+    /// The producer id now: a new one after each reconnection that
+    /// republished the track.
+    pub fn current_producer_id(&self) -> ProducerId {
+        self.link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .producer_id
+            .clone()
     }
 
     /// The track as the server describes it.
@@ -34,7 +59,8 @@ impl LocalTrackHandle {
         &self.track
     }
 
-    /// Mid, SSRCs, payload type, clock rate and RTP parameters.
+    /// Mid, SSRCs, payload type, clock rate and RTP parameters, as first
+    /// published (a reconnection republishes on a new transport).
     pub fn local(&self) -> &LocalTrack {
         &self.local
     }
@@ -55,16 +81,24 @@ impl LocalTrackHandle {
         marker: bool,
     ) -> Result<u64, ClientError> {
         let seq_no = self.next_seq;
-        self.commands
+        let (commands, mid) = {
+            let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+            (link.commands.clone(), link.mid.clone())
+        };
+        let sent = commands
             .send(Command::WriteRtp {
-                mid: self.local.mid.clone(),
+                mid,
                 seq_no,
                 rtp_time,
                 marker,
                 payload: payload.into(),
             })
-            .await
-            .map_err(|_| ClientError::Closed)?;
+            .await;
+        // While the client reconnects the old transport is gone: the packet
+        // is dropped, as before a transport connects.
+        if sent.is_err() && !self.reconnecting.load(Ordering::Relaxed) {
+            return Err(ClientError::Closed);
+        }
         self.next_seq += 1;
         Ok(seq_no)
     }

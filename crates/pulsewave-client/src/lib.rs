@@ -79,7 +79,7 @@ pub mod synthetic;
 
 pub use client::{
     Client, ClientBuilder, ClientEvent, DataChannelHandle, DataSubscription, Joined,
-    LocalTrackHandle, PublishOptions, ReceivedRtp, RemoteTrack,
+    LocalTrackHandle, PublishOptions, ReceivedRtp, ReconnectPolicy, RemoteTrack,
 };
 pub use error::ClientError;
 pub use peer::{LocalTrack, PeerEvent, PeerTransport, Transmit};

@@ -21,7 +21,9 @@
 //!   when the instant of [`poll_timeout`](PeerTransport::poll_timeout) is
 //!   reached;
 //! - commands: [`add_track`](PeerTransport::add_track),
+//!   [`add_simulcast_track`](PeerTransport::add_simulcast_track),
 //!   [`write_rtp`](PeerTransport::write_rtp),
+//!   [`write_rtp_layer`](PeerTransport::write_rtp_layer),
 //!   [`add_consumer`](PeerTransport::add_consumer),
 //!   [`open_data_channel`](PeerTransport::open_data_channel),
 //!   [`send_data`](PeerTransport::send_data), ...;
@@ -50,14 +52,17 @@ use std::time::Instant;
 
 use pulsewave_protocol::ConsumerId;
 use pulsewave_protocol::TransportId;
-use pulsewave_protocol::rtp::{MediaKind, RtpCapabilities, RtpParameters};
+use pulsewave_protocol::rtp::{
+    CodecParameters, MediaKind, RtpCapabilities, RtpEncodingParameters,
+    RtpHeaderExtensionDirection, RtpHeaderExtensionParameters, RtpParameters, uri,
+};
 use pulsewave_protocol::transport::{
     DtlsFingerprint, DtlsParameters, DtlsRole, IceParameters, SctpStreamParameters,
     TransportDirection, TransportOptions,
 };
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::config::Fingerprint;
-use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::media::{KeyframeRequestKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
@@ -110,6 +115,9 @@ pub enum PeerEvent {
     KeyframeRequest {
         /// The track's mid.
         mid: String,
+        /// The simulcast layer asked for (its rid); `None` for a track
+        /// without layers.
+        rid: Option<String>,
         /// `true` for FIR, `false` for PLI.
         full: bool,
     },
@@ -136,7 +144,8 @@ pub enum PeerEvent {
     },
 }
 
-/// A track declared with [`PeerTransport::add_track`].
+/// A track declared with [`PeerTransport::add_track`] or
+/// [`PeerTransport::add_simulcast_track`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocalTrack {
     /// The track's mid on this transport (`"0"`, `"1"`, ...).
@@ -145,9 +154,9 @@ pub struct LocalTrack {
     pub kind: MediaKind,
     /// The codec's MIME type as the router spells it.
     pub mime_type: String,
-    /// Media SSRC.
+    /// Media SSRC (for a simulcast track, its first layer's).
     pub ssrc: u32,
-    /// Retransmission SSRC, for video with RTX.
+    /// Retransmission SSRC, for video with RTX (simulcast layers have none).
     pub rtx_ssrc: Option<u32>,
     /// The router payload type to write with.
     pub payload_type: u8,
@@ -156,6 +165,20 @@ pub struct LocalTrack {
     /// What to send in `publish{rtpParameters}`: what mediasoup-client's
     /// `produce` event would give, with the router's payload types and ids.
     pub rtp_parameters: RtpParameters,
+    /// The simulcast layers, lowest first (in the order of the rids given
+    /// to [`PeerTransport::add_simulcast_track`]); empty for a track
+    /// without layers.
+    pub layers: Vec<LocalLayer>,
+}
+
+/// One simulcast layer of a [`LocalTrack`]: a send stream of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalLayer {
+    /// Its RTP stream id, as in `rtpParameters.encodings[i].rid`.
+    pub rid: String,
+    /// Its media SSRC (not in the RTP parameters: the server learns it from
+    /// the first packets, which carry the mid and rid header extensions).
+    pub ssrc: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -242,6 +265,12 @@ fn server_fingerprint(options: &TransportOptions) -> Result<Fingerprint, ClientE
 /// str0m silently rewrites mids it cannot hold; refuse them instead.
 fn valid_mid(mid: &str) -> bool {
     !mid.is_empty() && mid.len() <= 16 && mid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The same for rids: str0m holds at most 8 bytes (and PulseWave's server
+/// accepts letters and digits only).
+fn valid_rid(rid: &str) -> bool {
+    !rid.is_empty() && rid.len() <= 8 && rid.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn str0m_kind(kind: MediaKind) -> str0m::media::MediaKind {
@@ -521,13 +550,142 @@ impl PeerTransport {
             payload_type: codec.payload_type,
             clock_rate: codec.clock_rate,
             rtp_parameters,
+            layers: Vec::new(),
         };
         self.tracks.insert(mid, track.clone());
         self.drain();
         Ok(track)
     }
 
-    /// Removes a track declared with [`add_track`](Self::add_track).
+    /// Declares a simulcast track with the router's video codec `mime_type`:
+    /// a new mid and one send stream per rid in `rids` (lowest layer first,
+    /// as mediasoup-client orders them), each with a random SSRC and no
+    /// RTX. Until an RTCP receiver report acknowledges a layer's SSRC, its
+    /// packets carry the mid and rid header extensions, so the server can
+    /// bind the SSRC to the layer.
+    ///
+    /// The returned [`LocalTrack::rtp_parameters`] are what mediasoup-client
+    /// sends for simulcast: encodings `[{rid}, ...]` without SSRCs, and the
+    /// rid header extension (when the router has one) after the mid's.
+    /// Write with [`write_rtp_layer`](Self::write_rtp_layer).
+    ///
+    /// Errors for audio, a codec the router lacks, no rid, a rid that is not
+    /// 1 to 8 letters or digits, or a rid given twice.
+    pub fn add_simulcast_track(
+        &mut self,
+        kind: MediaKind,
+        mime_type: &str,
+        rids: &[&str],
+    ) -> Result<LocalTrack, ClientError> {
+        let invalid = |m: String| ClientError::InvalidParameters(m);
+        if kind != MediaKind::Video {
+            return Err(ClientError::Unsupported(
+                "simulcast is for video tracks".into(),
+            ));
+        }
+        if rids.is_empty() {
+            return Err(invalid("a simulcast track needs at least one rid".into()));
+        }
+        for (i, rid) in rids.iter().enumerate() {
+            if !valid_rid(rid) {
+                return Err(invalid(format!("rid {rid:?} is not 1-8 letters or digits")));
+            }
+            if rids[..i].contains(rid) {
+                return Err(invalid(format!("rid {rid:?} given twice")));
+            }
+        }
+        let codec: RouterCodec =
+            self.table
+                .find_codec(kind, mime_type)
+                .cloned()
+                .ok_or_else(|| {
+                    ClientError::Unsupported(format!(
+                        "{kind} codec {mime_type} is not in the router's capabilities"
+                    ))
+                })?;
+        let mid = loop {
+            let m = self.next_mid.to_string();
+            self.next_mid += 1;
+            if !self.mid_in_use(&m) {
+                break m;
+            }
+        };
+        let mut layers: Vec<LocalLayer> = Vec::with_capacity(rids.len());
+        for rid in rids {
+            let ssrc = loop {
+                let s = self.fresh_ssrc();
+                if layers.iter().all(|l| l.ssrc != s) {
+                    break s;
+                }
+            };
+            layers.push(LocalLayer {
+                rid: (*rid).to_owned(),
+                ssrc,
+            });
+        }
+        // Built as for a single track, then reshaped as mediasoup-client
+        // shapes simulcast: encodings by rid only, plus the rid extension.
+        let mut rtp_parameters =
+            self.table
+                .producer_parameters(&codec, &mid, layers[0].ssrc, None, &self.cname);
+        rtp_parameters.encodings = layers
+            .iter()
+            .map(|l| RtpEncodingParameters {
+                rid: Some(l.rid.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let rid_ext = self.table.extensions.iter().find(|e| {
+            e.kind == kind
+                && e.uri == uri::RID
+                && matches!(
+                    e.direction,
+                    None | Some(RtpHeaderExtensionDirection::Sendrecv)
+                        | Some(RtpHeaderExtensionDirection::Recvonly)
+                )
+        });
+        if let Some(e) = rid_ext {
+            let at = rtp_parameters
+                .header_extensions
+                .iter()
+                .position(|h| h.uri == uri::MID)
+                .map_or(0, |i| i + 1);
+            rtp_parameters.header_extensions.insert(
+                at,
+                RtpHeaderExtensionParameters {
+                    uri: e.uri.clone(),
+                    id: e.id,
+                    encrypt: false,
+                    parameters: CodecParameters::new(),
+                },
+            );
+        }
+        {
+            let smid = Mid::from(mid.as_str());
+            let mut api = self.rtc.direct_api();
+            api.declare_media(smid, str0m_kind(kind));
+            for l in &layers {
+                api.declare_stream_tx(l.ssrc.into(), None, smid, Some(Rid::from(l.rid.as_str())));
+            }
+        }
+        let track = LocalTrack {
+            mid: mid.clone(),
+            kind,
+            mime_type: codec.mime_type.clone(),
+            ssrc: layers[0].ssrc,
+            rtx_ssrc: None,
+            payload_type: codec.payload_type,
+            clock_rate: codec.clock_rate,
+            rtp_parameters,
+            layers,
+        };
+        self.tracks.insert(mid, track.clone());
+        self.drain();
+        Ok(track)
+    }
+
+    /// Removes a track declared with [`add_track`](Self::add_track) or
+    /// [`add_simulcast_track`](Self::add_simulcast_track).
     pub fn remove_track(&mut self, mid: &str) -> Result<(), ClientError> {
         let track = self
             .tracks
@@ -536,6 +694,9 @@ impl PeerTransport {
         {
             let mut api = self.rtc.direct_api();
             api.remove_stream_tx(track.ssrc.into());
+            for l in &track.layers {
+                api.remove_stream_tx(l.ssrc.into());
+            }
             api.remove_media(Mid::from(mid));
         }
         self.drain();
@@ -547,8 +708,9 @@ impl PeerTransport {
     /// `seq_no` is the extended sequence number (start below 65536 and count
     /// up by one per packet; the low 16 bits go on the wire). Packets are
     /// kept for retransmission when the track has RTX. Audio packets carry
-    /// an audio level of -30 dBov. Errors when the mid is unknown or the
-    /// transport is not connected.
+    /// an audio level of -30 dBov. Errors when the mid is unknown, the track
+    /// is a simulcast track (use [`write_rtp_layer`](Self::write_rtp_layer))
+    /// or the transport is not connected.
     pub fn write_rtp(
         &mut self,
         mid: &str,
@@ -563,8 +725,82 @@ impl PeerTransport {
                 .tracks
                 .get(mid)
                 .ok_or_else(|| ClientError::NotFound(format!("track mid {mid}")))?;
+            if !t.layers.is_empty() {
+                return Err(ClientError::InvalidParameters(format!(
+                    "track mid {mid} is a simulcast track: say which layer with write_rtp_layer"
+                )));
+            }
             (t.ssrc, t.payload_type, t.kind, t.rtx_ssrc.is_some())
         };
+        self.write_on(
+            ssrc,
+            pt,
+            kind,
+            nackable,
+            seq_no,
+            rtp_time,
+            marker,
+            payload.into(),
+            now,
+        )
+    }
+
+    /// Sends one RTP packet on the simulcast layer `rid` of the track with
+    /// `mid` (from [`add_simulcast_track`](Self::add_simulcast_track)).
+    ///
+    /// Each layer is an RTP stream of its own: `seq_no` and `rtp_time`
+    /// count per layer, as for [`write_rtp`](Self::write_rtp). Layers have
+    /// no RTX, so nothing is kept for retransmission. Errors when the mid or
+    /// the rid is unknown or the transport is not connected.
+    #[allow(clippy::too_many_arguments)] // `write_rtp`'s arguments plus the rid
+    pub fn write_rtp_layer(
+        &mut self,
+        mid: &str,
+        rid: &str,
+        seq_no: u64,
+        rtp_time: u32,
+        marker: bool,
+        payload: impl Into<Arc<[u8]>>,
+        now: Instant,
+    ) -> Result<(), ClientError> {
+        let (ssrc, pt, kind) = {
+            let t = self
+                .tracks
+                .get(mid)
+                .ok_or_else(|| ClientError::NotFound(format!("track mid {mid}")))?;
+            let layer =
+                t.layers.iter().find(|l| l.rid == rid).ok_or_else(|| {
+                    ClientError::NotFound(format!("layer {rid} of track mid {mid}"))
+                })?;
+            (layer.ssrc, t.payload_type, t.kind)
+        };
+        self.write_on(
+            ssrc,
+            pt,
+            kind,
+            false,
+            seq_no,
+            rtp_time,
+            marker,
+            payload.into(),
+            now,
+        )
+    }
+
+    /// Writes one packet on the send stream `ssrc`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_on(
+        &mut self,
+        ssrc: u32,
+        pt: u8,
+        kind: MediaKind,
+        nackable: bool,
+        seq_no: u64,
+        rtp_time: u32,
+        marker: bool,
+        payload: Arc<[u8]>,
+        now: Instant,
+    ) -> Result<(), ClientError> {
         if !self.connected {
             return Err(ClientError::NotConnected(format!(
                 "transport {} is not connected",
@@ -587,7 +823,7 @@ impl PeerTransport {
             let mut api = self.rtc.direct_api();
             let stream = api
                 .stream_tx(&ssrc.into())
-                .ok_or_else(|| ClientError::NotFound(format!("send stream for mid {mid}")))?;
+                .ok_or_else(|| ClientError::NotFound(format!("send stream {ssrc}")))?;
             stream.write_rtp(
                 RtpWrite::new(pt.into(), seq_no.into(), rtp_time, now, payload)
                     .marker(marker)
@@ -841,10 +1077,11 @@ impl PeerTransport {
     fn ssrc_in_use(&self, ssrc: u32) -> bool {
         ssrc == 0
             || self.rx_by_ssrc.contains_key(&ssrc)
-            || self
-                .tracks
-                .values()
-                .any(|t| t.ssrc == ssrc || t.rtx_ssrc == Some(ssrc))
+            || self.tracks.values().any(|t| {
+                t.ssrc == ssrc
+                    || t.rtx_ssrc == Some(ssrc)
+                    || t.layers.iter().any(|l| l.ssrc == ssrc)
+            })
     }
 
     fn fresh_ssrc(&self) -> u32 {
@@ -955,6 +1192,7 @@ impl PeerTransport {
             }
             Event::KeyframeRequest(r) => self.events.push_back(PeerEvent::KeyframeRequest {
                 mid: r.mid.to_string(),
+                rid: r.rid.map(|r| r.to_string()),
                 full: r.kind == KeyframeRequestKind::Fir,
             }),
             Event::ChannelOpen(cid, label) => {

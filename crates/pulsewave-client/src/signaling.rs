@@ -3,16 +3,21 @@
 //! transports in step with `transport-closed` and `track-unsubscribed`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use pulsewave_protocol::{RequestId, ServerMessage, TransportId, decode_server};
+use pulsewave_protocol::{
+    ClientMessage, DisconnectReason, ErrorCode, RequestId, ServerMessage, TransportId,
+    decode_server, encode_client,
+};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::ClientEvent;
+use crate::client::{ClientEvent, Inner, Joined, ReconnectPolicy, lock};
 use crate::driver::{Command, EventSink};
 use crate::error::ClientError;
 
@@ -105,18 +110,108 @@ impl Registry {
     }
 }
 
+/// What the signaling task needs to reconnect by itself.
+pub(crate) struct Reconnect {
+    /// The full URL, token included.
+    pub(crate) url: String,
+    pub(crate) policy: ReconnectPolicy,
+    pub(crate) connect_timeout: Duration,
+    /// The client's shared state; gone when the client is dropped.
+    pub(crate) inner: Weak<Inner>,
+}
+
+/// How one signaling session (one WebSocket) ended.
+struct SessionEnd {
+    /// The close frame's code and reason, or the error.
+    reason: Option<String>,
+    /// The last `disconnected` reason the server gave.
+    disconnected: Option<DisconnectReason>,
+}
+
+/// Disconnect reasons after which the client does not reconnect (as the
+/// JavaScript client).
+fn is_final(reason: Option<DisconnectReason>) -> bool {
+    matches!(
+        reason,
+        Some(
+            DisconnectReason::ClientLeave
+                | DisconnectReason::DuplicateIdentity
+                | DisconnectReason::RoomClosed
+        )
+    )
+}
+
 pub(crate) async fn signaling_task(
-    ws: WsStream,
+    mut ws: WsStream,
     mut commands: mpsc::Receiver<SignalCommand>,
     sink: EventSink,
     cancel: CancellationToken,
     registry: Registry,
+    reconnect: Option<Reconnect>,
 ) {
+    let mut overflow: VecDeque<ClientEvent> = VecDeque::new();
+    let inner = reconnect.as_ref().map(|r| r.inner.clone());
+    let reason = loop {
+        let end = run_session(
+            ws,
+            &mut commands,
+            &sink,
+            &cancel,
+            &registry,
+            &mut overflow,
+            inner.as_ref(),
+        )
+        .await;
+        let Some(rc) = reconnect.as_ref() else {
+            break end.reason;
+        };
+        let Some(inner) = rc.inner.upgrade() else {
+            break end.reason;
+        };
+        if cancel.is_cancelled()
+            || inner.leaving.load(Ordering::Relaxed)
+            || is_final(end.disconnected)
+            || lock(&inner.room).is_none()
+        {
+            break end.reason;
+        }
+        let why = match end.disconnected {
+            Some(DisconnectReason::Migration) => "migration".to_owned(),
+            Some(DisconnectReason::ServerShutdown) => "server-shutdown".to_owned(),
+            _ => end.reason.unwrap_or_else(|| "connection lost".to_owned()),
+        };
+        match reconnect_session(rc, &inner, &sink, &mut overflow, &cancel, why).await {
+            Ok(new_ws) => ws = new_ws,
+            Err(e) => break Some(e),
+        }
+    };
+    // Stop the transports, then deliver the rest.
+    cancel.cancel();
+    overflow.push_back(ClientEvent::Closed { reason });
+    for e in overflow {
+        if sink.tx.send(e).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Runs one WebSocket until it closes; fails its pending requests then.
+async fn run_session(
+    ws: WsStream,
+    commands: &mut mpsc::Receiver<SignalCommand>,
+    sink: &EventSink,
+    cancel: &CancellationToken,
+    registry: &Registry,
+    overflow: &mut VecDeque<ClientEvent>,
+    inner: Option<&Weak<Inner>>,
+) -> SessionEnd {
     let (mut write, mut read) = ws.split();
     let mut pending: HashMap<u64, oneshot::Sender<Result<ServerMessage, ClientError>>> =
         HashMap::new();
-    let mut overflow: VecDeque<ClientEvent> = VecDeque::new();
-    let mut reason: Option<String> = None;
+    let mut end = SessionEnd {
+        reason: None,
+        disconnected: None,
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -131,7 +226,7 @@ pub(crate) async fn signaling_task(
                             pending.insert(id, reply);
                         }
                         Err(e) => {
-                            reason = Some(e.to_string());
+                            end.reason = Some(e.to_string());
                             let _ = reply.send(Err(e.into()));
                             break;
                         }
@@ -152,15 +247,17 @@ pub(crate) async fn signaling_task(
             },
             msg = read.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    on_text(&text, &mut pending, &sink, &mut overflow, &registry);
+                    if let Some(reason) = on_text(&text, &mut pending, sink, overflow, registry, inner) {
+                        end.disconnected = Some(reason);
+                    }
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    reason = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason));
+                    end.reason = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason));
                     break;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    reason = Some(e.to_string());
+                    end.reason = Some(e.to_string());
                     break;
                 }
                 None => break,
@@ -178,25 +275,161 @@ pub(crate) async fn signaling_task(
     for (_, tx) in pending.drain() {
         let _ = tx.send(Err(ClientError::Closed));
     }
-    // Stop the transports, release the socket, then deliver the rest.
-    cancel.cancel();
-    drop(write);
-    drop(read);
-    overflow.push_back(ClientEvent::Closed { reason });
-    for e in overflow {
-        if sink.tx.send(e).await.is_err() {
+    end
+}
+
+/// Connects again with backoff and joins the room; on success, starts
+/// republishing and resubscribing and returns the new socket.
+async fn reconnect_session(
+    rc: &Reconnect,
+    inner: &Arc<Inner>,
+    sink: &EventSink,
+    overflow: &mut VecDeque<ClientEvent>,
+    cancel: &CancellationToken,
+    why: String,
+) -> Result<WsStream, String> {
+    let generation = inner.begin_reconnect().await;
+    tracing::info!(reason = %why, "connection lost; reconnecting");
+    let policy = &rc.policy;
+    let deadline = tokio::time::Instant::now() + policy.give_up_after;
+    let mut delay = if why == "migration" {
+        Duration::ZERO
+    } else {
+        policy.min_delay
+    };
+    let mut last_error = String::from("none");
+    for attempt in 1u32.. {
+        if tokio::time::Instant::now() + delay > deadline {
             break;
         }
+        sink.push(
+            overflow,
+            ClientEvent::Reconnecting {
+                attempt,
+                reason: why.clone(),
+            },
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return Err("closed while reconnecting".into()),
+        }
+        if inner.leaving.load(Ordering::Relaxed) {
+            return Err("left while reconnecting".into());
+        }
+        let attempt_result = tokio::select! {
+            r = connect_and_join(rc, inner) => r,
+            _ = cancel.cancelled() => return Err("closed while reconnecting".into()),
+        };
+        match attempt_result {
+            Ok((ws, joined)) => {
+                tracing::info!(attempt, "reconnected");
+                inner.rejoined(&joined);
+                sink.push(
+                    overflow,
+                    ClientEvent::Reconnected {
+                        joined: Box::new(joined.clone()),
+                    },
+                );
+                tokio::spawn(inner.clone().resume(joined, generation));
+                return Ok(ws);
+            }
+            Err(e) if is_fatal(&e) => {
+                return Err(format!("reconnection refused: {e}"));
+            }
+            Err(e) => {
+                tracing::debug!(attempt, error = %e, "reconnection attempt failed");
+                last_error = e.to_string();
+                delay = (delay * 2).clamp(policy.min_delay, policy.max_delay);
+            }
+        }
+    }
+    Err(format!(
+        "gave up reconnecting after {:?}: {last_error}",
+        policy.give_up_after
+    ))
+}
+
+/// Errors another attempt cannot fix.
+fn is_fatal(e: &ClientError) -> bool {
+    match e {
+        ClientError::Server { code, .. } => matches!(
+            code,
+            ErrorCode::RoomNotFound
+                | ErrorCode::Unauthorized
+                | ErrorCode::PermissionDenied
+                | ErrorCode::RoomMismatch
+        ),
+        ClientError::Rejected { status, .. } => matches!(status, 400 | 401 | 403 | 404),
+        _ => false,
     }
 }
 
+/// Opens a WebSocket and sends `join`; the socket and the reply.
+async fn connect_and_join(
+    rc: &Reconnect,
+    inner: &Inner,
+) -> Result<(WsStream, Joined), ClientError> {
+    let room = lock(&inner.room).clone().ok_or(ClientError::NotJoined)?;
+    let (mut ws, _) = tokio::time::timeout(
+        rc.connect_timeout,
+        tokio_tungstenite::connect_async(rc.url.as_str()),
+    )
+    .await
+    .map_err(|_| ClientError::Timeout("WebSocket connect timed out".into()))??;
+    let id = inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let join = encode_client(&ClientMessage::Join { room }, Some(&RequestId::Number(id)));
+    ws.send(Message::text(join)).await?;
+    let deadline = tokio::time::Instant::now() + inner.request_timeout;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| ClientError::Timeout("no reply to `join`".into()))?;
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let Ok(frame) = decode_server(&text) else {
+            continue;
+        };
+        if frame.request_id != Some(RequestId::Number(id)) {
+            continue;
+        }
+        return match frame.message {
+            ServerMessage::Joined {
+                room,
+                participant,
+                rtp_capabilities,
+                ice_servers,
+            } => Ok((
+                ws,
+                Joined {
+                    room,
+                    participant,
+                    rtp_capabilities,
+                    ice_servers,
+                },
+            )),
+            ServerMessage::Error { code, message } => Err(ClientError::Server { code, message }),
+            other => Err(ClientError::Protocol(format!(
+                "expected `joined`, got `{}`",
+                other.type_name()
+            ))),
+        };
+    }
+}
+
+/// Handles one text message; returns the reason of a `disconnected`.
 fn on_text(
     text: &str,
     pending: &mut HashMap<u64, oneshot::Sender<Result<ServerMessage, ClientError>>>,
     sink: &EventSink,
     overflow: &mut VecDeque<ClientEvent>,
     registry: &Registry,
-) {
+    inner: Option<&Weak<Inner>>,
+) -> Option<DisconnectReason> {
+    let mut disconnected = None;
     match decode_server(text) {
         Ok(frame) => match frame.request_id {
             Some(RequestId::Number(id)) => {
@@ -218,6 +451,20 @@ fn on_text(
             }
             _ => {
                 registry.on_server_message(&frame.message);
+                match &frame.message {
+                    ServerMessage::Disconnected { reason } => disconnected = Some(*reason),
+                    ServerMessage::TrackPublished { track } => {
+                        if let Some(inner) = inner.and_then(Weak::upgrade) {
+                            inner.on_track_published(track);
+                        }
+                    }
+                    ServerMessage::TrackUnsubscribed { consumer_id, .. } => {
+                        if let Some(inner) = inner.and_then(Weak::upgrade) {
+                            inner.forget_subscription(consumer_id);
+                        }
+                    }
+                    _ => {}
+                }
                 sink.push(overflow, ClientEvent::Signal(frame.message));
             }
         },
@@ -235,6 +482,7 @@ fn on_text(
             }
         }
     }
+    disconnected
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use pulsewave_client::peer::LocalLayer;
 use pulsewave_client::{ClientError, PeerEvent, PeerTransport};
 use pulsewave_protocol::rtp::{
     MediaKind, RtpCapabilities, RtpCodecParameters, RtpEncodingParameters, RtpParameters,
@@ -21,7 +22,7 @@ use pulsewave_protocol::{ConsumerId, TransportId};
 use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::config::Fingerprint;
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Frequency, KeyframeRequestKind, Mid};
+use str0m::media::{Frequency, KeyframeRequestKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, RtpWrite};
 use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
@@ -97,6 +98,7 @@ impl Server {
         let mut config = config.clear_extension_map();
         for (u, e) in [
             (uri::MID, Extension::RtpMid),
+            (uri::RID, Extension::RtpStreamId),
             (uri::ABS_SEND_TIME, Extension::AbsoluteSendTime),
             (uri::TRANSPORT_CC, Extension::TransportSequenceNumber),
             (uri::AUDIO_LEVEL, Extension::AudioLevel),
@@ -621,7 +623,7 @@ fn server_keyframe_requests_reach_the_publisher() {
     p.run_until(Duration::from_secs(2), |p| {
         p.client_events
             .iter()
-            .any(|e| matches!(e, PeerEvent::KeyframeRequest { mid, full: false } if mid == "0"))
+            .any(|e| matches!(e, PeerEvent::KeyframeRequest { mid, rid: None, full: false } if mid == "0"))
     });
 }
 
@@ -983,4 +985,185 @@ fn lost_video_packets_are_retransmitted_over_rtx() {
         *resent.header.ssrc, track.ssrc,
         "RTX unwrapped to the media ssrc"
     );
+}
+
+#[test]
+fn simulcast_layers_carry_mid_and_rid_and_keyframe_requests_name_the_layer() {
+    let mut p = Pair::new(TransportDirection::Send);
+    let track = p
+        .client
+        .add_simulcast_track(MediaKind::Video, "video/VP8", &["r0", "r1", "r2"])
+        .unwrap();
+    let vp8 = pt_of(&p.caps, "video/VP8");
+    assert_eq!(track.mid, "0");
+    assert_eq!(track.payload_type, vp8);
+    assert_eq!(track.rtx_ssrc, None, "simulcast layers have no RTX");
+    let rids: Vec<&str> = track.layers.iter().map(|l| l.rid.as_str()).collect();
+    assert_eq!(rids, ["r0", "r1", "r2"]);
+    assert_eq!(track.ssrc, track.layers[0].ssrc);
+    let ssrcs: Vec<u32> = track.layers.iter().map(|l| l.ssrc).collect();
+    assert!(ssrcs[0] != ssrcs[1] && ssrcs[1] != ssrcs[2] && ssrcs[0] != ssrcs[2]);
+
+    // mediasoup-client's shape: encodings by rid, no ssrc, no RTX; the rid
+    // extension right after the mid's.
+    let params = &track.rtp_parameters;
+    assert_eq!(params.mid.as_deref(), Some("0"));
+    assert_eq!(params.codecs.len(), 1);
+    assert_eq!(params.codecs[0].mime_type, "video/VP8");
+    let json = serde_json::to_value(&params.encodings).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([{"rid": "r0"}, {"rid": "r1"}, {"rid": "r2"}])
+    );
+    let uris: Vec<&str> = params
+        .header_extensions
+        .iter()
+        .map(|h| h.uri.as_str())
+        .collect();
+    assert_eq!(&uris[..2], [uri::MID, uri::RID]);
+    assert_eq!(params.header_extensions[1].id, ext_id(&p.caps, uri::RID));
+    assert_eq!(p.client.local_track("0"), Some(&track));
+
+    // What the server does on `publish` with rids: expect them on the mid.
+    let mid = Mid::from("0");
+    {
+        let mut api = p.server.rtc.direct_api();
+        let media = api.declare_media(mid, str0m::media::MediaKind::Video);
+        for rid in ["r0", "r1", "r2"] {
+            media.expect_rid_rx(Rid::from(rid));
+        }
+    }
+    p.connect();
+
+    // Which layer? `write_rtp` cannot tell.
+    let now = p.now;
+    let err = p
+        .client
+        .write_rtp("0", 1, 0, true, &b"x"[..], now)
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidParameters(_)), "{err}");
+    let err = p
+        .client
+        .write_rtp_layer("0", "r9", 1, 0, true, &b"x"[..], now)
+        .unwrap_err();
+    assert!(matches!(err, ClientError::NotFound(_)), "{err}");
+
+    for i in 0..4u64 {
+        for (n, rid) in ["r0", "r1", "r2"].iter().enumerate() {
+            let now = p.now;
+            let payload = format!("{rid} frame {i}").into_bytes();
+            p.client
+                .write_rtp_layer(
+                    "0",
+                    rid,
+                    1000 * n as u64 + i,
+                    3000 * i as u32,
+                    true,
+                    payload,
+                    now,
+                )
+                .unwrap();
+        }
+        p.run_for(Duration::from_millis(20));
+    }
+    let got = p.server.rtp();
+    assert_eq!(got.len(), 12);
+    for layer in &track.layers {
+        let LocalLayer { rid, ssrc } = layer;
+        let mine: Vec<_> = got.iter().filter(|r| *r.header.ssrc == *ssrc).collect();
+        assert_eq!(mine.len(), 4, "layer {rid}");
+        for (i, pkt) in mine.iter().enumerate() {
+            assert_eq!(&pkt.payload[..], format!("{rid} frame {i}").as_bytes());
+            assert_eq!(*pkt.header.payload_type, vp8);
+            assert_eq!(pkt.header.timestamp, 3000 * i as u32);
+        }
+        // The first packets announce the layer (until a receiver report
+        // acknowledges the ssrc).
+        assert_eq!(mine[0].header.ext_vals.mid, Some(mid));
+        assert_eq!(mine[0].header.ext_vals.rid, Some(Rid::from(rid.as_str())));
+    }
+
+    // The server asks for a keyframe on r1 only: the event names it.
+    p.server
+        .rtc
+        .direct_api()
+        .stream_rx(&track.layers[1].ssrc.into())
+        .unwrap()
+        .request_keyframe(KeyframeRequestKind::Pli);
+    let now = p.now;
+    p.server.drain(now);
+    p.run_until(Duration::from_secs(2), |p| {
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, PeerEvent::KeyframeRequest { .. }))
+    });
+    let requests: Vec<&PeerEvent> = p
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, PeerEvent::KeyframeRequest { .. }))
+        .collect();
+    assert_eq!(
+        requests,
+        [&PeerEvent::KeyframeRequest {
+            mid: "0".into(),
+            rid: Some("r1".into()),
+            full: false
+        }]
+    );
+
+    // Removing the track removes every layer.
+    p.client.remove_track("0").unwrap();
+    let now = p.now;
+    assert!(matches!(
+        p.client
+            .write_rtp_layer("0", "r0", 9, 0, true, &b"x"[..], now),
+        Err(ClientError::NotFound(_))
+    ));
+}
+
+#[test]
+fn simulcast_tracks_refuse_bad_rids_and_audio() {
+    let mut p = Pair::new(TransportDirection::Send);
+    let bad: [&[&str]; 6] = [
+        &[],
+        &[""],
+        &["r0", "toolongrid"],
+        &["r-0"],
+        &["r0", "r1", "r0"],
+        &["ŕ0"],
+    ];
+    for rids in bad {
+        let err = p
+            .client
+            .add_simulcast_track(MediaKind::Video, "video/VP8", rids)
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::InvalidParameters(_)),
+            "{rids:?}: {err}"
+        );
+    }
+    assert!(matches!(
+        p.client
+            .add_simulcast_track(MediaKind::Audio, "audio/opus", &["a", "b"]),
+        Err(ClientError::Unsupported(_))
+    ));
+    assert!(matches!(
+        p.client
+            .add_simulcast_track(MediaKind::Video, "video/AV2", &["a", "b"]),
+        Err(ClientError::Unsupported(_))
+    ));
+    // Nothing was declared: the next track still gets mid 0, and a single
+    // track has no layers.
+    let single = p
+        .client
+        .add_track(MediaKind::Video, "video/VP8", true)
+        .unwrap();
+    assert_eq!(single.mid, "0");
+    assert!(single.layers.is_empty());
+    let eight = p
+        .client
+        .add_simulcast_track(MediaKind::Video, "video/VP8", &["abcdefgh", "Z9"])
+        .unwrap();
+    assert_eq!(eight.mid, "1");
+    assert_eq!(eight.layers.len(), 2);
 }

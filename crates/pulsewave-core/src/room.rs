@@ -581,6 +581,14 @@ impl Room {
         }
         let target = p.best_layer(now);
         let keyframe = p.video.is_none_or(|c| c.is_keyframe_start(&pkt.payload));
+        // A keyframe on this layer answers any request still waiting for
+        // the throttle: drop it, as mediasoup's KeyFrameRequestManager does.
+        // (Found by the simulcast tests: packets arriving between a PLI and
+        // its keyframe re-armed the wish, and a second, useless PLI went out
+        // 500 ms after the switch.)
+        if keyframe && layer < 32 {
+            p.keyframe_layers &= !(1 << layer);
+        }
         let in_pt = *pkt.header.payload_type;
         let in_seq = *pkt.seq_no;
         let in_ts = pkt.header.timestamp;

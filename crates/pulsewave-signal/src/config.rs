@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use pulsewave_auth::TokenVerifier;
+use pulsewave_cluster::Cluster;
 use pulsewave_protocol::transport::IceServer;
 
 use crate::media::MediaConfig;
@@ -76,6 +77,11 @@ pub struct ServerConfig {
     /// Serve the demo app at `/demo/` from this folder (the repository's
     /// `web/`); `None` turns the demo off.
     pub web_dir: Option<std::path::PathBuf>,
+    /// The cluster this server is a node of: [`Cluster::local`] (the
+    /// default: single node, no Redis) or a
+    /// [`RedisCluster`](pulsewave_cluster::RedisCluster). Decides where each
+    /// room runs; see `docs/cluster.md`.
+    pub cluster: Cluster,
 }
 
 impl ServerConfig {
@@ -96,6 +102,7 @@ impl ServerConfig {
             ping_interval: Duration::from_secs(15),
             media: Some(MediaConfig::loopback()),
             web_dir: None,
+            cluster: Cluster::local(),
         }
     }
 

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{debug, info};
 
+use crate::cluster::{self, Route};
 use crate::config::TokenEndpointAuth;
 use crate::server::Shared;
 use crate::session;
@@ -45,7 +46,16 @@ pub(crate) async fn route(
             Method::GET | Method::HEAD => healthz(&shared),
             _ => method_not_allowed("GET, HEAD"),
         },
-        "/" | "/rtc" | "/ws" if is_upgrade(&req) => upgrade(req, peer, shared),
+        "/api/rooms" | "/api/nodes" => match *req.method() {
+            Method::GET => {
+                let config = &shared.config;
+                let authorized = config.token_endpoint == TokenEndpointAuth::Open
+                    || basic_auth_matches(&req, &config.api_key, &config.api_secret);
+                admin_listing(authorized, &path, &shared).await
+            }
+            _ => method_not_allowed("GET"),
+        },
+        "/" | "/rtc" | "/ws" if is_upgrade(&req) => upgrade(req, peer, shared).await,
         "/" if shared.config.web_dir.is_some() && *req.method() == Method::GET => {
             let mut res = Response::new(Full::new(Bytes::new()));
             *res.status_mut() = StatusCode::FOUND;
@@ -150,10 +160,60 @@ fn healthz(shared: &Shared) -> Response<Body> {
             &json!({"status": "shutting-down"}),
         );
     }
+    let cluster = &shared.config.cluster;
+    let rooms = shared.rooms.room_names().len();
+    if cluster.is_draining() {
+        // Load balancers stop sending new clients here.
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "draining", "rooms": rooms, "node": cluster.node_id()}),
+        );
+    }
+    let store = if cluster.is_single_node() {
+        "none"
+    } else if cluster.is_available() {
+        "connected"
+    } else {
+        "unreachable"
+    };
     json_response(
         StatusCode::OK,
-        &json!({"status": "ok", "rooms": shared.rooms.room_names().len()}),
+        &json!({"status": "ok", "rooms": rooms, "node": cluster.node_id(), "clusterStore": store}),
     )
+}
+
+/// `GET /api/rooms` (every room of the cluster with its node, participants
+/// and tracks) and `GET /api/nodes` (the node registry). HTTP Basic
+/// `API_KEY:API_SECRET`, except in development mode (open token endpoint).
+async fn admin_listing(authorized: bool, path: &str, shared: &Shared) -> Response<Body> {
+    let config = &shared.config;
+    if !authorized {
+        let mut res = json_error(
+            StatusCode::UNAUTHORIZED,
+            "HTTP Basic authentication with API_KEY:API_SECRET is required",
+        );
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"pulsewave\""),
+        );
+        return res;
+    }
+    let cluster = &config.cluster;
+    let body = if path == "/api/rooms" {
+        cluster
+            .rooms()
+            .await
+            .map(|rooms| json!({"node": cluster.node_id(), "rooms": rooms}))
+    } else {
+        cluster
+            .nodes()
+            .await
+            .map(|nodes| json!({"node": cluster.node_id(), "nodes": nodes}))
+    };
+    match body {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
 }
 
 /// Body of `POST /api/token`.
@@ -353,7 +413,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn upgrade(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
+async fn upgrade(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Body> {
     if shared.is_shutting_down() {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     }
@@ -380,6 +440,11 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Res
     {
         return json_error(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
     }
+    // Where the session runs: here, or on the node that owns the room.
+    let route = match cluster::place(&shared, &claims, &token).await {
+        Ok(route) => route,
+        Err(res) => return res,
+    };
     let accept = derive_accept_key(key.as_bytes());
     let limits = &shared.config.limits;
     let ws_config = WebSocketConfig::default()
@@ -393,8 +458,16 @@ fn upgrade(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Res
             Ok(upgraded) => {
                 let io = hyper_util::rt::TokioIo::new(upgraded);
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-                debug!(%peer, identity = %claims.sub, "websocket session started");
-                session::run(ws, claims, shared2, shutdown).await;
+                match route {
+                    Route::Local => {
+                        debug!(%peer, identity = %claims.sub, "websocket session started");
+                        session::run(ws, claims, shared2, shutdown).await;
+                    }
+                    Route::Tunnel(end) => {
+                        debug!(%peer, identity = %claims.sub, owner = %end.peer_node(), "websocket relayed to the room's node");
+                        cluster::relay(ws, end, shutdown).await;
+                    }
+                }
                 debug!(%peer, "websocket session ended");
             }
             Err(e) => debug!(%peer, error = %e, "websocket upgrade failed"),

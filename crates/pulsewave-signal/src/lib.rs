@@ -5,6 +5,11 @@
 //! - `ws://host:port/?token=…` upgrades to a signaling session. The token is
 //!   verified before the upgrade: a bad token gets HTTP 401, never a
 //!   half-open session.
+//! - `GET /api/rooms` and `GET /api/nodes` list the rooms and nodes of the
+//!   cluster (HTTP Basic `API_KEY:API_SECRET` outside development mode).
+//! - With several nodes ([`ServerConfig::cluster`], `docs/cluster.md`), a
+//!   WebSocket for a room that lives on another node is relayed there over
+//!   Redis; the client does not notice.
 //! - Each client message type has one handler (the seed's `HandlerRegistry`
 //!   of `JoinHandler`, `LeaveHandler`, `DataHandler`, ...); rooms are
 //!   actors owned by the [`RoomManager`].
@@ -22,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod config;
 mod error;
 mod handlers;
@@ -37,5 +43,6 @@ mod static_files;
 
 pub use config::{Limits, ServerConfig, TokenEndpointAuth};
 pub use error::SignalError;
+pub use pulsewave_cluster::Cluster;
 pub use room::{RoomHandle, RoomManager, RoomSettings};
 pub use server::{RunningServer, WebSocketServer, shutdown_signal};

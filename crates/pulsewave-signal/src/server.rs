@@ -70,7 +70,8 @@ impl WebSocketServer {
     }
 
     /// A server using an existing room manager (and that manager's media
-    /// workers, if any).
+    /// workers, if any). Its rooms report to the manager's
+    /// [`RoomSettings::cluster`], which should be `config.cluster`.
     pub fn with_rooms(config: ServerConfig, rooms: RoomManager) -> Self {
         Self {
             config,
@@ -94,6 +95,7 @@ impl WebSocketServer {
                     auto_create: self.config.auto_create_rooms,
                     ice_servers: self.config.ice_servers.clone(),
                     media: pool.clone(),
+                    cluster: self.config.cluster.clone(),
                 });
                 (rooms, pool)
             }
@@ -116,7 +118,10 @@ impl WebSocketServer {
             shutdown_tx,
             sessions: tokio_util::task::TaskTracker::new(),
         });
-        info!(%local_addr, "signaling server listening");
+        info!(%local_addr, node = %shared.config.cluster.node_id(), "signaling server listening");
+        if let Some(incoming) = shared.config.cluster.take_incoming_tunnels() {
+            tokio::spawn(crate::cluster::accept_tunnels(shared.clone(), incoming));
+        }
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(RunningServer {
             local_addr,
@@ -195,9 +200,52 @@ impl RunningServer {
         self.pool.as_ref()
     }
 
+    /// The cluster this server is a node of.
+    pub fn cluster(&self) -> &pulsewave_cluster::Cluster {
+        &self.shared.config.cluster
+    }
+
+    /// Graceful drain, before [`shutdown`](Self::shutdown): marks the node
+    /// draining in the cluster registry, so that it takes no new rooms
+    /// (WebSockets for rooms not open here are relayed to their owner, or
+    /// refused with 503 so that the load balancer retries elsewhere) and
+    /// `/healthz` answers 503; then waits until no participant is left in
+    /// this node's rooms, or `deadline`. Returns true if the rooms emptied.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        let cluster = &self.shared.config.cluster;
+        cluster.set_draining(true);
+        let rooms = self.shared.rooms.room_names().len();
+        info!(
+            rooms,
+            ?deadline,
+            "draining: no new rooms; waiting for rooms to empty"
+        );
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            let busy: usize = self
+                .shared
+                .rooms
+                .list_rooms()
+                .await
+                .iter()
+                .map(|r| r.participants.len())
+                .sum();
+            if busy == 0 {
+                info!("drained: no participant left");
+                return true;
+            }
+            if tokio::time::Instant::now() >= end {
+                warn!(participants = busy, "drain deadline reached");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Stops accepting connections, tells every participant
-    /// (`disconnected`, reason `server-shutdown`), closes every room and waits
-    /// up to `deadline` for sessions to end.
+    /// (`disconnected`, reason `server-shutdown`), closes every room, waits
+    /// up to `deadline` for sessions to end, and leaves the cluster
+    /// (releases this node's room claims and registry entry).
     pub async fn shutdown(self, deadline: Duration) {
         info!("shutting down: closing rooms and sessions");
         self.shared.shutdown_tx.send_replace(true);
@@ -213,6 +261,7 @@ impl RunningServer {
             warn!("some sessions did not end before the deadline");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.accept).await;
+        self.shared.config.cluster.shutdown().await;
         if let Some(pool) = self.pool {
             // Rooms are closed; joining the worker threads is quick.
             let _ = tokio::task::spawn_blocking(move || pool.stop()).await;

@@ -27,6 +27,8 @@
 //! transport, build the peer, `connect_transport` with the peer's DTLS
 //! parameters, run until both sides are connected), [`Sim::publish`]
 //! (`add_track` + `produce` + a paced [`SyntheticSource`](pulsewave_client::SyntheticSource)),
+//! [`Sim::publish_simulcast`] (`add_simulcast_track` + `produce`, one paced
+//! source per layer, [`Sim::set_layer_sending`] to stop a layer),
 //! [`Sim::subscribe`] (`consume` with the router's capabilities,
 //! `add_consumer`, `resume_consumer`), data channels, and accessors for
 //! what each peer received.
@@ -67,5 +69,6 @@ pub use link::{
     Datagram, Direction, Fate, Filter, FilterId, Link, LinkConfig, LogEntry, PacketKind, classify,
 };
 pub use sim::{
-    Peer, ReceivedRtp, SERVER_ADDR, SentRtp, Sim, SimConfig, Subscription, Track, TrackOptions,
+    Origin, Peer, ReceivedRtp, SERVER_ADDR, SentRtp, Sim, SimConfig, SimulcastOptions,
+    Subscription, Track, TrackLayer, TrackOptions,
 };

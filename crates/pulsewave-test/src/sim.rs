@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pulsewave_client::synthetic::{SyntheticConfig, SyntheticSource};
 use pulsewave_client::{LocalTrack, PeerEvent, PeerTransport};
 use pulsewave_core::{DataConsumed, DatagramError, Error, Event, Room, RoomConfig, RoomStats};
-use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
+use pulsewave_protocol::rtp::{RtpCapabilities, RtpEncodingParameters, RtpParameters};
 use pulsewave_protocol::transport::{SctpStreamParameters, TransportDirection, TransportOptions};
 use pulsewave_protocol::{
     ConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
@@ -126,23 +126,128 @@ impl Default for TrackOptions {
     }
 }
 
-/// A published track: its synthetic source, paced by the virtual clock.
+/// How [`Sim::try_publish_simulcast`] sets up a simulcast track.
+#[derive(Debug, Clone)]
+pub struct SimulcastOptions {
+    /// The layers, lowest first: rid and synthetic media of each.
+    pub layers: Vec<(String, SyntheticConfig)>,
+    /// Announce the layers by ssrc (`encodings: [{ssrc}, ...]`) instead of
+    /// by rid (mediasoup-client's `[{rid}, ...]`). The packets carry the
+    /// rid extension either way; the server then goes by ssrc.
+    pub by_ssrc: bool,
+    /// Answer a keyframe request on a layer with a keyframe on that layer's
+    /// next frame, as an encoder does.
+    pub answer_keyframe_requests: bool,
+    /// Produce paused (muted).
+    pub paused: bool,
+}
+
+impl SimulcastOptions {
+    /// Layers `rids` (lowest first) of codec `mime` as a browser sends
+    /// them: the lowest at 15 fps, the others at 30 fps, rising bitrates
+    /// (150 kbit/s, 500 kbit/s, 1.2 Mbit/s, then doubling) and resolutions
+    /// (the top one 1280x720, each lower one half as wide and high), and no
+    /// periodic keyframe: each layer starts with a keyframe and then makes
+    /// one only when asked (as Chrome's encoders do), so every later
+    /// keyframe is the answer to a request.
+    pub fn new(mime: &str, rids: &[&str]) -> Self {
+        let n = rids.len();
+        let layers = rids
+            .iter()
+            .enumerate()
+            .map(|(i, rid)| {
+                let bitrate = match i {
+                    0 => 150_000,
+                    1 => 500_000,
+                    k => 1_200_000u32.saturating_mul(1 << (k - 2).min(8)),
+                };
+                let down = 1u16 << (n - 1 - i).min(8);
+                let config = SyntheticConfig {
+                    fps: if i == 0 && n > 1 { 15 } else { 30 },
+                    bitrate_bps: bitrate,
+                    keyframe_interval: Duration::from_secs(100_000),
+                    width: 1280 / down,
+                    height: 720 / down,
+                    ..SyntheticConfig::for_mime(mime)
+                };
+                ((*rid).to_owned(), config)
+            })
+            .collect();
+        Self {
+            layers,
+            by_ssrc: false,
+            answer_keyframe_requests: true,
+            paused: false,
+        }
+    }
+}
+
+/// One RTP stream of a published [`Track`]: the track's only stream, or
+/// one of its simulcast layers. Its synthetic source is paced by the
+/// virtual clock.
 #[derive(Debug)]
-pub struct Track {
-    local: LocalTrack,
-    producer_id: Option<ProducerId>,
+pub struct TrackLayer {
+    rid: Option<String>,
+    ssrc: u32,
     source: SyntheticSource,
     start: Instant,
     frames: u64,
     next_seq: u64,
     sending: bool,
-    answer_keyframe_requests: bool,
     sent: Vec<SentRtp>,
     write_errors: u64,
 }
 
+impl TrackLayer {
+    /// Its rid (`None` for a track without layers).
+    pub fn rid(&self) -> Option<&str> {
+        self.rid.as_deref()
+    }
+
+    /// Its media ssrc.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Every packet written on it so far.
+    pub fn sent(&self) -> &[SentRtp] {
+        &self.sent
+    }
+
+    /// Whether its frames are written.
+    pub fn is_sending(&self) -> bool {
+        self.sending
+    }
+
+    /// Writes refused by the peer.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors
+    }
+
+    /// Its synthetic source.
+    pub fn source(&self) -> &SyntheticSource {
+        &self.source
+    }
+
+    fn next_due(&self) -> Instant {
+        self.start + self.source.frame_offset(self.frames)
+    }
+}
+
+/// A published track: one synthetic source per RTP stream (one, or one
+/// per simulcast layer), paced by the virtual clock.
+#[derive(Debug)]
+pub struct Track {
+    local: LocalTrack,
+    producer_id: Option<ProducerId>,
+    answer_keyframe_requests: bool,
+    /// Never empty.
+    layers: Vec<TrackLayer>,
+}
+
 impl Track {
-    /// What `add_track` returned (mid, ssrcs, payload type, parameters).
+    /// What `add_track` (or `add_simulcast_track`) returned (mid, ssrcs,
+    /// payload type, parameters, layers).
     pub fn local(&self) -> &LocalTrack {
         &self.local
     }
@@ -152,25 +257,67 @@ impl Track {
         self.producer_id.as_ref()
     }
 
-    /// Every packet written so far.
+    /// Every packet written so far (for a simulcast track: on its lowest
+    /// layer; see [`Track::layer`]).
     pub fn sent(&self) -> &[SentRtp] {
-        &self.sent
+        &self.layers[0].sent
     }
 
-    /// Writes refused by the peer (not connected).
+    /// Writes refused by the peer (not connected), on every layer.
     pub fn write_errors(&self) -> u64 {
-        self.write_errors
+        self.layers.iter().map(|l| l.write_errors).sum()
     }
 
     /// Whether frames are written (else they are made and discarded, as an
-    /// encoder whose output is thrown away).
+    /// encoder whose output is thrown away), on at least one layer.
     pub fn is_sending(&self) -> bool {
-        self.sending
+        self.layers.iter().any(|l| l.sending)
     }
 
-    fn next_due(&self) -> Instant {
-        self.start + self.source.frame_offset(self.frames)
+    /// Whether it has simulcast layers.
+    pub fn is_simulcast(&self) -> bool {
+        !self.local.layers.is_empty()
     }
+
+    /// Its streams: the only one, or the simulcast layers lowest first.
+    pub fn layers(&self) -> &[TrackLayer] {
+        &self.layers
+    }
+
+    /// A simulcast layer by rid.
+    pub fn layer(&self, rid: &str) -> Option<&TrackLayer> {
+        self.layers.iter().find(|l| l.rid.as_deref() == Some(rid))
+    }
+
+    /// Which stream sent a payload, and its index in that stream's
+    /// [`TrackLayer::sent`] log.
+    pub fn origin_of(&self, payload: &[u8]) -> Option<Origin> {
+        self.layers.iter().find_map(|l| {
+            l.sent
+                .iter()
+                .position(|s| &s.payload[..] == payload)
+                .map(|index| Origin {
+                    rid: l.rid.clone(),
+                    index,
+                })
+        })
+    }
+
+    fn layer_mut(&mut self, rid: &str) -> Option<&mut TrackLayer> {
+        self.layers
+            .iter_mut()
+            .find(|l| l.rid.as_deref() == Some(rid))
+    }
+}
+
+/// Where a received payload was sent: by which stream of the published
+/// track, as which of its packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The simulcast layer (`None` for a track without layers).
+    pub rid: Option<String>,
+    /// Index in that stream's [`TrackLayer::sent`] log.
+    pub index: usize,
 }
 
 /// A consumer set up with [`Sim::subscribe`].
@@ -274,6 +421,19 @@ impl Peer {
                     && matches!(e, PeerEvent::KeyframeRequest { mid: m, .. } if m == mid)
             })
             .count()
+    }
+
+    /// When keyframe requests for the simulcast layer `rid` of the track
+    /// `mid` arrived.
+    pub fn layer_keyframe_requests(&self, mid: &str, rid: &str) -> Vec<Instant> {
+        self.events
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e, PeerEvent::KeyframeRequest { mid: m, rid: Some(r), .. }
+                    if m == mid && r == rid)
+            })
+            .map(|(at, _)| *at)
+            .collect()
     }
 
     /// Data channel messages received: `(stream id, bytes)`.
@@ -556,6 +716,43 @@ impl Sim {
             .collect()
     }
 
+    /// The RTP packets a consumer of `p` received (as [`Sim::received`]),
+    /// each with where it was sent: which stream (simulcast layer) of the
+    /// published track, as which of its packets (matched by payload; `None`
+    /// when no stream of the producer's track sent it).
+    ///
+    /// # Panics
+    ///
+    /// When `p` has no such consumer.
+    pub fn received_origins(
+        &self,
+        p: &ParticipantSid,
+        consumer: &ConsumerId,
+    ) -> Vec<(ReceivedRtp, Option<Origin>)> {
+        let s = self.subscription(p, consumer);
+        let track = self
+            .peers
+            .iter()
+            .flat_map(|x| x.tracks.iter())
+            .find(|t| t.producer_id.as_ref() == Some(&s.producer_id));
+        let mut index: HashMap<&[u8], Origin> = HashMap::new();
+        for l in track.iter().flat_map(|t| t.layers.iter()) {
+            for (i, sent) in l.sent.iter().enumerate() {
+                index.entry(&sent.payload[..]).or_insert_with(|| Origin {
+                    rid: l.rid.clone(),
+                    index: i,
+                });
+            }
+        }
+        self.received(p, consumer)
+            .into_iter()
+            .map(|r| {
+                let origin = index.get(&r.payload[..]).cloned();
+                (r, origin)
+            })
+            .collect()
+    }
+
     /// The track `mid` published by `p`.
     ///
     /// # Panics
@@ -797,28 +994,141 @@ impl Sim {
         let config = options
             .media
             .unwrap_or_else(|| SyntheticConfig::for_mime(mime));
-        let rtp_base: u32 = self.rng.random();
-        let first_seq: u64 = self.rng.random_range(1..30_000);
+        let layer = self.new_layer(None, local.ssrc, config);
         let mid = local.mid.clone();
         self.peer_mut(&tid).tracks.push(Track {
             local,
             producer_id: Some(produced.producer_id.clone()),
-            source: SyntheticSource::new(config).with_rtp_base(rtp_base),
-            start: now,
-            frames: 0,
-            next_seq: first_seq,
-            sending: true,
             answer_keyframe_requests: options.answer_keyframe_requests,
-            sent: Vec::new(),
-            write_errors: 0,
+            layers: vec![layer],
         });
         Ok((produced.producer_id, mid))
     }
 
-    /// Starts or stops writing the frames of a track (the source keeps its
-    /// pace; frames made while stopped are discarded).
+    /// A stream starting now, with a seeded RTP timestamp base and first
+    /// sequence number.
+    fn new_layer(&mut self, rid: Option<String>, ssrc: u32, config: SyntheticConfig) -> TrackLayer {
+        let rtp_base: u32 = self.rng.random();
+        let first_seq: u64 = self.rng.random_range(1..30_000);
+        TrackLayer {
+            rid,
+            ssrc,
+            source: SyntheticSource::new(config).with_rtp_base(rtp_base),
+            start: self.now,
+            frames: 0,
+            next_seq: first_seq,
+            sending: true,
+            sent: Vec::new(),
+            write_errors: 0,
+        }
+    }
+
+    /// Publishes a simulcast video track with the codec `mime` and the
+    /// layers `rids` (lowest first) on `p`'s send transport, as
+    /// mediasoup-client does (encodings `[{rid}, ...]`), with the layers of
+    /// [`SimulcastOptions::new`]. Returns the producer and the track's mid.
+    ///
+    /// # Panics
+    ///
+    /// When the room refuses.
+    pub fn publish_simulcast(
+        &mut self,
+        p: &ParticipantSid,
+        mime: &str,
+        rids: &[&str],
+    ) -> (ProducerId, String) {
+        self.try_publish_simulcast(p, None, mime, SimulcastOptions::new(mime, rids))
+            .unwrap_or_else(|e| panic!("publish simulcast {mime} {rids:?}: {e}"))
+    }
+
+    /// Declares a simulcast track on the peer (`transport`, else `p`'s
+    /// first send transport) with `add_simulcast_track` and produces it;
+    /// each layer gets its own paced synthetic source. On refusal the track
+    /// is removed again.
+    ///
+    /// # Panics
+    ///
+    /// When the peer refuses the rids (see
+    /// [`PeerTransport::add_simulcast_track`]).
+    pub fn try_publish_simulcast(
+        &mut self,
+        p: &ParticipantSid,
+        transport: Option<&TransportId>,
+        mime: &str,
+        options: SimulcastOptions,
+    ) -> Result<(ProducerId, String), Error> {
+        let tid = match transport {
+            Some(t) => t.clone(),
+            None => self
+                .peers_of(p)
+                .find(|x| x.direction == TransportDirection::Send)
+                .map(|x| x.id.clone())
+                .unwrap_or_else(|| panic!("{p} has no send transport")),
+        };
+        let now = self.now;
+        let rids: Vec<&str> = options.layers.iter().map(|(r, _)| r.as_str()).collect();
+        let local = self
+            .peer_mut(&tid)
+            .transport
+            .add_simulcast_track(MediaKind::Video, mime, &rids)
+            .unwrap_or_else(|e| panic!("add_simulcast_track {mime} {rids:?}: {e}"));
+        let mut params = local.rtp_parameters.clone();
+        if options.by_ssrc {
+            params.encodings = local
+                .layers
+                .iter()
+                .map(|l| RtpEncodingParameters {
+                    ssrc: Some(l.ssrc),
+                    ..Default::default()
+                })
+                .collect();
+        }
+        let produced =
+            match self
+                .room
+                .produce(now, p, Some(&tid), MediaKind::Video, params, options.paused)
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = self.peer_mut(&tid).transport.remove_track(&local.mid);
+                    return Err(e);
+                }
+            };
+        let layers = options
+            .layers
+            .into_iter()
+            .zip(&local.layers)
+            .map(|((rid, config), l)| self.new_layer(Some(rid), l.ssrc, config))
+            .collect();
+        let mid = local.mid.clone();
+        self.peer_mut(&tid).tracks.push(Track {
+            local,
+            producer_id: Some(produced.producer_id.clone()),
+            answer_keyframe_requests: options.answer_keyframe_requests,
+            layers,
+        });
+        Ok((produced.producer_id, mid))
+    }
+
+    /// Starts or stops writing the frames of a track, every layer (the
+    /// sources keep their pace; frames made while stopped are discarded).
     pub fn set_sending(&mut self, p: &ParticipantSid, mid: &str, sending: bool) {
-        self.track_mut(p, mid).sending = sending;
+        for l in &mut self.track_mut(p, mid).layers {
+            l.sending = sending;
+        }
+    }
+
+    /// Starts or stops writing the frames of one simulcast layer, as a
+    /// browser stops its top layers when bandwidth drops.
+    ///
+    /// # Panics
+    ///
+    /// When the track has no layer `rid`.
+    pub fn set_layer_sending(&mut self, p: &ParticipantSid, mid: &str, rid: &str, sending: bool) {
+        self.track_mut(p, mid)
+            .layer_mut(rid)
+            .unwrap_or_else(|| panic!("track {mid} has no layer {rid}"))
+            .sending = sending;
     }
 
     /// Whether a track answers the server's keyframe requests.
@@ -826,9 +1136,24 @@ impl Sim {
         self.track_mut(p, mid).answer_keyframe_requests = answer;
     }
 
-    /// Makes the next frame of a track a keyframe.
+    /// Makes the next frame of a track (of every layer) a keyframe.
     pub fn force_keyframe(&mut self, p: &ParticipantSid, mid: &str) {
-        self.track_mut(p, mid).source.request_keyframe();
+        for l in &mut self.track_mut(p, mid).layers {
+            l.source.request_keyframe();
+        }
+    }
+
+    /// Makes the next frame of one simulcast layer a keyframe.
+    ///
+    /// # Panics
+    ///
+    /// When the track has no layer `rid`.
+    pub fn force_layer_keyframe(&mut self, p: &ParticipantSid, mid: &str, rid: &str) {
+        self.track_mut(p, mid)
+            .layer_mut(rid)
+            .unwrap_or_else(|| panic!("track {mid} has no layer {rid}"))
+            .source
+            .request_keyframe();
     }
 
     /// Subscribes `p` to `producer` on its first receive transport with the
@@ -1104,7 +1429,9 @@ impl Sim {
         for p in &self.peers {
             consider(p.transport.poll_timeout());
             for t in &p.tracks {
-                consider(Some(t.next_due()));
+                for l in &t.layers {
+                    consider(Some(l.next_due()));
+                }
             }
         }
         next
@@ -1173,9 +1500,11 @@ impl Sim {
                 transport, tracks, ..
             } = p;
             for t in tracks.iter_mut() {
-                while t.next_due() <= now {
-                    t.frames += 1;
-                    write_frame(transport, t, now, wall);
+                for l in &mut t.layers {
+                    while l.next_due() <= now {
+                        l.frames += 1;
+                        write_frame(transport, &t.local.mid, l, now, wall);
+                    }
                 }
             }
         }
@@ -1260,11 +1589,19 @@ impl Sim {
                         marker,
                         payload,
                     }),
-                    PeerEvent::KeyframeRequest { ref mid, .. } => {
+                    PeerEvent::KeyframeRequest {
+                        ref mid, ref rid, ..
+                    } => {
+                        // On the layer asked for (every layer if the
+                        // request names none).
                         if let Some(t) = p.track_mut(mid)
                             && t.answer_keyframe_requests
                         {
-                            t.source.request_keyframe();
+                            for l in &mut t.layers {
+                                if rid.is_none() || l.rid == *rid {
+                                    l.source.request_keyframe();
+                                }
+                            }
                         }
                         p.events.push((now, e));
                     }
@@ -1275,9 +1612,15 @@ impl Sim {
     }
 }
 
-/// Makes the track's next frame and writes its packets (or discards them
-/// when the track is not sending).
-fn write_frame(transport: &mut PeerTransport, t: &mut Track, now: Instant, wall: SystemTime) {
+/// Makes the stream's next frame and writes its packets (or discards them
+/// when the stream is not sending).
+fn write_frame(
+    transport: &mut PeerTransport,
+    mid: &str,
+    t: &mut TrackLayer,
+    now: Instant,
+    wall: SystemTime,
+) {
     let packets = t.source.next_frame_at_wall(wall);
     if !t.sending {
         return;
@@ -1286,14 +1629,19 @@ fn write_frame(transport: &mut PeerTransport, t: &mut Track, now: Instant, wall:
         let payload: Arc<[u8]> = pkt.payload.into();
         let seq = t.next_seq;
         t.next_seq += 1;
-        match transport.write_rtp(
-            &t.local.mid,
-            seq,
-            pkt.rtp_time,
-            pkt.marker,
-            payload.clone(),
-            now,
-        ) {
+        let written = match &t.rid {
+            Some(rid) => transport.write_rtp_layer(
+                mid,
+                rid,
+                seq,
+                pkt.rtp_time,
+                pkt.marker,
+                payload.clone(),
+                now,
+            ),
+            None => transport.write_rtp(mid, seq, pkt.rtp_time, pkt.marker, payload.clone(), now),
+        };
+        match written {
             Ok(()) => t.sent.push(SentRtp {
                 at: now,
                 seq_no: seq,
@@ -1412,6 +1760,61 @@ mod tests {
         sim.set_sending(&alice, &mid, false);
         sim.advance(Duration::from_secs(1));
         assert_eq!(sim.track(&alice, &mid).sent().len(), 101);
+    }
+
+    #[test]
+    fn simulcast_layers_are_paced_and_stopped_one_by_one() {
+        let mut sim = Sim::new(9);
+        let alice = sim.join("alice");
+        sim.send_transport(&alice);
+        let (_, mid) = sim.publish_simulcast(&alice, "video/VP8", &["r0", "r1", "r2"]);
+        sim.advance(Duration::from_secs(1));
+        let track = sim.track(&alice, &mid);
+        assert!(track.is_simulcast());
+        let frames = |l: &TrackLayer| l.sent().iter().filter(|s| s.marker).count();
+        let r0 = track.layer("r0").unwrap();
+        let r2 = track.layer("r2").unwrap();
+        assert_eq!(frames(r0), 16, "15 fps, frame 0 at publish");
+        assert_eq!(frames(r2), 31, "30 fps");
+        assert!(r2.sent().len() > 3 * r0.sent().len(), "rising bitrates");
+        assert_eq!(r0.ssrc(), track.local().layers[0].ssrc);
+        // Only the first frame of each layer is a keyframe.
+        for l in track.layers() {
+            assert!(l.sent()[0].keyframe);
+            assert!(
+                l.sent()
+                    .iter()
+                    .skip_while(|s| s.keyframe)
+                    .all(|s| !s.keyframe)
+            );
+        }
+        let last = r2.sent().last().unwrap().payload.clone();
+        assert_eq!(
+            track.origin_of(&last),
+            Some(Origin {
+                rid: Some("r2".into()),
+                index: r2.sent().len() - 1
+            })
+        );
+
+        let n2 = r2.sent().len();
+        sim.set_layer_sending(&alice, &mid, "r2", false);
+        sim.force_layer_keyframe(&alice, &mid, "r1");
+        sim.advance(Duration::from_millis(500));
+        let track = sim.track(&alice, &mid);
+        assert_eq!(track.layer("r2").unwrap().sent().len(), n2, "r2 stopped");
+        assert!(track.is_sending(), "r0 and r1 go on");
+        let keyframes = |rid: &str| {
+            track
+                .layer(rid)
+                .unwrap()
+                .sent()
+                .iter()
+                .filter(|s| s.keyframe && s.marker)
+                .count()
+        };
+        assert_eq!((keyframes("r0"), keyframes("r1")), (1, 2));
+        assert_eq!(track.write_errors(), 0);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod data;
 mod feedback;
 mod lifecycle;
 mod media;
+mod simulcast;
 
 use std::time::Duration;
 

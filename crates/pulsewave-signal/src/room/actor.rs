@@ -71,6 +71,8 @@ pub(crate) struct RoomActor {
     /// The room's media on its worker, if the server has media workers.
     pub(crate) media: Option<MediaRoom>,
     pub(crate) rtp_capabilities: RtpCapabilities,
+    /// Fingerprint of the state last reported to the cluster.
+    reported: u64,
 }
 
 pub(crate) fn unix_millis() -> u64 {
@@ -94,7 +96,7 @@ impl RoomActor {
             },
             None => (None, None, RtpCapabilities::default()),
         };
-        let actor = RoomActor {
+        let mut actor = RoomActor {
             name: name.clone(),
             sid: sid.clone(),
             created_at: unix_millis(),
@@ -103,8 +105,10 @@ impl RoomActor {
             empty_since: Some(Instant::now()),
             media,
             rtp_capabilities,
+            reported: 0,
         };
         info!(room = %name, sid = %sid, "room created");
+        actor.report_to_cluster();
         tokio::spawn(actor.run(rx, events));
         RoomHandle { name, sid, tx }
     }
@@ -125,10 +129,17 @@ impl RoomActor {
                         let _ = reply.send(());
                         break;
                     }
+                    let changes = !matches!(cmd, Command::PublishData { .. } | Command::Info { .. });
                     self.handle(cmd).await;
+                    if changes {
+                        self.report_to_cluster();
+                    }
                 }
                 event = recv_event(&mut events) => match event {
-                    Some(event) => self.media_event(event),
+                    Some(event) => {
+                        self.media_event(event);
+                        self.report_to_cluster();
+                    }
                     None => {
                         warn!(room = %self.name, "media worker went away");
                         events = None;
@@ -139,7 +150,9 @@ impl RoomActor {
                     break;
                 }
             }
-            self.reap_closed().await;
+            if self.reap_closed().await {
+                self.report_to_cluster();
+            }
         }
         // Leave the table first so that new joins create a fresh room, then
         // refuse whatever is still queued.
@@ -151,6 +164,10 @@ impl RoomActor {
         self.close_everyone(DisconnectReason::RoomClosed);
         // Dropping the media handle closes the room on its worker.
         self.media = None;
+        self.manager
+            .settings()
+            .cluster
+            .room_closed(&self.name, &self.sid);
         info!(room = %self.name, sid = %self.sid, "room closed");
     }
 
@@ -338,16 +355,45 @@ impl RoomActor {
         }
     }
 
-    /// Drops participants whose sessions ended without a `Leave`.
-    async fn reap_closed(&mut self) {
+    /// Drops participants whose sessions ended without a `Leave`; true if
+    /// any was.
+    async fn reap_closed(&mut self) -> bool {
         let gone: Vec<ParticipantSid> = self
             .participants
             .iter()
             .filter(|p| p.outbound.is_closed())
             .map(|p| p.info.sid.clone())
             .collect();
+        let any = !gone.is_empty();
         for sid in gone {
             self.remove(&sid, None).await;
+        }
+        any
+    }
+
+    /// Tells the cluster the room's participants and tracks if they changed
+    /// since the last report. Never waits: the cluster writes to its store
+    /// in the background.
+    fn report_to_cluster(&mut self) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in &self.participants {
+            p.info.sid.as_str().hash(&mut h);
+            p.info.permission.hidden.hash(&mut h);
+            for t in &p.info.tracks {
+                t.sid.as_str().hash(&mut h);
+                t.muted.hash(&mut h);
+            }
+            p.info.data_channels.len().hash(&mut h);
+        }
+        // Never 0, so that the first report always goes out.
+        let fingerprint = h.finish() | 1;
+        if fingerprint != self.reported {
+            self.reported = fingerprint;
+            self.manager
+                .settings()
+                .cluster
+                .room_updated(&self.info(None));
         }
     }
 

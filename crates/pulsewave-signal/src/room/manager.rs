@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pulsewave_cluster::Cluster;
 use pulsewave_protocol::transport::IceServer;
 use pulsewave_protocol::{
     DataKind, DisconnectReason, ParticipantPermission, ParticipantSid, RequestId, RoomInfo, RoomSid,
@@ -28,6 +29,9 @@ pub struct RoomSettings {
     pub ice_servers: Vec<IceServer>,
     /// Media workers; `None` runs rooms without media (signaling only).
     pub media: Option<Arc<WorkerPool>>,
+    /// The cluster rooms report to (participants and tracks for the admin
+    /// listing, room claims); by default a single node.
+    pub cluster: Cluster,
 }
 
 impl Default for RoomSettings {
@@ -38,6 +42,7 @@ impl Default for RoomSettings {
             auto_create: true,
             ice_servers: Vec::new(),
             media: None,
+            cluster: Cluster::local(),
         }
     }
 }
@@ -181,7 +186,7 @@ impl RoomManager {
     }
 }
 
-fn validate_room_name(name: &str) -> Result<(), SignalError> {
+pub(crate) fn validate_room_name(name: &str) -> Result<(), SignalError> {
     if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
         return Err(SignalError::InvalidParameters(
             "room name must be 1 to 256 characters, without control characters".into(),

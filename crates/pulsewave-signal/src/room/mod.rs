@@ -11,6 +11,6 @@ mod manager;
 mod media;
 
 pub(crate) use actor::unix_millis;
-pub(crate) use manager::JoinRequest;
+pub(crate) use manager::{JoinRequest, validate_room_name};
 pub use manager::{RoomHandle, RoomManager, RoomSettings};
 pub(crate) use media::MediaRequest;

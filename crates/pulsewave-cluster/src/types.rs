@@ -1,0 +1,157 @@
+//! Nodes, rooms and placements: the data every backend shares.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pulsewave_protocol::RoomInfo;
+use serde::{Deserialize, Serialize};
+
+/// Who this node is and how others reach it, as configured
+/// (`NODE_ID`, `NODE_URL`, `MEDIASOUP_ANNOUNCED_IP`, `NODE_REGION`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Unique id of this instance (`NODE_ID`; random by default).
+    pub id: String,
+    /// The signaling URL clients could use to reach this node directly
+    /// (`NODE_URL`, default `ws://<announced ip>:<PORT>`).
+    pub signaling_url: String,
+    /// The IP clients send media to (the announced media IP).
+    pub media_ip: String,
+    /// A free-form region label (`NODE_REGION`, default `default`).
+    pub region: String,
+}
+
+impl NodeConfig {
+    /// A node with a random id, `ws://127.0.0.1:3000`, media on 127.0.0.1,
+    /// region `default`.
+    pub fn new() -> Self {
+        Self {
+            id: random_node_id(),
+            signaling_url: "ws://127.0.0.1:3000".into(),
+            media_ip: "127.0.0.1".into(),
+            region: "default".into(),
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A random node id: `node-` and 12 hex digits.
+pub fn random_node_id() -> String {
+    format!("node-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// A random id for a tunnel: 16 hex digits.
+pub(crate) fn random_tunnel_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// What the node registry holds about one node (the JSON value of
+/// `pw:node:<id>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// Advertised signaling URL.
+    pub signaling_url: String,
+    /// Advertised media IP.
+    pub media_ip: String,
+    /// Region label.
+    pub region: String,
+    /// Rooms open on the node.
+    pub rooms: u32,
+    /// Participants in those rooms.
+    pub participants: u32,
+    /// Published tracks in those rooms.
+    pub tracks: u32,
+    /// CPU used by the server process over the last heartbeat interval, as
+    /// a fraction of the machine (0.0 to 1.0).
+    pub cpu: f32,
+    /// The node is draining: it takes no new rooms.
+    pub draining: bool,
+    /// Unix time the node started, in milliseconds.
+    pub started_at: u64,
+    /// Unix time of this record, in milliseconds.
+    pub updated_at: u64,
+}
+
+/// Load figures of one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeLoad {
+    /// Open rooms.
+    pub rooms: u32,
+    /// Participants in them (hidden participants excepted).
+    pub participants: u32,
+    /// Published tracks in them.
+    pub tracks: u32,
+}
+
+/// Where a room runs, as decided when a client connects.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Placement {
+    /// On this node: run the session here.
+    Local,
+    /// On another, live node: relay the session to it.
+    Remote(NodeInfo),
+}
+
+/// A room as the admin listing shows it: the room and the node that owns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRoom {
+    /// Id of the node the room lives on.
+    pub node: String,
+    /// The room with its participants and their tracks.
+    #[serde(flatten)]
+    pub room: RoomInfo,
+}
+
+/// Timings of the Redis backend. The defaults are the documented ones;
+/// tests shorten them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterTimings {
+    /// How often a node refreshes its registry entry (1 s).
+    pub heartbeat: Duration,
+    /// Lifetime of a registry entry without refresh (5 s): a dead node
+    /// disappears after this.
+    pub node_ttl: Duration,
+    /// Lifetime of a room claim and room record without refresh (10 s).
+    pub room_ttl: Duration,
+    /// How often the owner refreshes its claims and room records (3 s).
+    pub room_refresh: Duration,
+    /// How often each end of a tunnel says it is alive (2 s).
+    pub tunnel_keepalive: Duration,
+    /// Silence after which a tunnel is declared lost (8 s).
+    pub tunnel_timeout: Duration,
+    /// How long opening a tunnel waits for the owner's answer (3 s).
+    pub tunnel_open_timeout: Duration,
+    /// Timeout of one Redis command (2 s).
+    pub command_timeout: Duration,
+}
+
+impl Default for ClusterTimings {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(1),
+            node_ttl: Duration::from_secs(5),
+            room_ttl: Duration::from_secs(10),
+            room_refresh: Duration::from_secs(3),
+            tunnel_keepalive: Duration::from_secs(2),
+            tunnel_timeout: Duration::from_secs(8),
+            tunnel_open_timeout: Duration::from_secs(3),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
