@@ -322,7 +322,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(10),
             event_capacity: 4096,
             bind_ip: None,
-            reconnect: None,
+            reconnect: Some(ReconnectPolicy::default()),
         }
     }
 }
@@ -354,8 +354,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Reconnects by itself with `policy` (off by default: the client then
-    /// ends with [`ClientEvent::Closed`] when its connection drops).
+    /// Reconnects by itself with `policy` when the connection drops
+    /// unexpectedly or the server says `disconnected` with `migration` or
+    /// `server-shutdown` (on by default, with [`ReconnectPolicy::default`]).
     /// Reconnections show as [`ClientEvent::Reconnecting`],
     /// [`ClientEvent::Reconnected`], [`ClientEvent::Republished`] and
     /// [`ClientEvent::Resubscribed`]. While reconnecting, requests wait (up
@@ -364,6 +365,13 @@ impl ClientBuilder {
     /// SCTP data channels are not reopened.
     pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
         self.reconnect = Some(policy);
+        self
+    }
+
+    /// Never reconnects: the client ends with [`ClientEvent::Closed`] when
+    /// its connection drops.
+    pub fn no_reconnect(mut self) -> Self {
+        self.reconnect = None;
         self
     }
 

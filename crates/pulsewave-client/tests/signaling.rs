@@ -257,7 +257,12 @@ async fn dropping_a_client_closes_its_session() {
 #[tokio::test]
 async fn server_shutdown_is_an_event_then_closed() {
     let s = server().await;
-    let mut alice = joined(&s, "alice", "r7").await;
+    let mut alice = Client::builder()
+        .no_reconnect()
+        .connect(&url(&s), &token("alice", "r7"))
+        .await
+        .unwrap();
+    alice.join("r7").await.unwrap();
     s.shutdown(WAIT).await;
     let reason = alice
         .wait_for(WAIT, |e| match e {
