@@ -1,0 +1,116 @@
+//! The check, shortened: a `--dev` server (in this process), the
+//! load tester binary with 1 room x (2 publishers + 3 subscribers) for 3 s,
+//! and its `--json` report: every expected track received, loss under 1%,
+//! and the figures the report promises.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use pulsewave_signal::{ServerConfig, WebSocketServer};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_binary_against_a_dev_server() {
+    let server = WebSocketServer::new(ServerConfig::dev(0, "devkey", "secret"))
+        .start()
+        .await
+        .unwrap();
+    let url = format!("ws://{}", server.local_addr());
+    let pid = std::process::id().to_string();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsewave-loadtest"))
+        .args([
+            "--url",
+            &url,
+            "--rooms",
+            "1",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "3",
+            "--duration",
+            "3s",
+            "--json",
+            "--max-loss",
+            "1",
+            "--metrics",
+            "--server-pid",
+            &pid,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the load test ends by itself")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\nstdout: {stdout}\nstderr: {stderr}"));
+    let show = || serde_json::to_string_pretty(&report).unwrap();
+    assert!(out.status.success(), "exit {:?}: {}", out.status, show());
+    assert_eq!(report["passed"], true, "{}", show());
+
+    // Every expected track: 2 publishers x (video + audio) x 3 subscribers.
+    assert_eq!(report["participants"]["ready"], 5, "{}", show());
+    assert_eq!(report["tracks"]["published"], 4, "{}", show());
+    assert_eq!(report["tracks"]["expected_subscriptions"], 12);
+    assert_eq!(report["tracks"]["received"], 12, "{}", show());
+    assert_eq!(report["tracks"]["missing"], 0);
+    assert_eq!(report["errors"], 0, "{}", show());
+
+    let packets = &report["packets"];
+    assert!(
+        packets["loss_percent"].as_f64().unwrap() < 1.0,
+        "{}",
+        show()
+    );
+    assert!(packets["expected"].as_u64().unwrap() > 1000, "{}", show());
+    assert!(packets["video_received"].as_u64().unwrap() > 0);
+    assert!(packets["audio_received"].as_u64().unwrap() > 0);
+    assert_eq!(packets["damaged"], 0);
+
+    // Bitrate expected vs received: 3 subscribers x 2 x (1 Mbit/s + audio).
+    let w = &report["window"];
+    let expected = w["bitrate_expected_bps"].as_f64().unwrap();
+    let received = w["bitrate_received_bps"].as_f64().unwrap();
+    assert!(expected > 5.0e6, "{}", show());
+    assert!(received > expected * 0.9, "{}", show());
+
+    for key in ["latency_ms", "join_ms", "ready_ms", "first_packet_ms"] {
+        let s = &report[key];
+        for q in ["p50", "p99", "max"] {
+            assert!(s[q].as_f64().is_some(), "{key}.{q}: {}", show());
+        }
+    }
+    assert!(report["latency_ms"]["count"].as_u64().unwrap() > 1000);
+    assert!(report["join_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(report["pacing"]["frames"].as_u64().unwrap() > 0);
+    assert!(report["pacing"]["fell_behind"].is_boolean());
+
+    // The server's figures: /proc of this process and its /metrics.
+    let s = &report["server"];
+    assert_eq!(s["forwarded_source"], "metrics", "{}", show());
+    assert!(s["rtp_forwarded"].as_u64().unwrap() > 1000, "{}", show());
+    assert!(s["cpu_seconds"].as_f64().is_some());
+    assert!(
+        s["cpu_us_per_forwarded_packet"].as_f64().is_some(),
+        "{}",
+        show()
+    );
+    assert!(s["peak_rss_bytes"].as_u64().unwrap() > 0);
+
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn bad_arguments_exit_with_2() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pulsewave-loadtest"))
+        .args(["--url", "http://127.0.0.1:1", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ws://"));
+}

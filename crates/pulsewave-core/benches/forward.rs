@@ -1,0 +1,253 @@
+//! The forwarding hot path: one SRTP packet from a publisher into
+//! `Room::handle_datagram`, forwarded to N consumers, and the room's outputs
+//! drained as the media worker drains them (`poll_transmit`, `poll_event`,
+//! `poll_timeout`). No sockets: the real per-packet work of the SFU is one
+//! SRTP decrypt and N x (rewrite + SRTP encrypt).
+//!
+//! The publisher and the subscribers are pulsewave-client `PeerTransport`s
+//! connected to the room in-process by the `pulsewave-test` simulation
+//! (ICE, DTLS, subscriptions resumed, a keyframe forwarded). Then the
+//! publisher's track stops its own media and the benchmark writes VP8-sized
+//! packets (1100-byte payload, not a keyframe) in batches: each batch is
+//! encrypted by the publisher outside the timing, fed to the room inside it,
+//! and between batches the simulation runs 5 ms of virtual time so RTCP and
+//! ICE consent keep flowing.
+//!
+//! `forward/consumers/N` runs the room's timers after every datagram (what
+//! an idle worker does: the str0m pacer only emits a written packet on its
+//! next timeout input); `forward/burst8_consumers/N` after every 8
+//! datagrams (a worker that reads a burst of datagrams before running the
+//! timers).
+//!
+//! ```bash
+//! cargo bench -p pulsewave-core --bench forward
+//! # Instruction counts (valgrind), N = 50 consumers, 2000 packets:
+//! PULSEWAVE_BENCH_CONSUMERS=50 PULSEWAVE_BENCH_PACKETS=2000 PULSEWAVE_BENCH_BURST=1 \
+//!   valgrind --tool=callgrind --toggle-collect='*forward_batch*' \
+//!   target/release/deps/forward-<hash>
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use pulsewave_core::{Room, RoomConfig};
+use pulsewave_protocol::{MediaKind, TransportId};
+use pulsewave_test::{SERVER_ADDR, Sim, SimConfig};
+
+/// Packets encrypted by the publisher per batch.
+const BATCH: usize = 64;
+
+struct Setup {
+    sim: Sim,
+    publisher: TransportId,
+    mid: String,
+    source: SocketAddr,
+    next_seq: u64,
+    rtp_time: u32,
+    payload: Arc<[u8]>,
+    consumers: usize,
+}
+
+fn setup(consumers: usize) -> Setup {
+    let config = SimConfig {
+        room: RoomConfig {
+            local_addr: SERVER_ADDR,
+            // The subscribers' consent checks are simulated, but keep the
+            // transports whatever the virtual clock does.
+            ice_timeout: Duration::from_secs(24 * 3600),
+            ..RoomConfig::default()
+        },
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::with_config(config);
+    let alice = sim.join("alice");
+    let publisher = sim.send_transport(&alice);
+    let (producer, mid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
+    let mut subs = Vec::new();
+    for i in 0..consumers {
+        let s = sim.join(&format!("s{i}"));
+        sim.recv_transport(&s);
+        let c = sim.subscribe(&s, &producer);
+        subs.push((s, c));
+    }
+    sim.advance(Duration::from_millis(500));
+    for (s, c) in &subs {
+        assert!(
+            !sim.received(s, c).is_empty(),
+            "every consumer receives media before the benchmark"
+        );
+    }
+    sim.set_sending(&alice, &mid, false);
+    sim.advance(Duration::from_millis(100));
+    let last = sim
+        .track(&alice, &mid)
+        .sent()
+        .last()
+        .cloned()
+        .expect("sent");
+    // A VP8 packet in the middle of a frame (S bit clear): never a keyframe.
+    let mut payload = vec![0u8; 1100];
+    for (i, b) in payload.iter_mut().enumerate().skip(1) {
+        *b = i as u8;
+    }
+    let source = sim.peer(&publisher).transport().local_addr();
+    Setup {
+        sim,
+        publisher,
+        mid,
+        source,
+        next_seq: last.seq_no + 1,
+        rtp_time: last.rtp_time.wrapping_add(3000),
+        payload: payload.into(),
+        consumers,
+    }
+}
+
+impl Setup {
+    /// `k` SRTP datagrams from the publisher (and any RTCP it has to send).
+    fn batch(&mut self, k: usize) -> Vec<Vec<u8>> {
+        let now = self.sim.now();
+        let t = self.sim.peer_mut(&self.publisher).transport_mut();
+        for _ in 0..k {
+            t.write_rtp(
+                &self.mid,
+                self.next_seq,
+                self.rtp_time,
+                self.next_seq.is_multiple_of(4),
+                self.payload.clone(),
+                now,
+            )
+            .expect("write");
+            if self.next_seq.is_multiple_of(4) {
+                self.rtp_time = self.rtp_time.wrapping_add(3000);
+            }
+            self.next_seq += 1;
+        }
+        // str0m queues written packets until its next timeout input.
+        t.handle_timeout(now);
+        let mut out = Vec::with_capacity(k);
+        while let Some(tx) = t.poll_transmit() {
+            out.push(tx.contents);
+        }
+        out
+    }
+}
+
+/// What the media worker does with datagrams, minus the syscalls: each
+/// datagram into `handle_datagram`, the outputs drained; every `burst`
+/// datagrams (1: after each one, as an idle worker does), the timers that
+/// are due: str0m only hands a written RTP packet to its pacer, and so
+/// encrypts and emits it, on its next timeout input.
+#[inline(never)]
+fn forward_batch(
+    room: &mut Room,
+    now: Instant,
+    source: SocketAddr,
+    batch: &[Vec<u8>],
+    burst: usize,
+) -> usize {
+    let mut bytes = 0;
+    let mut drain = |room: &mut Room| {
+        while let Some(t) = room.poll_transmit() {
+            bytes += t.contents.len();
+            drop(black_box(t));
+        }
+        while let Some(e) = room.poll_event() {
+            drop(black_box(e));
+        }
+        room.poll_timeout()
+    };
+    for chunk in batch.chunks(burst.max(1)) {
+        for d in chunk {
+            let _ = room.handle_datagram(now, source, d);
+            drain(room);
+        }
+        if drain(room).is_some_and(|t| t <= now) {
+            room.handle_timeout(now);
+            drain(room);
+        }
+    }
+    bytes
+}
+
+/// Feeds `packets` packets through the room; returns the time spent inside
+/// the room, the RTP packets it forwarded and the bytes it sent.
+fn run(s: &mut Setup, packets: u64, burst: usize) -> (Duration, u64, usize) {
+    let before = s.sim.room().stats().rtp_forwarded;
+    let mut spent = Duration::ZERO;
+    let mut bytes = 0;
+    let mut left = packets;
+    while left > 0 {
+        let k = (left as usize).min(BATCH);
+        let batch = s.batch(k);
+        assert!(batch.len() >= k, "the publisher sent its packets");
+        let now = s.sim.now();
+        let source = s.source;
+        let room = s.sim.room_mut();
+        let t0 = Instant::now();
+        bytes += black_box(forward_batch(room, now, source, &batch, burst));
+        spent += t0.elapsed();
+        left -= k as u64;
+        s.sim.advance(Duration::from_millis(5));
+    }
+    (spent, s.sim.room().stats().rtp_forwarded - before, bytes)
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("forward");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
+    for n in [1usize, 10, 50, 100, 200] {
+        let mut s = setup(n);
+        let (_, forwarded, bytes) = run(&mut s, 64, 1);
+        assert_eq!(
+            forwarded,
+            64 * n as u64,
+            "every packet reaches every consumer"
+        );
+        assert!(
+            bytes >= 64 * n * 1100,
+            "the forwarded packets leave the room inside the timing"
+        );
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("consumers", n), &n, |b, _| {
+            b.iter_custom(|iters| run(&mut s, iters, 1).0);
+        });
+        group.bench_with_input(BenchmarkId::new("burst8_consumers", n), &n, |b, _| {
+            b.iter_custom(|iters| run(&mut s, iters, 8).0);
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    if let Ok(n) = std::env::var("PULSEWAVE_BENCH_CONSUMERS") {
+        // Fixed work for instruction counting under valgrind.
+        let n: usize = n.parse().expect("PULSEWAVE_BENCH_CONSUMERS");
+        let packets: u64 = std::env::var("PULSEWAVE_BENCH_PACKETS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000);
+        let mut s = setup(n);
+        let burst: usize = std::env::var("PULSEWAVE_BENCH_BURST")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let (spent, forwarded, bytes) = run(&mut s, packets, burst);
+        println!(
+            "{} consumers: {packets} packets in, {forwarded} forwarded, {bytes} bytes out, \
+             {:?} per packet in",
+            s.consumers,
+            spent / packets.max(1) as u32
+        );
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+}
