@@ -544,8 +544,6 @@ impl Room {
             transports,
             producers,
             consumers,
-            transmits,
-            rtc_events,
             stats,
             ..
         } = self;
@@ -653,7 +651,13 @@ impl Room {
                 .ext_vals(ext)
                 .nackable(c.nackable),
             );
-            drain(c.transport, u, transmits, rtc_events);
+            // str0m hands a written packet to its pacer, which encrypts and
+            // emits it, only on the transport's next timeout input: draining
+            // now would poll the whole stack for nothing. Mark the transport
+            // due instead; `handle_timeout` polls it once for every packet
+            // written since (the driver calls it right away, or after a
+            // burst of datagrams).
+            u.next_timeout = u.next_timeout.min(now);
             c.packets += 1;
             stats.rtp_forwarded += 1;
         }
