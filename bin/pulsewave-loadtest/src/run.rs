@@ -479,13 +479,7 @@ async fn publisher(ctx: Arc<Ctx>, spec: Spec, ready: mpsc::Sender<bool>) -> Publ
                     }
                 }
                 Some(ClientEvent::Closed { reason }) => {
-                    if !ctx.stop_send.is_cancelled() {
-                        result.errors.push(format!(
-                            "{}: connection closed: {}",
-                            spec.identity,
-                            reason.unwrap_or_default()
-                        ));
-                    }
+                    result.errors.extend(unexpected_close(&ctx, &spec, reason));
                     break;
                 }
                 Some(_) => {}
@@ -562,6 +556,18 @@ async fn send_track(
     }
     r.skipped_frames = source.skipped_frames();
     r
+}
+
+/// The error of a connection the server closed before the run ended
+/// (`None` once the run is stopping: then closing is expected).
+fn unexpected_close(ctx: &Ctx, spec: &Spec, reason: Option<String>) -> Option<String> {
+    (!ctx.stop_send.is_cancelled()).then(|| {
+        format!(
+            "{}: connection closed: {}",
+            spec.identity,
+            reason.unwrap_or_default()
+        )
+    })
 }
 
 async fn connect_and_join(
@@ -693,13 +699,7 @@ async fn subscriber(ctx: Arc<Ctx>, spec: Spec, ready: mpsc::Sender<bool>) -> Sub
                     }
                 }
                 Some(ClientEvent::Closed { reason }) => {
-                    if !ctx.stop_send.is_cancelled() {
-                        result.errors.push(format!(
-                            "{}: connection closed: {}",
-                            spec.identity,
-                            reason.unwrap_or_default()
-                        ));
-                    }
+                    result.errors.extend(unexpected_close(&ctx, &spec, reason));
                     break;
                 }
                 Some(_) => {}
