@@ -9,6 +9,8 @@
 //! - `udp_send_to_loopback`: one `send_to` of the resulting 1128-byte
 //!   datagram to a socket on 127.0.0.1 (the receiver is drained outside the
 //!   timing).
+//! - `udp_sendmmsg32_to_loopback`: the same datagrams sent 32 at a time
+//!   with `sendmmsg(2)`: what batching the system calls would save.
 //! - `encrypt_and_send/*`: both, the floor proper.
 //!
 //! ```bash
@@ -22,8 +24,9 @@
 )]
 
 use std::hint::black_box;
-use std::io::ErrorKind;
-use std::net::UdpSocket;
+use std::io::{ErrorKind, IoSlice};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -31,6 +34,7 @@ use aws_lc_rs::cipher::{AES_128, EncryptingKey, EncryptionContext, UnboundCipher
 use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, sendmmsg};
 
 const HEADER: usize = 12;
 const PAYLOAD: usize = 1100;
@@ -161,6 +165,42 @@ impl Loopback {
         }
         spent
     }
+
+    /// As [`Loopback::run`] with no encryption, but the datagrams of a
+    /// batch leave in `sendmmsg(2)` calls instead of one `sendto` each.
+    fn run_sendmmsg(&mut self, iters: u64, data: &[u8]) -> Duration {
+        let SocketAddr::V4(dest) = self.rx.local_addr().unwrap() else {
+            unreachable!("bound to 127.0.0.1")
+        };
+        let dest = SockaddrIn::from(dest);
+        let fd = self.tx.as_raw_fd();
+        let slices: Vec<[IoSlice<'_>; 1]> = (0..BATCH).map(|_| [IoSlice::new(data)]).collect();
+        let addrs: Vec<Option<SockaddrIn>> = vec![Some(dest); BATCH as usize];
+        let mut headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH as usize, None);
+        let mut spent = Duration::ZERO;
+        let mut i = 0;
+        while i < iters {
+            let n = (iters - i).min(BATCH) as usize;
+            let t0 = Instant::now();
+            let mut sent = 0;
+            while sent < n {
+                let r = sendmmsg(
+                    fd,
+                    &mut headers,
+                    slices[sent..n].iter(),
+                    &addrs[sent..n],
+                    [],
+                    MsgFlags::empty(),
+                )
+                .expect("sendmmsg");
+                sent += r.count();
+            }
+            spent += t0.elapsed();
+            i += n as u64;
+            self.drain();
+        }
+        spent
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -185,6 +225,9 @@ fn bench(c: &mut Criterion) {
     let data = packet();
     g.bench_function("udp_send_to_loopback", |b| {
         b.iter_custom(|iters| lo.run(iters, |_| HEADER + PAYLOAD + TAG, &data))
+    });
+    g.bench_function("udp_sendmmsg32_to_loopback", |b| {
+        b.iter_custom(|iters| lo.run_sendmmsg(iters, &data))
     });
     for (name, cipher) in &ciphers {
         let mut p = packet();

@@ -1,5 +1,6 @@
 //! Media workers: the threads that run `pulsewave-core` rooms over UDP.
 
+mod outbox;
 mod pool;
 mod worker;
 

@@ -16,6 +16,8 @@ use std::time::Instant;
 use pulsewave_core::{Event, Room, RoomConfig, stun_username};
 use pulsewave_protocol::random_string;
 use tokio::net::UdpSocket;
+
+use super::outbox::Outbox;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -110,6 +112,7 @@ impl MediaWorker {
                                 prefixes: HashMap::new(),
                                 addrs: HashMap::new(),
                                 stats: stats2,
+                                outbox: Outbox::new(),
                             };
                             w.run(rx).await;
                         }
@@ -263,6 +266,7 @@ struct Worker {
     prefixes: HashMap<String, RoomKey>,
     addrs: HashMap<SocketAddr, RoomKey>,
     stats: Arc<WorkerStats>,
+    outbox: Outbox,
 }
 
 impl Worker {
@@ -434,26 +438,14 @@ impl Worker {
         let Some(slot) = self.rooms.get_mut(&key) else {
             return;
         };
+        let mut sent = 0;
         while let Some(t) = slot.room.poll_transmit() {
-            match self.socket.try_send_to(&t.contents, t.destination) {
-                Ok(_) => {
-                    self.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self
-                        .socket
-                        .send_to(&t.contents, t.destination)
-                        .await
-                        .is_ok()
-                    {
-                        self.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(e) => {
-                    debug!(worker = self.index, to = %t.destination, error = %e, "send failed")
-                }
+            if self.outbox.push(t) {
+                sent += self.outbox.send(&self.socket, self.index).await;
             }
         }
+        sent += self.outbox.send(&self.socket, self.index).await;
+        self.stats.datagrams_out.fetch_add(sent, Ordering::Relaxed);
         while let Some(event) = slot.room.poll_event() {
             let _ = slot.events.send(event);
         }
