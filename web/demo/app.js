@@ -3,7 +3,10 @@
 //
 // Query parameters: ?room=<room>&name=<name>&autojoin=1 fill (and submit) the
 // form; ?server=http://host:port talks to another PulseWave server than the
-// page's origin (its /api/token must be open, as in --dev).
+// page's origin (its /api/token must be open, as in --dev); ?token=<jwt>
+// joins with a token minted elsewhere (by your backend, `pulsewave-server
+// token`, or POST /api/token with the API key) instead of asking /api/token,
+// which is how the demo works against a production server.
 //
 // Test hooks: window.pulsewave (the PulseWaveClient), window.pwStats(),
 // window.pwState(), window.pwEvents; tiles carry data-identity, data-source,
@@ -16,6 +19,7 @@ const params = new URLSearchParams(location.search);
 const serverBase = new URL(params.get('server') || location.href);
 const wsUrl = `${serverBase.protocol === 'https:' ? 'wss:' : 'ws:'}//${serverBase.host}/`;
 const tokenUrl = new URL('/api/token', serverBase.origin).toString();
+const givenToken = params.get('token');
 
 const ui = {
   form: $('join-form'),
@@ -341,7 +345,8 @@ async function join(room, name) {
   localName = name;
   const identity = `${slug(name)}-${randomSuffix()}`;
   try {
-    const token = await fetchToken(identity, name, room);
+    // A given token carries its own identity and room grant.
+    const token = givenToken ?? (await fetchToken(identity, name, room));
     client = new PulseWaveClient({ url: wsUrl, token, room });
     window.pulsewave = client;
     wireClient(client);

@@ -4,8 +4,11 @@
 #   2. npm ci + npm run build in web/,
 #   3. starts the server binary with --dev on a free port, inside a
 #      loopback-only network namespace when possible (unshare -n; root),
-#   4. runs e2e.mjs against it, stops the server by PID, exits with the
-#      tests' status.
+#   4. runs e2e.mjs against it, stops the server by PID,
+#   5. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
+#      on, tokens from the API key) and runs cluster-e2e.mjs: two browsers
+#      in one room through different nodes; stops them by PID,
+#   6. exits with the tests' status.
 #
 # Environment:
 #   PULSEWAVE_SERVER_BIN  server binary (default target/release/pulsewave-server,
@@ -13,6 +16,7 @@
 #   PULSEWAVE_ARTIFACTS   screenshots and logs (default web/test/artifacts)
 #   PULSEWAVE_NETNS=0     do not use a network namespace
 #   PULSEWAVE_SKIP_NPM=1  skip npm ci / npm run build (web/dist must exist)
+#   PULSEWAVE_CLUSTER_E2E=0  skip the cluster test (it needs redis-server)
 set -euo pipefail
 
 WEB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +25,77 @@ SELF="$WEB_DIR/test/run-browser-tests.sh"
 export PULSEWAVE_ARTIFACTS="${PULSEWAVE_ARTIFACTS:-$WEB_DIR/test/artifacts}"
 
 say() { printf '[browser-tests] %s\n' "$*" >&2; }
+
+# --- the cluster test: redis-server + two nodes + cluster-e2e.mjs ------------
+free_port() {
+  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})'
+}
+
+wait_http() { # url pid name
+  for _ in $(seq 1 150); do
+    if ! kill -0 "$2" 2>/dev/null; then
+      say "$3 exited during start-up"
+      return 1
+    fi
+    if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' "$1" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  say "$3 did not answer $1 within 30 s"
+  return 1
+}
+
+run_cluster_tests() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    say "FATAL: redis-server is missing (apt-get install -y redis-server), needed by the cluster browser test; PULSEWAVE_CLUSTER_E2E=0 skips it"
+    return 2
+  fi
+  local rport a_port b_port media key secret pids=() rc=0
+  rport="$(free_port)"
+  a_port="$(free_port)"
+  b_port="$(free_port)"
+  media=$((20000 + (RANDOM % 200) * 100))
+  key="pulsewave-e2e"
+  secret="cluster-e2e-secret-$RANDOM$RANDOM"
+  say "cluster: redis-server on $rport, nodes on $a_port and $b_port"
+  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$PULSEWAVE_ARTIFACTS/cluster-redis.log" 2>&1 &
+  pids+=($!)
+  local i=0
+  for p in "$a_port" "$b_port"; do
+    env HOST=127.0.0.1 PORT="$p" API_KEY="$key" API_SECRET="$secret" \
+      REDIS_ENABLED=true REDIS_URL="redis://127.0.0.1:$rport" NODE_ID="e2e-node-$i" \
+      MEDIASOUP_NUM_WORKERS=1 MEDIASOUP_MIN_PORT=$((media + i * 50)) MEDIASOUP_MAX_PORT=$((media + i * 50 + 49)) \
+      ROOM_EMPTY_TIMEOUT=1s DRAIN_TIMEOUT=2s DEMO_ENABLED=true PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
+      "$PULSEWAVE_SERVER_BIN" >"$PULSEWAVE_ARTIFACTS/cluster-node-$i.log" 2>&1 &
+    pids+=($!)
+    i=$((i + 1))
+  done
+  if wait_http "http://127.0.0.1:$a_port/healthz" "${pids[1]}" "cluster node 0" &&
+    wait_http "http://127.0.0.1:$b_port/healthz" "${pids[2]}" "cluster node 1"; then
+    PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
+      PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" \
+      node "$WEB_DIR/test/cluster-e2e.mjs" || rc=$?
+  else
+    rc=2
+  fi
+  # Stop the nodes, then Redis, by PID.
+  for pid in "${pids[@]:1}" "${pids[0]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$rc" != 0 ]; then
+    say "cluster browser test failed (status $rc); the last lines of the node logs:"
+    tail -n 30 "$PULSEWAVE_ARTIFACTS"/cluster-node-*.log >&2 || true
+  fi
+  return "$rc"
+}
 
 # --- inner part: start the server, run the tests, stop the server ----------
 # Runs either inside the network namespace or on the host network.
@@ -81,6 +156,12 @@ if [ "${1:-}" = "--inner" ]; then
   if [ "$status" != 0 ]; then
     say "browser tests failed (status $status); the last lines of the server log:"
     tail -n 40 "$server_log" >&2 || true
+  fi
+
+  if [ "${PULSEWAVE_CLUSTER_E2E:-1}" != 0 ]; then
+    cluster_status=0
+    run_cluster_tests || cluster_status=$?
+    if [ "$status" = 0 ]; then status=$cluster_status; fi
   fi
   exit "$status"
 fi
