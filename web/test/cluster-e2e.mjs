@@ -7,14 +7,17 @@
 //
 // Checks: both pages see each other, the room is listed on the first
 // node (GET /api/rooms) although the second page joined through the other
-// node, each decodes the other's camera
-// (framesDecoded rising) and receives its microphone (packetsReceived
-// rising), a chat message crosses the nodes both ways.
+// node, each decodes the other's camera (framesDecoded rising) and receives
+// its microphone (packetsReceived rising), a chat message crosses the nodes
+// both ways; then node 0 is killed (SIGKILL) and two pages relayed through
+// node 1 reconnect by themselves, the room moves to node 1 and they decode
+// each other again.
 //
-// Environment: PULSEWAVE_URLS (two comma-separated http:// base URLs, node 1
+// Environment: PULSEWAVE_URLS (two comma-separated http:// base URLs, node 0
 // first), PULSEWAVE_API_KEY / PULSEWAVE_API_SECRET (tokens come from each
 // node's POST /api/token with HTTP Basic credentials, as outside --dev),
-// PULSEWAVE_ARTIFACTS, CHROMIUM_PATH.
+// PULSEWAVE_NODE0_PID (node 0's PID, killed by the test), PULSEWAVE_ARTIFACTS,
+// CHROMIUM_PATH.
 // Exit status: 0 passed, 1 a check failed, 2 setup failed, 3 time limit.
 
 import { existsSync } from 'node:fs';
@@ -28,6 +31,7 @@ const SECRET = process.env.PULSEWAVE_API_SECRET ?? '';
 const ARTIFACTS = process.env.PULSEWAVE_ARTIFACTS ?? 'artifacts';
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ROOM = `cluster-e2e-${Date.now().toString(36)}`;
+const NODE0_PID = Number(process.env.PULSEWAVE_NODE0_PID ?? 0);
 
 const t0 = Date.now();
 const log = (...a) => console.log(`[cluster-e2e ${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
@@ -93,6 +97,8 @@ async function open(browser, base, name) {
   return p;
 }
 
+const framesOf = (id) => window.pwStats().then((s) => s[id]?.camera?.framesDecoded ?? 0);
+
 const decoding = (id) =>
   window.pwStats().then((s) => {
     const cam = s[id]?.camera;
@@ -105,6 +111,7 @@ const decoding = (id) =>
 async function main() {
   if (URLS.length !== 2) setupFailure('PULSEWAVE_URLS must hold two node URLs');
   if (!KEY || !SECRET) setupFailure('PULSEWAVE_API_KEY and PULSEWAVE_API_SECRET are required');
+  if (!NODE0_PID) setupFailure('PULSEWAVE_NODE0_PID (the first node, killed for the failover check) is required');
   if (!existsSync(CHROMIUM)) setupFailure(`Chromium not found at ${CHROMIUM}`);
   await mkdir(ARTIFACTS, { recursive: true });
   for (const u of URLS) {
@@ -171,6 +178,44 @@ async function main() {
     }
     log('chat crosses the nodes both ways');
     await ann.page.screenshot({ path: join(ARTIFACTS, 'cluster-ann.png') });
+
+    // Failover: Cara joins through node 1 too; node 0, which owns the
+    // room, is killed. Ben and Cara, relayed through node 1, lose their
+    // tunnels, reconnect by themselves, the room is placed on node 1, and
+    // they decode each other again.
+    const cara = await open(browser, URLS[1], 'Cara');
+    pages.push(cara);
+    for (const [p, q] of [[ben, cara], [cara, ben]]) {
+      await waitFor(p, `decodes ${q.name}'s camera before the failover`, decoding, q.identity, 30_000);
+    }
+    process.kill(NODE0_PID, 'SIGKILL');
+    const killedAt = Date.now();
+    log(`node 0 (pid ${NODE0_PID}) killed`);
+    for (const p of [ben, cara]) {
+      await waitFor(p, 'reconnects after its node lost the room', () => {
+        const types = window.pwEvents.map((e) => e.type);
+        const i = types.lastIndexOf('reconnecting');
+        return i >= 0 && types.indexOf('reconnected', i) > i && window.pulsewave.state === 'connected';
+      }, null, 45_000);
+    }
+    log(`Ben and Cara reconnected ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`);
+    for (const [p, q] of [[ben, cara], [cara, ben]]) {
+      const deadline = Date.now() + 30_000;
+      let d = 0;
+      while (Date.now() < deadline) {
+        const a = await p.page.evaluate(framesOf, q.identity);
+        await sleep(1000);
+        const b = await p.page.evaluate(framesOf, q.identity);
+        d = b - a;
+        if (d >= 5) break;
+      }
+      if (d < 5) throw new Error(`${p.name} does not decode ${q.name}'s camera after the failover (framesDecoded +${d} in 1 s)`);
+    }
+    log(`media flows again between Ben and Cara ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`);
+    const after = await (await fetch(`${URLS[1]}/api/rooms`, { headers: { Authorization: basic() } })).json();
+    const moved = (after.rooms ?? []).find((r) => r.name === ROOM);
+    if (moved?.node !== nodes[1]) throw new Error(`after the failover ${ROOM} is on ${moved?.node ?? 'no node'}, expected ${nodes[1]}`);
+    log(`${ROOM} now lives on ${moved.node}`);
   } catch (err) {
     failed = err;
   }
@@ -183,7 +228,7 @@ async function main() {
     console.error(`[cluster-e2e] FAILED: ${failed.message}`);
     process.exit(1);
   }
-  log('PASS: two browsers in one room through two nodes: media and chat');
+  log('PASS: browsers in one room through two nodes: media, chat, failover');
 }
 
 main().catch((err) => setupFailure('unexpected error', err));

@@ -75,7 +75,7 @@ run_cluster_tests() {
   if wait_http "http://127.0.0.1:$a_port/healthz" "${pids[1]}" "cluster node 0" &&
     wait_http "http://127.0.0.1:$b_port/healthz" "${pids[2]}" "cluster node 1"; then
     PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
-      PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" \
+      PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" PULSEWAVE_NODE0_PID="${pids[1]}" \
       node "$WEB_DIR/test/cluster-e2e.mjs" || rc=$?
   else
     rc=2
