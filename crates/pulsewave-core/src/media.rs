@@ -64,6 +64,26 @@ impl Producer {
             .unwrap_or(0)
     }
 
+    /// The layer to forward to a consumer that prefers `preferred` (a
+    /// spatial layer index; `None`: the best): the highest layer at or
+    /// below it that the publisher is sending now, else the lowest one it
+    /// is sending (as mediasoup's `setPreferredLayers`), else 0.
+    pub(crate) fn target_layer(&self, now: Instant, preferred: Option<usize>) -> usize {
+        let Some(max) = preferred else {
+            return self.best_layer(now);
+        };
+        let live = |l: &Layer| {
+            l.last_packet
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+        };
+        let below = self.layers.len().min(max.saturating_add(1));
+        self.layers[..below]
+            .iter()
+            .rposition(live)
+            .or_else(|| self.layers.iter().position(live))
+            .unwrap_or(0)
+    }
+
     /// Marks a keyframe as wanted on `layer`.
     pub(crate) fn want_keyframe_on(&mut self, layer: usize) {
         if layer < 32 {
@@ -90,6 +110,9 @@ pub(crate) struct Consumer {
     pub(crate) layer: Option<usize>,
     /// The next forwarded packet starts a new sequence/timestamp base.
     pub(crate) needs_resync: bool,
+    /// The highest spatial layer the subscriber wants (`None`: the best the
+    /// publisher sends), set by `set-preferred-layers`.
+    pub(crate) preferred_layer: Option<usize>,
     /// Whether str0m keeps packets for retransmission (video with RTX).
     pub(crate) nackable: bool,
     pub(crate) rewriter: Rewriter,

@@ -577,7 +577,7 @@ impl Room {
         if p.paused {
             return;
         }
-        let target = p.best_layer(now);
+        let best = p.best_layer(now);
         let keyframe = p.video.is_none_or(|c| c.is_keyframe_start(&pkt.payload));
         // A keyframe on this layer answers any request still waiting for
         // the throttle: drop it, as mediasoup's KeyFrameRequestManager does.
@@ -591,7 +591,8 @@ impl Room {
         let in_seq = *pkt.seq_no;
         let in_ts = pkt.header.timestamp;
         let ext_in = &pkt.header.ext_vals;
-        let mut keyframe_needed = false;
+        // Layers a consumer waits for a keyframe on (bit i: layer i).
+        let mut keyframe_needed = 0u32;
         for &ckey in &p.consumers {
             let Some(c) = consumers.get_mut(ckey) else {
                 continue;
@@ -608,16 +609,23 @@ impl Room {
             let Some(out_pt) = c.map_pt(in_pt) else {
                 continue;
             };
-            // Forward the consumer's current layer; switch to the best layer
-            // the publisher sends at its next keyframe (any packet, for audio).
+            // Forward the consumer's current layer; switch to its target (the
+            // best layer the publisher sends, up to the consumer's preferred
+            // one) at the target's next keyframe (any packet, for audio).
+            let target = match c.preferred_layer {
+                None => best,
+                Some(_) => p.target_layer(now, c.preferred_layer),
+            };
             let resync = if c.layer == Some(layer) {
-                if layer != target {
-                    keyframe_needed = true;
+                if layer != target && target < 32 {
+                    keyframe_needed |= 1 << target;
                 }
                 c.needs_resync
             } else if layer == target {
                 if !keyframe {
-                    keyframe_needed = true;
+                    if target < 32 {
+                        keyframe_needed |= 1 << target;
+                    }
                     continue;
                 }
                 c.layer = Some(layer);
@@ -661,9 +669,7 @@ impl Room {
             c.packets += 1;
             stats.rtp_forwarded += 1;
         }
-        if keyframe_needed {
-            p.want_keyframe_on(target);
-        }
+        p.keyframe_layers |= keyframe_needed;
     }
 
     /// Asks the producer for a keyframe on `layer` (the best layer when
@@ -1270,6 +1276,7 @@ impl Room {
             paused: true,
             layer: None,
             needs_resync: true,
+            preferred_layer: None,
             nackable,
             rewriter: Rewriter::new(clock_rate, random_u16(), rand::random()),
             packets: 0,
@@ -1325,6 +1332,40 @@ impl Room {
         let p = c.producer;
         self.want_keyframe(now, p, None);
         self.process(now);
+        Ok(())
+    }
+
+    /// Sets the highest spatial layer `owner`'s consumer `id` forwards
+    /// (mediasoup's `consumer.setPreferredLayers`; `None`: the best the
+    /// publisher sends, the default). The consumer switches at the next
+    /// keyframe of its new layer, which the publisher is asked for. Layers
+    /// past the producer's last one mean its last; a producer without
+    /// simulcast has one layer, and nothing changes.
+    pub fn set_consumer_preferred_layer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ConsumerId,
+        spatial_layer: Option<u8>,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = self.owned_consumer(owner, id)?;
+        let c = &mut self.consumers[key];
+        let preferred = spatial_layer.map(usize::from);
+        if c.preferred_layer == preferred {
+            return Ok(());
+        }
+        c.preferred_layer = preferred;
+        let pkey = c.producer;
+        let current = c.layer;
+        let Some(p) = self.producers.get(pkey) else {
+            return Ok(());
+        };
+        let target = p.target_layer(now, preferred);
+        if !self.consumers[key].paused && current != Some(target) {
+            self.want_keyframe(now, pkey, Some(target));
+            self.process(now);
+        }
         Ok(())
     }
 

@@ -536,3 +536,86 @@ fn an_unanswered_switch_up_keeps_the_lower_layer_flowing_and_asks_every_500_ms()
     assert_eq!(layers, ["r2", "r0", "r2"]);
     assert_clean_switches(&sim, &alice, &mid, &bob, &consumer, 3);
 }
+
+#[test]
+fn a_preferred_layer_caps_what_one_subscriber_gets_and_lifting_it_restores_the_top() {
+    let (mut sim, alice, bob, producer, mid) = three_layers(90);
+    let carol = sim.join("carol");
+    sim.recv_transport(&carol);
+    let consumer = sim.subscribe(&bob, &producer);
+    let other = sim.subscribe(&carol, &producer);
+    sim.advance(SECOND);
+    assert!(
+        rids(&received(&sim, &bob, &consumer))
+            .iter()
+            .all(|r| *r == "r2")
+    );
+
+    // Bob asks for the lowest layer only (a small tile, say).
+    let capped = sim.now();
+    sim.room_mut()
+        .set_consumer_preferred_layer(capped, &bob, &consumer, Some(0))
+        .unwrap();
+    sim.advance(2 * SECOND);
+    let got = received(&sim, &bob, &consumer);
+    let switch = first_from(&got, "r0", 0).expect("Bob switched to r0");
+    assert!(
+        rids(&got)[switch..].iter().all(|r| *r == "r0"),
+        "only r0 after the switch"
+    );
+    assert!(rids(&got)[..switch].iter().all(|r| *r == "r2"));
+    assert!(
+        !requests_since(&sim, &alice, &mid, "r0", capped).is_empty(),
+        "a keyframe was asked on r0"
+    );
+    // Carol's subscription of the same track is untouched.
+    assert!(
+        rids(&received(&sim, &carol, &other))
+            .iter()
+            .all(|r| *r == "r2")
+    );
+
+    // A layer past the last one means the last one; `None` the best.
+    let lifted = sim.now();
+    sim.room_mut()
+        .set_consumer_preferred_layer(lifted, &bob, &consumer, None)
+        .unwrap();
+    sim.advance(2 * SECOND);
+    let got = received(&sim, &bob, &consumer);
+    let back = first_from(&got, "r2", switch).expect("Bob is back on r2");
+    assert!(rids(&got)[back..].iter().all(|r| *r == "r2"));
+    assert_clean_switches(&sim, &alice, &mid, &bob, &consumer, 3);
+
+    // Only the consumer's owner may set it.
+    let err = sim
+        .room_mut()
+        .set_consumer_preferred_layer(lifted, &carol, &consumer, Some(1))
+        .unwrap_err();
+    assert!(matches!(err, Error::ConsumerNotFound(_)), "{err:?}");
+}
+
+#[test]
+fn a_preferred_layer_the_publisher_does_not_send_falls_back_to_the_next_one_down() {
+    let (mut sim, alice, bob, producer, mid) = three_layers(91);
+    let consumer = sim.subscribe(&bob, &producer);
+    sim.advance(SECOND);
+    sim.set_layer_sending(&alice, &mid, "r1", false);
+    sim.advance(2 * SECOND);
+    let now = sim.now();
+    sim.room_mut()
+        .set_consumer_preferred_layer(now, &bob, &consumer, Some(1))
+        .unwrap();
+    sim.advance(2 * SECOND);
+    let got = received(&sim, &bob, &consumer);
+    let switch = first_from(&got, "r0", 0).expect("r1 is silent: r0");
+    assert!(rids(&got)[switch..].iter().all(|r| *r == "r0"));
+    // Asking for layer 7 of three means the top one.
+    let now = sim.now();
+    sim.room_mut()
+        .set_consumer_preferred_layer(now, &bob, &consumer, Some(7))
+        .unwrap();
+    sim.advance(2 * SECOND);
+    let got = received(&sim, &bob, &consumer);
+    let back = first_from(&got, "r2", switch).expect("back on r2");
+    assert!(rids(&got)[back..].iter().all(|r| *r == "r2"));
+}
