@@ -195,6 +195,26 @@ async fn media_requests_with_bad_input_get_clear_errors() {
     a.send(json!({"type":"unsubscribe","consumerId":consumer}))
         .await;
     expect_error(&mut a, 404).await;
+    a.send(json!({"type":"set-preferred-layers","consumerId":consumer,"spatialLayer":0}))
+        .await;
+    expect_error(&mut a, 404).await;
+    // b caps its own consumer's layer, and lifts the cap; a bad layer is a
+    // decoding error.
+    b.send(json!({"type":"set-preferred-layers","consumerId":consumer,"spatialLayer":0,"requestId":"l"}))
+        .await;
+    let set = b.wait_for("preferred-layers-set").await;
+    assert_eq!(set["requestId"], "l");
+    assert_eq!(set["consumerId"], consumer);
+    assert_eq!(set["spatialLayer"], 0);
+    b.send(json!({"type":"set-preferred-layers","consumerId":consumer,"spatialLayer":null}))
+        .await;
+    assert_eq!(
+        b.wait_for("preferred-layers-set").await["spatialLayer"],
+        Value::Null
+    );
+    b.send(json!({"type":"set-preferred-layers","consumerId":consumer,"spatialLayer":-1}))
+        .await;
+    expect_error(&mut b, 202).await;
     // Mute reaches everyone, requester's copy with its requestId.
     a.send(json!({"type":"mute","producerId":producer,"requestId":"m"}))
         .await;

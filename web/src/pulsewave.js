@@ -357,6 +357,21 @@ export class PulseWaveClient extends Emitter {
     await this._request(session, msg);
   }
 
+  /**
+   * Caps the simulcast layer a subscription receives (`set-preferred-layers`,
+   * as mediasoup's `consumer.setPreferredLayers`): the best layer the
+   * publisher sends up to `spatialLayer` (0 = the lowest); `null`: the best
+   * (the default). For the current session: set it again after `reconnected`.
+   * @param {RemoteTrack} sub
+   * @param {number|null} spatialLayer
+   */
+  async setPreferredLayers(sub, spatialLayer) {
+    const session = this._requireSession();
+    if (!sub?.consumerId || sub.closed) throw new PulseWaveError('not subscribed', ErrorCode.ConsumerNotFound);
+    await this._request(session, { type: 'set-preferred-layers', consumerId: sub.consumerId, spatialLayer: spatialLayer ?? null });
+    sub.preferredSpatialLayer = spatialLayer ?? null;
+  }
+
   /** Sends a raw protocol request on the current session; resolves with its reply. */
   async request(msg, options) {
     return this._request(this._requireSession(), msg, options);

@@ -431,6 +431,31 @@ async function main() {
       check(failures.length === 0, failures.join('; '));
     });
 
+    await scenario('simulcast: a preferred layer lowers one subscriber\'s resolution, lifting it restores it', async () => {
+      const width = (p, id) => evaluate(p, (i) => window.pwStats().then((s) => s[i]?.camera?.frameWidth ?? 0), id);
+      // Wait until Alice receives Bob's camera above the lowest layer (the
+      // publisher's bandwidth estimate ramps up over a few seconds).
+      const top = await waitFor(A, `receives ${B.name}'s camera above 160 px wide`, (i) =>
+        window.pwStats().then((s) => ((s[i]?.camera?.frameWidth ?? 0) > 160 ? s[i].camera.frameWidth : { pending: s[i]?.camera?.frameWidth })),
+      B.identity, { timeoutMs: 30_000 });
+      const setLayer = (layer) =>
+        evaluate(A, ([i, l]) => {
+          const sub = [...window.pulsewave.subscriptions.values()].find((x) => x.participantIdentity === i && x.source === 'camera');
+          return window.pulsewave.setPreferredLayers(sub, l).then(() => true);
+        }, [B.identity, layer]);
+      await setLayer(0);
+      const low = await waitFor(A, `receives ${B.name}'s camera below ${top} px after set-preferred-layers 0`, ([i, t]) =>
+        window.pwStats().then((s) => { const w = s[i]?.camera?.frameWidth ?? 0; return w > 0 && w < t ? w : { pending: w }; }),
+      [B.identity, top], { timeoutMs: 15_000 });
+      const carol = await width(C, B.identity);
+      check(carol > low, `${C.name} should keep ${B.name}'s higher layer (${carol} px) while ${A.name} gets ${low} px`);
+      await setLayer(null);
+      const back = await waitFor(A, `receives ${B.name}'s camera at ${top} px again after lifting the preference`, ([i, t]) =>
+        window.pwStats().then((s) => { const w = s[i]?.camera?.frameWidth ?? 0; return w >= t ? w : { pending: w }; }),
+      [B.identity, top], { timeoutMs: 15_000 });
+      log(`${A.name} sees ${B.name}'s camera at ${top} px, ${low} px with layer 0 (${C.name}: ${carol} px), ${back} px after lifting it`);
+    });
+
     await scenario('mute: camera mute stops the video everywhere, unmute resumes it', async () => {
       const watchers = [B, C];
       for (const w of watchers) await waitSubscriptions(w, [[A.identity, 'camera']], 5000);

@@ -671,6 +671,26 @@ impl Client {
         }
     }
 
+    /// Caps the simulcast layer one of our subscriptions receives
+    /// (`set-preferred-layers`): the best layer the publisher sends up to
+    /// `spatial_layer` (0 = the lowest); `None`: the best, the default.
+    pub async fn set_preferred_layers(
+        &self,
+        consumer_id: &ConsumerId,
+        spatial_layer: Option<u8>,
+    ) -> Result<(), ClientError> {
+        match self
+            .request(ClientMessage::SetPreferredLayers {
+                consumer_id: consumer_id.clone(),
+                spatial_layer,
+            })
+            .await?
+        {
+            ServerMessage::PreferredLayersSet { .. } => Ok(()),
+            other => Err(unexpected("preferred-layers-set", &other)),
+        }
+    }
+
     // ------------------------------------------------------------------
     // Transports
 

@@ -160,6 +160,16 @@ pub enum ClientMessage {
         /// The consumer.
         consumer_id: ConsumerId,
     },
+    /// Cap the simulcast layer a consumer receives (mediasoup's
+    /// `consumer.setPreferredLayers`): the best layer the publisher sends
+    /// up to `spatialLayer` (0 = the lowest); `null` or absent: the best.
+    SetPreferredLayers {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// Highest spatial layer wanted.
+        #[serde(default)]
+        spatial_layer: Option<u8>,
+    },
     /// Mute one of the participant's own tracks.
     Mute {
         /// The producer.
@@ -233,6 +243,7 @@ impl ClientMessage {
         "unsubscribe",
         "resume-consumer",
         "pause-consumer",
+        "set-preferred-layers",
         "mute",
         "unmute",
         "publish-data",
@@ -256,6 +267,7 @@ impl ClientMessage {
             ClientMessage::Unsubscribe { .. } => "unsubscribe",
             ClientMessage::ResumeConsumer { .. } => "resume-consumer",
             ClientMessage::PauseConsumer { .. } => "pause-consumer",
+            ClientMessage::SetPreferredLayers { .. } => "set-preferred-layers",
             ClientMessage::Mute { .. } => "mute",
             ClientMessage::Unmute { .. } => "unmute",
             ClientMessage::PublishData { .. } => "publish-data",
@@ -494,6 +506,13 @@ pub enum ServerMessage {
         /// The consumer.
         consumer_id: ConsumerId,
     },
+    /// Reply to `set-preferred-layers`.
+    PreferredLayersSet {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// The preference now in force (`null`: the best layer).
+        spatial_layer: Option<u8>,
+    },
     /// A track was muted (to everyone, including its publisher).
     TrackMuted {
         /// The producer.
@@ -611,6 +630,7 @@ impl ServerMessage {
             ServerMessage::TrackUnsubscribed { .. } => "track-unsubscribed",
             ServerMessage::ConsumerResumed { .. } => "consumer-resumed",
             ServerMessage::ConsumerPaused { .. } => "consumer-paused",
+            ServerMessage::PreferredLayersSet { .. } => "preferred-layers-set",
             ServerMessage::TrackMuted { .. } => "track-muted",
             ServerMessage::TrackUnmuted { .. } => "track-unmuted",
             ServerMessage::Data { .. } => "data",

@@ -117,6 +117,7 @@ fn every_client_type_is_listed() {
         json!({"type":"unsubscribe","consumerId":"CN_1"}),
         json!({"type":"resume-consumer","consumerId":"CN_1"}),
         json!({"type":"pause-consumer","consumerId":"CN_1"}),
+        json!({"type":"set-preferred-layers","consumerId":"CN_1","spatialLayer":0}),
         json!({"type":"mute","producerId":"PR_1"}),
         json!({"type":"unmute","producerId":"PR_1"}),
         json!({"type":"publish-data","kind":"lossy","data":1}),

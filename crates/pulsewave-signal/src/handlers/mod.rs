@@ -20,7 +20,9 @@ pub(crate) use data_channel::DataChannelHandler;
 pub(crate) use join::JoinHandler;
 pub(crate) use leave::LeaveHandler;
 pub(crate) use publish::{MuteHandler, PublishHandler, PublishRequest, UnpublishHandler};
-pub(crate) use subscribe::{ResumeConsumerHandler, SubscribeHandler, UnsubscribeHandler};
+pub(crate) use subscribe::{
+    PreferredLayersHandler, ResumeConsumerHandler, SubscribeHandler, UnsubscribeHandler,
+};
 pub(crate) use transport::{ConnectTransportHandler, CreateWebRtcTransportHandler};
 
 use crate::error::SignalError;
@@ -113,6 +115,10 @@ impl HandlerRegistry {
             ClientMessage::PauseConsumer { consumer_id } => {
                 ResumeConsumerHandler::handle(session, consumer_id, false, rid).await
             }
+            ClientMessage::SetPreferredLayers {
+                consumer_id,
+                spatial_layer,
+            } => PreferredLayersHandler::handle(session, consumer_id, spatial_layer, rid).await,
             ClientMessage::Mute { producer_id } => {
                 MuteHandler::handle(session, producer_id, true, rid).await
             }

@@ -52,6 +52,10 @@ pub(crate) enum MediaRequest {
     PauseConsumer {
         consumer_id: ConsumerId,
     },
+    SetPreferredLayers {
+        consumer_id: ConsumerId,
+        spatial_layer: Option<u8>,
+    },
     Mute {
         producer_id: ProducerId,
         muted: bool,
@@ -280,6 +284,24 @@ impl RoomActor {
                 self.on_media(move |room, now| room.pause_consumer(now, &owner, &id))
                     .await?;
                 self.send_to(from, &ServerMessage::ConsumerPaused { consumer_id }, rid);
+            }
+            MediaRequest::SetPreferredLayers {
+                consumer_id,
+                spatial_layer,
+            } => {
+                let id = consumer_id.clone();
+                self.on_media(move |room, now| {
+                    room.set_consumer_preferred_layer(now, &owner, &id, spatial_layer)
+                })
+                .await?;
+                self.send_to(
+                    from,
+                    &ServerMessage::PreferredLayersSet {
+                        consumer_id,
+                        spatial_layer,
+                    },
+                    rid,
+                );
             }
             MediaRequest::Mute { producer_id, muted } => {
                 let id = producer_id.clone();
