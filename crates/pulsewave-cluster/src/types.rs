@@ -131,6 +131,13 @@ pub struct ClusterTimings {
     pub tunnel_open_timeout: Duration,
     /// Timeout of one Redis command (2 s).
     pub command_timeout: Duration,
+    /// After the connection to Redis comes back (a Redis restart loses
+    /// every key), how long this node claims no room it does not hold (4 s):
+    /// the other nodes reconnect within the reconnect backoff (at most 2 s)
+    /// and re-assert the rooms they run first, so a client relayed to a
+    /// running room is not given a second, empty copy of it here. Joins of
+    /// unplaced rooms get `Unavailable` (HTTP 503) meanwhile; clients retry.
+    pub resync_grace: Duration,
 }
 
 impl Default for ClusterTimings {
@@ -144,6 +151,7 @@ impl Default for ClusterTimings {
             tunnel_timeout: Duration::from_secs(8),
             tunnel_open_timeout: Duration::from_secs(3),
             command_timeout: Duration::from_secs(2),
+            resync_grace: Duration::from_secs(4),
         }
     }
 }

@@ -27,6 +27,7 @@ fn timings() -> ClusterTimings {
         tunnel_timeout: Duration::from_millis(1500),
         tunnel_open_timeout: Duration::from_millis(1500),
         command_timeout: Duration::from_millis(1000),
+        resync_grace: Duration::from_millis(800),
     }
 }
 

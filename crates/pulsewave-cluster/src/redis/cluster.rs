@@ -107,6 +107,9 @@ struct Inner {
     draining: AtomicBool,
     /// Whether the connection is up, as last seen by the monitor.
     connected: AtomicBool,
+    /// Until when (after a reconnect) this node claims no new room; see
+    /// [`ClusterTimings::resync_grace`].
+    resync_until: Mutex<Option<Instant>>,
     /// Incremented on every loss of the connection.
     epoch: AtomicU64,
     live: Mutex<LiveNodes>,
@@ -166,6 +169,7 @@ impl RedisCluster {
             resync: Notify::new(),
             draining: AtomicBool::new(false),
             connected: AtomicBool::new(false),
+            resync_until: Mutex::new(None),
             epoch: AtomicU64::new(0),
             live: Mutex::new(LiveNodes::default()),
             tunnels: Mutex::new(HashMap::new()),
@@ -254,6 +258,8 @@ impl Inner {
         let mut sub_reconnects = Some(self.conn.subscriber.reconnect_rx());
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut was_up = false;
+        // The first connection has no earlier state to wait for.
+        let mut ever_up = false;
         loop {
             let reconnected = tokio::select! {
                 _ = tick.tick() => false,
@@ -271,6 +277,10 @@ impl Inner {
             }
             if up && (!was_up || reconnected) {
                 info!(node = %self.node.id, "connected to Redis; registering and re-asserting room claims");
+                if ever_up {
+                    *lock(&self.resync_until) = Some(Instant::now() + self.timings.resync_grace);
+                }
+                ever_up = true;
                 self.connected.store(true, Ordering::Relaxed);
                 self.resync.notify_one();
             }
@@ -858,6 +868,10 @@ impl ClusterBackend for RedisCluster {
             if !inner.available() {
                 return Err(not_connected());
             }
+            // Right after a reconnect, look up the room but claim it only
+            // once the other nodes had time to re-assert theirs.
+            let resyncing = lock(&inner.resync_until).is_some_and(|t| Instant::now() < t);
+            let claim = may_claim && !resyncing;
             let answer: String = inner
                 .conn
                 .client
@@ -868,12 +882,16 @@ impl ClusterBackend for RedisCluster {
                         inner.node.id.clone(),
                         ms(inner.timings.room_ttl),
                         keys::NODE_PREFIX.to_owned(),
-                        if may_claim { "1" } else { "0" }.to_owned(),
+                        if claim { "1" } else { "0" }.to_owned(),
                     ],
                 )
                 .await?;
             match answer.split_at_checked(1) {
                 Some(("L", _)) => Ok(Placement::Local),
+                Some(("D", _)) if may_claim && resyncing => Err(ClusterError::Unavailable(
+                    "re-synchronizing with Redis after a reconnect; retry in a few seconds"
+                        .to_owned(),
+                )),
                 Some(("D", _)) => Err(ClusterError::Draining),
                 Some(("R", json)) => serde_json::from_str::<NodeInfo>(json)
                     .map(Placement::Remote)
