@@ -401,13 +401,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn publisher(ctx: Arc<Ctx>, spec: Spec, ready: mpsc::Sender<bool>) -> PublisherResult {
     let mut result = PublisherResult::default();
     let t0 = Instant::now();
-    let client = match connect_and_join(&ctx, &spec, 1024).await {
+    let client = match connect_and_join(&ctx, &spec, 1024, &ready).await {
         Ok(c) => c,
         Err(e) => {
-            result
-                .errors
-                .push(format!("{}: join failed: {e}", spec.identity));
-            let _ = ready.send(false).await;
+            result.errors.push(e);
             return result;
         }
     };
@@ -570,18 +567,31 @@ fn unexpected_close(ctx: &Ctx, spec: &Spec, reason: Option<String>) -> Option<St
     })
 }
 
+/// Connects and joins `spec`'s room. On failure, tells the launcher this
+/// participant will not be ready and returns the error line for its result.
 async fn connect_and_join(
     ctx: &Ctx,
     spec: &Spec,
     event_capacity: usize,
-) -> Result<Client, LoadTestError> {
-    let token = token(&ctx.config, &spec.identity, &spec.room, spec.publisher)?;
-    let mut client = Client::builder()
-        .event_capacity(event_capacity)
-        .connect(&spec.url, &token)
-        .await?;
-    client.join(&spec.room).await?;
-    Ok(client)
+    ready: &mpsc::Sender<bool>,
+) -> Result<Client, String> {
+    let joined = async {
+        let token = token(&ctx.config, &spec.identity, &spec.room, spec.publisher)?;
+        let mut client = Client::builder()
+            .event_capacity(event_capacity)
+            .connect(&spec.url, &token)
+            .await?;
+        client.join(&spec.room).await?;
+        Ok::<_, LoadTestError>(client)
+    }
+    .await;
+    match joined {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            let _ = ready.send(false).await;
+            Err(format!("{}: join failed: {e}", spec.identity))
+        }
+    }
 }
 
 // --------------------------------------------------------------- subscriber
@@ -592,13 +602,10 @@ async fn subscriber(ctx: Arc<Ctx>, spec: Spec, ready: mpsc::Sender<bool>) -> Sub
         ..SubscriberResult::default()
     };
     let t0 = Instant::now();
-    let mut client = match connect_and_join(&ctx, &spec, SUBSCRIBER_EVENTS).await {
+    let mut client = match connect_and_join(&ctx, &spec, SUBSCRIBER_EVENTS, &ready).await {
         Ok(c) => c,
         Err(e) => {
-            result
-                .errors
-                .push(format!("{}: join failed: {e}", spec.identity));
-            let _ = ready.send(false).await;
+            result.errors.push(e);
             return result;
         }
     };
