@@ -55,7 +55,7 @@ fn main() -> Result<(), Error> {
     let bob: ParticipantSid = "PA_bob".into();
     let mut peer = |who: &ParticipantSid, direction| -> Result<Peer, Error> {
         let socket = bind()?;
-        let options = room.create_transport(Instant::now(), who, direction, None)?;
+        let options = room.create_transport(Instant::now(), who, direction)?;
         let transport = PeerTransport::new(
             Instant::now(),
             direction,

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let mut room = Room::new(RoomConfig::default(), start);
     let alice = "PA_alice".into();
     let options = room
-        .create_transport(start, &alice, TransportDirection::Send, None)
+        .create_transport(start, &alice, TransportDirection::Send)
         .expect("a transport");
     let ufrag = options.ice_parameters.username_fragment.clone();
     // Datagrams are separated by 0xFE; the first byte of each picks the

@@ -958,7 +958,6 @@ export class PulseWaveClient extends Emitter {
       direction,
       sctpCapabilities: device.sctpCapabilities ?? DEFAULT_SCTP_CAPABILITIES,
     };
-    if (direction === 'send') msg.rtpCapabilities = device.sendRtpCapabilities;
     const reply = await this._request(session, msg);
     if (session.closed) throw new PulseWaveError('connection closed', ClientErrorCode.ConnectionClosed);
     const t = reply.transport;

@@ -121,7 +121,7 @@ test('connect: join with the room from the token, device loaded', T, async () =>
   assert.equal(typeof join.requestId, 'number');
 });
 
-test('publish: send transport with sendRtpCapabilities, connect, publish with source', T, async () => {
+test('publish: send transport, connect, publish with source and the browser\'s own ids', T, async () => {
   const pubs = await run(async () => {
     const c = window.T.clients.alice;
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
@@ -137,8 +137,7 @@ test('publish: send transport with sendRtpCapabilities, connect, publish with so
   const creates = mock.sent('alice', 'create-transport');
   assert.equal(creates.length, 1, 'one send transport for both tracks');
   assert.equal(creates[0].direction, 'send');
-  assert.ok(creates[0].rtpCapabilities.codecs.some((c) => c.mimeType === 'video/VP8'), 'sendRtpCapabilities has VP8');
-  assert.ok(creates[0].rtpCapabilities.codecs.some((c) => c.mimeType === 'audio/opus'), 'sendRtpCapabilities has opus');
+  assert.equal(creates[0].rtpCapabilities, undefined, 'the server learns ids from each publish');
   assert.deepEqual(creates[0].sctpCapabilities, { numStreams: { OS: 1024, MIS: 1024 } });
   const connects = mock.sent('alice', 'connect-transport');
   assert.equal(connects.length, 1);
@@ -148,9 +147,9 @@ test('publish: send transport with sendRtpCapabilities, connect, publish with so
   const video = publishes[1].rtpParameters;
   assert.equal(video.codecs[0].mimeType, 'video/VP8');
   assert.ok(video.encodings[0].ssrc > 0);
-  // The browser's own payload types, as announced in sendRtpCapabilities.
-  const announced = creates[0].rtpCapabilities.codecs.find((c) => c.mimeType === 'video/VP8').preferredPayloadType;
-  assert.equal(video.codecs[0].payloadType, announced);
+  // Each publish carries the browser's own payload type and extension ids.
+  assert.ok(video.codecs[0].payloadType > 0);
+  assert.ok(video.headerExtensions.some((e) => e.uri === 'urn:ietf:params:rtp-hdrext:sdes:mid' && e.id > 0));
   assert.equal(publishes[1].transportId, connects[0].transportId);
 });
 

@@ -54,6 +54,7 @@ fn codec_for_mime(mime_type: &str) -> Option<Codec> {
         "vp8" => Codec::Vp8,
         "vp9" => Codec::Vp9,
         "h264" => Codec::H264,
+        "av1" => Codec::Av1,
         _ => return None,
     })
 }
@@ -337,7 +338,7 @@ mod tests {
                     90000,
                     &[("apt", ParamValue::Int(101))],
                 ),
-                codec(Video, "video/AV1", 103, 90000, &[]),
+                codec(Video, "video/H265", 103, 90000, &[]),
                 codec(
                     Video,
                     "video/rtx",
@@ -361,7 +362,7 @@ mod tests {
     #[test]
     fn table_skips_unknown_and_pairs_rtx() {
         let t = RouterTable::new(&caps());
-        assert_eq!(t.codecs.len(), 2, "AV1 is skipped");
+        assert_eq!(t.codecs.len(), 2, "H265 is skipped");
         let vp8 = t.find_codec(MediaKind::Video, "video/vp8").unwrap();
         assert_eq!(vp8.payload_type, 101);
         assert_eq!(vp8.rtx_payload_type, Some(102));

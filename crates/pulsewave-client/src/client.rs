@@ -193,6 +193,9 @@ pub struct ReceivedRtp {
     pub marker: bool,
     /// The payload.
     pub payload: Arc<[u8]>,
+    /// The audio level header extension (RFC 6464, -dBov), if the packet
+    /// carried it.
+    pub audio_level: Option<i8>,
     /// When the datagram was read from the socket.
     pub received_at: Instant,
 }
@@ -285,6 +288,7 @@ pub struct ClientBuilder {
     event_capacity: usize,
     bind_ip: Option<IpAddr>,
     reconnect: Option<ReconnectPolicy>,
+    send_capabilities: Option<RtpCapabilities>,
 }
 
 /// How a client reconnects ([`ClientBuilder::reconnect`]), as the
@@ -323,6 +327,7 @@ impl Default for ClientBuilder {
             event_capacity: 4096,
             bind_ip: None,
             reconnect: Some(ReconnectPolicy::default()),
+            send_capabilities: None,
         }
     }
 }
@@ -368,6 +373,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends with these payload types and header extension ids instead of
+    /// the router's, as a browser sends with its own: each `publish`
+    /// carries them and the server learns them from it. The codecs must
+    /// still match the router's (by MIME type and parameters). Default: the
+    /// router's capabilities from `joined`.
+    pub fn send_capabilities(mut self, caps: RtpCapabilities) -> Self {
+        self.send_capabilities = Some(caps);
+        self
+    }
+
     /// Never reconnects: the client ends with [`ClientEvent::Closed`] when
     /// its connection drops.
     pub fn no_reconnect(mut self) -> Self {
@@ -404,6 +419,7 @@ impl ClientBuilder {
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             bind_ip: self.bind_ip,
+            send_capabilities: self.send_capabilities,
             events_tx: events_weak,
             dropped,
             session_cancel: StdMutex::new(cancel.child_token()),
@@ -996,6 +1012,8 @@ pub(crate) struct Inner {
     pub(crate) request_timeout: Duration,
     connect_timeout: Duration,
     bind_ip: Option<IpAddr>,
+    /// Payload types and extension ids to send with (else the router's).
+    send_capabilities: Option<RtpCapabilities>,
     events_tx: mpsc::WeakSender<ClientEvent>,
     dropped: Arc<AtomicU64>,
     /// Cancelled when the client is closed for good.
@@ -1052,7 +1070,10 @@ impl Inner {
         &self,
         direction: TransportDirection,
     ) -> Result<TransportHandle, ClientError> {
-        let caps = self.router_caps()?;
+        let caps = match (direction, &self.send_capabilities) {
+            (TransportDirection::Send, Some(own)) => own.clone(),
+            _ => self.router_caps()?,
+        };
         let slot = match direction {
             TransportDirection::Send => &self.send_transport,
             TransportDirection::Recv => &self.recv_transport,

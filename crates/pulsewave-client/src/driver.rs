@@ -465,6 +465,7 @@ impl Task {
                 rtp_time,
                 marker,
                 payload,
+                audio_level,
                 received_at,
             } => {
                 let Some(consumer_id) = self.peer.consumer_for_ssrc(ssrc).cloned() else {
@@ -483,6 +484,7 @@ impl Task {
                     rtp_time,
                     marker,
                     payload,
+                    audio_level,
                     received_at,
                 }));
                 return;

@@ -70,8 +70,8 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 use crate::caps::{RouterCodec, RouterTable};
 use crate::error::ClientError;
 
-/// Audio level written on outgoing audio packets, in -dBov.
-const AUDIO_LEVEL: i8 = -30;
+/// The audio level (-dBov, RFC 6464) every synthetic audio packet carries.
+pub const SYNTHETIC_AUDIO_LEVEL: i8 = -30;
 
 /// A datagram to send on the transport's UDP socket.
 #[must_use]
@@ -108,6 +108,9 @@ pub enum PeerEvent {
         marker: bool,
         /// The RTP payload, without header.
         payload: Arc<[u8]>,
+        /// The audio level header extension (RFC 6464, -dBov), if the
+        /// packet carried it.
+        audio_level: Option<i8>,
         /// When the datagram was handed to [`PeerTransport::handle_receive`].
         received_at: Instant,
     },
@@ -198,7 +201,6 @@ pub struct PeerTransport {
     server_addr: SocketAddr,
     table: RouterTable,
     cname: String,
-    next_mid: u32,
     sctp: bool,
     tracks: HashMap<String, LocalTrack>,
     consumers: HashMap<ConsumerId, RxConsumer>,
@@ -357,7 +359,6 @@ impl PeerTransport {
             server_addr,
             table,
             cname: pulsewave_protocol::random_string(16),
-            next_mid: 0,
             sctp,
             tracks: HashMap::new(),
             consumers: HashMap::new(),
@@ -522,13 +523,7 @@ impl PeerTransport {
                         "{kind} codec {mime_type} is not in the router's capabilities"
                     ))
                 })?;
-        let mid = loop {
-            let m = self.next_mid.to_string();
-            self.next_mid += 1;
-            if !self.mid_in_use(&m) {
-                break m;
-            }
-        };
+        let mid = self.free_mid();
         let ssrc = self.fresh_ssrc();
         let rtx_ssrc = (with_rtx && kind == MediaKind::Video && codec.rtx_payload_type.is_some())
             .then(|| self.fresh_ssrc_except(ssrc));
@@ -603,13 +598,7 @@ impl PeerTransport {
                         "{kind} codec {mime_type} is not in the router's capabilities"
                     ))
                 })?;
-        let mid = loop {
-            let m = self.next_mid.to_string();
-            self.next_mid += 1;
-            if !self.mid_in_use(&m) {
-                break m;
-            }
-        };
+        let mid = self.free_mid();
         let mut layers: Vec<LocalLayer> = Vec::with_capacity(rids.len());
         for rid in rids {
             let ssrc = loop {
@@ -813,7 +802,7 @@ impl PeerTransport {
         let now = self.last_now;
         let ext_vals = match kind {
             MediaKind::Audio => ExtensionValues {
-                audio_level: Some(AUDIO_LEVEL),
+                audio_level: Some(SYNTHETIC_AUDIO_LEVEL),
                 voice_activity: Some(true),
                 ..Default::default()
             },
@@ -1070,6 +1059,16 @@ impl PeerTransport {
     // ------------------------------------------------------------------
     // Internals
 
+    /// The lowest mid not in use: a mid freed by `remove_track` is used
+    /// again, as mediasoup-client reuses the media section of a closed
+    /// producer.
+    fn free_mid(&self) -> String {
+        (0u32..)
+            .map(|n| n.to_string())
+            .find(|m| !self.mid_in_use(m))
+            .unwrap_or_default()
+    }
+
     fn mid_in_use(&self, mid: &str) -> bool {
         self.tracks.contains_key(mid) || self.consumers.values().any(|c| c.mid == mid)
     }
@@ -1186,6 +1185,7 @@ impl PeerTransport {
                     seq_no: *p.seq_no,
                     rtp_time: p.header.timestamp,
                     marker: p.header.marker,
+                    audio_level: p.header.ext_vals.audio_level,
                     payload: p.payload,
                     received_at: p.timestamp,
                 });

@@ -39,6 +39,14 @@
 //!   packet) or 1 (other packets). A server that reads VP8 descriptors sees
 //!   keyframes where the header says so.
 //!
+//! - **VP9**, **H264** and **AV1**: one byte, enough for a server to find
+//!   keyframes. VP9: a payload descriptor with B (`0x08`) on a frame's first
+//!   packet, E (`0x04`) on its last, P (`0x40`) on inter frames. H264: a NAL
+//!   unit header, IDR (`0x65`) on a keyframe's first packet, else a non-IDR
+//!   slice (`0x41`). AV1: an aggregation header with N (`0x08`, a new coded
+//!   video sequence) on a keyframe's first packet, else `0x00`. The header
+//!   is at offset 1.
+//!
 //! [`parse_synthetic`] finds the header in either form (and skips a VP8
 //! descriptor with extensions, in case a server rewrote picture ids) and
 //! checks the filler.
@@ -77,6 +85,12 @@ pub enum SyntheticCodec {
     Opus,
     /// VP8 video: VP8 payload descriptor and frame header before the header.
     Vp8,
+    /// VP9 video: a one-byte VP9 payload descriptor before the header.
+    Vp9,
+    /// H264 video: a one-byte NAL unit header before the header.
+    H264,
+    /// AV1 video: a one-byte aggregation header before the header.
+    Av1,
     /// Any other video codec: header and filler only.
     Raw,
 }
@@ -146,15 +160,23 @@ impl SyntheticConfig {
     }
 
     /// The usual configuration for a router codec MIME type: opus for
-    /// audio, VP8 layout for `video/VP8`, raw for other video (30 fps,
-    /// 500 kbit/s).
+    /// audio, the codec's layout for VP8, VP9, H264 and AV1, raw for other
+    /// video (30 fps, 500 kbit/s).
     pub fn for_mime(mime_type: &str) -> Self {
-        if mime_type.to_ascii_lowercase().starts_with("audio/") {
-            Self::opus()
-        } else if mime_type.eq_ignore_ascii_case("video/vp8") {
-            Self::vp8(30, 500_000)
-        } else {
-            Self::raw_video(30, 500_000)
+        let mime = mime_type.to_ascii_lowercase();
+        if mime.starts_with("audio/") {
+            return Self::opus();
+        }
+        let codec = match mime.as_str() {
+            "video/vp8" => SyntheticCodec::Vp8,
+            "video/vp9" => SyntheticCodec::Vp9,
+            "video/h264" => SyntheticCodec::H264,
+            "video/av1" => SyntheticCodec::Av1,
+            _ => SyntheticCodec::Raw,
+        };
+        Self {
+            codec,
+            ..Self::vp8(30, 500_000)
         }
     }
 }
@@ -274,6 +296,10 @@ fn read_header(p: &[u8], off: usize) -> Option<(u64, u64, u32, u8, u16, u16)> {
 pub fn parse_synthetic(payload: &[u8]) -> Option<SyntheticInfo> {
     let (offset, vp8_keyframe) = if read_header(payload, 0).is_some() {
         (0, None)
+    } else if read_header(payload, 1).is_some() {
+        // A one-byte prefix (VP9, H264, AV1), or a VP8 packet after the
+        // first of its frame.
+        (1, None)
     } else {
         let (s, pid, mut off) = vp8_descriptor(payload)?;
         let mut key = None;
@@ -477,13 +503,18 @@ impl SyntheticSource {
         let rtp_time = self.rtp_time_of(k);
         let send_us = unix_micros(send_time);
         let size = self.frame_size(k, keyframe);
-        let vp8 = self.config.codec == SyntheticCodec::Vp8;
+        let codec = self.config.codec;
+        let vp8 = codec == SyntheticCodec::Vp8;
+        let one_byte = matches!(
+            codec,
+            SyntheticCodec::Vp9 | SyntheticCodec::H264 | SyntheticCodec::Av1
+        );
         let first_prefix = if vp8 {
             1 + 3 + if keyframe { 7 } else { 0 }
         } else {
-            0
+            usize::from(one_byte)
         };
-        let other_prefix = usize::from(vp8);
+        let other_prefix = usize::from(vp8 || one_byte);
         let max = self
             .config
             .max_packet_size
@@ -513,6 +544,16 @@ impl SyntheticSource {
                 } else {
                     p.push(0x00);
                 }
+            }
+            match codec {
+                SyntheticCodec::Vp9 => p.push(
+                    if first { 0x08 } else { 0 }
+                        | if last { 0x04 } else { 0 }
+                        | if keyframe { 0 } else { 0x40 },
+                ),
+                SyntheticCodec::H264 => p.push(if first && keyframe { 0x65 } else { 0x41 }),
+                SyntheticCodec::Av1 => p.push(if first && keyframe { 0x08 } else { 0x00 }),
+                SyntheticCodec::Opus | SyntheticCodec::Vp8 | SyntheticCodec::Raw => {}
             }
             let mut flags = 0;
             if keyframe {

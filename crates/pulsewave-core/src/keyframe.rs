@@ -7,6 +7,7 @@ pub(crate) enum VideoCodec {
     Vp8,
     Vp9,
     H264,
+    Av1,
     /// Anything else: every packet counts as a possible start.
     Other,
 }
@@ -19,6 +20,8 @@ impl VideoCodec {
             VideoCodec::Vp9
         } else if mime.eq_ignore_ascii_case("video/H264") {
             VideoCodec::H264
+        } else if mime.eq_ignore_ascii_case("video/AV1") {
+            VideoCodec::Av1
         } else {
             VideoCodec::Other
         }
@@ -30,6 +33,7 @@ impl VideoCodec {
             VideoCodec::Vp8 => vp8_keyframe_start(payload),
             VideoCodec::Vp9 => vp9_keyframe_start(payload),
             VideoCodec::H264 => h264_keyframe_start(payload),
+            VideoCodec::Av1 => av1_keyframe_start(payload),
             VideoCodec::Other => true,
         }
     }
@@ -87,6 +91,13 @@ fn vp9_keyframe_start(p: &[u8]) -> bool {
         Some(layer) => (layer >> 1) & 0x07 == 0,
         None => false,
     }
+}
+
+/// AV1 RTP payload (aomediacodec av1-rtp-spec 4.4): the aggregation header's
+/// N bit is set on the first packet of a coded video sequence, which starts
+/// with a key frame.
+fn av1_keyframe_start(p: &[u8]) -> bool {
+    matches!(p.first(), Some(h) if h & 0x08 != 0 && h & 0x80 == 0)
 }
 
 const NAL_IDR: u8 = 5;
@@ -152,6 +163,16 @@ mod tests {
         // SID 1.
         assert!(!c.is_keyframe_start(&[0xa8, 0x05, 0x02]));
         assert!(!c.is_keyframe_start(&[0xa8]));
+    }
+
+    #[test]
+    fn av1() {
+        let c = VideoCodec::Av1;
+        assert!(c.is_keyframe_start(&[0x18, 0x0a])); // N=1, W=1
+        assert!(c.is_keyframe_start(&[0x08]));
+        assert!(!c.is_keyframe_start(&[0x10, 0x32])); // N=0
+        assert!(!c.is_keyframe_start(&[0x88])); // Z=1: continues an OBU
+        assert!(!c.is_keyframe_start(&[]));
     }
 
     #[test]

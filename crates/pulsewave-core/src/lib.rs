@@ -27,7 +27,7 @@
 //! };
 //! let mut room = Room::new(config, start);
 //! let options = room
-//!     .create_transport(start, &"PA_alice".into(), TransportDirection::Send, None)
+//!     .create_transport(start, &"PA_alice".into(), TransportDirection::Send)
 //!     .unwrap();
 //! assert_eq!(options.ice_candidates[0].port, 40000);
 //!

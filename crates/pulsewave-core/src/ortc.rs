@@ -258,7 +258,8 @@ pub fn random_ssrc() -> u32 {
 /// The codec list PulseWave routers use by default, in preference order:
 /// opus (in-band FEC), VP8, VP9 profiles 0 and 2, H.264 constrained baseline
 /// 3.1 (`42e01f`) and main 5.0 (`4d0032`), both packetization mode 1 with
-/// level asymmetry allowed.
+/// level asymmetry allowed, and AV1 (last, so that a client that does not
+/// choose a codec gets VP8).
 pub fn default_router_codecs() -> Vec<RouterCodec> {
     use MediaKind::{Audio, Video};
     vec![
@@ -276,12 +277,13 @@ pub fn default_router_codecs() -> Vec<RouterCodec> {
             .with_parameter("packetization-mode", 1)
             .with_parameter("profile-level-id", "4d0032")
             .with_parameter("level-asymmetry-allowed", 1),
+        RouterCodec::new(Video, "video/AV1", 90000),
     ]
 }
 
 /// The router capabilities for [`default_router_codecs`]: opus 100, VP8 101
 /// (RTX 102), VP9 profile 0 103 (104), VP9 profile 2 105 (106), H.264
-/// `42e01f` 107 (108), H.264 `4d0032` 109 (110), and the header extensions
+/// `42e01f` 107 (108), H.264 `4d0032` 109 (110), AV1 111 (112), and the header extensions
 /// PulseWave handles, with mediasoup's ids.
 pub fn default_router_capabilities() -> RtpCapabilities {
     match router_capabilities_from_codecs(&default_router_codecs()) {

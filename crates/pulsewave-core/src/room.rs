@@ -144,7 +144,7 @@ pub struct DataConsumed {
 /// let mut room = Room::new(RoomConfig::default(), now);
 /// let alice = "PA_alice".into();
 /// let options = room
-///     .create_transport(now, &alice, TransportDirection::Recv, None)
+///     .create_transport(now, &alice, TransportDirection::Recv)
 ///     .unwrap();
 /// assert!(options.ice_parameters.ice_lite);
 ///
@@ -799,16 +799,14 @@ impl Room {
     }
 
     /// Creates a WebRTC transport for `owner` and returns mediasoup-client's
-    /// transport options. For a send transport, `sender_caps` are the
-    /// client's sending capabilities (`device.sendRtpCapabilities`): the
-    /// payload types and extension ids it will send with; `None` means the
-    /// router's own.
+    /// transport options. A receive transport sends with the router's
+    /// payload types and extension ids; a send transport learns the
+    /// sender's from each [`Room::produce`].
     pub fn create_transport(
         &mut self,
         now: Instant,
         owner: &ParticipantSid,
         direction: TransportDirection,
-        sender_caps: Option<&RtpCapabilities>,
     ) -> Result<TransportOptions, Error> {
         let now = self.advance(now);
         let count = self
@@ -819,14 +817,9 @@ impl Room {
         if count >= self.config.max_transports_per_participant {
             return Err(Error::LimitReached("transports per participant"));
         }
-        if let Some(caps) = sender_caps {
-            ortc::validate_rtp_capabilities(caps)
-                .map_err(|e| Error::InvalidRtpParameters(format!("rtpCapabilities: {e}")))?;
-        }
         let spec = TransportSpec {
             owner: owner.clone(),
             direction,
-            caps: sender_caps.unwrap_or(&self.config.rtp_capabilities),
             router_caps: &self.config.rtp_capabilities,
             local_addr: self.config.local_addr,
             sctp_max_message_size: self.config.sctp_max_message_size,
@@ -972,32 +965,6 @@ impl Room {
             )));
         }
         let mime_type = media_codec.mime_type.clone();
-        // Every payload type the sender uses must be in the transport's table.
-        for c in &rtp_parameters.codecs {
-            let known = t.pts.iter().any(|k| {
-                (k.pt == c.payload_type && k.mime_type.eq_ignore_ascii_case(&c.mime_type))
-                    || (k.rtx == Some(c.payload_type) && ortc::is_rtx_mime_type(&c.mime_type))
-            });
-            if !known {
-                return Err(Error::UnsupportedCodec(format!(
-                    "payload type {} ({}) is not in this transport's payload-type table: \
-                     create the send transport with `rtpCapabilities` = device.sendRtpCapabilities",
-                    c.payload_type, c.mime_type
-                )));
-            }
-        }
-        // Header extensions the stack parses must use the transport's ids.
-        for e in &rtp_parameters.header_extensions {
-            if let Some(expected) = t.extension_id(&e.uri)
-                && expected != e.id
-            {
-                return Err(Error::InvalidRtpParameters(format!(
-                    "header extension {} has id {} but this transport uses {}: \
-                     create the send transport with `rtpCapabilities` = device.sendRtpCapabilities",
-                    e.uri, e.id, expected
-                )));
-            }
-        }
         // Encodings: by ssrc (with optional RTX), or by rid (simulcast), or
         // a single one found by mid alone. Ssrcs of rid layers are learned
         // from their first packets.
@@ -1026,10 +993,15 @@ impl Room {
             return Err(Error::InvalidRtpParameters("no encoding".into()));
         }
         let by_rid = layers.iter().any(|l| l.ssrc.is_none());
+        let has_extension = |u: &str| {
+            rtp_parameters
+                .header_extensions
+                .iter()
+                .any(|e| e.uri == u && (1..=14).contains(&e.id))
+        };
         if by_rid
-            && (t.extension_id(pulsewave_protocol::rtp::uri::MID).is_none()
-                || (layers.len() > 1
-                    && t.extension_id(pulsewave_protocol::rtp::uri::RID).is_none()))
+            && (!has_extension(pulsewave_protocol::rtp::uri::MID)
+                || (layers.len() > 1 && !has_extension(pulsewave_protocol::rtp::uri::RID)))
         {
             return Err(Error::InvalidRtpParameters(
                 "encodings without ssrc need the mid (and, for simulcast, rid) header \
@@ -1071,6 +1043,9 @@ impl Room {
             &self.config.rtp_capabilities,
             &mapping,
         )?;
+        // The sender's payload types and extension ids become the
+        // transport's (the last check: nothing changes if it fails).
+        self.transports[tkey].learn_sender_parameters(&rtp_parameters)?;
         let pt_map: Vec<(u8, u8)> = mapping
             .codecs
             .iter()

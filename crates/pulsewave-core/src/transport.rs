@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Instant;
 
-use pulsewave_protocol::rtp::{RtpCapabilities, RtpCodecCapability, uri};
+use pulsewave_protocol::rtp::{CodecParameters, RtpCapabilities, RtpParameters, uri};
 use pulsewave_protocol::transport::{
     DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceParameters, SctpParameters,
     TransportDirection, TransportOptions,
@@ -43,9 +43,10 @@ pub(crate) struct Transport {
     pub(crate) direction: TransportDirection,
     pub(crate) rtc: Rtc,
     pub(crate) local_ufrag: String,
-    /// Payload types the `Rtc` was built with.
+    /// Payload types in the `Rtc`'s table: the router's (receive
+    /// transports), or those the sender's producers declared (send).
     pub(crate) pts: Vec<KnownPt>,
-    /// Header extensions `(id, uri)` the `Rtc` was built with.
+    /// Header extensions `(id, uri)` in the `Rtc`'s map, likewise.
     pub(crate) extensions: Vec<(u8, String)>,
     pub(crate) remote_ufrag: Option<String>,
     /// `connect-transport` done (DTLS started).
@@ -70,9 +71,8 @@ pub(crate) struct Transport {
 pub(crate) struct TransportSpec<'a> {
     pub(crate) owner: ParticipantSid,
     pub(crate) direction: TransportDirection,
-    /// Payload types and extension ids: the sender's (send transport), else
-    /// the router's.
-    pub(crate) caps: &'a RtpCapabilities,
+    /// The router's capabilities: the payload types and extension ids of a
+    /// receive transport.
     pub(crate) router_caps: &'a RtpCapabilities,
     pub(crate) local_addr: SocketAddr,
     pub(crate) sctp_max_message_size: u32,
@@ -108,8 +108,7 @@ fn str0m_extension(uri_text: &str) -> Option<Extension> {
     })
 }
 
-fn format_params(codec: &RtpCodecCapability) -> FormatParams {
-    let p = &codec.parameters;
+fn format_params(p: &CodecParameters) -> FormatParams {
     let int = |k: &str| p.get(k).and_then(|v| v.as_int());
     let flag = |k: &str| int(k).map(|v| v == 1);
     FormatParams {
@@ -127,8 +126,9 @@ fn format_params(codec: &RtpCodecCapability) -> FormatParams {
     }
 }
 
-/// The payload-type table and extension map of `caps`, as str0m wants them.
-fn configure(
+/// The router's payload-type table and extension map (receive transports),
+/// as str0m wants them.
+fn configure_router(
     mut config: RtcConfig,
     caps: &RtpCapabilities,
 ) -> (RtcConfig, Vec<KnownPt>, Vec<(u8, String)>) {
@@ -165,7 +165,7 @@ fn configure(
             codec,
             clock,
             c.channels,
-            format_params(c),
+            format_params(&c.parameters),
         );
         pts.push(KnownPt {
             pt: c.preferred_payload_type,
@@ -193,6 +193,15 @@ fn configure(
     (config, pts, extensions)
 }
 
+/// A payload type a producer's parameters add to a send transport.
+struct NewPt {
+    known: KnownPt,
+    codec: Codec,
+    clock: Frequency,
+    channels: Option<u8>,
+    format: FormatParams,
+}
+
 impl Transport {
     pub(crate) fn new(
         now: Instant,
@@ -209,16 +218,18 @@ impl Transport {
                 pass: password.clone(),
             })
             .set_sctp_max_message_size(spec.sctp_max_message_size);
-        let caps = match spec.direction {
-            TransportDirection::Send => spec.caps,
-            TransportDirection::Recv => spec.router_caps,
+        // A receive transport sends with the router's payload types and
+        // extension ids. A send transport starts with none: each `produce`
+        // brings the sender's own (see `learn_sender_parameters`), and a
+        // browser picks them per connection in the order tracks are added.
+        let (config, pts, extensions) = match spec.direction {
+            TransportDirection::Recv => configure_router(config, spec.router_caps),
+            TransportDirection::Send => (
+                config.clear_codecs().clear_extension_map(),
+                Vec::new(),
+                Vec::new(),
+            ),
         };
-        let (config, pts, extensions) = configure(config, caps);
-        if pts.is_empty() {
-            return Err(Error::UnsupportedCodec(
-                "none of the given codecs is supported".into(),
-            ));
-        }
         let mut rtc = config.build(now);
         let candidate = Candidate::host(spec.local_addr, "udp")
             .map_err(|e| Error::InvalidRtpParameters(format!("bad local address: {e}")))?;
@@ -321,6 +332,104 @@ impl Transport {
         api.start_sctp(false);
         self.dtls_started = true;
         self.dtls_started_at = Some(now);
+        Ok(())
+    }
+
+    /// Adds the payload types and header extension ids of a producer's
+    /// parameters to this send transport's tables. They are the sender's
+    /// own, as mediasoup-client reports them with each `produce`; mediasoup
+    /// takes them as the truth, and so do we. Packets that arrived before
+    /// were dropped as unknown; from now on they are parsed with these.
+    ///
+    /// A payload type the transport already has for another codec is
+    /// refused (str0m's table is per transport, as a browser's is per
+    /// connection), and then nothing changes. An extension id or URI seen
+    /// before with another partner takes the new one, as mediasoup does
+    /// with the latest producer's ids. URIs str0m does not parse are left
+    /// out.
+    pub(crate) fn learn_sender_parameters(&mut self, params: &RtpParameters) -> Result<(), Error> {
+        let mut new_pts: Vec<NewPt> = Vec::new();
+        for c in &params.codecs {
+            if is_rtx_mime_type(&c.mime_type) {
+                continue;
+            }
+            let codec = str0m_codec(&c.mime_type).ok_or_else(|| {
+                Error::UnsupportedCodec(format!("{} is not supported", c.mime_type))
+            })?;
+            let clock = Frequency::new(c.clock_rate).ok_or_else(|| {
+                Error::InvalidRtpParameters(format!(
+                    "clock rate {} of {}",
+                    c.clock_rate, c.mime_type
+                ))
+            })?;
+            let rtx = params
+                .codecs
+                .iter()
+                .find(|r| {
+                    is_rtx_mime_type(&r.mime_type)
+                        && r.parameters.get("apt").and_then(|v| v.as_int())
+                            == Some(i64::from(c.payload_type))
+                })
+                .map(|r| r.payload_type);
+            let known = self.pts.iter().chain(new_pts.iter().map(|n| &n.known));
+            let mut seen = false;
+            for k in known {
+                let clash = if k.pt == c.payload_type {
+                    let same = k.mime_type.eq_ignore_ascii_case(&c.mime_type)
+                        && (rtx.is_none() || k.rtx == rtx);
+                    seen |= same;
+                    !same
+                } else {
+                    k.rtx == Some(c.payload_type)
+                        || rtx.is_some_and(|r| r == k.pt || k.rtx == Some(r))
+                };
+                if clash {
+                    return Err(Error::InvalidRtpParameters(format!(
+                        "payload type {} ({}, rtx {:?}) clashes with payload type {} ({}, rtx {:?}) \
+                         of an earlier track on this transport",
+                        c.payload_type, c.mime_type, rtx, k.pt, k.mime_type, k.rtx
+                    )));
+                }
+            }
+            if seen {
+                continue;
+            }
+            new_pts.push(NewPt {
+                known: KnownPt {
+                    pt: c.payload_type,
+                    rtx,
+                    mime_type: c.mime_type.clone(),
+                },
+                codec,
+                clock,
+                channels: c.channels,
+                format: format_params(&c.parameters),
+            });
+        }
+        let new_extensions: Vec<(u8, Extension, &str)> = params
+            .header_extensions
+            .iter()
+            // str0m parses one-byte header extensions (ids 1 to 14).
+            .filter(|e| (1..=14).contains(&e.id) && self.extension_id(&e.uri) != Some(e.id))
+            .filter_map(|e| Some((e.id, str0m_extension(&e.uri)?, e.uri.as_str())))
+            .collect();
+        let mut api = self.rtc.direct_api();
+        for n in new_pts {
+            api.codec_config().add_config(
+                Pt::from(n.known.pt),
+                n.known.rtx.map(Pt::from),
+                n.codec,
+                n.clock,
+                n.channels,
+                n.format,
+            );
+            self.pts.push(n.known);
+        }
+        for (id, ext, uri) in new_extensions {
+            api.set_extension(id, ext);
+            self.extensions.retain(|(i, u)| *i != id && u != uri);
+            self.extensions.push((id, uri.to_owned()));
+        }
         Ok(())
     }
 

@@ -93,10 +93,10 @@ pub enum ClientMessage {
     CreateTransport {
         /// `send` to publish, `recv` to subscribe.
         direction: TransportDirection,
-        /// For a send transport: the client's sending capabilities
-        /// (`device.sendRtpCapabilities` in mediasoup-client), which carry the
-        /// payload types and header extension ids the browser sends with.
-        /// Without them the server assumes the router's own.
+        /// Optional and not used (older clients sent
+        /// `device.sendRtpCapabilities` here): each `publish` carries the
+        /// payload types and extension ids the sender really uses. Still
+        /// checked when present.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rtp_capabilities: Option<RtpCapabilities>,
         /// The client's SCTP capabilities (`device.sctpCapabilities`).

@@ -82,6 +82,8 @@ pub struct ReceivedRtp {
     pub marker: bool,
     /// Payload.
     pub payload: Arc<[u8]>,
+    /// The audio level header extension (-dBov), if it was forwarded.
+    pub audio_level: Option<i8>,
 }
 
 /// An RTP packet a track wrote.
@@ -810,8 +812,9 @@ impl Sim {
     }
 
     /// Creates a server transport and its peer, without connecting. The
-    /// server transport gets `sender_caps` (send transports only) and the
-    /// peer uses them (else the router's) as its payload-type table.
+    /// peer sends with `sender_caps` (send transports; a browser's own
+    /// payload types and extension ids), else the router's; the server
+    /// learns them from each `produce`.
     pub fn open_transport(
         &mut self,
         p: &ParticipantSid,
@@ -821,25 +824,12 @@ impl Sim {
         let peer_caps = sender_caps
             .cloned()
             .unwrap_or_else(|| self.router_caps.clone());
-        self.open_transport_with_caps(p, direction, sender_caps, &peer_caps)
-    }
-
-    /// Like [`Sim::open_transport`], with the server's and the peer's
-    /// capabilities given separately (to simulate a client that lies or
-    /// forgets to send its capabilities).
-    pub fn open_transport_with_caps(
-        &mut self,
-        p: &ParticipantSid,
-        direction: TransportDirection,
-        server_caps: Option<&RtpCapabilities>,
-        peer_caps: &RtpCapabilities,
-    ) -> Result<TransportId, Error> {
         let now = self.now;
-        let options = self.room.create_transport(now, p, direction, server_caps)?;
+        let options = self.room.create_transport(now, p, direction)?;
         let part = self.participant_mut(p);
         let addr = SocketAddr::new(part.ip, part.next_port);
         part.next_port += 1;
-        let mut transport = PeerTransport::new(now, direction, addr, &options, peer_caps)
+        let mut transport = PeerTransport::new(now, direction, addr, &options, &peer_caps)
             .expect("the client accepts the server's transport options");
         // Work around the client: str0m's ICE agent starts its checks on the
         // first timeout input, and the first `poll_timeout` of a fresh
@@ -909,9 +899,9 @@ impl Sim {
         id
     }
 
-    /// Creates and connects a send transport built with the sender's
+    /// Creates and connects a send transport whose peer sends with its own
     /// capabilities (payload types and extension ids), as a browser whose
-    /// `sendRtpCapabilities` differ from the router's.
+    /// ids differ from the router's.
     pub fn send_transport_with_caps(
         &mut self,
         p: &ParticipantSid,
@@ -1003,6 +993,32 @@ impl Sim {
             layers: vec![layer],
         });
         Ok((produced.producer_id, mid))
+    }
+
+    /// Unpublishes: closes the producer of `p`'s track `mid` in the room and
+    /// removes the track from its peer (its mid is free again), as
+    /// mediasoup-client's `producer.close()` and `unpublish` do.
+    ///
+    /// # Panics
+    ///
+    /// When there is no such track or the room refuses.
+    pub fn unpublish(&mut self, p: &ParticipantSid, mid: &str) {
+        let (tid, producer) = self
+            .peers_of(p)
+            .find_map(|x| {
+                let t = x.track(mid)?;
+                Some((x.id.clone(), t.producer_id.clone()?))
+            })
+            .unwrap_or_else(|| panic!("{p} has no published track {mid}"));
+        let now = self.now;
+        self.room
+            .close_producer(now, p, &producer)
+            .unwrap_or_else(|e| panic!("unpublish {mid}: {e}"));
+        let peer = self.peer_mut(&tid);
+        peer.tracks.retain(|t| t.local.mid != mid);
+        peer.transport
+            .remove_track(mid)
+            .unwrap_or_else(|e| panic!("remove_track {mid}: {e}"));
     }
 
     /// A stream starting now, with a seeded RTP timestamp base and first
@@ -1578,6 +1594,7 @@ impl Sim {
                         rtp_time,
                         marker,
                         payload,
+                        audio_level,
                         ..
                     } => p.rtp.push(ReceivedRtp {
                         at: now,
@@ -1588,6 +1605,7 @@ impl Sim {
                         rtp_time,
                         marker,
                         payload,
+                        audio_level,
                     }),
                     PeerEvent::KeyframeRequest {
                         ref mid, ref rid, ..

@@ -6,7 +6,7 @@ use pulsewave_core::{Error as MediaError, Event as MediaEvent};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{
-    ConsumerId, DataChannelInfo, DataConsumerId, DataKind, DataProducerId, MediaKind,
+    ConsumerId, DataChannelInfo, DataConsumerId, DataKind, DataProducerId, ErrorCode, MediaKind,
     ParticipantSid, ProducerId, RequestId, ServerMessage, TrackInfo, TrackSid, TrackSource,
     TransportId,
 };
@@ -118,10 +118,19 @@ impl RoomActor {
                 direction,
                 rtp_capabilities,
             } => {
+                // Accepted for older clients and checked, but not used: each
+                // `publish` carries the sender's payload types and extension
+                // ids, which are the ones it really uses.
+                if let Some(caps) = &rtp_capabilities {
+                    pulsewave_core::ortc::validate_rtp_capabilities(caps).map_err(|e| {
+                        SignalError::Media {
+                            code: ErrorCode::InvalidRtpParameters,
+                            message: format!("invalid RTP parameters: rtpCapabilities: {e}"),
+                        }
+                    })?;
+                }
                 let mut transport = self
-                    .on_media(move |room, now| {
-                        room.create_transport(now, &owner, direction, rtp_capabilities.as_ref())
-                    })
+                    .on_media(move |room, now| room.create_transport(now, &owner, direction))
                     .await?;
                 transport.ice_servers = self.manager.settings().ice_servers.clone();
                 self.send_to(
