@@ -174,6 +174,79 @@ fn parse_duration(var: &'static str, v: &str) -> Result<Duration, ConfigError> {
     pulsewave_auth::parse_ttl(v).map_err(|e| err(var, e.to_string()))
 }
 
+/// The per-room media limits (docs/security.md): each a positive number
+/// from its variable, else [`RoomConfig`]'s default.
+fn media_limits(src: &Source<'_>) -> Result<RoomConfig, ConfigError> {
+    fn limit<T: std::str::FromStr + PartialOrd + From<u8> + Copy>(
+        src: &Source<'_>,
+        var: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        match src.get(&None, var) {
+            Some(v) => {
+                let n: T = parse_num(var, &v, "a positive number")?;
+                if n < T::from(1) {
+                    return Err(err(var, "must be at least 1"));
+                }
+                Ok(n)
+            }
+            None => Ok(default),
+        }
+    }
+    let d = RoomConfig::default();
+    Ok(RoomConfig {
+        max_producers_per_participant: limit(
+            src,
+            "MAX_PRODUCERS_PER_PARTICIPANT",
+            d.max_producers_per_participant,
+        )?,
+        max_consumers_per_participant: limit(
+            src,
+            "MAX_CONSUMERS_PER_PARTICIPANT",
+            d.max_consumers_per_participant,
+        )?,
+        max_consumers_per_transport: limit(
+            src,
+            "MAX_CONSUMERS_PER_TRANSPORT",
+            d.max_consumers_per_transport,
+        )?,
+        max_consumers_per_producer: limit(
+            src,
+            "MAX_CONSUMERS_PER_PRODUCER",
+            d.max_consumers_per_producer,
+        )?,
+        max_encodings_per_producer: limit(
+            src,
+            "MAX_ENCODINGS_PER_PRODUCER",
+            d.max_encodings_per_producer,
+        )?,
+        max_ssrcs_per_transport: limit(src, "MAX_SSRCS_PER_TRANSPORT", d.max_ssrcs_per_transport)?,
+        max_data_producers_per_participant: limit(
+            src,
+            "MAX_DATA_PRODUCERS_PER_PARTICIPANT",
+            d.max_data_producers_per_participant,
+        )?,
+        max_data_consumers_per_participant: limit(
+            src,
+            "MAX_DATA_CONSUMERS_PER_PARTICIPANT",
+            d.max_data_consumers_per_participant,
+        )?,
+        max_data_messages_per_second: limit(
+            src,
+            "DATA_CHANNEL_RATE_LIMIT",
+            d.max_data_messages_per_second,
+        )?,
+        max_data_bytes_per_second: limit(
+            src,
+            "DATA_CHANNEL_BYTE_RATE_LIMIT",
+            d.max_data_bytes_per_second,
+        )?,
+        max_incoming_bitrate: limit(src, "MAX_INCOMING_BITRATE", d.max_incoming_bitrate)?,
+        max_outgoing_bitrate: limit(src, "MAX_OUTGOING_BITRATE", d.max_outgoing_bitrate)?,
+        ..d
+    })
+}
+
 impl Settings {
     /// Builds the configuration from flags and the environment.
     pub(crate) fn load(args: &ServeArgs, src: &Source<'_>) -> Result<Settings, ConfigError> {
@@ -398,6 +471,7 @@ impl Settings {
             },
             outbound_queue: defaults.outbound_queue,
         };
+        let room = media_limits(src)?;
         let empty_room_timeout = match src.get(&None, "ROOM_EMPTY_TIMEOUT") {
             Some(v) => parse_duration("ROOM_EMPTY_TIMEOUT", &v)?,
             None => Duration::from_secs(10),
@@ -476,7 +550,7 @@ impl Settings {
                     announced_ip: Some(announced),
                     min_port,
                     max_port,
-                    room: RoomConfig::default(),
+                    room,
                 }),
                 web_dir,
                 // Set by main once connected (Redis) or built (single node).
@@ -581,12 +655,44 @@ mod tests {
             (&[("NODE_ID", "no spaces")], "NODE_ID"),
             (&[("NODE_URL", "http://x")], "NODE_URL"),
             (&[("DRAIN_TIMEOUT", "later")], "DRAIN_TIMEOUT"),
+            (
+                &[("MAX_ENCODINGS_PER_PRODUCER", "0")],
+                "MAX_ENCODINGS_PER_PRODUCER",
+            ),
+            (&[("MAX_INCOMING_BITRATE", "fast")], "MAX_INCOMING_BITRATE"),
+            (
+                &[("DATA_CHANNEL_RATE_LIMIT", "-3")],
+                "DATA_CHANNEL_RATE_LIMIT",
+            ),
         ];
         for (vars, var) in cases {
             let e = load(vars, true).unwrap_err();
             assert_eq!(e.var, *var, "{e}");
             assert!(e.to_string().contains(var));
         }
+    }
+
+    #[test]
+    fn media_limits_from_the_environment() {
+        let s = load(&[], true).unwrap();
+        let room = s.server.media.unwrap().room;
+        assert_eq!(room.max_encodings_per_producer, 4);
+        assert_eq!(room.max_incoming_bitrate, 20_000_000);
+        let s = load(
+            &[
+                ("MAX_CONSUMERS_PER_PRODUCER", "1"),
+                ("MAX_SSRCS_PER_TRANSPORT", "32"),
+                ("DATA_CHANNEL_RATE_LIMIT", "10"),
+                ("MAX_OUTGOING_BITRATE", "5000000"),
+            ],
+            true,
+        )
+        .unwrap();
+        let room = s.server.media.unwrap().room;
+        assert_eq!(room.max_consumers_per_producer, 1);
+        assert_eq!(room.max_ssrcs_per_transport, 32);
+        assert_eq!(room.max_data_messages_per_second, 10);
+        assert_eq!(room.max_outgoing_bitrate, 5_000_000);
     }
 
     #[test]

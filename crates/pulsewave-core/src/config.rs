@@ -32,6 +32,34 @@ pub struct RoomConfig {
     pub max_producers_per_participant: usize,
     /// Most consumers one participant may hold.
     pub max_consumers_per_participant: usize,
+    /// Most consumers on one receive transport.
+    pub max_consumers_per_transport: usize,
+    /// Most consumers one participant may hold of one producer (mediasoup
+    /// allows several, LiveKit one; two covers a thumbnail and a spotlight).
+    pub max_consumers_per_producer: usize,
+    /// Most encodings (simulcast layers) of one producer. Browsers send at
+    /// most four.
+    pub max_encodings_per_producer: usize,
+    /// Most receive ssrcs (media and RTX) one send transport may declare.
+    pub max_ssrcs_per_transport: usize,
+    /// Most data producers one participant may hold.
+    pub max_data_producers_per_participant: usize,
+    /// Most data consumers one participant may hold.
+    pub max_data_consumers_per_participant: usize,
+    /// Messages per second one data producer may send; more are dropped
+    /// (and counted) instead of relayed to every subscriber. The burst is
+    /// twice this.
+    pub max_data_messages_per_second: u32,
+    /// Bytes per second one data producer may send, likewise.
+    pub max_data_bytes_per_second: u32,
+    /// Media bitrate (RTP payload, bits per second) one send transport may
+    /// bring in; packets past it (one second of burst) are dropped and
+    /// counted, as mediasoup's `setMaxIncomingBitrate` bounds a publisher.
+    pub max_incoming_bitrate: u64,
+    /// Media bitrate one receive transport may be sent; packets past it
+    /// are dropped and counted. A safety bound for a subscriber with many
+    /// consumers, not a congestion control.
+    pub max_outgoing_bitrate: u64,
     /// Every local ICE username fragment of this room starts with this
     /// (letters and digits), so that a driver running many rooms on one
     /// socket can route a STUN request to its room without asking them.
@@ -49,6 +77,16 @@ impl Default for RoomConfig {
             max_transports_per_participant: 4,
             max_producers_per_participant: 16,
             max_consumers_per_participant: 512,
+            max_consumers_per_transport: 256,
+            max_consumers_per_producer: 2,
+            max_encodings_per_producer: 4,
+            max_ssrcs_per_transport: 64,
+            max_data_producers_per_participant: 32,
+            max_data_consumers_per_participant: 512,
+            max_data_messages_per_second: 100,
+            max_data_bytes_per_second: 1_000_000,
+            max_incoming_bitrate: 20_000_000,
+            max_outgoing_bitrate: 100_000_000,
             ufrag_prefix: String::new(),
         }
     }

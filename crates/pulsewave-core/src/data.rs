@@ -5,6 +5,7 @@ use pulsewave_protocol::transport::SctpStreamParameters;
 use pulsewave_protocol::{DataConsumerId, DataProducerId, ParticipantSid};
 use str0m::channel::ChannelId;
 
+use crate::bucket::TokenBucket;
 use crate::transport::TransportKey;
 
 pub(crate) type DataProducerKey = usize;
@@ -21,6 +22,10 @@ pub(crate) struct DataProducer {
     pub(crate) protocol: String,
     pub(crate) consumers: Vec<DataConsumerKey>,
     pub(crate) messages: u64,
+    /// Message and byte budgets: a flood is dropped, not relayed to every
+    /// subscriber.
+    pub(crate) message_budget: TokenBucket,
+    pub(crate) byte_budget: TokenBucket,
 }
 
 /// A channel a participant receives another's data on.

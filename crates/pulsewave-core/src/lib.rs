@@ -49,6 +49,7 @@
 //! [`DatagramError`], never a panic. Panics are reserved for broken internal
 //! invariants.
 
+mod bucket;
 mod config;
 mod data;
 mod datagram;
@@ -58,6 +59,7 @@ mod event;
 mod keyframe;
 mod media;
 pub mod ortc;
+mod owners;
 mod room;
 mod stun;
 mod transport;

@@ -63,6 +63,7 @@ use pulsewave_protocol::rtp::{
 use rand::Rng;
 
 pub use validate::{
+    MAX_CODEC_ENTRIES, MAX_CODECS, MAX_ENCODINGS, MAX_HEADER_EXTENSIONS,
     normalize_rtp_capabilities, normalize_rtp_parameters, validate_rtp_capabilities,
     validate_rtp_parameters,
 };

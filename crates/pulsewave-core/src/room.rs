@@ -20,6 +20,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Event as RtcEvent, IceCreds, Input};
 use tracing::{debug, trace};
 
+use crate::bucket::TokenBucket;
 use crate::config::RoomConfig;
 use crate::data::{DataConsumer, DataConsumerKey, DataProducer, DataProducerKey, is_reliable};
 use crate::datagram::is_well_formed;
@@ -29,7 +30,8 @@ use crate::event::{CloseReason, Event, Transmit};
 use crate::keyframe::VideoCodec;
 use crate::media::{Consumer, ConsumerKey, Layer, Producer, ProducerKey, Rewriter};
 use crate::ortc;
-use crate::transport::{Transport, TransportKey, TransportSpec, drain};
+use crate::owners::Owners;
+use crate::transport::{RxSsrc, SctpStream, Transport, TransportKey, TransportSpec, drain};
 
 /// Why a datagram was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +69,15 @@ pub struct RoomStats {
     pub keyframe_requests: u64,
     /// Data channel messages relayed.
     pub data_relayed: u64,
+    /// RTP packets dropped because a send transport exceeded
+    /// [`RoomConfig::max_incoming_bitrate`].
+    pub rtp_ingress_dropped: u64,
+    /// RTP packets not forwarded because a receive transport exceeded
+    /// [`RoomConfig::max_outgoing_bitrate`].
+    pub rtp_egress_dropped: u64,
+    /// Data channel messages dropped because their data producer exceeded
+    /// its message or byte rate.
+    pub data_dropped: u64,
 }
 
 /// What `produce` returns.
@@ -171,6 +182,7 @@ pub struct Room {
     data_producer_ids: HashMap<DataProducerId, DataProducerKey>,
     data_consumer_ids: HashMap<DataConsumerId, DataConsumerKey>,
     demux: Demux<TransportKey>,
+    owners: Owners,
     transmits: VecDeque<Transmit>,
     rtc_events: VecDeque<(TransportKey, RtcEvent)>,
     events: VecDeque<Event>,
@@ -218,6 +230,7 @@ impl Room {
             data_producer_ids: HashMap::new(),
             data_consumer_ids: HashMap::new(),
             demux: Demux::new(),
+            owners: Owners::default(),
             transmits: VecDeque::new(),
             rtc_events: VecDeque::new(),
             events: VecDeque::new(),
@@ -517,13 +530,14 @@ impl Room {
                     self.want_keyframe(now, p, layer);
                 }
             }
-            RtcEvent::ChannelData(data) => self.relay_data(key, data.id, data.binary, &data.data),
+            RtcEvent::ChannelData(data) => {
+                self.relay_data(now, key, data.id, data.binary, &data.data)
+            }
             RtcEvent::ChannelClose(id) => {
-                let dp = self
-                    .data_producers
-                    .iter()
-                    .find(|(_, d)| d.transport == key && d.channel == id)
-                    .map(|(k, _)| k);
+                let dp = (t.direction == TransportDirection::Send)
+                    .then(|| t.sctp_streams.iter().find(|s| s.channel == id))
+                    .flatten()
+                    .map(|s| s.key);
                 if let Some(dp) = dp {
                     self.close_data_producer_key(dp, Some(CloseReason::ClosedByPeer));
                 }
@@ -540,6 +554,7 @@ impl Room {
     /// rewritten per consumer. The payload is shared, not copied; nothing is
     /// allocated per consumer.
     fn forward(&mut self, now: Instant, key: TransportKey, pkt: RtpPacket) {
+        let max_ssrcs = self.config.max_ssrcs_per_transport;
         let Room {
             transports,
             producers,
@@ -551,20 +566,26 @@ impl Room {
         let Some(t) = transports.get_mut(key) else {
             return;
         };
-        let found = t
-            .rx_ssrcs
-            .iter()
-            .find(|(s, _, _)| *s == ssrc)
-            .map(|(_, p, l)| (*p, *l));
-        let (pkey, layer) = match found {
-            Some(x) => x,
+        let (pkey, layer) = match t.rx_ssrcs.get(&ssrc) {
+            Some(RxSsrc {
+                producer,
+                layer: Some(layer),
+            }) => (*producer, *layer),
+            // str0m hands RTX over unwrapped, on the media ssrc.
+            Some(RxSsrc { layer: None, .. }) => return,
             // A simulcast layer announces itself with its mid and rid on its
             // first packets: bind its ssrc once.
-            None => match learn_layer(t, producers, ssrc, &pkt) {
+            None => match learn_layer(t, producers, ssrc, &pkt, max_ssrcs) {
                 Some(x) => x,
                 None => return,
             },
         };
+        // The publisher's budget: a flood is dropped here, before it costs
+        // any subscriber anything.
+        if !t.ingress.take(now, pkt.payload.len() as f64) {
+            stats.rtp_ingress_dropped += 1;
+            return;
+        }
         let Some(p) = producers.get_mut(pkey) else {
             return;
         };
@@ -637,6 +658,10 @@ impl Room {
             let Some((seq, ts)) = c.rewriter.rewrite(in_seq, in_ts, now, resync) else {
                 continue;
             };
+            if !u.egress.take(now, pkt.payload.len() as f64) {
+                stats.rtp_egress_dropped += 1;
+                continue;
+            }
             let ext = ExtensionValues {
                 audio_level: ext_in.audio_level,
                 voice_activity: ext_in.voice_activity,
@@ -716,7 +741,14 @@ impl Room {
         drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
     }
 
-    fn relay_data(&mut self, key: TransportKey, channel: ChannelId, binary: bool, data: &[u8]) {
+    fn relay_data(
+        &mut self,
+        now: Instant,
+        key: TransportKey,
+        channel: ChannelId,
+        binary: bool,
+        data: &[u8],
+    ) {
         let Room {
             transports,
             data_producers,
@@ -726,14 +758,20 @@ impl Room {
             stats,
             ..
         } = self;
-        let Some(dp) = data_producers
-            .iter_mut()
-            .find(|(_, d)| d.transport == key && d.channel == channel)
-            .map(|(_, d)| d)
+        let Some(dp) = transports
+            .get(key)
+            .and_then(|t| t.sctp_streams.iter().find(|s| s.channel == channel))
+            .and_then(|s| data_producers.get_mut(s.key))
         else {
             return;
         };
         dp.messages += 1;
+        // One sender must not be amplified to every subscriber without
+        // bound: past its budget, messages are dropped here.
+        if !dp.message_budget.take(now, 1.0) || !dp.byte_budget.take(now, data.len() as f64) {
+            stats.data_dropped += 1;
+            return;
+        }
         for &dckey in &dp.consumers {
             let Some(dc) = data_consumers.get(dckey) else {
                 continue;
@@ -775,10 +813,17 @@ impl Room {
             }
             None => {
                 let mut matching = self
+                    .owners
+                    .of(owner)
                     .transports
                     .iter()
-                    .filter(|(_, t)| &t.owner == owner && t.direction == direction);
-                let first = matching.next().map(|(k, _)| k);
+                    .copied()
+                    .filter(|k| {
+                        self.transports
+                            .get(*k)
+                            .is_some_and(|t| t.direction == direction)
+                    });
+                let first = matching.next();
                 if matching.next().is_some() {
                     return Err(Error::AmbiguousTransport(name(direction)));
                 }
@@ -809,12 +854,7 @@ impl Room {
         direction: TransportDirection,
     ) -> Result<TransportOptions, Error> {
         let now = self.advance(now);
-        let count = self
-            .transports
-            .iter()
-            .filter(|(_, t)| &t.owner == owner)
-            .count();
-        if count >= self.config.max_transports_per_participant {
+        if self.owners.of(owner).transports.len() >= self.config.max_transports_per_participant {
             return Err(Error::LimitReached("transports per participant"));
         }
         let spec = TransportSpec {
@@ -824,12 +864,15 @@ impl Room {
             local_addr: self.config.local_addr,
             sctp_max_message_size: self.config.sctp_max_message_size,
             ufrag_prefix: &self.config.ufrag_prefix,
+            max_incoming_bitrate: self.config.max_incoming_bitrate,
+            max_outgoing_bitrate: self.config.max_outgoing_bitrate,
         };
         let (mut transport, options) = Transport::new(now, spec)?;
         let entry = self.transports.vacant_entry();
         let key = entry.key();
         self.demux.insert_ufrag(transport.local_ufrag.clone(), key);
         self.transport_ids.insert(transport.id.clone(), key);
+        self.owners.add(owner, |h| h.transports.push(key));
         drain(
             key,
             &mut transport,
@@ -890,12 +933,7 @@ impl Room {
     /// participants lose (their consumers and data consumers).
     pub fn close_participant(&mut self, now: Instant, owner: &ParticipantSid) {
         let now = self.advance(now);
-        let keys: Vec<TransportKey> = self
-            .transports
-            .iter()
-            .filter(|(_, t)| &t.owner == owner)
-            .map(|(k, _)| k)
-            .collect();
+        let keys = self.owners.of(owner).transports.clone();
         for key in keys {
             self.close_transport_key(key, None);
         }
@@ -927,13 +965,13 @@ impl Room {
     ) -> Result<Produced, Error> {
         let now = self.advance(now);
         let tkey = self.owned_transport(owner, transport_id, TransportDirection::Send)?;
-        let count = self
-            .producers
-            .iter()
-            .filter(|(_, p)| &p.owner == owner)
-            .count();
-        if count >= self.config.max_producers_per_participant {
+        if self.owners.of(owner).producers >= self.config.max_producers_per_participant {
             return Err(Error::LimitReached("producers per participant"));
+        }
+        // What the client declares is capped before any work scales with
+        // it (the validation below is linear in these lists).
+        if rtp_parameters.encodings.len() > self.config.max_encodings_per_producer {
+            return Err(Error::LimitReached("encodings per producer"));
         }
         let t = &self.transports[tkey];
         if !t.dtls_started {
@@ -1009,15 +1047,17 @@ impl Room {
                     .into(),
             ));
         }
+        let new_ssrcs = declared.iter().map(|(_, r)| 1 + usize::from(r.is_some())).sum::<usize>()
+            // Each rid layer will bind one ssrc (and maybe its RTX) later.
+            + layers.iter().filter(|l| l.ssrc.is_none()).count();
+        if t.rx_ssrcs.len() + new_ssrcs > self.config.max_ssrcs_per_transport {
+            return Err(Error::LimitReached("ssrcs per transport"));
+        }
         for s in declared
             .iter()
             .flat_map(|(m, r)| std::iter::once(*m).chain(*r))
         {
-            let in_use = t.rx_ssrcs.iter().any(|(x, _, _)| *x == s)
-                || self.producers.iter().any(|(_, p)| {
-                    p.transport == tkey && p.layers.iter().any(|l| l.ssrc == Some(s))
-                });
-            if in_use {
+            if t.rx_ssrcs.contains_key(&s) {
                 return Err(Error::DuplicateSsrc(s));
             }
         }
@@ -1082,6 +1122,7 @@ impl Room {
             bytes: 0,
         });
         self.producer_ids.insert(id.clone(), pkey);
+        self.owners.add(owner, |h| h.producers += 1);
         let t = &mut self.transports[tkey];
         let rtc_mid = Mid::from(mid.as_str());
         {
@@ -1096,7 +1137,22 @@ impl Room {
         }
         t.mids.push((mid, pkey));
         for (s, layer) in known {
-            t.rx_ssrcs.push((s, pkey, layer));
+            t.rx_ssrcs.insert(
+                s,
+                RxSsrc {
+                    producer: pkey,
+                    layer: Some(layer),
+                },
+            );
+        }
+        for rtx in declared.iter().filter_map(|(_, r)| *r) {
+            t.rx_ssrcs.insert(
+                rtx,
+                RxSsrc {
+                    producer: pkey,
+                    layer: None,
+                },
+            );
         }
         drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
         self.process(now);
@@ -1195,15 +1251,39 @@ impl Room {
             .producer_ids
             .get(producer_id)
             .ok_or_else(|| Error::ProducerNotFound(producer_id.to_string()))?;
-        let count = self
-            .consumers
-            .iter()
-            .filter(|(_, c)| &c.owner == owner)
-            .count();
-        if count >= self.config.max_consumers_per_participant {
+        if self.owners.of(owner).consumers >= self.config.max_consumers_per_participant {
             return Err(Error::LimitReached("consumers per participant"));
         }
+        if self.transports[ukey].mids.len() >= self.config.max_consumers_per_transport {
+            return Err(Error::LimitReached("consumers per transport"));
+        }
         let p = &self.producers[pkey];
+        if &p.owner == owner {
+            return Err(Error::CannotConsume(
+                "a participant cannot subscribe to its own producer".into(),
+            ));
+        }
+        // Consumers of this producer held by this participant, on any of
+        // its transports (a handful, each with a bounded number of mids).
+        let already = self
+            .owners
+            .of(owner)
+            .transports
+            .iter()
+            .filter_map(|k| self.transports.get(*k))
+            .filter(|u| u.direction == TransportDirection::Recv)
+            .flat_map(|u| u.mids.iter())
+            .filter(|(_, c)| {
+                self.consumers
+                    .get(*c)
+                    .is_some_and(|c| c.producer == pkey && &c.owner == owner)
+            })
+            .count();
+        if already >= self.config.max_consumers_per_producer {
+            return Err(Error::LimitReached(
+                "consumers of one producer per participant",
+            ));
+        }
         let kind = p.kind;
         if !ortc::can_consume(&p.consumable, rtp_capabilities)? {
             return Err(Error::CannotConsume(format!(
@@ -1257,6 +1337,7 @@ impl Room {
             packets: 0,
         });
         self.consumer_ids.insert(id.clone(), ckey);
+        self.owners.add(owner, |h| h.consumers += 1);
         self.producers[pkey].consumers.push(ckey);
         let rtc_mid = Mid::from(mid.as_str());
         {
@@ -1385,6 +1466,9 @@ impl Room {
     ) -> Result<DataProducerId, Error> {
         let now = self.advance(now);
         let tkey = self.owned_transport(owner, transport_id, TransportDirection::Send)?;
+        if self.owners.of(owner).data_producers >= self.config.max_data_producers_per_participant {
+            return Err(Error::LimitReached("data producers per participant"));
+        }
         validate_sctp(&params)?;
         if label.len() > 256 || protocol.len() > 256 {
             return Err(Error::InvalidSctpParameters(
@@ -1392,7 +1476,10 @@ impl Room {
             ));
         }
         let t = &mut self.transports[tkey];
-        if t.sctp_streams.iter().any(|(s, _)| *s == params.stream_id) {
+        if t.sctp_streams
+            .iter()
+            .any(|s| s.stream_id == params.stream_id)
+        {
             return Err(Error::InvalidSctpParameters(format!(
                 "stream id {} is already in use on this transport",
                 params.stream_id
@@ -1413,9 +1500,22 @@ impl Room {
             protocol: protocol.to_owned(),
             consumers: Vec::new(),
             messages: 0,
+            message_budget: TokenBucket::new(
+                f64::from(self.config.max_data_messages_per_second),
+                2.0 * f64::from(self.config.max_data_messages_per_second),
+            ),
+            byte_budget: TokenBucket::new(
+                f64::from(self.config.max_data_bytes_per_second),
+                2.0 * f64::from(self.config.max_data_bytes_per_second),
+            ),
         });
-        t.sctp_streams.push((params.stream_id, key));
+        t.sctp_streams.push(SctpStream {
+            stream_id: params.stream_id,
+            channel,
+            key,
+        });
         self.data_producer_ids.insert(id.clone(), key);
+        self.owners.add(owner, |h| h.data_producers += 1);
         drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
         self.process(now);
         Ok(id)
@@ -1463,6 +1563,9 @@ impl Room {
     ) -> Result<DataConsumed, Error> {
         let now = self.advance(now);
         let ukey = self.owned_transport(owner, transport_id, TransportDirection::Recv)?;
+        if self.owners.of(owner).data_consumers >= self.config.max_data_consumers_per_participant {
+            return Err(Error::LimitReached("data consumers per participant"));
+        }
         let dpkey = *self
             .data_producer_ids
             .get(data_producer_id)
@@ -1472,8 +1575,7 @@ impl Room {
             (d.params, d.label.clone(), d.protocol.clone())
         };
         let u = &mut self.transports[ukey];
-        let stream_id = (0..1024u16)
-            .find(|s| !u.sctp_streams.iter().any(|(x, _)| x == s))
+        let stream_id = free_stream_id(&u.sctp_streams)
             .ok_or(Error::LimitReached("SCTP streams on this transport"))?;
         let params = SctpStreamParameters {
             stream_id,
@@ -1492,8 +1594,13 @@ impl Room {
             channel,
             stream_id,
         });
-        u.sctp_streams.push((stream_id, key));
+        u.sctp_streams.push(SctpStream {
+            stream_id,
+            channel,
+            key,
+        });
         self.data_consumer_ids.insert(id.clone(), key);
+        self.owners.add(owner, |h| h.data_consumers += 1);
         self.data_producers[dpkey].consumers.push(key);
         drain(ukey, u, &mut self.transmits, &mut self.rtc_events);
         self.process(now);
@@ -1534,47 +1641,33 @@ impl Room {
 
     fn close_transport_key(&mut self, key: TransportKey, reason: Option<CloseReason>) {
         let children = reason.map(|_| CloseReason::TransportClosed);
-        let producers: Vec<ProducerKey> = self
-            .producers
-            .iter()
-            .filter(|(_, p)| p.transport == key)
-            .map(|(k, _)| k)
-            .collect();
-        for p in producers {
-            self.close_producer_key(p, children);
+        let Some(t) = self.transports.get(key) else {
+            return;
+        };
+        // The transport's own lists name its children: producers or
+        // consumers by mid, data producers or consumers by SCTP stream.
+        let direction = t.direction;
+        let media: Vec<usize> = t.mids.iter().map(|(_, k)| *k).collect();
+        let data: Vec<usize> = t.sctp_streams.iter().map(|s| s.key).collect();
+        for k in media {
+            match direction {
+                TransportDirection::Send => self.close_producer_key(k, children),
+                TransportDirection::Recv => self.close_consumer_key(k, children),
+            }
         }
-        let consumers: Vec<ConsumerKey> = self
-            .consumers
-            .iter()
-            .filter(|(_, c)| c.transport == key)
-            .map(|(k, _)| k)
-            .collect();
-        for c in consumers {
-            self.close_consumer_key(c, children);
-        }
-        let dps: Vec<DataProducerKey> = self
-            .data_producers
-            .iter()
-            .filter(|(_, d)| d.transport == key)
-            .map(|(k, _)| k)
-            .collect();
-        for d in dps {
-            self.close_data_producer_key(d, children);
-        }
-        let dcs: Vec<DataConsumerKey> = self
-            .data_consumers
-            .iter()
-            .filter(|(_, d)| d.transport == key)
-            .map(|(k, _)| k)
-            .collect();
-        for d in dcs {
-            self.close_data_consumer_key(d, children);
+        for k in data {
+            match direction {
+                TransportDirection::Send => self.close_data_producer_key(k, children),
+                TransportDirection::Recv => self.close_data_consumer_key(k, children),
+            }
         }
         let Some(mut t) = self.transports.try_remove(key) else {
             return;
         };
         self.demux.remove(key);
         self.transport_ids.remove(&t.id);
+        self.owners
+            .remove(&t.owner, |h| h.transports.retain(|k| *k != key));
         // Say goodbye (DTLS close_notify) if the stack has anything to send.
         t.rtc.disconnect();
         let mut ignored = VecDeque::new();
@@ -1596,11 +1689,12 @@ impl Room {
             return;
         };
         self.producer_ids.remove(&p.id);
+        self.owners.remove(&p.owner, |h| h.producers -= 1);
         for c in &p.consumers {
             self.close_consumer_key(*c, Some(CloseReason::ProducerClosed));
         }
         if let Some(t) = self.transports.get_mut(p.transport) {
-            t.rx_ssrcs.retain(|(_, k, _)| *k != key);
+            t.rx_ssrcs.retain(|_, v| v.producer != key);
             t.mids.retain(|(m, k)| !(*k == key && *m == p.mid));
             t.rtc.direct_api().remove_media(Mid::from(p.mid.as_str()));
             drain(p.transport, t, &mut self.transmits, &mut self.rtc_events);
@@ -1619,6 +1713,7 @@ impl Room {
             return;
         };
         self.consumer_ids.remove(&c.id);
+        self.owners.remove(&c.owner, |h| h.consumers -= 1);
         if let Some(p) = self.producers.get_mut(c.producer) {
             p.consumers.retain(|k| *k != key);
         }
@@ -1642,11 +1737,12 @@ impl Room {
             return;
         };
         self.data_producer_ids.remove(&d.id);
+        self.owners.remove(&d.owner, |h| h.data_producers -= 1);
         for c in &d.consumers {
             self.close_data_consumer_key(*c, Some(CloseReason::DataProducerClosed));
         }
         if let Some(t) = self.transports.get_mut(d.transport) {
-            t.sctp_streams.retain(|(s, _)| *s != d.params.stream_id);
+            t.sctp_streams.retain(|s| s.stream_id != d.params.stream_id);
             t.rtc.direct_api().close_data_channel(d.channel);
             drain(d.transport, t, &mut self.transmits, &mut self.rtc_events);
         }
@@ -1664,11 +1760,12 @@ impl Room {
             return;
         };
         self.data_consumer_ids.remove(&d.id);
+        self.owners.remove(&d.owner, |h| h.data_consumers -= 1);
         if let Some(p) = self.data_producers.get_mut(d.data_producer) {
             p.consumers.retain(|k| *k != key);
         }
         if let Some(u) = self.transports.get_mut(d.transport) {
-            u.sctp_streams.retain(|(s, _)| *s != d.stream_id);
+            u.sctp_streams.retain(|s| s.stream_id != d.stream_id);
             u.rtc.direct_api().close_data_channel(d.channel);
             drain(d.transport, u, &mut self.transmits, &mut self.rtc_events);
         }
@@ -1690,7 +1787,11 @@ fn learn_layer(
     producers: &mut Slab<Producer>,
     ssrc: u32,
     pkt: &RtpPacket,
+    max_ssrcs: usize,
 ) -> Option<(ProducerKey, usize)> {
+    if t.rx_ssrcs.len() >= max_ssrcs {
+        return None;
+    }
     let mid = pkt.header.ext_vals.mid?;
     let rid = pkt.header.ext_vals.rid;
     let pkey = t
@@ -1708,8 +1809,28 @@ fn learn_layer(
             }
     })?;
     p.layers[layer].ssrc = Some(ssrc);
-    t.rx_ssrcs.push((ssrc, pkey, layer));
+    t.rx_ssrcs.insert(
+        ssrc,
+        RxSsrc {
+            producer: pkey,
+            layer: Some(layer),
+        },
+    );
     Some((pkey, layer))
+}
+
+/// The lowest SCTP stream id (0 to 1023) not in `streams`.
+fn free_stream_id(streams: &[SctpStream]) -> Option<u16> {
+    let mut used = [0u64; 16];
+    for s in streams {
+        if let Some(word) = used.get_mut(usize::from(s.stream_id / 64)) {
+            *word |= 1 << (s.stream_id % 64);
+        }
+    }
+    used.iter()
+        .enumerate()
+        .find(|(_, w)| **w != u64::MAX)
+        .map(|(i, w)| (i * 64) as u16 + w.trailing_ones() as u16)
 }
 
 fn validate_sctp(p: &SctpStreamParameters) -> Result<(), Error> {

@@ -1,6 +1,6 @@
 //! One WebRTC transport: a str0m `Rtc` in RTP mode, ICE-lite, DTLS server.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Instant;
@@ -11,12 +11,14 @@ use pulsewave_protocol::transport::{
     TransportDirection, TransportOptions,
 };
 use pulsewave_protocol::{ParticipantSid, TransportId, random_string};
+use str0m::channel::ChannelId;
 use str0m::config::Fingerprint;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, Pt};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Event as RtcEvent, IceCreds, Output, Rtc, RtcConfig};
 
+use crate::bucket::TokenBucket;
 use crate::error::Error;
 use crate::event::Transmit;
 use crate::ortc::is_rtx_mime_type;
@@ -59,12 +61,42 @@ pub(crate) struct Transport {
     /// Media section ids in use (producers' mids, or consumers' mids).
     pub(crate) mids: Vec<(String, usize)>,
     pub(crate) next_mid: u32,
-    /// Receive ssrcs to producer keys and layer indexes (send transports).
-    pub(crate) rx_ssrcs: Vec<(u32, usize, usize)>,
-    /// SCTP stream ids in use, to the data producer or consumer key.
-    pub(crate) sctp_streams: Vec<(u16, usize)>,
+    /// Receive ssrcs (media and RTX) of this send transport's producers,
+    /// declared or learned from packets: the forwarding path's index.
+    pub(crate) rx_ssrcs: HashMap<u32, RxSsrc>,
+    /// SCTP streams in use: the data producers (send transport) or data
+    /// consumers (receive transport) on this transport.
+    pub(crate) sctp_streams: Vec<SctpStream>,
+    /// Incoming media budget (send transports), in bytes.
+    pub(crate) ingress: TokenBucket,
+    /// Outgoing media budget (receive transports), in bytes.
+    pub(crate) egress: TokenBucket,
     /// Set when the transport failed or must close.
     pub(crate) failed: Option<crate::event::CloseReason>,
+}
+
+/// What a receive ssrc of a send transport is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RxSsrc {
+    pub(crate) producer: usize,
+    /// The producer's layer (encoding) index; `None` for an RTX ssrc.
+    pub(crate) layer: Option<usize>,
+}
+
+/// One SCTP stream of a transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SctpStream {
+    pub(crate) stream_id: u16,
+    pub(crate) channel: ChannelId,
+    /// The data producer (send transport) or data consumer (receive).
+    pub(crate) key: usize,
+}
+
+/// A byte budget for a bitrate in bits per second, with one second of
+/// burst.
+fn bitrate_bucket(bits_per_second: u64) -> TokenBucket {
+    let bytes = bits_per_second as f64 / 8.0;
+    TokenBucket::new(bytes, bytes)
 }
 
 /// What the room needs to build a transport.
@@ -77,6 +109,8 @@ pub(crate) struct TransportSpec<'a> {
     pub(crate) local_addr: SocketAddr,
     pub(crate) sctp_max_message_size: u32,
     pub(crate) ufrag_prefix: &'a str,
+    pub(crate) max_incoming_bitrate: u64,
+    pub(crate) max_outgoing_bitrate: u64,
 }
 
 fn str0m_codec(mime: &str) -> Option<Codec> {
@@ -292,8 +326,10 @@ impl Transport {
             next_timeout: now,
             mids: Vec::new(),
             next_mid: 0,
-            rx_ssrcs: Vec::new(),
+            rx_ssrcs: HashMap::new(),
             sctp_streams: Vec::new(),
+            ingress: bitrate_bucket(spec.max_incoming_bitrate),
+            egress: bitrate_bucket(spec.max_outgoing_bitrate),
             failed: None,
         };
         Ok((transport, options))

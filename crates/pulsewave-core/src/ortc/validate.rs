@@ -22,6 +22,44 @@ const MAX_CNAME_LEN: usize = 255;
 const MAX_VALUE_LEN: usize = 1024;
 /// Longest accepted MIME type.
 const MAX_MIME_LEN: usize = 64;
+/// Most codecs in parameters or capabilities (Chromium's whole receive list
+/// is about 30).
+pub const MAX_CODECS: usize = 64;
+/// Most header extensions in parameters or capabilities.
+pub const MAX_HEADER_EXTENSIONS: usize = 32;
+/// Most encodings in RTP parameters (rooms allow fewer per producer).
+pub const MAX_ENCODINGS: usize = 16;
+/// Most RTCP feedback entries and most parameters of one codec.
+pub const MAX_CODEC_ENTRIES: usize = 32;
+
+/// Refuses lists longer than the limits above, before any check whose cost
+/// grows with them: the work done per request stays bounded whatever the
+/// client declares.
+fn check_sizes<'a>(
+    codecs: impl ExactSizeIterator<Item = (&'a CodecParameters, &'a [RtcpFeedback])>,
+    header_extensions: usize,
+    encodings: usize,
+) -> Result<(), String> {
+    if codecs.len() > MAX_CODECS {
+        return Err(format!("codecs: more than {MAX_CODECS}"));
+    }
+    if header_extensions > MAX_HEADER_EXTENSIONS {
+        return Err(format!(
+            "headerExtensions: more than {MAX_HEADER_EXTENSIONS}"
+        ));
+    }
+    if encodings > MAX_ENCODINGS {
+        return Err(format!("encodings: more than {MAX_ENCODINGS}"));
+    }
+    for (i, (parameters, feedback)) in codecs.enumerate() {
+        if parameters.len() > MAX_CODEC_ENTRIES || feedback.len() > MAX_CODEC_ENTRIES {
+            return Err(format!(
+                "codecs[{i}]: more than {MAX_CODEC_ENTRIES} parameters or rtcpFeedback entries"
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The kind named by a `type/subtype` MIME type (`audio` or `video`, any
 /// case), or `None` when it has another form.
@@ -214,9 +252,20 @@ fn check_msid(msid: &str) -> Result<(), String> {
 ///   twice; a `codecPayloadType` that is not a media codec of the list; several
 ///   encodings one of which has several spatial layers;
 /// - text that could break an SDP line (control characters, whitespace, `;`)
-///   in names and values that peers' SDP will carry.
+///   in names and values that peers' SDP will carry;
+/// - lists longer than [`MAX_CODECS`], [`MAX_HEADER_EXTENSIONS`],
+///   [`MAX_ENCODINGS`] or [`MAX_CODEC_ENTRIES`].
 pub fn validate_rtp_parameters(params: &RtpParameters) -> Result<(), OrtcError> {
     let invalid = OrtcError::InvalidParameters;
+    check_sizes(
+        params
+            .codecs
+            .iter()
+            .map(|c| (&c.parameters, c.rtcp_feedback.as_slice())),
+        params.header_extensions.len(),
+        params.encodings.len(),
+    )
+    .map_err(invalid)?;
     if let Some(mid) = &params.mid {
         check_mid(mid).map_err(invalid)?;
     }
@@ -323,10 +372,20 @@ pub fn validate_rtp_parameters(params: &RtpParameters) -> Result<(), OrtcError> 
 /// payload type above 127 or used twice, a zero clock rate, zero audio
 /// channels, an RTX codec whose `apt` is missing, not an integer or names no
 /// media codec of the list, a header extension with an empty URI, preferred
-/// id 0 or an id used twice for the same kind, and text that could break an
-/// SDP line. An empty codec list is valid (it just matches nothing).
+/// id 0 or an id used twice for the same kind, text that could break an SDP
+/// line, and lists longer than [`MAX_CODECS`], [`MAX_HEADER_EXTENSIONS`] or
+/// [`MAX_CODEC_ENTRIES`]. An empty codec list is valid (it just matches
+/// nothing).
 pub fn validate_rtp_capabilities(caps: &RtpCapabilities) -> Result<(), OrtcError> {
     let invalid = OrtcError::InvalidCapabilities;
+    check_sizes(
+        caps.codecs
+            .iter()
+            .map(|c| (&c.parameters, c.rtcp_feedback.as_slice())),
+        caps.header_extensions.len(),
+        0,
+    )
+    .map_err(invalid)?;
     let fields: Vec<CodecFields<'_>> = caps
         .codecs
         .iter()

@@ -13,6 +13,7 @@ mod compat;
 mod data;
 mod feedback;
 mod lifecycle;
+mod limits;
 mod media;
 mod simulcast;
 

@@ -1,0 +1,67 @@
+//! What each participant holds in a room: its transports and the number of
+//! its producers, consumers, data producers and data consumers, so that the
+//! per-participant limits and "my transports" are O(1), not scans of the
+//! room.
+
+use std::collections::HashMap;
+
+use pulsewave_protocol::ParticipantSid;
+
+use crate::transport::TransportKey;
+
+/// One participant's holdings.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Holdings {
+    /// Its transports (at most `max_transports_per_participant`).
+    pub(crate) transports: Vec<TransportKey>,
+    pub(crate) producers: usize,
+    pub(crate) consumers: usize,
+    pub(crate) data_producers: usize,
+    pub(crate) data_consumers: usize,
+}
+
+impl Holdings {
+    fn is_empty(&self) -> bool {
+        self.transports.is_empty()
+            && self.producers == 0
+            && self.consumers == 0
+            && self.data_producers == 0
+            && self.data_consumers == 0
+    }
+}
+
+/// Every participant's holdings; a participant holding nothing has no entry.
+#[derive(Debug, Default)]
+pub(crate) struct Owners(HashMap<ParticipantSid, Holdings>);
+
+/// Nothing, for participants without an entry.
+static NOTHING: Holdings = Holdings {
+    transports: Vec::new(),
+    producers: 0,
+    consumers: 0,
+    data_producers: 0,
+    data_consumers: 0,
+};
+
+impl Owners {
+    /// What `owner` holds (nothing if unknown).
+    pub(crate) fn of(&self, owner: &ParticipantSid) -> &Holdings {
+        self.0.get(owner).unwrap_or(&NOTHING)
+    }
+
+    /// Adds to what `owner` holds.
+    pub(crate) fn add(&mut self, owner: &ParticipantSid, f: impl FnOnce(&mut Holdings)) {
+        f(self.0.entry(owner.clone()).or_default());
+    }
+
+    /// Takes from what `owner` holds; forgets the owner once it holds
+    /// nothing.
+    pub(crate) fn remove(&mut self, owner: &ParticipantSid, f: impl FnOnce(&mut Holdings)) {
+        if let Some(h) = self.0.get_mut(owner) {
+            f(h);
+            if h.is_empty() {
+                self.0.remove(owner);
+            }
+        }
+    }
+}
