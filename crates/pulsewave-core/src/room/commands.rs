@@ -1,0 +1,843 @@
+//! Commands from signaling: transports, producers, consumers, data
+//! producers and data consumers.
+
+use std::time::Instant;
+
+use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
+use pulsewave_protocol::transport::{
+    DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
+};
+use pulsewave_protocol::{
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+};
+use str0m::channel::{ChannelConfig, Reliability};
+use str0m::media::{Mid, Rid};
+use str0m::rtp::Ssrc;
+use tracing::debug;
+
+use crate::bucket::TokenBucket;
+use crate::data::{DataConsumer, DataProducer, is_reliable};
+use crate::error::Error;
+use crate::event::Event;
+use crate::keyframe::VideoCodec;
+use crate::media::{Consumer, ConsumerKey, Layer, Producer, ProducerKey, Rewriter};
+use crate::ortc;
+use crate::transport::{RxSsrc, SctpStream, Transport, TransportKey, TransportSpec, drain};
+
+use super::{Consumed, DataConsumed, Produced, Room, random_u16, to_rtc_kind, valid_mid};
+
+impl Room {
+    pub(super) fn owned_transport(
+        &self,
+        owner: &ParticipantSid,
+        id: Option<&TransportId>,
+        direction: TransportDirection,
+    ) -> Result<TransportKey, Error> {
+        let name = |d| match d {
+            TransportDirection::Send => "send",
+            TransportDirection::Recv => "recv",
+        };
+        let key = match id {
+            Some(id) => {
+                let key = *self
+                    .transport_ids
+                    .get(id)
+                    .ok_or_else(|| Error::TransportNotFound(id.to_string()))?;
+                match self.transports.get(key) {
+                    Some(t) if &t.owner == owner => key,
+                    _ => return Err(Error::TransportNotFound(id.to_string())),
+                }
+            }
+            None => {
+                let mut matching = self
+                    .owners
+                    .of(owner)
+                    .transports
+                    .iter()
+                    .copied()
+                    .filter(|k| {
+                        self.transports
+                            .get(*k)
+                            .is_some_and(|t| t.direction == direction)
+                    });
+                let first = matching.next();
+                if matching.next().is_some() {
+                    return Err(Error::AmbiguousTransport(name(direction)));
+                }
+                first.ok_or_else(|| {
+                    Error::TransportNotFound(format!("({} transport)", name(direction)))
+                })?
+            }
+        };
+        let t = &self.transports[key];
+        if t.direction != direction {
+            return Err(Error::WrongTransportDirection {
+                id: t.id.to_string(),
+                actual: t.direction_name(),
+                expected: name(direction),
+            });
+        }
+        Ok(key)
+    }
+
+    /// Creates a WebRTC transport for `owner` and returns mediasoup-client's
+    /// transport options. A receive transport sends with the router's
+    /// payload types and extension ids; a send transport learns the
+    /// sender's from each [`Room::produce`].
+    pub fn create_transport(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        direction: TransportDirection,
+    ) -> Result<TransportOptions, Error> {
+        let now = self.advance(now);
+        if self.owners.of(owner).transports.len() >= self.config.max_transports_per_participant {
+            return Err(Error::LimitReached("transports per participant"));
+        }
+        let spec = TransportSpec {
+            owner: owner.clone(),
+            direction,
+            router_caps: &self.config.rtp_capabilities,
+            local_addr: self.config.local_addr,
+            sctp_max_message_size: self.config.sctp_max_message_size,
+            ufrag_prefix: &self.config.ufrag_prefix,
+            max_incoming_bitrate: self.config.max_incoming_bitrate,
+            max_outgoing_bitrate: self.config.max_outgoing_bitrate,
+        };
+        let (mut transport, options) = Transport::new(now, spec)?;
+        let entry = self.transports.vacant_entry();
+        let key = entry.key();
+        self.demux.insert_ufrag(transport.local_ufrag.clone(), key);
+        self.transport_ids.insert(transport.id.clone(), key);
+        self.owners.add(owner, |h| h.transports.push(key));
+        drain(
+            key,
+            &mut transport,
+            &mut self.transmits,
+            &mut self.rtc_events,
+        );
+        entry.insert(transport);
+        self.process(now);
+        Ok(options)
+    }
+
+    /// Gives a transport the client's DTLS parameters and starts DTLS.
+    pub fn connect_transport(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &TransportId,
+        dtls: &DtlsParameters,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = *self
+            .transport_ids
+            .get(id)
+            .ok_or_else(|| Error::TransportNotFound(id.to_string()))?;
+        let t = match self.transports.get_mut(key) {
+            Some(t) if &t.owner == owner => t,
+            _ => return Err(Error::TransportNotFound(id.to_string())),
+        };
+        t.connect(now, dtls)?;
+        drain(key, t, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Closes one of `owner`'s transports with everything on it. Events
+    /// report what closes as a consequence (producers, consumers, and other
+    /// participants' consumers of those producers), not the transport.
+    pub fn close_transport(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &TransportId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = *self
+            .transport_ids
+            .get(id)
+            .ok_or_else(|| Error::TransportNotFound(id.to_string()))?;
+        if self.transports.get(key).is_none_or(|t| &t.owner != owner) {
+            return Err(Error::TransportNotFound(id.to_string()));
+        }
+        self.close_transport_key(key, None);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Closes every transport of `owner`. Events report only what other
+    /// participants lose (their consumers and data consumers).
+    pub fn close_participant(&mut self, now: Instant, owner: &ParticipantSid) {
+        let now = self.advance(now);
+        let keys = self.owners.of(owner).transports.clone();
+        for key in keys {
+            self.close_transport_key(key, None);
+        }
+        // Drop events about the participant's own objects.
+        self.events.retain(|e| match e {
+            Event::TransportConnected { owner: o, .. }
+            | Event::TransportClosed { owner: o, .. }
+            | Event::ProducerClosed { owner: o, .. }
+            | Event::ConsumerClosed { owner: o, .. }
+            | Event::DataProducerClosed { owner: o, .. }
+            | Event::DataConsumerClosed { owner: o, .. } => o != owner,
+        });
+        self.process(now);
+    }
+
+    /// Publishes a track on a send transport.
+    ///
+    /// `rtp_parameters` are mediasoup-client's `produce` parameters, with the
+    /// sender's payload types. They are validated against the router's
+    /// capabilities and the transport's payload-type table.
+    pub fn produce(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        transport_id: Option<&TransportId>,
+        kind: MediaKind,
+        mut rtp_parameters: RtpParameters,
+        paused: bool,
+    ) -> Result<Produced, Error> {
+        let now = self.advance(now);
+        let tkey = self.owned_transport(owner, transport_id, TransportDirection::Send)?;
+        if self.owners.of(owner).producers >= self.config.max_producers_per_participant {
+            return Err(Error::LimitReached("producers per participant"));
+        }
+        // What the client declares is capped before any work scales with
+        // it (the validation below is linear in these lists).
+        if rtp_parameters.encodings.len() > self.config.max_encodings_per_producer {
+            return Err(Error::LimitReached("encodings per producer"));
+        }
+        let t = &self.transports[tkey];
+        if !t.dtls_started {
+            return Err(Error::TransportNotConnected(t.id.to_string()));
+        }
+        let mapping = ortc::get_producer_rtp_parameters_mapping(
+            &mut rtp_parameters,
+            &self.config.rtp_capabilities,
+            &mut ortc::random_ssrc,
+        )?;
+        let media_codec = rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| !ortc::is_rtx_mime_type(&c.mime_type))
+            .ok_or_else(|| Error::InvalidRtpParameters("no media codec".into()))?;
+        let codec_kind = if media_codec
+            .mime_type
+            .to_ascii_lowercase()
+            .starts_with("audio/")
+        {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        };
+        if codec_kind != kind {
+            return Err(Error::InvalidRtpParameters(format!(
+                "kind is {kind} but the codec {} is {codec_kind}",
+                media_codec.mime_type
+            )));
+        }
+        let mime_type = media_codec.mime_type.clone();
+        // Encodings: by ssrc (with optional RTX), or by rid (simulcast), or
+        // a single one found by mid alone. Ssrcs of rid layers are learned
+        // from their first packets.
+        let mut layers = Vec::new();
+        let mut declared: Vec<(u32, Option<u32>)> = Vec::new();
+        for e in &rtp_parameters.encodings {
+            if let Some(rid) = &e.rid
+                && (rid.is_empty()
+                    || rid.len() > 8
+                    || !rid.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                return Err(Error::InvalidRtpParameters(format!(
+                    "rid `{rid}` must be 1 to 8 letters or digits"
+                )));
+            }
+            if let Some(ssrc) = e.ssrc {
+                declared.push((ssrc, e.rtx.map(|r| r.ssrc)));
+            }
+            layers.push(Layer {
+                rid: e.rid.clone(),
+                ssrc: e.ssrc,
+                last_packet: None,
+            });
+        }
+        if layers.is_empty() {
+            return Err(Error::InvalidRtpParameters("no encoding".into()));
+        }
+        let by_rid = layers.iter().any(|l| l.ssrc.is_none());
+        let has_extension = |u: &str| {
+            rtp_parameters
+                .header_extensions
+                .iter()
+                .any(|e| e.uri == u && (1..=14).contains(&e.id))
+        };
+        if by_rid
+            && (!has_extension(pulsewave_protocol::rtp::uri::MID)
+                || (layers.len() > 1 && !has_extension(pulsewave_protocol::rtp::uri::RID)))
+        {
+            return Err(Error::InvalidRtpParameters(
+                "encodings without ssrc need the mid (and, for simulcast, rid) header \
+                 extensions on the transport"
+                    .into(),
+            ));
+        }
+        let new_ssrcs = declared.iter().map(|(_, r)| 1 + usize::from(r.is_some())).sum::<usize>()
+            // Each rid layer will bind one ssrc (and maybe its RTX) later.
+            + layers.iter().filter(|l| l.ssrc.is_none()).count();
+        if t.rx_ssrcs.len() + new_ssrcs > self.config.max_ssrcs_per_transport {
+            return Err(Error::LimitReached("ssrcs per transport"));
+        }
+        for s in declared
+            .iter()
+            .flat_map(|(m, r)| std::iter::once(*m).chain(*r))
+        {
+            if t.rx_ssrcs.contains_key(&s) {
+                return Err(Error::DuplicateSsrc(s));
+            }
+        }
+        let mid = match rtp_parameters.mid.clone() {
+            Some(mid) => {
+                if !valid_mid(&mid) {
+                    return Err(Error::InvalidRtpParameters(format!(
+                        "mid `{mid}` must be 1 to 16 letters or digits"
+                    )));
+                }
+                if t.mids.iter().any(|(m, _)| *m == mid) {
+                    return Err(Error::InvalidRtpParameters(format!(
+                        "mid `{mid}` is already in use on this transport"
+                    )));
+                }
+                mid
+            }
+            None => self.transports[tkey].allocate_mid(),
+        };
+        let consumable = ortc::get_consumable_rtp_parameters(
+            kind,
+            &rtp_parameters,
+            &self.config.rtp_capabilities,
+            &mapping,
+        )?;
+        // The sender's payload types and extension ids become the
+        // transport's (the last check: nothing changes if it fails).
+        self.transports[tkey].learn_sender_parameters(&rtp_parameters)?;
+        let pt_map: Vec<(u8, u8)> = mapping
+            .codecs
+            .iter()
+            .map(|m| (m.payload_type, m.mapped_payload_type))
+            .collect();
+        let id = ProducerId::generate();
+        let simulcast = layers.len() > 1;
+        let rids: Vec<String> = layers.iter().filter_map(|l| l.rid.clone()).collect();
+        let known: Vec<(u32, usize)> = layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.ssrc.map(|s| (s, i)))
+            .collect();
+        let video = match kind {
+            MediaKind::Video => Some(VideoCodec::from_mime(&mime_type)),
+            MediaKind::Audio => None,
+        };
+        let pkey = self.producers.insert(Producer {
+            id: id.clone(),
+            owner: owner.clone(),
+            transport: tkey,
+            kind,
+            mid: mid.clone(),
+            mime_type: mime_type.clone(),
+            video,
+            consumable,
+            pt_map,
+            layers,
+            paused,
+            consumers: Vec::new(),
+            last_keyframe_request: None,
+            keyframe_layers: 0,
+            packets: 0,
+            bytes: 0,
+        });
+        self.producer_ids.insert(id.clone(), pkey);
+        self.owners.add(owner, |h| h.producers += 1);
+        let t = &mut self.transports[tkey];
+        let rtc_mid = Mid::from(mid.as_str());
+        {
+            let mut api = t.rtc.direct_api();
+            let media = api.declare_media(rtc_mid, to_rtc_kind(kind));
+            for rid in &rids {
+                media.expect_rid_rx(Rid::from(rid.as_str()));
+            }
+            for (ssrc, rtx) in &declared {
+                api.expect_stream_rx(Ssrc::from(*ssrc), rtx.map(Ssrc::from), rtc_mid, None);
+            }
+        }
+        t.mids.push((mid, pkey));
+        for (s, layer) in known {
+            t.rx_ssrcs.insert(
+                s,
+                RxSsrc {
+                    producer: pkey,
+                    layer: Some(layer),
+                },
+            );
+        }
+        for rtx in declared.iter().filter_map(|(_, r)| *r) {
+            t.rx_ssrcs.insert(
+                rtx,
+                RxSsrc {
+                    producer: pkey,
+                    layer: None,
+                },
+            );
+        }
+        drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        debug!(producer = %id, %kind, mime = %mime_type, "producer created");
+        Ok(Produced {
+            producer_id: id,
+            kind,
+            mime_type,
+            simulcast,
+        })
+    }
+
+    pub(super) fn owned_producer(
+        &self,
+        owner: &ParticipantSid,
+        id: &ProducerId,
+    ) -> Result<ProducerKey, Error> {
+        let key = *self
+            .producer_ids
+            .get(id)
+            .ok_or_else(|| Error::ProducerNotFound(id.to_string()))?;
+        match self.producers.get(key) {
+            Some(p) if &p.owner == owner => Ok(key),
+            Some(_) => Err(Error::NotOwner(format!("producer `{id}`"))),
+            None => Err(Error::ProducerNotFound(id.to_string())),
+        }
+    }
+
+    /// Closes one of `owner`'s producers; its consumers close with
+    /// [`Event::ConsumerClosed`].
+    pub fn close_producer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ProducerId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = self.owned_producer(owner, id)?;
+        self.close_producer_key(key, None);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Mutes a producer: nothing is forwarded until it is resumed.
+    pub fn pause_producer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ProducerId,
+    ) -> Result<(), Error> {
+        self.advance(now);
+        let key = self.owned_producer(owner, id)?;
+        self.producers[key].paused = true;
+        Ok(())
+    }
+
+    /// Subscribes `owner` to a producer on one of its receive transports.
+    /// `rtp_capabilities` are the subscriber's receiving capabilities. The
+    /// consumer starts paused.
+    pub fn consume(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        transport_id: Option<&TransportId>,
+        producer_id: &ProducerId,
+        rtp_capabilities: &RtpCapabilities,
+    ) -> Result<Consumed, Error> {
+        let now = self.advance(now);
+        let ukey = self.owned_transport(owner, transport_id, TransportDirection::Recv)?;
+        let pkey = *self
+            .producer_ids
+            .get(producer_id)
+            .ok_or_else(|| Error::ProducerNotFound(producer_id.to_string()))?;
+        if self.owners.of(owner).consumers >= self.config.max_consumers_per_participant {
+            return Err(Error::LimitReached("consumers per participant"));
+        }
+        if self.transports[ukey].mids.len() >= self.config.max_consumers_per_transport {
+            return Err(Error::LimitReached("consumers per transport"));
+        }
+        let p = &self.producers[pkey];
+        if &p.owner == owner {
+            return Err(Error::CannotConsume(
+                "a participant cannot subscribe to its own producer".into(),
+            ));
+        }
+        // Consumers of this producer held by this participant, on any of
+        // its transports (a handful, each with a bounded number of mids).
+        let already = self
+            .owners
+            .of(owner)
+            .transports
+            .iter()
+            .filter_map(|k| self.transports.get(*k))
+            .filter(|u| u.direction == TransportDirection::Recv)
+            .flat_map(|u| u.mids.iter())
+            .filter(|(_, c)| {
+                self.consumers
+                    .get(*c)
+                    .is_some_and(|c| c.producer == pkey && &c.owner == owner)
+            })
+            .count();
+        if already >= self.config.max_consumers_per_producer {
+            return Err(Error::LimitReached(
+                "consumers of one producer per participant",
+            ));
+        }
+        let kind = p.kind;
+        if !ortc::can_consume(&p.consumable, rtp_capabilities)? {
+            return Err(Error::CannotConsume(format!(
+                "the subscriber's capabilities have no codec for {}",
+                p.mime_type
+            )));
+        }
+        let mut params = ortc::get_consumer_rtp_parameters(
+            &p.consumable,
+            rtp_capabilities,
+            false,
+            kind == MediaKind::Video,
+            &mut ortc::random_ssrc,
+        )?;
+        let encoding = params
+            .encodings
+            .first()
+            .ok_or_else(|| Error::CannotConsume("no encoding".into()))?;
+        let ssrc = encoding
+            .ssrc
+            .ok_or_else(|| Error::CannotConsume("no ssrc".into()))?;
+        let rtx_ssrc = encoding.rtx.map(|r| r.ssrc);
+        let pt_map: Vec<(u8, u8)> = p
+            .pt_map
+            .iter()
+            .copied()
+            .filter(|(_, router)| params.codecs.iter().any(|c| c.payload_type == *router))
+            .collect();
+        let clock_rate = params.codecs.first().map_or(90_000, |c| c.clock_rate);
+        let nackable = rtx_ssrc.is_some();
+        let producer_id = p.id.clone();
+        let u = &mut self.transports[ukey];
+        let mid = u.allocate_mid();
+        params.mid = Some(mid.clone());
+        let id = ConsumerId::generate();
+        let ckey = self.consumers.insert(Consumer {
+            id: id.clone(),
+            owner: owner.clone(),
+            transport: ukey,
+            producer: pkey,
+            producer_id: producer_id.clone(),
+            mid: mid.clone(),
+            ssrc,
+            pt_map,
+            paused: true,
+            layer: None,
+            needs_resync: true,
+            preferred_layer: None,
+            nackable,
+            rewriter: Rewriter::new(clock_rate, random_u16(), rand::random()),
+            packets: 0,
+        });
+        self.consumer_ids.insert(id.clone(), ckey);
+        self.owners.add(owner, |h| h.consumers += 1);
+        self.producers[pkey].consumers.push(ckey);
+        let rtc_mid = Mid::from(mid.as_str());
+        {
+            let mut api = u.rtc.direct_api();
+            api.declare_media(rtc_mid, to_rtc_kind(kind));
+            api.declare_stream_tx(Ssrc::from(ssrc), rtx_ssrc.map(Ssrc::from), rtc_mid, None);
+        }
+        u.mids.push((mid, ckey));
+        drain(ukey, u, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        debug!(consumer = %id, producer = %producer_id, "consumer created");
+        Ok(Consumed {
+            consumer_id: id,
+            producer_id,
+            kind,
+            rtp_parameters: params,
+            paused: true,
+        })
+    }
+
+    pub(super) fn owned_consumer(
+        &self,
+        owner: &ParticipantSid,
+        id: &ConsumerId,
+    ) -> Result<ConsumerKey, Error> {
+        match self.consumer_ids.get(id) {
+            Some(&k) if self.consumers.get(k).is_some_and(|c| &c.owner == owner) => Ok(k),
+            _ => Err(Error::ConsumerNotFound(id.to_string())),
+        }
+    }
+
+    /// Stops media on a consumer.
+    pub fn pause_consumer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ConsumerId,
+    ) -> Result<(), Error> {
+        self.advance(now);
+        let key = self.owned_consumer(owner, id)?;
+        self.consumers[key].paused = true;
+        Ok(())
+    }
+
+    /// Closes one of `owner`'s consumers.
+    pub fn close_consumer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &ConsumerId,
+    ) -> Result<ProducerId, Error> {
+        let now = self.advance(now);
+        let key = self.owned_consumer(owner, id)?;
+        let producer_id = self.consumers[key].producer_id.clone();
+        self.close_consumer_key(key, None);
+        self.process(now);
+        Ok(producer_id)
+    }
+
+    /// Opens a data producer: the negotiated SCTP stream `params.stream_id`
+    /// on one of `owner`'s transports (mediasoup-client `produceData`).
+    pub fn produce_data(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        transport_id: Option<&TransportId>,
+        params: SctpStreamParameters,
+        label: &str,
+        protocol: &str,
+    ) -> Result<DataProducerId, Error> {
+        let now = self.advance(now);
+        let tkey = self.owned_transport(owner, transport_id, TransportDirection::Send)?;
+        if self.owners.of(owner).data_producers >= self.config.max_data_producers_per_participant {
+            return Err(Error::LimitReached("data producers per participant"));
+        }
+        validate_sctp(&params)?;
+        if label.len() > 256 || protocol.len() > 256 {
+            return Err(Error::InvalidSctpParameters(
+                "label and protocol are at most 256 bytes".into(),
+            ));
+        }
+        let t = &mut self.transports[tkey];
+        if t.sctp_streams
+            .iter()
+            .any(|s| s.stream_id == params.stream_id)
+        {
+            return Err(Error::InvalidSctpParameters(format!(
+                "stream id {} is already in use on this transport",
+                params.stream_id
+            )));
+        }
+        let channel = t
+            .rtc
+            .direct_api()
+            .create_data_channel(channel_config(&params, label, protocol));
+        let id = DataProducerId::generate();
+        let key = self.data_producers.insert(DataProducer {
+            id: id.clone(),
+            owner: owner.clone(),
+            transport: tkey,
+            channel,
+            params,
+            label: label.to_owned(),
+            protocol: protocol.to_owned(),
+            consumers: Vec::new(),
+            messages: 0,
+            message_budget: TokenBucket::new(
+                f64::from(self.config.max_data_messages_per_second),
+                2.0 * f64::from(self.config.max_data_messages_per_second),
+            ),
+            byte_budget: TokenBucket::new(
+                f64::from(self.config.max_data_bytes_per_second),
+                2.0 * f64::from(self.config.max_data_bytes_per_second),
+            ),
+        });
+        t.sctp_streams.push(SctpStream {
+            stream_id: params.stream_id,
+            channel,
+            key,
+        });
+        self.data_producer_ids.insert(id.clone(), key);
+        self.owners.add(owner, |h| h.data_producers += 1);
+        drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        Ok(id)
+    }
+
+    /// Whether a data producer is reliable (ordered, retransmitted).
+    pub fn data_producer_reliable(&self, id: &DataProducerId) -> Option<bool> {
+        let key = self.data_producer_ids.get(id)?;
+        self.data_producers
+            .get(*key)
+            .map(|d| is_reliable(&d.params))
+    }
+
+    /// Closes one of `owner`'s data producers; its consumers close with
+    /// [`Event::DataConsumerClosed`].
+    pub fn close_data_producer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &DataProducerId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = *self
+            .data_producer_ids
+            .get(id)
+            .ok_or_else(|| Error::DataProducerNotFound(id.to_string()))?;
+        match self.data_producers.get(key) {
+            Some(d) if &d.owner == owner => {}
+            Some(_) => return Err(Error::NotOwner(format!("data producer `{id}`"))),
+            None => return Err(Error::DataProducerNotFound(id.to_string())),
+        }
+        self.close_data_producer_key(key, None);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Subscribes `owner` to a data producer on one of its receive
+    /// transports; the server picks the SCTP stream id.
+    pub fn consume_data(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        transport_id: Option<&TransportId>,
+        data_producer_id: &DataProducerId,
+    ) -> Result<DataConsumed, Error> {
+        let now = self.advance(now);
+        let ukey = self.owned_transport(owner, transport_id, TransportDirection::Recv)?;
+        if self.owners.of(owner).data_consumers >= self.config.max_data_consumers_per_participant {
+            return Err(Error::LimitReached("data consumers per participant"));
+        }
+        let dpkey = *self
+            .data_producer_ids
+            .get(data_producer_id)
+            .ok_or_else(|| Error::DataProducerNotFound(data_producer_id.to_string()))?;
+        let (params, label, protocol) = {
+            let d = &self.data_producers[dpkey];
+            (d.params, d.label.clone(), d.protocol.clone())
+        };
+        let u = &mut self.transports[ukey];
+        let stream_id = free_stream_id(&u.sctp_streams)
+            .ok_or(Error::LimitReached("SCTP streams on this transport"))?;
+        let params = SctpStreamParameters {
+            stream_id,
+            ..params
+        };
+        let channel = u
+            .rtc
+            .direct_api()
+            .create_data_channel(channel_config(&params, &label, &protocol));
+        let id = DataConsumerId::generate();
+        let key = self.data_consumers.insert(DataConsumer {
+            id: id.clone(),
+            owner: owner.clone(),
+            transport: ukey,
+            data_producer: dpkey,
+            channel,
+            stream_id,
+        });
+        u.sctp_streams.push(SctpStream {
+            stream_id,
+            channel,
+            key,
+        });
+        self.data_consumer_ids.insert(id.clone(), key);
+        self.owners.add(owner, |h| h.data_consumers += 1);
+        self.data_producers[dpkey].consumers.push(key);
+        drain(ukey, u, &mut self.transmits, &mut self.rtc_events);
+        self.process(now);
+        Ok(DataConsumed {
+            data_consumer_id: id,
+            data_producer_id: data_producer_id.clone(),
+            sctp_stream_parameters: params,
+            label,
+            protocol,
+        })
+    }
+
+    /// Closes one of `owner`'s data consumers.
+    pub fn close_data_consumer(
+        &mut self,
+        now: Instant,
+        owner: &ParticipantSid,
+        id: &DataConsumerId,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = match self.data_consumer_ids.get(id) {
+            Some(&k)
+                if self
+                    .data_consumers
+                    .get(k)
+                    .is_some_and(|d| &d.owner == owner) =>
+            {
+                k
+            }
+            _ => return Err(Error::DataConsumerNotFound(id.to_string())),
+        };
+        self.close_data_consumer_key(key, None);
+        self.process(now);
+        Ok(())
+    }
+}
+
+/// The lowest SCTP stream id (0 to 1023) not in `streams`.
+pub(super) fn free_stream_id(streams: &[SctpStream]) -> Option<u16> {
+    let mut used = [0u64; 16];
+    for s in streams {
+        if let Some(word) = used.get_mut(usize::from(s.stream_id / 64)) {
+            *word |= 1 << (s.stream_id % 64);
+        }
+    }
+    used.iter()
+        .enumerate()
+        .find(|(_, w)| **w != u64::MAX)
+        .map(|(i, w)| (i * 64) as u16 + w.trailing_ones() as u16)
+}
+
+pub(super) fn validate_sctp(p: &SctpStreamParameters) -> Result<(), Error> {
+    if p.stream_id >= 1024 {
+        return Err(Error::InvalidSctpParameters(format!(
+            "stream id {} is out of range (0-1023)",
+            p.stream_id
+        )));
+    }
+    if p.max_packet_life_time.is_some() && p.max_retransmits.is_some() {
+        return Err(Error::InvalidSctpParameters(
+            "give maxPacketLifeTime or maxRetransmits, not both".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn channel_config(
+    p: &SctpStreamParameters,
+    label: &str,
+    protocol: &str,
+) -> ChannelConfig {
+    let reliability = match (p.max_packet_life_time, p.max_retransmits) {
+        (Some(lifetime), _) => Reliability::MaxPacketLifetime { lifetime },
+        (None, Some(retransmits)) => Reliability::MaxRetransmits { retransmits },
+        (None, None) => Reliability::Reliable,
+    };
+    ChannelConfig {
+        label: label.to_owned(),
+        ordered: p.ordered.unwrap_or(true),
+        reliability,
+        negotiated: Some(p.stream_id),
+        protocol: protocol.to_owned(),
+    }
+}

@@ -1,0 +1,251 @@
+//! The forwarding path: RTP from a producer to its consumers, and data
+//! channel messages from a data producer to its data consumers.
+
+use std::time::Instant;
+
+use slab::Slab;
+use str0m::channel::ChannelId;
+use str0m::media::Pt;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
+
+use crate::media::{Producer, ProducerKey};
+use crate::transport::{RxSsrc, Transport, TransportKey, drain};
+
+use super::Room;
+
+impl Room {
+    /// The forwarding path: one RTP packet from a producer to each of its
+    /// consumers, with payload type, ssrc, sequence number and timestamp
+    /// rewritten per consumer. The payload is shared, not copied; nothing is
+    /// allocated per consumer.
+    pub(super) fn forward(&mut self, now: Instant, key: TransportKey, pkt: RtpPacket) {
+        let max_ssrcs = self.config.max_ssrcs_per_transport;
+        let Room {
+            transports,
+            producers,
+            consumers,
+            stats,
+            ..
+        } = self;
+        let ssrc = *pkt.header.ssrc;
+        let Some(t) = transports.get_mut(key) else {
+            return;
+        };
+        let (pkey, layer) = match t.rx_ssrcs.get(&ssrc) {
+            Some(RxSsrc {
+                producer,
+                layer: Some(layer),
+            }) => (*producer, *layer),
+            // str0m hands RTX over unwrapped, on the media ssrc.
+            Some(RxSsrc { layer: None, .. }) => return,
+            // A simulcast layer announces itself with its mid and rid on its
+            // first packets: bind its ssrc once.
+            None => match learn_layer(t, producers, ssrc, &pkt, max_ssrcs) {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        // The publisher's budget: a flood is dropped here, before it costs
+        // any subscriber anything.
+        if !t.ingress.take(now, pkt.payload.len() as f64) {
+            stats.rtp_ingress_dropped += 1;
+            return;
+        }
+        let Some(p) = producers.get_mut(pkey) else {
+            return;
+        };
+        stats.rtp_in += 1;
+        p.packets += 1;
+        p.bytes += pkt.payload.len() as u64;
+        if let Some(l) = p.layers.get_mut(layer) {
+            l.last_packet = Some(now);
+        }
+        if p.paused {
+            return;
+        }
+        let best = p.best_layer(now);
+        let keyframe = p.video.is_none_or(|c| c.is_keyframe_start(&pkt.payload));
+        // A keyframe on this layer answers any request still waiting for
+        // the throttle: drop it, as mediasoup's KeyFrameRequestManager does.
+        // (Found by the simulcast tests: packets arriving between a PLI and
+        // its keyframe re-armed the wish, and a second, useless PLI went out
+        // 500 ms after the switch.)
+        if keyframe && layer < 32 {
+            p.keyframe_layers &= !(1 << layer);
+        }
+        let in_pt = *pkt.header.payload_type;
+        let in_seq = *pkt.seq_no;
+        let in_ts = pkt.header.timestamp;
+        let ext_in = &pkt.header.ext_vals;
+        // Layers a consumer waits for a keyframe on (bit i: layer i).
+        let mut keyframe_needed = 0u32;
+        for &ckey in &p.consumers {
+            let Some(c) = consumers.get_mut(ckey) else {
+                continue;
+            };
+            if c.paused {
+                continue;
+            }
+            let Some(u) = transports.get_mut(c.transport) else {
+                continue;
+            };
+            if !u.connected {
+                continue;
+            }
+            let Some(out_pt) = c.map_pt(in_pt) else {
+                continue;
+            };
+            // Forward the consumer's current layer; switch to its target (the
+            // best layer the publisher sends, up to the consumer's preferred
+            // one) at the target's next keyframe (any packet, for audio).
+            let target = match c.preferred_layer {
+                None => best,
+                Some(_) => p.target_layer(now, c.preferred_layer),
+            };
+            let resync = if c.layer == Some(layer) {
+                if layer != target && target < 32 {
+                    keyframe_needed |= 1 << target;
+                }
+                c.needs_resync
+            } else if layer == target {
+                if !keyframe {
+                    if target < 32 {
+                        keyframe_needed |= 1 << target;
+                    }
+                    continue;
+                }
+                c.layer = Some(layer);
+                true
+            } else {
+                continue;
+            };
+            c.needs_resync = false;
+            let Some((seq, ts)) = c.rewriter.rewrite(in_seq, in_ts, now, resync) else {
+                continue;
+            };
+            if !u.egress.take(now, pkt.payload.len() as f64) {
+                stats.rtp_egress_dropped += 1;
+                continue;
+            }
+            let ext = ExtensionValues {
+                audio_level: ext_in.audio_level,
+                voice_activity: ext_in.voice_activity,
+                video_orientation: ext_in.video_orientation,
+                ..ExtensionValues::default()
+            };
+            let mut api = u.rtc.direct_api();
+            let Some(stream) = api.stream_tx(&Ssrc::from(c.ssrc)) else {
+                continue;
+            };
+            stream.write_rtp(
+                RtpWrite::new(
+                    Pt::from(out_pt),
+                    SeqNo::from(seq),
+                    ts,
+                    pkt.timestamp,
+                    pkt.payload.clone(),
+                )
+                .marker(pkt.header.marker)
+                .ext_vals(ext)
+                .nackable(c.nackable),
+            );
+            // str0m hands a written packet to its pacer, which encrypts and
+            // emits it, only on the transport's next timeout input: draining
+            // now would poll the whole stack for nothing. Mark the transport
+            // due instead; `handle_timeout` polls it once for every packet
+            // written since (the driver calls it right away, or after a
+            // burst of datagrams).
+            u.next_timeout = u.next_timeout.min(now);
+            c.packets += 1;
+            stats.rtp_forwarded += 1;
+        }
+        p.keyframe_layers |= keyframe_needed;
+    }
+
+    pub(super) fn relay_data(
+        &mut self,
+        now: Instant,
+        key: TransportKey,
+        channel: ChannelId,
+        binary: bool,
+        data: &[u8],
+    ) {
+        let Room {
+            transports,
+            data_producers,
+            data_consumers,
+            transmits,
+            rtc_events,
+            stats,
+            ..
+        } = self;
+        let Some(dp) = transports
+            .get(key)
+            .and_then(|t| t.sctp_streams.iter().find(|s| s.channel == channel))
+            .and_then(|s| data_producers.get_mut(s.key))
+        else {
+            return;
+        };
+        dp.messages += 1;
+        // One sender must not be amplified to every subscriber without
+        // bound: past its budget, messages are dropped here.
+        if !dp.message_budget.take(now, 1.0) || !dp.byte_budget.take(now, data.len() as f64) {
+            stats.data_dropped += 1;
+            return;
+        }
+        for &dckey in &dp.consumers {
+            let Some(dc) = data_consumers.get(dckey) else {
+                continue;
+            };
+            let Some(u) = transports.get_mut(dc.transport) else {
+                continue;
+            };
+            if let Some(mut ch) = u.rtc.channel(dc.channel)
+                && let Ok(true) = ch.write(binary, data)
+            {
+                stats.data_relayed += 1;
+            }
+            drain(dc.transport, u, transmits, rtc_events);
+        }
+    }
+}
+
+/// Binds the ssrc of a packet that carries its mid (and rid) to the
+/// producer layer it belongs to: rid-based simulcast layers, and single
+/// encodings announced by mid only.
+pub(super) fn learn_layer(
+    t: &mut Transport,
+    producers: &mut Slab<Producer>,
+    ssrc: u32,
+    pkt: &RtpPacket,
+    max_ssrcs: usize,
+) -> Option<(ProducerKey, usize)> {
+    if t.rx_ssrcs.len() >= max_ssrcs {
+        return None;
+    }
+    let mid = pkt.header.ext_vals.mid?;
+    let rid = pkt.header.ext_vals.rid;
+    let pkey = t
+        .mids
+        .iter()
+        .find(|(m, _)| m.as_str() == &*mid)
+        .map(|(_, k)| *k)?;
+    let p = producers.get_mut(pkey)?;
+    let layer = p.layers.iter().position(|l| {
+        l.ssrc.is_none()
+            && match (&l.rid, rid) {
+                (Some(want), Some(got)) => want.as_str() == &*got,
+                (None, None) => true,
+                _ => false,
+            }
+    })?;
+    p.layers[layer].ssrc = Some(ssrc);
+    t.rx_ssrcs.insert(
+        ssrc,
+        RxSsrc {
+            producer: pkey,
+            layer: Some(layer),
+        },
+    );
+    Some((pkey, layer))
+}

@@ -1,0 +1,415 @@
+//! The room: every transport, producer and consumer of one conference, and
+//! the forwarding between them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
+use pulsewave_protocol::transport::{SctpStreamParameters, TransportDirection};
+use pulsewave_protocol::{
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+};
+use slab::Slab;
+use str0m::Event as RtcEvent;
+use str0m::media::MediaKind as RtcMediaKind;
+use tracing::debug;
+
+use crate::config::RoomConfig;
+use crate::data::{DataConsumer, DataConsumerKey, DataProducer, DataProducerKey};
+use crate::demux::Demux;
+use crate::event::{CloseReason, Event, Transmit};
+use crate::media::{Consumer, ConsumerKey, Producer, ProducerKey};
+use crate::owners::Owners;
+use crate::transport::{Transport, TransportKey};
+
+mod close;
+mod commands;
+mod forward;
+mod io;
+mod layers;
+
+/// Why a datagram was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatagramError {
+    /// No transport of this room expects traffic from this source.
+    #[error("datagram from an unknown source")]
+    UnknownSource,
+    /// The bytes are not STUN, DTLS, RTP or RTCP.
+    #[error("malformed datagram")]
+    Malformed,
+    /// The transport's WebRTC stack refused it.
+    #[error("datagram rejected by the transport")]
+    Rejected,
+}
+
+/// Counters of one room, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomStats {
+    /// Open transports.
+    pub transports: usize,
+    /// Open producers.
+    pub producers: usize,
+    /// Open consumers.
+    pub consumers: usize,
+    /// Datagrams taken.
+    pub datagrams_in: u64,
+    /// Datagrams dropped: unknown source, malformed or rejected.
+    pub datagrams_dropped: u64,
+    /// RTP packets received from producers.
+    pub rtp_in: u64,
+    /// RTP packets written to consumers.
+    pub rtp_forwarded: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+    /// Data channel messages relayed.
+    pub data_relayed: u64,
+    /// RTP packets dropped because a send transport exceeded
+    /// [`RoomConfig::max_incoming_bitrate`].
+    pub rtp_ingress_dropped: u64,
+    /// RTP packets not forwarded because a receive transport exceeded
+    /// [`RoomConfig::max_outgoing_bitrate`].
+    pub rtp_egress_dropped: u64,
+    /// Data channel messages dropped because their data producer exceeded
+    /// its message or byte rate.
+    pub data_dropped: u64,
+}
+
+/// What `produce` returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Produced {
+    /// The new producer.
+    pub producer_id: ProducerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The codec, such as `video/VP8`.
+    pub mime_type: String,
+    /// Whether the producer has several encodings.
+    pub simulcast: bool,
+}
+
+/// What `consume` returns: the arguments of mediasoup-client's `consume()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumed {
+    /// The new consumer.
+    pub consumer_id: ConsumerId,
+    /// The producer it consumes.
+    pub producer_id: ProducerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Its parameters (router payload types, its own ssrc, its mid).
+    pub rtp_parameters: RtpParameters,
+    /// Always true: resume it to start media.
+    pub paused: bool,
+}
+
+/// What `consume_data` returns: the arguments of `consumeData()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataConsumed {
+    /// The new data consumer.
+    pub data_consumer_id: DataConsumerId,
+    /// The data producer it consumes.
+    pub data_producer_id: DataProducerId,
+    /// Stream parameters on the subscriber's transport.
+    pub sctp_stream_parameters: SctpStreamParameters,
+    /// Channel label.
+    pub label: String,
+    /// Channel sub-protocol.
+    pub protocol: String,
+}
+
+/// One conference: a sans-IO SFU.
+///
+/// A `Room` never reads a clock or touches a socket. Time and datagrams go in
+/// as arguments; datagrams to send, events for signaling and the next
+/// timeout come out. Commands from signaling (`create_transport`,
+/// `produce`, `consume`, ...) are inputs like datagrams.
+///
+/// # Methods
+///
+/// - Getters: [`Room::rtp_capabilities`], [`Room::stats`],
+///   [`Room::producer_owner`], ...
+/// - Inputs: [`Room::handle_datagram`], [`Room::handle_timeout`] and the
+///   commands.
+/// - Outputs: [`Room::poll_transmit`], [`Room::poll_event`],
+///   [`Room::poll_timeout`].
+///
+/// # The run-loop rule
+///
+/// After every input, drain the outputs: send every [`Transmit`], handle
+/// every [`Event`], then arm a timer for [`Room::poll_timeout`] and call
+/// [`Room::handle_timeout`] when it fires. `now` must never go backwards
+/// between calls (an earlier `now` is treated as the latest one seen).
+///
+/// ```
+/// use std::time::Instant;
+/// use pulsewave_core::{Room, RoomConfig};
+/// use pulsewave_protocol::transport::TransportDirection;
+///
+/// let now = Instant::now();
+/// let mut room = Room::new(RoomConfig::default(), now);
+/// let alice = "PA_alice".into();
+/// let options = room
+///     .create_transport(now, &alice, TransportDirection::Recv)
+///     .unwrap();
+/// assert!(options.ice_parameters.ice_lite);
+///
+/// // Drive the room: datagrams in, transmits out, timers.
+/// room.handle_timeout(now);
+/// while let Some(transmit) = room.poll_transmit() {
+///     let _ = (transmit.destination, transmit.contents); // send on the socket
+/// }
+/// while let Some(event) = room.poll_event() {
+///     println!("{event:?}");
+/// }
+/// let _next_wakeup = room.poll_timeout();
+/// ```
+pub struct Room {
+    config: RoomConfig,
+    transports: Slab<Transport>,
+    producers: Slab<Producer>,
+    consumers: Slab<Consumer>,
+    data_producers: Slab<DataProducer>,
+    data_consumers: Slab<DataConsumer>,
+    transport_ids: HashMap<TransportId, TransportKey>,
+    producer_ids: HashMap<ProducerId, ProducerKey>,
+    consumer_ids: HashMap<ConsumerId, ConsumerKey>,
+    data_producer_ids: HashMap<DataProducerId, DataProducerKey>,
+    data_consumer_ids: HashMap<DataConsumerId, DataConsumerKey>,
+    demux: Demux<TransportKey>,
+    owners: Owners,
+    transmits: VecDeque<Transmit>,
+    rtc_events: VecDeque<(TransportKey, RtcEvent)>,
+    events: VecDeque<Event>,
+    now: Instant,
+    stats: RoomStats,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("local_addr", &self.config.local_addr)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn to_rtc_kind(kind: MediaKind) -> RtcMediaKind {
+    match kind {
+        MediaKind::Audio => RtcMediaKind::Audio,
+        MediaKind::Video => RtcMediaKind::Video,
+    }
+}
+
+pub(super) fn valid_mid(mid: &str) -> bool {
+    !mid.is_empty() && mid.len() <= 16 && mid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+pub(super) fn random_u16() -> u16 {
+    rand::random()
+}
+
+impl Room {
+    /// A room with `config`, at time `now`.
+    pub fn new(config: RoomConfig, now: Instant) -> Self {
+        Self {
+            config,
+            transports: Slab::new(),
+            producers: Slab::new(),
+            consumers: Slab::new(),
+            data_producers: Slab::new(),
+            data_consumers: Slab::new(),
+            transport_ids: HashMap::new(),
+            producer_ids: HashMap::new(),
+            consumer_ids: HashMap::new(),
+            data_producer_ids: HashMap::new(),
+            data_consumer_ids: HashMap::new(),
+            demux: Demux::new(),
+            owners: Owners::default(),
+            transmits: VecDeque::new(),
+            rtc_events: VecDeque::new(),
+            events: VecDeque::new(),
+            now,
+            stats: RoomStats::default(),
+        }
+    }
+
+    /// The router's RTP capabilities (for `joined` and `device.load()`).
+    pub fn rtp_capabilities(&self) -> &RtpCapabilities {
+        &self.config.rtp_capabilities
+    }
+
+    /// The address announced as ICE candidate.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.config.local_addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RoomStats {
+        RoomStats {
+            transports: self.transports.len(),
+            producers: self.producers.len(),
+            consumers: self.consumers.len(),
+            ..self.stats
+        }
+    }
+
+    /// The owner of a producer.
+    pub fn producer_owner(&self, id: &ProducerId) -> Option<&ParticipantSid> {
+        let key = self.producer_ids.get(id)?;
+        self.producers.get(*key).map(|p| &p.owner)
+    }
+
+    /// The owner of a data producer.
+    pub fn data_producer_owner(&self, id: &DataProducerId) -> Option<&ParticipantSid> {
+        let key = self.data_producer_ids.get(id)?;
+        self.data_producers.get(*key).map(|p| &p.owner)
+    }
+
+    /// Whether the transport's ICE and DTLS are up.
+    pub fn is_transport_connected(&self, id: &TransportId) -> bool {
+        self.transport_ids
+            .get(id)
+            .and_then(|k| self.transports.get(*k))
+            .is_some_and(|t| t.connected)
+    }
+
+    /// Whether the room holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.transports.is_empty()
+    }
+
+    /// The ICE username fragment of a transport (to route datagrams to this
+    /// room when several rooms share a socket).
+    pub fn transport_ufrag(&self, id: &TransportId) -> Option<&str> {
+        let key = self.transport_ids.get(id)?;
+        self.transports.get(*key).map(|t| t.local_ufrag.as_str())
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for signaling.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Room::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        for (_, t) in &self.transports {
+            consider(t.next_timeout);
+            if let Some(deadline) = self.ice_deadline(t) {
+                consider(deadline);
+            }
+        }
+        for (_, p) in &self.producers {
+            if p.keyframe_layers != 0 {
+                consider(
+                    p.last_keyframe_request
+                        .map_or(self.now, |t| t + self.config.keyframe_request_interval),
+                );
+            }
+        }
+        next
+    }
+
+    fn ice_deadline(&self, t: &Transport) -> Option<Instant> {
+        if t.connected {
+            t.last_received.map(|r| r + self.config.ice_timeout)
+        } else {
+            t.dtls_started_at.map(|s| s + self.config.ice_timeout)
+        }
+    }
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    /// Handles the str0m events queued by drains until none is left, then
+    /// closes transports that failed.
+    fn process(&mut self, now: Instant) {
+        loop {
+            while let Some((key, event)) = self.rtc_events.pop_front() {
+                self.on_rtc_event(now, key, event);
+            }
+            let failed: Vec<(TransportKey, CloseReason)> = self
+                .transports
+                .iter()
+                .filter_map(|(k, t)| t.failed.map(|r| (k, r)))
+                .collect();
+            if failed.is_empty() {
+                break;
+            }
+            for (key, reason) in failed {
+                self.close_transport_key(key, Some(reason));
+            }
+        }
+    }
+
+    fn on_rtc_event(&mut self, now: Instant, key: TransportKey, event: RtcEvent) {
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        match event {
+            RtcEvent::RtpPacket(pkt) if t.direction == TransportDirection::Send => {
+                self.forward(now, key, pkt);
+            }
+            RtcEvent::Connected => {
+                t.connected = true;
+                t.last_received = Some(now);
+                debug!(transport = %t.id, "transport connected");
+                self.events.push_back(Event::TransportConnected {
+                    transport_id: t.id.clone(),
+                    owner: t.owner.clone(),
+                });
+                // Subscribers whose transport just came up need a picture.
+                let waiting: Vec<(ProducerKey, Option<usize>)> = self
+                    .consumers
+                    .iter()
+                    .filter(|(_, c)| c.transport == key && !c.paused)
+                    .map(|(_, c)| (c.producer, c.layer))
+                    .collect();
+                for (p, layer) in waiting {
+                    self.want_keyframe(now, p, layer);
+                }
+            }
+            RtcEvent::KeyframeRequest(req) => {
+                let mid = req.mid.to_string();
+                let consumer = t.mids.iter().find(|(m, _)| *m == mid).map(|(_, c)| *c);
+                if t.direction == TransportDirection::Recv
+                    && let Some((p, layer)) = consumer
+                        .and_then(|c| self.consumers.get(c))
+                        .map(|c| (c.producer, c.layer))
+                {
+                    self.want_keyframe(now, p, layer);
+                }
+            }
+            RtcEvent::ChannelData(data) => {
+                self.relay_data(now, key, data.id, data.binary, &data.data)
+            }
+            RtcEvent::ChannelClose(id) => {
+                let dp = (t.direction == TransportDirection::Send)
+                    .then(|| t.sctp_streams.iter().find(|s| s.channel == id))
+                    .flatten()
+                    .map(|s| s.key);
+                if let Some(dp) = dp {
+                    self.close_data_producer_key(dp, Some(CloseReason::ClosedByPeer));
+                }
+            }
+            RtcEvent::Closed => {
+                t.failed = Some(CloseReason::ClosedByPeer);
+            }
+            _ => {}
+        }
+    }
+}
