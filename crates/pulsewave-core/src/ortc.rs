@@ -63,9 +63,9 @@ use pulsewave_protocol::rtp::{
 use rand::Rng;
 
 pub use validate::{
-    MAX_CODEC_ENTRIES, MAX_CODECS, MAX_ENCODINGS, MAX_HEADER_EXTENSIONS,
-    normalize_rtp_capabilities, normalize_rtp_parameters, validate_rtp_capabilities,
-    validate_rtp_parameters,
+    MAX_CODEC_ENTRIES, MAX_CODECS, MAX_ENCODINGS, MAX_HEADER_EXTENSIONS, ProducerShape,
+    normalize_rtp_capabilities, normalize_rtp_parameters, validate_producer,
+    validate_rtp_capabilities, validate_rtp_parameters,
 };
 
 use validate::{mime_kind, normalized_channels};

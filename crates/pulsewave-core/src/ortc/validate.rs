@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use pulsewave_protocol::rtp::{
     CodecParameters, MediaKind, ParamValue, RtcpFeedback, RtpCapabilities,
-    RtpHeaderExtensionDirection, RtpParameters,
+    RtpHeaderExtensionDirection, RtpParameters, uri,
 };
 
 use super::{OrtcError, is_rtx_mime_type, parse_scalability_mode};
@@ -457,4 +457,86 @@ pub(crate) fn normalized_channels(mime_type: &str, channels: Option<u8>) -> Opti
         Some(MediaKind::Audio) => Some(channels.unwrap_or(1)),
         _ => None,
     }
+}
+
+/// How a producer's encodings reach the server, from its RTP parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerShape {
+    /// The media codec's MIME type (the first codec that is not RTX).
+    pub mime_type: String,
+    /// Each encoding's rid and ssrc, in order (lowest layer first).
+    pub layers: Vec<(Option<String>, Option<u32>)>,
+    /// The ssrcs given in the parameters, each with its RTX ssrc.
+    pub declared: Vec<(u32, Option<u32>)>,
+}
+
+/// Checks that a producer's RTP parameters can be received: the media codec
+/// is of `kind`; each encoding is found by ssrc (with an optional RTX ssrc),
+/// by rid (1 to 8 letters or digits, str0m's limit) or, for a single
+/// encoding, by mid alone; encodings without an ssrc need the `mid` (and,
+/// for simulcast, `rid`) header extension on a one-byte id (1 to 14); the
+/// `mid` is 1 to 16 letters or digits (str0m's limit). Run after
+/// [`validate_rtp_parameters`], which the mapping does first.
+pub fn validate_producer(
+    kind: MediaKind,
+    params: &RtpParameters,
+) -> Result<ProducerShape, OrtcError> {
+    let invalid = OrtcError::InvalidParameters;
+    let media_codec = params
+        .codecs
+        .iter()
+        .find(|c| !is_rtx_mime_type(&c.mime_type))
+        .ok_or_else(|| invalid("no media codec".into()))?;
+    let codec_kind = mime_kind(&media_codec.mime_type)
+        .ok_or_else(|| invalid(format!("{} is not audio/ or video/", media_codec.mime_type)))?;
+    if codec_kind != kind {
+        return Err(invalid(format!(
+            "kind is {kind} but the codec {} is {codec_kind}",
+            media_codec.mime_type
+        )));
+    }
+    if let Some(mid) = &params.mid
+        && (mid.is_empty() || mid.len() > 16 || !mid.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        return Err(invalid(format!(
+            "mid `{mid}` must be 1 to 16 letters or digits"
+        )));
+    }
+    let mut layers = Vec::with_capacity(params.encodings.len());
+    let mut declared = Vec::new();
+    for e in &params.encodings {
+        if let Some(rid) = &e.rid
+            && (rid.is_empty() || rid.len() > 8 || !rid.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(invalid(format!(
+                "rid `{rid}` must be 1 to 8 letters or digits"
+            )));
+        }
+        if let Some(ssrc) = e.ssrc {
+            declared.push((ssrc, e.rtx.map(|r| r.ssrc)));
+        }
+        layers.push((e.rid.clone(), e.ssrc));
+    }
+    if layers.is_empty() {
+        return Err(invalid("no encoding".into()));
+    }
+    let by_rid = layers.iter().any(|(_, ssrc)| ssrc.is_none());
+    let has_extension = |u: &str| {
+        params
+            .header_extensions
+            .iter()
+            .any(|e| e.uri == u && (1..=14).contains(&e.id))
+    };
+    if by_rid && (!has_extension(uri::MID) || (layers.len() > 1 && !has_extension(uri::RID))) {
+        return Err(invalid(
+            "encodings without ssrc need the mid (and, for simulcast, rid) header \
+             extensions on one-byte ids"
+                .into(),
+        ));
+    }
+    Ok(ProducerShape {
+        mime_type: media_codec.mime_type.clone(),
+        layers,
+        declared,
+    })
 }

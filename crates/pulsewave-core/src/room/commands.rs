@@ -24,7 +24,7 @@ use crate::media::{Consumer, ConsumerKey, Layer, Producer, ProducerKey, Rewriter
 use crate::ortc;
 use crate::transport::{RxSsrc, SctpStream, Transport, TransportKey, TransportSpec, drain};
 
-use super::{Consumed, DataConsumed, Produced, Room, random_u16, to_rtc_kind, valid_mid};
+use super::{Consumed, DataConsumed, Produced, Room, random_u16, to_rtc_kind};
 
 impl Room {
     pub(super) fn owned_transport(
@@ -219,71 +219,19 @@ impl Room {
             &self.config.rtp_capabilities,
             &mut ortc::random_ssrc,
         )?;
-        let media_codec = rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| !ortc::is_rtx_mime_type(&c.mime_type))
-            .ok_or_else(|| Error::InvalidRtpParameters("no media codec".into()))?;
-        let codec_kind = if media_codec
-            .mime_type
-            .to_ascii_lowercase()
-            .starts_with("audio/")
-        {
-            MediaKind::Audio
-        } else {
-            MediaKind::Video
-        };
-        if codec_kind != kind {
-            return Err(Error::InvalidRtpParameters(format!(
-                "kind is {kind} but the codec {} is {codec_kind}",
-                media_codec.mime_type
-            )));
-        }
-        let mime_type = media_codec.mime_type.clone();
-        // Encodings: by ssrc (with optional RTX), or by rid (simulcast), or
-        // a single one found by mid alone. Ssrcs of rid layers are learned
-        // from their first packets.
-        let mut layers = Vec::new();
-        let mut declared: Vec<(u32, Option<u32>)> = Vec::new();
-        for e in &rtp_parameters.encodings {
-            if let Some(rid) = &e.rid
-                && (rid.is_empty()
-                    || rid.len() > 8
-                    || !rid.bytes().all(|b| b.is_ascii_alphanumeric()))
-            {
-                return Err(Error::InvalidRtpParameters(format!(
-                    "rid `{rid}` must be 1 to 8 letters or digits"
-                )));
-            }
-            if let Some(ssrc) = e.ssrc {
-                declared.push((ssrc, e.rtx.map(|r| r.ssrc)));
-            }
-            layers.push(Layer {
-                rid: e.rid.clone(),
-                ssrc: e.ssrc,
+        let ortc::ProducerShape {
+            mime_type,
+            layers,
+            declared,
+        } = ortc::validate_producer(kind, &rtp_parameters)?;
+        let layers: Vec<Layer> = layers
+            .into_iter()
+            .map(|(rid, ssrc)| Layer {
+                rid,
+                ssrc,
                 last_packet: None,
-            });
-        }
-        if layers.is_empty() {
-            return Err(Error::InvalidRtpParameters("no encoding".into()));
-        }
-        let by_rid = layers.iter().any(|l| l.ssrc.is_none());
-        let has_extension = |u: &str| {
-            rtp_parameters
-                .header_extensions
-                .iter()
-                .any(|e| e.uri == u && (1..=14).contains(&e.id))
-        };
-        if by_rid
-            && (!has_extension(pulsewave_protocol::rtp::uri::MID)
-                || (layers.len() > 1 && !has_extension(pulsewave_protocol::rtp::uri::RID)))
-        {
-            return Err(Error::InvalidRtpParameters(
-                "encodings without ssrc need the mid (and, for simulcast, rid) header \
-                 extensions on the transport"
-                    .into(),
-            ));
-        }
+            })
+            .collect();
         let new_ssrcs = declared.iter().map(|(_, r)| 1 + usize::from(r.is_some())).sum::<usize>()
             // Each rid layer will bind one ssrc (and maybe its RTX) later.
             + layers.iter().filter(|l| l.ssrc.is_none()).count();
@@ -300,11 +248,6 @@ impl Room {
         }
         let mid = match rtp_parameters.mid.clone() {
             Some(mid) => {
-                if !valid_mid(&mid) {
-                    return Err(Error::InvalidRtpParameters(format!(
-                        "mid `{mid}` must be 1 to 16 letters or digits"
-                    )));
-                }
                 if t.mids.iter().any(|(m, _)| *m == mid) {
                     return Err(Error::InvalidRtpParameters(format!(
                         "mid `{mid}` is already in use on this transport"

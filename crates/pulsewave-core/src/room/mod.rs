@@ -202,10 +202,6 @@ pub(super) fn to_rtc_kind(kind: MediaKind) -> RtcMediaKind {
     }
 }
 
-pub(super) fn valid_mid(mid: &str) -> bool {
-    !mid.is_empty() && mid.len() <= 16 && mid.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
 pub(super) fn random_u16() -> u16 {
     rand::random()
 }
