@@ -4,7 +4,8 @@
 #   2. npm ci + npm run build in web/,
 #   3. starts the server binary with --dev on a free port, inside a
 #      loopback-only network namespace when possible (unshare -n; root),
-#   4. runs e2e.mjs against it, stops the server by PID,
+#   4. runs e2e.mjs, then the mediasoup-client compatibility matrix
+#      compat.mjs (docs/compat.md), against it, stops the server by PID,
 #   5. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
 #      on, tokens from the API key) and runs cluster-e2e.mjs: two browsers
 #      in one room through different nodes; stops them by PID,
@@ -17,6 +18,8 @@
 #   PULSEWAVE_NETNS=0     do not use a network namespace
 #   PULSEWAVE_SKIP_NPM=1  skip npm ci / npm run build (web/dist must exist)
 #   PULSEWAVE_CLUSTER_E2E=0  skip the cluster test (it needs redis-server)
+#   PULSEWAVE_COMPAT_ONLY=1  run only the compatibility matrix (compat.mjs):
+#                         no e2e.mjs, no cluster test
 set -euo pipefail
 
 WEB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -150,7 +153,13 @@ if [ "${1:-}" = "--inner" ]; then
   fi
 
   status=0
-  PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/e2e.mjs" || status=$?
+  if [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
+    PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/e2e.mjs" || status=$?
+  fi
+  # The mediasoup-client compatibility matrix (docs/compat.md), same server.
+  compat_status=0
+  PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/compat.mjs" || compat_status=$?
+  if [ "$status" = 0 ]; then status=$compat_status; fi
   stop_server
   trap - EXIT
   if [ "$status" != 0 ]; then
@@ -158,7 +167,7 @@ if [ "${1:-}" = "--inner" ]; then
     tail -n 40 "$server_log" >&2 || true
   fi
 
-  if [ "${PULSEWAVE_CLUSTER_E2E:-1}" != 0 ]; then
+  if [ "${PULSEWAVE_CLUSTER_E2E:-1}" != 0 ] && [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
     cluster_status=0
     run_cluster_tests || cluster_status=$?
     if [ "$status" = 0 ]; then status=$cluster_status; fi
