@@ -182,8 +182,8 @@ async fn data_channels_through_the_server() {
 
 /// A publisher that sends as Chromium does on a send transport whose first
 /// track is video: VP8 on 96 (RTX 97), opus on 111, `mid` on id 9,
-/// transport-cc on 4, audio-level on 12 (the router uses 101, 100, 1, 5,
-/// 10). Video first, then audio: the subscriber gets both, and the audio
+/// transport-cc on 4, audio-level on 14, as Chromium 156 does (the router
+/// uses 101, 100, 1, 5, 6). Video first, then audio: the subscriber gets both, and the audio
 /// level the server read at the browser's id.
 #[tokio::test]
 async fn a_video_first_publisher_with_the_browsers_ids() {
@@ -205,7 +205,7 @@ async fn a_video_first_publisher_with_the_browsers_ids() {
             {"kind":"audio","uri":"http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time","preferredId":2},
             {"kind":"audio","uri":"http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01","preferredId":4},
             {"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:sdes:mid","preferredId":9},
-            {"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":12}
+            {"kind":"audio","uri":"urn:ietf:params:rtp-hdrext:ssrc-audio-level","preferredId":14}
         ]
     }))
     .unwrap();

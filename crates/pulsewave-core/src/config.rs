@@ -60,10 +60,6 @@ pub struct RoomConfig {
     /// are dropped and counted. A safety bound for a subscriber with many
     /// consumers, not a congestion control.
     pub max_outgoing_bitrate: u64,
-    /// Every local ICE username fragment of this room starts with this
-    /// (letters and digits), so that a driver running many rooms on one
-    /// socket can route a STUN request to its room without asking them.
-    pub ufrag_prefix: String,
 }
 
 impl Default for RoomConfig {
@@ -87,7 +83,6 @@ impl Default for RoomConfig {
             max_data_bytes_per_second: 1_000_000,
             max_incoming_bitrate: 20_000_000,
             max_outgoing_bitrate: 100_000_000,
-            ufrag_prefix: String::new(),
         }
     }
 }

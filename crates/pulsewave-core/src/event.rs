@@ -107,6 +107,10 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// The room panicked (a bug) and was dropped by its endpoint, with
+    /// everything in it; the endpoint's other rooms are not affected.
+    /// Signaling should tell the room's participants and close the room.
+    RoomFailed,
     /// The room closed a data consumer.
     DataConsumerClosed {
         /// The data consumer.

@@ -1,14 +1,18 @@
-//! PulseWave media core: a sans-IO selective forwarding unit per room, on
+//! PulseWave media core: a sans-IO selective forwarding unit on
 //! [str0m](https://docs.rs/str0m).
 //!
-//! This crate never reads the clock and never touches a socket. A [`Room`]
-//! takes the current time and datagrams as arguments; it hands back
-//! [`Transmit`]s to send, [`Event`]s for signaling and the instant it wants
-//! to be woken at. Commands from signaling (`create_transport`, `produce`,
-//! `consume`, `resume_consumer`, ...) are inputs like datagrams, so one rule
-//! covers everything: mutate, then drain the outputs (str0m's run-loop rule).
-//! The crate has no tokio dependency, so other Rust services can embed it
-//! with their own I/O; `pulsewave-signal` drives it on worker threads.
+//! This crate never reads the clock and never touches a socket. An
+//! [`Endpoint`] owns many [`Room`]s behind one socket: it takes the current
+//! time and datagrams as arguments, routes each datagram to its room and
+//! transport, and hands back [`Transmit`]s to send, [`Event`]s for
+//! signaling and the instant it wants to be woken at. Commands from
+//! signaling (`create_transport`, `produce`, `consume`, `resume_consumer`,
+//! ...) run on a room through [`Endpoint::with_room`]; they are inputs like
+//! datagrams, so one rule covers everything: after every input, drain the
+//! outputs, then call [`Endpoint::handle_timeout`] at
+//! [`Endpoint::poll_timeout`]. The crate has no tokio dependency, so other
+//! Rust services can embed it with their own I/O; `pulsewave-media` drives
+//! it on worker threads.
 //!
 //! Parameters follow mediasoup: [`ortc`] computes router capabilities,
 //! producer mappings and consumer parameters exactly as mediasoup's
@@ -17,28 +21,40 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use pulsewave_core::{Room, RoomConfig};
+//! use pulsewave_core::{Datagram, Endpoint, EndpointConfig, Protocol, RoomConfig};
 //! use pulsewave_protocol::transport::TransportDirection;
 //!
 //! let start = Instant::now();
-//! let config = RoomConfig {
-//!     local_addr: "127.0.0.1:40000".parse().unwrap(),
-//!     ..RoomConfig::default()
+//! let config = EndpointConfig {
+//!     room: RoomConfig {
+//!         local_addr: "127.0.0.1:40000".parse().unwrap(),
+//!         ..RoomConfig::default()
+//!     },
+//!     seed: Some(7),
 //! };
-//! let mut room = Room::new(config, start);
-//! let options = room
-//!     .create_transport(start, &"PA_alice".into(), TransportDirection::Send)
+//! let mut endpoint = Endpoint::new(config, start);
+//! let room = endpoint.open_room(start);
+//! let options = endpoint
+//!     .with_room(start, room, |room, now| {
+//!         room.create_transport(now, &"PA_alice".into(), TransportDirection::Send)
+//!     })
+//!     .unwrap()
 //!     .unwrap();
 //! assert_eq!(options.ice_candidates[0].port, 40000);
 //!
 //! // The driver's loop: datagrams in, transmits out, timers.
-//! let garbage = [0u8; 4];
-//! assert!(room.handle_datagram(start, "127.0.0.1:5000".parse().unwrap(), &garbage).is_err());
-//! while let Some(t) = room.poll_transmit() {
+//! let garbage = Datagram {
+//!     proto: Protocol::Udp,
+//!     source: "127.0.0.1:5000".parse().unwrap(),
+//!     destination: endpoint.local_addr(),
+//!     contents: &[0u8; 4],
+//! };
+//! assert!(endpoint.handle_datagram(start, garbage).is_err());
+//! while let Some(t) = endpoint.poll_transmit() {
 //!     let _ = (t.destination, t.contents);
 //! }
-//! if let Some(at) = room.poll_timeout() {
-//!     room.handle_timeout(at.max(start + Duration::from_millis(1)));
+//! if let Some(at) = endpoint.poll_timeout() {
+//!     endpoint.handle_timeout(at.max(start + Duration::from_millis(1)));
 //! }
 //! ```
 //!
@@ -47,13 +63,14 @@
 //! Bad input from a client or the network (malformed parameters, unknown
 //! ids, another participant's ids, garbage datagrams) is an [`Error`] or a
 //! [`DatagramError`], never a panic. Panics are reserved for broken internal
-//! invariants.
+//! invariants, and even then they are contained: the [`Endpoint`] drops the
+//! room that panicked ([`Event::RoomFailed`]) and its other rooms go on.
 
 mod bucket;
 mod config;
 mod data;
 mod datagram;
-mod demux;
+mod endpoint;
 mod error;
 mod event;
 mod keyframe;
@@ -62,10 +79,13 @@ pub mod ortc;
 mod owners;
 mod room;
 mod stun;
+mod timers;
 mod transport;
 
 pub use config::RoomConfig;
-pub use demux::{Demux, Route};
+pub use endpoint::{
+    Datagram, Endpoint, EndpointConfig, EndpointStats, Protocol, RoomGone, RoomId, RoomMut,
+};
 pub use error::Error;
 pub use event::{CloseReason, Event, Transmit};
 pub use room::{Consumed, DataConsumed, DatagramError, Produced, Room, RoomStats};

@@ -34,6 +34,8 @@ pub(crate) struct Producer {
     /// Layers a keyframe request is due for (bit `i`: layer `i`), sent once
     /// the throttle allows it.
     pub(crate) keyframe_layers: u32,
+    /// When the room's timers send the throttled keyframe request.
+    pub(crate) keyframe_timer: Option<Instant>,
     pub(crate) packets: u64,
     pub(crate) bytes: u64,
 }

@@ -253,7 +253,12 @@ pub fn is_rtx_mime_type(mime_type: &str) -> bool {
 /// A random SSRC in mediasoup's range (100000000 to 999999998), for the
 /// `generate_ssrc` arguments.
 pub fn random_ssrc() -> u32 {
-    rand::rng().random_range(100_000_000..999_999_999)
+    random_ssrc_from(&mut rand::rng())
+}
+
+/// [`random_ssrc`] from `rng` (reproducible with a seeded one).
+pub fn random_ssrc_from<R: Rng + ?Sized>(rng: &mut R) -> u32 {
+    rng.random_range(100_000_000..999_999_999)
 }
 
 /// The codec list PulseWave routers use by default, in preference order:

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
 use std::time::Instant;
 
 use pulsewave_protocol::rtp::{CodecParameters, RtpCapabilities, RtpParameters, uri};
@@ -10,7 +11,8 @@ use pulsewave_protocol::transport::{
     DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceParameters, SctpParameters,
     TransportDirection, TransportOptions,
 };
-use pulsewave_protocol::{ParticipantSid, TransportId, random_string};
+use pulsewave_protocol::{ParticipantSid, TransportId, random_string_from};
+use rand::rngs::StdRng;
 use str0m::channel::ChannelId;
 use str0m::config::Fingerprint;
 use str0m::format::{Codec, FormatParams};
@@ -20,11 +22,82 @@ use str0m::{Candidate, Event as RtcEvent, IceCreds, Output, Rtc, RtcConfig};
 
 use crate::bucket::TokenBucket;
 use crate::error::Error;
-use crate::event::Transmit;
+use crate::event::{CloseReason, Transmit};
 use crate::ortc::is_rtx_mime_type;
+use crate::timers::Timers;
 
 /// Key of a transport in the room's slab.
 pub(crate) type TransportKey = usize;
+
+/// Most remote addresses a transport is reachable from at once. ICE-lite
+/// answers whatever pair the client nominates; a network change adds one;
+/// the oldest is forgotten past this.
+pub(crate) const MAX_REMOTE_ADDRS: usize = 4;
+
+/// What a room owes its endpoint's demultiplexer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DemuxChange {
+    /// STUN requests to `ufrag` go to the transport.
+    Ufrag(String, TransportKey),
+    /// Datagrams from this address go to the transport.
+    Bind(SocketAddr, TransportKey),
+    /// Forget this address.
+    Unbind(SocketAddr),
+    /// Forget the ufrag.
+    ForgetUfrag(String),
+}
+
+/// What draining transports produces, kept by the room until its driver
+/// polls it: datagrams, str0m events to process, transports that failed,
+/// timers, transports due at the next timeout input, demux changes.
+#[derive(Debug, Default)]
+pub(crate) struct Outputs {
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) rtc_events: VecDeque<(TransportKey, RtcEvent)>,
+    pub(crate) failed: Vec<TransportKey>,
+    pub(crate) timers: Timers<Timer>,
+    pub(crate) due: Vec<TransportKey>,
+    pub(crate) demux: VecDeque<DemuxChange>,
+}
+
+/// What a room timer wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// A transport: its `Rtc` timeout or its ICE deadline.
+    Transport(TransportKey),
+    /// A producer whose keyframe request waits for the throttle.
+    Keyframe(usize),
+}
+
+impl Outputs {
+    /// Marks a transport failed (once).
+    pub(crate) fn fail(&mut self, key: TransportKey, t: &mut Transport, reason: CloseReason) {
+        if t.failed.is_none() {
+            t.failed = Some(reason);
+            self.failed.push(key);
+        }
+    }
+
+    /// Marks a transport due at the next timeout input.
+    pub(crate) fn mark_due(&mut self, key: TransportKey, t: &mut Transport) {
+        if !t.due {
+            t.due = true;
+            self.due.push(key);
+        }
+    }
+
+    /// Makes sure the timers wake the transport at its next deadline.
+    pub(crate) fn arm(&mut self, key: TransportKey, t: &mut Transport, ice_timeout: Duration) {
+        let wakeup = match t.ice_deadline(ice_timeout) {
+            Some(d) => d.min(t.next_timeout),
+            None => t.next_timeout,
+        };
+        if t.armed.is_none_or(|a| wakeup < a) {
+            t.armed = Some(wakeup);
+            self.timers.push(wakeup, Timer::Transport(key));
+        }
+    }
+}
 
 /// The SCTP port mediasoup announces.
 const SCTP_PORT: u16 = 5000;
@@ -57,7 +130,17 @@ pub(crate) struct Transport {
     /// ICE and DTLS up.
     pub(crate) connected: bool,
     pub(crate) last_received: Option<Instant>,
+    /// When the `Rtc` wants its next timeout input.
     pub(crate) next_timeout: Instant,
+    /// The earliest deadline of this transport in the room's timers.
+    pub(crate) armed: Option<Instant>,
+    /// In the room's list of transports to poll at the next timeout input
+    /// (forwarded packets wait there).
+    pub(crate) due: bool,
+    /// The remote addresses authenticated STUN requests came from, oldest
+    /// first (at most [`MAX_REMOTE_ADDRS`]): where the endpoint routes
+    /// datagrams from.
+    pub(crate) remote_addrs: Vec<SocketAddr>,
     /// Media section ids in use (producers' mids, or consumers' mids).
     pub(crate) mids: Vec<(String, usize)>,
     pub(crate) next_mid: u32,
@@ -108,7 +191,8 @@ pub(crate) struct TransportSpec<'a> {
     pub(crate) router_caps: &'a RtpCapabilities,
     pub(crate) local_addr: SocketAddr,
     pub(crate) sctp_max_message_size: u32,
-    pub(crate) ufrag_prefix: &'a str,
+    /// The room's seeded generator (ufrag, password, id).
+    pub(crate) rng: &'a mut StdRng,
     pub(crate) max_incoming_bitrate: u64,
     pub(crate) max_outgoing_bitrate: u64,
 }
@@ -241,9 +325,9 @@ impl Transport {
         now: Instant,
         spec: TransportSpec<'_>,
     ) -> Result<(Self, TransportOptions), Error> {
-        let mut local_ufrag = spec.ufrag_prefix.to_owned();
-        local_ufrag.push_str(&random_string(16));
-        let password = random_string(32);
+        // Unique across the endpoint: its demux routes STUN requests by it.
+        let local_ufrag = random_string_from(spec.rng, 24);
+        let password = random_string_from(spec.rng, 32);
         let config = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -277,7 +361,7 @@ impl Transport {
             api.enable_twcc_feedback();
         }
         let fingerprint = rtc.direct_api().local_dtls_fingerprint().clone();
-        let id = TransportId::generate();
+        let id = TransportId::generate_from(spec.rng);
         let ip = spec.local_addr.ip().to_string();
         let options = TransportOptions {
             id: id.clone(),
@@ -324,6 +408,9 @@ impl Transport {
             connected: false,
             last_received: None,
             next_timeout: now,
+            armed: None,
+            due: false,
+            remote_addrs: Vec::new(),
             mids: Vec::new(),
             next_mid: 0,
             rx_ssrcs: HashMap::new(),
@@ -480,6 +567,39 @@ impl Transport {
         }
     }
 
+    /// When the transport is closed for lack of ICE: `ice_timeout` after its
+    /// last accepted datagram once connected, or after `connect-transport`
+    /// before.
+    pub(crate) fn ice_deadline(&self, ice_timeout: Duration) -> Option<Instant> {
+        if self.connected {
+            self.last_received.map(|r| r + ice_timeout)
+        } else {
+            self.dtls_started_at.map(|s| s + ice_timeout)
+        }
+    }
+
+    /// Remembers an authenticated remote address; the oldest is forgotten
+    /// past [`MAX_REMOTE_ADDRS`]. Tells the demux what changed.
+    pub(crate) fn add_remote_addr(
+        &mut self,
+        key: TransportKey,
+        addr: SocketAddr,
+        out: &mut Outputs,
+    ) {
+        if let Some(i) = self.remote_addrs.iter().position(|a| *a == addr) {
+            // Most recent last.
+            let a = self.remote_addrs.remove(i);
+            self.remote_addrs.push(a);
+            return;
+        }
+        if self.remote_addrs.len() >= MAX_REMOTE_ADDRS {
+            let old = self.remote_addrs.remove(0);
+            out.demux.push_back(DemuxChange::Unbind(old));
+        }
+        self.remote_addrs.push(addr);
+        out.demux.push_back(DemuxChange::Bind(addr, key));
+    }
+
     /// The id this transport's stack uses for a header extension URI.
     pub(crate) fn extension_id(&self, uri: &str) -> Option<u8> {
         self.extensions
@@ -507,32 +627,83 @@ fn hex_colon(bytes: &[u8]) -> String {
     s
 }
 
-/// Drains one `Rtc` until it asks for a timeout: transmits go to `transmits`,
-/// events to `events`. This is str0m's run-loop rule: after every mutation,
-/// poll until `Output::Timeout`.
+/// Drains one `Rtc` until it asks for a timeout: transmits and events go
+/// to `out`, and the transport's timer is armed. This is str0m's run-loop
+/// rule: after every mutation, poll until `Output::Timeout`.
 pub(crate) fn drain(
     key: TransportKey,
     t: &mut Transport,
-    transmits: &mut VecDeque<Transmit>,
-    events: &mut VecDeque<(TransportKey, RtcEvent)>,
+    out: &mut Outputs,
+    ice_timeout: Duration,
 ) {
     loop {
         match t.rtc.poll_output() {
             Ok(Output::Timeout(at)) => {
                 t.next_timeout = at;
+                out.arm(key, t, ice_timeout);
                 return;
             }
-            Ok(Output::Transmit(tx)) => transmits.push_back(Transmit {
+            Ok(Output::Transmit(tx)) => out.transmits.push_back(Transmit {
                 destination: tx.destination,
                 source: tx.source,
                 contents: tx.contents.into(),
             }),
-            Ok(Output::Event(e)) => events.push_back((key, e)),
+            Ok(Output::Event(e)) => out.rtc_events.push_back((key, e)),
             Err(e) => {
                 tracing::debug!(transport = %t.id, error = %e, "transport failed");
-                t.failed = Some(crate::event::CloseReason::Failed);
+                out.fail(key, t, CloseReason::Failed);
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn remote_addresses_are_capped_oldest_first() {
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(1);
+        let caps = crate::ortc::default_router_capabilities();
+        let spec = TransportSpec {
+            owner: "PA_a".into(),
+            direction: TransportDirection::Send,
+            router_caps: &caps,
+            local_addr: "127.0.0.1:4000".parse().unwrap(),
+            sctp_max_message_size: 65536,
+            rng: &mut rng,
+            max_incoming_bitrate: 1_000_000,
+            max_outgoing_bitrate: 1_000_000,
+        };
+        let (mut t, _) = Transport::new(now, spec).unwrap();
+        let mut out = Outputs::default();
+        let addr = |i: u16| SocketAddr::from(([10, 0, 0, 1], 5000 + i));
+        for i in 0..6 {
+            t.add_remote_addr(7, addr(i), &mut out);
+        }
+        // The same address again only refreshes it.
+        t.add_remote_addr(7, addr(5), &mut out);
+        assert_eq!(t.remote_addrs, (2..6).map(addr).collect::<Vec<_>>());
+        let changes: Vec<DemuxChange> = out.demux.drain(..).collect();
+        assert_eq!(
+            changes
+                .iter()
+                .filter(|c| matches!(c, DemuxChange::Bind(..)))
+                .count(),
+            6
+        );
+        assert_eq!(
+            changes
+                .iter()
+                .filter_map(|c| match c {
+                    DemuxChange::Unbind(a) => Some(*a),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            vec![addr(0), addr(1)]
+        );
     }
 }

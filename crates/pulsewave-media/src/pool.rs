@@ -1,3 +1,6 @@
+//! The worker pool: one worker per `MEDIASOUP_NUM_WORKERS`, rooms placed on
+//! the least-loaded live one.
+
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -7,7 +10,8 @@ use pulsewave_core::{Event, RoomConfig};
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::worker::{MediaRoom, MediaWorker, WorkerGone};
+use crate::room::MediaRoom;
+use crate::worker::{MediaWorker, WorkerGone};
 
 /// Where and how many media workers run (`MEDIASOUP_*`).
 #[derive(Debug, Clone)]
@@ -92,8 +96,12 @@ impl WorkerPool {
             let socket = bind_in_range(config.listen_ip, config.min_port, config.max_port, &used)?;
             let port = socket.local_addr()?.port();
             used.push(port);
-            let (worker, thread) =
-                MediaWorker::spawn(index, socket, SocketAddr::new(announced, port))?;
+            let (worker, thread) = MediaWorker::spawn(
+                index,
+                socket,
+                SocketAddr::new(announced, port),
+                config.room.clone(),
+            )?;
             workers.push(worker);
             threads.push(thread);
         }
@@ -115,14 +123,23 @@ impl WorkerPool {
         &self.room.rtp_capabilities
     }
 
-    /// Opens a room on the least-loaded worker.
-    pub fn open_room(&self) -> Result<(MediaRoom, mpsc::UnboundedReceiver<Event>), WorkerGone> {
+    /// Opens a room on the least-loaded live worker (a dead one is never
+    /// chosen).
+    pub async fn open_room(
+        &self,
+    ) -> Result<(MediaRoom, mpsc::UnboundedReceiver<Event>), WorkerGone> {
         let worker = self
             .workers
             .iter()
+            .filter(|w| w.is_alive())
             .min_by_key(|w| w.load())
             .ok_or(WorkerGone)?;
-        worker.open_room(self.room.clone())
+        worker.open_room(self.room.clone()).await
+    }
+
+    /// Whether every worker is running.
+    pub fn is_healthy(&self) -> bool {
+        !self.workers.is_empty() && self.workers.iter().all(MediaWorker::is_alive)
     }
 
     /// Stops every worker and waits for the threads.

@@ -1,58 +1,65 @@
-//! A media worker: one thread, one UDP socket, many rooms.
+//! A media worker: one thread, one UDP socket, one [`Endpoint`] with many
+//! rooms.
 //!
-//! The worker is the small, dumb driver of `pulsewave-core`: it feeds each
-//! room the datagrams addressed to it and the timeouts it asked for, sends
-//! what the room transmits, and forwards the room's events to signaling. All
-//! state lives in the rooms; the worker only routes.
+//! The worker is the small, dumb driver of `pulsewave-core`: it feeds the
+//! endpoint the datagrams of its socket and the timeouts it asks for, sends
+//! what it transmits, runs commands on its rooms, and forwards each room's
+//! events to that room's channel. Routing, timers and panic isolation are
+//! the endpoint's.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use pulsewave_core::{Event, Room, RoomConfig, stun_username};
-use pulsewave_protocol::random_string;
+use pulsewave_core::{Datagram, Endpoint, EndpointConfig, Event, Protocol, RoomConfig, RoomId};
 use tokio::net::UdpSocket;
-
-use super::outbox::Outbox;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-/// Length of the ICE ufrag prefix that names a room inside a worker.
-const PREFIX_LEN: usize = 8;
+use crate::command::Op;
+use crate::outbox::Outbox;
+use crate::room::MediaRoom;
+
 /// Largest datagram read.
 const RECV_BUFFER: usize = 2048;
-/// Most datagrams read in one go before the rooms run their timers and send
-/// (bounds the delay a burst adds to its first packet).
+/// Most datagrams read in one go before the endpoint runs its timers and
+/// sends (bounds the delay a burst adds to its first packet).
 const BURST: usize = 16;
+/// How often the room counters behind [`WorkerStats`] are refreshed.
+const STATS_INTERVAL: Duration = Duration::from_millis(500);
 
-type RoomKey = u64;
-type Call = Box<dyn FnOnce(&mut Room, Instant) + Send>;
-
-enum Command {
+/// What a worker thread is asked to do.
+#[derive(Debug)]
+pub(crate) enum Command {
     Open {
-        key: RoomKey,
         config: Box<RoomConfig>,
         events: mpsc::UnboundedSender<Event>,
+        reply: oneshot::Sender<RoomId>,
     },
     Close {
-        key: RoomKey,
+        room: RoomId,
     },
-    Call {
-        key: RoomKey,
-        call: Call,
+    Op {
+        room: RoomId,
+        op: Op,
     },
     Stop,
 }
 
 /// Counters of one worker, readable from any thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkerStats {
+    /// Whether the worker thread is running. A stopped worker (or one whose
+    /// thread died) is never given a room.
+    pub alive: AtomicBool,
     /// Rooms on this worker.
     pub rooms: AtomicUsize,
+    /// Rooms dropped because they panicked.
+    pub rooms_failed: AtomicU64,
     /// Transports on this worker.
     pub transports: AtomicUsize,
     /// Datagrams received.
@@ -65,7 +72,22 @@ pub struct WorkerStats {
     pub rtp_forwarded: AtomicU64,
 }
 
-/// The seed's `MediasoupWorker`: a handle to one worker thread.
+impl Default for WorkerStats {
+    fn default() -> Self {
+        Self {
+            alive: AtomicBool::new(true),
+            rooms: AtomicUsize::new(0),
+            rooms_failed: AtomicU64::new(0),
+            transports: AtomicUsize::new(0),
+            datagrams_in: AtomicU64::new(0),
+            datagrams_out: AtomicU64::new(0),
+            datagrams_dropped: AtomicU64::new(0),
+            rtp_forwarded: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A handle to one worker thread (the seed's `MediasoupWorker`).
 #[derive(Debug, Clone)]
 pub struct MediaWorker {
     index: usize,
@@ -73,25 +95,36 @@ pub struct MediaWorker {
     announced_addr: SocketAddr,
     tx: mpsc::UnboundedSender<Command>,
     stats: Arc<WorkerStats>,
-    next_key: Arc<AtomicU64>,
+}
+
+/// Marks the worker dead when its thread ends, however it ends.
+struct AliveGuard(Arc<WorkerStats>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Relaxed);
+    }
 }
 
 impl MediaWorker {
     /// Starts a worker thread on `socket`, announcing `announced_addr` to
-    /// clients.
+    /// clients; `room` is the template of its rooms.
     pub(crate) fn spawn(
         index: usize,
         socket: StdUdpSocket,
         announced_addr: SocketAddr,
+        room: RoomConfig,
     ) -> io::Result<(Self, JoinHandle<()>)> {
         socket.set_nonblocking(true)?;
         let local_addr = socket.local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WorkerStats::default());
+        let guard = AliveGuard(stats.clone());
         let stats2 = stats.clone();
         let thread = std::thread::Builder::new()
             .name(format!("pulsewave-media-{index}"))
             .spawn(move || {
+                let _alive = guard;
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -105,12 +138,18 @@ impl MediaWorker {
                 runtime.block_on(async move {
                     match UdpSocket::from_std(socket) {
                         Ok(socket) => {
+                            let config = EndpointConfig {
+                                room: RoomConfig {
+                                    local_addr: announced_addr,
+                                    ..room
+                                },
+                                seed: None,
+                            };
                             let mut w = Worker {
                                 index,
                                 socket,
+                                endpoint: Endpoint::new(config, Instant::now()),
                                 rooms: HashMap::new(),
-                                prefixes: HashMap::new(),
-                                addrs: HashMap::new(),
                                 stats: stats2,
                                 outbox: Outbox::new(),
                             };
@@ -128,7 +167,6 @@ impl MediaWorker {
                 announced_addr,
                 tx,
                 stats,
-                next_key: Arc::new(AtomicU64::new(1)),
             },
             thread,
         ))
@@ -154,6 +192,11 @@ impl MediaWorker {
         &self.stats
     }
 
+    /// Whether the worker thread is running.
+    pub fn is_alive(&self) -> bool {
+        self.stats.alive.load(Ordering::Relaxed) && !self.tx.is_closed()
+    }
+
     /// How busy the worker is, for placing new rooms: transports, then rooms.
     pub(crate) fn load(&self) -> (usize, usize) {
         (
@@ -162,25 +205,26 @@ impl MediaWorker {
         )
     }
 
-    /// Opens a room on this worker. Its events arrive on the returned
-    /// channel; dropping the [`MediaRoom`] closes it.
-    pub(crate) fn open_room(
+    /// Opens a room on this worker with `config` (its candidate address is
+    /// the worker's). Its events arrive on the returned channel; dropping
+    /// the [`MediaRoom`] closes it.
+    pub async fn open_room(
         &self,
-        mut config: RoomConfig,
+        config: RoomConfig,
     ) -> Result<(MediaRoom, mpsc::UnboundedReceiver<Event>), WorkerGone> {
-        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        config.local_addr = self.announced_addr;
         let (events, events_rx) = mpsc::unbounded_channel();
+        let (reply, id) = oneshot::channel();
         self.tx
             .send(Command::Open {
-                key,
                 config: Box::new(config),
                 events,
+                reply,
             })
             .map_err(|_| WorkerGone)?;
+        let id = id.await.map_err(|_| WorkerGone)?;
         Ok((
             MediaRoom {
-                key,
+                id,
                 worker: self.index,
                 tx: self.tx.clone(),
             },
@@ -199,72 +243,12 @@ impl MediaWorker {
 #[error("the media worker is not running")]
 pub struct WorkerGone;
 
-/// A room living on a worker. Commands run on the worker thread; dropping
-/// the handle closes the room there.
-#[derive(Debug)]
-pub struct MediaRoom {
-    key: RoomKey,
-    worker: usize,
-    tx: mpsc::UnboundedSender<Command>,
-}
-
-impl MediaRoom {
-    /// Runs `f` on the room, on its worker thread, with the current time,
-    /// then sends what the room transmits. Returns `f`'s result.
-    pub async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Room, Instant) -> R + Send + 'static,
-    ) -> Result<R, WorkerGone> {
-        let (tx, rx) = oneshot::channel();
-        let call: Call = Box::new(move |room, now| {
-            let _ = tx.send(f(room, now));
-        });
-        self.tx
-            .send(Command::Call {
-                key: self.key,
-                call,
-            })
-            .map_err(|_| WorkerGone)?;
-        rx.await.map_err(|_| WorkerGone)
-    }
-
-    /// The worker the room lives on.
-    pub fn worker(&self) -> usize {
-        self.worker
-    }
-}
-
-impl Drop for MediaRoom {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Command::Close { key: self.key });
-    }
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Open { key, .. } => write!(f, "Open({key})"),
-            Command::Close { key } => write!(f, "Close({key})"),
-            Command::Call { key, .. } => write!(f, "Call({key})"),
-            Command::Stop => write!(f, "Stop"),
-        }
-    }
-}
-
-struct RoomSlot {
-    room: Room,
-    prefix: String,
-    events: mpsc::UnboundedSender<Event>,
-    next_timeout: Option<Instant>,
-    last_stats: pulsewave_core::RoomStats,
-}
-
 struct Worker {
     index: usize,
     socket: UdpSocket,
-    rooms: HashMap<RoomKey, RoomSlot>,
-    prefixes: HashMap<String, RoomKey>,
-    addrs: HashMap<SocketAddr, RoomKey>,
+    endpoint: Endpoint,
+    /// Where each room's events go.
+    rooms: HashMap<RoomId, mpsc::UnboundedSender<Event>>,
     stats: Arc<WorkerStats>,
     outbox: Outbox,
 }
@@ -272,54 +256,45 @@ struct Worker {
 impl Worker {
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let mut buf = vec![0u8; RECV_BUFFER];
-        let mut touched: Vec<RoomKey> = Vec::new();
+        let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
         loop {
-            let deadline = self.rooms.values().filter_map(|r| r.next_timeout).min();
-            touched.clear();
+            let deadline = self.endpoint.poll_timeout();
             tokio::select! {
                 biased;
                 cmd = rx.recv() => match cmd {
                     None | Some(Command::Stop) => break,
-                    Some(cmd) => touched.extend(self.command(cmd)),
+                    Some(cmd) => self.command(cmd),
                 },
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, source)) => {
-                        touched.extend(self.datagram(source, &buf[..n]));
-                        self.read_burst(&mut buf, &mut touched);
+                        self.datagram(source, &buf[..n]);
+                        self.read_burst(&mut buf);
                     }
                     Err(e) => {
                         // ICMP errors surface here on Linux; they concern one peer.
                         debug!(worker = self.index, error = %e, "recv error");
                     }
                 },
-                _ = sleep_until(deadline) => {
-                    self.timeouts().await;
-                }
-            };
-            for &key in &touched {
-                self.run_due_timers(key);
-                self.flush(key).await;
+                _ = sleep_until(deadline) => {}
+                _ = stats_tick.tick() => self.refresh_stats(),
             }
+            let now = Instant::now();
+            if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                self.endpoint.handle_timeout(now);
+            }
+            self.flush().await;
         }
         info!(worker = self.index, "media worker stopped");
     }
 
     /// Takes the datagrams already waiting on the socket, up to [`BURST`]
-    /// in all, without waiting: the rooms they touch then run their timers
-    /// once for the whole burst. (str0m encrypts and emits a forwarded RTP
-    /// packet on its transport's next timeout input, so one timer run per
-    /// burst sends every packet of the burst with one poll of each
-    /// subscriber's stack instead of one per packet.)
-    fn read_burst(&mut self, buf: &mut [u8], touched: &mut Vec<RoomKey>) {
+    /// in all, without waiting: the endpoint then runs its timers once for
+    /// the whole burst (a forwarded packet leaves on the next timeout, so
+    /// each subscriber's stack is polled once per burst, not per packet).
+    fn read_burst(&mut self, buf: &mut [u8]) {
         for _ in 1..BURST {
             match self.socket.try_recv_from(buf) {
-                Ok((n, source)) => {
-                    if let Some(key) = self.datagram(source, &buf[..n])
-                        && !touched.contains(&key)
-                    {
-                        touched.push(key);
-                    }
-                }
+                Ok((n, source)) => self.datagram(source, &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     debug!(worker = self.index, error = %e, "recv error");
@@ -329,143 +304,82 @@ impl Worker {
         }
     }
 
-    /// Runs a room's timers if they are due (after a datagram or a burst).
-    fn run_due_timers(&mut self, key: RoomKey) {
-        if let Some(slot) = self.rooms.get_mut(&key) {
-            let now = Instant::now();
-            if slot.room.poll_timeout().is_some_and(|t| t <= now) {
-                slot.room.handle_timeout(now);
-            }
+    fn datagram(&mut self, source: SocketAddr, contents: &[u8]) {
+        self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        let d = Datagram {
+            proto: Protocol::Udp,
+            source,
+            destination: self.endpoint.local_addr(),
+            contents,
+        };
+        if self.endpoint.handle_datagram(Instant::now(), d).is_err() {
+            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn command(&mut self, cmd: Command) -> Option<RoomKey> {
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
         match cmd {
             Command::Open {
-                key,
-                mut config,
+                config,
                 events,
+                reply,
             } => {
-                let prefix = loop {
-                    let p = random_string(PREFIX_LEN);
-                    if !self.prefixes.contains_key(&p) {
-                        break p;
-                    }
-                };
-                config.ufrag_prefix = prefix.clone();
-                let room = Room::new(*config, Instant::now());
-                self.prefixes.insert(prefix.clone(), key);
-                self.rooms.insert(
-                    key,
-                    RoomSlot {
-                        room,
-                        prefix,
-                        events,
-                        next_timeout: None,
-                        last_stats: Default::default(),
-                    },
-                );
-                self.stats.rooms.store(self.rooms.len(), Ordering::Relaxed);
-                Some(key)
+                let id = self.endpoint.open_room_with(now, *config);
+                self.rooms.insert(id, events);
+                let _ = reply.send(id);
+                self.refresh_stats();
             }
-            Command::Close { key } => {
-                if let Some(slot) = self.rooms.remove(&key) {
-                    self.prefixes.remove(&slot.prefix);
-                    self.addrs.retain(|_, k| *k != key);
-                    self.stats
-                        .transports
-                        .fetch_sub(slot.last_stats.transports, Ordering::Relaxed);
-                }
-                self.stats.rooms.store(self.rooms.len(), Ordering::Relaxed);
-                None
+            Command::Close { room } => {
+                self.endpoint.close_room(now, room);
+                self.rooms.remove(&room);
+                self.refresh_stats();
             }
-            Command::Call { key, call } => {
-                // A call for a closed room is dropped; its caller sees WorkerGone.
-                let slot = self.rooms.get_mut(&key)?;
-                call(&mut slot.room, Instant::now());
-                Some(key)
+            Command::Op { room, op } => {
+                // A command for a room that is gone is dropped with its
+                // reply channel: the caller sees `MediaError::Gone`.
+                let _ = self.endpoint.with_room(now, room, |r, now| op.run(r, now));
             }
-            Command::Stop => None,
+            Command::Stop => {}
         }
     }
 
-    fn datagram(&mut self, source: SocketAddr, contents: &[u8]) -> Option<RoomKey> {
-        self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-        // A STUN request names its room in its ufrag prefix; anything else is
-        // routed by the source address a room accepted a request from.
-        let by_prefix = stun_username(contents)
-            .and_then(|(local, _)| local.get(..PREFIX_LEN))
-            .and_then(|p| self.prefixes.get(p).copied());
-        let Some(key) = by_prefix.or_else(|| self.addrs.get(&source).copied()) else {
-            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        let slot = self.rooms.get_mut(&key)?;
-        match slot.room.handle_datagram(Instant::now(), source, contents) {
-            Ok(()) => {
-                // Bind the address only once the room authenticated the
-                // request (str0m checks MESSAGE-INTEGRITY).
-                if by_prefix.is_some() && self.addrs.get(&source) != Some(&key) {
-                    self.addrs.insert(source, key);
-                }
-            }
-            Err(_) => {
-                self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Some(key)
-    }
-
-    async fn timeouts(&mut self) {
-        let now = Instant::now();
-        let due: Vec<RoomKey> = self
-            .rooms
-            .iter()
-            .filter(|(_, s)| s.next_timeout.is_some_and(|t| t <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in due {
-            if let Some(slot) = self.rooms.get_mut(&key) {
-                slot.room.handle_timeout(now);
-            }
-            self.flush(key).await;
-        }
-    }
-
-    /// Sends what a room transmits, forwards its events, and records its
-    /// next timeout.
-    async fn flush(&mut self, key: RoomKey) {
-        let Some(slot) = self.rooms.get_mut(&key) else {
-            return;
-        };
+    /// Sends what the endpoint transmits and forwards its events.
+    async fn flush(&mut self) {
         let mut sent = 0;
-        while let Some(t) = slot.room.poll_transmit() {
+        while let Some(t) = self.endpoint.poll_transmit() {
             if self.outbox.push(t) {
                 sent += self.outbox.send(&self.socket, self.index).await;
             }
         }
         sent += self.outbox.send(&self.socket, self.index).await;
         self.stats.datagrams_out.fetch_add(sent, Ordering::Relaxed);
-        while let Some(event) = slot.room.poll_event() {
-            let _ = slot.events.send(event);
-        }
-        slot.next_timeout = slot.room.poll_timeout();
-        let stats = slot.room.stats();
-        let last = std::mem::replace(&mut slot.last_stats, stats);
-        if stats.transports != last.transports {
-            if stats.transports > last.transports {
-                self.stats
-                    .transports
-                    .fetch_add(stats.transports - last.transports, Ordering::Relaxed);
-            } else {
-                self.stats
-                    .transports
-                    .fetch_sub(last.transports - stats.transports, Ordering::Relaxed);
+        while let Some((room, event)) = self.endpoint.poll_event() {
+            let failed = event == Event::RoomFailed;
+            if let Some(tx) = self.rooms.get(&room) {
+                let _ = tx.send(event);
+            }
+            if failed {
+                self.rooms.remove(&room);
+                self.stats.rooms_failed.fetch_add(1, Ordering::Relaxed);
+                self.refresh_stats();
             }
         }
+    }
+
+    /// Updates the counters other threads read (O(rooms): on a timer and
+    /// after rooms open or close, not per datagram).
+    fn refresh_stats(&mut self) {
+        let totals = self.endpoint.room_stats();
+        self.stats
+            .rooms
+            .store(self.endpoint.stats().rooms, Ordering::Relaxed);
+        self.stats
+            .transports
+            .store(totals.transports, Ordering::Relaxed);
         self.stats
             .rtp_forwarded
-            .fetch_add(stats.rtp_forwarded - last.rtp_forwarded, Ordering::Relaxed);
+            .store(totals.rtp_forwarded, Ordering::Relaxed);
     }
 }
 

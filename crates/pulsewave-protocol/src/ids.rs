@@ -17,7 +17,12 @@ pub const RANDOM_ID_LEN: usize = 12;
 
 /// Returns `len` random base-62 characters.
 pub fn random_string(len: usize) -> String {
-    let mut rng = rand::rng();
+    random_string_from(&mut rand::rng(), len)
+}
+
+/// Returns `len` base-62 characters drawn from `rng` (a seeded generator
+/// makes them reproducible, as a simulation needs).
+pub fn random_string_from<R: Rng + ?Sized>(rng: &mut R, len: usize) -> String {
     (0..len)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
@@ -36,9 +41,14 @@ macro_rules! define_id {
 
             /// Generates a fresh random id.
             pub fn generate() -> Self {
+                Self::generate_from(&mut rand::rng())
+            }
+
+            /// Generates an id from `rng` (reproducible with a seeded one).
+            pub fn generate_from<R: Rng + ?Sized>(rng: &mut R) -> Self {
                 let mut s = String::with_capacity(Self::PREFIX.len() + RANDOM_ID_LEN);
                 s.push_str(Self::PREFIX);
-                s.push_str(&random_string(RANDOM_ID_LEN));
+                s.push_str(&random_string_from(rng, RANDOM_ID_LEN));
                 Self(s)
             }
 

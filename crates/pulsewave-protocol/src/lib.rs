@@ -32,7 +32,7 @@ pub use codec::{
 pub use error::ErrorCode;
 pub use ids::{
     ConsumerId, DataConsumerId, DataProducerId, ParticipantSid, ProducerId, RANDOM_ID_LEN, RoomSid,
-    TrackSid, TransportId, random_string,
+    TrackSid, TransportId, random_string, random_string_from,
 };
 pub use messages::{
     ClientMessage, DataChannelInfo, DataKind, DisconnectReason, ParticipantInfo,

@@ -32,7 +32,8 @@ mod config;
 mod error;
 mod handlers;
 mod http;
-pub mod media;
+/// The media workers (the `pulsewave-media` crate).
+pub use pulsewave_media as media;
 pub mod metrics;
 mod outbound;
 mod rate;

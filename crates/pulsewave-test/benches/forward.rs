@@ -1,5 +1,5 @@
 //! The forwarding hot path: one SRTP packet from a publisher into
-//! `Room::handle_datagram`, forwarded to N consumers, and the room's outputs
+//! `Endpoint::handle_datagram`, forwarded to N consumers, and the outputs
 //! drained as the media worker drains them (`poll_transmit`, `poll_event`,
 //! `poll_timeout`). No sockets: the real per-packet work of the SFU is one
 //! SRTP decrypt and N x (rewrite + SRTP encrypt).
@@ -20,7 +20,7 @@
 //! timers).
 //!
 //! ```bash
-//! cargo bench -p pulsewave-core --bench forward
+//! cargo bench -p pulsewave-test --bench forward
 //! # Instruction counts (valgrind), N = 50 consumers, 2000 packets:
 //! PULSEWAVE_BENCH_CONSUMERS=50 PULSEWAVE_BENCH_PACKETS=2000 PULSEWAVE_BENCH_BURST=1 \
 //!   valgrind --tool=callgrind --toggle-collect='*forward_batch*' \
@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use pulsewave_core::{Room, RoomConfig};
+use pulsewave_core::{Datagram, Endpoint, Protocol, RoomConfig};
 use pulsewave_protocol::{MediaKind, TransportId};
 use pulsewave_test::{SERVER_ADDR, Sim, SimConfig};
 
@@ -144,31 +144,37 @@ impl Setup {
 /// encrypts and emits it, on its next timeout input.
 #[inline(never)]
 fn forward_batch(
-    room: &mut Room,
+    endpoint: &mut Endpoint,
     now: Instant,
     source: SocketAddr,
     batch: &[Vec<u8>],
     burst: usize,
 ) -> usize {
     let mut bytes = 0;
-    let mut drain = |room: &mut Room| {
-        while let Some(t) = room.poll_transmit() {
+    let mut drain = |endpoint: &mut Endpoint| {
+        while let Some(t) = endpoint.poll_transmit() {
             bytes += t.contents.len();
             drop(black_box(t));
         }
-        while let Some(e) = room.poll_event() {
+        while let Some(e) = endpoint.poll_event() {
             drop(black_box(e));
         }
-        room.poll_timeout()
+        endpoint.poll_timeout()
     };
     for chunk in batch.chunks(burst.max(1)) {
         for d in chunk {
-            let _ = room.handle_datagram(now, source, d);
-            drain(room);
+            let datagram = Datagram {
+                proto: Protocol::Udp,
+                source,
+                destination: SERVER_ADDR,
+                contents: d,
+            };
+            let _ = endpoint.handle_datagram(now, datagram);
+            drain(endpoint);
         }
-        if drain(room).is_some_and(|t| t <= now) {
-            room.handle_timeout(now);
-            drain(room);
+        if drain(endpoint).is_some_and(|t| t <= now) {
+            endpoint.handle_timeout(now);
+            drain(endpoint);
         }
     }
     bytes
@@ -187,9 +193,9 @@ fn run(s: &mut Setup, packets: u64, burst: usize) -> (Duration, u64, usize) {
         assert!(batch.len() >= k, "the publisher sent its packets");
         let now = s.sim.now();
         let source = s.source;
-        let room = s.sim.room_mut();
+        let endpoint = s.sim.endpoint_mut();
         let t0 = Instant::now();
-        bytes += black_box(forward_batch(room, now, source, &batch, burst));
+        bytes += black_box(forward_batch(endpoint, now, source, &batch, burst));
         spent += t0.elapsed();
         left -= k as u64;
         s.sim.advance(Duration::from_millis(5));

@@ -5,7 +5,7 @@
 //! (`get_producer_rtp_parameters_mapping` + `get_consumable_rtp_parameters`).
 //!
 //! ```bash
-//! cargo bench -p pulsewave-core --bench ortc
+//! cargo bench -p pulsewave-test --bench ortc
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

@@ -5,7 +5,7 @@
 //! `track-subscribed`, `track-published`, `data`).
 //!
 //! ```bash
-//! cargo bench -p pulsewave-core --bench protocol
+//! cargo bench -p pulsewave-test --bench protocol
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

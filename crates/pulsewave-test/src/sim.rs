@@ -8,7 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pulsewave_client::synthetic::{SyntheticConfig, SyntheticSource};
 use pulsewave_client::{LocalTrack, PeerEvent, PeerTransport};
-use pulsewave_core::{DataConsumed, DatagramError, Error, Event, Room, RoomConfig, RoomStats};
+use pulsewave_core::{
+    DataConsumed, Datagram as EndpointDatagram, DatagramError, Endpoint, EndpointConfig, Error,
+    Event, Protocol, Room, RoomConfig, RoomId, RoomMut, RoomStats,
+};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpEncodingParameters, RtpParameters};
 use pulsewave_protocol::transport::{SctpStreamParameters, TransportDirection, TransportOptions};
 use pulsewave_protocol::{
@@ -477,6 +480,7 @@ impl Peer {
 struct Participant {
     name: String,
     sid: ParticipantSid,
+    room: RoomId,
     ip: IpAddr,
     next_port: u16,
     subscriptions: Vec<Subscription>,
@@ -489,7 +493,9 @@ pub struct Sim {
     config: SimConfig,
     start: Instant,
     now: Instant,
-    room: Room,
+    endpoint: Endpoint,
+    /// The room participants join unless told otherwise.
+    room: RoomId,
     router_caps: RtpCapabilities,
     link: Link,
     rng: StdRng,
@@ -505,7 +511,7 @@ impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sim")
             .field("elapsed", &self.elapsed())
-            .field("room", &self.room)
+            .field("endpoint", &self.endpoint)
             .field("participants", &self.participants.len())
             .field("peers", &self.peers.len())
             .field("link", &self.link)
@@ -527,14 +533,22 @@ impl Sim {
     /// moves it.
     pub fn with_config(config: SimConfig) -> Self {
         let start = Instant::now();
-        let room = Room::new(config.room.clone(), start);
-        let router_caps = room.rtp_capabilities().clone();
+        let mut endpoint = Endpoint::new(
+            EndpointConfig {
+                room: config.room.clone(),
+                seed: Some(config.seed),
+            },
+            start,
+        );
+        let room = endpoint.open_room(start);
+        let router_caps = config.room.rtp_capabilities.clone();
         let link = Link::new(config.link, config.seed);
         let rng = StdRng::seed_from_u64(config.seed ^ 0x5057_5349_4d00_0000);
         Self {
             config,
             start,
             now: start,
+            endpoint,
             room,
             router_caps,
             link,
@@ -570,19 +584,60 @@ impl Sim {
         self.now - self.start
     }
 
-    /// The room.
+    /// The default room (the one [`Sim::join`] joins).
     pub fn room(&self) -> &Room {
-        &self.room
+        self.room_by_id(self.room)
     }
 
-    /// The room, to call commands directly. Use [`Sim::now`] as `now`.
-    pub fn room_mut(&mut self) -> &mut Room {
-        &mut self.room
+    /// A room of the endpoint.
+    ///
+    /// # Panics
+    ///
+    /// When the room is gone (closed, or it panicked).
+    pub fn room_by_id(&self, id: RoomId) -> &Room {
+        self.endpoint
+            .room(id)
+            .unwrap_or_else(|| panic!("{id} is gone"))
     }
 
-    /// The room's counters.
+    /// The default room, to call commands directly (its outputs are
+    /// collected when the guard drops). Use [`Sim::now`] as `now`.
+    pub fn room_mut(&mut self) -> RoomMut<'_> {
+        let (now, id) = (self.now, self.room);
+        self.endpoint
+            .room_mut(now, id)
+            .unwrap_or_else(|| panic!("{id} is gone"))
+    }
+
+    /// The room `p` joined, to call commands on.
+    fn room_of(&mut self, p: &ParticipantSid) -> RoomMut<'_> {
+        let (now, id) = (self.now, self.participant(p).room);
+        self.endpoint
+            .room_mut(now, id)
+            .unwrap_or_else(|| panic!("{id} is gone"))
+    }
+
+    /// The endpoint every room of the simulation lives on.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The endpoint, to open rooms or run commands with panic isolation
+    /// ([`Endpoint::with_room`]).
+    pub fn endpoint_mut(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    /// Opens another room on the endpoint (participants join it with
+    /// [`Sim::join_room`]).
+    pub fn open_room(&mut self) -> RoomId {
+        let now = self.now;
+        self.endpoint.open_room(now)
+    }
+
+    /// The default room's counters.
     pub fn stats(&self) -> RoomStats {
-        self.room.stats()
+        self.room().stats()
     }
 
     /// The router's RTP capabilities.
@@ -689,7 +744,13 @@ impl Sim {
         direction: TransportDirection,
     ) -> Option<TransportId> {
         self.peers_of(p)
-            .find(|x| x.direction == direction && self.room.transport_ufrag(&x.id).is_some())
+            .find(|x| {
+                x.direction == direction
+                    && self
+                        .endpoint
+                        .room(self.participant(p).room)
+                        .is_some_and(|r| r.transport_ufrag(&x.id).is_some())
+            })
             .map(|x| x.id.clone())
     }
 
@@ -794,6 +855,13 @@ impl Sim {
 
     /// Adds a participant `PA_<name>` with its own IP address.
     pub fn join(&mut self, name: &str) -> ParticipantSid {
+        let room = self.room;
+        self.join_room(name, room)
+    }
+
+    /// Adds a participant to `room` (of [`Sim::open_room`]); every
+    /// participant has its own address on the simulated network.
+    pub fn join_room(&mut self, name: &str, room: RoomId) -> ParticipantSid {
         let i = self.participants.len();
         let sid = ParticipantSid::new(format!("PA_{name}"));
         assert!(
@@ -804,6 +872,7 @@ impl Sim {
         self.participants.push(Participant {
             name: name.to_owned(),
             sid: sid.clone(),
+            room,
             ip,
             next_port: 5000,
             subscriptions: Vec::new(),
@@ -825,7 +894,7 @@ impl Sim {
             .cloned()
             .unwrap_or_else(|| self.router_caps.clone());
         let now = self.now;
-        let options = self.room.create_transport(now, p, direction)?;
+        let options = self.room_of(p).create_transport(now, p, direction)?;
         let part = self.participant_mut(p);
         let addr = SocketAddr::new(part.ip, part.next_port);
         part.next_port += 1;
@@ -864,7 +933,8 @@ impl Sim {
             let peer = self.peer(id);
             (peer.owner.clone(), peer.transport.dtls_parameters())
         };
-        self.room.connect_transport(now, &owner, id, &dtls)?;
+        self.room_of(&owner)
+            .connect_transport(now, &owner, id, &dtls)?;
         let timeout = self.config.connect_timeout;
         let id2 = id.clone();
         let connected = self.run_until(timeout, move |sim| sim.is_connected(&id2));
@@ -873,7 +943,7 @@ impl Sim {
             "transport {id} did not connect within {timeout:?}: peer connected {}, server \
              connected {}, peer failure {:?}, events {:?}",
             self.peer(id).transport.is_connected(),
-            self.room.is_transport_connected(id),
+            self.server_connected(id),
             self.peer(id).transport.failure(),
             self.events
         );
@@ -886,7 +956,16 @@ impl Sim {
             .iter()
             .find(|p| &p.id == id)
             .is_some_and(|p| p.transport.is_connected())
-            && self.room.is_transport_connected(id)
+            && self.server_connected(id)
+    }
+
+    /// Whether the server side of transport `id` is connected.
+    fn server_connected(&self, id: &TransportId) -> bool {
+        self.peers
+            .iter()
+            .find(|p| &p.id == id)
+            .and_then(|p| self.endpoint.room(self.participant(&p.owner).room))
+            .is_some_and(|r| r.is_transport_connected(id))
     }
 
     /// Creates and connects a send transport with the router's payload
@@ -966,7 +1045,7 @@ impl Sim {
             .transport
             .add_track(kind, mime, options.with_rtx)
             .unwrap_or_else(|e| panic!("add_track {mime}: {e}"));
-        let produced = self.room.produce(
+        let produced = self.room_of(p).produce(
             now,
             p,
             Some(&tid),
@@ -1011,7 +1090,7 @@ impl Sim {
             })
             .unwrap_or_else(|| panic!("{p} has no published track {mid}"));
         let now = self.now;
-        self.room
+        self.room_of(p)
             .close_producer(now, p, &producer)
             .unwrap_or_else(|e| panic!("unpublish {mid}: {e}"));
         let peer = self.peer_mut(&tid);
@@ -1100,16 +1179,15 @@ impl Sim {
                 .collect();
         }
         let produced =
-            match self
-                .room
-                .produce(now, p, Some(&tid), MediaKind::Video, params, options.paused)
-            {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = self.peer_mut(&tid).transport.remove_track(&local.mid);
-                    return Err(e);
-                }
-            };
+            self.room_of(p)
+                .produce(now, p, Some(&tid), MediaKind::Video, params, options.paused);
+        let produced = match produced {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = self.peer_mut(&tid).transport.remove_track(&local.mid);
+                return Err(e);
+            }
+        };
         let layers = options
             .layers
             .into_iter()
@@ -1211,7 +1289,9 @@ impl Sim {
                 .unwrap_or_else(|| panic!("{p} has no receive transport")),
         };
         let now = self.now;
-        let consumed = self.room.consume(now, p, Some(&tid), producer, caps)?;
+        let consumed = self
+            .room_of(p)
+            .consume(now, p, Some(&tid), producer, caps)?;
         let params = consumed.rtp_parameters.clone();
         self.peer_mut(&tid)
             .transport
@@ -1240,7 +1320,7 @@ impl Sim {
         };
         self.participant_mut(p).subscriptions.push(sub);
         if resume {
-            self.room
+            self.room_of(p)
                 .resume_consumer(now, p, &consumed.consumer_id)
                 .unwrap_or_else(|e| panic!("resume_consumer: {e}"));
         }
@@ -1250,7 +1330,7 @@ impl Sim {
     /// Resumes a consumer of `p`.
     pub fn resume(&mut self, p: &ParticipantSid, consumer: &ConsumerId) -> Result<(), Error> {
         let now = self.now;
-        self.room.resume_consumer(now, p, consumer)
+        self.room_of(p).resume_consumer(now, p, consumer)
     }
 
     /// The subscriber asks for a keyframe on one of its video consumers
@@ -1291,7 +1371,7 @@ impl Sim {
             max_retransmits,
         };
         let now = self.now;
-        self.room
+        self.room_of(p)
             .produce_data(now, p, Some(&tid), params, label, "")
     }
 
@@ -1308,7 +1388,9 @@ impl Sim {
             .map(|x| x.id.clone())
             .unwrap_or_else(|| panic!("{p} has no receive transport"));
         let now = self.now;
-        let consumed = self.room.consume_data(now, p, Some(&tid), data_producer)?;
+        let consumed = self
+            .room_of(p)
+            .consume_data(now, p, Some(&tid), data_producer)?;
         self.peer_mut(&tid)
             .transport
             .accept_data_channel(&consumed.sctp_stream_parameters, &consumed.label)
@@ -1350,7 +1432,10 @@ impl Sim {
     /// [`Sim::datagram_errors`].
     pub fn inject(&mut self, source: SocketAddr, contents: &[u8]) -> Result<(), DatagramError> {
         let now = self.now;
-        let r = self.room.handle_datagram(now, source, contents);
+        let r = self
+            .endpoint
+            .handle_datagram(now, server_datagram(source, contents))
+            .map(|_| ());
         if let Err(e) = r {
             self.datagram_errors.push((now, source, e));
         }
@@ -1441,7 +1526,7 @@ impl Sim {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         };
-        consider(self.room.poll_timeout());
+        consider(self.endpoint.poll_timeout());
         for p in &self.peers {
             consider(p.transport.poll_timeout());
             for t in &p.tracks {
@@ -1473,7 +1558,7 @@ impl Sim {
                  delivery {:?}, peer timeouts {:?})",
                 self.spin,
                 self.elapsed(),
-                self.room
+                self.endpoint
                     .poll_timeout()
                     .map(|t| t.saturating_duration_since(self.start)),
                 self.link
@@ -1502,8 +1587,8 @@ impl Sim {
         while let Some(d) = self.link.pop_due(now) {
             self.deliver(d);
         }
-        if self.room.poll_timeout().is_some_and(|t| t <= now) {
-            self.room.handle_timeout(now);
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
         }
         for p in &mut self.peers {
             if p.transport.poll_timeout().is_some_and(|t| t <= now) {
@@ -1530,7 +1615,10 @@ impl Sim {
         let now = self.now;
         match d.direction {
             Direction::Up => {
-                if let Err(e) = self.room.handle_datagram(now, d.source, &d.contents) {
+                if let Err(e) = self
+                    .endpoint
+                    .handle_datagram(now, server_datagram(d.source, &d.contents))
+                {
                     self.datagram_errors.push((now, d.source, e));
                 }
             }
@@ -1553,7 +1641,7 @@ impl Sim {
     /// Moves every pending output to the network and the logs.
     fn flush(&mut self) {
         let now = self.now;
-        while let Some(t) = self.room.poll_transmit() {
+        while let Some(t) = self.endpoint.poll_transmit() {
             let peer = self.by_addr.get(&t.destination).map(|&i| &self.peers[i]);
             let datagram = Datagram {
                 direction: Direction::Down,
@@ -1567,7 +1655,7 @@ impl Sim {
             };
             self.link.send(datagram);
         }
-        while let Some(e) = self.room.poll_event() {
+        while let Some((_, e)) = self.endpoint.poll_event() {
             self.events.push((now, e));
         }
         for p in &mut self.peers {
@@ -1670,6 +1758,16 @@ fn write_frame(
             }),
             Err(_) => t.write_errors += 1,
         }
+    }
+}
+
+/// A datagram from `source` to the simulated server.
+fn server_datagram(source: SocketAddr, contents: &[u8]) -> EndpointDatagram<'_> {
+    EndpointDatagram {
+        proto: Protocol::Udp,
+        source,
+        destination: SERVER_ADDR,
+        contents,
     }
 }
 

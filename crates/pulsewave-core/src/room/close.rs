@@ -1,8 +1,6 @@
 //! The close cascade: what closes when a transport, producer or data
 //! producer closes.
 
-use std::collections::VecDeque;
-
 use pulsewave_protocol::transport::TransportDirection;
 use str0m::media::Mid;
 use tracing::debug;
@@ -10,6 +8,7 @@ use tracing::debug;
 use crate::data::{DataConsumerKey, DataProducerKey};
 use crate::event::{CloseReason, Event};
 use crate::media::{ConsumerKey, ProducerKey};
+use crate::transport::{DemuxChange, Outputs};
 use crate::transport::{TransportKey, drain};
 
 use super::Room;
@@ -40,14 +39,20 @@ impl Room {
         let Some(mut t) = self.transports.try_remove(key) else {
             return;
         };
-        self.demux.remove(key);
+        self.out
+            .demux
+            .push_back(DemuxChange::ForgetUfrag(t.local_ufrag.clone()));
+        for addr in &t.remote_addrs {
+            self.out.demux.push_back(DemuxChange::Unbind(*addr));
+        }
         self.transport_ids.remove(&t.id);
         self.owners
             .remove(&t.owner, |h| h.transports.retain(|k| *k != key));
         // Say goodbye (DTLS close_notify) if the stack has anything to send.
         t.rtc.disconnect();
-        let mut ignored = VecDeque::new();
-        drain(key, &mut t, &mut self.transmits, &mut ignored);
+        let mut goodbye = Outputs::default();
+        drain(key, &mut t, &mut goodbye, self.config.ice_timeout);
+        self.out.transmits.append(&mut goodbye.transmits);
         debug!(transport = %t.id, ?reason, "transport closed");
         if let Some(reason) = reason {
             self.events.push_back(Event::TransportClosed {
@@ -57,7 +62,7 @@ impl Room {
             });
         }
         // Events queued for this key are stale now.
-        self.rtc_events.retain(|(k, _)| *k != key);
+        self.out.rtc_events.retain(|(k, _)| *k != key);
     }
 
     pub(super) fn close_producer_key(&mut self, key: ProducerKey, reason: Option<CloseReason>) {
@@ -73,7 +78,7 @@ impl Room {
             t.rx_ssrcs.retain(|_, v| v.producer != key);
             t.mids.retain(|(m, k)| !(*k == key && *m == p.mid));
             t.rtc.direct_api().remove_media(Mid::from(p.mid.as_str()));
-            drain(p.transport, t, &mut self.transmits, &mut self.rtc_events);
+            drain(p.transport, t, &mut self.out, self.config.ice_timeout);
         }
         if let Some(reason) = reason {
             self.events.push_back(Event::ProducerClosed {
@@ -96,7 +101,7 @@ impl Room {
         if let Some(u) = self.transports.get_mut(c.transport) {
             u.mids.retain(|(m, k)| !(*k == key && *m == c.mid));
             u.rtc.direct_api().remove_media(Mid::from(c.mid.as_str()));
-            drain(c.transport, u, &mut self.transmits, &mut self.rtc_events);
+            drain(c.transport, u, &mut self.out, self.config.ice_timeout);
         }
         if let Some(reason) = reason {
             self.events.push_back(Event::ConsumerClosed {
@@ -124,7 +129,7 @@ impl Room {
         if let Some(t) = self.transports.get_mut(d.transport) {
             t.sctp_streams.retain(|s| s.stream_id != d.params.stream_id);
             t.rtc.direct_api().close_data_channel(d.channel);
-            drain(d.transport, t, &mut self.transmits, &mut self.rtc_events);
+            drain(d.transport, t, &mut self.out, self.config.ice_timeout);
         }
         if let Some(reason) = reason {
             self.events.push_back(Event::DataProducerClosed {
@@ -151,7 +156,7 @@ impl Room {
         if let Some(u) = self.transports.get_mut(d.transport) {
             u.sctp_streams.retain(|s| s.stream_id != d.stream_id);
             u.rtc.direct_api().close_data_channel(d.channel);
-            drain(d.transport, u, &mut self.transmits, &mut self.rtc_events);
+            drain(d.transport, u, &mut self.out, self.config.ice_timeout);
         }
         if let Some(reason) = reason {
             self.events.push_back(Event::DataConsumerClosed {

@@ -22,9 +22,12 @@ use crate::event::Event;
 use crate::keyframe::VideoCodec;
 use crate::media::{Consumer, ConsumerKey, Layer, Producer, ProducerKey, Rewriter};
 use crate::ortc;
+use crate::transport::DemuxChange;
 use crate::transport::{RxSsrc, SctpStream, Transport, TransportKey, TransportSpec, drain};
 
-use super::{Consumed, DataConsumed, Produced, Room, random_u16, to_rtc_kind};
+use rand::Rng;
+
+use super::{Consumed, DataConsumed, Produced, Room, to_rtc_kind};
 
 impl Room {
     pub(super) fn owned_transport(
@@ -100,22 +103,19 @@ impl Room {
             router_caps: &self.config.rtp_capabilities,
             local_addr: self.config.local_addr,
             sctp_max_message_size: self.config.sctp_max_message_size,
-            ufrag_prefix: &self.config.ufrag_prefix,
+            rng: &mut self.rng,
             max_incoming_bitrate: self.config.max_incoming_bitrate,
             max_outgoing_bitrate: self.config.max_outgoing_bitrate,
         };
         let (mut transport, options) = Transport::new(now, spec)?;
         let entry = self.transports.vacant_entry();
         let key = entry.key();
-        self.demux.insert_ufrag(transport.local_ufrag.clone(), key);
+        self.out
+            .demux
+            .push_back(DemuxChange::Ufrag(transport.local_ufrag.clone(), key));
         self.transport_ids.insert(transport.id.clone(), key);
         self.owners.add(owner, |h| h.transports.push(key));
-        drain(
-            key,
-            &mut transport,
-            &mut self.transmits,
-            &mut self.rtc_events,
-        );
+        drain(key, &mut transport, &mut self.out, self.config.ice_timeout);
         entry.insert(transport);
         self.process(now);
         Ok(options)
@@ -139,7 +139,7 @@ impl Room {
             _ => return Err(Error::TransportNotFound(id.to_string())),
         };
         t.connect(now, dtls)?;
-        drain(key, t, &mut self.transmits, &mut self.rtc_events);
+        drain(key, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
         Ok(())
     }
@@ -182,6 +182,7 @@ impl Room {
             | Event::ConsumerClosed { owner: o, .. }
             | Event::DataProducerClosed { owner: o, .. }
             | Event::DataConsumerClosed { owner: o, .. } => o != owner,
+            Event::RoomFailed => true,
         });
         self.process(now);
     }
@@ -217,7 +218,7 @@ impl Room {
         let mapping = ortc::get_producer_rtp_parameters_mapping(
             &mut rtp_parameters,
             &self.config.rtp_capabilities,
-            &mut ortc::random_ssrc,
+            &mut || ortc::random_ssrc_from(&mut self.rng),
         )?;
         let ortc::ProducerShape {
             mime_type,
@@ -271,7 +272,7 @@ impl Room {
             .iter()
             .map(|m| (m.payload_type, m.mapped_payload_type))
             .collect();
-        let id = ProducerId::generate();
+        let id = ProducerId::generate_from(&mut self.rng);
         let simulcast = layers.len() > 1;
         let rids: Vec<String> = layers.iter().filter_map(|l| l.rid.clone()).collect();
         let known: Vec<(u32, usize)> = layers
@@ -298,6 +299,7 @@ impl Room {
             consumers: Vec::new(),
             last_keyframe_request: None,
             keyframe_layers: 0,
+            keyframe_timer: None,
             packets: 0,
             bytes: 0,
         });
@@ -334,7 +336,7 @@ impl Room {
                 },
             );
         }
-        drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
+        drain(tkey, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
         debug!(producer = %id, %kind, mime = %mime_type, "producer created");
         Ok(Produced {
@@ -451,7 +453,7 @@ impl Room {
             rtp_capabilities,
             false,
             kind == MediaKind::Video,
-            &mut ortc::random_ssrc,
+            &mut || ortc::random_ssrc_from(&mut self.rng),
         )?;
         let encoding = params
             .encodings
@@ -473,7 +475,7 @@ impl Room {
         let u = &mut self.transports[ukey];
         let mid = u.allocate_mid();
         params.mid = Some(mid.clone());
-        let id = ConsumerId::generate();
+        let id = ConsumerId::generate_from(&mut self.rng);
         let ckey = self.consumers.insert(Consumer {
             id: id.clone(),
             owner: owner.clone(),
@@ -488,7 +490,7 @@ impl Room {
             needs_resync: true,
             preferred_layer: None,
             nackable,
-            rewriter: Rewriter::new(clock_rate, random_u16(), rand::random()),
+            rewriter: Rewriter::new(clock_rate, self.rng.random(), self.rng.random()),
             packets: 0,
         });
         self.consumer_ids.insert(id.clone(), ckey);
@@ -501,7 +503,7 @@ impl Room {
             api.declare_stream_tx(Ssrc::from(ssrc), rtx_ssrc.map(Ssrc::from), rtc_mid, None);
         }
         u.mids.push((mid, ckey));
-        drain(ukey, u, &mut self.transmits, &mut self.rtc_events);
+        drain(ukey, u, &mut self.out, self.config.ice_timeout);
         self.process(now);
         debug!(consumer = %id, producer = %producer_id, "consumer created");
         Ok(Consumed {
@@ -588,7 +590,7 @@ impl Room {
             .rtc
             .direct_api()
             .create_data_channel(channel_config(&params, label, protocol));
-        let id = DataProducerId::generate();
+        let id = DataProducerId::generate_from(&mut self.rng);
         let key = self.data_producers.insert(DataProducer {
             id: id.clone(),
             owner: owner.clone(),
@@ -615,7 +617,7 @@ impl Room {
         });
         self.data_producer_ids.insert(id.clone(), key);
         self.owners.add(owner, |h| h.data_producers += 1);
-        drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
+        drain(tkey, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
         Ok(id)
     }
@@ -684,7 +686,7 @@ impl Room {
             .rtc
             .direct_api()
             .create_data_channel(channel_config(&params, &label, &protocol));
-        let id = DataConsumerId::generate();
+        let id = DataConsumerId::generate_from(&mut self.rng);
         let key = self.data_consumers.insert(DataConsumer {
             id: id.clone(),
             owner: owner.clone(),
@@ -701,7 +703,7 @@ impl Room {
         self.data_consumer_ids.insert(id.clone(), key);
         self.owners.add(owner, |h| h.data_consumers += 1);
         self.data_producers[dpkey].consumers.push(key);
-        drain(ukey, u, &mut self.transmits, &mut self.rtc_events);
+        drain(ukey, u, &mut self.out, self.config.ice_timeout);
         self.process(now);
         Ok(DataConsumed {
             data_consumer_id: id,

@@ -19,41 +19,49 @@ impl Room {
     /// rewritten per consumer. The payload is shared, not copied; nothing is
     /// allocated per consumer.
     pub(super) fn forward(&mut self, now: Instant, key: TransportKey, pkt: RtpPacket) {
+        if let Some(pkey) = self.forward_packet(now, key, &pkt) {
+            // A consumer waits for a keyframe: ask now, or when the throttle
+            // allows.
+            self.request_keyframe(now, pkey);
+        }
+    }
+
+    /// Forwards `pkt`; returns its producer when a keyframe is wanted.
+    fn forward_packet(
+        &mut self,
+        now: Instant,
+        key: TransportKey,
+        pkt: &RtpPacket,
+    ) -> Option<ProducerKey> {
         let max_ssrcs = self.config.max_ssrcs_per_transport;
         let Room {
             transports,
             producers,
             consumers,
             stats,
+            out,
             ..
         } = self;
         let ssrc = *pkt.header.ssrc;
-        let Some(t) = transports.get_mut(key) else {
-            return;
-        };
-        let (pkey, layer) = match t.rx_ssrcs.get(&ssrc) {
+        let t = transports.get_mut(key)?;
+        let (pkey, layer) = match t.rx_ssrcs.get(&ssrc).copied() {
             Some(RxSsrc {
                 producer,
                 layer: Some(layer),
-            }) => (*producer, *layer),
+            }) => (producer, layer),
             // str0m hands RTX over unwrapped, on the media ssrc.
-            Some(RxSsrc { layer: None, .. }) => return,
+            Some(RxSsrc { layer: None, .. }) => return None,
             // A simulcast layer announces itself with its mid and rid on its
             // first packets: bind its ssrc once.
-            None => match learn_layer(t, producers, ssrc, &pkt, max_ssrcs) {
-                Some(x) => x,
-                None => return,
-            },
+            None => learn_layer(t, producers, ssrc, pkt, max_ssrcs)?,
         };
         // The publisher's budget: a flood is dropped here, before it costs
         // any subscriber anything.
         if !t.ingress.take(now, pkt.payload.len() as f64) {
             stats.rtp_ingress_dropped += 1;
-            return;
+            return None;
         }
-        let Some(p) = producers.get_mut(pkey) else {
-            return;
-        };
+        let p = producers.get_mut(pkey)?;
         stats.rtp_in += 1;
         p.packets += 1;
         p.bytes += pkt.payload.len() as u64;
@@ -61,7 +69,7 @@ impl Room {
             l.last_packet = Some(now);
         }
         if p.paused {
-            return;
+            return None;
         }
         let best = p.best_layer(now);
         let keyframe = p.video.is_none_or(|c| c.is_keyframe_start(&pkt.payload));
@@ -152,14 +160,15 @@ impl Room {
             // str0m hands a written packet to its pacer, which encrypts and
             // emits it, only on the transport's next timeout input: draining
             // now would poll the whole stack for nothing. Mark the transport
-            // due instead; `handle_timeout` polls it once for every packet
-            // written since (the driver calls it right away, or after a
-            // burst of datagrams).
-            u.next_timeout = u.next_timeout.min(now);
+            // due instead: the room's `poll_timeout` is then `now`, and the
+            // next `handle_timeout` polls it once for every packet written
+            // since (right away, or after a burst of datagrams).
+            out.mark_due(c.transport, u);
             c.packets += 1;
             stats.rtp_forwarded += 1;
         }
         p.keyframe_layers |= keyframe_needed;
+        (keyframe_needed != 0).then_some(pkey)
     }
 
     pub(super) fn relay_data(
@@ -174,9 +183,9 @@ impl Room {
             transports,
             data_producers,
             data_consumers,
-            transmits,
-            rtc_events,
+            out,
             stats,
+            config,
             ..
         } = self;
         let Some(dp) = transports
@@ -205,7 +214,7 @@ impl Room {
             {
                 stats.data_relayed += 1;
             }
-            drain(dc.transport, u, transmits, rtc_events);
+            drain(dc.transport, u, out, config.ice_timeout);
         }
     }
 }

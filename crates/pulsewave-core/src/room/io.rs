@@ -1,5 +1,5 @@
-//! The room's network inputs: datagrams routed to one of its transports,
-//! and timers.
+//! The room's network inputs: datagrams the endpoint routed to one of its
+//! transports, and timers.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -8,67 +8,62 @@ use str0m::net::{Protocol, Receive};
 use str0m::{IceCreds, Input};
 use tracing::{debug, trace};
 
-use crate::datagram::is_well_formed;
 use crate::event::CloseReason;
-use crate::media::ProducerKey;
-use crate::transport::{TransportKey, drain};
+use crate::transport::{Timer, TransportKey, drain};
 
 use super::{DatagramError, Room};
 
+/// A datagram the endpoint routed to a transport.
+pub(crate) struct Routed<'a> {
+    pub(crate) transport: TransportKey,
+    pub(crate) proto: Protocol,
+    pub(crate) source: SocketAddr,
+    pub(crate) destination: SocketAddr,
+    pub(crate) contents: &'a [u8],
+    /// For a STUN request found by its ufrag: the sender's ufrag.
+    pub(crate) remote_ufrag: Option<&'a str>,
+}
+
 impl Room {
-    /// Takes a datagram that arrived on `destination` from `source`. The
-    /// room routes it to its transport by ICE username (STUN) or by source
-    /// address. Errors only count: the caller drops the datagram.
-    pub fn handle_datagram(
+    /// Takes a well-formed datagram for one of the room's transports.
+    /// Errors only count: the caller drops the datagram.
+    pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
-        source: SocketAddr,
-        contents: &[u8],
+        d: Routed<'_>,
     ) -> Result<(), DatagramError> {
         let now = self.advance(now);
-        // Check the framing first, so that a malformed datagram changes
-        // nothing (no address binding, no remote ufrag) and is counted as
-        // dropped: str0m itself silently ignores truncated DTLS records and
-        // RTP headers (found by the simulation's garbage-datagram test).
-        if !is_well_formed(contents) {
-            self.stats.datagrams_dropped += 1;
-            return Err(DatagramError::Malformed);
-        }
-        // Look up without binding: a STUN request may only bind its source
-        // address or teach the remote ufrag once str0m has checked its
-        // MESSAGE-INTEGRITY with the transport's password. (Found by the
-        // simulation's garbage-datagram test: a damaged or foreign request
-        // from a peer's address rebound that address to another transport,
-        // and the peer's media was dropped until its next consent check.)
-        let Some(route) = self.demux.lookup(source, contents) else {
-            self.stats.datagrams_dropped += 1;
-            return Err(DatagramError::UnknownSource);
-        };
-        let key = route.key;
+        let key = d.transport;
+        let ice_timeout = self.config.ice_timeout;
         let Some(t) = self.transports.get_mut(key) else {
             self.stats.datagrams_dropped += 1;
             return Err(DatagramError::UnknownSource);
         };
-        let Ok(datagram) = contents.try_into() else {
+        let Ok(datagram) = d.contents.try_into() else {
             self.stats.datagrams_dropped += 1;
             return Err(DatagramError::Malformed);
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
-                source,
-                destination: self.config.local_addr,
+                proto: d.proto,
+                source: d.source,
+                destination: d.destination,
                 contents: datagram,
             },
         );
-        if let Some(remote) = route.remote_ufrag {
+        if let Some(remote) = d.remote_ufrag {
+            // A STUN request may only bind its source address or teach the
+            // remote ufrag once str0m has checked its MESSAGE-INTEGRITY with
+            // the transport's password. (Found by the simulation's
+            // garbage-datagram test: a damaged or foreign request from a
+            // peer's address rebound that address to another transport.)
             if !t.rtc.accepts(&input) {
                 trace!("STUN request failed authentication");
                 self.stats.datagrams_dropped += 1;
                 return Err(DatagramError::Rejected);
             }
-            self.demux.bind(source, key);
+            t.add_remote_addr(key, d.source, &mut self.out);
             if t.remote_ufrag.as_deref() != Some(remote) {
                 // mediasoup-client never sends the browser's ufrag: learn it
                 // from the first binding request. ICE-lite never sends
@@ -78,7 +73,7 @@ impl Room {
                     ufrag: remote.to_owned(),
                     pass: String::new(),
                 });
-                drain(key, t, &mut self.transmits, &mut self.rtc_events);
+                drain(key, t, &mut self.out, ice_timeout);
             }
         }
         let result = t.rtc.handle_input(input);
@@ -87,7 +82,7 @@ impl Room {
         if result.is_ok() {
             t.last_received = Some(now);
         }
-        drain(key, t, &mut self.transmits, &mut self.rtc_events);
+        drain(key, t, &mut self.out, ice_timeout);
         self.stats.datagrams_in += 1;
         self.process(now);
         match result {
@@ -100,45 +95,72 @@ impl Room {
         }
     }
 
-    /// Runs the timers that are due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Runs what is due at `now`: the transports that forwarded packets
+    /// wait on, then the timers that came due. Each step costs what is due,
+    /// never a scan of the room.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance(now);
-        let due: Vec<TransportKey> = self
-            .transports
-            .iter()
-            .filter(|(_, t)| t.next_timeout <= now)
-            .map(|(k, _)| k)
-            .collect();
-        for key in due {
-            if let Some(t) = self.transports.get_mut(key) {
-                if let Err(e) = t.rtc.handle_input(Input::Timeout(now)) {
-                    debug!(transport = %t.id, error = %e, "timeout input failed");
-                    t.failed = Some(CloseReason::Failed);
+        let ice_timeout = self.config.ice_timeout;
+        for key in std::mem::take(&mut self.out.due) {
+            if let Some(t) = self.transports.get_mut(key)
+                && t.due
+            {
+                t.due = false;
+                self.poll_transport(now, key);
+            }
+        }
+        // The timers due now, taken before any runs: one that re-arms at
+        // `now` (str0m may ask for its next timeout at the instant it was
+        // given) waits for the next call instead of looping here.
+        let mut due = std::mem::take(&mut self.due_timers);
+        while let Some(entry) = self.out.timers.pop_due(now) {
+            due.push(entry);
+        }
+        for (at, timer) in due.drain(..) {
+            match timer {
+                Timer::Transport(key) => {
+                    let Some(t) = self.transports.get_mut(key) else {
+                        continue;
+                    };
+                    if t.armed == Some(at) {
+                        t.armed = None;
+                    }
+                    if t.next_timeout <= now {
+                        self.poll_transport(now, key);
+                    }
+                    let Some(t) = self.transports.get_mut(key) else {
+                        continue;
+                    };
+                    if t.ice_deadline(ice_timeout).is_some_and(|d| d <= now) {
+                        debug!(transport = %t.id, "ICE timed out");
+                        self.out.fail(key, t, CloseReason::IceTimeout);
+                    } else {
+                        self.out.arm(key, t, ice_timeout);
+                    }
                 }
-                drain(key, t, &mut self.transmits, &mut self.rtc_events);
+                Timer::Keyframe(pkey) => {
+                    if let Some(p) = self.producers.get_mut(pkey)
+                        && p.keyframe_timer == Some(at)
+                    {
+                        p.keyframe_timer = None;
+                        self.request_keyframe(now, pkey);
+                    }
+                }
             }
         }
-        let expired: Vec<TransportKey> = self
-            .transports
-            .iter()
-            .filter(|(_, t)| self.ice_deadline(t).is_some_and(|d| d <= now))
-            .map(|(k, _)| k)
-            .collect();
-        for key in expired {
-            if let Some(t) = self.transports.get_mut(key) {
-                debug!(transport = %t.id, "ICE timed out");
-                t.failed = Some(CloseReason::IceTimeout);
-            }
-        }
-        let wanted: Vec<ProducerKey> = self
-            .producers
-            .iter()
-            .filter(|(_, p)| p.keyframe_layers != 0)
-            .map(|(k, _)| k)
-            .collect();
-        for key in wanted {
-            self.request_keyframe(now, key);
-        }
+        self.due_timers = due;
         self.process(now);
+    }
+
+    /// Gives one transport its timeout input and drains it.
+    fn poll_transport(&mut self, now: Instant, key: TransportKey) {
+        let ice_timeout = self.config.ice_timeout;
+        if let Some(t) = self.transports.get_mut(key) {
+            if let Err(e) = t.rtc.handle_input(Input::Timeout(now)) {
+                debug!(transport = %t.id, error = %e, "timeout input failed");
+                self.out.fail(key, t, CloseReason::Failed);
+            }
+            drain(key, t, &mut self.out, ice_timeout);
+        }
     }
 }

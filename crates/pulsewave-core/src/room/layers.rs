@@ -9,7 +9,7 @@ use str0m::rtp::Ssrc;
 
 use crate::error::Error;
 use crate::media::ProducerKey;
-use crate::transport::drain;
+use crate::transport::{Timer, drain};
 
 use super::Room;
 
@@ -33,7 +33,18 @@ impl Room {
             p.keyframe_layers = 0;
             return;
         }
-        if p.keyframe_layers == 0 || p.last_keyframe_request.is_some_and(|t| now < t + interval) {
+        if p.keyframe_layers == 0 {
+            return;
+        }
+        if let Some(last) = p.last_keyframe_request
+            && now < last + interval
+        {
+            // Throttled: a timer sends it when the interval has passed.
+            let at = last + interval;
+            if p.keyframe_timer.is_none_or(|a| at < a) {
+                p.keyframe_timer = Some(at);
+                self.out.timers.push(at, Timer::Keyframe(pkey));
+            }
             return;
         }
         let wanted = std::mem::take(&mut p.keyframe_layers);
@@ -55,7 +66,7 @@ impl Room {
                 self.stats.keyframe_requests += 1;
             }
         }
-        drain(tkey, t, &mut self.transmits, &mut self.rtc_events);
+        drain(tkey, t, &mut self.out, self.config.ice_timeout);
     }
 
     /// Sets the highest spatial layer `owner`'s consumer `id` forwards

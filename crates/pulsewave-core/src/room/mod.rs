@@ -2,6 +2,8 @@
 //! the forwarding between them.
 
 use std::collections::{HashMap, VecDeque};
+
+use rand::rngs::StdRng;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -17,16 +19,16 @@ use tracing::debug;
 
 use crate::config::RoomConfig;
 use crate::data::{DataConsumer, DataConsumerKey, DataProducer, DataProducerKey};
-use crate::demux::Demux;
 use crate::event::{CloseReason, Event, Transmit};
 use crate::media::{Consumer, ConsumerKey, Producer, ProducerKey};
 use crate::owners::Owners;
-use crate::transport::{Transport, TransportKey};
+use crate::transport::{DemuxChange, Outputs, Timer, Transport, TransportKey};
 
 mod close;
 mod commands;
 mod forward;
 mod io;
+pub(crate) use io::Routed;
 mod layers;
 
 /// Why a datagram was not taken.
@@ -76,6 +78,24 @@ pub struct RoomStats {
     pub data_dropped: u64,
 }
 
+impl RoomStats {
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &RoomStats) {
+        self.transports += other.transports;
+        self.producers += other.producers;
+        self.consumers += other.consumers;
+        self.datagrams_in += other.datagrams_in;
+        self.datagrams_dropped += other.datagrams_dropped;
+        self.rtp_in += other.rtp_in;
+        self.rtp_forwarded += other.rtp_forwarded;
+        self.keyframe_requests += other.keyframe_requests;
+        self.data_relayed += other.data_relayed;
+        self.rtp_ingress_dropped += other.rtp_ingress_dropped;
+        self.rtp_egress_dropped += other.rtp_egress_dropped;
+        self.data_dropped += other.data_dropped;
+    }
+}
+
 /// What `produce` returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Produced {
@@ -119,51 +139,39 @@ pub struct DataConsumed {
     pub protocol: String,
 }
 
-/// One conference: a sans-IO SFU.
+/// One conference: its transports, producers, consumers, data producers
+/// and data consumers, and the forwarding between them.
 ///
-/// A `Room` never reads a clock or touches a socket. Time and datagrams go in
-/// as arguments; datagrams to send, events for signaling and the next
-/// timeout come out. Commands from signaling (`create_transport`,
-/// `produce`, `consume`, ...) are inputs like datagrams.
+/// A room lives on an [`Endpoint`](crate::Endpoint), which routes its
+/// datagrams, runs its timers and collects its outputs; commands run on it
+/// through [`Endpoint::with_room`](crate::Endpoint::with_room) (or the
+/// [`Endpoint::room_mut`](crate::Endpoint::room_mut) guard). Time is an
+/// argument of every command; an earlier `now` counts as the latest one
+/// seen.
 ///
 /// # Methods
 ///
 /// - Getters: [`Room::rtp_capabilities`], [`Room::stats`],
 ///   [`Room::producer_owner`], ...
-/// - Inputs: [`Room::handle_datagram`], [`Room::handle_timeout`] and the
-///   commands.
-/// - Outputs: [`Room::poll_transmit`], [`Room::poll_event`],
-///   [`Room::poll_timeout`].
-///
-/// # The run-loop rule
-///
-/// After every input, drain the outputs: send every [`Transmit`], handle
-/// every [`Event`], then arm a timer for [`Room::poll_timeout`] and call
-/// [`Room::handle_timeout`] when it fires. `now` must never go backwards
-/// between calls (an earlier `now` is treated as the latest one seen).
+/// - Commands: [`Room::create_transport`], [`Room::connect_transport`],
+///   [`Room::produce`], [`Room::consume`], [`Room::resume_consumer`], the
+///   data channel commands and the `close_*` ones. Each validates fully
+///   before it changes anything: an error leaves the room as it was.
 ///
 /// ```
 /// use std::time::Instant;
-/// use pulsewave_core::{Room, RoomConfig};
+/// use pulsewave_core::{Endpoint, EndpointConfig};
 /// use pulsewave_protocol::transport::TransportDirection;
 ///
 /// let now = Instant::now();
-/// let mut room = Room::new(RoomConfig::default(), now);
-/// let alice = "PA_alice".into();
+/// let mut endpoint = Endpoint::new(EndpointConfig::default(), now);
+/// let id = endpoint.open_room(now);
+/// let mut room = endpoint.room_mut(now, id).unwrap();
 /// let options = room
-///     .create_transport(now, &alice, TransportDirection::Recv)
+///     .create_transport(now, &"PA_alice".into(), TransportDirection::Recv)
 ///     .unwrap();
 /// assert!(options.ice_parameters.ice_lite);
-///
-/// // Drive the room: datagrams in, transmits out, timers.
-/// room.handle_timeout(now);
-/// while let Some(transmit) = room.poll_transmit() {
-///     let _ = (transmit.destination, transmit.contents); // send on the socket
-/// }
-/// while let Some(event) = room.poll_event() {
-///     println!("{event:?}");
-/// }
-/// let _next_wakeup = room.poll_timeout();
+/// assert_eq!(room.stats().transports, 1);
 /// ```
 pub struct Room {
     config: RoomConfig,
@@ -177,13 +185,16 @@ pub struct Room {
     consumer_ids: HashMap<ConsumerId, ConsumerKey>,
     data_producer_ids: HashMap<DataProducerId, DataProducerKey>,
     data_consumer_ids: HashMap<DataConsumerId, DataConsumerKey>,
-    demux: Demux<TransportKey>,
     owners: Owners,
-    transmits: VecDeque<Transmit>,
-    rtc_events: VecDeque<(TransportKey, RtcEvent)>,
+    out: Outputs,
     events: VecDeque<Event>,
+    /// Ids, ssrcs, ufrags and sequence bases come from here: seeded by the
+    /// endpoint, so a simulation is reproducible.
+    rng: StdRng,
     now: Instant,
     stats: RoomStats,
+    /// Reused buffer of the timers due in one `handle_timeout`.
+    due_timers: Vec<(Instant, Timer)>,
 }
 
 impl std::fmt::Debug for Room {
@@ -202,13 +213,10 @@ pub(super) fn to_rtc_kind(kind: MediaKind) -> RtcMediaKind {
     }
 }
 
-pub(super) fn random_u16() -> u16 {
-    rand::random()
-}
-
 impl Room {
-    /// A room with `config`, at time `now`.
-    pub fn new(config: RoomConfig, now: Instant) -> Self {
+    /// A room with `config`, at time `now`, drawing its randomness from
+    /// `rng`. Rooms are made by [`crate::Endpoint::open_room`].
+    pub(crate) fn new(config: RoomConfig, rng: StdRng, now: Instant) -> Self {
         Self {
             config,
             transports: Slab::new(),
@@ -221,11 +229,11 @@ impl Room {
             consumer_ids: HashMap::new(),
             data_producer_ids: HashMap::new(),
             data_consumer_ids: HashMap::new(),
-            demux: Demux::new(),
             owners: Owners::default(),
-            transmits: VecDeque::new(),
-            rtc_events: VecDeque::new(),
+            out: Outputs::default(),
             events: VecDeque::new(),
+            rng,
+            due_timers: Vec::new(),
             now,
             stats: RoomStats::default(),
         }
@@ -283,45 +291,36 @@ impl Room {
         self.transports.get(*key).map(|t| t.local_ufrag.as_str())
     }
 
+    /// Panics, to test that a panicking room is contained (needs the
+    /// `test-hooks` feature; never in production builds).
+    #[cfg(feature = "test-hooks")]
+    pub fn panic_for_test(&mut self) {
+        panic!("panic_for_test: a room panicked on purpose");
+    }
+
     /// The next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
     }
 
     /// The next event for signaling.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
-    /// When [`Room::handle_timeout`] must be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Instant| {
-            next = Some(next.map_or(t, |n| n.min(t)));
-        };
-        for (_, t) in &self.transports {
-            consider(t.next_timeout);
-            if let Some(deadline) = self.ice_deadline(t) {
-                consider(deadline);
-            }
-        }
-        for (_, p) in &self.producers {
-            if p.keyframe_layers != 0 {
-                consider(
-                    p.last_keyframe_request
-                        .map_or(self.now, |t| t + self.config.keyframe_request_interval),
-                );
-            }
-        }
-        next
+    /// The next change the endpoint's demultiplexer must make.
+    pub(crate) fn poll_demux(&mut self) -> Option<DemuxChange> {
+        self.out.demux.pop_front()
     }
 
-    fn ice_deadline(&self, t: &Transport) -> Option<Instant> {
-        if t.connected {
-            t.last_received.map(|r| r + self.config.ice_timeout)
-        } else {
-            t.dtls_started_at.map(|s| s + self.config.ice_timeout)
+    /// When [`Room::handle_timeout`] must be called next: now when
+    /// forwarded packets wait for their transports' next poll, else the
+    /// earliest timer (O(1)).
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if !self.out.due.is_empty() || !self.out.failed.is_empty() {
+            return Some(self.now);
         }
+        self.out.timers.next()
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -335,19 +334,16 @@ impl Room {
     /// closes transports that failed.
     fn process(&mut self, now: Instant) {
         loop {
-            while let Some((key, event)) = self.rtc_events.pop_front() {
+            while let Some((key, event)) = self.out.rtc_events.pop_front() {
                 self.on_rtc_event(now, key, event);
             }
-            let failed: Vec<(TransportKey, CloseReason)> = self
-                .transports
-                .iter()
-                .filter_map(|(k, t)| t.failed.map(|r| (k, r)))
-                .collect();
-            if failed.is_empty() {
+            if self.out.failed.is_empty() {
                 break;
             }
-            for (key, reason) in failed {
-                self.close_transport_key(key, Some(reason));
+            for key in std::mem::take(&mut self.out.failed) {
+                if let Some(reason) = self.transports.get(key).and_then(|t| t.failed) {
+                    self.close_transport_key(key, Some(reason));
+                }
             }
         }
     }
@@ -369,12 +365,16 @@ impl Room {
                     owner: t.owner.clone(),
                 });
                 // Subscribers whose transport just came up need a picture.
-                let waiting: Vec<(ProducerKey, Option<usize>)> = self
-                    .consumers
-                    .iter()
-                    .filter(|(_, c)| c.transport == key && !c.paused)
-                    .map(|(_, c)| (c.producer, c.layer))
-                    .collect();
+                let waiting: Vec<(ProducerKey, Option<usize>)> = match t.direction {
+                    TransportDirection::Recv => t
+                        .mids
+                        .iter()
+                        .filter_map(|(_, c)| self.consumers.get(*c))
+                        .filter(|c| !c.paused)
+                        .map(|c| (c.producer, c.layer))
+                        .collect(),
+                    TransportDirection::Send => Vec::new(),
+                };
                 for (p, layer) in waiting {
                     self.want_keyframe(now, p, layer);
                 }
@@ -402,9 +402,7 @@ impl Room {
                     self.close_data_producer_key(dp, Some(CloseReason::ClosedByPeer));
                 }
             }
-            RtcEvent::Closed => {
-                t.failed = Some(CloseReason::ClosedByPeer);
-            }
+            RtcEvent::Closed => self.out.fail(key, t, CloseReason::ClosedByPeer),
             _ => {}
         }
     }

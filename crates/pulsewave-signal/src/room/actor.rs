@@ -15,8 +15,8 @@ use tracing::{debug, info, warn};
 use super::manager::{JoinRequest, ManagerInner, RoomHandle};
 use super::media::MediaRequest;
 use crate::error::SignalError;
-use crate::media::MediaRoom;
 use crate::outbound::{Outbound, encode};
+use pulsewave_media::MediaRoom;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SignalError>>;
 
@@ -86,15 +86,9 @@ impl RoomActor {
     pub(crate) fn spawn(name: String, manager: Arc<ManagerInner>) -> RoomHandle {
         let (tx, rx) = mpsc::channel(256);
         let sid = RoomSid::generate();
-        let (media, events, rtp_capabilities) = match &manager.settings().media {
-            Some(pool) => match pool.open_room() {
-                Ok((media, events)) => (Some(media), Some(events), pool.rtp_capabilities().clone()),
-                Err(e) => {
-                    warn!(room = %name, error = %e, "no media worker; room runs without media");
-                    (None, None, RtpCapabilities::default())
-                }
-            },
-            None => (None, None, RtpCapabilities::default()),
+        let rtp_capabilities = match &manager.settings().media {
+            Some(pool) => pool.rtp_capabilities().clone(),
+            None => RtpCapabilities::default(),
         };
         let mut actor = RoomActor {
             name: name.clone(),
@@ -103,14 +97,65 @@ impl RoomActor {
             manager,
             participants: Vec::new(),
             empty_since: Some(Instant::now()),
-            media,
+            media: None,
             rtp_capabilities,
             reported: 0,
         };
         info!(room = %name, sid = %sid, "room created");
         actor.report_to_cluster();
-        tokio::spawn(actor.run(rx, events));
+        tokio::spawn(actor.start(rx));
         RoomHandle { name, sid, tx }
+    }
+
+    /// Opens the room's media on a worker, then runs the room. A server
+    /// with media workers never runs a room without media: if no worker
+    /// can take it, the room closes and every request gets 501.
+    async fn start(mut self, mut rx: mpsc::Receiver<Command>) {
+        let pool = self.manager.settings().media.clone();
+        let events = match pool {
+            Some(pool) => match pool.open_room().await {
+                Ok((media, events)) => {
+                    self.media = Some(media);
+                    Some(events)
+                }
+                Err(e) => {
+                    warn!(room = %self.name, error = %e, "no live media worker; the room is closed");
+                    self.manager.forget(&self.name, &self.sid);
+                    rx.close();
+                    while let Some(cmd) = rx.recv().await {
+                        self.refuse_unavailable(cmd);
+                    }
+                    self.manager
+                        .settings()
+                        .cluster
+                        .room_closed(&self.name, &self.sid);
+                    return;
+                }
+            },
+            None => None,
+        };
+        self.run(rx, events).await;
+    }
+
+    /// Refuses a command of a room whose media could not start.
+    fn refuse_unavailable(&self, cmd: Command) {
+        let unavailable =
+            || SignalError::Unavailable("no media worker is running to host this room".into());
+        match cmd {
+            Command::Join { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
+            Command::PublishData { reply, .. } | Command::Media { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
+            Command::Info { reply } => {
+                let _ = reply.send(Err(unavailable()));
+            }
+            Command::Close { reply, .. } => {
+                let _ = reply.send(());
+            }
+            Command::Leave { .. } => {}
+        }
     }
 
     async fn run(
@@ -136,6 +181,13 @@ impl RoomActor {
                     }
                 }
                 event = recv_event(&mut events) => match event {
+                    Some(MediaEvent::RoomFailed) => {
+                        // The media core contained a panic to this room:
+                        // everyone is disconnected (clients rejoin a fresh
+                        // room) and the room closes.
+                        warn!(room = %self.name, "the room's media failed; closing the room");
+                        break;
+                    }
                     Some(event) => {
                         self.media_event(event);
                         self.report_to_cluster();
@@ -317,10 +369,7 @@ impl RoomActor {
             p.outbound.disconnect(reason);
         }
         if let Some(media) = &self.media {
-            let owner = p.info.sid.clone();
-            let _ = media
-                .call(move |room, now| room.close_participant(now, &owner))
-                .await;
+            let _ = media.close_participant(p.info.sid.clone()).await;
         }
         for t in &p.info.tracks {
             self.broadcast(

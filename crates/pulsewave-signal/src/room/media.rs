@@ -2,7 +2,8 @@
 //! channels. The room actor runs them on the room's media worker and turns
 //! the results and the media events into messages.
 
-use pulsewave_core::{Error as MediaError, Event as MediaEvent};
+use pulsewave_core::Event as MediaEvent;
+use pulsewave_media::{MediaError, MediaRoom};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{
@@ -14,7 +15,6 @@ use tracing::debug;
 
 use super::actor::RoomActor;
 use crate::error::SignalError;
-use crate::media::WorkerGone;
 
 /// A media request from a participant, checked by its handler.
 #[derive(Debug)]
@@ -78,30 +78,24 @@ pub(crate) enum MediaRequest {
     },
 }
 
-fn media_error(e: MediaError) -> SignalError {
-    SignalError::Media {
-        code: e.code(),
-        message: e.to_string(),
+/// The one place where a media failure becomes a wire error.
+pub(crate) fn media_error(e: MediaError) -> SignalError {
+    match e {
+        MediaError::Room(e) => SignalError::Media {
+            code: e.code(),
+            message: e.to_string(),
+        },
+        MediaError::Gone => SignalError::Unavailable("the room's media is not running".into()),
+        other => SignalError::Internal(other.to_string()),
     }
 }
 
-fn gone(_: WorkerGone) -> SignalError {
-    SignalError::Unavailable("the room's media worker is not running".into())
-}
-
 impl RoomActor {
-    /// Runs `f` on the room's media and maps both failure layers.
-    async fn on_media<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut pulsewave_core::Room, std::time::Instant) -> Result<R, MediaError>
-        + Send
-        + 'static,
-    ) -> Result<R, SignalError> {
-        let media = self
-            .media
+    /// The room's media, or `Unavailable` on a server without media.
+    fn media(&self) -> Result<&MediaRoom, SignalError> {
+        self.media
             .as_ref()
-            .ok_or_else(|| SignalError::Unavailable("this server has no media workers".into()))?;
-        media.call(f).await.map_err(gone)?.map_err(media_error)
+            .ok_or_else(|| SignalError::Unavailable("this server has no media workers".into()))
     }
 
     pub(crate) async fn media_request(
@@ -130,8 +124,10 @@ impl RoomActor {
                     })?;
                 }
                 let mut transport = self
-                    .on_media(move |room, now| room.create_transport(now, &owner, direction))
-                    .await?;
+                    .media()?
+                    .create_transport(owner, direction)
+                    .await
+                    .map_err(media_error)?;
                 transport.ice_servers = self.manager.settings().ice_servers.clone();
                 self.send_to(
                     from,
@@ -146,11 +142,10 @@ impl RoomActor {
                 transport_id,
                 dtls_parameters,
             } => {
-                let id = transport_id.clone();
-                self.on_media(move |room, now| {
-                    room.connect_transport(now, &owner, &id, &dtls_parameters)
-                })
-                .await?;
+                self.media()?
+                    .connect_transport(owner, transport_id.clone(), dtls_parameters)
+                    .await
+                    .map_err(media_error)?;
                 self.send_to(
                     from,
                     &ServerMessage::TransportConnected { transport_id },
@@ -173,17 +168,10 @@ impl RoomActor {
                     )));
                 }
                 let produced = self
-                    .on_media(move |room, now| {
-                        room.produce(
-                            now,
-                            &owner,
-                            transport_id.as_ref(),
-                            kind,
-                            rtp_parameters,
-                            muted,
-                        )
-                    })
-                    .await?;
+                    .media()?
+                    .produce(owner, transport_id, kind, rtp_parameters, muted)
+                    .await
+                    .map_err(media_error)?;
                 let p = self.participant_mut(from)?;
                 let track = TrackInfo {
                     sid: TrackSid::generate(),
@@ -210,9 +198,10 @@ impl RoomActor {
                 self.broadcast(&ServerMessage::TrackPublished { track }, Some(from));
             }
             MediaRequest::Unpublish { producer_id } => {
-                let id = producer_id.clone();
-                self.on_media(move |room, now| room.close_producer(now, &owner, &id))
-                    .await?;
+                self.media()?
+                    .close_producer(owner, producer_id.clone())
+                    .await
+                    .map_err(media_error)?;
                 let p = self.participant_mut(from)?;
                 let identity = p.info.identity.clone();
                 let track = take_track(&mut p.info.tracks, &producer_id);
@@ -244,16 +233,10 @@ impl RoomActor {
                         message: format!("producer `{producer_id}` not found"),
                     })?;
                 let consumed = self
-                    .on_media(move |room, now| {
-                        room.consume(
-                            now,
-                            &owner,
-                            transport_id.as_ref(),
-                            &producer_id,
-                            &rtp_capabilities,
-                        )
-                    })
-                    .await?;
+                    .media()?
+                    .consume(owner, transport_id, producer_id, rtp_capabilities)
+                    .await
+                    .map_err(media_error)?;
                 self.send_to(
                     from,
                     &ServerMessage::TrackSubscribed {
@@ -269,10 +252,11 @@ impl RoomActor {
                 );
             }
             MediaRequest::Unsubscribe { consumer_id } => {
-                let id = consumer_id.clone();
                 let producer_id = self
-                    .on_media(move |room, now| room.close_consumer(now, &owner, &id))
-                    .await?;
+                    .media()?
+                    .close_consumer(owner, consumer_id.clone())
+                    .await
+                    .map_err(media_error)?;
                 self.send_to(
                     from,
                     &ServerMessage::TrackUnsubscribed {
@@ -283,26 +267,27 @@ impl RoomActor {
                 );
             }
             MediaRequest::ResumeConsumer { consumer_id } => {
-                let id = consumer_id.clone();
-                self.on_media(move |room, now| room.resume_consumer(now, &owner, &id))
-                    .await?;
+                self.media()?
+                    .resume_consumer(owner, consumer_id.clone())
+                    .await
+                    .map_err(media_error)?;
                 self.send_to(from, &ServerMessage::ConsumerResumed { consumer_id }, rid);
             }
             MediaRequest::PauseConsumer { consumer_id } => {
-                let id = consumer_id.clone();
-                self.on_media(move |room, now| room.pause_consumer(now, &owner, &id))
-                    .await?;
+                self.media()?
+                    .pause_consumer(owner, consumer_id.clone())
+                    .await
+                    .map_err(media_error)?;
                 self.send_to(from, &ServerMessage::ConsumerPaused { consumer_id }, rid);
             }
             MediaRequest::SetPreferredLayers {
                 consumer_id,
                 spatial_layer,
             } => {
-                let id = consumer_id.clone();
-                self.on_media(move |room, now| {
-                    room.set_consumer_preferred_layer(now, &owner, &id, spatial_layer)
-                })
-                .await?;
+                self.media()?
+                    .set_consumer_preferred_layer(owner, consumer_id.clone(), spatial_layer)
+                    .await
+                    .map_err(media_error)?;
                 self.send_to(
                     from,
                     &ServerMessage::PreferredLayersSet {
@@ -313,15 +298,14 @@ impl RoomActor {
                 );
             }
             MediaRequest::Mute { producer_id, muted } => {
+                let media = self.media()?;
                 let id = producer_id.clone();
-                self.on_media(move |room, now| {
-                    if muted {
-                        room.pause_producer(now, &owner, &id)
-                    } else {
-                        room.resume_producer(now, &owner, &id)
-                    }
-                })
-                .await?;
+                if muted {
+                    media.pause_producer(owner, id).await
+                } else {
+                    media.resume_producer(owner, id).await
+                }
+                .map_err(media_error)?;
                 let p = self.participant_mut(from)?;
                 let identity = p.info.identity.clone();
                 let Some(track) = p
@@ -358,12 +342,11 @@ impl RoomActor {
                 label,
                 protocol,
             } => {
-                let (l, pr) = (label.clone(), protocol.clone());
                 let id = self
-                    .on_media(move |room, now| {
-                        room.produce_data(now, &owner, transport_id.as_ref(), params, &l, &pr)
-                    })
-                    .await?;
+                    .media()?
+                    .produce_data(owner, transport_id, params, label.clone(), protocol.clone())
+                    .await
+                    .map_err(media_error)?;
                 let reliable = params.ordered.unwrap_or(true)
                     && params.max_retransmits.is_none()
                     && params.max_packet_life_time.is_none();
@@ -395,9 +378,10 @@ impl RoomActor {
                 );
             }
             MediaRequest::UnpublishDataChannel { data_producer_id } => {
-                let id = data_producer_id.clone();
-                self.on_media(move |room, now| room.close_data_producer(now, &owner, &id))
-                    .await?;
+                self.media()?
+                    .close_data_producer(owner, data_producer_id.clone())
+                    .await
+                    .map_err(media_error)?;
                 let p = self.participant_mut(from)?;
                 let identity = p.info.identity.clone();
                 p.info
@@ -427,10 +411,10 @@ impl RoomActor {
                         message: format!("data producer `{data_producer_id}` not found"),
                     })?;
                 let consumed = self
-                    .on_media(move |room, now| {
-                        room.consume_data(now, &owner, transport_id.as_ref(), &data_producer_id)
-                    })
-                    .await?;
+                    .media()?
+                    .consume_data(owner, transport_id, data_producer_id)
+                    .await
+                    .map_err(media_error)?;
                 self.send_to(
                     from,
                     &ServerMessage::DataSubscribed {
@@ -445,9 +429,10 @@ impl RoomActor {
                 );
             }
             MediaRequest::UnsubscribeData { data_consumer_id } => {
-                let id = data_consumer_id.clone();
-                self.on_media(move |room, now| room.close_data_consumer(now, &owner, &id))
-                    .await?;
+                self.media()?
+                    .close_data_consumer(owner, data_consumer_id.clone())
+                    .await
+                    .map_err(media_error)?;
                 self.send_to(
                     from,
                     &ServerMessage::DataUnsubscribed { data_consumer_id },

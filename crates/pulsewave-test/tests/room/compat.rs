@@ -60,7 +60,8 @@ fn ext(kind: MediaKind, uri: &str, id: u8) -> RtpHeaderExtension {
 /// transport whose first track is video (seen through mediasoup-client's
 /// `produce`): `mid` 9, rid 10, repaired-rid 11, abs-send-time 2,
 /// transport-cc 4, video-orientation 3, toffset 1; the audio added second
-/// gets audio-level on a free id. The router's are 1, 2, 3, 4, 5, 10, 11.
+/// gets audio-level 14 (docs/compat.md). The router's are mid 1, rid 2,
+/// repaired-rid 3, abs-send-time 4, transport-cc 5, audio-level 6.
 fn chrome_video_first() -> RtpCapabilities {
     use MediaKind::{Audio, Video};
     RtpCapabilities {
@@ -135,7 +136,7 @@ fn chrome_video_first() -> RtpCapabilities {
             ext(Audio, uri::ABS_SEND_TIME, 2),
             ext(Audio, uri::TRANSPORT_CC, 4),
             ext(Audio, uri::MID, 9),
-            ext(Audio, uri::AUDIO_LEVEL, 12),
+            ext(Audio, uri::AUDIO_LEVEL, 14),
         ],
     }
 }
@@ -200,7 +201,7 @@ fn video_then_audio_on_one_transport_with_the_browsers_ids() {
         audio_got
             .iter()
             .all(|r| r.audio_level == Some(SYNTHETIC_AUDIO_LEVEL)),
-        "the server read the audio level at id 12 and forwarded it: {:?}",
+        "the server read the audio level at id 14 and forwarded it: {:?}",
         audio_got
             .iter()
             .map(|r| r.audio_level)

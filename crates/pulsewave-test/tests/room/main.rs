@@ -11,6 +11,7 @@
 mod bad_input;
 mod compat;
 mod data;
+mod endpoint;
 mod feedback;
 mod lifecycle;
 mod limits;

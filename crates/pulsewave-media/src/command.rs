@@ -1,0 +1,256 @@
+//! The commands a [`MediaRoom`](crate::MediaRoom) sends to its worker
+//! thread: one typed variant per room command, each with the channel its
+//! result goes back on.
+
+use std::time::Instant;
+
+use pulsewave_core::{Consumed, DataConsumed, Error, Produced, Room, RoomStats};
+use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
+use pulsewave_protocol::transport::{
+    DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
+};
+use pulsewave_protocol::{
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+};
+use tokio::sync::oneshot;
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// One command for a room; run on its worker thread by [`Op::run`].
+#[derive(Debug)]
+pub(crate) enum Op {
+    CreateTransport {
+        owner: ParticipantSid,
+        direction: TransportDirection,
+        reply: Reply<TransportOptions>,
+    },
+    ConnectTransport {
+        owner: ParticipantSid,
+        id: TransportId,
+        dtls: Box<DtlsParameters>,
+        reply: Reply<()>,
+    },
+    CloseTransport {
+        owner: ParticipantSid,
+        id: TransportId,
+        reply: Reply<()>,
+    },
+    CloseParticipant {
+        owner: ParticipantSid,
+        reply: oneshot::Sender<()>,
+    },
+    Produce {
+        owner: ParticipantSid,
+        transport: Option<TransportId>,
+        kind: MediaKind,
+        parameters: Box<RtpParameters>,
+        paused: bool,
+        reply: Reply<Produced>,
+    },
+    CloseProducer {
+        owner: ParticipantSid,
+        id: ProducerId,
+        reply: Reply<()>,
+    },
+    PauseProducer {
+        owner: ParticipantSid,
+        id: ProducerId,
+        reply: Reply<()>,
+    },
+    ResumeProducer {
+        owner: ParticipantSid,
+        id: ProducerId,
+        reply: Reply<()>,
+    },
+    Consume {
+        owner: ParticipantSid,
+        transport: Option<TransportId>,
+        producer: ProducerId,
+        capabilities: Box<RtpCapabilities>,
+        reply: Reply<Consumed>,
+    },
+    ResumeConsumer {
+        owner: ParticipantSid,
+        id: ConsumerId,
+        reply: Reply<()>,
+    },
+    PauseConsumer {
+        owner: ParticipantSid,
+        id: ConsumerId,
+        reply: Reply<()>,
+    },
+    SetPreferredLayer {
+        owner: ParticipantSid,
+        id: ConsumerId,
+        spatial_layer: Option<u8>,
+        reply: Reply<()>,
+    },
+    CloseConsumer {
+        owner: ParticipantSid,
+        id: ConsumerId,
+        reply: Reply<ProducerId>,
+    },
+    ProduceData {
+        owner: ParticipantSid,
+        transport: Option<TransportId>,
+        parameters: SctpStreamParameters,
+        label: String,
+        protocol: String,
+        reply: Reply<DataProducerId>,
+    },
+    CloseDataProducer {
+        owner: ParticipantSid,
+        id: DataProducerId,
+        reply: Reply<()>,
+    },
+    ConsumeData {
+        owner: ParticipantSid,
+        transport: Option<TransportId>,
+        data_producer: DataProducerId,
+        reply: Reply<DataConsumed>,
+    },
+    CloseDataConsumer {
+        owner: ParticipantSid,
+        id: DataConsumerId,
+        reply: Reply<()>,
+    },
+    DataProducerReliable {
+        id: DataProducerId,
+        reply: oneshot::Sender<Option<bool>>,
+    },
+    Stats {
+        reply: oneshot::Sender<RoomStats>,
+    },
+    #[cfg(test)]
+    PanicForTest,
+}
+
+impl Op {
+    /// Runs the command on `room` and sends its result back (a caller that
+    /// stopped waiting is not an error).
+    pub(crate) fn run(self, room: &mut Room, now: Instant) {
+        match self {
+            Op::CreateTransport {
+                owner,
+                direction,
+                reply,
+            } => {
+                let _ = reply.send(room.create_transport(now, &owner, direction));
+            }
+            Op::ConnectTransport {
+                owner,
+                id,
+                dtls,
+                reply,
+            } => {
+                let _ = reply.send(room.connect_transport(now, &owner, &id, &dtls));
+            }
+            Op::CloseTransport { owner, id, reply } => {
+                let _ = reply.send(room.close_transport(now, &owner, &id));
+            }
+            Op::CloseParticipant { owner, reply } => {
+                room.close_participant(now, &owner);
+                let _ = reply.send(());
+            }
+            Op::Produce {
+                owner,
+                transport,
+                kind,
+                parameters,
+                paused,
+                reply,
+            } => {
+                let _ = reply.send(room.produce(
+                    now,
+                    &owner,
+                    transport.as_ref(),
+                    kind,
+                    *parameters,
+                    paused,
+                ));
+            }
+            Op::CloseProducer { owner, id, reply } => {
+                let _ = reply.send(room.close_producer(now, &owner, &id));
+            }
+            Op::PauseProducer { owner, id, reply } => {
+                let _ = reply.send(room.pause_producer(now, &owner, &id));
+            }
+            Op::ResumeProducer { owner, id, reply } => {
+                let _ = reply.send(room.resume_producer(now, &owner, &id));
+            }
+            Op::Consume {
+                owner,
+                transport,
+                producer,
+                capabilities,
+                reply,
+            } => {
+                let _ = reply.send(room.consume(
+                    now,
+                    &owner,
+                    transport.as_ref(),
+                    &producer,
+                    &capabilities,
+                ));
+            }
+            Op::ResumeConsumer { owner, id, reply } => {
+                let _ = reply.send(room.resume_consumer(now, &owner, &id));
+            }
+            Op::PauseConsumer { owner, id, reply } => {
+                let _ = reply.send(room.pause_consumer(now, &owner, &id));
+            }
+            Op::SetPreferredLayer {
+                owner,
+                id,
+                spatial_layer,
+                reply,
+            } => {
+                let _ =
+                    reply.send(room.set_consumer_preferred_layer(now, &owner, &id, spatial_layer));
+            }
+            Op::CloseConsumer { owner, id, reply } => {
+                let _ = reply.send(room.close_consumer(now, &owner, &id));
+            }
+            Op::ProduceData {
+                owner,
+                transport,
+                parameters,
+                label,
+                protocol,
+                reply,
+            } => {
+                let _ = reply.send(room.produce_data(
+                    now,
+                    &owner,
+                    transport.as_ref(),
+                    parameters,
+                    &label,
+                    &protocol,
+                ));
+            }
+            Op::CloseDataProducer { owner, id, reply } => {
+                let _ = reply.send(room.close_data_producer(now, &owner, &id));
+            }
+            Op::ConsumeData {
+                owner,
+                transport,
+                data_producer,
+                reply,
+            } => {
+                let _ =
+                    reply.send(room.consume_data(now, &owner, transport.as_ref(), &data_producer));
+            }
+            Op::CloseDataConsumer { owner, id, reply } => {
+                let _ = reply.send(room.close_data_consumer(now, &owner, &id));
+            }
+            Op::DataProducerReliable { id, reply } => {
+                let _ = reply.send(room.data_producer_reliable(&id));
+            }
+            Op::Stats { reply } => {
+                let _ = reply.send(room.stats());
+            }
+            #[cfg(test)]
+            Op::PanicForTest => room.panic_for_test(),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The endpoint: many rooms behind one socket, routed by ICE ufrag and
+//! authenticated address, one timer heap, and a panicking room contained.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use pulsewave_core::{Datagram, Event, Protocol, RoomGone};
+use pulsewave_protocol::MediaKind;
+use pulsewave_test::{Direction, PacketKind, Sim};
+
+use crate::{SECOND, assert_contiguous, send_tid};
+
+/// A datagram taken off the link: its source and bytes.
+type Caught = (SocketAddr, Vec<u8>);
+
+/// Two rooms on one endpoint (one socket, one address): each subscriber
+/// gets its own room's media, intact, and nothing of the other room's.
+#[test]
+fn two_rooms_share_one_endpoint() {
+    let mut sim = Sim::new(300);
+    let second = sim.open_room();
+    let alice = sim.join("alice");
+    let bob = sim.join("bob");
+    let carol = sim.join_room("carol", second);
+    let dave = sim.join_room("dave", second);
+    for p in [&alice, &carol] {
+        sim.send_transport(p);
+    }
+    for p in [&bob, &dave] {
+        sim.recv_transport(p);
+    }
+    let (a_video, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
+    let (c_video, _) = sim.publish(&carol, MediaKind::Video, "video/VP8");
+    let bob_c = sim.subscribe(&bob, &a_video);
+    let dave_c = sim.subscribe(&dave, &c_video);
+    sim.advance(2 * SECOND);
+    for (who, consumer) in [(&bob, &bob_c), (&dave, &dave_c)] {
+        let got = sim.received(who, consumer);
+        assert!(got.len() > 100, "{who}: {}", got.len());
+        assert_contiguous(&got);
+    }
+    // Rooms are separate: Bob cannot subscribe to Carol's producer.
+    let caps = sim.router_caps().clone();
+    assert!(
+        sim.try_subscribe(&bob, None, &c_video, &caps, true)
+            .is_err()
+    );
+    assert_eq!(sim.endpoint().stats().rooms, 2);
+    assert_eq!(sim.room_by_id(second).stats().producers, 1);
+}
+
+/// A room that panics (a bug) is dropped with everything in it and
+/// reported; the other rooms of the endpoint keep forwarding.
+#[test]
+fn a_panicking_room_is_contained() {
+    let mut sim = Sim::new(301);
+    let doomed = sim.open_room();
+    let alice = sim.join("alice");
+    let bob = sim.join("bob");
+    let carol = sim.join_room("carol", doomed);
+    sim.send_transport(&alice);
+    sim.recv_transport(&bob);
+    sim.send_transport(&carol);
+    let (video, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(&bob, &video);
+    sim.publish(&carol, MediaKind::Audio, "audio/opus");
+    sim.advance(SECOND);
+
+    let now = sim.now();
+    let r = sim
+        .endpoint_mut()
+        .with_room(now, doomed, |room, _| room.panic_for_test());
+    assert_eq!(r, Err(RoomGone));
+    assert!(sim.endpoint().room(doomed).is_none());
+    assert_eq!(sim.endpoint().stats().rooms_failed, 1);
+    assert_eq!(sim.endpoint().stats().rooms, 1);
+    sim.advance(SECOND / 10);
+    assert!(
+        sim.events().iter().any(|(_, e)| *e == Event::RoomFailed),
+        "the failure is reported"
+    );
+
+    // The survivor goes on, and Carol's datagrams now reach nobody.
+    let before = sim.received(&bob, &consumer).len();
+    sim.advance(2 * SECOND);
+    let got = sim.received(&bob, &consumer);
+    assert!(got.len() > before + 100, "{} -> {}", before, got.len());
+    assert_contiguous(&got);
+    assert!(sim.endpoint().stats().datagrams_unknown > 0);
+    assert_eq!(
+        sim.endpoint_mut().with_room(now, doomed, |_, _| ()),
+        Err(RoomGone)
+    );
+}
+
+/// The run-loop contract: a forwarded packet waits for the next
+/// `handle_timeout`, and `poll_timeout` says so at once (no hidden
+/// deadline); that timeout sends it.
+#[test]
+fn a_forwarded_packet_leaves_at_the_timeout_poll_timeout_asks_for_now() {
+    let (mut sim, alice, bob) = crate::alice_and_bob(302);
+    let (video, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(&bob, &video);
+    sim.advance(SECOND);
+    let bob_tid = sim.subscription(&bob, &consumer).transport_id.clone();
+    let bob_addr = sim.peer(&bob_tid).transport().local_addr();
+    // Catch one of Alice's RTP packets on its way to the server.
+    let tid = send_tid(&sim, &alice);
+    let caught: Rc<RefCell<Option<Caught>>> = Rc::default();
+    let slot = caught.clone();
+    let filter = sim.add_filter(move |d| {
+        let mine = d.direction == Direction::Up
+            && d.transport.as_ref() == Some(&tid)
+            && matches!(d.kind, PacketKind::Rtp { .. })
+            && slot.borrow().is_none();
+        if mine {
+            *slot.borrow_mut() = Some((d.source, d.contents.clone()));
+        }
+        mine
+    });
+    assert!(sim.run_until(SECOND, |_| caught.borrow().is_some()));
+    sim.remove_filter(filter);
+    let (source, contents) = caught.borrow_mut().take().unwrap();
+
+    // Between the datagram and the timeout: nothing for Bob yet, and the
+    // endpoint wants its timeout now.
+    let now = sim.now();
+    let endpoint = sim.endpoint_mut();
+    while endpoint.poll_transmit().is_some() {}
+    endpoint
+        .handle_datagram(
+            now,
+            Datagram {
+                proto: Protocol::Udp,
+                source,
+                destination: endpoint.local_addr(),
+                contents: &contents,
+            },
+        )
+        .unwrap();
+    let mut to_bob = 0;
+    while let Some(t) = endpoint.poll_transmit() {
+        to_bob += usize::from(t.destination == bob_addr);
+    }
+    assert_eq!(to_bob, 0, "forwarded packets wait for the timeout");
+    assert_eq!(endpoint.poll_timeout(), Some(now), "and it is due now");
+    endpoint.handle_timeout(now);
+    let mut to_bob = 0;
+    while let Some(t) = endpoint.poll_transmit() {
+        to_bob += usize::from(t.destination == bob_addr);
+    }
+    assert!(to_bob >= 1, "the timeout sends the forwarded packet");
+}
+
+/// A closed transport's addresses are forgotten by the endpoint (they used
+/// to live until the room closed). The cap per transport is unit-tested
+/// with the transport.
+#[test]
+fn address_routes_are_removed_with_the_transport() {
+    let (mut sim, alice, _bob) = crate::alice_and_bob(303);
+    sim.publish(&alice, MediaKind::Video, "video/VP8");
+    sim.advance(SECOND);
+    let tid = send_tid(&sim, &alice);
+    let routed_before = sim.endpoint().stats().datagrams_routed;
+    assert!(routed_before > 0);
+    // Close Alice's transport: datagrams from her address stop routing.
+    let now = sim.now();
+    sim.room_mut().close_transport(now, &alice, &tid).unwrap();
+    let unknown = sim.endpoint().stats().datagrams_unknown;
+    sim.advance(SECOND);
+    assert!(
+        sim.endpoint().stats().datagrams_unknown > unknown,
+        "her packets now come from an unknown source"
+    );
+}
