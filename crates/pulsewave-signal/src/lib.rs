@@ -32,6 +32,7 @@ mod config;
 mod error;
 mod handlers;
 mod http;
+mod limits;
 pub mod media;
 pub mod metrics;
 mod outbound;
@@ -41,7 +42,7 @@ mod server;
 mod session;
 mod static_files;
 
-pub use config::{Limits, ServerConfig, TokenEndpointAuth};
+pub use config::{IpNet, Limits, ServerConfig, TokenEndpointAuth};
 pub use error::SignalError;
 pub use pulsewave_cluster::Cluster;
 pub use room::{RoomHandle, RoomManager, RoomSettings};
