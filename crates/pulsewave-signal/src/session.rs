@@ -359,7 +359,12 @@ fn send_refresh(session: &Session, shared: &Shared) -> Option<tokio::time::Insta
     let claims = &session.claims;
     let secret = shared.verifier.secret_for(&claims.iss)?;
     let now = unix_seconds();
-    let ttl = (interval.saturating_mul(2)).max(Duration::from_secs(claims.exp.saturating_sub(now)));
+    // Whole seconds (JWT dates), at least one, rounded up.
+    let ttl = interval
+        .saturating_mul(2)
+        .max(Duration::from_secs(claims.exp.saturating_sub(now)));
+    let ttl = Duration::from_secs(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
+        .max(Duration::from_secs(1));
     let mut token = AccessToken::from_claims(claims, secret);
     token.set_ttl(ttl);
     match token.to_jwt() {
