@@ -194,7 +194,7 @@ export async function startMockServer() {
       }
       case 'create-transport': {
         if (msg.direction !== 'send' && msg.direction !== 'recv') return error(202, 'direction');
-        if (msg.direction === 'send' && !(msg.rtpCapabilities?.codecs?.length > 0)) return error(202, 'send transport without rtpCapabilities');
+        if (msg.direction === 'send' && msg.rtpCapabilities !== undefined && !(msg.rtpCapabilities?.codecs?.length > 0)) return error(202, 'malformed rtpCapabilities');
         const t = transportOptions();
         s.transports.set(t.id, { direction: msg.direction, connected: false, mids: 0 });
         return reply({ type: 'transport-created', direction: msg.direction, transport: t });
