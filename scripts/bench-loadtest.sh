@@ -27,7 +27,8 @@ mkdir -p "$out"
 cargo build --release --locked -p pulsewave-server -p pulsewave-loadtest >&2
 
 port=$((20000 + RANDOM % 20000))
-MEDIASOUP_NUM_WORKERS=1 RUST_LOG=warn taskset -c 1 \
+# One IP (127.0.0.1) opens every connection, and rooms may be large.
+MAX_CONNECTIONS_PER_IP=0 MAX_PARTICIPANTS=0 MEDIASOUP_NUM_WORKERS=1 RUST_LOG=warn taskset -c 1 \
   "${SERVER_BIN:-target/release/pulsewave-server}" --dev --port "$port" >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT

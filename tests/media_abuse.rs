@@ -128,7 +128,7 @@ async fn own_and_repeated_subscriptions_are_refused() {
 }
 
 /// A thousand data producers on one transport made a newcomer's `joined`
-/// 662 KB. Now a participant holds at most 32.
+/// 662 KB. Now a participant holds at most 16 (MAX_DATA_CHANNELS_PER_PARTICIPANT).
 #[tokio::test]
 async fn data_producers_per_participant_are_capped() {
     let server = TestServer::start().await;
@@ -142,7 +142,7 @@ async fn data_producers_per_participant_are_capped() {
         .await;
         let reply = a.next().await.unwrap();
         assert_eq!(reply["requestId"], i);
-        if i < 32 {
+        if i < 16 {
             assert_ne!(reply["type"], "error", "{reply}");
         } else {
             assert_eq!(reply["code"], 409, "{reply}");

@@ -113,6 +113,60 @@ impl Client {
         }
     }
 
+    /// Connects, or returns the HTTP status the upgrade was refused with.
+    /// `headers` are added to the upgrade request.
+    pub async fn try_connect(
+        url: &str,
+        identity: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = url.into_client_request().unwrap();
+        for (k, v) in headers {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(Self {
+                identity: identity.into(),
+                ws,
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+            Err(e) => panic!("{identity}: connect failed: {e}"),
+        }
+    }
+
+    /// Connects over a socket with a small receive buffer, so that a client
+    /// that stops reading fills its TCP window quickly.
+    pub async fn connect_small_buffer(url: &str, addr: SocketAddr, identity: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        Self {
+            identity: identity.into(),
+            ws,
+        }
+    }
+
+    /// Waits up to `within` for the server to close the socket, skipping
+    /// (and not reading into memory) what arrives before; returns whether it
+    /// closed.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(end, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     pub async fn send(&mut self, v: Value) {
         self.ws.send(Message::text(v.to_string())).await.unwrap();
     }
@@ -217,4 +271,28 @@ pub fn basic(key: &str, secret: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{key}:{secret}"))
     )
+}
+
+/// A counter from `GET /metrics`: `pulsewave_limit_hits_total` for `limit`.
+pub async fn limit_hits(addr: SocketAddr, limit: &str) -> u64 {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method("GET")
+        .uri("/metrics")
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let prefix = format!("pulsewave_limit_hits_total{{limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }

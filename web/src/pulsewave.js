@@ -184,6 +184,7 @@ export class RemoteTrack {
  * A PulseWave room connection.
  *
  * Events (handler argument):
+ * - `tokenRefreshed` ({token}): the server sent a fresh token; reconnects use it (`client.token`)
  * - `connected` ({room, participant}), `reconnecting` ({reason, attempt, delayMs}),
  *   `reconnected` ({room, participant}), `disconnected` ({reason, error?})
  * - `participantJoined` / `participantLeft` (ParticipantInfo)
@@ -226,6 +227,7 @@ export class PulseWaveClient extends Emitter {
     };
     this._token = token;
     this._roomName = options.room ?? roomFromToken(token);
+    this._baseUrl = url;
     this._url = socketUrl(url, token);
 
     /** 'new' | 'connecting' | 'connected' | 'reconnecting' | 'disconnected' */
@@ -248,6 +250,11 @@ export class PulseWaveClient extends Emitter {
     this._reconnectLoop = null;
     this._cancelSleep = null;
     this._transportFailures = 0;
+  }
+
+  /** The access token the next (re)connection uses: the latest `token-refresh`, or the one given. */
+  get token() {
+    return this._token;
   }
 
   /** Local publications (LocalTrackPublication). */
@@ -535,7 +542,8 @@ export class PulseWaveClient extends Emitter {
       return Promise.reject(new PulseWaveError(`not connected: cannot send ${msg.type}`, ClientErrorCode.NotConnected));
     }
     const requestId = ++this._requestSeq;
-    const payload = { ...msg, requestId };
+    // requestId first: the server echoes it even on a message too large to parse.
+    const payload = { requestId, ...msg };
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         session.pending.delete(requestId);
@@ -881,6 +889,15 @@ export class PulseWaveClient extends Emitter {
           kind: msg.kind,
           topic: msg.topic,
         });
+        return;
+      case 'token-refresh':
+        // The server's fresh token (same grants, later expiry): the next
+        // reconnect uses it, so a call outlives the token it started with.
+        if (typeof msg.token === 'string' && msg.token) {
+          this._token = msg.token;
+          this._url = socketUrl(this._baseUrl, msg.token);
+          this.emit('tokenRefreshed', { token: msg.token });
+        }
         return;
       case 'disconnected':
         session.disconnectReason = msg.reason;

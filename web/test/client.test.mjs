@@ -293,6 +293,19 @@ test('migration: reconnect at once', T, async () => {
   assert.equal(reconnecting.at(-1).reason, 'migration');
 });
 
+test('token-refresh: the client keeps the fresh token and reconnects with it', T, async () => {
+  const fresh = mockToken('alice', ROOM, 'Alice refreshed');
+  const reconnects = (await events('alice', 'reconnected')).length;
+  mock.push('alice', { type: 'token-refresh', token: fresh });
+  await until('alice stored the token', async () => (await run(() => window.T.clients.alice.token)) === fresh);
+  mock.drop('alice');
+  await until('alice reconnected', async () => (await events('alice', 'reconnected')).length === reconnects + 1, 15_000);
+  assert.equal(mock.tokensOf('alice').at(-1), fresh, 'the reconnect used the refreshed token');
+  // Requests carry their requestId first (echoed even on an oversized message).
+  const raw = mock.messages.filter((m) => m.identity === 'alice').at(-1).msg;
+  assert.equal(Object.keys(raw)[0], 'requestId');
+});
+
 test('duplicate identity: no reconnect, disconnected event', T, async () => {
   const joins = mock.sent('bob', 'join').length;
   mock.disconnect('bob', 'duplicate-identity');

@@ -194,7 +194,7 @@ export async function startMockServer() {
       }
       case 'create-transport': {
         if (msg.direction !== 'send' && msg.direction !== 'recv') return error(202, 'direction');
-        if (msg.direction === 'send' && !(msg.rtpCapabilities?.codecs?.length > 0)) return error(202, 'send transport without rtpCapabilities');
+        if (msg.direction === 'send' && msg.rtpCapabilities !== undefined && !(msg.rtpCapabilities?.codecs?.length > 0)) return error(202, 'malformed rtpCapabilities');
         const t = transportOptions();
         s.transports.set(t.id, { direction: msg.direction, connected: false, mids: 0 });
         return reply({ type: 'transport-created', direction: msg.direction, transport: t });
@@ -287,6 +287,7 @@ export async function startMockServer() {
     }
   }
 
+  const tokens = []; // {identity, token} of every connection, in order
   wss.on('connection', (ws, req) => {
     const token = new URL(req.url, 'http://x').searchParams.get('token') ?? '';
     let claims;
@@ -301,6 +302,7 @@ export async function startMockServer() {
       room: null, transports: new Map(), producers: new Map(), consumers: new Map(), removed: false,
     };
     sessions.add(s);
+    tokens.push({ identity: s.identity, token });
     ws.on('message', (data) => {
       let msg;
       try {
@@ -329,6 +331,14 @@ export async function startMockServer() {
     /** Client messages of one identity (optionally of one type). */
     sent(identity, type) {
       return messages.filter((m) => m.identity === identity && (!type || m.msg.type === type)).map((m) => m.msg);
+    },
+    /** The tokens the identity connected with, in order. */
+    tokensOf(identity) {
+      return tokens.filter((t) => t.identity === identity).map((t) => t.token);
+    },
+    /** Sends `msg` to the identity's live sessions. */
+    push(identity, msg) {
+      for (const s of live(identity)) send(s, msg);
     },
     /** Kills the identity's socket without a word (a network failure). */
     drop(identity) {

@@ -13,7 +13,7 @@ use pulsewave_cluster::{Cluster, NodeConfig};
 use pulsewave_core::RoomConfig;
 use pulsewave_protocol::transport::IceServer;
 use pulsewave_signal::media::MediaConfig;
-use pulsewave_signal::{Limits, ServerConfig, TokenEndpointAuth};
+use pulsewave_signal::{IpNet, Limits, ServerConfig, TokenEndpointAuth};
 
 /// The development API key used by `--dev` when `API_KEY` is not set.
 pub(crate) const DEV_API_KEY: &str = "devkey";
@@ -195,11 +195,6 @@ fn media_limits(src: &Source<'_>) -> Result<RoomConfig, ConfigError> {
     }
     let d = RoomConfig::default();
     Ok(RoomConfig {
-        max_producers_per_participant: limit(
-            src,
-            "MAX_PRODUCERS_PER_PARTICIPANT",
-            d.max_producers_per_participant,
-        )?,
         max_consumers_per_participant: limit(
             src,
             "MAX_CONSUMERS_PER_PARTICIPANT",
@@ -221,11 +216,6 @@ fn media_limits(src: &Source<'_>) -> Result<RoomConfig, ConfigError> {
             d.max_encodings_per_producer,
         )?,
         max_ssrcs_per_transport: limit(src, "MAX_SSRCS_PER_TRANSPORT", d.max_ssrcs_per_transport)?,
-        max_data_producers_per_participant: limit(
-            src,
-            "MAX_DATA_PRODUCERS_PER_PARTICIPANT",
-            d.max_data_producers_per_participant,
-        )?,
         max_data_consumers_per_participant: limit(
             src,
             "MAX_DATA_CONSUMERS_PER_PARTICIPANT",
@@ -245,6 +235,26 @@ fn media_limits(src: &Source<'_>) -> Result<RoomConfig, ConfigError> {
         max_outgoing_bitrate: limit(src, "MAX_OUTGOING_BITRATE", d.max_outgoing_bitrate)?,
         ..d
     })
+}
+
+/// A duration where `0` means off.
+fn parse_duration_or_zero(var: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    if v.trim().trim_end_matches('s') == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(var, v)
+}
+
+/// A count where 0 means no limit.
+fn parse_limit<T: std::str::FromStr>(
+    src: &Source<'_>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match src.get(&None, var) {
+        Some(v) => parse_num(var, &v, "a whole number (0: no limit)"),
+        None => Ok(default),
+    }
 }
 
 impl Settings {
@@ -469,9 +479,76 @@ impl Settings {
                 Some(v) => parse_num("RATE_LIMIT_BURST", &v, "a number of messages")?,
                 None => defaults.message_burst,
             },
-            outbound_queue: defaults.outbound_queue,
+            outbound_queue: match src.get(&None, "OUTBOUND_QUEUE") {
+                Some(v) => {
+                    let n: usize = parse_num("OUTBOUND_QUEUE", &v, "a number of messages")?;
+                    if n == 0 {
+                        return Err(err("OUTBOUND_QUEUE", "must be at least 1"));
+                    }
+                    n
+                }
+                None => defaults.outbound_queue,
+            },
+            max_rooms: parse_limit(src, "MAX_ROOMS", defaults.max_rooms)?,
+            max_connections_per_ip: parse_limit(
+                src,
+                "MAX_CONNECTIONS_PER_IP",
+                defaults.max_connections_per_ip,
+            )?,
+            max_connections_per_identity: parse_limit(
+                src,
+                "MAX_CONNECTIONS_PER_IDENTITY",
+                defaults.max_connections_per_identity,
+            )?,
+            max_tracks_per_participant: parse_limit(
+                src,
+                "MAX_TRACKS_PER_PARTICIPANT",
+                defaults.max_tracks_per_participant,
+            )?,
+            max_data_channels_per_participant: parse_limit(
+                src,
+                "MAX_DATA_CHANNELS_PER_PARTICIPANT",
+                defaults.max_data_channels_per_participant,
+            )?,
+            max_room_listing_bytes: parse_limit(
+                src,
+                "MAX_ROOM_LISTING_BYTES",
+                defaults.max_room_listing_bytes,
+            )?,
+            join_timeout: match src.get(&None, "JOIN_TIMEOUT") {
+                Some(v) => parse_duration("JOIN_TIMEOUT", &v)?,
+                None => defaults.join_timeout,
+            },
+            send_timeout: match src.get(&None, "WS_SEND_TIMEOUT") {
+                Some(v) => parse_duration("WS_SEND_TIMEOUT", &v)?,
+                None => defaults.send_timeout,
+            },
+            tcp_user_timeout: match src.get(&None, "TCP_USER_TIMEOUT") {
+                Some(v) => {
+                    Some(parse_duration_or_zero("TCP_USER_TIMEOUT", &v)?).filter(|d| !d.is_zero())
+                }
+                None => defaults.tcp_user_timeout,
+            },
         };
-        let room = media_limits(src)?;
+        let token_refresh_interval = match src.get(&None, "TOKEN_REFRESH_INTERVAL") {
+            Some(v) => parse_duration_or_zero("TOKEN_REFRESH_INTERVAL", &v)?,
+            None => Duration::from_secs(300),
+        };
+        let trusted_proxies = match src.get(&None, "TRUSTED_PROXIES") {
+            Some(v) => v
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| p.parse::<IpNet>().map_err(|e| err("TRUSTED_PROXIES", e)))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let mut room = media_limits(src)?;
+        // One variable for each of these: the media core enforces the same
+        // numbers as signaling (0: no limit).
+        let unlimited = |n: u32| if n == 0 { usize::MAX } else { n as usize };
+        room.max_producers_per_participant = unlimited(limits.max_tracks_per_participant);
+        room.max_data_producers_per_participant =
+            unlimited(limits.max_data_channels_per_participant);
         let empty_room_timeout = match src.get(&None, "ROOM_EMPTY_TIMEOUT") {
             Some(v) => parse_duration("ROOM_EMPTY_TIMEOUT", &v)?,
             None => Duration::from_secs(10),
@@ -501,6 +578,14 @@ impl Settings {
             None if dev => TokenEndpointAuth::Open,
             None => TokenEndpointAuth::ApiKey,
         };
+        if token_endpoint == TokenEndpointAuth::Open && !host.is_loopback() {
+            warnings.push(format!(
+                "--dev with HOST={host}: POST /api/token is OPEN to everyone who reaches this \
+                 address (any identity, any room). Use --dev only on 127.0.0.1, or set \
+                 API_KEY/API_SECRET and run without --dev. /api/token sends no \
+                 Access-Control-Allow-Origin in this mode."
+            ));
+        }
         let demo = match src.get(&None, "DEMO_ENABLED") {
             Some(v) => parse_bool("DEMO_ENABLED", &v)?,
             None => dev,
@@ -544,6 +629,9 @@ impl Settings {
                 empty_room_timeout,
                 auto_create_rooms,
                 ping_interval: Duration::from_secs(15),
+                token_refresh_interval,
+                token_leeway: pulsewave_auth::DEFAULT_LEEWAY,
+                trusted_proxies,
                 media: Some(MediaConfig {
                     num_workers,
                     listen_ip,
@@ -664,6 +752,36 @@ mod tests {
                 &[("DATA_CHANNEL_RATE_LIMIT", "-3")],
                 "DATA_CHANNEL_RATE_LIMIT",
             ),
+            (&[("MAX_ROOMS", "many")], "MAX_ROOMS"),
+            (
+                &[("MAX_CONNECTIONS_PER_IP", "-1")],
+                "MAX_CONNECTIONS_PER_IP",
+            ),
+            (
+                &[("MAX_CONNECTIONS_PER_IDENTITY", "x")],
+                "MAX_CONNECTIONS_PER_IDENTITY",
+            ),
+            (&[("JOIN_TIMEOUT", "soon")], "JOIN_TIMEOUT"),
+            (&[("WS_SEND_TIMEOUT", "soon")], "WS_SEND_TIMEOUT"),
+            (&[("TCP_USER_TIMEOUT", "soon")], "TCP_USER_TIMEOUT"),
+            (&[("OUTBOUND_QUEUE", "0")], "OUTBOUND_QUEUE"),
+            (
+                &[("MAX_TRACKS_PER_PARTICIPANT", "x")],
+                "MAX_TRACKS_PER_PARTICIPANT",
+            ),
+            (
+                &[("MAX_DATA_CHANNELS_PER_PARTICIPANT", "x")],
+                "MAX_DATA_CHANNELS_PER_PARTICIPANT",
+            ),
+            (
+                &[("MAX_ROOM_LISTING_BYTES", "big")],
+                "MAX_ROOM_LISTING_BYTES",
+            ),
+            (
+                &[("TOKEN_REFRESH_INTERVAL", "often")],
+                "TOKEN_REFRESH_INTERVAL",
+            ),
+            (&[("TRUSTED_PROXIES", "10.0.0.0/40")], "TRUSTED_PROXIES"),
         ];
         for (vars, var) in cases {
             let e = load(vars, true).unwrap_err();
@@ -693,6 +811,80 @@ mod tests {
         assert_eq!(room.max_ssrcs_per_transport, 32);
         assert_eq!(room.max_data_messages_per_second, 10);
         assert_eq!(room.max_outgoing_bitrate, 5_000_000);
+    }
+
+    #[test]
+    fn limits_have_defaults_and_variables() {
+        let s = load(&[], true).unwrap();
+        let l = &s.server.limits;
+        assert_eq!(l.max_participants, 500);
+        assert_eq!(l.max_rooms, 1000);
+        assert_eq!(l.max_connections_per_ip, 200);
+        assert_eq!(l.max_connections_per_identity, 10);
+        assert_eq!(l.join_timeout, Duration::from_secs(15));
+        assert_eq!(l.send_timeout, Duration::from_secs(10));
+        assert_eq!(l.tcp_user_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(l.outbound_queue, 512);
+        assert_eq!(l.max_tracks_per_participant, 16);
+        assert_eq!(l.max_data_channels_per_participant, 16);
+        assert_eq!(l.max_room_listing_bytes, 1024 * 1024);
+        assert_eq!(s.server.token_refresh_interval, Duration::from_secs(300));
+        assert!(s.server.trusted_proxies.is_empty());
+        // --dev on 127.0.0.1: no warning about the token endpoint.
+        assert!(
+            !s.warnings.iter().any(|w| w.contains("/api/token")),
+            "{:?}",
+            s.warnings
+        );
+        let s = load(
+            &[
+                ("MAX_PARTICIPANTS", "0"),
+                ("MAX_ROOMS", "3"),
+                ("MAX_CONNECTIONS_PER_IP", "0"),
+                ("MAX_CONNECTIONS_PER_IDENTITY", "2"),
+                ("JOIN_TIMEOUT", "2s"),
+                ("WS_SEND_TIMEOUT", "3s"),
+                ("TCP_USER_TIMEOUT", "0"),
+                ("OUTBOUND_QUEUE", "64"),
+                ("MAX_TRACKS_PER_PARTICIPANT", "4"),
+                ("MAX_DATA_CHANNELS_PER_PARTICIPANT", "5"),
+                ("MAX_ROOM_LISTING_BYTES", "65536"),
+                ("TOKEN_REFRESH_INTERVAL", "0"),
+                ("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+            ],
+            true,
+        )
+        .unwrap();
+        let l = &s.server.limits;
+        assert_eq!((l.max_participants, l.max_rooms), (0, 3));
+        assert_eq!(
+            (l.max_connections_per_ip, l.max_connections_per_identity),
+            (0, 2)
+        );
+        assert_eq!(l.join_timeout, Duration::from_secs(2));
+        assert_eq!(l.send_timeout, Duration::from_secs(3));
+        assert_eq!(l.tcp_user_timeout, None);
+        assert_eq!(l.outbound_queue, 64);
+        assert_eq!(
+            (
+                l.max_tracks_per_participant,
+                l.max_data_channels_per_participant
+            ),
+            (4, 5)
+        );
+        assert_eq!(l.max_room_listing_bytes, 65536);
+        assert_eq!(s.server.token_refresh_interval, Duration::ZERO);
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn dev_on_a_network_address_warns() {
+        let s = load(&[("HOST", "0.0.0.0")], true).unwrap();
+        assert!(
+            s.warnings.iter().any(|w| w.contains("/api/token is OPEN")),
+            "{:?}",
+            s.warnings
+        );
     }
 
     #[test]

@@ -826,3 +826,113 @@ async fn sigterm_drains_the_node() {
     let status = b.exited(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}");
 }
+
+// ----------------------------------------------------------------------
+// A relayed client that stops reading
+
+type RawWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn raw_join(url: &str, identity: &str, room: &str, small_buffer: bool) -> RawWs {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let full = format!("{url}/?token={}", token(identity, room));
+    let mut ws = if small_buffer {
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap();
+        tokio_tungstenite::client_async(
+            full.as_str(),
+            tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .unwrap()
+        .0
+    } else {
+        tokio_tungstenite::connect_async(full.as_str())
+            .await
+            .unwrap()
+            .0
+    };
+    ws.send(Message::text(
+        json!({"type":"join","room":room}).to_string(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no joined")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            assert_ne!(v["type"], "error", "{identity}: {v}");
+            if v["type"] == "joined" {
+                return ws;
+            }
+        }
+    }
+}
+
+/// WS_SEND_TIMEOUT 1 s on both nodes: a client relayed through node-b that
+/// stops reading is dropped by the relay (which tells the owner), the
+/// others see it leave, and they get every message meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_client_that_stops_reading_is_disconnected() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let env = [
+        ("WS_SEND_TIMEOUT", "1s"),
+        ("OUTBOUND_QUEUE", "100000"),
+        ("RATE_LIMIT", "10000"),
+        ("RATE_LIMIT_BURST", "10000"),
+    ];
+    let (a, b) = cluster(&redis, &env).await;
+    let mut fast = raw_join(&a.url(), "fast", "flood", false).await;
+    let mut sender = raw_join(&a.url(), "sender", "flood", false).await;
+    // Relayed: the room lives on node-a.
+    let _slow = raw_join(&b.url(), "slow", "flood", true).await;
+    let payload = "x".repeat(30_000);
+    let n = 300;
+    let started = Instant::now();
+    let flood = async {
+        for i in 0..n {
+            let m = json!({"type":"publish-data","kind":"reliable","data":{"i":i,"p":payload}});
+            sender.send(Message::text(m.to_string())).await.unwrap();
+        }
+    };
+    let receive = async {
+        let (mut got, mut left) = (0, None);
+        while got < n || left.is_none() {
+            let m = tokio::time::timeout(WAIT, fast.next())
+                .await
+                .expect("fast stalled")
+                .unwrap()
+                .unwrap();
+            let Message::Text(t) = m else { continue };
+            let v: Value = serde_json::from_str(&t).unwrap();
+            match v["type"].as_str() {
+                Some("data") => {
+                    assert_eq!(v["data"]["i"], got);
+                    got += 1;
+                }
+                Some("participant-left") if v["participant"]["identity"] == "slow" => {
+                    left = Some(started.elapsed());
+                }
+                _ => {}
+            }
+        }
+        left.unwrap()
+    };
+    let ((), left) = tokio::time::timeout(RECOVERY, async { tokio::join!(flood, receive) })
+        .await
+        .expect("the room stalled behind a relayed slow reader");
+    assert!(left < Duration::from_secs(15), "slow left after {left:?}");
+}

@@ -96,17 +96,32 @@ impl VideoGrant {
     ///
     /// As in LiveKit, this is `false` whenever [`can_publish`](Self::can_publish)
     /// is `false`; otherwise an empty `can_publish_sources` allows every
-    /// source, and a non-empty one allows only the sources it lists (compared
-    /// without regard to ASCII case).
+    /// source, and a non-empty one allows only the sources it lists. Names
+    /// are compared without regard to ASCII case, `-` and `_`, and
+    /// LiveKit's names equal PulseWave's: `screen_share` is `screen`,
+    /// `screen_share_audio` is `screen-audio`.
+    ///
+    /// ```
+    /// use pulsewave_auth::VideoGrant;
+    /// let g = VideoGrant {
+    ///     can_publish_sources: vec!["SCREEN_SHARE".into(), "microphone".into()],
+    ///     ..Default::default()
+    /// };
+    /// assert!(g.can_publish_source("screen"));
+    /// assert!(g.can_publish_source("microphone"));
+    /// assert!(!g.can_publish_source("screen-audio"));
+    /// assert!(!g.can_publish_source("camera"));
+    /// ```
     pub fn can_publish_source(&self, source: &str) -> bool {
         if !self.can_publish() {
             return false;
         }
+        let wanted = canonical_source(source);
         self.can_publish_sources.is_empty()
             || self
                 .can_publish_sources
                 .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(source))
+                .any(|allowed| canonical_source(allowed) == wanted)
     }
 
     fn is_default(&self) -> bool {
@@ -195,6 +210,18 @@ impl Claims {
                 requested: room.to_owned(),
             }),
         }
+    }
+}
+
+/// A track source name in one spelling: lower case, `_` for `-`, and
+/// LiveKit's `screen_share` / `screen_share_audio` for PulseWave's `screen` /
+/// `screen-audio`.
+fn canonical_source(name: &str) -> String {
+    let name = name.trim().to_ascii_lowercase().replace('-', "_");
+    match name.as_str() {
+        "screen" => "screen_share".to_owned(),
+        "screen_audio" => "screen_share_audio".to_owned(),
+        _ => name,
     }
 }
 

@@ -142,6 +142,37 @@ impl AccessToken {
         }
     }
 
+    /// A token for the same identity, name, metadata and grant as `claims`,
+    /// signed with `api_secret` and issued by `claims.iss`: what a server
+    /// sends a participant to refresh its token (LiveKit's `refresh_token`).
+    /// The lifetime is [`DEFAULT_TTL`] until [`set_ttl`](AccessToken::set_ttl).
+    ///
+    /// ```
+    /// use pulsewave_auth::{AccessToken, AccessTokenOptions, TokenVerifier, VideoGrant};
+    /// use std::time::Duration;
+    ///
+    /// let mut t = AccessToken::new("key", "secret", AccessTokenOptions {
+    ///     identity: "alice".into(), ..Default::default() });
+    /// t.add_grant(VideoGrant { room: Some("r".into()), room_join: true, ..Default::default() });
+    /// let claims = TokenVerifier::new("key", "secret").verify(&t.to_jwt()?)?;
+    /// let mut again = AccessToken::from_claims(&claims, "secret");
+    /// again.set_ttl(Duration::from_secs(600));
+    /// let renewed = TokenVerifier::new("key", "secret").verify(&again.to_jwt()?)?;
+    /// assert_eq!((renewed.sub.as_str(), &renewed.video), ("alice", &claims.video));
+    /// # Ok::<(), pulsewave_auth::AuthError>(())
+    /// ```
+    pub fn from_claims(claims: &Claims, api_secret: impl Into<String>) -> Self {
+        AccessToken {
+            api_key: claims.iss.clone(),
+            api_secret: api_secret.into(),
+            identity: claims.sub.clone(),
+            name: claims.name.clone(),
+            metadata: claims.metadata.clone(),
+            ttl: DEFAULT_TTL,
+            grant: claims.video.clone(),
+        }
+    }
+
     /// Sets the token's room permissions, replacing any set before.
     pub fn add_grant(&mut self, grant: VideoGrant) -> &mut Self {
         self.grant = grant;

@@ -433,6 +433,12 @@ impl ClientBuilder {
             reconnecting: Arc::new(AtomicBool::new(false)),
             generation: AtomicU64::new(0),
             resume: StdMutex::new(ResumeState::default()),
+            base_url: strip_token(url),
+            token: StdMutex::new(if token.is_empty() {
+                token_in(url).unwrap_or_default()
+            } else {
+                token.to_owned()
+            }),
         });
         let reconnect = self.reconnect.map(|policy| Reconnect {
             url: full_url,
@@ -449,6 +455,35 @@ impl ClientBuilder {
             joined: None,
         })
     }
+}
+
+/// `url` without `token` / `access_token` query parameters.
+fn strip_token(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| {
+            let key = p.split('=').next().unwrap_or("");
+            key != "token" && key != "access_token"
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+/// The `token` / `access_token` query parameter of `url`, if any (as given:
+/// percent-encoded tokens are not expected, JWTs need no encoding).
+fn token_in(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k == "token" || k == "access_token").then(|| v.to_owned())
+    })
 }
 
 fn unexpected(wanted: &str, got: &ServerMessage) -> ClientError {
@@ -591,6 +626,14 @@ impl Client {
         self.inner.rejoined(&joined);
         self.joined = Some(joined.clone());
         Ok(joined)
+    }
+
+    /// The access token reconnections use: the one given to
+    /// [`ClientBuilder::connect`], or the latest the server sent in a
+    /// `token-refresh` (same grants, later expiry), so that a long call can
+    /// reconnect after its first token expired.
+    pub fn token(&self) -> String {
+        lock(&self.inner.token).clone()
     }
 
     /// The `joined` reply, once joined; after a reconnection, the last one
@@ -1035,6 +1078,10 @@ pub(crate) struct Inner {
     /// Incremented by every reconnection.
     generation: AtomicU64,
     resume: StdMutex<ResumeState>,
+    /// The server URL without a token, and the token to connect with: the
+    /// one given, then the latest `token-refresh`.
+    pub(crate) base_url: String,
+    pub(crate) token: StdMutex<String>,
 }
 
 impl Inner {

@@ -120,6 +120,19 @@ pub(crate) struct Reconnect {
     pub(crate) inner: Weak<Inner>,
 }
 
+impl Reconnect {
+    /// The URL to reconnect to: with the latest token when the server
+    /// refreshed it, else the one the client connected with.
+    fn current_url(&self, inner: &Inner) -> String {
+        let token = lock(&inner.token).clone();
+        if token.is_empty() {
+            self.url.clone()
+        } else {
+            ws_url(&inner.base_url, &token)
+        }
+    }
+}
+
 /// How one signaling session (one WebSocket) ended.
 struct SessionEnd {
     /// The close frame's code and reason, or the error.
@@ -372,7 +385,7 @@ async fn connect_and_join(
     let room = lock(&inner.room).clone().ok_or(ClientError::NotJoined)?;
     let (mut ws, _) = tokio::time::timeout(
         rc.connect_timeout,
-        tokio_tungstenite::connect_async(rc.url.as_str()),
+        tokio_tungstenite::connect_async(rc.current_url(inner)),
     )
     .await
     .map_err(|_| ClientError::Timeout("WebSocket connect timed out".into()))??;
@@ -453,6 +466,11 @@ fn on_text(
                 registry.on_server_message(&frame.message);
                 match &frame.message {
                     ServerMessage::Disconnected { reason } => disconnected = Some(*reason),
+                    ServerMessage::TokenRefresh { token } => {
+                        if let Some(inner) = inner.and_then(Weak::upgrade) {
+                            *lock(&inner.token) = token.clone();
+                        }
+                    }
                     ServerMessage::TrackPublished { track } => {
                         if let Some(inner) = inner.and_then(Weak::upgrade) {
                             inner.on_track_published(track);

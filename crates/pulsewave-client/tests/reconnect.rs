@@ -187,3 +187,93 @@ async fn a_duplicate_identity_is_final() {
     assert!(first.is_closed());
     s.shutdown(WAIT).await;
 }
+
+/// The server's `token-refresh` replaces the client's token, and the client
+/// reconnects with it after the token it started with has expired. Short
+/// durations through the configuration: refresh every 2 s (tokens valid 4 s;
+/// the first comes at half the first token's lifetime), no leeway on
+/// `exp`, a first token valid for 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnects_with_the_refreshed_token() {
+    let config = |port| {
+        let mut c = ServerConfig::dev(port, KEY, SECRET);
+        c.token_refresh_interval = Duration::from_secs(2);
+        c.token_leeway = Duration::ZERO;
+        c
+    };
+    let s = WebSocketServer::new(config(0)).start().await.unwrap();
+    let port = s.local_addr().port();
+    let mut t = AccessToken::new(
+        KEY,
+        SECRET,
+        AccessTokenOptions {
+            identity: "carol".into(),
+            ttl: Some(Duration::from_secs(2)),
+            ..Default::default()
+        },
+    );
+    t.add_grant(VideoGrant {
+        room: Some("long-call".into()),
+        room_join: true,
+        ..Default::default()
+    });
+    let first = t.to_jwt().unwrap();
+    let exp = pulsewave_auth::TokenVerifier::new(KEY, SECRET)
+        .verify(&first)
+        .unwrap()
+        .exp;
+    let mut carol = Client::builder()
+        .reconnect(ReconnectPolicy {
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(300),
+            give_up_after: Duration::from_secs(5),
+        })
+        .connect(&format!("ws://{}", s.local_addr()), &first)
+        .await
+        .unwrap();
+    carol.join("long-call").await.unwrap();
+    let fresh = carol
+        .wait_for(WAIT, |e| match e {
+            ClientEvent::Signal(ServerMessage::TokenRefresh { token }) => Some(token),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    // The scenario: the first token expires (wall clock) during the call.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!fresh.is_empty());
+    // The latest refresh, which the client keeps, outlives the first token.
+    let latest = carol.token();
+    assert_ne!(latest, first);
+    let claims = pulsewave_auth::TokenVerifier::new(KEY, SECRET)
+        .with_leeway(Duration::ZERO)
+        .verify(&latest)
+        .unwrap();
+    assert_eq!(claims.sub, "carol");
+    // The server restarts; the first token would now be refused (401).
+    s.shutdown(WAIT).await;
+    let mut s = None;
+    for _ in 0..50 {
+        if let Ok(r) = WebSocketServer::new(config(port)).start().await {
+            s = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = s.expect("cannot listen again");
+    carol
+        .wait_for(WAIT, |e| {
+            matches!(e, ClientEvent::Reconnected { .. }).then_some(())
+        })
+        .await
+        .unwrap();
+    s.shutdown(WAIT).await;
+}

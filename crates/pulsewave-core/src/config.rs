@@ -77,7 +77,7 @@ impl Default for RoomConfig {
             max_consumers_per_producer: 2,
             max_encodings_per_producer: 4,
             max_ssrcs_per_transport: 64,
-            max_data_producers_per_participant: 32,
+            max_data_producers_per_participant: 16,
             max_data_consumers_per_participant: 512,
             max_data_messages_per_second: 100,
             max_data_bytes_per_second: 1_000_000,

@@ -81,6 +81,148 @@ pub fn decode_client(text: &str) -> Result<ClientRequest, DecodeError> {
     })
 }
 
+/// Reads the top-level `requestId` of a message without parsing the message:
+/// a scan of at most `limit` bytes from the start that skips every other
+/// value (nested objects and arrays included) without allocating. For
+/// messages too large to decode, so that their `error` 203 still answers the
+/// request. `None` when the text is not a JSON object, `requestId` is not
+/// within the first `limit` bytes, or it is not a valid `requestId` (a
+/// non-negative integer or a string of at most 128 characters).
+///
+/// ```
+/// use pulsewave_protocol::{RequestId, peek_request_id};
+/// let text = r#"{"requestId":7,"type":"publish-data","data":"...huge..."}"#;
+/// assert_eq!(peek_request_id(text, 1024), Some(RequestId::Number(7)));
+/// let late = r#"{"type":"x","data":[1,{"requestId":2}],"requestId":"r"}"#;
+/// assert_eq!(peek_request_id(late, 1024), Some(RequestId::Text("r".into())));
+/// assert_eq!(peek_request_id(late, 20), None);
+/// ```
+pub fn peek_request_id(text: &str, limit: usize) -> Option<RequestId> {
+    let bytes = &text.as_bytes()[..text.len().min(limit)];
+    let mut s = Scanner { bytes, pos: 0 };
+    s.ws();
+    s.eat(b'{')?;
+    loop {
+        s.ws();
+        if s.peek()? == b'}' {
+            return None;
+        }
+        let key = s.string()?;
+        s.ws();
+        s.eat(b':')?;
+        s.ws();
+        if key == b"\"requestId\"" {
+            return s.request_id();
+        }
+        s.skip_value()?;
+        s.ws();
+        match s.next()? {
+            b',' => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// A byte cursor for [`peek_request_id`]; every method returns `None` at the
+/// end of the scanned prefix.
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn eat(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    /// A string token, quotes included, escapes left as they are.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let start = self.pos;
+        self.eat(b'"')?;
+        loop {
+            match self.next()? {
+                b'\\' => {
+                    self.next()?;
+                }
+                b'"' => return Some(&self.bytes[start..self.pos]),
+                _ => {}
+            }
+        }
+    }
+
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.pos += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.pos += 1;
+                }
+            }
+            _ => {
+                // A number, true, false or null: up to the next delimiter.
+                while !matches!(
+                    self.peek()?,
+                    b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'
+                ) {
+                    self.pos += 1;
+                }
+                Some(())
+            }
+        }
+    }
+
+    fn request_id(&mut self) -> Option<RequestId> {
+        let start = self.pos;
+        if self.peek()? == b'"' {
+            let token = self.string()?;
+            // An escaped string of 128 characters is at most 128 * 12 bytes.
+            if token.len() > 128 * 12 + 2 {
+                return None;
+            }
+            let s: String = serde_json::from_slice(token).ok()?;
+            return (s.len() <= 128).then_some(RequestId::Text(s));
+        }
+        self.skip_value()?;
+        let n: u64 = std::str::from_utf8(&self.bytes[start..self.pos])
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(RequestId::Number(n))
+    }
+}
+
 fn take_request_id(obj: &mut Map<String, Value>) -> Result<Option<RequestId>, DecodeError> {
     match obj.remove("requestId") {
         None | Some(Value::Null) => Ok(None),
@@ -154,4 +296,47 @@ pub fn decode_server(text: &str) -> Result<ServerFrame, serde_json::Error> {
         request_id,
         message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_request_id_reads_only_the_envelope() {
+        let big = "x".repeat(100_000);
+        let text =
+            format!(r#"{{ "type" : "publish-data", "requestId" : "r-1", "data": "{big}" }}"#);
+        assert_eq!(
+            peek_request_id(&text, 4096),
+            Some(RequestId::Text("r-1".into()))
+        );
+        // After a value longer than the scanned prefix: not found.
+        let text = format!(r#"{{"type":"publish-data","data":"{big}","requestId":3}}"#);
+        assert_eq!(peek_request_id(&text, 4096), None);
+        assert_eq!(
+            peek_request_id(&text, text.len()),
+            Some(RequestId::Number(3))
+        );
+        // Nested objects, arrays, escaped quotes and scalars are skipped.
+        let text =
+            r#"{"a":{"requestId":1,"b":[1,"]\"}"]},"c":true,"d":null,"e":-1.5e3,"requestId":42}"#;
+        assert_eq!(peek_request_id(text, 1000), Some(RequestId::Number(42)));
+        // Not an object, no requestId, invalid requestId.
+        for text in [
+            "[1]",
+            "\"requestId\"",
+            r#"{"type":"x"}"#,
+            r#"{"requestId":-1}"#,
+            r#"{"requestId":1.5}"#,
+            r#"{"requestId":{}}"#,
+            r#"{"requestId":12"#,
+            "",
+            "{",
+        ] {
+            assert_eq!(peek_request_id(text, 1000), None, "{text}");
+        }
+        let long = format!(r#"{{"requestId":"{}"}}"#, "a".repeat(129));
+        assert_eq!(peek_request_id(&long, 1000), None);
+    }
 }

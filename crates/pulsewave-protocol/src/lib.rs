@@ -27,7 +27,7 @@ pub mod transport;
 
 pub use codec::{
     ClientRequest, DecodeError, ServerFrame, decode_client, decode_server, encode_client,
-    encode_server,
+    encode_server, peek_request_id,
 };
 pub use error::ErrorCode;
 pub use ids::{

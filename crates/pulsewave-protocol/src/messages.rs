@@ -590,6 +590,14 @@ pub enum ServerMessage {
         /// Server time, unix milliseconds.
         timestamp: u64,
     },
+    /// A fresh access token for this session, sent on a timer while the
+    /// participant is in a room (as LiveKit's `refresh_token`): same
+    /// identity, room and grants, a new expiry. Clients keep the latest one
+    /// and use it when they reconnect.
+    TokenRefresh {
+        /// The new JWT.
+        token: String,
+    },
     /// The server ends the session; the socket closes next.
     Disconnected {
         /// Why.
@@ -641,6 +649,7 @@ impl ServerMessage {
             ServerMessage::DataSubscribed { .. } => "data-subscribed",
             ServerMessage::DataUnsubscribed { .. } => "data-unsubscribed",
             ServerMessage::Pong { .. } => "pong",
+            ServerMessage::TokenRefresh { .. } => "token-refresh",
             ServerMessage::Disconnected { .. } => "disconnected",
             ServerMessage::Error { .. } => "error",
         }

@@ -15,6 +15,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -30,7 +31,9 @@ use tokio_util::sync::PollSender;
 use tracing::{debug, info, warn};
 
 use crate::http::{Body, json_error};
+use crate::limits::Limit;
 use crate::outbound::encode;
+use crate::rate::RateLimiter;
 use crate::room::validate_room_name;
 use crate::server::Shared;
 use crate::session;
@@ -78,7 +81,11 @@ pub(crate) async fn place(
     if shared.rooms.get_room(room).is_some() {
         return Ok(Route::Local);
     }
-    match cluster.place_room(room, !cluster.is_draining()).await {
+    let full = shared.rooms.is_full();
+    match cluster
+        .place_room(room, !cluster.is_draining() && !full)
+        .await
+    {
         Ok(Placement::Local) => Ok(Route::Local),
         Ok(Placement::Remote(owner)) => match cluster.open_tunnel(&owner.id, room, token).await {
             Ok(end) => {
@@ -93,6 +100,12 @@ pub(crate) async fn place(
                 )))
             }
         },
+        Err(ClusterError::Draining) if full && !cluster.is_draining() => {
+            shared.rooms.counters().hit(Limit::Rooms);
+            Err(unavailable(
+                "this node holds its limit of rooms (MAX_ROOMS) and takes no new ones; retry (another node will take the room)",
+            ))
+        }
         Err(ClusterError::Draining) => Err(unavailable(
             "this node is draining and takes no new rooms; retry (another node will take the room)",
         )),
@@ -128,62 +141,137 @@ enum RelayEnd {
     Shutdown,
 }
 
+/// Writes the client's socket for a relay, each write bounded by
+/// `send_timeout`; fires `dead` when a write fails or times out.
+async fn relay_writer<K>(
+    mut sink: K,
+    mut rx: mpsc::Receiver<Message>,
+    send_timeout: std::time::Duration,
+    dead: tokio::sync::oneshot::Sender<bool>,
+) where
+    K: Sink<Message, Error = WsError> + Unpin,
+{
+    while let Some(msg) = rx.recv().await {
+        match tokio::time::timeout(send_timeout, sink.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                let _ = dead.send(false);
+                return;
+            }
+            Err(_) => {
+                let _ = dead.send(true);
+                return;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(send_timeout, sink.close()).await;
+}
+
 /// Carries one client's WebSocket to the room's owner until either side
 /// closes. When the tunnel dies (owner node gone, Redis connection lost) the
 /// client gets `{"type":"disconnected","reason":"migration"}` and is closed,
 /// so that it reconnects and its room is placed again.
-pub(crate) async fn relay<S>(ws: S, end: TunnelEnd, mut shutdown: watch::Receiver<bool>)
-where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+///
+/// The relay applies the session's limits on its side too: every client
+/// frame counts against `RATE_LIMIT` before it is forwarded (excess frames
+/// never reach Redis), and the client's socket is written by its own task
+/// through a queue of `OUTBOUND_QUEUE` messages with `WS_SEND_TIMEOUT` per
+/// write, so a client that stops reading is dropped (and the owner told)
+/// instead of stalling the relay.
+pub(crate) async fn relay<S>(
+    ws: S,
+    end: TunnelEnd,
+    shared: &Shared,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: Stream<Item = Result<Message, WsError>>
+        + Sink<Message, Error = WsError>
+        + Unpin
+        + Send
+        + 'static,
 {
+    let limits = &shared.config.limits;
+    let counters = shared.rooms.counters().clone();
     let peer = end.peer_node().to_owned();
     let (tx, mut rx) = end.into_channels();
-    let (mut sink, mut stream) = ws.split();
+    let (sink, mut stream) = ws.split();
+    let (out, out_rx) = mpsc::channel::<Message>(limits.outbound_queue.max(1));
+    let (dead_tx, mut dead) = tokio::sync::oneshot::channel();
+    let mut writer = tokio::spawn(relay_writer(sink, out_rx, limits.send_timeout, dead_tx));
+    let mut rate = RateLimiter::new(
+        limits.messages_per_second,
+        limits.message_burst,
+        Instant::now(),
+    );
+    let mut last_rate_error: Option<Instant> = None;
     shutdown.mark_changed();
     let ended = loop {
         tokio::select! {
             incoming = stream.next() => {
-                let frame = match incoming {
-                    Some(Ok(Message::Text(t))) => TunnelFrame::Text(t.to_string()),
-                    Some(Ok(Message::Binary(_))) => TunnelFrame::Binary,
-                    Some(Ok(Message::Pong(_))) => TunnelFrame::Pong,
-                    Some(Ok(Message::Ping(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(f))) => {
-                        let (code, reason) = f
-                            .map(|f| (u16::from(f.code), f.reason.to_string()))
-                            .unwrap_or((1000, String::new()));
-                        break RelayEnd::ClientGone(code, reason);
-                    }
+                let msg = match incoming {
+                    Some(Ok(m)) => m,
                     Some(Err(WsError::Capacity(e))) => {
+                        counters.hit(Limit::MessageSize);
                         let error = ServerMessage::error(ErrorCode::MessageTooLarge, format!("message too large: {e}"));
-                        let _ = sink.send(Message::Text(encode(&error, None))).await;
-                        let _ = sink.send(close_message(CloseCode::Size, "message too large")).await;
+                        let _ = out.try_send(Message::Text(encode(&error, None)));
+                        let _ = out.try_send(close_message(CloseCode::Size, "message too large"));
                         break RelayEnd::ClientGone(1009, "message too large".into());
                     }
                     Some(Err(_)) | None => break RelayEnd::ClientGone(1001, "client gone".into()),
                 };
-                if tx.send(frame).await.is_err() {
-                    break RelayEnd::Lost;
+                if let Message::Close(f) = msg {
+                    let (code, reason) = f
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1000, String::new()));
+                    break RelayEnd::ClientGone(code, reason);
+                }
+                let now = Instant::now();
+                if !rate.allow(now) {
+                    counters.hit(Limit::Rate);
+                    if last_rate_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        last_rate_error = Some(now);
+                        let error = ServerMessage::error(ErrorCode::RateLimited, format!(
+                            "more than {} messages per second; message dropped", limits.messages_per_second));
+                        let _ = out.try_send(Message::Text(encode(&error, None)));
+                    }
+                    continue;
+                }
+                let frame = match msg {
+                    Message::Text(t) => TunnelFrame::Text(t.to_string()),
+                    Message::Binary(_) => TunnelFrame::Binary,
+                    Message::Pong(_) => TunnelFrame::Pong,
+                    Message::Ping(_) | Message::Frame(_) | Message::Close(_) => continue,
+                };
+                match tokio::time::timeout(limits.send_timeout, tx.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => break RelayEnd::Lost,
                 }
             }
             frame = rx.recv() => match frame {
                 Some(TunnelFrame::Text(t)) => {
-                    if sink.send(Message::text(t)).await.is_err() {
-                        break RelayEnd::ClientGone(1001, "client gone".into());
+                    if out.try_send(Message::text(t)).is_err() {
+                        counters.hit(Limit::SlowClient);
+                        warn!(owner = %peer, "relayed client too slow to keep up; disconnecting");
+                        break RelayEnd::ClientGone(1008, "too slow".into());
                     }
                 }
                 Some(TunnelFrame::Ping) => {
-                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                        break RelayEnd::ClientGone(1001, "client gone".into());
-                    }
+                    let _ = out.try_send(Message::Ping(Bytes::new()));
                 }
                 Some(TunnelFrame::Pong | TunnelFrame::Binary) => {}
                 Some(TunnelFrame::Close { code, reason }) => {
-                    let _ = sink.send(close_message(CloseCode::from(code), &reason)).await;
+                    let _ = out.try_send(close_message(CloseCode::from(code), &reason));
                     break RelayEnd::OwnerClosed;
                 }
                 Some(TunnelFrame::Lost) | None => break RelayEnd::Lost,
             },
+            timed_out = &mut dead => {
+                if timed_out.unwrap_or(false) {
+                    counters.hit(Limit::SlowClient);
+                    warn!(owner = %peer, timeout = ?limits.send_timeout, "relayed client stopped reading; disconnecting");
+                }
+                break RelayEnd::ClientGone(1001, "client gone".into());
+            }
             Ok(()) = shutdown.changed() => {
                 if *shutdown.borrow_and_update() {
                     break RelayEnd::Shutdown;
@@ -191,32 +279,40 @@ where
             }
         }
     };
+    let tell_owner = |code: u16, reason: String| {
+        let tx = tx.clone();
+        async move {
+            let _ = tokio::time::timeout(
+                limits.send_timeout,
+                tx.send(TunnelFrame::Close { code, reason }),
+            )
+            .await;
+        }
+    };
     match ended {
         RelayEnd::ClientGone(code, reason) => {
-            let _ = tx.send(TunnelFrame::Close { code, reason }).await;
+            let _ = out.try_send(close_message(CloseCode::from(code), &reason));
+            tell_owner(code, reason).await;
         }
         RelayEnd::OwnerClosed => {}
         RelayEnd::Lost => {
             info!(owner = %peer, "tunnel to the room's node lost; telling the client to reconnect");
-            let _ = sink.send(disconnected(DisconnectReason::Migration)).await;
-            let _ = sink.send(close_message(CloseCode::Away, "migration")).await;
+            let _ = out.try_send(disconnected(DisconnectReason::Migration));
+            let _ = out.try_send(close_message(CloseCode::Away, "migration"));
         }
         RelayEnd::Shutdown => {
-            let _ = sink
-                .send(disconnected(DisconnectReason::ServerShutdown))
-                .await;
-            let _ = sink
-                .send(close_message(CloseCode::Away, "server shutdown"))
-                .await;
-            let _ = tx
-                .send(TunnelFrame::Close {
-                    code: 1001,
-                    reason: "relay shutting down".into(),
-                })
-                .await;
+            let _ = out.try_send(disconnected(DisconnectReason::ServerShutdown));
+            let _ = out.try_send(close_message(CloseCode::Away, "server shutdown"));
+            tell_owner(1001, "relay shutting down".into()).await;
         }
     }
-    let _ = sink.close().await;
+    drop(out);
+    if tokio::time::timeout(limits.send_timeout.saturating_mul(2), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 /// A tunnel seen as a WebSocket, so that [`session::run`] runs over it
@@ -319,18 +415,22 @@ pub(crate) async fn accept_tunnels(
             Ok(c) => c,
             Err(e) => {
                 warn!(relay = %end.peer_node(), error = %e, "tunneled session refused: bad token");
-                let _ = end
-                    .send(TunnelFrame::Close {
+                // Never let one stuck tunnel hold up the others.
+                let _ = tokio::time::timeout(
+                    shared.config.limits.send_timeout,
+                    end.send(TunnelFrame::Close {
                         code: 1008,
                         reason: format!("invalid token: {e}"),
-                    })
-                    .await;
+                    }),
+                )
+                .await;
                 continue;
             }
         };
         if shared.is_shutting_down() {
-            let _ = end
-                .send(TunnelFrame::Text(
+            let _ = tokio::time::timeout(
+                shared.config.limits.send_timeout,
+                end.send(TunnelFrame::Text(
                     encode(
                         &ServerMessage::Disconnected {
                             reason: DisconnectReason::ServerShutdown,
@@ -338,8 +438,9 @@ pub(crate) async fn accept_tunnels(
                         None,
                     )
                     .to_string(),
-                ))
-                .await;
+                )),
+            )
+            .await;
             continue;
         }
         debug!(%room, relay = %end.peer_node(), identity = %claims.sub, "tunneled session started");

@@ -17,12 +17,48 @@ pub struct Limits {
     /// closes the connection (close code 1009).
     pub max_message_size: usize,
     /// Most participants in one room (`MAX_PARTICIPANTS`; 0 means no limit).
+    /// A join past it gets error 101.
     pub max_participants: u32,
+    /// Most open rooms on this node (`MAX_ROOMS`; 0 means no limit). A join
+    /// that would create one more gets error 501.
+    pub max_rooms: u32,
+    /// Most WebSocket connections from one client IP (`MAX_CONNECTIONS_PER_IP`;
+    /// 0 means no limit). More are refused with HTTP 429 before the upgrade.
+    /// Behind a reverse proxy, set [`ServerConfig::trusted_proxies`].
+    pub max_connections_per_ip: u32,
+    /// Most WebSocket connections with one identity (`MAX_CONNECTIONS_PER_IDENTITY`;
+    /// 0 means no limit). More are refused with HTTP 429 before the upgrade.
+    pub max_connections_per_identity: u32,
+    /// How long an authenticated socket may stay without joining a room
+    /// (`JOIN_TIMEOUT`); then it gets error 205 and is closed (1008).
+    pub join_timeout: Duration,
+    /// Longest a write of one message to a client may take
+    /// (`WS_SEND_TIMEOUT`); a client that does not read for that long is
+    /// disconnected, and the room goes on without it.
+    pub send_timeout: Duration,
+    /// `TCP_USER_TIMEOUT` of accepted sockets (Linux): how long sent data may
+    /// stay unacknowledged before the kernel drops the connection
+    /// (`TCP_USER_TIMEOUT`; `None`/0 leaves the system default).
+    pub tcp_user_timeout: Option<Duration>,
+    /// Most tracks one participant may publish at once (`MAX_TRACKS_PER_PARTICIPANT`);
+    /// past it `publish` gets error 409.
+    pub max_tracks_per_participant: u32,
+    /// Most data channels one participant may publish at once
+    /// (`MAX_DATA_CHANNELS_PER_PARTICIPANT`); past it `publish-data-channel`
+    /// gets error 409.
+    pub max_data_channels_per_participant: u32,
+    /// Largest size, in bytes, of a room's participant listing as sent in
+    /// `joined` (`MAX_ROOM_LISTING_BYTES`). A `join`, `publish` or
+    /// `publish-data-channel` that would make it larger is refused (101 or
+    /// 409), so `joined` stays under this plus the joiner's own entry and the
+    /// router's capabilities.
+    pub max_room_listing_bytes: usize,
     /// Sustained messages per second per connection (`RATE_LIMIT`).
     pub messages_per_second: u32,
     /// Burst of messages allowed above the sustained rate (`RATE_LIMIT_BURST`).
     pub message_burst: u32,
-    /// Messages queued towards one slow client before it is disconnected.
+    /// Messages queued towards one slow client before it is disconnected
+    /// (`OUTBOUND_QUEUE`).
     pub outbound_queue: usize,
 }
 
@@ -30,11 +66,81 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_message_size: 64 * 1024,
-            max_participants: 0,
+            max_participants: 500,
+            max_rooms: 1000,
+            max_connections_per_ip: 200,
+            max_connections_per_identity: 10,
+            join_timeout: Duration::from_secs(15),
+            send_timeout: Duration::from_secs(10),
+            tcp_user_timeout: Some(Duration::from_secs(30)),
+            max_tracks_per_participant: 16,
+            max_data_channels_per_participant: 16,
+            max_room_listing_bytes: 1024 * 1024,
             messages_per_second: 50,
             message_burst: 100,
             outbound_queue: 512,
         }
+    }
+}
+
+/// An IP network (`10.0.0.0/8`, `2001:db8::/32`, or one address), as in
+/// `TRUSTED_PROXIES`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V4(ip)) => IpNet {
+                addr: IpAddr::V6(net),
+                prefix: self.prefix,
+            }
+            .contains(IpAddr::V6(ip.to_ipv6_mapped())),
+            (IpAddr::V4(_), IpAddr::V6(ip)) => ip
+                .to_ipv4_mapped()
+                .is_some_and(|v4| self.contains(IpAddr::V4(v4))),
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
     }
 }
 
@@ -72,6 +178,18 @@ pub struct ServerConfig {
     pub auto_create_rooms: bool,
     /// Interval of WebSocket pings; a connection silent for three intervals is closed.
     pub ping_interval: Duration,
+    /// How often a participant in a room is sent a fresh token
+    /// (`token-refresh`; `TOKEN_REFRESH_INTERVAL`, 0 turns it off). The first
+    /// one comes sooner when half the token's remaining lifetime is shorter.
+    pub token_refresh_interval: Duration,
+    /// Clock skew tolerated on a token's `exp` and `nbf`, at the upgrade and
+    /// at `join` (10 s).
+    pub token_leeway: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` is believed
+    /// (`TRUSTED_PROXIES`: IPs or CIDR blocks). A connection from one of them
+    /// counts against the client IP it forwards for; from anywhere else the
+    /// header is ignored and the TCP peer's IP counts.
+    pub trusted_proxies: Vec<IpNet>,
     /// Media workers; `None` runs signaling only.
     pub media: Option<MediaConfig>,
     /// Serve the demo app at `/demo/` from this folder (the repository's
@@ -100,6 +218,9 @@ impl ServerConfig {
             empty_room_timeout: Duration::from_secs(10),
             auto_create_rooms: true,
             ping_interval: Duration::from_secs(15),
+            token_refresh_interval: Duration::from_secs(300),
+            token_leeway: pulsewave_auth::DEFAULT_LEEWAY,
+            trusted_proxies: Vec::new(),
             media: Some(MediaConfig::loopback()),
             web_dir: None,
             cluster: Cluster::local(),
@@ -109,5 +230,6 @@ impl ServerConfig {
     /// The verifier for this configuration's key pair.
     pub fn verifier(&self) -> TokenVerifier {
         TokenVerifier::new(self.api_key.clone(), self.api_secret.clone())
+            .with_leeway(self.token_leeway)
     }
 }

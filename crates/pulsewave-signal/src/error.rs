@@ -50,6 +50,26 @@ pub enum SignalError {
     /// A token problem.
     #[error("unauthorized: {0}")]
     Auth(#[from] AuthError),
+    /// The session's token expired before `join`.
+    #[error(
+        "unauthorized: the token expired at {exp} (unix seconds); get a new token and reconnect"
+    )]
+    TokenExpired {
+        /// The token's `exp`.
+        exp: u64,
+    },
+    /// The room's participant listing is at `MAX_ROOM_LISTING_BYTES`.
+    #[error("room is full: its participant listing reached {max} bytes")]
+    RoomListingFull {
+        /// The limit.
+        max: usize,
+    },
+    /// A hidden participant tried to be seen (publish, send data).
+    #[error("permission denied: a hidden participant cannot {0}")]
+    Hidden(&'static str),
+    /// A per-participant or per-room limit was reached.
+    #[error("limit reached: {0}")]
+    LimitReached(String),
     /// A media error with its own code.
     #[error("{message}")]
     Media {
@@ -83,6 +103,10 @@ impl SignalError {
             SignalError::Auth(AuthError::RoomMismatch { .. }) => ErrorCode::RoomMismatch,
             SignalError::Auth(AuthError::MissingGrant(_)) => ErrorCode::PermissionDenied,
             SignalError::Auth(_) => ErrorCode::Unauthorized,
+            SignalError::TokenExpired { .. } => ErrorCode::Unauthorized,
+            SignalError::LimitReached(_) => ErrorCode::LimitReached,
+            SignalError::RoomListingFull { .. } => ErrorCode::RoomFull,
+            SignalError::Hidden(_) => ErrorCode::PermissionDenied,
             SignalError::Media { code, .. } => *code,
             SignalError::Unavailable(_) => ErrorCode::ServiceUnavailable,
             SignalError::Internal(_) => ErrorCode::InternalError,

@@ -18,6 +18,7 @@ use tracing::{debug, info};
 
 use crate::cluster::{self, Route};
 use crate::config::TokenEndpointAuth;
+use crate::limits::{Limit, Refused, client_ip};
 use crate::server::Shared;
 use crate::session;
 
@@ -33,11 +34,21 @@ pub(crate) async fn route(
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match path.as_str() {
-        "/api/token" => match *req.method() {
-            Method::POST => token_endpoint(req, shared).await,
-            Method::OPTIONS => cors_preflight(),
-            _ => method_not_allowed("POST, OPTIONS"),
-        },
+        "/api/token" => {
+            // An open token endpoint reachable from the network is not
+            // offered to every web page: no `Access-Control-Allow-Origin: *`.
+            let exposed = open_on_network(&shared.config);
+            let mut res = match *req.method() {
+                Method::POST => token_endpoint(req, shared).await,
+                Method::OPTIONS => cors_preflight(),
+                _ => method_not_allowed("POST, OPTIONS"),
+            };
+            if exposed {
+                res.headers_mut()
+                    .remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+            }
+            res
+        }
         "/metrics" => match *req.method() {
             Method::GET => metrics(&req, &shared),
             _ => method_not_allowed("GET"),
@@ -79,6 +90,12 @@ pub(crate) async fn route(
         ),
         _ => json_error(StatusCode::NOT_FOUND, &format!("no route for {path}")),
     }
+}
+
+/// Whether the token endpoint is open (`--dev`) on an address other hosts
+/// can reach.
+pub(crate) fn open_on_network(config: &crate::config::ServerConfig) -> bool {
+    config.token_endpoint == TokenEndpointAuth::Open && !config.listen.ip().is_loopback()
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
@@ -430,6 +447,34 @@ async fn upgrade(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
             return json_error(StatusCode::UNAUTHORIZED, &format!("invalid token: {e}"));
         }
     };
+    // Node-wide caps on open WebSockets, per client IP and per identity.
+    let ip = client_ip(peer, req.headers(), &shared.config.trusted_proxies);
+    let permit = match shared.connections.acquire(ip, &claims.sub) {
+        Ok(p) => p,
+        Err(refused) => {
+            let (limit, message) = match refused {
+                Refused::Ip(max) => (
+                    Limit::ConnectionsPerIp,
+                    format!(
+                        "too many connections from {ip}: at most {max} (MAX_CONNECTIONS_PER_IP)"
+                    ),
+                ),
+                Refused::Identity(max) => (
+                    Limit::ConnectionsPerIdentity,
+                    format!(
+                        "too many connections for identity `{}`: at most {max} (MAX_CONNECTIONS_PER_IDENTITY)",
+                        claims.sub
+                    ),
+                ),
+            };
+            shared.rooms.counters().hit(limit);
+            debug!(%peer, %ip, identity = %claims.sub, "{message}");
+            let mut res = json_error(StatusCode::TOO_MANY_REQUESTS, &message);
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return res;
+        }
+    };
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return json_error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
@@ -454,6 +499,8 @@ async fn upgrade(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
     let shared2 = shared.clone();
     let shutdown = shared.shutdown_signal();
     shared.sessions.spawn(async move {
+        // Held for as long as the socket is open.
+        let _permit = permit;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let io = hyper_util::rt::TokioIo::new(upgraded);
@@ -465,7 +512,7 @@ async fn upgrade(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
                     }
                     Route::Tunnel(end) => {
                         debug!(%peer, identity = %claims.sub, owner = %end.peer_node(), "websocket relayed to the room's node");
-                        cluster::relay(ws, end, shutdown).await;
+                        cluster::relay(ws, end, &shared2, shutdown).await;
                     }
                 }
                 debug!(%peer, "websocket session ended");

@@ -32,6 +32,7 @@ mod config;
 mod error;
 mod handlers;
 mod http;
+mod limits;
 /// The media workers (the `pulsewave-media` crate).
 pub use pulsewave_media as media;
 pub mod metrics;
@@ -42,7 +43,7 @@ mod server;
 mod session;
 mod static_files;
 
-pub use config::{Limits, ServerConfig, TokenEndpointAuth};
+pub use config::{IpNet, Limits, ServerConfig, TokenEndpointAuth};
 pub use error::SignalError;
 pub use pulsewave_cluster::Cluster;
 pub use room::{RoomHandle, RoomManager, RoomSettings};

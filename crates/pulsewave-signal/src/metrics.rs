@@ -114,6 +114,22 @@ pub(crate) fn render(shared: &Shared) -> String {
             metric(name, kind, help, value.to_string());
         }
     }
+    {
+        let counters = shared.rooms.counters();
+        let _ = writeln!(
+            out,
+            "# HELP pulsewave_limit_hits_total Times a limit was crossed: a frame, message, connection, room, join or track refused, or a client disconnected."
+        );
+        let _ = writeln!(out, "# TYPE pulsewave_limit_hits_total counter");
+        for limit in crate::limits::Limit::ALL {
+            let _ = writeln!(
+                out,
+                "pulsewave_limit_hits_total{{limit=\"{}\"}} {}",
+                limit.label(),
+                counters.get(limit)
+            );
+        }
+    }
     out
 }
 

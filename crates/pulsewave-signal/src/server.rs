@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::http;
+use crate::limits::ConnectionLimiter;
 use crate::media::WorkerPool;
 use crate::room::{RoomManager, RoomSettings};
 use pulsewave_auth::TokenVerifier;
@@ -27,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) verifier: TokenVerifier,
     shutdown_tx: watch::Sender<bool>,
     pub(crate) sessions: tokio_util::task::TaskTracker,
+    /// Open WebSockets per client IP and per identity.
+    pub(crate) connections: Arc<ConnectionLimiter>,
 }
 
 impl Shared {
@@ -91,6 +94,13 @@ impl WebSocketServer {
                 };
                 let rooms = RoomManager::new(RoomSettings {
                     max_participants: self.config.limits.max_participants,
+                    max_rooms: self.config.limits.max_rooms,
+                    max_tracks_per_participant: self.config.limits.max_tracks_per_participant,
+                    max_data_channels_per_participant: self
+                        .config
+                        .limits
+                        .max_data_channels_per_participant,
+                    max_room_listing_bytes: self.config.limits.max_room_listing_bytes,
                     empty_timeout: self.config.empty_room_timeout,
                     auto_create: self.config.auto_create_rooms,
                     ice_servers: self.config.ice_servers.clone(),
@@ -112,6 +122,10 @@ impl WebSocketServer {
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
+            connections: ConnectionLimiter::new(
+                self.config.limits.max_connections_per_ip,
+                self.config.limits.max_connections_per_identity,
+            ),
             verifier: self.config.verifier(),
             config: self.config,
             rooms,
@@ -119,6 +133,15 @@ impl WebSocketServer {
             sessions: tokio_util::task::TaskTracker::new(),
         });
         info!(%local_addr, node = %shared.config.cluster.node_id(), "signaling server listening");
+        if http::open_on_network(&shared.config) {
+            warn!(
+                %local_addr,
+                "DEVELOPMENT MODE ON A NETWORK ADDRESS: POST /api/token is open, so anyone who \
+                 reaches {local_addr} can mint tokens and join any room as anyone. Use --dev only \
+                 on 127.0.0.1, or run without --dev (API_KEY/API_SECRET). Browsers on other \
+                 origins are not allowed to call /api/token (no Access-Control-Allow-Origin)."
+            );
+        }
         if let Some(incoming) = shared.config.cluster.take_incoming_tunnels() {
             tokio::spawn(crate::cluster::accept_tunnels(shared.clone(), incoming));
         }
@@ -148,6 +171,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        set_tcp_user_timeout(&stream, shared.config.limits.tcp_user_timeout);
         let mut stop = shared.shutdown_signal();
         let shared = shared.clone();
         let service = hyper::service::service_fn(move |req| {
@@ -173,6 +197,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         });
     }
+}
+
+/// Sets `TCP_USER_TIMEOUT` (Linux): the kernel drops a connection whose sent
+/// data stays unacknowledged that long (a peer gone without a FIN, or one
+/// whose receive window stays closed), whatever the application is doing.
+pub(crate) fn set_tcp_user_timeout(stream: &tokio::net::TcpStream, timeout: Option<Duration>) {
+    #[cfg(target_os = "linux")]
+    if let Some(t) = timeout.filter(|t| !t.is_zero()) {
+        let ms = u32::try_from(t.as_millis()).unwrap_or(u32::MAX);
+        if let Err(e) =
+            nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::TcpUserTimeout, &ms)
+        {
+            debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (stream, timeout);
 }
 
 /// A started server.

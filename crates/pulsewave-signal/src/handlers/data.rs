@@ -18,6 +18,9 @@ impl DataHandler {
         request_id: Option<RequestId>,
     ) -> Result<Flow, SignalError> {
         let (room, sid) = session.joined()?;
+        if session.claims.video.hidden {
+            return Err(SignalError::Hidden("send data"));
+        }
         if !session.claims.video.can_publish_data() {
             return Err(SignalError::PermissionDenied("canPublishData"));
         }

@@ -20,6 +20,9 @@ impl DataChannelHandler {
         request_id: Option<RequestId>,
     ) -> Result<Flow, SignalError> {
         let (room, sid) = session.joined()?;
+        if session.claims.video.hidden {
+            return Err(SignalError::Hidden("publish data channels"));
+        }
         if !session.claims.video.can_publish_data() {
             return Err(SignalError::PermissionDenied("canPublishData"));
         }

@@ -5,6 +5,13 @@ use crate::error::SignalError;
 use crate::room::JoinRequest;
 use crate::session::{Session, SessionState};
 
+/// Longest identity accepted at `join`, in bytes.
+pub(crate) const MAX_IDENTITY_BYTES: usize = 256;
+/// Longest display name accepted at `join`, in bytes.
+pub(crate) const MAX_NAME_BYTES: usize = 256;
+/// Longest participant metadata accepted at `join`, in bytes.
+pub(crate) const MAX_METADATA_BYTES: usize = 4096;
+
 /// Handles `join`: checks the grant, enters the room, replies `joined`.
 pub(crate) struct JoinHandler;
 
@@ -18,11 +25,38 @@ impl JoinHandler {
             return Err(SignalError::AlreadyJoined(room.name().to_owned()));
         }
         session.claims.require_room_join(&room)?;
+        // The token was valid at the upgrade; it must still be at `join`
+        // (with the same leeway for clock skew).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let leeway = session.shared.config.token_leeway.as_secs();
+        if now.saturating_sub(leeway) > session.claims.exp {
+            return Err(SignalError::TokenExpired {
+                exp: session.claims.exp,
+            });
+        }
+        // What every other participant is sent about this one is bounded.
+        for (field, value, max) in [
+            ("identity (`sub`)", &session.claims.sub, MAX_IDENTITY_BYTES),
+            ("name", &session.claims.name, MAX_NAME_BYTES),
+            ("metadata", &session.claims.metadata, MAX_METADATA_BYTES),
+        ] {
+            if value.len() > max {
+                return Err(SignalError::InvalidParameters(format!(
+                    "the token's {field} is {} bytes; at most {max} are accepted",
+                    value.len()
+                )));
+            }
+        }
         let video = &session.claims.video;
+        // A hidden participant is seen by nobody, so it publishes nothing:
+        // no tracks, no data channels, no data messages (as in LiveKit).
         let permission = ParticipantPermission {
-            can_publish: video.can_publish(),
+            can_publish: video.can_publish() && !video.hidden,
             can_subscribe: video.can_subscribe(),
-            can_publish_data: video.can_publish_data(),
+            can_publish_data: video.can_publish_data() && !video.hidden,
             hidden: video.hidden,
         };
         let create = session.shared.config.auto_create_rooms || video.room_create;

@@ -27,6 +27,9 @@ impl PublishHandler {
     ) -> Result<Flow, SignalError> {
         let (room, sid) = session.joined()?;
         let video = &session.claims.video;
+        if video.hidden {
+            return Err(SignalError::Hidden("publish tracks"));
+        }
         if !video.can_publish() {
             return Err(SignalError::PermissionDenied("canPublish"));
         }

@@ -19,12 +19,15 @@ impl CreateWebRtcTransportHandler {
     ) -> Result<Flow, SignalError> {
         let video = &session.claims.video;
         match direction {
+            TransportDirection::Send if video.hidden => {
+                return Err(SignalError::Hidden("publish (no send transport)"));
+            }
             TransportDirection::Send if !video.can_publish() && !video.can_publish_data() => {
                 return Err(SignalError::PermissionDenied("canPublish"));
             }
-            TransportDirection::Recv if !video.can_subscribe() && !video.can_publish_data() => {
-                return Err(SignalError::PermissionDenied("canSubscribe"));
-            }
+            // Every participant may receive: data channels need no grant
+            // beyond joining (as data messages); `subscribe` checks
+            // `canSubscribe` for media.
             _ => {}
         }
         if direction == TransportDirection::Recv && rtp_capabilities.is_some() {

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use super::manager::{JoinRequest, ManagerInner, RoomHandle};
 use super::media::MediaRequest;
 use crate::error::SignalError;
+use crate::limits::Limit;
 use crate::outbound::{Outbound, encode};
 use pulsewave_media::MediaRoom;
 
@@ -56,6 +57,35 @@ pub(crate) enum Command {
 pub(crate) struct Participant {
     pub(crate) info: ParticipantInfo,
     pub(crate) outbound: Outbound,
+    /// Bytes this participant's entry takes in the room listing of `joined`
+    /// (0 for a hidden participant, who is not listed).
+    pub(crate) listed_bytes: usize,
+}
+
+/// Bytes of `value` as JSON, counted without building the string.
+pub(crate) fn json_len<T: serde::Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// What `info` takes in a room listing: its JSON, a separating comma, and a
+/// byte per track for `"muted":false` being longer than `true`.
+pub(crate) fn listed_bytes(info: &ParticipantInfo) -> usize {
+    if info.permission.hidden {
+        return 0;
+    }
+    json_len(info) + 1 + info.tracks.len()
 }
 
 /// The task owning one room's state.
@@ -73,6 +103,9 @@ pub(crate) struct RoomActor {
     pub(crate) rtp_capabilities: RtpCapabilities,
     /// Fingerprint of the state last reported to the cluster.
     reported: u64,
+    /// Bytes of the participant listing a newcomer's `joined` carries (the
+    /// sum of the visible participants' `listed_bytes`).
+    pub(crate) listing_bytes: usize,
 }
 
 pub(crate) fn unix_millis() -> u64 {
@@ -100,6 +133,7 @@ impl RoomActor {
             media: None,
             rtp_capabilities,
             reported: 0,
+            listing_bytes: 0,
         };
         info!(room = %name, sid = %sid, "room created");
         actor.report_to_cluster();
@@ -269,13 +303,16 @@ impl RoomActor {
                 let _ = reply.send(result);
             }
             Command::Info { reply } => {
-                let _ = reply.send(Ok(self.info(None)));
+                // For the operator (`RoomManager::list_rooms`, drain): everyone.
+                let _ = reply.send(Ok(self.info(None, true)));
             }
             Command::Close { .. } => {}
         }
     }
 
-    fn info(&self, except: Option<&ParticipantSid>) -> RoomInfo {
+    /// The room as participants see it: hidden participants are listed only
+    /// with `include_hidden` (for the operator).
+    fn info(&self, except: Option<&ParticipantSid>, include_hidden: bool) -> RoomInfo {
         RoomInfo {
             sid: self.sid.clone(),
             name: self.name.clone(),
@@ -284,7 +321,9 @@ impl RoomActor {
             participants: self
                 .participants
                 .iter()
-                .filter(|p| Some(&p.info.sid) != except && !p.info.permission.hidden)
+                .filter(|p| {
+                    Some(&p.info.sid) != except && (include_hidden || !p.info.permission.hidden)
+                })
                 .map(|p| p.info.clone())
                 .collect(),
         }
@@ -295,6 +334,29 @@ impl RoomActor {
             .iter()
             .find(|p| &p.info.sid == sid)
             .ok_or(SignalError::NotJoined)
+    }
+
+    /// Recounts `sid`'s place in the listing after its tracks or data
+    /// channels changed (bounded: one participant's entry).
+    pub(crate) fn recount(&mut self, sid: &ParticipantSid) {
+        if let Some(p) = self.participants.iter_mut().find(|p| &p.info.sid == sid) {
+            let now = listed_bytes(&p.info);
+            self.listing_bytes = self.listing_bytes - p.listed_bytes + now;
+            p.listed_bytes = now;
+        }
+    }
+
+    /// Refuses an addition of `extra` bytes to the listing past
+    /// `MAX_ROOM_LISTING_BYTES`.
+    pub(crate) fn check_listing(&self, extra: usize) -> Result<(), SignalError> {
+        let max = self.manager.settings().max_room_listing_bytes;
+        if max > 0 && self.listing_bytes + extra > max {
+            self.manager.counters().hit(Limit::RoomListing);
+            return Err(SignalError::LimitReached(format!(
+                "the room's participant listing would exceed {max} bytes (MAX_ROOM_LISTING_BYTES)"
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn participant_mut(
@@ -321,6 +383,7 @@ impl RoomActor {
         }
         let max = self.manager.settings().max_participants;
         if max > 0 && self.participants.len() as u32 >= max {
+            self.manager.counters().hit(Limit::Participants);
             return Err(SignalError::RoomFull { max });
         }
         let info = ParticipantInfo {
@@ -334,8 +397,16 @@ impl RoomActor {
             data_channels: Vec::new(),
         };
         let sid = info.sid.clone();
+        let cost = listed_bytes(&info);
+        if cost > 0 {
+            let max = self.manager.settings().max_room_listing_bytes;
+            if max > 0 && self.listing_bytes + cost > max {
+                self.manager.counters().hit(Limit::RoomListing);
+                return Err(SignalError::RoomListingFull { max });
+            }
+        }
         let joined = ServerMessage::Joined {
-            room: self.info(None),
+            room: self.info(None, false),
             participant: info.clone(),
             rtp_capabilities: self.rtp_capabilities.clone(),
             ice_servers: self.manager.settings().ice_servers.clone(),
@@ -353,7 +424,9 @@ impl RoomActor {
         self.participants.push(Participant {
             info,
             outbound: req.outbound,
+            listed_bytes: cost,
         });
+        self.listing_bytes += cost;
         self.empty_since = None;
         Ok(sid)
     }
@@ -365,13 +438,15 @@ impl RoomActor {
             return;
         };
         let p = self.participants.remove(idx);
+        self.listing_bytes -= p.listed_bytes;
         if let Some(reason) = reason {
             p.outbound.disconnect(reason);
         }
         if let Some(media) = &self.media {
             let _ = media.close_participant(p.info.sid.clone()).await;
         }
-        for t in &p.info.tracks {
+        let hidden = p.info.permission.hidden;
+        for t in p.info.tracks.iter().filter(|_| !hidden) {
             self.broadcast(
                 &ServerMessage::TrackUnpublished {
                     producer_id: t.producer_id.clone(),
@@ -381,7 +456,7 @@ impl RoomActor {
                 None,
             );
         }
-        for d in &p.info.data_channels {
+        for d in p.info.data_channels.iter().filter(|_| !hidden) {
             self.broadcast(
                 &ServerMessage::DataTrackUnpublished {
                     data_producer_id: d.data_producer_id.clone(),
@@ -442,7 +517,7 @@ impl RoomActor {
             self.manager
                 .settings()
                 .cluster
-                .room_updated(&self.info(None));
+                .room_updated(&self.info(None, false));
         }
     }
 
@@ -455,11 +530,22 @@ impl RoomActor {
         topic: Option<String>,
     ) -> Result<(), SignalError> {
         let sender = self.participant(from)?;
+        if sender.info.permission.hidden {
+            return Err(SignalError::Hidden("send data"));
+        }
         if !sender.info.permission.can_publish_data {
             return Err(SignalError::PermissionDenied("canPublishData"));
         }
+        // A hidden participant is absent for everyone else: naming it is
+        // the same error as naming nobody, and it gets nothing sent to it.
+        let visible = |p: &&Participant| !p.info.permission.hidden;
         for d in destinations {
-            if !self.participants.iter().any(|p| &p.info.identity == d) {
+            if !self
+                .participants
+                .iter()
+                .filter(visible)
+                .any(|p| &p.info.identity == d)
+            {
                 return Err(SignalError::ParticipantNotFound(d.clone()));
             }
         }
@@ -474,7 +560,8 @@ impl RoomActor {
         );
         for p in &self.participants {
             if &p.info.sid == from
-                || (!destinations.is_empty() && !destinations.contains(&p.info.identity))
+                || (!destinations.is_empty()
+                    && (p.info.permission.hidden || !destinations.contains(&p.info.identity)))
             {
                 continue;
             }

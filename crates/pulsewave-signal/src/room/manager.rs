@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::actor::{Command, RoomActor};
 use super::media::MediaRequest;
 use crate::error::SignalError;
+use crate::limits::{Counters, Limit};
 use crate::media::WorkerPool;
 use crate::outbound::Outbound;
 
@@ -21,6 +22,15 @@ use crate::outbound::Outbound;
 pub struct RoomSettings {
     /// Most participants (0: no limit).
     pub max_participants: u32,
+    /// Most open rooms in this manager (0: no limit).
+    pub max_rooms: u32,
+    /// Most tracks one participant may publish at once (0: no limit).
+    pub max_tracks_per_participant: u32,
+    /// Most data channels one participant may publish at once (0: no limit).
+    pub max_data_channels_per_participant: u32,
+    /// Largest size in bytes of a room's participant listing in `joined`
+    /// (0: no limit).
+    pub max_room_listing_bytes: usize,
     /// How long an empty room stays open.
     pub empty_timeout: Duration,
     /// Whether `join` creates a missing room.
@@ -36,8 +46,13 @@ pub struct RoomSettings {
 
 impl Default for RoomSettings {
     fn default() -> Self {
+        let limits = crate::config::Limits::default();
         Self {
-            max_participants: 0,
+            max_participants: limits.max_participants,
+            max_rooms: limits.max_rooms,
+            max_tracks_per_participant: limits.max_tracks_per_participant,
+            max_data_channels_per_participant: limits.max_data_channels_per_participant,
+            max_room_listing_bytes: limits.max_room_listing_bytes,
             empty_timeout: Duration::from_secs(10),
             auto_create: true,
             ice_servers: Vec::new(),
@@ -71,11 +86,16 @@ pub struct RoomManager {
 pub(crate) struct ManagerInner {
     rooms: Mutex<HashMap<String, RoomHandle>>,
     settings: RoomSettings,
+    counters: Arc<Counters>,
 }
 
 impl ManagerInner {
     pub(crate) fn settings(&self) -> &RoomSettings {
         &self.settings
+    }
+
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
     }
 
     /// Removes `name` from the table if it still maps to the room `sid`.
@@ -94,6 +114,7 @@ impl RoomManager {
             inner: Arc::new(ManagerInner {
                 rooms: Mutex::new(HashMap::new()),
                 settings,
+                counters: Arc::new(Counters::default()),
             }),
         }
     }
@@ -101,6 +122,21 @@ impl RoomManager {
     /// The settings rooms are created with.
     pub fn settings(&self) -> &RoomSettings {
         &self.inner.settings
+    }
+
+    /// How often each limit was crossed (for `/metrics`).
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.inner.counters
+    }
+
+    /// Whether this manager holds `MAX_ROOMS` open rooms already.
+    pub(crate) fn is_full(&self) -> bool {
+        let max = self.inner.settings.max_rooms;
+        if max == 0 {
+            return false;
+        }
+        let rooms = self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.values().filter(|h| !h.tx.is_closed()).count() >= max as usize
     }
 
     /// The open room named `name`, creating it if needed. Must be called
@@ -123,6 +159,17 @@ impl RoomManager {
         }
         if !create {
             return Err(SignalError::RoomNotFound(name.to_owned()));
+        }
+        let max = self.inner.settings.max_rooms;
+        if max > 0 {
+            // Closed rooms still in the table are replaced, not counted.
+            rooms.retain(|_, h| !h.tx.is_closed());
+            if rooms.len() >= max as usize {
+                self.inner.counters.hit(Limit::Rooms);
+                return Err(SignalError::Unavailable(format!(
+                    "this server holds its limit of {max} rooms (MAX_ROOMS); try again later"
+                )));
+            }
         }
         let handle = RoomActor::spawn(name.to_owned(), self.inner.clone());
         rooms.insert(name.to_owned(), handle.clone());

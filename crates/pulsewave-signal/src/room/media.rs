@@ -13,7 +13,14 @@ use pulsewave_protocol::{
 };
 use tracing::debug;
 
-use super::actor::RoomActor;
+use super::actor::{RoomActor, json_len};
+use crate::limits::Limit;
+
+/// Longest data channel `label` or `protocol`, in bytes.
+pub(crate) const MAX_LABEL_BYTES: usize = 256;
+/// Room left for a track's `mimeType` when checking the listing size before
+/// the media core has parsed the codec (`video/H264` is 10 bytes).
+const MIME_TYPE_ALLOWANCE: usize = 32;
 use crate::error::SignalError;
 
 /// A media request from a participant, checked by its handler.
@@ -167,6 +174,29 @@ impl RoomActor {
                         source.kind()
                     )));
                 }
+                // Caps on what every newcomer's `joined` lists for this
+                // participant, checked before the media core does any work.
+                let p = self.participant(from)?;
+                let max = self.manager.settings().max_tracks_per_participant;
+                if max > 0 && p.info.tracks.len() >= max as usize {
+                    self.manager.counters().hit(Limit::Tracks);
+                    return Err(SignalError::LimitReached(format!(
+                        "at most {max} published tracks per participant (MAX_TRACKS_PER_PARTICIPANT)"
+                    )));
+                }
+                let estimate = TrackInfo {
+                    sid: TrackSid::generate(),
+                    producer_id: ProducerId::generate(),
+                    participant_identity: p.info.identity.clone(),
+                    participant_sid: p.info.sid.clone(),
+                    kind,
+                    source,
+                    muted: false,
+                    name: name.clone(),
+                    mime_type: "x".repeat(MIME_TYPE_ALLOWANCE),
+                    simulcast: false,
+                };
+                self.check_listing(json_len(&estimate) + 2)?;
                 let produced = self
                     .media()?
                     .produce(owner, transport_id, kind, rtp_parameters, muted)
@@ -186,6 +216,7 @@ impl RoomActor {
                     simulcast: produced.simulcast,
                 };
                 p.info.tracks.push(track.clone());
+                self.recount(from);
                 debug!(room = %self.name, identity = %track.participant_identity, producer = %track.producer_id, "track published");
                 self.send_to(
                     from,
@@ -205,6 +236,7 @@ impl RoomActor {
                 let p = self.participant_mut(from)?;
                 let identity = p.info.identity.clone();
                 let track = take_track(&mut p.info.tracks, &producer_id);
+                self.recount(from);
                 if let Some(track) = track {
                     self.broadcast_reply(
                         &ServerMessage::TrackUnpublished {
@@ -342,6 +374,30 @@ impl RoomActor {
                 label,
                 protocol,
             } => {
+                for (field, value) in [("label", &label), ("protocol", &protocol)] {
+                    if value.len() > MAX_LABEL_BYTES {
+                        return Err(SignalError::InvalidParameters(format!(
+                            "`{field}` is at most {MAX_LABEL_BYTES} bytes"
+                        )));
+                    }
+                }
+                let p = self.participant(from)?;
+                let max = self.manager.settings().max_data_channels_per_participant;
+                if max > 0 && p.info.data_channels.len() >= max as usize {
+                    self.manager.counters().hit(Limit::DataChannels);
+                    return Err(SignalError::LimitReached(format!(
+                        "at most {max} published data channels per participant (MAX_DATA_CHANNELS_PER_PARTICIPANT)"
+                    )));
+                }
+                let estimate = DataChannelInfo {
+                    data_producer_id: DataProducerId::generate(),
+                    participant_identity: p.info.identity.clone(),
+                    participant_sid: p.info.sid.clone(),
+                    label: label.clone(),
+                    protocol: protocol.clone(),
+                    kind: DataKind::Reliable,
+                };
+                self.check_listing(json_len(&estimate) + 1)?;
                 let id = self
                     .media()?
                     .produce_data(owner, transport_id, params, label.clone(), protocol.clone())
@@ -364,6 +420,7 @@ impl RoomActor {
                     },
                 };
                 p.info.data_channels.push(info.clone());
+                self.recount(from);
                 self.send_to(
                     from,
                     &ServerMessage::DataChannelPublished {
@@ -387,6 +444,7 @@ impl RoomActor {
                 p.info
                     .data_channels
                     .retain(|d| d.data_producer_id != data_producer_id);
+                self.recount(from);
                 self.broadcast_reply(
                     &ServerMessage::DataTrackUnpublished {
                         data_producer_id,
@@ -470,7 +528,9 @@ impl RoomActor {
                     return;
                 };
                 let identity = p.info.identity.clone();
-                if let Some(track) = take_track(&mut p.info.tracks, &producer_id) {
+                let taken = take_track(&mut p.info.tracks, &producer_id);
+                self.recount(&owner);
+                if let Some(track) = taken {
                     self.broadcast(
                         &ServerMessage::TrackUnpublished {
                             producer_id,
@@ -509,7 +569,9 @@ impl RoomActor {
                 p.info
                     .data_channels
                     .retain(|d| d.data_producer_id != data_producer_id);
-                if p.info.data_channels.len() != before {
+                let changed = p.info.data_channels.len() != before;
+                self.recount(&owner);
+                if changed {
                     self.broadcast(
                         &ServerMessage::DataTrackUnpublished {
                             data_producer_id,
