@@ -441,7 +441,7 @@ async fn upgrade(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
         return json_error(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
     }
     // Where the session runs: here, or on the node that owns the room.
-    let route = match cluster::place(&shared, &claims, &token).await {
+    let route = match cluster::place(&shared, &claims).await {
         Ok(route) => route,
         Err(res) => return res,
     };
