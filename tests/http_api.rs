@@ -187,3 +187,33 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// A server whose media workers stopped says so: `/healthz` fails (so a
+/// load balancer takes it out), `/metrics` counts the live workers, and a
+/// new room is refused (501) instead of running without media.
+#[tokio::test]
+async fn dead_media_workers_fail_the_health_check_and_refuse_rooms() {
+    let server = TestServer::start().await;
+    let (status, _, v) = http(server.addr, "GET", "/healthz", &[], "").await;
+    assert_eq!(status, 200, "{v}");
+    server
+        .running
+        .as_ref()
+        .unwrap()
+        .workers()
+        .expect("media workers")
+        .stop();
+    let (status, _, v) = http(server.addr, "GET", "/healthz", &[], "").await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["status"], "media-workers-down");
+    assert_eq!(v["workersAlive"], 0);
+    let text = metrics_text(server.addr).await;
+    assert!(text.contains("pulsewave_media_workers_alive 0"), "{text}");
+    let mut c = server.connect("late", "no-media").await;
+    c.send(json!({"type":"join","room":"no-media","requestId":"j"}))
+        .await;
+    let e = c.wait_for("error").await;
+    assert_eq!(e["code"], 501, "{e}");
+    assert_eq!(e["requestId"], "j");
+    server.shutdown().await;
+}

@@ -273,8 +273,8 @@ pub fn basic(key: &str, secret: &str) -> String {
     )
 }
 
-/// A counter from `GET /metrics`: `pulsewave_limit_hits_total` for `limit`.
-pub async fn limit_hits(addr: SocketAddr, limit: &str) -> u64 {
+/// The text of `GET /metrics`.
+pub async fn metrics_text(addr: SocketAddr) -> String {
     let stream = TcpStream::connect(addr).await.unwrap();
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
@@ -287,7 +287,12 @@ pub async fn limit_hits(addr: SocketAddr, limit: &str) -> u64 {
         .unwrap();
     let res = sender.send_request(req).await.unwrap();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// A counter from `GET /metrics`: `pulsewave_limit_hits_total` for `limit`.
+pub async fn limit_hits(addr: SocketAddr, limit: &str) -> u64 {
+    let text = metrics_text(addr).await;
     let prefix = format!("pulsewave_limit_hits_total{{limit=\"{limit}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))

@@ -252,8 +252,10 @@ async fn cluster(settings: &Settings) -> Result<Cluster, ClusterError> {
     let manager = RedisManager::new(RedisOptions {
         host: r.host.clone(),
         port: r.port,
+        username: r.username.clone(),
         password: r.password.clone(),
         url: r.url.clone(),
+        tls_ca: r.tls_ca.clone(),
         ..RedisOptions::default()
     });
     let target = match &r.url {
@@ -265,13 +267,24 @@ async fn cluster(settings: &Settings) -> Result<Cluster, ClusterError> {
         Ok(()) => {
             info!(redis = %target, node = %node.id, region = %node.region, url = %node.signaling_url, "connected to Redis")
         }
-        Err(_) => {
-            warn!(redis = %target, "Redis is not reachable yet; retrying in the background (new rooms are refused until it is)")
+        // Wrong credentials or TLS setup: retrying cannot help.
+        Err(e @ (ClusterError::Auth(_) | ClusterError::Config(_))) => {
+            connection.quit().await;
+            return Err(e);
+        }
+        Err(e) => {
+            warn!(redis = %target, error = %e, "Redis is not reachable yet; retrying in the background (new rooms are refused until it is)")
         }
     }
+    info!(
+        cluster_key = %r.cluster_key.fingerprint(),
+        from = if r.cluster_secret_set { "CLUSTER_SECRET" } else { "API_SECRET" },
+        "cluster messages are signed; every node must show the same key fingerprint"
+    );
     Ok(Cluster::new(RedisCluster::start(
         connection,
         node,
+        r.cluster_key.clone(),
         ClusterTimings::default(),
     )?))
 }

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
-use pulsewave_cluster::{Cluster, NodeConfig};
+use pulsewave_cluster::{Cluster, ClusterKey, NodeConfig};
 use pulsewave_core::RoomConfig;
 use pulsewave_protocol::transport::IceServer;
 use pulsewave_signal::media::MediaConfig;
@@ -87,14 +87,40 @@ pub(crate) struct MediaSettings {
     pub(crate) announced_ip: Option<IpAddr>,
 }
 
-/// Redis settings (`REDIS_*`).
-#[derive(Debug, Clone)]
+/// Redis settings (`REDIS_*`) and the cluster key (`CLUSTER_SECRET*`).
+#[derive(Clone)]
 pub(crate) struct RedisSettings {
     pub(crate) enabled: bool,
     pub(crate) host: String,
     pub(crate) port: u16,
+    pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
     pub(crate) url: Option<String>,
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+    /// Signs and verifies every message between nodes: from
+    /// `CLUSTER_SECRET`, else `API_SECRET` (see docs/cluster.md).
+    pub(crate) cluster_key: ClusterKey,
+    /// Whether the key comes from `CLUSTER_SECRET` (else `API_SECRET`).
+    pub(crate) cluster_secret_set: bool,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a password or a secret.
+        f.debug_struct("RedisSettings")
+            .field("enabled", &self.enabled)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field(
+                "url",
+                &self.url.as_deref().map(pulsewave_cluster::redact_url),
+            )
+            .field("tls_ca", &self.tls_ca)
+            .field("cluster_key", &self.cluster_key)
+            .finish()
+    }
 }
 
 /// This node in a cluster (`NODE_ID`, `NODE_REGION`, `NODE_URL`,
@@ -392,14 +418,48 @@ impl Settings {
             Some(v) => parse_num("REDIS_PORT", &v, "a port number")?,
             None => 6379,
         };
+        // The cluster key: CLUSTER_SECRET, else derived from API_SECRET
+        // (HKDF: the key cannot sign tokens). CLUSTER_SECRET_ACCEPT is also
+        // accepted, never used to sign: for a rotation.
+        let cluster_secret = src.get(&None, "CLUSTER_SECRET");
+        if let Some(s) = &cluster_secret
+            && !dev
+            && s.len() < 16
+        {
+            return Err(err(
+                "CLUSTER_SECRET",
+                "must be at least 16 characters outside --dev",
+            ));
+        }
+        let mut cluster_key = ClusterKey::derive(cluster_secret.as_deref().unwrap_or(&api_secret))
+            .map_err(|e| err("CLUSTER_SECRET", e.to_string()))?;
+        if let Some(extra) = src.get(&None, "CLUSTER_SECRET_ACCEPT") {
+            cluster_key = cluster_key
+                .also_accept(&extra)
+                .map_err(|e| err("CLUSTER_SECRET_ACCEPT", e.to_string()))?;
+        }
+        let tls_ca = src.get(&None, "REDIS_TLS_CA").map(std::path::PathBuf::from);
+        if let Some(path) = &tls_ca
+            && redis_enabled
+            && !path.is_file()
+        {
+            return Err(err(
+                "REDIS_TLS_CA",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
         let redis = RedisSettings {
             enabled: redis_enabled,
             host: src
                 .get(&None, "REDIS_HOST")
                 .unwrap_or_else(|| "localhost".into()),
             port: redis_port,
+            username: src.get(&None, "REDIS_USERNAME"),
             password: src.get(&None, "REDIS_PASSWORD"),
             url: src.get(&None, "REDIS_URL"),
+            tls_ca,
+            cluster_secret_set: cluster_secret.is_some(),
+            cluster_key,
         };
 
         let node_id = match src.get(&None, "NODE_ID") {
@@ -788,6 +848,22 @@ mod tests {
             assert_eq!(e.var, *var, "{e}");
             assert!(e.to_string().contains(var));
         }
+        let production: &[(&[(&str, &str)], &str)] = &[
+            (&[("CLUSTER_SECRET", "short")], "CLUSTER_SECRET"),
+            (
+                &[
+                    ("REDIS_ENABLED", "true"),
+                    ("REDIS_TLS_CA", "/nonexistent/ca.pem"),
+                ],
+                "REDIS_TLS_CA",
+            ),
+        ];
+        for (vars, var) in production {
+            let mut vars = vars.to_vec();
+            vars.extend([("API_KEY", "k"), ("API_SECRET", "0123456789abcdef")]);
+            let e = load(&vars, false).unwrap_err();
+            assert_eq!(e.var, *var, "{e}");
+        }
     }
 
     #[test]
@@ -920,6 +996,32 @@ mod tests {
                 .redis
                 .enabled
         );
+    }
+
+    #[test]
+    fn cluster_key_from_cluster_secret_else_api_secret() {
+        let base = [("API_KEY", "k"), ("API_SECRET", "0123456789abcdef")];
+        let s = load(&base, false).unwrap();
+        assert!(!s.redis.cluster_secret_set);
+        assert_eq!(
+            s.redis.cluster_key.fingerprint(),
+            ClusterKey::derive("0123456789abcdef")
+                .unwrap()
+                .fingerprint()
+        );
+        let mut vars = base.to_vec();
+        vars.push(("CLUSTER_SECRET", "another-secret-of-the-cluster"));
+        let s = load(&vars, false).unwrap();
+        assert!(s.redis.cluster_secret_set);
+        assert_eq!(
+            s.redis.cluster_key.fingerprint(),
+            ClusterKey::derive("another-secret-of-the-cluster")
+                .unwrap()
+                .fingerprint()
+        );
+        // Never printed.
+        let shown = format!("{:?}", s.redis);
+        assert!(!shown.contains("another-secret"), "{shown}");
     }
 
     #[test]

@@ -936,3 +936,85 @@ async fn a_relayed_client_that_stops_reading_is_disconnected() {
         .expect("the room stalled behind a relayed slow reader");
     assert!(left < Duration::from_secs(15), "slow left after {left:?}");
 }
+
+/// What an attacker with write access to Redis (a plain client, without the
+/// cluster secret) sees and can do to a relayed session: the wire carries
+/// no token; a forged frame and a replayed valid frame published on the
+/// owner's channel never reach the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_frames_never_reach_the_room() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = cluster(&redis, &[]).await;
+    let mut alice = Peer::join(&a.url(), "alice", "guarded").await;
+    // The attacker listens to node-a's tunnel channel before bob connects.
+    let wire = redis.subscribe("pw:node:node-a:in");
+    let bob = Peer::join(&b.url(), "bob", "guarded").await;
+    let mut seen = Vec::new();
+    let mut captured = |marker: &str| -> String {
+        loop {
+            let m = String::from_utf8(wire.recv_timeout(WAIT).expect("tunnel traffic")).unwrap();
+            seen.push(m.clone());
+            if m.contains(marker) {
+                return m;
+            }
+        }
+    };
+    let open = captured(r#""op":"open""#);
+    assert!(open.contains(r#""sub":"bob""#), "{open}");
+
+    bob.client
+        .publish_data(DataKind::Reliable, json!({"m": "legit-1"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.data(WAIT).await,
+        ("bob".to_owned(), json!({"m": "legit-1"}))
+    );
+    let legit = captured("legit-1");
+    // The frame: header line, tunnel id, body {"op":"msg","text":"<signaling>"}.
+    let mut lines = legit.splitn(3, '\n');
+    let (_header, tunnel, body) = (
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+    );
+    let text = serde_json::from_str::<Value>(body).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let forged_text = text.replace("legit-1", "forged");
+    let forged = [
+        // Unsigned, as the cluster spoke before it signed.
+        json!({"tunnel": tunnel, "from": "node-b", "op": "msg", "text": forged_text}).to_string(),
+        // The captured frame, altered.
+        legit.replace("legit-1", "forged"),
+        // The captured frame, replayed as is.
+        legit.clone(),
+    ];
+    for f in &forged {
+        assert!(redis.publish("pw:node:node-a:in", f.as_bytes()) >= 1);
+    }
+    // The channel is ordered: the next data alice gets is bob's next one.
+    bob.client
+        .publish_data(DataKind::Reliable, json!({"m": "legit-2"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.data(WAIT).await,
+        ("bob".to_owned(), json!({"m": "legit-2"})),
+        "a forged or replayed frame reached the room"
+    );
+    captured("legit-2");
+    assert!(
+        seen.iter().all(|m| !m.contains("eyJ")),
+        "an access token went through Redis"
+    );
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(
+        log.contains("refused a cluster message that does not verify"),
+        "{}",
+        a.log_text()
+    );
+}

@@ -9,11 +9,13 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use pulsewave_auth::Claims;
 use pulsewave_protocol::{RoomInfo, RoomSid};
 use tokio::sync::mpsc;
 
 use crate::error::ClusterError;
 use crate::local::LocalCluster;
+use crate::trust::RejectedMessages;
 use crate::tunnel::{IncomingTunnel, TunnelEnd};
 use crate::types::{ClusterRoom, NodeInfo, NodeLoad, Placement};
 
@@ -66,13 +68,14 @@ pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
     /// name.
     fn rooms(&self) -> BoxFuture<'_, Result<Vec<ClusterRoom>, ClusterError>>;
 
-    /// Opens a tunnel to `owner` for a client of `room` holding `token`,
-    /// and waits until the owner runs the session.
+    /// Opens a tunnel to `owner` for a client of `room` whose access token
+    /// this node verified, with the token's `claims` (never the token
+    /// itself), and waits until the owner runs the session.
     fn open_tunnel<'a>(
         &'a self,
         owner: &'a str,
         room: &'a str,
-        token: &'a str,
+        claims: &'a Claims,
     ) -> BoxFuture<'a, Result<TunnelEnd, ClusterError>>;
 
     /// The tunnels other nodes open towards this one. Returns the receiver
@@ -87,6 +90,14 @@ pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Load of this node: its open rooms, participants and tracks.
     fn local_load(&self) -> NodeLoad;
+
+    /// Messages and records read from the cluster store that were refused
+    /// (forged, altered, replayed, stale, from an unregistered node) since
+    /// the node started, by reason: for a metric. Always zero for a single
+    /// node.
+    fn rejected_messages(&self) -> RejectedMessages {
+        RejectedMessages::default()
+    }
 
     /// Leaves the cluster: releases this node's claims, removes it from the
     /// registry and closes the connection to the store.

@@ -22,6 +22,11 @@ pub enum ClusterError {
     /// The tunnel is closed.
     #[error("the tunnel is closed")]
     TunnelClosed,
+    /// Redis refused the credentials (`REDIS_USERNAME`, `REDIS_PASSWORD` or
+    /// the URL's): wrong password, unknown or disabled ACL user. Retrying
+    /// does not help; fix the configuration.
+    #[error("Redis refused the credentials: {0}")]
+    Auth(String),
     /// The Redis configuration (URL, host, port) is invalid.
     #[error("invalid Redis configuration: {0}")]
     Config(String),
@@ -43,6 +48,7 @@ impl From<fred::error::Error> for ClusterError {
             ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled => {
                 ClusterError::Unavailable(e.to_string())
             }
+            ErrorKind::Auth => ClusterError::Auth(e.to_string()),
             _ => ClusterError::Redis(e.to_string()),
         }
     }

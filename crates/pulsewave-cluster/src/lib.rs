@@ -19,6 +19,14 @@
 //!   - **room records** (`pw:room:<name>:info`): participants and tracks of
 //!     every room, for the admin listing on any node.
 //!
+//! Everything a node writes for the others (registry records, claims, room
+//! records, tunnel messages) is signed with a key shared by the cluster
+//! ([`ClusterKey`], HMAC-SHA256), and everything read from Redis is verified
+//! before use, so that write access to Redis alone does not let anyone
+//! impersonate a node, inject signaling or redirect clients. Clients' access
+//! tokens never go through Redis: the relaying node verifies them and
+//! forwards their claims.
+//!
 //! When the owner dies, its claims expire and the next client to connect
 //! places the room on a live node. When Redis is unreachable, rooms already
 //! open keep running (media never touches Redis), and the node re-registers
@@ -28,7 +36,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), pulsewave_cluster::ClusterError> {
 //! use pulsewave_cluster::{
-//!     Cluster, ClusterBackend, ClusterTimings, NodeConfig, Placement, RedisCluster,
+//!     Cluster, ClusterBackend, ClusterKey, ClusterTimings, NodeConfig, Placement, RedisCluster,
 //!     RedisManager, RedisOptions,
 //! };
 //!
@@ -39,7 +47,9 @@
 //!     media_ip: "10.0.0.1".into(),
 //!     region: "eu-west".into(),
 //! };
-//! let cluster = Cluster::new(RedisCluster::start(redis.connect().await?, node, ClusterTimings::default())?);
+//! // CLUSTER_SECRET, or API_SECRET: the same on every node.
+//! let key = ClusterKey::derive("a long random cluster secret")?;
+//! let cluster = Cluster::new(RedisCluster::start(redis.connect().await?, node, key, ClusterTimings::default())?);
 //! match cluster.place_room("my-room", true).await? {
 //!     Placement::Local => println!("the room runs here"),
 //!     Placement::Remote(owner) => println!("the room runs on {}", owner.id),
@@ -53,13 +63,18 @@ mod cpu;
 mod error;
 mod local;
 mod redis;
+mod trust;
 mod tunnel;
 mod types;
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use backend::{BoxFuture, Cluster, ClusterBackend};
 pub use error::ClusterError;
 pub use local::LocalCluster;
 pub use redis::{RedisCluster, RedisConnection, RedisManager, RedisOptions, redact_url};
+pub use trust::{ClusterKey, EVERY_NODE, Header, Kind, RejectedMessages, Rejection, SignedMessage};
 pub use tunnel::{IncomingTunnel, TunnelEnd, TunnelFrame};
 pub use types::{
     ClusterRoom, ClusterTimings, NodeConfig, NodeInfo, NodeLoad, Placement, random_node_id,

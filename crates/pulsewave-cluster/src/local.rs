@@ -128,7 +128,7 @@ impl ClusterBackend for LocalCluster {
         &'a self,
         owner: &'a str,
         _room: &'a str,
-        _token: &'a str,
+        _claims: &'a pulsewave_auth::Claims,
     ) -> BoxFuture<'a, Result<TunnelEnd, ClusterError>> {
         Box::pin(async move {
             Err(ClusterError::OwnerUnreachable {

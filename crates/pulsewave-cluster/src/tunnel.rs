@@ -7,6 +7,7 @@
 //! an end receives when the tunnel died without a close (the peer node is
 //! gone, the Redis connection was lost, or the peer fell silent).
 
+use pulsewave_auth::Claims;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -107,29 +108,24 @@ impl TunnelEnd {
 pub struct IncomingTunnel {
     /// The room the client's token grants.
     pub room: String,
-    /// The client's access token, to verify and run the session with.
-    pub token: String,
+    /// The claims of the client's access token, verified by the relaying
+    /// node. They are trusted because the tunnel's `open` message carries a
+    /// valid signature under the cluster key from a registered node; the
+    /// token itself never travels through Redis.
+    pub claims: Claims,
     /// The tunnel.
     pub end: TunnelEnd,
 }
 
-/// A message on a node channel (`pw:node:<id>:in` / `pw:node:<id>:out`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Envelope {
-    /// Tunnel id.
-    pub(crate) tunnel: String,
-    /// Node that sent the message.
-    pub(crate) from: String,
-    #[serde(flatten)]
-    pub(crate) op: Op,
-}
-
-/// What a tunnel message does.
+/// What a tunnel message does: the body of a signed message on a node
+/// channel (`pw:node:<id>:in` / `pw:node:<id>:out`); the tunnel id and the
+/// sender are in the signed header.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub(crate) enum Op {
-    /// Relay to owner: a client connected for `room` with `token`.
-    Open { room: String, token: String },
+    /// Relay to owner: a client holding a token with these (verified)
+    /// claims connected for `room`.
+    Open { room: String, claims: Box<Claims> },
     /// Owner to relay: the session runs.
     Opened,
     /// A text frame.
@@ -178,27 +174,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn envelopes_are_flat_json() {
-        let e = Envelope {
-            tunnel: "t1".into(),
-            from: "node-a".into(),
-            op: Op::Msg {
-                text: "{\"type\":\"ping\"}".into(),
-            },
+    fn ops_are_tagged_json() {
+        let op = Op::Msg {
+            text: "{\"type\":\"ping\"}".into(),
         };
-        let json = serde_json::to_string(&e).unwrap_or_default();
-        assert_eq!(
-            json,
-            r#"{"tunnel":"t1","from":"node-a","op":"msg","text":"{\"type\":\"ping\"}"}"#
-        );
-        let back: Envelope = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back, e);
-        let close: Envelope = serde_json::from_str(
-            r#"{"tunnel":"t","from":"n","op":"close","code":1000,"reason":"bye"}"#,
+        let json = serde_json::to_string(&op).unwrap_or_default();
+        assert_eq!(json, r#"{"op":"msg","text":"{\"type\":\"ping\"}"}"#);
+        let back: Op = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, op);
+        let open: Op = serde_json::from_str(
+            r#"{"op":"open","room":"r","claims":{"sub":"alice","exp":2000000000,"video":{"room":"r","roomJoin":true}}}"#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(&open, Op::Open { room, claims } if room == "r" && claims.sub == "alice" && claims.video.room_join)
+        );
+        let close: Op = serde_json::from_str(r#"{"op":"close","code":1000,"reason":"bye"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            close.op.into_frame(),
+            close.into_frame(),
             Some(TunnelFrame::Close {
                 code: 1000,
                 reason: "bye".into()

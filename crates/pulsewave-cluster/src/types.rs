@@ -138,6 +138,11 @@ pub struct ClusterTimings {
     /// running room is not given a second, empty copy of it here. Joins of
     /// unplaced rooms get `Unavailable` (HTTP 503) meanwhile; clients retry.
     pub resync_grace: Duration,
+    /// How far from this node's clock the timestamp of a signed message may
+    /// be (30 s): tunnel messages older or further ahead than this are
+    /// refused, and records older than their own lifetime plus this. Bounds
+    /// replays; the nodes' clocks must agree within it (NTP).
+    pub message_window: Duration,
 }
 
 impl Default for ClusterTimings {
@@ -152,6 +157,7 @@ impl Default for ClusterTimings {
             tunnel_open_timeout: Duration::from_secs(3),
             command_timeout: Duration::from_secs(2),
             resync_grace: Duration::from_secs(4),
+            message_window: Duration::from_secs(30),
         }
     }
 }

@@ -56,15 +56,12 @@ fn unavailable(message: &str) -> Response<Body> {
 }
 
 /// Decides, before the upgrade, where the session of a client holding
-/// `claims` runs. A room already open here is served here, even when the
-/// cluster store is unreachable. Otherwise the cluster places the room: here
-/// (claimed for this node), or on its owner through a tunnel. Failures are
-/// HTTP 503 responses with a JSON error, which clients retry.
-pub(crate) async fn place(
-    shared: &Shared,
-    claims: &Claims,
-    token: &str,
-) -> Result<Route, Response<Body>> {
+/// `claims` (verified here) runs. A room already open here is served here,
+/// even when the cluster store is unreachable. Otherwise the cluster places
+/// the room: here (claimed for this node), or on its owner through a
+/// tunnel that carries the claims, never the token. Failures are HTTP 503
+/// responses with a JSON error, which clients retry.
+pub(crate) async fn place(shared: &Shared, claims: &Claims) -> Result<Route, Response<Body>> {
     let cluster = &shared.config.cluster;
     if cluster.is_single_node() {
         return Ok(Route::Local);
@@ -87,7 +84,7 @@ pub(crate) async fn place(
         .await
     {
         Ok(Placement::Local) => Ok(Route::Local),
-        Ok(Placement::Remote(owner)) => match cluster.open_tunnel(&owner.id, room, token).await {
+        Ok(Placement::Remote(owner)) => match cluster.open_tunnel(&owner.id, room, claims).await {
             Ok(end) => {
                 debug!(%room, owner = %owner.id, identity = %claims.sub, "relaying the session to the room's node");
                 Ok(Route::Tunnel(end))
@@ -410,23 +407,23 @@ pub(crate) async fn accept_tunnels(
             },
             _ = shutdown.changed() => return,
         };
-        let IncomingTunnel { room, token, end } = tunnel;
-        let claims = match shared.verifier.verify(&token) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(relay = %end.peer_node(), error = %e, "tunneled session refused: bad token");
-                // Never let one stuck tunnel hold up the others.
-                let _ = tokio::time::timeout(
-                    shared.config.limits.send_timeout,
-                    end.send(TunnelFrame::Close {
-                        code: 1008,
-                        reason: format!("invalid token: {e}"),
-                    }),
-                )
-                .await;
-                continue;
-            }
-        };
+        // The relay verified the client's token and forwarded its claims in
+        // a message signed with the cluster key: they are trusted as such.
+        // Still refused: claims for another room, or expired since.
+        let IncomingTunnel { room, claims, end } = tunnel;
+        if let Err(reason) = tunneled_claims_usable(&claims, &room) {
+            warn!(relay = %end.peer_node(), %room, identity = %claims.sub, %reason, "tunneled session refused");
+            // Never let one stuck tunnel hold up the others.
+            let _ = tokio::time::timeout(
+                shared.config.limits.send_timeout,
+                end.send(TunnelFrame::Close {
+                    code: 1008,
+                    reason: format!("invalid token: {reason}"),
+                }),
+            )
+            .await;
+            continue;
+        }
         if shared.is_shutting_down() {
             let _ = tokio::time::timeout(
                 shared.config.limits.send_timeout,
@@ -452,9 +449,47 @@ pub(crate) async fn accept_tunnels(
     }
 }
 
+/// Whether claims a relay forwarded can run a session for `room`: they
+/// name that room and have not expired (with the verifier's leeway).
+fn tunneled_claims_usable(claims: &Claims, room: &str) -> Result<(), String> {
+    if claims.video.room.as_deref() != Some(room) {
+        return Err(format!("the claims are not for room `{room}`"));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if now.saturating_sub(pulsewave_auth::DEFAULT_LEEWAY.as_secs()) > claims.exp {
+        return Err("token expired".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunneled_claims_must_name_the_room_and_be_current() {
+        let mut claims = Claims {
+            iss: "k".into(),
+            sub: "alice".into(),
+            name: String::new(),
+            metadata: String::new(),
+            nbf: 0,
+            exp: 4_000_000_000,
+            jti: String::new(),
+            video: pulsewave_auth::VideoGrant {
+                room: Some("r".into()),
+                room_join: true,
+                ..Default::default()
+            },
+        };
+        assert!(tunneled_claims_usable(&claims, "r").is_ok());
+        assert!(tunneled_claims_usable(&claims, "other").is_err());
+        claims.exp = 1;
+        assert!(tunneled_claims_usable(&claims, "r").is_err());
+    }
 
     #[tokio::test]
     async fn tunnel_socket_maps_frames_both_ways() {

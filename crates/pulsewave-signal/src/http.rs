@@ -186,6 +186,17 @@ fn healthz(shared: &Shared) -> Response<Body> {
             &json!({"status": "draining", "rooms": rooms, "node": cluster.node_id()}),
         );
     }
+    // A server with media workers is not healthy with one of them dead:
+    // its rooms are gone and nothing would be placed there.
+    if let Some(pool) = shared.rooms.settings().media.as_ref()
+        && !pool.is_healthy()
+    {
+        let alive = pool.workers().iter().filter(|w| w.is_alive()).count();
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "media-workers-down", "workers": pool.workers().len(), "workersAlive": alive, "node": cluster.node_id()}),
+        );
+    }
     let store = if cluster.is_single_node() {
         "none"
     } else if cluster.is_available() {
@@ -486,7 +497,7 @@ async fn upgrade(req: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) 
         return json_error(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
     }
     // Where the session runs: here, or on the node that owns the room.
-    let route = match cluster::place(&shared, &claims, &token).await {
+    let route = match cluster::place(&shared, &claims).await {
         Ok(route) => route,
         Err(res) => return res,
     };

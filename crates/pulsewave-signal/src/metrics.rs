@@ -72,7 +72,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         let sum = |f: &dyn Fn(&crate::media::WorkerStats) -> u64| -> u64 {
             pool.workers().iter().map(|w| f(w.stats())).sum()
         };
-        let rows: [(&str, &str, &str, u64); 6] = [
+        let rows: [(&str, &str, &str, u64); 8] = [
             (
                 "pulsewave_media_transports",
                 "gauge",
@@ -108,6 +108,18 @@ pub(crate) fn render(shared: &Shared) -> String {
                 "gauge",
                 "Media worker threads.",
                 pool.workers().len() as u64,
+            ),
+            (
+                "pulsewave_media_workers_alive",
+                "gauge",
+                "Media worker threads running (below pulsewave_media_workers: /healthz fails).",
+                pool.workers().iter().filter(|w| w.is_alive()).count() as u64,
+            ),
+            (
+                "pulsewave_media_rooms_failed_total",
+                "counter",
+                "Rooms dropped by their worker because they panicked (their participants were disconnected; the worker went on).",
+                sum(&|s| s.rooms_failed.load(Ordering::Relaxed)),
             ),
         ];
         for (name, kind, help, value) in rows {

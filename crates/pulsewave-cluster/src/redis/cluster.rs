@@ -12,9 +12,14 @@
 //!   tunnels to nodes that left the registry, lost.
 //! - **flusher**: writes room changes reported by the room actors, so that
 //!   an actor never waits for Redis.
-//! - **router**: reads this node's two channels and hands each tunnel
-//!   message to its tunnel.
+//! - **router**: reads this node's two channels, verifies each message
+//!   (signature, recipient, timestamp, sequence number, sender registered)
+//!   and hands it to its tunnel.
 //! - one **writer** per tunnel: publishes its frames in order.
+//!
+//! Everything this node writes for others is signed with the cluster key
+//! ([`crate::trust`]); everything it reads from Redis is verified before it
+//! is used, and refused (and counted) otherwise.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use pulsewave_auth::Claims;
 use pulsewave_protocol::{RoomInfo, RoomSid};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -31,11 +37,19 @@ use super::keys;
 use crate::backend::{BoxFuture, ClusterBackend, LocalRooms};
 use crate::cpu::CpuSampler;
 use crate::error::ClusterError;
-use crate::tunnel::{Envelope, IncomingTunnel, Op, TUNNEL_QUEUE, TunnelEnd, TunnelFrame};
+use crate::trust::{
+    ClusterKey, EVERY_NODE, Header, Kind, RejectCounters, RejectedMessages, Rejection,
+    SignedMessage, valid_node_id,
+};
+use crate::tunnel::{IncomingTunnel, Op, TUNNEL_QUEUE, TunnelEnd, TunnelFrame};
 use crate::types::{
     ClusterRoom, ClusterTimings, NodeConfig, NodeInfo, NodeLoad, Placement, random_tunnel_id,
     unix_millis,
 };
+
+/// Serializes the messages of one tunnel end, so that their sequence
+/// numbers reach the peer in increasing order.
+type OutLock = Arc<tokio::sync::Mutex<()>>;
 
 /// Incoming tunnels waiting for the signaling server to take them.
 const INCOMING_QUEUE: usize = 256;
@@ -45,12 +59,14 @@ const INCOMING_QUEUE: usize = 256;
 /// ```no_run
 /// # async fn run() -> Result<(), pulsewave_cluster::ClusterError> {
 /// use pulsewave_cluster::{
-///     Cluster, ClusterBackend, ClusterTimings, NodeConfig, RedisCluster, RedisManager, RedisOptions,
+///     Cluster, ClusterBackend, ClusterKey, ClusterTimings, NodeConfig, RedisCluster, RedisManager,
+///     RedisOptions,
 /// };
 ///
 /// let connection = RedisManager::new(RedisOptions::default()).connect().await?;
 /// let node = NodeConfig { id: "node-a".into(), ..NodeConfig::default() };
-/// let cluster = Cluster::new(RedisCluster::start(connection, node, ClusterTimings::default())?);
+/// let key = ClusterKey::derive("the cluster secret, the same on every node")?;
+/// let cluster = Cluster::new(RedisCluster::start(connection, node, key, ClusterTimings::default())?);
 /// for node in cluster.nodes().await? {
 ///     println!("{} at {} ({} rooms)", node.id, node.signaling_url, node.rooms);
 /// }
@@ -79,6 +95,10 @@ struct Slot {
     last_keepalive: Instant,
     created: Instant,
     epoch: u64,
+    /// Highest sequence number accepted from the peer on this tunnel.
+    last_seq: u64,
+    /// Held while a message of this end is signed and published.
+    out: OutLock,
 }
 
 /// The live nodes as last read from the registry, and when.
@@ -91,7 +111,16 @@ struct LiveNodes {
 #[derive(Debug)]
 struct Inner {
     node: NodeConfig,
+    key: ClusterKey,
     timings: ClusterTimings,
+    /// Sequence number of the next signed message: starts at the Unix time
+    /// in microseconds, so that it also increases across restarts.
+    seq: AtomicU64,
+    /// Messages and records refused, by reason.
+    rejected: RejectCounters,
+    /// Ids of the tunnels opened towards this node recently (for the
+    /// replay window), and when.
+    seen_opens: Mutex<HashMap<String, Instant>>,
     conn: RedisConnection,
     started_at: u64,
     in_channel: String,
@@ -125,14 +154,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn valid_node_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 fn ms(d: Duration) -> String {
     d.as_millis().max(1).to_string()
 }
@@ -141,10 +162,12 @@ impl RedisCluster {
     /// Joins the cluster as `node` over `connection` and starts the
     /// background tasks. Must be called within a tokio runtime. Works while
     /// Redis is still unreachable: the node registers as soon as it is
-    /// reachable.
+    /// reachable. `key` signs and verifies everything nodes exchange: every
+    /// node of the cluster needs the same (see [`ClusterKey::derive`]).
     pub fn start(
         connection: RedisConnection,
         node: NodeConfig,
+        key: ClusterKey,
         timings: ClusterTimings,
     ) -> Result<Self, ClusterError> {
         if !valid_node_id(&node.id) {
@@ -159,7 +182,11 @@ impl RedisCluster {
             in_channel: keys::node_in(&node.id),
             out_channel: keys::node_out(&node.id),
             node,
+            key,
             timings,
+            seq: AtomicU64::new(unix_millis().saturating_mul(1000)),
+            rejected: RejectCounters::default(),
+            seen_opens: Mutex::new(HashMap::new()),
             conn: connection,
             started_at: unix_millis(),
             rooms: LocalRooms::default(),
@@ -179,7 +206,7 @@ impl RedisCluster {
             cpu: Mutex::new(CpuSampler::new()),
             stop,
         });
-        info!(node = %inner.node.id, url = %inner.node.signaling_url, region = %inner.node.region, "joining the cluster (Redis)");
+        info!(node = %inner.node.id, url = %inner.node.signaling_url, region = %inner.node.region, cluster_key = %inner.key.fingerprint(), "joining the cluster (Redis)");
         tokio::spawn(inner.clone().router());
         tokio::spawn(inner.clone().monitor());
         tokio::spawn(inner.clone().heartbeat());
@@ -197,6 +224,11 @@ impl RedisCluster {
     pub fn timings(&self) -> &ClusterTimings {
         &self.inner.timings
     }
+}
+
+/// Milliseconds of a duration, for time windows.
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
 impl Inner {
@@ -227,6 +259,150 @@ impl Inner {
             started_at: self.started_at,
             updated_at: unix_millis(),
         }
+    }
+
+    // ------------------------------------------------------------------
+    // Signing and verifying
+
+    /// Signs `body` as a message of `kind` from this node.
+    fn sign(&self, kind: Kind, to: &str, subject: &str, body: &str) -> String {
+        let header = Header {
+            kind,
+            from: &self.node.id,
+            to,
+            subject,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            ts: unix_millis(),
+        };
+        SignedMessage::sign(&self.key, &header, body)
+    }
+
+    /// This node's claim on `room`.
+    fn claim(&self, room: &str) -> String {
+        self.sign(Kind::Claim, EVERY_NODE, room, "")
+    }
+
+    /// Counts and logs a refused message or record. Warnings for forgeries
+    /// are logged for the 1st, 2nd, 4th, 8th… so that a flood of garbage
+    /// does not flood the log.
+    fn reject(&self, what: &str, subject: &str, r: &Rejection) {
+        self.rejected.count(r);
+        let n = self.rejected.snapshot().total();
+        match r {
+            Rejection::BadSignature | Rejection::Unexpected if n.is_power_of_two() => {
+                warn!(node = %self.node.id, %what, %subject, reason = %r, refused_so_far = n, "refused a cluster message that does not verify (forged, or another CLUSTER_SECRET)")
+            }
+            _ => {
+                debug!(node = %self.node.id, %what, %subject, reason = %r, "cluster message refused")
+            }
+        }
+    }
+
+    /// The window around this node's clock in which signed timestamps are
+    /// accepted, in milliseconds.
+    fn window(&self) -> u64 {
+        millis(self.timings.message_window)
+    }
+
+    /// The record of node `id`, if `text` is a valid, recent record of it.
+    fn verify_node(&self, id: &str, text: &str) -> Result<NodeInfo, Rejection> {
+        let w = self.window();
+        let m = SignedMessage::open(
+            text,
+            &self.key,
+            Kind::Node,
+            EVERY_NODE,
+            unix_millis(),
+            millis(self.timings.node_ttl) + w,
+            w,
+        )?;
+        if m.from != id || m.subject != id {
+            return Err(Rejection::Unexpected);
+        }
+        let info: NodeInfo =
+            serde_json::from_str(&m.body).map_err(|_| Rejection::Malformed("node record"))?;
+        if info.id != id {
+            return Err(Rejection::Unexpected);
+        }
+        Ok(info)
+    }
+
+    /// The holder of `room`, if `text` is a valid, recent claim on it.
+    fn verify_claim(&self, room: &str, text: &str) -> Result<String, Rejection> {
+        let w = self.window();
+        let m = SignedMessage::open(
+            text,
+            &self.key,
+            Kind::Claim,
+            EVERY_NODE,
+            unix_millis(),
+            millis(self.timings.room_ttl) + w,
+            w,
+        )?;
+        if m.subject != room {
+            return Err(Rejection::Unexpected);
+        }
+        Ok(m.from)
+    }
+
+    /// The record of room `name`, if `text` is a valid, recent record
+    /// written by the node it names.
+    fn verify_room(&self, name: &str, text: &str) -> Result<ClusterRoom, Rejection> {
+        let w = self.window();
+        let m = SignedMessage::open(
+            text,
+            &self.key,
+            Kind::Room,
+            EVERY_NODE,
+            unix_millis(),
+            millis(self.timings.room_ttl) + w,
+            w,
+        )?;
+        let room: ClusterRoom =
+            serde_json::from_str(&m.body).map_err(|_| Rejection::Malformed("room record"))?;
+        if m.subject != name || room.room.name != name || room.node != m.from {
+            return Err(Rejection::Unexpected);
+        }
+        Ok(room)
+    }
+
+    /// The holder of `room` if both its claim and its node record verify.
+    fn verify_holder(&self, room: &str, claim: &str, record: &str) -> Result<NodeInfo, Rejection> {
+        let holder = self.verify_claim(room, claim)?;
+        self.verify_node(&holder, record)
+    }
+
+    /// Replaces the claim `seen` on `room` (which did not verify) by this
+    /// node's, with `record` if given; false if the claim changed meanwhile.
+    async fn take_over(
+        &self,
+        room: &str,
+        seen: &str,
+        record: Option<String>,
+    ) -> Result<bool, ClusterError> {
+        let took: i64 = self
+            .conn
+            .client
+            .eval(
+                keys::TAKEOVER,
+                vec![
+                    keys::room_owner(room),
+                    keys::room_info(room),
+                    keys::ROOMS.to_owned(),
+                ],
+                vec![
+                    seen.to_owned(),
+                    self.claim(room),
+                    ms(self.timings.room_ttl),
+                    record.unwrap_or_default(),
+                    room.to_owned(),
+                ],
+            )
+            .await?;
+        if took == 1 {
+            warn!(node = %self.node.id, %room, "took over a room whose claim or holder record did not verify");
+        }
+        Ok(took == 1)
     }
 
     // ------------------------------------------------------------------
@@ -330,11 +506,12 @@ impl Inner {
         let cpu = lock(&self.cpu).sample();
         let info = self.node_info(cpu);
         let json = serde_json::to_string(&info).map_err(|e| ClusterError::Decode(e.to_string()))?;
+        let record = self.sign(Kind::Node, EVERY_NODE, &self.node.id, &json);
         let client = &self.conn.client;
         client
             .set::<(), _, _>(
                 keys::node(&self.node.id),
-                json,
+                record,
                 Some(Expiration::PX(self.timings.node_ttl.as_millis() as i64)),
                 None,
                 false,
@@ -347,7 +524,7 @@ impl Inner {
     }
 
     async fn read_live_nodes(&self) -> Result<(), ClusterError> {
-        let nodes = read_nodes(&self.conn.client).await?;
+        let nodes = self.read_nodes().await?;
         let mut live = lock(&self.live);
         live.nodes = nodes.into_iter().map(|n| (n.id.clone(), n)).collect();
         live.read_at = Some(Instant::now());
@@ -394,7 +571,8 @@ impl Inner {
         };
         let json =
             serde_json::to_string(&record).map_err(|e| ClusterError::Decode(e.to_string()))?;
-        let other: String = self
+        let record = self.sign(Kind::Room, EVERY_NODE, &name, &json);
+        let other: Vec<String> = self
             .conn
             .client
             .eval(
@@ -408,13 +586,22 @@ impl Inner {
                     self.node.id.clone(),
                     ms(self.timings.room_ttl),
                     keys::NODE_PREFIX.to_owned(),
-                    json,
+                    record.clone(),
                     name.clone(),
+                    self.claim(&name),
                 ],
             )
             .await?;
-        if !other.is_empty() {
-            warn!(room = %name, owner = %other, "room is open here but claimed by another live node; it keeps running here");
+        if let [claim, node] = other.as_slice() {
+            match self.verify_holder(&name, claim, node) {
+                Ok(owner) => {
+                    warn!(room = %name, owner = %owner.id, "room is open here but claimed by another live node; it keeps running here")
+                }
+                Err(r) => {
+                    self.reject("room claim", &name, &r);
+                    self.take_over(&name, claim, Some(record)).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -467,52 +654,93 @@ impl Inner {
     // ------------------------------------------------------------------
     // Tunnels
 
+    /// Handles one message from this node's channels. Nothing is acted on
+    /// unless it verifies: signed with the cluster key, for this node, of
+    /// the kind this channel carries, recent, not seen before, and from the
+    /// tunnel's peer (or, for an `open`, from a registered node).
     fn on_message(self: &Arc<Self>, channel: &str, payload: &str) {
-        let env: Envelope = match serde_json::from_str(payload) {
-            Ok(e) => e,
-            Err(e) => {
-                debug!(%channel, error = %e, "undecodable tunnel message ignored");
-                return;
-            }
-        };
-        let role = if channel == self.in_channel {
-            Role::Owner
+        let (kind, role) = if channel == self.in_channel {
+            (Kind::ToOwner, Role::Owner)
         } else if channel == self.out_channel {
-            Role::Relay
+            (Kind::ToRelay, Role::Relay)
         } else {
             return;
         };
-        match (role, env.op) {
-            (Role::Owner, Op::Open { room, token }) => {
-                self.accept(env.tunnel, env.from, room, token)
+        let w = self.window();
+        let m =
+            match SignedMessage::open(payload, &self.key, kind, &self.node.id, unix_millis(), w, w)
+            {
+                Ok(m) => m,
+                Err(r) => {
+                    self.reject("tunnel message", channel, &r);
+                    return;
+                }
+            };
+        let op: Op = match serde_json::from_str(&m.body) {
+            Ok(op) => op,
+            Err(_) => {
+                self.reject(
+                    "tunnel message",
+                    &m.subject,
+                    &Rejection::Malformed("tunnel op"),
+                );
+                return;
+            }
+        };
+        let SignedMessage {
+            subject: tunnel,
+            from,
+            seq,
+            ..
+        } = m;
+        match (role, op) {
+            (Role::Owner, Op::Open { room, claims }) => {
+                self.on_open(tunnel, from, seq, room, *claims)
             }
             (Role::Relay, Op::Opened) => {
-                if let Some(tx) = lock(&self.pending_opens).remove(&env.tunnel) {
+                if self.accept_seq(Role::Relay, &tunnel, &from, seq) == Some(true)
+                    && let Some(tx) = lock(&self.pending_opens).remove(&tunnel)
+                {
                     let _ = tx.send(Ok(()));
                 }
             }
-            (Role::Relay, Op::Close { code, reason }) => {
-                // A refusal of a tunnel still opening, or a close of an open one.
-                let pending = lock(&self.pending_opens).remove(&env.tunnel);
-                match pending {
-                    Some(tx) => {
+            (Role::Relay, Op::Close { code, reason })
+                if lock(&self.pending_opens).contains_key(&tunnel) =>
+            {
+                // A refusal of a tunnel still opening.
+                if self.accept_seq(Role::Relay, &tunnel, &from, seq) == Some(true) {
+                    let pending = lock(&self.pending_opens).remove(&tunnel);
+                    if let Some(tx) = pending {
                         let _ = tx.send(Err(format!("refused ({code} {reason})")));
-                        lock(&self.tunnels).remove(&env.tunnel);
                     }
-                    None => self.deliver(
-                        Role::Relay,
-                        &env.tunnel,
-                        &env.from,
-                        Op::Close { code, reason },
-                    ),
+                    lock(&self.tunnels).remove(&tunnel);
                 }
             }
-            (role, op) => self.deliver(role, &env.tunnel, &env.from, op),
+            (role, op) => self.deliver(role, &tunnel, &from, seq, op),
         }
     }
 
+    /// Checks the sequence number of a message on tunnel `id` from `from`
+    /// and notes that the peer is alive: `None` if there is no such tunnel,
+    /// `Some(false)` (counted) if the number is not above the last one
+    /// accepted (a replay), `Some(true)` otherwise.
+    fn accept_seq(&self, role: Role, id: &str, from: &str, seq: u64) -> Option<bool> {
+        let mut tunnels = lock(&self.tunnels);
+        let slot = tunnels
+            .get_mut(id)
+            .filter(|s| s.peer == from && s.role == role)?;
+        if seq <= slot.last_seq {
+            drop(tunnels);
+            self.reject("tunnel message", id, &Rejection::Replayed);
+            return Some(false);
+        }
+        slot.last_seq = seq;
+        slot.last_heard = Instant::now();
+        Some(true)
+    }
+
     /// Hands a frame to its tunnel end.
-    fn deliver(self: &Arc<Self>, role: Role, id: &str, from: &str, op: Op) {
+    fn deliver(self: &Arc<Self>, role: Role, id: &str, from: &str, seq: u64, op: Op) {
         let is_close = matches!(op, Op::Close { .. });
         let mut tunnels = lock(&self.tunnels);
         let Some(slot) = tunnels
@@ -521,25 +749,31 @@ impl Inner {
         else {
             drop(tunnels);
             if !is_close {
-                // The sender thinks this tunnel is alive; tell it otherwise.
-                let channel = match role {
-                    Role::Owner => keys::node_out(from),
-                    Role::Relay => keys::node_in(from),
+                // The sender (a node: the message verified) thinks this
+                // tunnel is alive; tell it otherwise.
+                let kind = match role {
+                    Role::Owner => Kind::ToRelay,
+                    Role::Relay => Kind::ToOwner,
                 };
                 self.spawn_publish(
-                    channel,
-                    Envelope {
-                        tunnel: id.to_owned(),
-                        from: self.node.id.clone(),
-                        op: Op::Close {
-                            code: 1001,
-                            reason: "unknown tunnel".into(),
-                        },
+                    kind,
+                    from.to_owned(),
+                    id.to_owned(),
+                    Op::Close {
+                        code: 1001,
+                        reason: "unknown tunnel".into(),
                     },
+                    None,
                 );
             }
             return;
         };
+        if seq <= slot.last_seq {
+            drop(tunnels);
+            self.reject("tunnel message", id, &Rejection::Replayed);
+            return;
+        }
+        slot.last_seq = seq;
         slot.last_heard = Instant::now();
         let Some(frame) = op.into_frame() else {
             return; // keepalive
@@ -558,15 +792,14 @@ impl Inner {
                     let _ = slot.deliver.try_send(TunnelFrame::Lost);
                     if !is_close {
                         self.spawn_publish(
-                            self.channel_to(&slot),
-                            Envelope {
-                                tunnel: id.to_owned(),
-                                from: self.node.id.clone(),
-                                op: Op::Close {
-                                    code: 1008,
-                                    reason: "tunnel too slow".into(),
-                                },
+                            slot.role.sends(),
+                            slot.peer.clone(),
+                            id.to_owned(),
+                            Op::Close {
+                                code: 1008,
+                                reason: "tunnel too slow".into(),
                             },
+                            Some(slot.out.clone()),
                         );
                     }
                 }
@@ -574,46 +807,97 @@ impl Inner {
         }
     }
 
-    fn channel_to(&self, slot: &Slot) -> String {
-        match slot.role {
-            Role::Relay => keys::node_in(&slot.peer),
-            Role::Owner => keys::node_out(&slot.peer),
-        }
-    }
-
-    fn spawn_publish(self: &Arc<Self>, channel: String, env: Envelope) {
+    fn spawn_publish(
+        self: &Arc<Self>,
+        kind: Kind,
+        peer: String,
+        tunnel: String,
+        op: Op,
+        out: Option<OutLock>,
+    ) {
         let this = self.clone();
         tokio::spawn(async move {
-            let _ = this.publish(&channel, &env).await;
+            let _ = this.publish(kind, &peer, &tunnel, &op, out.as_ref()).await;
         });
     }
 
-    /// Publishes one envelope; the number of subscribers that got it.
-    async fn publish(&self, channel: &str, env: &Envelope) -> Result<i64, ClusterError> {
-        let json = serde_json::to_string(env).map_err(|e| ClusterError::Decode(e.to_string()))?;
-        Ok(self
-            .conn
-            .client
-            .publish::<i64, _, _>(channel.to_owned(), json)
-            .await?)
+    /// Signs and publishes one tunnel message of `kind` to `peer`; the
+    /// number of subscribers that got it. Holds `out` (the tunnel end's
+    /// lock) from numbering to publishing, so that the peer receives this
+    /// end's messages in the order of their sequence numbers.
+    async fn publish(
+        &self,
+        kind: Kind,
+        peer: &str,
+        tunnel: &str,
+        op: &Op,
+        out: Option<&OutLock>,
+    ) -> Result<i64, ClusterError> {
+        let body = serde_json::to_string(op).map_err(|e| ClusterError::Decode(e.to_string()))?;
+        let channel = match kind {
+            Kind::ToOwner => keys::node_in(peer),
+            _ => keys::node_out(peer),
+        };
+        let _guard = match out {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let text = self.sign(kind, peer, tunnel, &body);
+        Ok(self.conn.client.publish::<i64, _, _>(channel, text).await?)
+    }
+
+    /// Owner side: a verified `open` from node `from`. Refused if this
+    /// tunnel id was opened before (a replay), or if `from` has no valid
+    /// registry record.
+    fn on_open(self: &Arc<Self>, id: String, from: String, seq: u64, room: String, claims: Claims) {
+        {
+            let mut seen = lock(&self.seen_opens);
+            if seen.contains_key(&id) || lock(&self.tunnels).contains_key(&id) {
+                drop(seen);
+                self.reject("tunnel open", &id, &Rejection::Replayed);
+                return;
+            }
+            seen.insert(id.clone(), Instant::now());
+        }
+        if lock(&self.live).nodes.contains_key(&from) {
+            self.accept(id, from, seq, room, claims);
+            return;
+        }
+        // Not in the last registry read (a node that just joined): read its
+        // record now.
+        let this = self.clone();
+        tokio::spawn(async move {
+            let record: Result<Option<String>, _> = this.conn.client.get(keys::node(&from)).await;
+            match record {
+                Ok(Some(text)) => match this.verify_node(&from, &text) {
+                    Ok(info) => {
+                        lock(&this.live).nodes.insert(from.clone(), info);
+                        this.accept(id, from, seq, room, claims);
+                    }
+                    Err(r) => this.reject("tunnel open (sender's node record)", &from, &r),
+                },
+                Ok(None) => this.reject(
+                    "tunnel open (unregistered sender)",
+                    &from,
+                    &Rejection::Unexpected,
+                ),
+                Err(e) => debug!(error = %e, "cannot read the registry; tunnel open dropped"),
+            }
+        });
     }
 
     /// Owner side: a relay opened a tunnel.
-    fn accept(self: &Arc<Self>, id: String, from: String, room: String, token: String) {
-        if lock(&self.tunnels).contains_key(&id) {
-            return;
-        }
+    fn accept(self: &Arc<Self>, id: String, from: String, seq: u64, room: String, claims: Claims) {
         let refuse = |reason: &str| {
             self.spawn_publish(
-                keys::node_out(&from),
-                Envelope {
-                    tunnel: id.clone(),
-                    from: self.node.id.clone(),
-                    op: Op::Close {
-                        code: 1013,
-                        reason: reason.to_owned(),
-                    },
+                Kind::ToRelay,
+                from.clone(),
+                id.clone(),
+                Op::Close {
+                    code: 1013,
+                    reason: reason.to_owned(),
                 },
+                None,
             );
         };
         if self.stopped() {
@@ -624,6 +908,7 @@ impl Inner {
         let (send_tx, send_rx) = mpsc::channel(TUNNEL_QUEUE);
         let end = TunnelEnd::new(id.clone(), from.clone(), send_tx, deliver_rx);
         let now = Instant::now();
+        let out = OutLock::default();
         lock(&self.tunnels).insert(
             id.clone(),
             Slot {
@@ -634,13 +919,15 @@ impl Inner {
                 last_keepalive: now,
                 created: now,
                 epoch: self.epoch.load(Ordering::Relaxed),
+                last_seq: seq,
+                out: out.clone(),
             },
         );
         if self
             .incoming_tx
             .try_send(IncomingTunnel {
                 room: room.clone(),
-                token,
+                claims,
                 end,
             })
             .is_err()
@@ -652,9 +939,11 @@ impl Inner {
         debug!(tunnel = %id, relay = %from, %room, "tunnel opened by a relay");
         tokio::spawn(self.clone().writer(
             id.clone(),
-            keys::node_out(&from),
+            from,
+            Role::Owner,
             Some(Op::Opened),
             send_rx,
+            out,
         ));
     }
 
@@ -663,17 +952,15 @@ impl Inner {
     async fn writer(
         self: Arc<Self>,
         id: String,
-        channel: String,
+        peer: String,
+        role: Role,
         first: Option<Op>,
         mut frames: mpsc::Receiver<TunnelFrame>,
+        out: OutLock,
     ) {
-        let envelope = |op: Op| Envelope {
-            tunnel: id.clone(),
-            from: self.node.id.clone(),
-            op,
-        };
+        let kind = role.sends();
         if let Some(op) = first {
-            match self.publish(&channel, &envelope(op)).await {
+            match self.publish(kind, &peer, &id, &op, Some(&out)).await {
                 Ok(0) => self.lose_tunnel(&id, "peer not listening"),
                 Ok(_) => {}
                 Err(e) => self.lose_tunnel(&id, &e.to_string()),
@@ -685,7 +972,7 @@ impl Inner {
                 continue;
             };
             closed = matches!(op, Op::Close { .. });
-            match self.publish(&channel, &envelope(op)).await {
+            match self.publish(kind, &peer, &id, &op, Some(&out)).await {
                 Ok(0) => {
                     self.lose_tunnel(&id, "peer not listening");
                     break;
@@ -702,15 +989,11 @@ impl Inner {
         }
         let still_open = lock(&self.tunnels).remove(&id).is_some();
         if still_open && !closed {
-            let _ = self
-                .publish(
-                    &channel,
-                    &envelope(Op::Close {
-                        code: 1001,
-                        reason: "tunnel closed".into(),
-                    }),
-                )
-                .await;
+            let close = Op::Close {
+                code: 1001,
+                reason: "tunnel closed".into(),
+            };
+            let _ = self.publish(kind, &peer, &id, &close, Some(&out)).await;
         }
     }
 
@@ -736,7 +1019,8 @@ impl Inner {
     }
 
     /// Declares lost the tunnels whose peer is silent, left the registry,
-    /// or that predate a connection loss; sends keepalives on the others.
+    /// or that predate a connection loss; sends keepalives on the others;
+    /// forgets tunnel ids older than the replay window.
     async fn maintain_tunnels(self: &Arc<Self>) {
         let epoch = self.epoch.load(Ordering::Relaxed);
         let live = lock(&self.live).clone();
@@ -758,12 +1042,10 @@ impl Inner {
                 } else if now.duration_since(slot.last_keepalive) >= self.timings.tunnel_keepalive {
                     slot.last_keepalive = now;
                     keepalives.push((
-                        self.channel_to(slot),
-                        Envelope {
-                            tunnel: id.clone(),
-                            from: self.node.id.clone(),
-                            op: Op::Ka,
-                        },
+                        slot.role.sends(),
+                        slot.peer.clone(),
+                        id.clone(),
+                        slot.out.clone(),
                     ));
                 }
             }
@@ -771,13 +1053,82 @@ impl Inner {
         for id in lost {
             self.lose_tunnel(&id, "peer silent or gone");
         }
+        let keep = self.timings.message_window * 2;
+        lock(&self.seen_opens).retain(|_, at| now.duration_since(*at) < keep);
         if !self.available() {
             return;
         }
-        for (channel, env) in keepalives {
-            if let Ok(0) = self.publish(&channel, &env).await {
-                self.lose_tunnel(&env.tunnel, "peer not listening");
+        for (kind, peer, id, out) in keepalives {
+            if let Ok(0) = self.publish(kind, &peer, &id, &Op::Ka, Some(&out)).await {
+                self.lose_tunnel(&id, "peer not listening");
             }
+        }
+    }
+
+    /// Every node whose registry record verifies, sorted by id. Ids whose
+    /// record expired leave the set; records that do not verify are refused
+    /// (and counted) but left for their TTL.
+    async fn read_nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        let client = &self.conn.client;
+        let ids: Vec<String> = client.smembers(keys::NODES).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| keys::node(id)).collect();
+        let values: Vec<Option<String>> = client.mget(keys).await?;
+        let mut nodes = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for (id, value) in ids.into_iter().zip(values) {
+            match value {
+                Some(text) => match self.verify_node(&id, &text) {
+                    Ok(n) => nodes.push(n),
+                    Err(r) => self.reject("node record", &id, &r),
+                },
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            let _ = client.srem::<(), _, _>(keys::NODES, gone).await;
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// Every room whose record verifies, sorted by name; cleaned like
+    /// [`Inner::read_nodes`].
+    async fn read_rooms(&self) -> Result<Vec<ClusterRoom>, ClusterError> {
+        let client = &self.conn.client;
+        let names: Vec<String> = client.smembers(keys::ROOMS).await?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = names.iter().map(|n| keys::room_info(n)).collect();
+        let values: Vec<Option<String>> = client.mget(keys).await?;
+        let mut rooms = Vec::with_capacity(names.len());
+        let mut gone = Vec::new();
+        for (name, value) in names.into_iter().zip(values) {
+            match value {
+                Some(text) => match self.verify_room(&name, &text) {
+                    Ok(r) => rooms.push(r),
+                    Err(r) => self.reject("room record", &name, &r),
+                },
+                None => gone.push(name),
+            }
+        }
+        if !gone.is_empty() {
+            let _ = client.srem::<(), _, _>(keys::ROOMS, gone).await;
+        }
+        rooms.sort_by(|a, b| a.room.name.cmp(&b.room.name));
+        Ok(rooms)
+    }
+}
+
+impl Role {
+    /// The kind of the messages this end sends.
+    fn sends(self) -> Kind {
+        match self {
+            Role::Relay => Kind::ToOwner,
+            Role::Owner => Kind::ToRelay,
         }
     }
 }
@@ -795,50 +1146,6 @@ async fn next_event<T: Clone>(rx: &mut Option<broadcast::Receiver<T>>) -> bool {
             false
         }
     }
-}
-
-async fn read_nodes(client: &Client) -> Result<Vec<NodeInfo>, ClusterError> {
-    let ids: Vec<String> = client.smembers(keys::NODES).await?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys: Vec<String> = ids.iter().map(|id| keys::node(id)).collect();
-    let values: Vec<Option<String>> = client.mget(keys).await?;
-    let mut nodes = Vec::with_capacity(ids.len());
-    let mut gone = Vec::new();
-    for (id, value) in ids.into_iter().zip(values) {
-        match value.and_then(|v| serde_json::from_str::<NodeInfo>(&v).ok()) {
-            Some(n) => nodes.push(n),
-            None => gone.push(id),
-        }
-    }
-    if !gone.is_empty() {
-        let _ = client.srem::<(), _, _>(keys::NODES, gone).await;
-    }
-    nodes.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(nodes)
-}
-
-async fn read_rooms(client: &Client) -> Result<Vec<ClusterRoom>, ClusterError> {
-    let names: Vec<String> = client.smembers(keys::ROOMS).await?;
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys: Vec<String> = names.iter().map(|n| keys::room_info(n)).collect();
-    let values: Vec<Option<String>> = client.mget(keys).await?;
-    let mut rooms = Vec::with_capacity(names.len());
-    let mut gone = Vec::new();
-    for (name, value) in names.into_iter().zip(values) {
-        match value.and_then(|v| serde_json::from_str::<ClusterRoom>(&v).ok()) {
-            Some(r) => rooms.push(r),
-            None => gone.push(name),
-        }
-    }
-    if !gone.is_empty() {
-        let _ = client.srem::<(), _, _>(keys::ROOMS, gone).await;
-    }
-    rooms.sort_by(|a, b| a.room.name.cmp(&b.room.name));
-    Ok(rooms)
 }
 
 fn not_connected() -> ClusterError {
@@ -872,34 +1179,63 @@ impl ClusterBackend for RedisCluster {
             // once the other nodes had time to re-assert theirs.
             let resyncing = lock(&inner.resync_until).is_some_and(|t| Instant::now() < t);
             let claim = may_claim && !resyncing;
-            let answer: String = inner
-                .conn
-                .client
-                .eval(
-                    keys::PLACE,
-                    vec![keys::room_owner(room)],
-                    vec![
-                        inner.node.id.clone(),
-                        ms(inner.timings.room_ttl),
-                        keys::NODE_PREFIX.to_owned(),
-                        if claim { "1" } else { "0" }.to_owned(),
-                    ],
-                )
-                .await?;
-            match answer.split_at_checked(1) {
-                Some(("L", _)) => Ok(Placement::Local),
-                Some(("D", _)) if may_claim && resyncing => Err(ClusterError::Unavailable(
-                    "re-synchronizing with Redis after a reconnect; retry in a few seconds"
-                        .to_owned(),
-                )),
-                Some(("D", _)) => Err(ClusterError::Draining),
-                Some(("R", json)) => serde_json::from_str::<NodeInfo>(json)
-                    .map(Placement::Remote)
-                    .map_err(|e| ClusterError::Decode(format!("node record: {e}"))),
-                _ => Err(ClusterError::Decode(format!(
-                    "unexpected placement answer `{answer}`"
-                ))),
+            let no_claim = || {
+                if may_claim && resyncing {
+                    ClusterError::Unavailable(
+                        "re-synchronizing with Redis after a reconnect; retry in a few seconds"
+                            .to_owned(),
+                    )
+                } else {
+                    ClusterError::Draining
+                }
+            };
+            // A claim that does not verify is replaced; if it changes between
+            // reading and replacing, look again (a few times).
+            for _ in 0..3 {
+                let answer: Vec<String> = inner
+                    .conn
+                    .client
+                    .eval(
+                        keys::PLACE,
+                        vec![keys::room_owner(room)],
+                        vec![
+                            inner.node.id.clone(),
+                            ms(inner.timings.room_ttl),
+                            keys::NODE_PREFIX.to_owned(),
+                            if claim { "1" } else { "0" }.to_owned(),
+                            inner.claim(room),
+                        ],
+                    )
+                    .await?;
+                match answer.as_slice() {
+                    [l] if l == "L" => return Ok(Placement::Local),
+                    [d] if d == "D" => return Err(no_claim()),
+                    [r, seen, record] if r == "R" => {
+                        match inner.verify_holder(room, seen, record) {
+                            Ok(owner) => return Ok(Placement::Remote(owner)),
+                            Err(rejection) => {
+                                // Never send a client to a node whose claim or
+                                // record does not verify: the room is free.
+                                inner.reject("room claim or its holder's record", room, &rejection);
+                                if !claim {
+                                    return Err(no_claim());
+                                }
+                                if inner.take_over(room, seen, None).await? {
+                                    return Ok(Placement::Local);
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(ClusterError::Decode(format!(
+                            "unexpected placement answer {answer:?}"
+                        )));
+                    }
+                }
             }
+            Err(ClusterError::Unavailable(format!(
+                "the claim on room `{room}` keeps changing; retry shortly"
+            )))
         })
     }
 
@@ -925,7 +1261,7 @@ impl ClusterBackend for RedisCluster {
             if !self.inner.available() {
                 return Err(not_connected());
             }
-            read_nodes(&self.inner.conn.client).await
+            self.inner.read_nodes().await
         })
     }
 
@@ -934,7 +1270,7 @@ impl ClusterBackend for RedisCluster {
             if !self.inner.available() {
                 return Err(not_connected());
             }
-            read_rooms(&self.inner.conn.client).await
+            self.inner.read_rooms().await
         })
     }
 
@@ -942,7 +1278,7 @@ impl ClusterBackend for RedisCluster {
         &'a self,
         owner: &'a str,
         room: &'a str,
-        token: &'a str,
+        claims: &'a Claims,
     ) -> BoxFuture<'a, Result<TunnelEnd, ClusterError>> {
         Box::pin(async move {
             let inner = &self.inner;
@@ -958,6 +1294,7 @@ impl ClusterBackend for RedisCluster {
             let (send_tx, send_rx) = mpsc::channel(TUNNEL_QUEUE);
             let (opened_tx, opened_rx) = oneshot::channel();
             let now = Instant::now();
+            let out = OutLock::default();
             lock(&inner.pending_opens).insert(id.clone(), opened_tx);
             lock(&inner.tunnels).insert(
                 id.clone(),
@@ -969,16 +1306,20 @@ impl ClusterBackend for RedisCluster {
                     last_keepalive: now,
                     created: now,
                     epoch: inner.epoch.load(Ordering::Relaxed),
+                    last_seq: 0,
+                    out: out.clone(),
                 },
             );
             tokio::spawn(inner.clone().writer(
                 id.clone(),
-                keys::node_in(owner),
+                owner.to_owned(),
+                Role::Relay,
                 Some(Op::Open {
                     room: room.to_owned(),
-                    token: token.to_owned(),
+                    claims: Box::new(claims.clone()),
                 }),
                 send_rx,
+                out,
             ));
             let end = TunnelEnd::new(id.clone(), owner.to_owned(), send_tx, deliver_rx);
             let result = tokio::time::timeout(inner.timings.tunnel_open_timeout, opened_rx).await;
@@ -1016,6 +1357,10 @@ impl ClusterBackend for RedisCluster {
 
     fn local_load(&self) -> NodeLoad {
         self.inner.rooms.load()
+    }
+
+    fn rejected_messages(&self) -> RejectedMessages {
+        self.inner.rejected.snapshot()
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -5,30 +5,41 @@
 mod cluster;
 mod keys;
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use fred::rustls;
+use fred::types::config::TlsConnector;
 
 use crate::error::ClusterError;
 
 pub use cluster::RedisCluster;
 
 /// Where Redis is and how to talk to it (`REDIS_HOST`, `REDIS_PORT`,
-/// `REDIS_PASSWORD`, `REDIS_URL`).
+/// `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_URL`, `REDIS_TLS_CA`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisOptions {
     /// Host name or IP (`REDIS_HOST`, default `localhost`).
     pub host: String,
     /// Port (`REDIS_PORT`, default 6379).
     pub port: u16,
+    /// ACL user name (`REDIS_USERNAME`), for `AUTH <user> <password>`;
+    /// used when the URL has none. Without it, the `default` user.
+    pub username: Option<String>,
     /// Password (`REDIS_PASSWORD`), for `AUTH`.
     pub password: Option<String>,
     /// A full URL (`REDIS_URL`) such as `redis://:secret@redis:6379/0`, or
     /// `rediss://` for TLS (rustls, system root certificates). When set,
-    /// it wins over host and port; `password` still applies if the URL has
-    /// none.
+    /// it wins over host and port; `username` and `password` still apply
+    /// if the URL has none.
     pub url: Option<String>,
+    /// A PEM file of the certificate authorities to trust for `rediss://`
+    /// (`REDIS_TLS_CA`), instead of the system's: for a Redis whose
+    /// certificate a private CA issued.
+    pub tls_ca: Option<PathBuf>,
     /// How long one connection attempt may take (default 5 s).
     pub connect_timeout: Duration,
     /// How long one command may take (default 2 s). Commands sent while the
@@ -41,8 +52,10 @@ impl Default for RedisOptions {
         Self {
             host: "localhost".into(),
             port: 6379,
+            username: None,
             password: None,
             url: None,
+            tls_ca: None,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(2),
         }
@@ -55,8 +68,10 @@ impl std::fmt::Debug for RedisOptions {
         f.debug_struct("RedisOptions")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("url", &self.url.as_ref().map(|u| redact_url(u)))
+            .field("tls_ca", &self.tls_ca)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .finish()
@@ -131,8 +146,19 @@ impl RedisManager {
                 }
             }
         };
+        if config.username.is_none() {
+            config.username = o.username.clone();
+        }
         if config.password.is_none() {
             config.password = o.password.clone();
+        }
+        if let Some(path) = &o.tls_ca {
+            if config.tls.is_none() {
+                return Err(ClusterError::Config(
+                    "REDIS_TLS_CA needs a rediss:// REDIS_URL".into(),
+                ));
+            }
+            config.tls = Some(tls_with_ca(path)?.into());
         }
         // Keep retrying the first connection too: a node may start before
         // its Redis (docker-compose) and must come up by itself.
@@ -168,12 +194,27 @@ impl RedisManager {
         let builder = self.builder()?;
         let client = builder.build()?;
         let subscriber = builder.build_subscriber_client()?;
+        // Remember the last connection error of either client, so that a
+        // refused password is reported as such rather than as a timeout.
+        let last_error = Arc::new(Mutex::new(None));
+        for mut errors in [client.error_rx(), subscriber.error_rx()] {
+            let last_error = last_error.clone();
+            tokio::spawn(async move {
+                while let Ok((e, _)) = errors.recv().await {
+                    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            });
+        }
         // The returned handles drive the connections; they end on `quit`.
         drop(client.connect());
         drop(subscriber.connect());
         // Subscriptions are restored after every reconnection.
         drop(subscriber.manage_subscriptions());
-        Ok(RedisConnection { client, subscriber })
+        Ok(RedisConnection {
+            client,
+            subscriber,
+            last_error,
+        })
     }
 
     /// Connects and waits up to the connect timeout for Redis to answer.
@@ -196,6 +237,31 @@ impl RedisManager {
 pub struct RedisConnection {
     pub(crate) client: Client,
     pub(crate) subscriber: SubscriberClient,
+    last_error: Arc<Mutex<Option<fred::error::Error>>>,
+}
+
+/// A rustls configuration (aws-lc-rs) trusting the CAs of the PEM file at
+/// `path`.
+fn tls_with_ca(path: &std::path::Path) -> Result<TlsConnector, ClusterError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |e: &dyn std::fmt::Display| {
+        ClusterError::Config(format!("REDIS_TLS_CA {}: {e}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"no certificate in the file"));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(config))
 }
 
 impl RedisConnection {
@@ -210,17 +276,42 @@ impl RedisConnection {
         self.client.is_connected() && self.subscriber.is_connected()
     }
 
+    /// The last error either connection reported, if any.
+    pub fn last_error(&self) -> Option<ClusterError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map(ClusterError::from)
+    }
+
     /// Waits up to `timeout` for both connections to be up.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Auth`] at once if Redis refused the credentials (the
+    /// connection keeps retrying, but only a configuration change helps);
+    /// [`ClusterError::Config`] for a TLS failure (certificate not trusted,
+    /// wrong host name); [`ClusterError::Unavailable`] with the last error
+    /// after `timeout` otherwise.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClusterError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.is_connected() {
                 return Ok(());
             }
+            let last = self.last_error();
+            if let Some(e @ ClusterError::Auth(_)) = last {
+                return Err(e);
+            }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ClusterError::Unavailable(format!(
-                    "no connection within {timeout:?}"
-                )));
+                return Err(match last {
+                    Some(e @ ClusterError::Config(_)) => e,
+                    Some(e) => ClusterError::Unavailable(format!(
+                        "no connection within {timeout:?} (last error: {e})"
+                    )),
+                    None => ClusterError::Unavailable(format!("no connection within {timeout:?}")),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

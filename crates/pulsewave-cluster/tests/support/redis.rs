@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 pub(crate) struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Extra arguments (TLS, ACL users); with TLS the plain port is off.
+    extra: Vec<String>,
+    tls: bool,
+    /// Where the server's output goes (shown when it does not start).
+    log: Option<std::path::PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -35,6 +40,18 @@ impl RedisServer {
     /// A fresh Redis, or `None` (test skipped) if `redis-server` is not
     /// installed and Redis is not required.
     pub(crate) fn start() -> Option<RedisServer> {
+        Self::start_with(Vec::new(), false, None)
+    }
+
+    /// A fresh Redis with `extra` arguments. With `tls`, the arguments must
+    /// configure `--tls-port {port}` (the placeholder is replaced) and the
+    /// plain port is turned off; readiness is then an accepted TCP
+    /// connection. The server's output goes to `log`.
+    pub(crate) fn start_with(
+        extra: Vec<String>,
+        tls: bool,
+        log: Option<std::path::PathBuf>,
+    ) -> Option<RedisServer> {
         if !available() {
             if std::env::var("PULSEWAVE_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
                 panic!("redis-server is not installed (scripts/test.sh installs it)");
@@ -46,6 +63,9 @@ impl RedisServer {
             let mut s = RedisServer {
                 port: free_port(),
                 child: None,
+                extra: extra.clone(),
+                tls,
+                log: log.clone(),
             };
             if s.spawn() {
                 return Some(s);
@@ -55,10 +75,25 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
+        let port = self.port.to_string();
+        let plain_port = if self.tls {
+            "0".to_owned()
+        } else {
+            port.clone()
+        };
+        let extra: Vec<String> = self
+            .extra
+            .iter()
+            .map(|a| a.replace("{port}", &port))
+            .collect();
+        let output = || match &self.log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the redis log")),
+            None => Stdio::null(),
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
-                &self.port.to_string(),
+                &plain_port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -72,7 +107,8 @@ impl RedisServer {
                 "--loglevel",
                 "warning",
             ])
-            .stdout(Stdio::null())
+            .args(&extra)
+            .stdout(output())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
@@ -98,6 +134,9 @@ impl RedisServer {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls {
+            return true;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         if s.write_all(b"PING\r\n").is_err() {
             return false;
@@ -112,6 +151,70 @@ impl RedisServer {
 
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the process is still running (a TLS-less build exits at
+    /// once on TLS arguments).
+    pub(crate) fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends one command (RESP) on a fresh plain connection and returns the
+    /// first bytes of the answer: for tests that act as a plain Redis client
+    /// (an attacker with write access).
+    pub(crate) fn command(&self, args: &[&[u8]]) -> Vec<u8> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        s.write_all(&req).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).unwrap_or(0);
+        buf.truncate(n);
+        buf
+    }
+
+    /// A plain `PUBLISH`; the number of receivers.
+    pub(crate) fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
+        let answer = self.command(&[b"PUBLISH", channel.as_bytes(), payload]);
+        let text = String::from_utf8_lossy(&answer);
+        text.trim_start_matches(':').trim().parse().unwrap_or(-1)
+    }
+
+    /// Subscribes (plain connection) to `channel`; messages arrive on the
+    /// returned receiver, read by a thread until the server goes away.
+    pub(crate) fn subscribe(&self, channel: &str) -> std::sync::mpsc::Receiver<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        let req = format!(
+            "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{}\r\n",
+            channel.len(),
+            channel
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut r = std::io::BufReader::new(s);
+        // Subscribed once Redis confirms.
+        let confirm = read_array(&mut r).expect("subscribe confirmation");
+        assert_eq!(confirm.first().map(Vec::as_slice), Some(&b"subscribe"[..]));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Each push is `*3 $7 message $<n> <channel> $<n> <payload>`.
+            loop {
+                let Some(items) = read_array(&mut r) else {
+                    return;
+                };
+                if items.len() == 3 && items[0] == b"message" && tx.send(items[2].clone()).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        rx
     }
 
     /// Kills the server (SIGKILL, by PID) and waits for it to exit.
@@ -133,6 +236,34 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("could not restart redis-server on port {}", self.port);
+    }
+}
+
+/// Reads one RESP array of bulk strings or integers.
+fn read_array(r: &mut impl std::io::BufRead) -> Option<Vec<Vec<u8>>> {
+    let line = read_line(r)?;
+    let n: usize = line.strip_prefix('*')?.parse().ok()?;
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        let head = read_line(r)?;
+        if let Some(len) = head.strip_prefix('$') {
+            let len: usize = len.parse().ok()?;
+            let mut buf = vec![0u8; len + 2];
+            r.read_exact(&mut buf).ok()?;
+            buf.truncate(len);
+            items.push(buf);
+        } else {
+            items.push(head.into_bytes());
+        }
+    }
+    Some(items)
+}
+
+fn read_line(r: &mut impl std::io::BufRead) -> Option<String> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim_end().to_owned()),
     }
 }
 
