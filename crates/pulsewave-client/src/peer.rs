@@ -525,7 +525,7 @@ impl PeerTransport {
                 })?;
         let mid = self.free_mid();
         let ssrc = self.fresh_ssrc();
-        let rtx_ssrc = (with_rtx && kind == MediaKind::Video && codec.rtx_payload_type.is_some())
+        let rtx_ssrc = (with_rtx && kind == MediaKind::Video && codec.rtx.is_some())
             .then(|| self.fresh_ssrc_except(ssrc));
         let rtp_parameters =
             self.table
@@ -542,7 +542,7 @@ impl PeerTransport {
             mime_type: codec.mime_type.clone(),
             ssrc,
             rtx_ssrc,
-            payload_type: codec.payload_type,
+            payload_type: codec.pt,
             clock_rate: codec.clock_rate,
             rtp_parameters,
             layers: Vec::new(),
@@ -663,7 +663,7 @@ impl PeerTransport {
             mime_type: codec.mime_type.clone(),
             ssrc: layers[0].ssrc,
             rtx_ssrc: None,
-            payload_type: codec.payload_type,
+            payload_type: codec.pt,
             clock_rate: codec.clock_rate,
             rtp_parameters,
             layers,

@@ -73,6 +73,7 @@ mod datagram;
 mod endpoint;
 mod error;
 mod event;
+pub mod glue;
 mod keyframe;
 mod media;
 pub mod ortc;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use std::time::Instant;
 
-use pulsewave_protocol::rtp::{CodecParameters, RtpCapabilities, RtpParameters, uri};
+use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
     DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceParameters, SctpParameters,
     TransportDirection, TransportOptions,
@@ -23,6 +23,7 @@ use str0m::{Candidate, Event as RtcEvent, IceCreds, Output, Rtc, RtcConfig};
 use crate::bucket::TokenBucket;
 use crate::error::Error;
 use crate::event::{CloseReason, Transmit};
+use crate::glue;
 use crate::ortc::is_rtx_mime_type;
 use crate::timers::Timers;
 
@@ -197,118 +198,30 @@ pub(crate) struct TransportSpec<'a> {
     pub(crate) max_outgoing_bitrate: u64,
 }
 
-fn str0m_codec(mime: &str) -> Option<Codec> {
-    let (_, sub) = mime.split_once('/')?;
-    Some(match sub.to_ascii_lowercase().as_str() {
-        "opus" => Codec::Opus,
-        "vp8" => Codec::Vp8,
-        "vp9" => Codec::Vp9,
-        "h264" => Codec::H264,
-        "av1" => Codec::Av1,
-        "pcmu" => Codec::PCMU,
-        "pcma" => Codec::PCMA,
-        "g722" => Codec::G722,
-        _ => return None,
-    })
-}
-
-fn str0m_extension(uri_text: &str) -> Option<Extension> {
-    Some(match uri_text {
-        uri::MID => Extension::RtpMid,
-        uri::RID => Extension::RtpStreamId,
-        uri::REPAIRED_RID => Extension::RepairedRtpStreamId,
-        uri::ABS_SEND_TIME => Extension::AbsoluteSendTime,
-        uri::TRANSPORT_CC => Extension::TransportSequenceNumber,
-        uri::AUDIO_LEVEL => Extension::AudioLevel,
-        uri::VIDEO_ORIENTATION => Extension::VideoOrientation,
-        uri::TOFFSET => Extension::TransmissionTimeOffset,
-        _ => return None,
-    })
-}
-
-fn format_params(p: &CodecParameters) -> FormatParams {
-    let int = |k: &str| p.get(k).and_then(|v| v.as_int());
-    let flag = |k: &str| int(k).map(|v| v == 1);
-    FormatParams {
-        min_p_time: int("minptime").and_then(|v| u8::try_from(v).ok()),
-        use_inband_fec: flag("useinbandfec"),
-        use_dtx: flag("usedtx"),
-        stereo: flag("stereo"),
-        level_asymmetry_allowed: flag("level-asymmetry-allowed"),
-        packetization_mode: int("packetization-mode").and_then(|v| u8::try_from(v).ok()),
-        profile_level_id: p
-            .get("profile-level-id")
-            .and_then(|v| u32::from_str_radix(&v.to_text(), 16).ok()),
-        profile_id: int("profile-id").and_then(|v| u32::try_from(v).ok()),
-        ..FormatParams::default()
-    }
-}
-
-/// The router's payload-type table and extension map (receive transports),
-/// as str0m wants them.
+/// The router's payload-type table and extension map (receive
+/// transports), as str0m wants them.
 fn configure_router(
-    mut config: RtcConfig,
+    config: RtcConfig,
     caps: &RtpCapabilities,
 ) -> (RtcConfig, Vec<KnownPt>, Vec<(u8, String)>) {
-    config = config.clear_codecs();
-    let mut pts = Vec::new();
-    for c in &caps.codecs {
-        if is_rtx_mime_type(&c.mime_type) {
-            continue;
+    let pts = glue::payload_types(caps);
+    let extensions = glue::header_extensions(caps);
+    let config = glue::configure(config, &pts, &extensions);
+    let known = pts
+        .into_iter()
+        .map(|p| KnownPt {
+            pt: p.pt,
+            rtx: p.rtx,
+            mime_type: p.mime_type,
+        })
+        .collect();
+    let mut ids: Vec<(u8, String)> = Vec::new();
+    for e in extensions {
+        if !ids.iter().any(|(id, _)| *id == e.id) {
+            ids.push((e.id, e.uri));
         }
-        let Some(codec) = str0m_codec(&c.mime_type) else {
-            continue;
-        };
-        let Some(clock) = Frequency::new(c.clock_rate) else {
-            continue;
-        };
-        if pts
-            .iter()
-            .any(|k: &KnownPt| k.pt == c.preferred_payload_type)
-        {
-            continue;
-        }
-        let rtx = caps
-            .codecs
-            .iter()
-            .find(|r| {
-                is_rtx_mime_type(&r.mime_type)
-                    && r.parameters.get("apt").and_then(|v| v.as_int())
-                        == Some(i64::from(c.preferred_payload_type))
-            })
-            .map(|r| r.preferred_payload_type);
-        config.codec_config().add_config(
-            Pt::from(c.preferred_payload_type),
-            rtx.map(Pt::from),
-            codec,
-            clock,
-            c.channels,
-            format_params(&c.parameters),
-        );
-        pts.push(KnownPt {
-            pt: c.preferred_payload_type,
-            rtx,
-            mime_type: c.mime_type.clone(),
-        });
     }
-    config = config.clear_extension_map();
-    let mut extensions: Vec<(u8, String)> = Vec::new();
-    for e in &caps.header_extensions {
-        let Some(ext) = str0m_extension(&e.uri) else {
-            continue;
-        };
-        // One id per URI and one URI per id (BUNDLE), and ids 1..=14.
-        if !(1..=14).contains(&e.preferred_id)
-            || extensions
-                .iter()
-                .any(|(id, u)| *id == e.preferred_id || *u == e.uri)
-        {
-            continue;
-        }
-        config = config.set_extension(e.preferred_id, ext);
-        extensions.push((e.preferred_id, e.uri.clone()));
-    }
-    (config, pts, extensions)
+    (config, known, ids)
 }
 
 /// A payload type a producer's parameters add to a send transport.
@@ -476,7 +389,7 @@ impl Transport {
             if is_rtx_mime_type(&c.mime_type) {
                 continue;
             }
-            let codec = str0m_codec(&c.mime_type).ok_or_else(|| {
+            let codec = glue::codec(&c.mime_type).ok_or_else(|| {
                 Error::UnsupportedCodec(format!("{} is not supported", c.mime_type))
             })?;
             let clock = Frequency::new(c.clock_rate).ok_or_else(|| {
@@ -526,7 +439,7 @@ impl Transport {
                 codec,
                 clock,
                 channels: c.channels,
-                format: format_params(&c.parameters),
+                format: glue::format_params(&c.parameters),
             });
         }
         let new_extensions: Vec<(u8, Extension, &str)> = params
@@ -534,7 +447,7 @@ impl Transport {
             .iter()
             // str0m parses one-byte header extensions (ids 1 to 14).
             .filter(|e| (1..=14).contains(&e.id) && self.extension_id(&e.uri) != Some(e.id))
-            .filter_map(|e| Some((e.id, str0m_extension(&e.uri)?, e.uri.as_str())))
+            .filter_map(|e| Some((e.id, glue::extension(&e.uri)?, e.uri.as_str())))
             .collect();
         let mut api = self.rtc.direct_api();
         for n in new_pts {
