@@ -42,3 +42,6 @@ pub(crate) struct DataConsumer {
 pub(crate) fn is_reliable(p: &SctpStreamParameters) -> bool {
     p.ordered.unwrap_or(true) && p.max_retransmits.is_none() && p.max_packet_life_time.is_none()
 }
+
+crate::registry::entry!(DataProducer, DataProducerId);
+crate::registry::entry!(DataConsumer, DataConsumerId);

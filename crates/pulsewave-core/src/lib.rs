@@ -78,6 +78,7 @@ mod keyframe;
 mod media;
 pub mod ortc;
 mod owners;
+mod registry;
 mod room;
 mod stun;
 mod timers;

@@ -209,6 +209,9 @@ impl Rewriter {
     }
 }
 
+crate::registry::entry!(Producer, ProducerId);
+crate::registry::entry!(Consumer, ConsumerId);
+
 #[cfg(test)]
 mod tests {
     use super::*;

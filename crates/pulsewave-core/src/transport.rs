@@ -571,6 +571,8 @@ pub(crate) fn drain(
     }
 }
 
+crate::registry::entry!(Transport, TransportId);
+
 #[cfg(test)]
 mod tests {
     use super::*;

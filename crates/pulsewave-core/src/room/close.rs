@@ -36,7 +36,7 @@ impl Room {
                 TransportDirection::Recv => self.close_data_consumer_key(k, children),
             }
         }
-        let Some(mut t) = self.transports.try_remove(key) else {
+        let Some(mut t) = self.transports.remove(key) else {
             return;
         };
         self.out
@@ -45,7 +45,6 @@ impl Room {
         for addr in &t.remote_addrs {
             self.out.demux.push_back(DemuxChange::Unbind(*addr));
         }
-        self.transport_ids.remove(&t.id);
         self.owners
             .remove(&t.owner, |h| h.transports.retain(|k| *k != key));
         // Say goodbye (DTLS close_notify) if the stack has anything to send.
@@ -66,10 +65,9 @@ impl Room {
     }
 
     pub(super) fn close_producer_key(&mut self, key: ProducerKey, reason: Option<CloseReason>) {
-        let Some(p) = self.producers.try_remove(key) else {
+        let Some(p) = self.producers.remove(key) else {
             return;
         };
-        self.producer_ids.remove(&p.id);
         self.owners.remove(&p.owner, |h| h.producers -= 1);
         for c in &p.consumers {
             self.close_consumer_key(*c, Some(CloseReason::ProducerClosed));
@@ -90,10 +88,9 @@ impl Room {
     }
 
     pub(super) fn close_consumer_key(&mut self, key: ConsumerKey, reason: Option<CloseReason>) {
-        let Some(c) = self.consumers.try_remove(key) else {
+        let Some(c) = self.consumers.remove(key) else {
             return;
         };
-        self.consumer_ids.remove(&c.id);
         self.owners.remove(&c.owner, |h| h.consumers -= 1);
         if let Some(p) = self.producers.get_mut(c.producer) {
             p.consumers.retain(|k| *k != key);
@@ -118,10 +115,9 @@ impl Room {
         key: DataProducerKey,
         reason: Option<CloseReason>,
     ) {
-        let Some(d) = self.data_producers.try_remove(key) else {
+        let Some(d) = self.data_producers.remove(key) else {
             return;
         };
-        self.data_producer_ids.remove(&d.id);
         self.owners.remove(&d.owner, |h| h.data_producers -= 1);
         for c in &d.consumers {
             self.close_data_consumer_key(*c, Some(CloseReason::DataProducerClosed));
@@ -145,10 +141,9 @@ impl Room {
         key: DataConsumerKey,
         reason: Option<CloseReason>,
     ) {
-        let Some(d) = self.data_consumers.try_remove(key) else {
+        let Some(d) = self.data_consumers.remove(key) else {
             return;
         };
-        self.data_consumer_ids.remove(&d.id);
         self.owners.remove(&d.owner, |h| h.data_consumers -= 1);
         if let Some(p) = self.data_producers.get_mut(d.data_producer) {
             p.consumers.retain(|k| *k != key);

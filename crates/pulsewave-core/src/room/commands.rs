@@ -27,6 +27,8 @@ use crate::transport::{RxSsrc, SctpStream, Transport, TransportKey, TransportSpe
 
 use rand::Rng;
 
+use crate::registry::Lookup;
+
 use super::{Consumed, DataConsumed, Produced, Room, to_rtc_kind};
 
 impl Room {
@@ -41,16 +43,11 @@ impl Room {
             TransportDirection::Recv => "recv",
         };
         let key = match id {
-            Some(id) => {
-                let key = *self
-                    .transport_ids
-                    .get(id)
-                    .ok_or_else(|| Error::TransportNotFound(id.to_string()))?;
-                match self.transports.get(key) {
-                    Some(t) if &t.owner == owner => key,
-                    _ => return Err(Error::TransportNotFound(id.to_string())),
-                }
-            }
+            // Another participant's transport is "not found": nothing leaks.
+            Some(id) => self
+                .transports
+                .owned(id, owner)
+                .map_err(|_| Error::TransportNotFound(id.to_string()))?,
             None => {
                 let mut matching = self
                     .owners
@@ -108,15 +105,13 @@ impl Room {
             max_outgoing_bitrate: self.config.max_outgoing_bitrate,
         };
         let (mut transport, options) = Transport::new(now, spec)?;
-        let entry = self.transports.vacant_entry();
-        let key = entry.key();
+        let key = self.transports.next_key();
         self.out
             .demux
             .push_back(DemuxChange::Ufrag(transport.local_ufrag.clone(), key));
-        self.transport_ids.insert(transport.id.clone(), key);
         self.owners.add(owner, |h| h.transports.push(key));
         drain(key, &mut transport, &mut self.out, self.config.ice_timeout);
-        entry.insert(transport);
+        self.transports.insert(transport);
         self.process(now);
         Ok(options)
     }
@@ -130,14 +125,11 @@ impl Room {
         dtls: &DtlsParameters,
     ) -> Result<(), Error> {
         let now = self.advance(now);
-        let key = *self
-            .transport_ids
-            .get(id)
-            .ok_or_else(|| Error::TransportNotFound(id.to_string()))?;
-        let t = match self.transports.get_mut(key) {
-            Some(t) if &t.owner == owner => t,
-            _ => return Err(Error::TransportNotFound(id.to_string())),
-        };
+        let key = self
+            .transports
+            .owned(id, owner)
+            .map_err(|_| Error::TransportNotFound(id.to_string()))?;
+        let t = &mut self.transports[key];
         t.connect(now, dtls)?;
         drain(key, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
@@ -154,13 +146,10 @@ impl Room {
         id: &TransportId,
     ) -> Result<(), Error> {
         let now = self.advance(now);
-        let key = *self
-            .transport_ids
-            .get(id)
-            .ok_or_else(|| Error::TransportNotFound(id.to_string()))?;
-        if self.transports.get(key).is_none_or(|t| &t.owner != owner) {
-            return Err(Error::TransportNotFound(id.to_string()));
-        }
+        let key = self
+            .transports
+            .owned(id, owner)
+            .map_err(|_| Error::TransportNotFound(id.to_string()))?;
         self.close_transport_key(key, None);
         self.process(now);
         Ok(())
@@ -303,7 +292,6 @@ impl Room {
             packets: 0,
             bytes: 0,
         });
-        self.producer_ids.insert(id.clone(), pkey);
         self.owners.add(owner, |h| h.producers += 1);
         let t = &mut self.transports[tkey];
         let rtc_mid = Mid::from(mid.as_str());
@@ -352,15 +340,10 @@ impl Room {
         owner: &ParticipantSid,
         id: &ProducerId,
     ) -> Result<ProducerKey, Error> {
-        let key = *self
-            .producer_ids
-            .get(id)
-            .ok_or_else(|| Error::ProducerNotFound(id.to_string()))?;
-        match self.producers.get(key) {
-            Some(p) if &p.owner == owner => Ok(key),
-            Some(_) => Err(Error::NotOwner(format!("producer `{id}`"))),
-            None => Err(Error::ProducerNotFound(id.to_string())),
-        }
+        self.producers.owned(id, owner).map_err(|e| match e {
+            Lookup::NotOwner => Error::NotOwner(format!("producer `{id}`")),
+            Lookup::NotFound => Error::ProducerNotFound(id.to_string()),
+        })
     }
 
     /// Closes one of `owner`'s producers; its consumers close with
@@ -404,9 +387,9 @@ impl Room {
     ) -> Result<Consumed, Error> {
         let now = self.advance(now);
         let ukey = self.owned_transport(owner, transport_id, TransportDirection::Recv)?;
-        let pkey = *self
-            .producer_ids
-            .get(producer_id)
+        let pkey = self
+            .producers
+            .key(producer_id)
             .ok_or_else(|| Error::ProducerNotFound(producer_id.to_string()))?;
         if self.owners.of(owner).consumers >= self.config.max_consumers_per_participant {
             return Err(Error::LimitReached("consumers per participant"));
@@ -493,7 +476,6 @@ impl Room {
             rewriter: Rewriter::new(clock_rate, self.rng.random(), self.rng.random()),
             packets: 0,
         });
-        self.consumer_ids.insert(id.clone(), ckey);
         self.owners.add(owner, |h| h.consumers += 1);
         self.producers[pkey].consumers.push(ckey);
         let rtc_mid = Mid::from(mid.as_str());
@@ -520,10 +502,10 @@ impl Room {
         owner: &ParticipantSid,
         id: &ConsumerId,
     ) -> Result<ConsumerKey, Error> {
-        match self.consumer_ids.get(id) {
-            Some(&k) if self.consumers.get(k).is_some_and(|c| &c.owner == owner) => Ok(k),
-            _ => Err(Error::ConsumerNotFound(id.to_string())),
-        }
+        // Another participant's consumer is "not found": nothing leaks.
+        self.consumers
+            .owned(id, owner)
+            .map_err(|_| Error::ConsumerNotFound(id.to_string()))
     }
 
     /// Stops media on a consumer.
@@ -615,7 +597,6 @@ impl Room {
             channel,
             key,
         });
-        self.data_producer_ids.insert(id.clone(), key);
         self.owners.add(owner, |h| h.data_producers += 1);
         drain(tkey, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
@@ -624,9 +605,8 @@ impl Room {
 
     /// Whether a data producer is reliable (ordered, retransmitted).
     pub fn data_producer_reliable(&self, id: &DataProducerId) -> Option<bool> {
-        let key = self.data_producer_ids.get(id)?;
         self.data_producers
-            .get(*key)
+            .by_id(id)
             .map(|d| is_reliable(&d.params))
     }
 
@@ -639,15 +619,10 @@ impl Room {
         id: &DataProducerId,
     ) -> Result<(), Error> {
         let now = self.advance(now);
-        let key = *self
-            .data_producer_ids
-            .get(id)
-            .ok_or_else(|| Error::DataProducerNotFound(id.to_string()))?;
-        match self.data_producers.get(key) {
-            Some(d) if &d.owner == owner => {}
-            Some(_) => return Err(Error::NotOwner(format!("data producer `{id}`"))),
-            None => return Err(Error::DataProducerNotFound(id.to_string())),
-        }
+        let key = self.data_producers.owned(id, owner).map_err(|e| match e {
+            Lookup::NotOwner => Error::NotOwner(format!("data producer `{id}`")),
+            Lookup::NotFound => Error::DataProducerNotFound(id.to_string()),
+        })?;
         self.close_data_producer_key(key, None);
         self.process(now);
         Ok(())
@@ -667,9 +642,9 @@ impl Room {
         if self.owners.of(owner).data_consumers >= self.config.max_data_consumers_per_participant {
             return Err(Error::LimitReached("data consumers per participant"));
         }
-        let dpkey = *self
-            .data_producer_ids
-            .get(data_producer_id)
+        let dpkey = self
+            .data_producers
+            .key(data_producer_id)
             .ok_or_else(|| Error::DataProducerNotFound(data_producer_id.to_string()))?;
         let (params, label, protocol) = {
             let d = &self.data_producers[dpkey];
@@ -700,7 +675,6 @@ impl Room {
             channel,
             key,
         });
-        self.data_consumer_ids.insert(id.clone(), key);
         self.owners.add(owner, |h| h.data_consumers += 1);
         self.data_producers[dpkey].consumers.push(key);
         drain(ukey, u, &mut self.out, self.config.ice_timeout);
@@ -722,17 +696,10 @@ impl Room {
         id: &DataConsumerId,
     ) -> Result<(), Error> {
         let now = self.advance(now);
-        let key = match self.data_consumer_ids.get(id) {
-            Some(&k)
-                if self
-                    .data_consumers
-                    .get(k)
-                    .is_some_and(|d| &d.owner == owner) =>
-            {
-                k
-            }
-            _ => return Err(Error::DataConsumerNotFound(id.to_string())),
-        };
+        let key = self
+            .data_consumers
+            .owned(id, owner)
+            .map_err(|_| Error::DataConsumerNotFound(id.to_string()))?;
         self.close_data_consumer_key(key, None);
         self.process(now);
         Ok(())

@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
-use slab::Slab;
 use str0m::channel::ChannelId;
 use str0m::media::Pt;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 
 use crate::media::{Producer, ProducerKey};
+use crate::registry::Registry;
 use crate::transport::{RxSsrc, Transport, TransportKey, drain};
 
 use super::Room;
@@ -224,7 +224,7 @@ impl Room {
 /// encodings announced by mid only.
 pub(super) fn learn_layer(
     t: &mut Transport,
-    producers: &mut Slab<Producer>,
+    producers: &mut Registry<Producer>,
     ssrc: u32,
     pkt: &RtpPacket,
     max_ssrcs: usize,

@@ -1,7 +1,7 @@
 //! The room: every transport, producer and consumer of one conference, and
 //! the forwarding between them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -12,16 +12,16 @@ use pulsewave_protocol::transport::{SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{
     ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
 };
-use slab::Slab;
 use str0m::Event as RtcEvent;
 use str0m::media::MediaKind as RtcMediaKind;
 use tracing::debug;
 
 use crate::config::RoomConfig;
-use crate::data::{DataConsumer, DataConsumerKey, DataProducer, DataProducerKey};
+use crate::data::{DataConsumer, DataProducer};
 use crate::event::{CloseReason, Event, Transmit};
-use crate::media::{Consumer, ConsumerKey, Producer, ProducerKey};
+use crate::media::{Consumer, Producer, ProducerKey};
 use crate::owners::Owners;
+use crate::registry::Registry;
 use crate::transport::{DemuxChange, Outputs, Timer, Transport, TransportKey};
 
 mod close;
@@ -175,16 +175,11 @@ pub struct DataConsumed {
 /// ```
 pub struct Room {
     config: RoomConfig,
-    transports: Slab<Transport>,
-    producers: Slab<Producer>,
-    consumers: Slab<Consumer>,
-    data_producers: Slab<DataProducer>,
-    data_consumers: Slab<DataConsumer>,
-    transport_ids: HashMap<TransportId, TransportKey>,
-    producer_ids: HashMap<ProducerId, ProducerKey>,
-    consumer_ids: HashMap<ConsumerId, ConsumerKey>,
-    data_producer_ids: HashMap<DataProducerId, DataProducerKey>,
-    data_consumer_ids: HashMap<DataConsumerId, DataConsumerKey>,
+    transports: Registry<Transport>,
+    producers: Registry<Producer>,
+    consumers: Registry<Consumer>,
+    data_producers: Registry<DataProducer>,
+    data_consumers: Registry<DataConsumer>,
     owners: Owners,
     out: Outputs,
     events: VecDeque<Event>,
@@ -219,16 +214,11 @@ impl Room {
     pub(crate) fn new(config: RoomConfig, rng: StdRng, now: Instant) -> Self {
         Self {
             config,
-            transports: Slab::new(),
-            producers: Slab::new(),
-            consumers: Slab::new(),
-            data_producers: Slab::new(),
-            data_consumers: Slab::new(),
-            transport_ids: HashMap::new(),
-            producer_ids: HashMap::new(),
-            consumer_ids: HashMap::new(),
-            data_producer_ids: HashMap::new(),
-            data_consumer_ids: HashMap::new(),
+            transports: Registry::default(),
+            producers: Registry::default(),
+            consumers: Registry::default(),
+            data_producers: Registry::default(),
+            data_consumers: Registry::default(),
             owners: Owners::default(),
             out: Outputs::default(),
             events: VecDeque::new(),
@@ -261,22 +251,17 @@ impl Room {
 
     /// The owner of a producer.
     pub fn producer_owner(&self, id: &ProducerId) -> Option<&ParticipantSid> {
-        let key = self.producer_ids.get(id)?;
-        self.producers.get(*key).map(|p| &p.owner)
+        self.producers.by_id(id).map(|p| &p.owner)
     }
 
     /// The owner of a data producer.
     pub fn data_producer_owner(&self, id: &DataProducerId) -> Option<&ParticipantSid> {
-        let key = self.data_producer_ids.get(id)?;
-        self.data_producers.get(*key).map(|p| &p.owner)
+        self.data_producers.by_id(id).map(|p| &p.owner)
     }
 
     /// Whether the transport's ICE and DTLS are up.
     pub fn is_transport_connected(&self, id: &TransportId) -> bool {
-        self.transport_ids
-            .get(id)
-            .and_then(|k| self.transports.get(*k))
-            .is_some_and(|t| t.connected)
+        self.transports.by_id(id).is_some_and(|t| t.connected)
     }
 
     /// Whether the room holds nothing.
@@ -287,8 +272,7 @@ impl Room {
     /// The ICE username fragment of a transport (to route datagrams to this
     /// room when several rooms share a socket).
     pub fn transport_ufrag(&self, id: &TransportId) -> Option<&str> {
-        let key = self.transport_ids.get(id)?;
-        self.transports.get(*key).map(|t| t.local_ufrag.as_str())
+        self.transports.by_id(id).map(|t| t.local_ufrag.as_str())
     }
 
     /// Panics, to test that a panicking room is contained (needs the
