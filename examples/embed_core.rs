@@ -18,7 +18,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use pulsewave_client::{LocalTrack, PeerEvent, PeerTransport};
-use pulsewave_core::{Datagram, Endpoint, EndpointConfig, Protocol, RoomConfig, RoomId};
+use pulsewave_core::{AppData, Datagram, Endpoint, EndpointConfig, Protocol, RoomConfig, RoomId};
 use pulsewave_protocol::transport::TransportDirection;
 use pulsewave_protocol::{MediaKind, ParticipantSid};
 
@@ -86,7 +86,15 @@ fn call(endpoint: &mut Endpoint, name: &str) -> Result<Call, Error> {
         .add_track(MediaKind::Audio, "audio/opus", false)?;
     let params = track.rtp_parameters.clone();
     let produced = endpoint.with_room(Instant::now(), room, |r, now| {
-        r.produce(now, &alice, None, MediaKind::Audio, params, false)
+        r.produce(
+            now,
+            &alice,
+            None,
+            MediaKind::Audio,
+            params,
+            false,
+            AppData::default(),
+        )
     })??;
     let consumed = endpoint.with_room(Instant::now(), room, |r, now| {
         r.consume(now, &bob, None, &produced.producer_id, &caps)

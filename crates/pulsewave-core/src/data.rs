@@ -6,6 +6,7 @@ use pulsewave_protocol::{DataConsumerId, DataProducerId, ParticipantSid};
 use str0m::channel::ChannelId;
 
 use crate::bucket::TokenBucket;
+use crate::event::AppData;
 use crate::transport::TransportKey;
 
 pub(crate) type DataProducerKey = usize;
@@ -22,6 +23,8 @@ pub(crate) struct DataProducer {
     pub(crate) protocol: String,
     pub(crate) consumers: Vec<DataConsumerKey>,
     pub(crate) messages: u64,
+    /// The application's data (`produce_data`).
+    pub(crate) app_data: AppData,
     /// Message and byte budgets: a flood is dropped, not relayed to every
     /// subscriber.
     pub(crate) message_budget: TokenBucket,
@@ -38,9 +41,11 @@ pub(crate) struct DataConsumer {
     pub(crate) stream_id: u16,
 }
 
-/// Whether these stream parameters are reliable (ordered, retransmitted).
+/// Whether these stream parameters are reliable: every message is
+/// retransmitted until it arrives (ordered or not). A channel with
+/// `maxRetransmits` or `maxPacketLifeTime` may lose messages ("lossy").
 pub(crate) fn is_reliable(p: &SctpStreamParameters) -> bool {
-    p.ordered.unwrap_or(true) && p.max_retransmits.is_none() && p.max_packet_life_time.is_none()
+    p.max_retransmits.is_none() && p.max_packet_life_time.is_none()
 }
 
 crate::registry::entry!(DataProducer, DataProducerId);

@@ -1,10 +1,123 @@
 //! What a room reports back: datagrams to send and events for signaling.
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use pulsewave_protocol::{
-    ConsumerId, DataConsumerId, DataProducerId, ParticipantSid, ProducerId, TransportId,
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
 };
+
+/// What the application keeps with a producer or data producer (mediasoup's
+/// `appData`): the room stores it and hands it back in [`StateChange`]s,
+/// never looks inside. Two `AppData` are equal when they are the same
+/// allocation.
+#[derive(Clone, Default)]
+pub struct AppData(Option<Arc<dyn Any + Send + Sync>>);
+
+impl AppData {
+    /// Wraps the application's value.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Self(Some(Arc::new(value)))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.as_deref().and_then(|v| v.downcast_ref())
+    }
+}
+
+impl PartialEq for AppData {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for AppData {}
+
+impl std::fmt::Debug for AppData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AppData(..)"
+        } else {
+            "AppData(none)"
+        })
+    }
+}
+
+/// A change of what the room publishes. Every change is reported, whatever
+/// caused it (a command, the network, a participant leaving), so an
+/// application can keep its view of the room's tracks and data channels
+/// from these alone: the room is the one source of truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateChange {
+    /// A producer was created (`produce`).
+    ProducerCreated {
+        /// The producer.
+        producer_id: ProducerId,
+        /// Its publisher.
+        owner: ParticipantSid,
+        /// Audio or video.
+        kind: MediaKind,
+        /// The codec, such as `video/VP8`.
+        mime_type: String,
+        /// Whether it has several encodings.
+        simulcast: bool,
+        /// Whether it starts paused (muted).
+        paused: bool,
+        /// The application's data given to `produce`.
+        app_data: AppData,
+    },
+    /// A producer was paused (muted) or resumed.
+    ProducerPaused {
+        /// The producer.
+        producer_id: ProducerId,
+        /// Its publisher.
+        owner: ParticipantSid,
+        /// Paused now.
+        paused: bool,
+        /// The application's data.
+        app_data: AppData,
+    },
+    /// A producer was closed, by its owner or as a consequence.
+    ProducerClosed {
+        /// The producer.
+        producer_id: ProducerId,
+        /// Its publisher.
+        owner: ParticipantSid,
+        /// The application's data.
+        app_data: AppData,
+    },
+    /// A data producer was created (`produce_data`).
+    DataProducerCreated {
+        /// The data producer.
+        data_producer_id: DataProducerId,
+        /// Its publisher.
+        owner: ParticipantSid,
+        /// Channel label.
+        label: String,
+        /// Channel sub-protocol.
+        protocol: String,
+        /// Ordered and retransmitted.
+        reliable: bool,
+        /// The application's data given to `produce_data`.
+        app_data: AppData,
+    },
+    /// A data producer was closed, by its owner or as a consequence.
+    DataProducerClosed {
+        /// The data producer.
+        data_producer_id: DataProducerId,
+        /// Its publisher.
+        owner: ParticipantSid,
+        /// The application's data.
+        app_data: AppData,
+    },
+}
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,10 +168,12 @@ impl CloseReason {
 
 /// Something signaling must tell participants about.
 ///
-/// A room reports what it closed **as a consequence** of a command or of the
-/// network (a producer's consumers when the producer closes, everything on a
-/// transport whose ICE timed out), never the object a command closed directly:
-/// the caller of `close_producer` already knows.
+/// The `*Closed` events report what a room closed **as a consequence** of a
+/// command or of the network (a producer's consumers when the producer
+/// closes, everything on a transport whose ICE timed out), never the object
+/// a command closed directly: the caller of `close_producer` already knows.
+/// [`Event::State`] reports every change of what the room publishes,
+/// whatever caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -107,6 +222,8 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// What the room publishes changed.
+    State(StateChange),
     /// The room panicked (a bug) and was dropped by its endpoint, with
     /// everything in it; the endpoint's other rooms are not affected.
     /// Signaling should tell the room's participants and close the room.

@@ -89,6 +89,6 @@ pub use endpoint::{
     Datagram, Endpoint, EndpointConfig, EndpointStats, Protocol, RoomGone, RoomId, RoomMut,
 };
 pub use error::Error;
-pub use event::{CloseReason, Event, Transmit};
+pub use event::{AppData, CloseReason, Event, StateChange, Transmit};
 pub use room::{Consumed, DataConsumed, DatagramError, Produced, Room, RoomStats};
 pub use stun::{is_stun, stun_username};

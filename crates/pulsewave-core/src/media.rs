@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use pulsewave_protocol::rtp::RtpParameters;
 use pulsewave_protocol::{ConsumerId, MediaKind, ParticipantSid, ProducerId};
 
+use crate::event::AppData;
 use crate::keyframe::VideoCodec;
 use crate::transport::TransportKey;
 
@@ -29,6 +30,8 @@ pub(crate) struct Producer {
     pub(crate) layers: Vec<Layer>,
     /// Muted by its owner.
     pub(crate) paused: bool,
+    /// The application's data (`produce`).
+    pub(crate) app_data: AppData,
     pub(crate) consumers: Vec<ConsumerKey>,
     pub(crate) last_keyframe_request: Option<Instant>,
     /// Layers a keyframe request is due for (bit `i`: layer `i`), sent once

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use pulsewave_core::{Consumed, DataConsumed, Error, Produced, Room, RoomStats};
+use pulsewave_core::{AppData, Consumed, DataConsumed, Error, Produced, Room, RoomStats};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
     DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
@@ -45,6 +45,7 @@ pub(crate) enum Op {
         kind: MediaKind,
         parameters: Box<RtpParameters>,
         paused: bool,
+        app_data: AppData,
         reply: Reply<Produced>,
     },
     CloseProducer {
@@ -96,6 +97,7 @@ pub(crate) enum Op {
         parameters: SctpStreamParameters,
         label: String,
         protocol: String,
+        app_data: AppData,
         reply: Reply<DataProducerId>,
     },
     CloseDataProducer {
@@ -125,32 +127,41 @@ pub(crate) enum Op {
     PanicForTest,
 }
 
+/// A command's result, sent to its caller once the worker has forwarded
+/// the events the command caused: a caller that sees the result then finds
+/// those events already in its room's event channel.
+pub(crate) type Answer = Box<dyn FnOnce() + Send>;
+
+/// An [`Answer`] sending `result` on `reply` (a caller that stopped waiting
+/// is not an error).
+fn answer<T: Send + 'static>(reply: oneshot::Sender<T>, result: T) -> Answer {
+    Box::new(move || {
+        let _ = reply.send(result);
+    })
+}
+
 impl Op {
-    /// Runs the command on `room` and sends its result back (a caller that
-    /// stopped waiting is not an error).
-    pub(crate) fn run(self, room: &mut Room, now: Instant) {
+    /// Runs the command on `room`; returns its answer, to send after the
+    /// room's events.
+    pub(crate) fn run(self, room: &mut Room, now: Instant) -> Answer {
         match self {
             Op::CreateTransport {
                 owner,
                 direction,
                 reply,
-            } => {
-                let _ = reply.send(room.create_transport(now, &owner, direction));
-            }
+            } => answer(reply, room.create_transport(now, &owner, direction)),
             Op::ConnectTransport {
                 owner,
                 id,
                 dtls,
                 reply,
-            } => {
-                let _ = reply.send(room.connect_transport(now, &owner, &id, &dtls));
-            }
+            } => answer(reply, room.connect_transport(now, &owner, &id, &dtls)),
             Op::CloseTransport { owner, id, reply } => {
-                let _ = reply.send(room.close_transport(now, &owner, &id));
+                answer(reply, room.close_transport(now, &owner, &id))
             }
             Op::CloseParticipant { owner, reply } => {
                 room.close_participant(now, &owner);
-                let _ = reply.send(());
+                answer(reply, ())
             }
             Op::Produce {
                 owner,
@@ -158,25 +169,28 @@ impl Op {
                 kind,
                 parameters,
                 paused,
+                app_data,
                 reply,
-            } => {
-                let _ = reply.send(room.produce(
+            } => answer(
+                reply,
+                room.produce(
                     now,
                     &owner,
                     transport.as_ref(),
                     kind,
                     *parameters,
                     paused,
-                ));
-            }
+                    app_data,
+                ),
+            ),
             Op::CloseProducer { owner, id, reply } => {
-                let _ = reply.send(room.close_producer(now, &owner, &id));
+                answer(reply, room.close_producer(now, &owner, &id))
             }
             Op::PauseProducer { owner, id, reply } => {
-                let _ = reply.send(room.pause_producer(now, &owner, &id));
+                answer(reply, room.pause_producer(now, &owner, &id))
             }
             Op::ResumeProducer { owner, id, reply } => {
-                let _ = reply.send(room.resume_producer(now, &owner, &id));
+                answer(reply, room.resume_producer(now, &owner, &id))
             }
             Op::Consume {
                 owner,
@@ -184,32 +198,27 @@ impl Op {
                 producer,
                 capabilities,
                 reply,
-            } => {
-                let _ = reply.send(room.consume(
-                    now,
-                    &owner,
-                    transport.as_ref(),
-                    &producer,
-                    &capabilities,
-                ));
-            }
+            } => answer(
+                reply,
+                room.consume(now, &owner, transport.as_ref(), &producer, &capabilities),
+            ),
             Op::ResumeConsumer { owner, id, reply } => {
-                let _ = reply.send(room.resume_consumer(now, &owner, &id));
+                answer(reply, room.resume_consumer(now, &owner, &id))
             }
             Op::PauseConsumer { owner, id, reply } => {
-                let _ = reply.send(room.pause_consumer(now, &owner, &id));
+                answer(reply, room.pause_consumer(now, &owner, &id))
             }
             Op::SetPreferredLayer {
                 owner,
                 id,
                 spatial_layer,
                 reply,
-            } => {
-                let _ =
-                    reply.send(room.set_consumer_preferred_layer(now, &owner, &id, spatial_layer));
-            }
+            } => answer(
+                reply,
+                room.set_consumer_preferred_layer(now, &owner, &id, spatial_layer),
+            ),
             Op::CloseConsumer { owner, id, reply } => {
-                let _ = reply.send(room.close_consumer(now, &owner, &id));
+                answer(reply, room.close_consumer(now, &owner, &id))
             }
             Op::ProduceData {
                 owner,
@@ -217,40 +226,44 @@ impl Op {
                 parameters,
                 label,
                 protocol,
+                app_data,
                 reply,
-            } => {
-                let _ = reply.send(room.produce_data(
+            } => answer(
+                reply,
+                room.produce_data(
                     now,
                     &owner,
                     transport.as_ref(),
                     parameters,
                     &label,
                     &protocol,
-                ));
-            }
+                    app_data,
+                ),
+            ),
             Op::CloseDataProducer { owner, id, reply } => {
-                let _ = reply.send(room.close_data_producer(now, &owner, &id));
+                answer(reply, room.close_data_producer(now, &owner, &id))
             }
             Op::ConsumeData {
                 owner,
                 transport,
                 data_producer,
                 reply,
-            } => {
-                let _ =
-                    reply.send(room.consume_data(now, &owner, transport.as_ref(), &data_producer));
-            }
+            } => answer(
+                reply,
+                room.consume_data(now, &owner, transport.as_ref(), &data_producer),
+            ),
             Op::CloseDataConsumer { owner, id, reply } => {
-                let _ = reply.send(room.close_data_consumer(now, &owner, &id));
+                answer(reply, room.close_data_consumer(now, &owner, &id))
             }
             Op::DataProducerReliable { id, reply } => {
-                let _ = reply.send(room.data_producer_reliable(&id));
+                answer(reply, room.data_producer_reliable(&id))
             }
-            Op::Stats { reply } => {
-                let _ = reply.send(room.stats());
-            }
+            Op::Stats { reply } => answer(reply, room.stats()),
             #[cfg(test)]
-            Op::PanicForTest => room.panic_for_test(),
+            Op::PanicForTest => {
+                room.panic_for_test();
+                Box::new(|| {})
+            }
         }
     }
 }

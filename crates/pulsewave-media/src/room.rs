@@ -1,6 +1,6 @@
 //! A room living on a worker thread, and its typed commands.
 
-use pulsewave_core::{Consumed, DataConsumed, Error, Produced, RoomId, RoomStats};
+use pulsewave_core::{AppData, Consumed, DataConsumed, Error, Produced, RoomId, RoomStats};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
     DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
@@ -28,7 +28,9 @@ pub enum MediaError {
 }
 
 /// A room on a media worker. Each method runs one command on the worker
-/// thread and waits for its result. Dropping the handle closes the room.
+/// thread and waits for its result; the events the command caused are in
+/// the room's event channel before the result arrives. Dropping the handle
+/// closes the room.
 #[derive(Debug)]
 pub struct MediaRoom {
     pub(crate) id: RoomId,
@@ -118,6 +120,7 @@ impl MediaRoom {
         kind: MediaKind,
         parameters: RtpParameters,
         paused: bool,
+        app_data: AppData,
     ) -> Result<Produced, MediaError> {
         self.fallible(|reply| Op::Produce {
             owner,
@@ -125,6 +128,7 @@ impl MediaRoom {
             kind,
             parameters: Box::new(parameters),
             paused,
+            app_data,
             reply,
         })
         .await
@@ -232,6 +236,7 @@ impl MediaRoom {
         parameters: SctpStreamParameters,
         label: String,
         protocol: String,
+        app_data: AppData,
     ) -> Result<DataProducerId, MediaError> {
         self.fallible(|reply| Op::ProduceData {
             owner,
@@ -239,6 +244,7 @@ impl MediaRoom {
             parameters,
             label,
             protocol,
+            app_data,
             reply,
         })
         .await

@@ -337,8 +337,13 @@ impl Worker {
             }
             Command::Op { room, op } => {
                 // A command for a room that is gone is dropped with its
-                // reply channel: the caller sees `MediaError::Gone`.
-                let _ = self.endpoint.with_room(now, room, |r, now| op.run(r, now));
+                // reply channel: the caller sees `MediaError::Gone`. The
+                // events the command caused go out before its answer, so a
+                // caller that has the answer finds them in its channel.
+                if let Ok(answer) = self.endpoint.with_room(now, room, |r, now| op.run(r, now)) {
+                    self.forward_events();
+                    answer();
+                }
             }
             Command::Stop => {}
         }
@@ -354,6 +359,11 @@ impl Worker {
         }
         sent += self.outbox.send(&self.socket, self.index).await;
         self.stats.datagrams_out.fetch_add(sent, Ordering::Relaxed);
+        self.forward_events();
+    }
+
+    /// Forwards the endpoint's events to their rooms' channels.
+    fn forward_events(&mut self) {
         while let Some((room, event)) = self.endpoint.poll_event() {
             let failed = event == Event::RoomFailed;
             if let Some(tx) = self.rooms.get(&room) {

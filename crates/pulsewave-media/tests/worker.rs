@@ -87,6 +87,7 @@ async fn call(pool: &WorkerPool, tag: &'static str) -> Call {
             MediaKind::Audio,
             track.rtp_parameters.clone(),
             false,
+            pulsewave_core::AppData::default(),
         )
         .await
         .unwrap();

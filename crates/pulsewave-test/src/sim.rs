@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pulsewave_client::synthetic::{SyntheticConfig, SyntheticSource};
 use pulsewave_client::{LocalTrack, PeerEvent, PeerTransport};
 use pulsewave_core::{
-    DataConsumed, Datagram as EndpointDatagram, DatagramError, Endpoint, EndpointConfig, Error,
-    Event, Protocol, Room, RoomConfig, RoomId, RoomMut, RoomStats,
+    AppData, DataConsumed, Datagram as EndpointDatagram, DatagramError, Endpoint, EndpointConfig,
+    Error, Event, Protocol, Room, RoomConfig, RoomId, RoomMut, RoomStats,
 };
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpEncodingParameters, RtpParameters};
 use pulsewave_protocol::transport::{SctpStreamParameters, TransportDirection, TransportOptions};
@@ -1052,6 +1052,7 @@ impl Sim {
             kind,
             local.rtp_parameters.clone(),
             options.paused,
+            AppData::default(),
         );
         let produced = match produced {
             Ok(x) => x,
@@ -1178,9 +1179,15 @@ impl Sim {
                 })
                 .collect();
         }
-        let produced =
-            self.room_of(p)
-                .produce(now, p, Some(&tid), MediaKind::Video, params, options.paused);
+        let produced = self.room_of(p).produce(
+            now,
+            p,
+            Some(&tid),
+            MediaKind::Video,
+            params,
+            options.paused,
+            AppData::default(),
+        );
         let produced = match produced {
             Ok(x) => x,
             Err(e) => {
@@ -1372,7 +1379,7 @@ impl Sim {
         };
         let now = self.now;
         self.room_of(p)
-            .produce_data(now, p, Some(&tid), params, label, "")
+            .produce_data(now, p, Some(&tid), params, label, "", AppData::default())
     }
 
     /// Subscribes `p` to a data producer on its first receive transport and

@@ -6,6 +6,7 @@ use str0m::media::Mid;
 use tracing::debug;
 
 use crate::data::{DataConsumerKey, DataProducerKey};
+use crate::event::StateChange;
 use crate::event::{CloseReason, Event};
 use crate::media::{ConsumerKey, ProducerKey};
 use crate::transport::{DemuxChange, Outputs};
@@ -69,6 +70,14 @@ impl Room {
             return;
         };
         self.owners.remove(&p.owner, |h| h.producers -= 1);
+        // The producer's end is reported before its consequences, so a
+        // subscriber hears "unpublished" before "unsubscribed".
+        self.events
+            .push_back(Event::State(StateChange::ProducerClosed {
+                producer_id: p.id.clone(),
+                owner: p.owner.clone(),
+                app_data: p.app_data.clone(),
+            }));
         for c in &p.consumers {
             self.close_consumer_key(*c, Some(CloseReason::ProducerClosed));
         }
@@ -119,6 +128,12 @@ impl Room {
             return;
         };
         self.owners.remove(&d.owner, |h| h.data_producers -= 1);
+        self.events
+            .push_back(Event::State(StateChange::DataProducerClosed {
+                data_producer_id: d.id.clone(),
+                owner: d.owner.clone(),
+                app_data: d.app_data.clone(),
+            }));
         for c in &d.consumers {
             self.close_data_consumer_key(*c, Some(CloseReason::DataProducerClosed));
         }

@@ -19,6 +19,7 @@ use crate::bucket::TokenBucket;
 use crate::data::{DataConsumer, DataProducer, is_reliable};
 use crate::error::Error;
 use crate::event::Event;
+use crate::event::{AppData, StateChange};
 use crate::keyframe::VideoCodec;
 use crate::media::{Consumer, ConsumerKey, Layer, Producer, ProducerKey, Rewriter};
 use crate::ortc;
@@ -171,7 +172,7 @@ impl Room {
             | Event::ConsumerClosed { owner: o, .. }
             | Event::DataProducerClosed { owner: o, .. }
             | Event::DataConsumerClosed { owner: o, .. } => o != owner,
-            Event::RoomFailed => true,
+            Event::RoomFailed | Event::State(_) => true,
         });
         self.process(now);
     }
@@ -181,6 +182,9 @@ impl Room {
     /// `rtp_parameters` are mediasoup-client's `produce` parameters, with the
     /// sender's payload types. They are validated against the router's
     /// capabilities and the transport's payload-type table.
+    // The arguments of mediasoup's `produce` / `produceData` plus time and
+    // owner; an options struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn produce(
         &mut self,
         now: Instant,
@@ -189,6 +193,7 @@ impl Room {
         kind: MediaKind,
         mut rtp_parameters: RtpParameters,
         paused: bool,
+        app_data: AppData,
     ) -> Result<Produced, Error> {
         let now = self.advance(now);
         let tkey = self.owned_transport(owner, transport_id, TransportDirection::Send)?;
@@ -285,6 +290,7 @@ impl Room {
             pt_map,
             layers,
             paused,
+            app_data: app_data.clone(),
             consumers: Vec::new(),
             last_keyframe_request: None,
             keyframe_layers: 0,
@@ -327,6 +333,16 @@ impl Room {
         drain(tkey, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
         debug!(producer = %id, %kind, mime = %mime_type, "producer created");
+        self.events
+            .push_back(Event::State(StateChange::ProducerCreated {
+                producer_id: id.clone(),
+                owner: owner.clone(),
+                kind,
+                mime_type: mime_type.clone(),
+                simulcast,
+                paused,
+                app_data,
+            }));
         Ok(Produced {
             producer_id: id,
             kind,
@@ -371,6 +387,7 @@ impl Room {
         self.advance(now);
         let key = self.owned_producer(owner, id)?;
         self.producers[key].paused = true;
+        self.report_paused(key);
         Ok(())
     }
 
@@ -538,6 +555,9 @@ impl Room {
 
     /// Opens a data producer: the negotiated SCTP stream `params.stream_id`
     /// on one of `owner`'s transports (mediasoup-client `produceData`).
+    // The arguments of mediasoup's `produce` / `produceData` plus time and
+    // owner; an options struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn produce_data(
         &mut self,
         now: Instant,
@@ -546,6 +566,7 @@ impl Room {
         params: SctpStreamParameters,
         label: &str,
         protocol: &str,
+        app_data: AppData,
     ) -> Result<DataProducerId, Error> {
         let now = self.advance(now);
         let tkey = self.owned_transport(owner, transport_id, TransportDirection::Send)?;
@@ -583,6 +604,7 @@ impl Room {
             protocol: protocol.to_owned(),
             consumers: Vec::new(),
             messages: 0,
+            app_data: app_data.clone(),
             message_budget: TokenBucket::new(
                 f64::from(self.config.max_data_messages_per_second),
                 2.0 * f64::from(self.config.max_data_messages_per_second),
@@ -599,11 +621,21 @@ impl Room {
         });
         self.owners.add(owner, |h| h.data_producers += 1);
         drain(tkey, t, &mut self.out, self.config.ice_timeout);
+        self.events
+            .push_back(Event::State(StateChange::DataProducerCreated {
+                data_producer_id: id.clone(),
+                owner: owner.clone(),
+                label: label.to_owned(),
+                protocol: protocol.to_owned(),
+                reliable: is_reliable(&params),
+                app_data,
+            }));
         self.process(now);
         Ok(id)
     }
 
-    /// Whether a data producer is reliable (ordered, retransmitted).
+    /// Whether a data producer is reliable (every message retransmitted
+    /// until it arrives, ordered or not).
     pub fn data_producer_reliable(&self, id: &DataProducerId) -> Option<bool> {
         self.data_producers
             .by_id(id)

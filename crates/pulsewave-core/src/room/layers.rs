@@ -114,6 +114,7 @@ impl Room {
         let key = self.owned_producer(owner, id)?;
         let p = &mut self.producers[key];
         if !p.paused {
+            self.report_paused(key);
             return Ok(());
         }
         p.paused = false;
@@ -123,6 +124,7 @@ impl Room {
                 c.layer = None;
             }
         }
+        self.report_paused(key);
         self.want_keyframe(now, key, None);
         self.process(now);
         Ok(())

@@ -18,7 +18,7 @@ use tracing::debug;
 
 use crate::config::RoomConfig;
 use crate::data::{DataConsumer, DataProducer};
-use crate::event::{CloseReason, Event, Transmit};
+use crate::event::{CloseReason, Event, StateChange, Transmit};
 use crate::media::{Consumer, Producer, ProducerKey};
 use crate::owners::Owners;
 use crate::registry::Registry;
@@ -280,6 +280,19 @@ impl Room {
     #[cfg(feature = "test-hooks")]
     pub fn panic_for_test(&mut self) {
         panic!("panic_for_test: a room panicked on purpose");
+    }
+
+    /// Reports a producer's paused state (after a pause or resume command).
+    fn report_paused(&mut self, key: ProducerKey) {
+        if let Some(p) = self.producers.get(key) {
+            self.events
+                .push_back(Event::State(StateChange::ProducerPaused {
+                    producer_id: p.id.clone(),
+                    owner: p.owner.clone(),
+                    paused: p.paused,
+                    app_data: p.app_data.clone(),
+                }));
+        }
     }
 
     /// The next datagram to send.

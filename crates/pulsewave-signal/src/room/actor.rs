@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::manager::{JoinRequest, ManagerInner, RoomHandle};
-use super::media::MediaRequest;
+use super::media::{Cause, MediaRequest};
 use crate::error::SignalError;
 use crate::limits::Limit;
 use crate::outbound::{Outbound, encode};
@@ -100,6 +100,9 @@ pub(crate) struct RoomActor {
     empty_since: Option<Instant>,
     /// The room's media on its worker, if the server has media workers.
     pub(crate) media: Option<MediaRoom>,
+    /// The room's media events (the worker puts a command's events here
+    /// before its answer).
+    pub(crate) events: Option<mpsc::UnboundedReceiver<MediaEvent>>,
     pub(crate) rtp_capabilities: RtpCapabilities,
     /// Fingerprint of the state last reported to the cluster.
     reported: u64,
@@ -131,6 +134,7 @@ impl RoomActor {
             participants: Vec::new(),
             empty_since: Some(Instant::now()),
             media: None,
+            events: None,
             rtp_capabilities,
             reported: 0,
             listing_bytes: 0,
@@ -145,12 +149,11 @@ impl RoomActor {
     /// with media workers never runs a room without media: if no worker
     /// can take it, the room closes and every request gets 501.
     async fn start(mut self, mut rx: mpsc::Receiver<Command>) {
-        let pool = self.manager.settings().media.clone();
-        let events = match pool {
-            Some(pool) => match pool.open_room().await {
+        if let Some(pool) = self.manager.settings().media.clone() {
+            match pool.open_room().await {
                 Ok((media, events)) => {
                     self.media = Some(media);
-                    Some(events)
+                    self.events = Some(events);
                 }
                 Err(e) => {
                     warn!(room = %self.name, error = %e, "no live media worker; the room is closed");
@@ -165,10 +168,9 @@ impl RoomActor {
                         .room_closed(&self.name, &self.sid);
                     return;
                 }
-            },
-            None => None,
-        };
-        self.run(rx, events).await;
+            }
+        }
+        self.run(rx).await;
     }
 
     /// Refuses a command of a room whose media could not start.
@@ -192,29 +194,36 @@ impl RoomActor {
         }
     }
 
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Command>,
-        mut events: Option<mpsc::UnboundedReceiver<MediaEvent>>,
-    ) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let empty_timeout = self.manager.settings().empty_timeout;
         loop {
             let deadline = self.empty_since.map(|t| t + empty_timeout);
-            tokio::select! {
-                cmd = rx.recv() => {
+            // The event receiver is lent to the select and given back
+            // before anything runs: handlers drain it themselves after each
+            // media call (`apply_media_events`).
+            let mut events = self.events.take();
+            let step = tokio::select! {
+                cmd = rx.recv() => Step::Command(cmd),
+                event = recv_event(&mut events) => Step::Event(event),
+                _ = sleep_until_opt(deadline) => Step::EmptyTimeout,
+            };
+            self.events = events;
+            match step {
+                Step::Command(cmd) => {
                     let Some(cmd) = cmd else { break };
                     if let Command::Close { reason, reply } = cmd {
                         self.close_everyone(reason);
                         let _ = reply.send(());
                         break;
                     }
-                    let changes = !matches!(cmd, Command::PublishData { .. } | Command::Info { .. });
+                    let changes =
+                        !matches!(cmd, Command::PublishData { .. } | Command::Info { .. });
                     self.handle(cmd).await;
                     if changes {
                         self.report_to_cluster();
                     }
                 }
-                event = recv_event(&mut events) => match event {
+                Step::Event(event) => match event {
                     Some(MediaEvent::RoomFailed) => {
                         // The media core contained a panic to this room:
                         // everyone is disconnected (clients rejoin a fresh
@@ -223,15 +232,15 @@ impl RoomActor {
                         break;
                     }
                     Some(event) => {
-                        self.media_event(event);
+                        self.media_event(event, Cause::Other);
                         self.report_to_cluster();
                     }
                     None => {
                         warn!(room = %self.name, "media worker went away");
-                        events = None;
+                        self.events = None;
                     }
                 },
-                _ = sleep_until_opt(deadline) => {
+                Step::EmptyTimeout => {
                     debug!(room = %self.name, "empty room timed out");
                     break;
                 }
@@ -434,6 +443,15 @@ impl RoomActor {
     /// Removes a participant with its media; tells it `reason` if given, and
     /// tells the others.
     async fn remove(&mut self, sid: &ParticipantSid, reason: Option<DisconnectReason>) {
+        if !self.participants.iter().any(|p| &p.info.sid == sid) {
+            return;
+        }
+        // Its media goes first, while it is still listed: the room's state
+        // changes (its tracks and data channels closing) reach the others.
+        if let Some(media) = &self.media {
+            let _ = media.close_participant(sid.clone()).await;
+            self.apply_media_events(Cause::Leaving(sid));
+        }
         let Some(idx) = self.participants.iter().position(|p| &p.info.sid == sid) else {
             return;
         };
@@ -441,29 +459,6 @@ impl RoomActor {
         self.listing_bytes -= p.listed_bytes;
         if let Some(reason) = reason {
             p.outbound.disconnect(reason);
-        }
-        if let Some(media) = &self.media {
-            let _ = media.close_participant(p.info.sid.clone()).await;
-        }
-        let hidden = p.info.permission.hidden;
-        for t in p.info.tracks.iter().filter(|_| !hidden) {
-            self.broadcast(
-                &ServerMessage::TrackUnpublished {
-                    producer_id: t.producer_id.clone(),
-                    track_sid: t.sid.clone(),
-                    participant_identity: p.info.identity.clone(),
-                },
-                None,
-            );
-        }
-        for d in p.info.data_channels.iter().filter(|_| !hidden) {
-            self.broadcast(
-                &ServerMessage::DataTrackUnpublished {
-                    data_producer_id: d.data_producer_id.clone(),
-                    participant_identity: p.info.identity.clone(),
-                },
-                None,
-            );
         }
         info!(room = %self.name, identity = %p.info.identity, sid = %p.info.sid, "participant left");
         if !p.info.permission.hidden {
@@ -638,4 +633,11 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// What woke the room actor.
+enum Step {
+    Command(Option<Command>),
+    Event(Option<MediaEvent>),
+    EmptyTimeout,
 }

@@ -2,7 +2,7 @@
 //! channels. The room actor runs them on the room's media worker and turns
 //! the results and the media events into messages.
 
-use pulsewave_core::Event as MediaEvent;
+use pulsewave_core::{AppData, Event as MediaEvent, StateChange};
 use pulsewave_media::{MediaError, MediaRoom};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
@@ -197,57 +197,33 @@ impl RoomActor {
                     simulcast: false,
                 };
                 self.check_listing(json_len(&estimate) + 2)?;
-                let produced = self
-                    .media()?
-                    .produce(owner, transport_id, kind, rtp_parameters, muted)
+                // The track's signaling fields ride with the producer: the
+                // room's `ProducerCreated` state change brings them back,
+                // and the track list is built from those changes alone.
+                let meta = TrackMeta {
+                    sid: TrackSid::generate(),
+                    source,
+                    name,
+                };
+                self.media()?
+                    .produce(
+                        owner,
+                        transport_id,
+                        kind,
+                        rtp_parameters,
+                        muted,
+                        AppData::new(meta),
+                    )
                     .await
                     .map_err(media_error)?;
-                let p = self.participant_mut(from)?;
-                let track = TrackInfo {
-                    sid: TrackSid::generate(),
-                    producer_id: produced.producer_id.clone(),
-                    participant_identity: p.info.identity.clone(),
-                    participant_sid: p.info.sid.clone(),
-                    kind,
-                    source,
-                    muted,
-                    name,
-                    mime_type: produced.mime_type,
-                    simulcast: produced.simulcast,
-                };
-                p.info.tracks.push(track.clone());
-                self.recount(from);
-                debug!(room = %self.name, identity = %track.participant_identity, producer = %track.producer_id, "track published");
-                self.send_to(
-                    from,
-                    &ServerMessage::Published {
-                        producer_id: produced.producer_id,
-                        track: track.clone(),
-                    },
-                    rid,
-                );
-                self.broadcast(&ServerMessage::TrackPublished { track }, Some(from));
+                self.apply_media_events(Cause::Request { from, rid });
             }
             MediaRequest::Unpublish { producer_id } => {
                 self.media()?
-                    .close_producer(owner, producer_id.clone())
+                    .close_producer(owner, producer_id)
                     .await
                     .map_err(media_error)?;
-                let p = self.participant_mut(from)?;
-                let identity = p.info.identity.clone();
-                let track = take_track(&mut p.info.tracks, &producer_id);
-                self.recount(from);
-                if let Some(track) = track {
-                    self.broadcast_reply(
-                        &ServerMessage::TrackUnpublished {
-                            producer_id,
-                            track_sid: track.sid,
-                            participant_identity: identity,
-                        },
-                        from,
-                        rid,
-                    );
-                }
+                self.apply_media_events(Cause::Request { from, rid });
             }
             MediaRequest::Subscribe {
                 producer_id,
@@ -331,42 +307,13 @@ impl RoomActor {
             }
             MediaRequest::Mute { producer_id, muted } => {
                 let media = self.media()?;
-                let id = producer_id.clone();
                 if muted {
-                    media.pause_producer(owner, id).await
+                    media.pause_producer(owner, producer_id).await
                 } else {
-                    media.resume_producer(owner, id).await
+                    media.resume_producer(owner, producer_id).await
                 }
                 .map_err(media_error)?;
-                let p = self.participant_mut(from)?;
-                let identity = p.info.identity.clone();
-                let Some(track) = p
-                    .info
-                    .tracks
-                    .iter_mut()
-                    .find(|t| t.producer_id == producer_id)
-                else {
-                    return Err(SignalError::Media {
-                        code: pulsewave_protocol::ErrorCode::ProducerNotFound,
-                        message: format!("producer `{producer_id}` not found"),
-                    });
-                };
-                track.muted = muted;
-                let track_sid = track.sid.clone();
-                let message = if muted {
-                    ServerMessage::TrackMuted {
-                        producer_id,
-                        track_sid,
-                        participant_identity: identity,
-                    }
-                } else {
-                    ServerMessage::TrackUnmuted {
-                        producer_id,
-                        track_sid,
-                        participant_identity: identity,
-                    }
-                };
-                self.broadcast_reply(&message, from, rid);
+                self.apply_media_events(Cause::Request { from, rid });
             }
             MediaRequest::PublishDataChannel {
                 transport_id,
@@ -398,61 +345,25 @@ impl RoomActor {
                     kind: DataKind::Reliable,
                 };
                 self.check_listing(json_len(&estimate) + 1)?;
-                let id = self
-                    .media()?
-                    .produce_data(owner, transport_id, params, label.clone(), protocol.clone())
+                self.media()?
+                    .produce_data(
+                        owner,
+                        transport_id,
+                        params,
+                        label,
+                        protocol,
+                        AppData::default(),
+                    )
                     .await
                     .map_err(media_error)?;
-                let reliable = params.ordered.unwrap_or(true)
-                    && params.max_retransmits.is_none()
-                    && params.max_packet_life_time.is_none();
-                let p = self.participant_mut(from)?;
-                let info = DataChannelInfo {
-                    data_producer_id: id.clone(),
-                    participant_identity: p.info.identity.clone(),
-                    participant_sid: p.info.sid.clone(),
-                    label,
-                    protocol,
-                    kind: if reliable {
-                        DataKind::Reliable
-                    } else {
-                        DataKind::Lossy
-                    },
-                };
-                p.info.data_channels.push(info.clone());
-                self.recount(from);
-                self.send_to(
-                    from,
-                    &ServerMessage::DataChannelPublished {
-                        data_producer_id: id,
-                        data_channel: info.clone(),
-                    },
-                    rid,
-                );
-                self.broadcast(
-                    &ServerMessage::DataTrackPublished { data_channel: info },
-                    Some(from),
-                );
+                self.apply_media_events(Cause::Request { from, rid });
             }
             MediaRequest::UnpublishDataChannel { data_producer_id } => {
                 self.media()?
-                    .close_data_producer(owner, data_producer_id.clone())
+                    .close_data_producer(owner, data_producer_id)
                     .await
                     .map_err(media_error)?;
-                let p = self.participant_mut(from)?;
-                let identity = p.info.identity.clone();
-                p.info
-                    .data_channels
-                    .retain(|d| d.data_producer_id != data_producer_id);
-                self.recount(from);
-                self.broadcast_reply(
-                    &ServerMessage::DataTrackUnpublished {
-                        data_producer_id,
-                        participant_identity: identity,
-                    },
-                    from,
-                    rid,
-                );
+                self.apply_media_events(Cause::Request { from, rid });
             }
             MediaRequest::SubscribeData {
                 data_producer_id,
@@ -501,9 +412,28 @@ impl RoomActor {
         Ok(())
     }
 
-    /// Tells participants what the media core closed on its own.
-    pub(crate) fn media_event(&mut self, event: MediaEvent) {
+    /// Applies the media events waiting in the room's channel: the
+    /// worker puts a command's events there before its answer, so after a
+    /// media call this applies exactly what the call caused (and whatever
+    /// happened before it).
+    pub(crate) fn apply_media_events(&mut self, cause: Cause<'_>) {
+        let mut batch = Vec::new();
+        if let Some(rx) = self.events.as_mut() {
+            while let Ok(e) = rx.try_recv() {
+                batch.push(e);
+            }
+        }
+        for e in batch {
+            self.media_event(e, cause);
+        }
+    }
+
+    /// Tells participants what changed in the media core. The track and
+    /// data channel lists change here only, from the room's state changes:
+    /// the media core is their one source of truth.
+    pub(crate) fn media_event(&mut self, event: MediaEvent, cause: Cause<'_>) {
         match event {
+            MediaEvent::State(change) => self.state_change(change, cause),
             MediaEvent::TransportConnected { transport_id, .. } => {
                 debug!(room = %self.name, transport = %transport_id, "transport connected");
             }
@@ -521,26 +451,6 @@ impl RoomActor {
                     None,
                 );
             }
-            MediaEvent::ProducerClosed {
-                producer_id, owner, ..
-            } => {
-                let Ok(p) = self.participant_mut(&owner) else {
-                    return;
-                };
-                let identity = p.info.identity.clone();
-                let taken = take_track(&mut p.info.tracks, &producer_id);
-                self.recount(&owner);
-                if let Some(track) = taken {
-                    self.broadcast(
-                        &ServerMessage::TrackUnpublished {
-                            producer_id,
-                            track_sid: track.sid,
-                            participant_identity: identity,
-                        },
-                        None,
-                    );
-                }
-            }
             MediaEvent::ConsumerClosed {
                 consumer_id,
                 producer_id,
@@ -556,7 +466,177 @@ impl RoomActor {
                     None,
                 );
             }
-            MediaEvent::DataProducerClosed {
+            MediaEvent::DataConsumerClosed {
+                data_consumer_id,
+                owner,
+                ..
+            } => {
+                self.send_to(
+                    &owner,
+                    &ServerMessage::DataUnsubscribed { data_consumer_id },
+                    None,
+                );
+            }
+            // Producers and data producers: their `State` change says it.
+            _ => {}
+        }
+    }
+
+    /// Sends `message` about `owner`'s object to everyone: to the
+    /// requester with its request id when `owner` asked for the change,
+    /// not to `owner` when it is leaving.
+    fn announce(&self, message: &ServerMessage, owner: &ParticipantSid, cause: Cause<'_>) {
+        match cause {
+            Cause::Request { from, rid } if from == owner => {
+                self.broadcast_reply(message, from, rid)
+            }
+            Cause::Leaving(who) if who == owner => self.broadcast(message, Some(who)),
+            _ => self.broadcast(message, None),
+        }
+    }
+
+    fn state_change(&mut self, change: StateChange, cause: Cause<'_>) {
+        match change {
+            StateChange::ProducerCreated {
+                producer_id,
+                owner,
+                kind,
+                mime_type,
+                simulcast,
+                paused,
+                app_data,
+            } => {
+                let Some(meta) = app_data.get::<TrackMeta>() else {
+                    return;
+                };
+                let Ok(p) = self.participant_mut(&owner) else {
+                    return;
+                };
+                let track = TrackInfo {
+                    sid: meta.sid.clone(),
+                    producer_id: producer_id.clone(),
+                    participant_identity: p.info.identity.clone(),
+                    participant_sid: p.info.sid.clone(),
+                    kind,
+                    source: meta.source,
+                    muted: paused,
+                    name: meta.name.clone(),
+                    mime_type,
+                    simulcast,
+                };
+                p.info.tracks.push(track.clone());
+                self.recount(&owner);
+                debug!(room = %self.name, identity = %track.participant_identity, producer = %producer_id, "track published");
+                if let Cause::Request { from, rid } = cause
+                    && *from == owner
+                {
+                    self.send_to(
+                        from,
+                        &ServerMessage::Published {
+                            producer_id,
+                            track: track.clone(),
+                        },
+                        rid,
+                    );
+                }
+                self.broadcast(&ServerMessage::TrackPublished { track }, Some(&owner));
+            }
+            StateChange::ProducerPaused {
+                producer_id,
+                owner,
+                paused,
+                ..
+            } => {
+                let Ok(p) = self.participant_mut(&owner) else {
+                    return;
+                };
+                let identity = p.info.identity.clone();
+                let Some(track) = p
+                    .info
+                    .tracks
+                    .iter_mut()
+                    .find(|t| t.producer_id == producer_id)
+                else {
+                    return;
+                };
+                track.muted = paused;
+                let track_sid = track.sid.clone();
+                let message = if paused {
+                    ServerMessage::TrackMuted {
+                        producer_id,
+                        track_sid,
+                        participant_identity: identity,
+                    }
+                } else {
+                    ServerMessage::TrackUnmuted {
+                        producer_id,
+                        track_sid,
+                        participant_identity: identity,
+                    }
+                };
+                self.announce(&message, &owner, cause);
+            }
+            StateChange::ProducerClosed {
+                producer_id, owner, ..
+            } => {
+                let Ok(p) = self.participant_mut(&owner) else {
+                    return;
+                };
+                let identity = p.info.identity.clone();
+                let Some(track) = take_track(&mut p.info.tracks, &producer_id) else {
+                    return;
+                };
+                self.recount(&owner);
+                let message = ServerMessage::TrackUnpublished {
+                    producer_id,
+                    track_sid: track.sid,
+                    participant_identity: identity,
+                };
+                self.announce(&message, &owner, cause);
+            }
+            StateChange::DataProducerCreated {
+                data_producer_id,
+                owner,
+                label,
+                protocol,
+                reliable,
+                ..
+            } => {
+                let Ok(p) = self.participant_mut(&owner) else {
+                    return;
+                };
+                let info = DataChannelInfo {
+                    data_producer_id: data_producer_id.clone(),
+                    participant_identity: p.info.identity.clone(),
+                    participant_sid: p.info.sid.clone(),
+                    label,
+                    protocol,
+                    kind: if reliable {
+                        DataKind::Reliable
+                    } else {
+                        DataKind::Lossy
+                    },
+                };
+                p.info.data_channels.push(info.clone());
+                self.recount(&owner);
+                if let Cause::Request { from, rid } = cause
+                    && *from == owner
+                {
+                    self.send_to(
+                        from,
+                        &ServerMessage::DataChannelPublished {
+                            data_producer_id,
+                            data_channel: info.clone(),
+                        },
+                        rid,
+                    );
+                }
+                self.broadcast(
+                    &ServerMessage::DataTrackPublished { data_channel: info },
+                    Some(&owner),
+                );
+            }
+            StateChange::DataProducerClosed {
                 data_producer_id,
                 owner,
                 ..
@@ -569,32 +649,42 @@ impl RoomActor {
                 p.info
                     .data_channels
                     .retain(|d| d.data_producer_id != data_producer_id);
-                let changed = p.info.data_channels.len() != before;
-                self.recount(&owner);
-                if changed {
-                    self.broadcast(
-                        &ServerMessage::DataTrackUnpublished {
-                            data_producer_id,
-                            participant_identity: identity,
-                        },
-                        None,
-                    );
+                if p.info.data_channels.len() == before {
+                    return;
                 }
-            }
-            MediaEvent::DataConsumerClosed {
-                data_consumer_id,
-                owner,
-                ..
-            } => {
-                self.send_to(
-                    &owner,
-                    &ServerMessage::DataUnsubscribed { data_consumer_id },
-                    None,
-                );
+                self.recount(&owner);
+                let message = ServerMessage::DataTrackUnpublished {
+                    data_producer_id,
+                    participant_identity: identity,
+                };
+                self.announce(&message, &owner, cause);
             }
             _ => {}
         }
     }
+}
+
+/// What caused the media events being applied.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cause<'a> {
+    /// The network, another participant's request, or nothing known.
+    Other,
+    /// A participant's request: it gets the replies, with its request id.
+    Request {
+        from: &'a ParticipantSid,
+        rid: Option<&'a RequestId>,
+    },
+    /// A participant leaving: it is told nothing more.
+    Leaving(&'a ParticipantSid),
+}
+
+/// The signaling fields of a published track, kept by the media core with
+/// its producer ([`AppData`]).
+#[derive(Debug, Clone)]
+pub(crate) struct TrackMeta {
+    pub(crate) sid: TrackSid,
+    pub(crate) source: TrackSource,
+    pub(crate) name: Option<String>,
 }
 
 fn take_track(tracks: &mut Vec<TrackInfo>, producer_id: &ProducerId) -> Option<TrackInfo> {

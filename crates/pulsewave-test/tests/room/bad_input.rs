@@ -73,6 +73,7 @@ fn unknown_and_other_participants_transports_are_not_found() {
             MediaKind::Video,
             params.clone(),
             false,
+            pulsewave_core::AppData::default(),
         )
         .unwrap_err();
     assert!(matches!(e, Error::TransportNotFound(_)), "{e:?}");
@@ -85,6 +86,7 @@ fn unknown_and_other_participants_transports_are_not_found() {
             MediaKind::Video,
             params.clone(),
             false,
+            pulsewave_core::AppData::default(),
         )
         .unwrap_err();
     assert!(matches!(e, Error::TransportNotFound(_)), "{e:?}");
@@ -102,6 +104,7 @@ fn unknown_and_other_participants_transports_are_not_found() {
             MediaKind::Video,
             params,
             false,
+            pulsewave_core::AppData::default(),
         )
         .unwrap();
     let e = room
@@ -175,8 +178,15 @@ fn malformed_rtp_parameters_are_refused() {
     let good = vp8_parameters(&mut sim, &tid);
     let now = sim.now();
     let produce = |sim: &mut Sim, p: RtpParameters| {
-        sim.room_mut()
-            .produce(now, &alice, Some(&tid), MediaKind::Video, p, false)
+        sim.room_mut().produce(
+            now,
+            &alice,
+            Some(&tid),
+            MediaKind::Video,
+            p,
+            false,
+            pulsewave_core::AppData::default(),
+        )
     };
 
     // Two codecs on one payload type.
@@ -236,6 +246,7 @@ fn malformed_rtp_parameters_are_refused() {
             MediaKind::Audio,
             good.clone(),
             false,
+            pulsewave_core::AppData::default(),
         )
         .unwrap_err();
     assert!(matches!(e, Error::InvalidRtpParameters(_)), "{e:?}");

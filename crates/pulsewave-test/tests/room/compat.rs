@@ -307,7 +307,15 @@ fn a_payload_type_clash_is_refused_and_changes_nothing() {
     let now = sim.now();
     let err = sim
         .room_mut()
-        .produce(now, &alice, Some(&tid), MediaKind::Audio, params, false)
+        .produce(
+            now,
+            &alice,
+            Some(&tid),
+            MediaKind::Audio,
+            params,
+            false,
+            pulsewave_core::AppData::default(),
+        )
         .unwrap_err();
     assert!(matches!(err, Error::InvalidRtpParameters(_)), "{err:?}");
     assert_eq!(err.code(), ErrorCode::InvalidRtpParameters);
@@ -518,6 +526,7 @@ fn recorded_firefox_and_safari_parameters_publish_and_forward() {
                     t.kind,
                     t.rtp_parameters.clone(),
                     false,
+                    pulsewave_core::AppData::default(),
                 )
                 .unwrap_or_else(|e| panic!("{browser} {name}: {e}"));
             assert_eq!(

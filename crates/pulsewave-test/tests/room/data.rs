@@ -16,7 +16,8 @@ fn open_channel(sim: &mut Sim, ordered: bool, max_retransmits: Option<u16>) -> u
         .unwrap();
     assert_eq!(
         sim.room().data_producer_reliable(&dp),
-        Some(ordered && max_retransmits.is_none())
+        Some(max_retransmits.is_none()),
+        "reliable: every message retransmitted until it arrives, ordered or not"
     );
     let consumed = sim.subscribe_data(&bob, &dp).unwrap();
     assert_eq!(consumed.label, "chat");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pulsewave_core::{CloseReason, Error, Event, RoomConfig};
+use pulsewave_core::{CloseReason, Error, Event, RoomConfig, StateChange};
 use pulsewave_protocol::rtp::MediaKind;
 use pulsewave_protocol::transport::TransportDirection;
 use pulsewave_test::{SERVER_ADDR, Sim, SimConfig};
@@ -184,10 +184,25 @@ fn the_publisher_leaving_closes_its_consumers() {
     ];
     expected.sort();
     assert_eq!(closed, expected);
+    // Alice's own producers are reported once each, as state changes only
+    // (no ProducerClosed event: her leaving is not news to her).
+    let mut state: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.1 {
+            Event::State(StateChange::ProducerClosed {
+                producer_id, owner, ..
+            }) if *owner == alice => Some(producer_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    state.sort();
+    let mut published = vec![video.to_string(), audio.to_string()];
+    published.sort();
+    assert_eq!(state, published, "{events:?}");
     assert_eq!(
         events.len(),
-        2,
-        "nothing about Alice's own objects: {events:?}"
+        4,
+        "only Bob's consumers and Alice's producers: {events:?}"
     );
     assert_eq!(sim.stats().transports, 1, "Bob's receive transport stays");
     assert!(sim.room().is_transport_connected(&recv_tid(&sim, &bob)));
@@ -222,6 +237,7 @@ fn rooms_are_separate() {
             MediaKind::Audio,
             Default::default(),
             false,
+            pulsewave_core::AppData::default(),
         )
         .unwrap_err();
     assert!(matches!(err, Error::TransportNotFound(_)), "{err:?}");

@@ -47,7 +47,15 @@ fn encodings_and_ssrcs_a_client_declares_are_capped() {
         .collect();
     let e = sim
         .room_mut()
-        .produce(now, &alice, Some(&tid), MediaKind::Video, huge, false)
+        .produce(
+            now,
+            &alice,
+            Some(&tid),
+            MediaKind::Video,
+            huge,
+            false,
+            pulsewave_core::AppData::default(),
+        )
         .unwrap_err();
     assert!(limit(&e, "encodings"), "{e:?}");
     let mut five = good.clone();
@@ -59,7 +67,15 @@ fn encodings_and_ssrcs_a_client_declares_are_capped() {
         .collect();
     let e = sim
         .room_mut()
-        .produce(now, &alice, Some(&tid), MediaKind::Video, five, false)
+        .produce(
+            now,
+            &alice,
+            Some(&tid),
+            MediaKind::Video,
+            five,
+            false,
+            pulsewave_core::AppData::default(),
+        )
         .unwrap_err();
     assert!(limit(&e, "encodings"), "{e:?}");
 
@@ -80,10 +96,15 @@ fn encodings_and_ssrcs_a_client_declares_are_capped() {
             })
             .collect();
         let now = sim.now();
-        match sim
-            .room_mut()
-            .produce(now, &alice, Some(&tid), MediaKind::Video, p, false)
-        {
+        match sim.room_mut().produce(
+            now,
+            &alice,
+            Some(&tid),
+            MediaKind::Video,
+            p,
+            false,
+            pulsewave_core::AppData::default(),
+        ) {
             Ok(_) => accepted += 1,
             Err(e) => break e,
         }
@@ -135,7 +156,15 @@ fn long_lists_inside_rtp_parameters_are_refused() {
     for p in [many_codecs, many_extensions, many_params] {
         let e = sim
             .room_mut()
-            .produce(now, &alice, Some(&tid), MediaKind::Video, p, false)
+            .produce(
+                now,
+                &alice,
+                Some(&tid),
+                MediaKind::Video,
+                p,
+                false,
+                pulsewave_core::AppData::default(),
+            )
             .unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidRtpParameters, "{e:?}");
         assert!(e.to_string().contains("more than"), "{e}");

@@ -394,6 +394,7 @@ fn bad_simulcast_encodings_are_refused() {
                 MediaKind::Video,
                 with_rids(rids),
                 false,
+                pulsewave_core::AppData::default(),
             )
             .unwrap_err();
         assert!(
@@ -413,7 +414,15 @@ fn bad_simulcast_encodings_are_refused() {
     ];
     let e = sim
         .room_mut()
-        .produce(now, &alice, Some(&tid), MediaKind::Video, p, false)
+        .produce(
+            now,
+            &alice,
+            Some(&tid),
+            MediaKind::Video,
+            p,
+            false,
+            pulsewave_core::AppData::default(),
+        )
         .unwrap_err();
     assert!(matches!(e, Error::DuplicateSsrc(1234)), "{e:?}");
     assert_eq!(sim.stats().producers, 0, "nothing was created");
@@ -422,7 +431,15 @@ fn bad_simulcast_encodings_are_refused() {
     let p = with_rids(&["r0", "abcdefgh", "Z9"]);
     let produced = sim
         .room_mut()
-        .produce(now, &alice, Some(&tid), MediaKind::Video, p, false)
+        .produce(
+            now,
+            &alice,
+            Some(&tid),
+            MediaKind::Video,
+            p,
+            false,
+            pulsewave_core::AppData::default(),
+        )
         .unwrap();
     assert!(produced.simulcast);
 }
@@ -445,7 +462,15 @@ fn layers_by_rid_need_the_rid_extension_on_the_send_transport() {
     let now = sim.now();
     let e = sim
         .room_mut()
-        .produce(now, &alice, Some(&tid), MediaKind::Video, params, false)
+        .produce(
+            now,
+            &alice,
+            Some(&tid),
+            MediaKind::Video,
+            params,
+            false,
+            pulsewave_core::AppData::default(),
+        )
         .unwrap_err();
     assert!(matches!(e, Error::InvalidRtpParameters(_)), "{e:?}");
 }
