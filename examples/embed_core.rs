@@ -18,9 +18,10 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use pulsewave_client::{LocalTrack, PeerEvent, PeerTransport};
+use pulsewave_core::Owner;
 use pulsewave_core::{AppData, Datagram, Endpoint, EndpointConfig, Protocol, RoomConfig, RoomId};
+use pulsewave_protocol::MediaKind;
 use pulsewave_protocol::transport::TransportDirection;
-use pulsewave_protocol::{MediaKind, ParticipantSid};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -51,7 +52,7 @@ fn bind() -> Result<UdpSocket, Error> {
 fn peer(
     endpoint: &mut Endpoint,
     room: RoomId,
-    who: &ParticipantSid,
+    who: Owner,
     direction: TransportDirection,
 ) -> Result<Peer, Error> {
     let socket = bind()?;
@@ -77,10 +78,10 @@ fn peer(
 fn call(endpoint: &mut Endpoint, name: &str) -> Result<Call, Error> {
     let room = endpoint.open_room(Instant::now());
     let caps = endpoint.room_config().rtp_capabilities.clone();
-    let alice = ParticipantSid::new(format!("PA_{name}_alice"));
-    let bob = ParticipantSid::new(format!("PA_{name}_bob"));
-    let mut publisher = peer(endpoint, room, &alice, TransportDirection::Send)?;
-    let mut subscriber = peer(endpoint, room, &bob, TransportDirection::Recv)?;
+    // Owners are the embedder's own keys; here, 1 and 2 in each room.
+    let (alice, bob) = (Owner::new(1), Owner::new(2));
+    let mut publisher = peer(endpoint, room, alice, TransportDirection::Send)?;
+    let mut subscriber = peer(endpoint, room, bob, TransportDirection::Recv)?;
     let track = publisher
         .transport
         .add_track(MediaKind::Audio, "audio/opus", false)?;
@@ -88,7 +89,7 @@ fn call(endpoint: &mut Endpoint, name: &str) -> Result<Call, Error> {
     let produced = endpoint.with_room(Instant::now(), room, |r, now| {
         r.produce(
             now,
-            &alice,
+            alice,
             None,
             MediaKind::Audio,
             params,
@@ -97,7 +98,7 @@ fn call(endpoint: &mut Endpoint, name: &str) -> Result<Call, Error> {
         )
     })??;
     let consumed = endpoint.with_room(Instant::now(), room, |r, now| {
-        r.consume(now, &bob, None, &produced.producer_id, &caps)
+        r.consume(now, bob, None, &produced.producer_id, &caps)
     })??;
     subscriber.transport.add_consumer(
         consumed.consumer_id.clone(),
@@ -105,7 +106,7 @@ fn call(endpoint: &mut Endpoint, name: &str) -> Result<Call, Error> {
         &consumed.rtp_parameters,
     )?;
     endpoint.with_room(Instant::now(), room, |r, now| {
-        r.resume_consumer(now, &bob, &consumed.consumer_id)
+        r.resume_consumer(now, bob, &consumed.consumer_id)
     })??;
     println!(
         "{room} ({name}): alice publishes {} ({}), bob consumes it as {}",

@@ -1,8 +1,9 @@
 //! Data producers and consumers: SCTP data channels relayed between
 //! transports.
 
+use crate::owners::Owner;
 use pulsewave_protocol::transport::SctpStreamParameters;
-use pulsewave_protocol::{DataConsumerId, DataProducerId, ParticipantSid};
+use pulsewave_protocol::{DataConsumerId, DataProducerId};
 use str0m::channel::ChannelId;
 
 use crate::bucket::TokenBucket;
@@ -15,7 +16,7 @@ pub(crate) type DataConsumerKey = usize;
 /// A channel a participant sends on.
 pub(crate) struct DataProducer {
     pub(crate) id: DataProducerId,
-    pub(crate) owner: ParticipantSid,
+    pub(crate) owner: Owner,
     pub(crate) transport: TransportKey,
     pub(crate) channel: ChannelId,
     pub(crate) params: SctpStreamParameters,
@@ -34,7 +35,7 @@ pub(crate) struct DataProducer {
 /// A channel a participant receives another's data on.
 pub(crate) struct DataConsumer {
     pub(crate) id: DataConsumerId,
-    pub(crate) owner: ParticipantSid,
+    pub(crate) owner: Owner,
     pub(crate) transport: TransportKey,
     pub(crate) data_producer: DataProducerKey,
     pub(crate) channel: ChannelId,

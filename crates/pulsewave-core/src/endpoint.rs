@@ -171,7 +171,7 @@ impl Drop for RoomMut<'_> {
 ///
 /// ```
 /// use std::time::Instant;
-/// use pulsewave_core::{Datagram, Endpoint, EndpointConfig, Protocol};
+/// use pulsewave_core::{Datagram, Endpoint, EndpointConfig, Owner, Protocol};
 /// use pulsewave_protocol::transport::TransportDirection;
 ///
 /// let now = Instant::now();
@@ -179,7 +179,7 @@ impl Drop for RoomMut<'_> {
 /// let room = endpoint.open_room(now);
 /// let options = endpoint
 ///     .with_room(now, room, |room, now| {
-///         room.create_transport(now, &"PA_alice".into(), TransportDirection::Recv)
+///         room.create_transport(now, Owner::new(1), TransportDirection::Recv)
 ///     })
 ///     .unwrap()
 ///     .unwrap();

@@ -1,11 +1,10 @@
 //! The media core's error type.
 
-use pulsewave_protocol::ErrorCode;
-
 use crate::ortc::OrtcError;
 
-/// Why a room command failed. The command had no effect. Each variant maps to
-/// one stable wire code ([`Error::code`]).
+/// Why a room command failed. The command had no effect. The variants say
+/// what a caller can act on; turning them into wire error codes is the
+/// signaling layer's business.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -16,7 +15,7 @@ pub enum Error {
     #[error("several {0} transports: give `transportId`")]
     AmbiguousTransport(&'static str),
     /// `connect-transport` has not been done.
-    #[error("transport `{0}` is not connected: send connect-transport first")]
+    #[error("transport `{0}` is not connected: connect it first")]
     TransportNotConnected(String),
     /// `connect-transport` was done already.
     #[error("transport `{0}` is already connected")]
@@ -67,31 +66,6 @@ pub enum Error {
     /// A per-participant limit is reached.
     #[error("limit reached: {0}")]
     LimitReached(&'static str),
-}
-
-impl Error {
-    /// The stable wire code for this error.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Error::TransportNotFound(_) => ErrorCode::TransportNotFound,
-            Error::AmbiguousTransport(_) => ErrorCode::InvalidParameters,
-            Error::TransportNotConnected(_) => ErrorCode::TransportNotConnected,
-            Error::TransportAlreadyConnected(_) => ErrorCode::TransportAlreadyConnected,
-            Error::WrongTransportDirection { .. } => ErrorCode::WrongTransportDirection,
-            Error::ProducerNotFound(_) => ErrorCode::ProducerNotFound,
-            Error::ConsumerNotFound(_) => ErrorCode::ConsumerNotFound,
-            Error::DataProducerNotFound(_) => ErrorCode::DataProducerNotFound,
-            Error::DataConsumerNotFound(_) => ErrorCode::DataConsumerNotFound,
-            Error::NotOwner(_) => ErrorCode::NotOwner,
-            Error::UnsupportedCodec(_) => ErrorCode::UnsupportedCodec,
-            Error::DuplicateSsrc(_) => ErrorCode::DuplicateSsrc,
-            Error::InvalidRtpParameters(_) => ErrorCode::InvalidRtpParameters,
-            Error::InvalidDtlsParameters(_) => ErrorCode::InvalidParameters,
-            Error::CannotConsume(_) => ErrorCode::CannotConsume,
-            Error::InvalidSctpParameters(_) => ErrorCode::InvalidSctpParameters,
-            Error::LimitReached(_) => ErrorCode::LimitReached,
-        }
-    }
 }
 
 impl From<OrtcError> for Error {

@@ -1,11 +1,12 @@
 //! What a room reports back: datagrams to send and events for signaling.
 
+use crate::owners::Owner;
 use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pulsewave_protocol::{
-    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
 };
 
 /// What the application keeps with a producer or data producer (mediasoup's
@@ -61,7 +62,7 @@ pub enum StateChange {
         /// The producer.
         producer_id: ProducerId,
         /// Its publisher.
-        owner: ParticipantSid,
+        owner: Owner,
         /// Audio or video.
         kind: MediaKind,
         /// The codec, such as `video/VP8`.
@@ -78,7 +79,7 @@ pub enum StateChange {
         /// The producer.
         producer_id: ProducerId,
         /// Its publisher.
-        owner: ParticipantSid,
+        owner: Owner,
         /// Paused now.
         paused: bool,
         /// The application's data.
@@ -89,7 +90,7 @@ pub enum StateChange {
         /// The producer.
         producer_id: ProducerId,
         /// Its publisher.
-        owner: ParticipantSid,
+        owner: Owner,
         /// The application's data.
         app_data: AppData,
     },
@@ -98,7 +99,7 @@ pub enum StateChange {
         /// The data producer.
         data_producer_id: DataProducerId,
         /// Its publisher.
-        owner: ParticipantSid,
+        owner: Owner,
         /// Channel label.
         label: String,
         /// Channel sub-protocol.
@@ -113,7 +114,7 @@ pub enum StateChange {
         /// The data producer.
         data_producer_id: DataProducerId,
         /// Its publisher.
-        owner: ParticipantSid,
+        owner: Owner,
         /// The application's data.
         app_data: AppData,
     },
@@ -182,14 +183,14 @@ pub enum Event {
         /// The transport.
         transport_id: TransportId,
         /// Its participant.
-        owner: ParticipantSid,
+        owner: Owner,
     },
     /// The room closed a transport.
     TransportClosed {
         /// The transport.
         transport_id: TransportId,
         /// Its participant.
-        owner: ParticipantSid,
+        owner: Owner,
         /// Why.
         reason: CloseReason,
     },
@@ -198,7 +199,7 @@ pub enum Event {
         /// The producer.
         producer_id: ProducerId,
         /// Its publisher.
-        owner: ParticipantSid,
+        owner: Owner,
         /// Why.
         reason: CloseReason,
     },
@@ -209,7 +210,7 @@ pub enum Event {
         /// The producer it consumed.
         producer_id: ProducerId,
         /// Its subscriber.
-        owner: ParticipantSid,
+        owner: Owner,
         /// Why.
         reason: CloseReason,
     },
@@ -218,7 +219,7 @@ pub enum Event {
         /// The data producer.
         data_producer_id: DataProducerId,
         /// Its publisher.
-        owner: ParticipantSid,
+        owner: Owner,
         /// Why.
         reason: CloseReason,
     },
@@ -233,7 +234,7 @@ pub enum Event {
         /// The data consumer.
         data_consumer_id: DataConsumerId,
         /// Its subscriber.
-        owner: ParticipantSid,
+        owner: Owner,
         /// Why.
         reason: CloseReason,
     },

@@ -21,7 +21,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use pulsewave_core::{Datagram, Endpoint, EndpointConfig, Protocol, RoomConfig};
+//! use pulsewave_core::{Datagram, Endpoint, EndpointConfig, Owner, Protocol, RoomConfig};
 //! use pulsewave_protocol::transport::TransportDirection;
 //!
 //! let start = Instant::now();
@@ -36,7 +36,7 @@
 //! let room = endpoint.open_room(start);
 //! let options = endpoint
 //!     .with_room(start, room, |room, now| {
-//!         room.create_transport(now, &"PA_alice".into(), TransportDirection::Send)
+//!         room.create_transport(now, Owner::new(1), TransportDirection::Send)
 //!     })
 //!     .unwrap()
 //!     .unwrap();
@@ -90,5 +90,6 @@ pub use endpoint::{
 };
 pub use error::Error;
 pub use event::{AppData, CloseReason, Event, StateChange, Transmit};
+pub use owners::Owner;
 pub use room::{Consumed, DataConsumed, DatagramError, Produced, Room, RoomStats};
 pub use stun::{is_stun, stun_username};

@@ -1,9 +1,10 @@
 //! Producers and consumers: the state the forwarding path reads per packet.
 
+use crate::owners::Owner;
 use std::time::{Duration, Instant};
 
 use pulsewave_protocol::rtp::RtpParameters;
-use pulsewave_protocol::{ConsumerId, MediaKind, ParticipantSid, ProducerId};
+use pulsewave_protocol::{ConsumerId, MediaKind, ProducerId};
 
 use crate::event::AppData;
 use crate::keyframe::VideoCodec;
@@ -15,7 +16,7 @@ pub(crate) type ConsumerKey = usize;
 /// A published track on a send transport.
 pub(crate) struct Producer {
     pub(crate) id: ProducerId,
-    pub(crate) owner: ParticipantSid,
+    pub(crate) owner: Owner,
     pub(crate) transport: TransportKey,
     pub(crate) kind: MediaKind,
     pub(crate) mid: String,
@@ -100,7 +101,7 @@ impl Producer {
 /// A subscription of a producer on a receive transport.
 pub(crate) struct Consumer {
     pub(crate) id: ConsumerId,
-    pub(crate) owner: ParticipantSid,
+    pub(crate) owner: Owner,
     pub(crate) transport: TransportKey,
     pub(crate) producer: ProducerKey,
     pub(crate) producer_id: ProducerId,

@@ -4,10 +4,47 @@
 //! room.
 
 use std::collections::HashMap;
-
-use pulsewave_protocol::ParticipantSid;
+use std::fmt;
 
 use crate::transport::TransportKey;
+
+/// Who holds an object in a room: an opaque key the caller chooses (a
+/// participant, a session, a bot), unique within the room. The core never
+/// interprets it; it only checks that commands name the object's owner and
+/// reports it back in events.
+///
+/// ```
+/// use pulsewave_core::Owner;
+/// let alice = Owner::new(1);
+/// assert_eq!(alice.get(), 1);
+/// assert_ne!(alice, Owner::new(2));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner(u64);
+
+impl Owner {
+    /// The owner with the caller's key `key`.
+    pub const fn new(key: u64) -> Self {
+        Self(key)
+    }
+
+    /// The caller's key.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for Owner {
+    fn from(key: u64) -> Self {
+        Self(key)
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "owner#{}", self.0)
+    }
+}
 
 /// One participant's holdings.
 #[derive(Debug, Default, Clone)]
@@ -32,7 +69,7 @@ impl Holdings {
 
 /// Every participant's holdings; a participant holding nothing has no entry.
 #[derive(Debug, Default)]
-pub(crate) struct Owners(HashMap<ParticipantSid, Holdings>);
+pub(crate) struct Owners(HashMap<Owner, Holdings>);
 
 /// Nothing, for participants without an entry.
 static NOTHING: Holdings = Holdings {
@@ -45,22 +82,22 @@ static NOTHING: Holdings = Holdings {
 
 impl Owners {
     /// What `owner` holds (nothing if unknown).
-    pub(crate) fn of(&self, owner: &ParticipantSid) -> &Holdings {
-        self.0.get(owner).unwrap_or(&NOTHING)
+    pub(crate) fn of(&self, owner: Owner) -> &Holdings {
+        self.0.get(&owner).unwrap_or(&NOTHING)
     }
 
     /// Adds to what `owner` holds.
-    pub(crate) fn add(&mut self, owner: &ParticipantSid, f: impl FnOnce(&mut Holdings)) {
-        f(self.0.entry(owner.clone()).or_default());
+    pub(crate) fn add(&mut self, owner: Owner, f: impl FnOnce(&mut Holdings)) {
+        f(self.0.entry(owner).or_default());
     }
 
     /// Takes from what `owner` holds; forgets the owner once it holds
     /// nothing.
-    pub(crate) fn remove(&mut self, owner: &ParticipantSid, f: impl FnOnce(&mut Holdings)) {
-        if let Some(h) = self.0.get_mut(owner) {
+    pub(crate) fn remove(&mut self, owner: Owner, f: impl FnOnce(&mut Holdings)) {
+        if let Some(h) = self.0.get_mut(&owner) {
             f(h);
             if h.is_empty() {
-                self.0.remove(owner);
+                self.0.remove(&owner);
             }
         }
     }

@@ -2,11 +2,11 @@
 //! data consumers): a slab for stable keys, an index from their wire ids,
 //! and the owner check every command makes, in one place.
 
+use crate::owners::Owner;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::ops::{Index, IndexMut};
 
-use pulsewave_protocol::ParticipantSid;
 use slab::Slab;
 
 /// An object of a [`Registry`]: it knows its id and its owner.
@@ -16,7 +16,7 @@ pub(crate) trait Entry {
     /// Its id.
     fn id(&self) -> &Self::Id;
     /// The participant it belongs to.
-    fn owner(&self) -> &ParticipantSid;
+    fn owner(&self) -> Owner;
 }
 
 /// Why [`Registry::owned`] found nothing usable.
@@ -86,7 +86,7 @@ impl<T: Entry> Registry<T> {
     }
 
     /// The key of `owner`'s object `id`.
-    pub(crate) fn owned(&self, id: &T::Id, owner: &ParticipantSid) -> Result<usize, Lookup> {
+    pub(crate) fn owned(&self, id: &T::Id, owner: Owner) -> Result<usize, Lookup> {
         let key = self.key(id).ok_or(Lookup::NotFound)?;
         match self.slab.get(key) {
             Some(v) if v.owner() == owner => Ok(key),
@@ -127,8 +127,8 @@ macro_rules! entry {
             fn id(&self) -> &$id {
                 &self.id
             }
-            fn owner(&self) -> &pulsewave_protocol::ParticipantSid {
-                &self.owner
+            fn owner(&self) -> crate::Owner {
+                self.owner
             }
         }
     };

@@ -1,5 +1,6 @@
 //! One WebRTC transport: a str0m `Rtc` in RTP mode, ICE-lite, DTLS server.
 
+use crate::owners::Owner;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -11,7 +12,7 @@ use pulsewave_protocol::transport::{
     DtlsFingerprint, DtlsParameters, DtlsRole, IceCandidate, IceParameters, SctpParameters,
     TransportDirection, TransportOptions,
 };
-use pulsewave_protocol::{ParticipantSid, TransportId, random_string_from};
+use pulsewave_protocol::{TransportId, random_string_from};
 use rand::rngs::StdRng;
 use str0m::channel::ChannelId;
 use str0m::config::Fingerprint;
@@ -115,7 +116,7 @@ pub(crate) struct KnownPt {
 
 pub(crate) struct Transport {
     pub(crate) id: TransportId,
-    pub(crate) owner: ParticipantSid,
+    pub(crate) owner: Owner,
     pub(crate) direction: TransportDirection,
     pub(crate) rtc: Rtc,
     pub(crate) local_ufrag: String,
@@ -185,7 +186,7 @@ fn bitrate_bucket(bits_per_second: u64) -> TokenBucket {
 
 /// What the room needs to build a transport.
 pub(crate) struct TransportSpec<'a> {
-    pub(crate) owner: ParticipantSid,
+    pub(crate) owner: Owner,
     pub(crate) direction: TransportDirection,
     /// The router's capabilities: the payload types and extension ids of a
     /// receive transport.
@@ -584,7 +585,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let caps = crate::ortc::default_router_capabilities();
         let spec = TransportSpec {
-            owner: "PA_a".into(),
+            owner: Owner::new(1),
             direction: TransportDirection::Send,
             router_caps: &caps,
             local_addr: "127.0.0.1:4000".parse().unwrap(),

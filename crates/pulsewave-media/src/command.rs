@@ -4,13 +4,13 @@
 
 use std::time::Instant;
 
-use pulsewave_core::{AppData, Consumed, DataConsumed, Error, Produced, Room, RoomStats};
+use pulsewave_core::{AppData, Consumed, DataConsumed, Error, Owner, Produced, Room, RoomStats};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
     DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
 };
 use pulsewave_protocol::{
-    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
 };
 use tokio::sync::oneshot;
 
@@ -20,27 +20,27 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 #[derive(Debug)]
 pub(crate) enum Op {
     CreateTransport {
-        owner: ParticipantSid,
+        owner: Owner,
         direction: TransportDirection,
         reply: Reply<TransportOptions>,
     },
     ConnectTransport {
-        owner: ParticipantSid,
+        owner: Owner,
         id: TransportId,
         dtls: Box<DtlsParameters>,
         reply: Reply<()>,
     },
     CloseTransport {
-        owner: ParticipantSid,
+        owner: Owner,
         id: TransportId,
         reply: Reply<()>,
     },
     CloseParticipant {
-        owner: ParticipantSid,
+        owner: Owner,
         reply: oneshot::Sender<()>,
     },
     Produce {
-        owner: ParticipantSid,
+        owner: Owner,
         transport: Option<TransportId>,
         kind: MediaKind,
         parameters: Box<RtpParameters>,
@@ -49,50 +49,50 @@ pub(crate) enum Op {
         reply: Reply<Produced>,
     },
     CloseProducer {
-        owner: ParticipantSid,
+        owner: Owner,
         id: ProducerId,
         reply: Reply<()>,
     },
     PauseProducer {
-        owner: ParticipantSid,
+        owner: Owner,
         id: ProducerId,
         reply: Reply<()>,
     },
     ResumeProducer {
-        owner: ParticipantSid,
+        owner: Owner,
         id: ProducerId,
         reply: Reply<()>,
     },
     Consume {
-        owner: ParticipantSid,
+        owner: Owner,
         transport: Option<TransportId>,
         producer: ProducerId,
         capabilities: Box<RtpCapabilities>,
         reply: Reply<Consumed>,
     },
     ResumeConsumer {
-        owner: ParticipantSid,
+        owner: Owner,
         id: ConsumerId,
         reply: Reply<()>,
     },
     PauseConsumer {
-        owner: ParticipantSid,
+        owner: Owner,
         id: ConsumerId,
         reply: Reply<()>,
     },
     SetPreferredLayer {
-        owner: ParticipantSid,
+        owner: Owner,
         id: ConsumerId,
         spatial_layer: Option<u8>,
         reply: Reply<()>,
     },
     CloseConsumer {
-        owner: ParticipantSid,
+        owner: Owner,
         id: ConsumerId,
         reply: Reply<ProducerId>,
     },
     ProduceData {
-        owner: ParticipantSid,
+        owner: Owner,
         transport: Option<TransportId>,
         parameters: SctpStreamParameters,
         label: String,
@@ -101,18 +101,18 @@ pub(crate) enum Op {
         reply: Reply<DataProducerId>,
     },
     CloseDataProducer {
-        owner: ParticipantSid,
+        owner: Owner,
         id: DataProducerId,
         reply: Reply<()>,
     },
     ConsumeData {
-        owner: ParticipantSid,
+        owner: Owner,
         transport: Option<TransportId>,
         data_producer: DataProducerId,
         reply: Reply<DataConsumed>,
     },
     CloseDataConsumer {
-        owner: ParticipantSid,
+        owner: Owner,
         id: DataConsumerId,
         reply: Reply<()>,
     },
@@ -149,18 +149,18 @@ impl Op {
                 owner,
                 direction,
                 reply,
-            } => answer(reply, room.create_transport(now, &owner, direction)),
+            } => answer(reply, room.create_transport(now, owner, direction)),
             Op::ConnectTransport {
                 owner,
                 id,
                 dtls,
                 reply,
-            } => answer(reply, room.connect_transport(now, &owner, &id, &dtls)),
+            } => answer(reply, room.connect_transport(now, owner, &id, &dtls)),
             Op::CloseTransport { owner, id, reply } => {
-                answer(reply, room.close_transport(now, &owner, &id))
+                answer(reply, room.close_transport(now, owner, &id))
             }
             Op::CloseParticipant { owner, reply } => {
-                room.close_participant(now, &owner);
+                room.close_participant(now, owner);
                 answer(reply, ())
             }
             Op::Produce {
@@ -175,7 +175,7 @@ impl Op {
                 reply,
                 room.produce(
                     now,
-                    &owner,
+                    owner,
                     transport.as_ref(),
                     kind,
                     *parameters,
@@ -184,13 +184,13 @@ impl Op {
                 ),
             ),
             Op::CloseProducer { owner, id, reply } => {
-                answer(reply, room.close_producer(now, &owner, &id))
+                answer(reply, room.close_producer(now, owner, &id))
             }
             Op::PauseProducer { owner, id, reply } => {
-                answer(reply, room.pause_producer(now, &owner, &id))
+                answer(reply, room.pause_producer(now, owner, &id))
             }
             Op::ResumeProducer { owner, id, reply } => {
-                answer(reply, room.resume_producer(now, &owner, &id))
+                answer(reply, room.resume_producer(now, owner, &id))
             }
             Op::Consume {
                 owner,
@@ -200,13 +200,13 @@ impl Op {
                 reply,
             } => answer(
                 reply,
-                room.consume(now, &owner, transport.as_ref(), &producer, &capabilities),
+                room.consume(now, owner, transport.as_ref(), &producer, &capabilities),
             ),
             Op::ResumeConsumer { owner, id, reply } => {
-                answer(reply, room.resume_consumer(now, &owner, &id))
+                answer(reply, room.resume_consumer(now, owner, &id))
             }
             Op::PauseConsumer { owner, id, reply } => {
-                answer(reply, room.pause_consumer(now, &owner, &id))
+                answer(reply, room.pause_consumer(now, owner, &id))
             }
             Op::SetPreferredLayer {
                 owner,
@@ -215,10 +215,10 @@ impl Op {
                 reply,
             } => answer(
                 reply,
-                room.set_consumer_preferred_layer(now, &owner, &id, spatial_layer),
+                room.set_consumer_preferred_layer(now, owner, &id, spatial_layer),
             ),
             Op::CloseConsumer { owner, id, reply } => {
-                answer(reply, room.close_consumer(now, &owner, &id))
+                answer(reply, room.close_consumer(now, owner, &id))
             }
             Op::ProduceData {
                 owner,
@@ -232,7 +232,7 @@ impl Op {
                 reply,
                 room.produce_data(
                     now,
-                    &owner,
+                    owner,
                     transport.as_ref(),
                     parameters,
                     &label,
@@ -241,7 +241,7 @@ impl Op {
                 ),
             ),
             Op::CloseDataProducer { owner, id, reply } => {
-                answer(reply, room.close_data_producer(now, &owner, &id))
+                answer(reply, room.close_data_producer(now, owner, &id))
             }
             Op::ConsumeData {
                 owner,
@@ -250,10 +250,10 @@ impl Op {
                 reply,
             } => answer(
                 reply,
-                room.consume_data(now, &owner, transport.as_ref(), &data_producer),
+                room.consume_data(now, owner, transport.as_ref(), &data_producer),
             ),
             Op::CloseDataConsumer { owner, id, reply } => {
-                answer(reply, room.close_data_consumer(now, &owner, &id))
+                answer(reply, room.close_data_consumer(now, owner, &id))
             }
             Op::DataProducerReliable { id, reply } => {
                 answer(reply, room.data_producer_reliable(&id))

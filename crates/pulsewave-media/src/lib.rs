@@ -14,13 +14,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use pulsewave_media::{MediaConfig, WorkerPool};
+//! use pulsewave_media::{MediaConfig, Owner, WorkerPool};
 //! use pulsewave_protocol::transport::TransportDirection;
 //!
 //! let pool = WorkerPool::start(&MediaConfig::loopback())?;
 //! let (room, mut events) = pool.open_room().await?;
 //! let options = room
-//!     .create_transport("PA_alice".into(), TransportDirection::Recv)
+//!     .create_transport(Owner::new(1), TransportDirection::Recv)
 //!     .await?;
 //! println!("give these to mediasoup-client: {options:?}");
 //! while let Some(event) = events.recv().await {
@@ -38,6 +38,9 @@ mod room;
 mod worker;
 
 pub use pool::{MediaConfig, WorkerPool};
+/// The core types a media room's methods take and report (re-exported so
+/// an embedder needs no direct dependency on the core for them).
+pub use pulsewave_core::{AppData, Event, Owner, StateChange};
 pub use room::{MediaError, MediaRoom};
 pub use worker::{MediaWorker, WorkerGone, WorkerStats};
 
@@ -46,7 +49,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use pulsewave_core::Event;
-    use pulsewave_protocol::ParticipantSid;
+    use pulsewave_core::Owner;
     use pulsewave_protocol::transport::TransportDirection;
 
     use super::*;
@@ -59,22 +62,22 @@ mod tests {
         let pool = WorkerPool::start(&MediaConfig::loopback()).unwrap();
         let (doomed, mut doomed_events) = pool.open_room().await.unwrap();
         let (survivor, _events) = pool.open_room().await.unwrap();
-        let alice = ParticipantSid::new("PA_alice");
+        let alice = Owner::new(1);
         survivor
-            .create_transport(alice.clone(), TransportDirection::Recv)
+            .create_transport(alice, TransportDirection::Recv)
             .await
             .unwrap();
         doomed.panic_for_test();
         assert_eq!(doomed_events.recv().await, Some(Event::RoomFailed));
         assert_eq!(
             doomed
-                .create_transport(alice.clone(), TransportDirection::Recv)
+                .create_transport(alice, TransportDirection::Recv)
                 .await,
             Err(MediaError::Gone)
         );
         // The survivor and the worker are fine.
         survivor
-            .create_transport(alice.clone(), TransportDirection::Send)
+            .create_transport(alice, TransportDirection::Send)
             .await
             .unwrap();
         assert_eq!(survivor.stats().await.unwrap().transports, 2);

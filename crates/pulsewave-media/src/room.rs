@@ -1,12 +1,12 @@
 //! A room living on a worker thread, and its typed commands.
 
-use pulsewave_core::{AppData, Consumed, DataConsumed, Error, Produced, RoomId, RoomStats};
+use pulsewave_core::{AppData, Consumed, DataConsumed, Error, Owner, Produced, RoomId, RoomStats};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
     DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
 };
 use pulsewave_protocol::{
-    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,7 +70,7 @@ impl MediaRoom {
     /// See [`pulsewave_core::Room::create_transport`].
     pub async fn create_transport(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         direction: TransportDirection,
     ) -> Result<TransportOptions, MediaError> {
         self.fallible(|reply| Op::CreateTransport {
@@ -84,7 +84,7 @@ impl MediaRoom {
     /// See [`pulsewave_core::Room::connect_transport`].
     pub async fn connect_transport(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         id: TransportId,
         dtls: DtlsParameters,
     ) -> Result<(), MediaError> {
@@ -98,24 +98,20 @@ impl MediaRoom {
     }
 
     /// See [`pulsewave_core::Room::close_transport`].
-    pub async fn close_transport(
-        &self,
-        owner: ParticipantSid,
-        id: TransportId,
-    ) -> Result<(), MediaError> {
+    pub async fn close_transport(&self, owner: Owner, id: TransportId) -> Result<(), MediaError> {
         self.fallible(|reply| Op::CloseTransport { owner, id, reply })
             .await
     }
 
     /// See [`pulsewave_core::Room::close_participant`].
-    pub async fn close_participant(&self, owner: ParticipantSid) -> Result<(), MediaError> {
+    pub async fn close_participant(&self, owner: Owner) -> Result<(), MediaError> {
         self.op(|reply| Op::CloseParticipant { owner, reply }).await
     }
 
     /// See [`pulsewave_core::Room::produce`].
     pub async fn produce(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         transport: Option<TransportId>,
         kind: MediaKind,
         parameters: RtpParameters,
@@ -135,31 +131,19 @@ impl MediaRoom {
     }
 
     /// See [`pulsewave_core::Room::close_producer`].
-    pub async fn close_producer(
-        &self,
-        owner: ParticipantSid,
-        id: ProducerId,
-    ) -> Result<(), MediaError> {
+    pub async fn close_producer(&self, owner: Owner, id: ProducerId) -> Result<(), MediaError> {
         self.fallible(|reply| Op::CloseProducer { owner, id, reply })
             .await
     }
 
     /// See [`pulsewave_core::Room::pause_producer`].
-    pub async fn pause_producer(
-        &self,
-        owner: ParticipantSid,
-        id: ProducerId,
-    ) -> Result<(), MediaError> {
+    pub async fn pause_producer(&self, owner: Owner, id: ProducerId) -> Result<(), MediaError> {
         self.fallible(|reply| Op::PauseProducer { owner, id, reply })
             .await
     }
 
     /// See [`pulsewave_core::Room::resume_producer`].
-    pub async fn resume_producer(
-        &self,
-        owner: ParticipantSid,
-        id: ProducerId,
-    ) -> Result<(), MediaError> {
+    pub async fn resume_producer(&self, owner: Owner, id: ProducerId) -> Result<(), MediaError> {
         self.fallible(|reply| Op::ResumeProducer { owner, id, reply })
             .await
     }
@@ -167,7 +151,7 @@ impl MediaRoom {
     /// See [`pulsewave_core::Room::consume`].
     pub async fn consume(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         transport: Option<TransportId>,
         producer: ProducerId,
         capabilities: RtpCapabilities,
@@ -183,21 +167,13 @@ impl MediaRoom {
     }
 
     /// See [`pulsewave_core::Room::resume_consumer`].
-    pub async fn resume_consumer(
-        &self,
-        owner: ParticipantSid,
-        id: ConsumerId,
-    ) -> Result<(), MediaError> {
+    pub async fn resume_consumer(&self, owner: Owner, id: ConsumerId) -> Result<(), MediaError> {
         self.fallible(|reply| Op::ResumeConsumer { owner, id, reply })
             .await
     }
 
     /// See [`pulsewave_core::Room::pause_consumer`].
-    pub async fn pause_consumer(
-        &self,
-        owner: ParticipantSid,
-        id: ConsumerId,
-    ) -> Result<(), MediaError> {
+    pub async fn pause_consumer(&self, owner: Owner, id: ConsumerId) -> Result<(), MediaError> {
         self.fallible(|reply| Op::PauseConsumer { owner, id, reply })
             .await
     }
@@ -205,7 +181,7 @@ impl MediaRoom {
     /// See [`pulsewave_core::Room::set_consumer_preferred_layer`].
     pub async fn set_consumer_preferred_layer(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         id: ConsumerId,
         spatial_layer: Option<u8>,
     ) -> Result<(), MediaError> {
@@ -221,7 +197,7 @@ impl MediaRoom {
     /// See [`pulsewave_core::Room::close_consumer`].
     pub async fn close_consumer(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         id: ConsumerId,
     ) -> Result<ProducerId, MediaError> {
         self.fallible(|reply| Op::CloseConsumer { owner, id, reply })
@@ -231,7 +207,7 @@ impl MediaRoom {
     /// See [`pulsewave_core::Room::produce_data`].
     pub async fn produce_data(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         transport: Option<TransportId>,
         parameters: SctpStreamParameters,
         label: String,
@@ -253,7 +229,7 @@ impl MediaRoom {
     /// See [`pulsewave_core::Room::close_data_producer`].
     pub async fn close_data_producer(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         id: DataProducerId,
     ) -> Result<(), MediaError> {
         self.fallible(|reply| Op::CloseDataProducer { owner, id, reply })
@@ -263,7 +239,7 @@ impl MediaRoom {
     /// See [`pulsewave_core::Room::consume_data`].
     pub async fn consume_data(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         transport: Option<TransportId>,
         data_producer: DataProducerId,
     ) -> Result<DataConsumed, MediaError> {
@@ -279,7 +255,7 @@ impl MediaRoom {
     /// See [`pulsewave_core::Room::close_data_consumer`].
     pub async fn close_data_consumer(
         &self,
-        owner: ParticipantSid,
+        owner: Owner,
         id: DataConsumerId,
     ) -> Result<(), MediaError> {
         self.fallible(|reply| Op::CloseDataConsumer { owner, id, reply })

@@ -5,9 +5,10 @@
 use std::time::{Duration, Instant};
 
 use pulsewave_client::{LocalTrack, PeerEvent, PeerTransport};
+use pulsewave_core::Owner;
 use pulsewave_media::{MediaConfig, MediaRoom, WorkerPool};
+use pulsewave_protocol::MediaKind;
 use pulsewave_protocol::transport::TransportDirection;
-use pulsewave_protocol::{MediaKind, ParticipantSid};
 use tokio::net::UdpSocket;
 
 struct Peer {
@@ -18,15 +19,11 @@ struct Peer {
 async fn peer(
     room: &MediaRoom,
     pool: &WorkerPool,
-    who: &str,
+    owner: Owner,
     direction: TransportDirection,
 ) -> Peer {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let owner = ParticipantSid::new(who);
-    let options = room
-        .create_transport(owner.clone(), direction)
-        .await
-        .unwrap();
+    let options = room.create_transport(owner, direction).await.unwrap();
     let transport = PeerTransport::new(
         Instant::now(),
         direction,
@@ -72,17 +69,17 @@ struct Call {
 
 async fn call(pool: &WorkerPool, tag: &'static str) -> Call {
     let (room, _events) = pool.open_room().await.unwrap();
-    let alice = format!("PA_{tag}_alice");
-    let bob = format!("PA_{tag}_bob");
-    let mut publisher = peer(&room, pool, &alice, TransportDirection::Send).await;
-    let mut subscriber = peer(&room, pool, &bob, TransportDirection::Recv).await;
+    let alice = Owner::new(1);
+    let bob = Owner::new(2);
+    let mut publisher = peer(&room, pool, alice, TransportDirection::Send).await;
+    let mut subscriber = peer(&room, pool, bob, TransportDirection::Recv).await;
     let track = publisher
         .transport
         .add_track(MediaKind::Audio, "audio/opus", false)
         .unwrap();
     let produced = room
         .produce(
-            ParticipantSid::new(alice),
+            alice,
             None,
             MediaKind::Audio,
             track.rtp_parameters.clone(),
@@ -93,7 +90,7 @@ async fn call(pool: &WorkerPool, tag: &'static str) -> Call {
         .unwrap();
     let consumed = room
         .consume(
-            ParticipantSid::new(bob.clone()),
+            bob,
             None,
             produced.producer_id,
             pool.rtp_capabilities().clone(),
@@ -108,7 +105,7 @@ async fn call(pool: &WorkerPool, tag: &'static str) -> Call {
             &consumed.rtp_parameters,
         )
         .unwrap();
-    room.resume_consumer(ParticipantSid::new(bob), consumed.consumer_id)
+    room.resume_consumer(bob, consumed.consumer_id)
         .await
         .unwrap();
     Call {

@@ -19,8 +19,17 @@
 //! datagrams (a worker that reads a burst of datagrams before running the
 //! timers).
 //!
+//! `forward_idle/consumers_50/*` measures the same 50-consumer room alone,
+//! with 950 idle connected transports beside its consumers, and with 20
+//! idle rooms of 50 participants on the same endpoint: the cost per
+//! forwarded packet must not grow with what else the endpoint holds.
+//!
 //! ```bash
 //! cargo bench -p pulsewave-test --bench forward
+//! # One figure without criterion (also PULSEWAVE_BENCH_IDLE_TRANSPORTS=950
+//! # or PULSEWAVE_BENCH_IDLE_ROOMS=20, rooms of 50):
+//! PULSEWAVE_BENCH_CONSUMERS=50 PULSEWAVE_BENCH_PACKETS=2000 \
+//!   cargo bench -p pulsewave-test --bench forward
 //! # Instruction counts (valgrind), N = 50 consumers, 2000 packets:
 //! PULSEWAVE_BENCH_CONSUMERS=50 PULSEWAVE_BENCH_PACKETS=2000 PULSEWAVE_BENCH_BURST=1 \
 //!   valgrind --tool=callgrind --toggle-collect='*forward_batch*' \
@@ -52,7 +61,21 @@ struct Setup {
     consumers: usize,
 }
 
+/// What else the publisher's endpoint holds, doing nothing: connected
+/// receive transports in the busy room that consume nothing, and rooms of
+/// idle participants beside it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Idle {
+    transports: usize,
+    rooms: usize,
+    per_room: usize,
+}
+
 fn setup(consumers: usize) -> Setup {
+    setup_with(consumers, Idle::default())
+}
+
+fn setup_with(consumers: usize, idle: Idle) -> Setup {
     let config = SimConfig {
         room: RoomConfig {
             local_addr: SERVER_ADDR,
@@ -65,30 +88,36 @@ fn setup(consumers: usize) -> Setup {
     };
     let mut sim = Sim::with_config(config);
     let alice = sim.join("alice");
-    let publisher = sim.send_transport(&alice);
-    let (producer, mid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
+    let publisher = sim.send_transport(alice);
+    let (producer, mid) = sim.publish(alice, MediaKind::Video, "video/VP8");
     let mut subs = Vec::new();
     for i in 0..consumers {
         let s = sim.join(&format!("s{i}"));
-        sim.recv_transport(&s);
-        let c = sim.subscribe(&s, &producer);
+        sim.recv_transport(s);
+        let c = sim.subscribe(s, &producer);
         subs.push((s, c));
+    }
+    for i in 0..idle.transports {
+        let p = sim.join(&format!("idle{i}"));
+        sim.recv_transport(p);
+    }
+    for r in 0..idle.rooms {
+        let room = sim.open_room();
+        for i in 0..idle.per_room {
+            let p = sim.join_room(&format!("r{r}p{i}"), room);
+            sim.recv_transport(p);
+        }
     }
     sim.advance(Duration::from_millis(500));
     for (s, c) in &subs {
         assert!(
-            !sim.received(s, c).is_empty(),
+            !sim.received(*s, c).is_empty(),
             "every consumer receives media before the benchmark"
         );
     }
-    sim.set_sending(&alice, &mid, false);
+    sim.set_sending(alice, &mid, false);
     sim.advance(Duration::from_millis(100));
-    let last = sim
-        .track(&alice, &mid)
-        .sent()
-        .last()
-        .cloned()
-        .expect("sent");
+    let last = sim.track(alice, &mid).sent().last().cloned().expect("sent");
     // A VP8 packet in the middle of a frame (S bit clear): never a keyframe.
     let mut payload = vec![0u8; 1100];
     for (i, b) in payload.iter_mut().enumerate().skip(1) {
@@ -208,7 +237,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(4));
     group.warm_up_time(Duration::from_secs(1));
-    for n in [1usize, 10, 50, 100, 200] {
+    for n in [1usize, 10, 50, 100, 200, 500, 1000] {
         let mut s = setup(n);
         let (_, forwarded, bytes) = run(&mut s, 64, 1);
         assert_eq!(
@@ -229,6 +258,42 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Flat cost: the busy room's cost per forwarded packet with 950 idle
+    // transports beside its 50 consumers, or 20 idle rooms of 50 on its
+    // endpoint, against the busy room alone.
+    let mut group = c.benchmark_group("forward_idle");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
+    let cases = [
+        ("alone", Idle::default()),
+        (
+            "idle_transports_950",
+            Idle {
+                transports: 950,
+                ..Idle::default()
+            },
+        ),
+        (
+            "idle_rooms_20x50",
+            Idle {
+                rooms: 20,
+                per_room: 50,
+                ..Idle::default()
+            },
+        ),
+    ];
+    for (name, idle) in cases {
+        let mut s = setup_with(50, idle);
+        let (_, forwarded, _) = run(&mut s, 64, 1);
+        assert_eq!(forwarded, 64 * 50, "every packet reaches every consumer");
+        group.throughput(Throughput::Elements(50));
+        group.bench_function(BenchmarkId::new("consumers_50", name), |b| {
+            b.iter_custom(|iters| run(&mut s, iters, 1).0);
+        });
+    }
+    group.finish();
 }
 
 fn main() {
@@ -239,7 +304,18 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(2000);
-        let mut s = setup(n);
+        let env = |name: &str| -> usize {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let idle = Idle {
+            transports: env("PULSEWAVE_BENCH_IDLE_TRANSPORTS"),
+            rooms: env("PULSEWAVE_BENCH_IDLE_ROOMS"),
+            per_room: 50,
+        };
+        let mut s = setup_with(n, idle);
         let burst: usize = std::env::var("PULSEWAVE_BENCH_BURST")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -250,6 +326,10 @@ fn main() {
              {:?} per packet in",
             s.consumers,
             spent / packets.max(1) as u32
+        );
+        println!(
+            "per_packet_ns {}",
+            spent.as_nanos() / u128::from(packets.max(1))
         );
         return;
     }

@@ -23,9 +23,9 @@ use pulsewave_test::Sim;
 fn vp8_producer() -> RtpParameters {
     let mut sim = Sim::new(1);
     let alice = sim.join("alice");
-    sim.send_transport(&alice);
-    let (_, mid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    sim.track(&alice, &mid).local().rtp_parameters.clone()
+    sim.send_transport(alice);
+    let (_, mid) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    sim.track(alice, &mid).local().rtp_parameters.clone()
 }
 
 fn bench(c: &mut Criterion) {

@@ -27,13 +27,13 @@ fn params() -> (RtpParameters, RtpParameters) {
     let mut sim = Sim::new(1);
     let alice = sim.join("alice");
     let bob = sim.join("bob");
-    sim.send_transport(&alice);
-    sim.recv_transport(&bob);
-    let (producer, mid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let consumer = sim.subscribe(&bob, &producer);
+    sim.send_transport(alice);
+    sim.recv_transport(bob);
+    let (producer, mid) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(bob, &producer);
     (
-        sim.track(&alice, &mid).local().rtp_parameters.clone(),
-        sim.subscription(&bob, &consumer).rtp_parameters.clone(),
+        sim.track(alice, &mid).local().rtp_parameters.clone(),
+        sim.subscription(bob, &consumer).rtp_parameters.clone(),
     )
 }
 

@@ -46,14 +46,14 @@
 //! let mut sim = Sim::new(1);
 //! let alice = sim.join("alice");
 //! let bob = sim.join("bob");
-//! sim.send_transport(&alice);
-//! sim.recv_transport(&bob);
-//! let (producer, _mid) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
-//! let consumer = sim.subscribe(&bob, &producer);
+//! sim.send_transport(alice);
+//! sim.recv_transport(bob);
+//! let (producer, _mid) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+//! let consumer = sim.subscribe(bob, &producer);
 //! sim.advance(Duration::from_secs(1));
-//! let got = sim.received(&bob, &consumer);
+//! let got = sim.received(bob, &consumer);
 //! assert!(got.len() > 40, "about 50 packets per second");
-//! assert_eq!(got[0].ssrc, sim.subscription(&bob, &consumer).ssrc);
+//! assert_eq!(got[0].ssrc, sim.subscription(bob, &consumer).ssrc);
 //! ```
 //!
 //! This crate is test-only (`publish = false`): helpers panic with a

@@ -8,7 +8,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pulsewave_protocol::{ParticipantSid, TransportId};
+use pulsewave_core::Owner;
+use pulsewave_protocol::TransportId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -104,7 +105,7 @@ pub struct Datagram {
     /// `Down`), when the address belongs to a simulated peer.
     pub transport: Option<TransportId>,
     /// The peer's participant.
-    pub participant: Option<ParticipantSid>,
+    pub participant: Option<Owner>,
     /// What it carries.
     pub kind: PacketKind,
     /// When it was sent.
@@ -147,7 +148,7 @@ pub struct LogEntry {
     /// The peer's transport, if known.
     pub transport: Option<TransportId>,
     /// The peer's participant, if known.
-    pub participant: Option<ParticipantSid>,
+    pub participant: Option<Owner>,
     /// What it carried.
     pub kind: PacketKind,
     /// Its size in bytes.
@@ -350,7 +351,7 @@ impl Link {
         self.log.push(LogEntry {
             direction: datagram.direction,
             transport: datagram.transport.clone(),
-            participant: datagram.participant.clone(),
+            participant: datagram.participant,
             kind: datagram.kind,
             len: datagram.contents.len(),
             sent_at: datagram.sent_at,

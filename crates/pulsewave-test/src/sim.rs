@@ -10,13 +10,11 @@ use pulsewave_client::synthetic::{SyntheticConfig, SyntheticSource};
 use pulsewave_client::{LocalTrack, PeerEvent, PeerTransport};
 use pulsewave_core::{
     AppData, DataConsumed, Datagram as EndpointDatagram, DatagramError, Endpoint, EndpointConfig,
-    Error, Event, Protocol, Room, RoomConfig, RoomId, RoomMut, RoomStats,
+    Error, Event, Owner, Protocol, Room, RoomConfig, RoomId, RoomMut, RoomStats,
 };
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpEncodingParameters, RtpParameters};
 use pulsewave_protocol::transport::{SctpStreamParameters, TransportDirection, TransportOptions};
-use pulsewave_protocol::{
-    ConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
-};
+use pulsewave_protocol::{ConsumerId, DataProducerId, MediaKind, ProducerId, TransportId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -354,7 +352,7 @@ pub struct Subscription {
 /// everything it reported.
 #[derive(Debug)]
 pub struct Peer {
-    owner: ParticipantSid,
+    owner: Owner,
     id: TransportId,
     direction: TransportDirection,
     options: TransportOptions,
@@ -367,8 +365,8 @@ pub struct Peer {
 
 impl Peer {
     /// Its participant.
-    pub fn owner(&self) -> &ParticipantSid {
-        &self.owner
+    pub fn owner(&self) -> Owner {
+        self.owner
     }
 
     /// The transport id (the server's).
@@ -479,7 +477,7 @@ impl Peer {
 #[derive(Debug)]
 struct Participant {
     name: String,
-    sid: ParticipantSid,
+    sid: Owner,
     room: RoomId,
     ip: IpAddr,
     next_port: u16,
@@ -610,7 +608,7 @@ impl Sim {
     }
 
     /// The room `p` joined, to call commands on.
-    fn room_of(&mut self, p: &ParticipantSid) -> RoomMut<'_> {
+    fn room_of(&mut self, p: Owner) -> RoomMut<'_> {
         let (now, id) = (self.now, self.participant(p).room);
         self.endpoint
             .room_mut(now, id)
@@ -727,22 +725,18 @@ impl Sim {
     }
 
     /// Every peer transport of a participant, in order of creation.
-    pub fn peers_of<'a>(&'a self, p: &'a ParticipantSid) -> impl Iterator<Item = &'a Peer> + 'a {
-        self.peers.iter().filter(move |x| &x.owner == p)
+    pub fn peers_of<'a>(&'a self, p: Owner) -> impl Iterator<Item = &'a Peer> + 'a {
+        self.peers.iter().filter(move |x| x.owner == p)
     }
 
     /// A participant's name.
-    pub fn name(&self, p: &ParticipantSid) -> &str {
+    pub fn name(&self, p: Owner) -> &str {
         &self.participant(p).name
     }
 
     /// The first send (or receive) transport of a participant that the room
     /// still holds.
-    pub fn transport_of(
-        &self,
-        p: &ParticipantSid,
-        direction: TransportDirection,
-    ) -> Option<TransportId> {
+    pub fn transport_of(&self, p: Owner, direction: TransportDirection) -> Option<TransportId> {
         self.peers_of(p)
             .find(|x| {
                 x.direction == direction
@@ -759,7 +753,7 @@ impl Sim {
     /// # Panics
     ///
     /// When `p` has no such consumer.
-    pub fn subscription(&self, p: &ParticipantSid, consumer: &ConsumerId) -> &Subscription {
+    pub fn subscription(&self, p: Owner, consumer: &ConsumerId) -> &Subscription {
         self.participant(p)
             .subscriptions
             .iter()
@@ -769,7 +763,7 @@ impl Sim {
 
     /// The RTP packets a consumer of `p` received (by its media ssrc), in
     /// order of arrival.
-    pub fn received(&self, p: &ParticipantSid, consumer: &ConsumerId) -> Vec<ReceivedRtp> {
+    pub fn received(&self, p: Owner, consumer: &ConsumerId) -> Vec<ReceivedRtp> {
         let s = self.subscription(p, consumer);
         self.peer(&s.transport_id)
             .rtp
@@ -789,7 +783,7 @@ impl Sim {
     /// When `p` has no such consumer.
     pub fn received_origins(
         &self,
-        p: &ParticipantSid,
+        p: Owner,
         consumer: &ConsumerId,
     ) -> Vec<(ReceivedRtp, Option<Origin>)> {
         let s = self.subscription(p, consumer);
@@ -821,57 +815,58 @@ impl Sim {
     /// # Panics
     ///
     /// When there is no such track.
-    pub fn track(&self, p: &ParticipantSid, mid: &str) -> &Track {
+    pub fn track(&self, p: Owner, mid: &str) -> &Track {
         self.peers
             .iter()
-            .filter(|x| &x.owner == p)
+            .filter(|x| x.owner == p)
             .find_map(|x| x.track(mid))
             .unwrap_or_else(|| panic!("{p} has no track {mid}"))
     }
 
-    fn participant(&self, p: &ParticipantSid) -> &Participant {
+    fn participant(&self, p: Owner) -> &Participant {
         self.participants
             .iter()
-            .find(|x| &x.sid == p)
+            .find(|x| x.sid == p)
             .unwrap_or_else(|| panic!("no participant {p}"))
     }
 
-    fn participant_mut(&mut self, p: &ParticipantSid) -> &mut Participant {
+    fn participant_mut(&mut self, p: Owner) -> &mut Participant {
         self.participants
             .iter_mut()
-            .find(|x| &x.sid == p)
+            .find(|x| x.sid == p)
             .unwrap_or_else(|| panic!("no participant {p}"))
     }
 
-    fn track_mut(&mut self, p: &ParticipantSid, mid: &str) -> &mut Track {
+    fn track_mut(&mut self, p: Owner, mid: &str) -> &mut Track {
         self.peers
             .iter_mut()
-            .filter(|x| &x.owner == p)
+            .filter(|x| x.owner == p)
             .find_map(|x| x.track_mut(mid))
             .unwrap_or_else(|| panic!("{p} has no track {mid}"))
     }
 
     // ----------------------------------------------------- participants
 
-    /// Adds a participant `PA_<name>` with its own IP address.
-    pub fn join(&mut self, name: &str) -> ParticipantSid {
+    /// Adds a participant `name` (its owner key is its rank of joining,
+    /// from 1) with its own IP address.
+    pub fn join(&mut self, name: &str) -> Owner {
         let room = self.room;
         self.join_room(name, room)
     }
 
     /// Adds a participant to `room` (of [`Sim::open_room`]); every
     /// participant has its own address on the simulated network.
-    pub fn join_room(&mut self, name: &str, room: RoomId) -> ParticipantSid {
+    pub fn join_room(&mut self, name: &str, room: RoomId) -> Owner {
         let i = self.participants.len();
-        let sid = ParticipantSid::new(format!("PA_{name}"));
+        let sid = Owner::new(i as u64 + 1);
         assert!(
-            self.participants.iter().all(|p| p.sid != sid),
+            self.participants.iter().all(|p| p.name != name),
             "participant {name} joined twice"
         );
         let ip = IpAddr::V4(Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8 + 1));
         self.participants.push(Participant {
             name: name.to_owned(),
-            sid: sid.clone(),
+            sid,
             room,
             ip,
             next_port: 5000,
@@ -886,7 +881,7 @@ impl Sim {
     /// learns them from each `produce`.
     pub fn open_transport(
         &mut self,
-        p: &ParticipantSid,
+        p: Owner,
         direction: TransportDirection,
         sender_caps: Option<&RtpCapabilities>,
     ) -> Result<TransportId, Error> {
@@ -908,7 +903,7 @@ impl Sim {
         let id = options.id.clone();
         self.by_addr.insert(addr, self.peers.len());
         self.peers.push(Peer {
-            owner: p.clone(),
+            owner: p,
             id: id.clone(),
             direction,
             options,
@@ -931,10 +926,10 @@ impl Sim {
         let now = self.now;
         let (owner, dtls) = {
             let peer = self.peer(id);
-            (peer.owner.clone(), peer.transport.dtls_parameters())
+            (peer.owner, peer.transport.dtls_parameters())
         };
-        self.room_of(&owner)
-            .connect_transport(now, &owner, id, &dtls)?;
+        self.room_of(owner)
+            .connect_transport(now, owner, id, &dtls)?;
         let timeout = self.config.connect_timeout;
         let id2 = id.clone();
         let connected = self.run_until(timeout, move |sim| sim.is_connected(&id2));
@@ -964,13 +959,13 @@ impl Sim {
         self.peers
             .iter()
             .find(|p| &p.id == id)
-            .and_then(|p| self.endpoint.room(self.participant(&p.owner).room))
+            .and_then(|p| self.endpoint.room(self.participant(p.owner).room))
             .is_some_and(|r| r.is_transport_connected(id))
     }
 
     /// Creates and connects a send transport with the router's payload
     /// types.
-    pub fn send_transport(&mut self, p: &ParticipantSid) -> TransportId {
+    pub fn send_transport(&mut self, p: Owner) -> TransportId {
         let id = self
             .open_transport(p, TransportDirection::Send, None)
             .expect("create a send transport");
@@ -981,11 +976,7 @@ impl Sim {
     /// Creates and connects a send transport whose peer sends with its own
     /// capabilities (payload types and extension ids), as a browser whose
     /// ids differ from the router's.
-    pub fn send_transport_with_caps(
-        &mut self,
-        p: &ParticipantSid,
-        caps: &RtpCapabilities,
-    ) -> TransportId {
+    pub fn send_transport_with_caps(&mut self, p: Owner, caps: &RtpCapabilities) -> TransportId {
         let id = self
             .open_transport(p, TransportDirection::Send, Some(caps))
             .expect("create a send transport");
@@ -994,7 +985,7 @@ impl Sim {
     }
 
     /// Creates and connects a receive transport.
-    pub fn recv_transport(&mut self, p: &ParticipantSid) -> TransportId {
+    pub fn recv_transport(&mut self, p: Owner) -> TransportId {
         let id = self
             .open_transport(p, TransportDirection::Recv, None)
             .expect("create a receive transport");
@@ -1011,12 +1002,7 @@ impl Sim {
     /// # Panics
     ///
     /// When the room refuses.
-    pub fn publish(
-        &mut self,
-        p: &ParticipantSid,
-        kind: MediaKind,
-        mime: &str,
-    ) -> (ProducerId, String) {
+    pub fn publish(&mut self, p: Owner, kind: MediaKind, mime: &str) -> (ProducerId, String) {
         self.try_publish(p, None, kind, mime, TrackOptions::default())
             .unwrap_or_else(|e| panic!("publish {mime}: {e}"))
     }
@@ -1025,7 +1011,7 @@ impl Sim {
     /// transport) and produces it. On refusal the track is removed again.
     pub fn try_publish(
         &mut self,
-        p: &ParticipantSid,
+        p: Owner,
         transport: Option<&TransportId>,
         kind: MediaKind,
         mime: &str,
@@ -1082,7 +1068,7 @@ impl Sim {
     /// # Panics
     ///
     /// When there is no such track or the room refuses.
-    pub fn unpublish(&mut self, p: &ParticipantSid, mid: &str) {
+    pub fn unpublish(&mut self, p: Owner, mid: &str) {
         let (tid, producer) = self
             .peers_of(p)
             .find_map(|x| {
@@ -1129,7 +1115,7 @@ impl Sim {
     /// When the room refuses.
     pub fn publish_simulcast(
         &mut self,
-        p: &ParticipantSid,
+        p: Owner,
         mime: &str,
         rids: &[&str],
     ) -> (ProducerId, String) {
@@ -1148,7 +1134,7 @@ impl Sim {
     /// [`PeerTransport::add_simulcast_track`]).
     pub fn try_publish_simulcast(
         &mut self,
-        p: &ParticipantSid,
+        p: Owner,
         transport: Option<&TransportId>,
         mime: &str,
         options: SimulcastOptions,
@@ -1213,7 +1199,7 @@ impl Sim {
 
     /// Starts or stops writing the frames of a track, every layer (the
     /// sources keep their pace; frames made while stopped are discarded).
-    pub fn set_sending(&mut self, p: &ParticipantSid, mid: &str, sending: bool) {
+    pub fn set_sending(&mut self, p: Owner, mid: &str, sending: bool) {
         for l in &mut self.track_mut(p, mid).layers {
             l.sending = sending;
         }
@@ -1225,7 +1211,7 @@ impl Sim {
     /// # Panics
     ///
     /// When the track has no layer `rid`.
-    pub fn set_layer_sending(&mut self, p: &ParticipantSid, mid: &str, rid: &str, sending: bool) {
+    pub fn set_layer_sending(&mut self, p: Owner, mid: &str, rid: &str, sending: bool) {
         self.track_mut(p, mid)
             .layer_mut(rid)
             .unwrap_or_else(|| panic!("track {mid} has no layer {rid}"))
@@ -1233,12 +1219,12 @@ impl Sim {
     }
 
     /// Whether a track answers the server's keyframe requests.
-    pub fn set_answer_keyframe_requests(&mut self, p: &ParticipantSid, mid: &str, answer: bool) {
+    pub fn set_answer_keyframe_requests(&mut self, p: Owner, mid: &str, answer: bool) {
         self.track_mut(p, mid).answer_keyframe_requests = answer;
     }
 
     /// Makes the next frame of a track (of every layer) a keyframe.
-    pub fn force_keyframe(&mut self, p: &ParticipantSid, mid: &str) {
+    pub fn force_keyframe(&mut self, p: Owner, mid: &str) {
         for l in &mut self.track_mut(p, mid).layers {
             l.source.request_keyframe();
         }
@@ -1249,7 +1235,7 @@ impl Sim {
     /// # Panics
     ///
     /// When the track has no layer `rid`.
-    pub fn force_layer_keyframe(&mut self, p: &ParticipantSid, mid: &str, rid: &str) {
+    pub fn force_layer_keyframe(&mut self, p: Owner, mid: &str, rid: &str) {
         self.track_mut(p, mid)
             .layer_mut(rid)
             .unwrap_or_else(|| panic!("track {mid} has no layer {rid}"))
@@ -1263,14 +1249,14 @@ impl Sim {
     /// # Panics
     ///
     /// When the room refuses.
-    pub fn subscribe(&mut self, p: &ParticipantSid, producer: &ProducerId) -> ConsumerId {
+    pub fn subscribe(&mut self, p: Owner, producer: &ProducerId) -> ConsumerId {
         let caps = self.router_caps.clone();
         self.try_subscribe(p, None, producer, &caps, true)
             .unwrap_or_else(|e| panic!("subscribe to {producer}: {e}"))
     }
 
     /// Like [`Sim::subscribe`], leaving the consumer paused.
-    pub fn subscribe_paused(&mut self, p: &ParticipantSid, producer: &ProducerId) -> ConsumerId {
+    pub fn subscribe_paused(&mut self, p: Owner, producer: &ProducerId) -> ConsumerId {
         let caps = self.router_caps.clone();
         self.try_subscribe(p, None, producer, &caps, false)
             .unwrap_or_else(|e| panic!("subscribe to {producer}: {e}"))
@@ -1281,7 +1267,7 @@ impl Sim {
     /// `resume_consumer` when `resume`.
     pub fn try_subscribe(
         &mut self,
-        p: &ParticipantSid,
+        p: Owner,
         transport: Option<&TransportId>,
         producer: &ProducerId,
         caps: &RtpCapabilities,
@@ -1335,14 +1321,14 @@ impl Sim {
     }
 
     /// Resumes a consumer of `p`.
-    pub fn resume(&mut self, p: &ParticipantSid, consumer: &ConsumerId) -> Result<(), Error> {
+    pub fn resume(&mut self, p: Owner, consumer: &ConsumerId) -> Result<(), Error> {
         let now = self.now;
         self.room_of(p).resume_consumer(now, p, consumer)
     }
 
     /// The subscriber asks for a keyframe on one of its video consumers
     /// (RTCP PLI from its peer transport).
-    pub fn request_keyframe(&mut self, p: &ParticipantSid, consumer: &ConsumerId) {
+    pub fn request_keyframe(&mut self, p: Owner, consumer: &ConsumerId) {
         let tid = self.subscription(p, consumer).transport_id.clone();
         self.peer_mut(&tid)
             .transport
@@ -1356,7 +1342,7 @@ impl Sim {
     /// announces it with `produce_data`.
     pub fn publish_data(
         &mut self,
-        p: &ParticipantSid,
+        p: Owner,
         stream_id: u16,
         label: &str,
         ordered: bool,
@@ -1386,7 +1372,7 @@ impl Sim {
     /// opens the channel on the peer.
     pub fn subscribe_data(
         &mut self,
-        p: &ParticipantSid,
+        p: Owner,
         data_producer: &DataProducerId,
     ) -> Result<DataConsumed, Error> {
         let tid = self
@@ -1408,7 +1394,7 @@ impl Sim {
     /// Sends a binary message on `p`'s data channel `stream_id` (first send
     /// transport). `false` when the channel is not open or its buffer is
     /// full.
-    pub fn send_data(&mut self, p: &ParticipantSid, stream_id: u16, data: &[u8]) -> bool {
+    pub fn send_data(&mut self, p: Owner, stream_id: u16, data: &[u8]) -> bool {
         let Some(tid) = self
             .peers_of(p)
             .find(|x| x.direction == TransportDirection::Send)
@@ -1425,7 +1411,7 @@ impl Sim {
     }
 
     /// Data messages received by `p` on its receive transports.
-    pub fn data_received(&self, p: &ParticipantSid) -> Vec<(u16, Vec<u8>)> {
+    pub fn data_received(&self, p: Owner) -> Vec<(u16, Vec<u8>)> {
         self.peers_of(p)
             .filter(|x| x.direction == TransportDirection::Recv)
             .flat_map(|x| x.data_messages())
@@ -1655,7 +1641,7 @@ impl Sim {
                 source: t.source,
                 destination: t.destination,
                 transport: peer.map(|p| p.id.clone()),
-                participant: peer.map(|p| p.owner.clone()),
+                participant: peer.map(|p| p.owner),
                 kind: classify(&t.contents),
                 sent_at: now,
                 contents: t.contents,
@@ -1672,7 +1658,7 @@ impl Sim {
                     source: p.transport.local_addr(),
                     destination: t.destination,
                     transport: Some(p.id.clone()),
-                    participant: Some(p.owner.clone()),
+                    participant: Some(p.owner),
                     kind: classify(&t.contents),
                     sent_at: now,
                     contents: t.contents,
@@ -1792,8 +1778,8 @@ mod tests {
     fn transports_connect_on_the_virtual_clock() {
         let mut sim = Sim::new(1);
         let alice = sim.join("alice");
-        let send = sim.send_transport(&alice);
-        let recv = sim.recv_transport(&alice);
+        let send = sim.send_transport(alice);
+        let recv = sim.recv_transport(alice);
         assert!(sim.is_connected(&send) && sim.is_connected(&recv));
         assert!(
             sim.elapsed() < Duration::from_secs(1),
@@ -1817,9 +1803,9 @@ mod tests {
                 );
             }
         }
-        assert_eq!(sim.peers_of(&alice).count(), 2);
+        assert_eq!(sim.peers_of(alice).count(), 2);
         assert_eq!(
-            sim.transport_of(&alice, TransportDirection::Send),
+            sim.transport_of(alice, TransportDirection::Send),
             Some(send)
         );
     }
@@ -1831,7 +1817,7 @@ mod tests {
             ..SimConfig::default()
         });
         let alice = sim.join("alice");
-        sim.send_transport(&alice);
+        sim.send_transport(alice);
         // STUN there and back, then at least two DTLS round trips.
         assert!(sim.elapsed() >= ms(600), "{:?}", sim.elapsed());
         assert!(
@@ -1846,7 +1832,7 @@ mod tests {
         let mut sim = Sim::new(2);
         assert_eq!(sim.now(), sim.start());
         let alice = sim.join("alice");
-        sim.send_transport(&alice);
+        sim.send_transport(alice);
         let t = sim.now() + ms(1234);
         sim.step_until(t);
         assert_eq!(sim.now(), t);
@@ -1869,10 +1855,10 @@ mod tests {
     fn tracks_are_paced_in_real_time() {
         let mut sim = Sim::new(3);
         let alice = sim.join("alice");
-        sim.send_transport(&alice);
-        let (_, mid) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
+        sim.send_transport(alice);
+        let (_, mid) = sim.publish(alice, MediaKind::Audio, "audio/opus");
         sim.advance(Duration::from_secs(2));
-        let sent = sim.track(&alice, &mid).sent();
+        let sent = sim.track(alice, &mid).sent();
         assert_eq!(sent.len(), 101, "frame 0 at publish, then every 20 ms");
         for w in sent.windows(2) {
             assert_eq!(w[1].at - w[0].at, ms(20));
@@ -1880,19 +1866,19 @@ mod tests {
             assert_eq!(w[1].rtp_time.wrapping_sub(w[0].rtp_time), 960);
         }
         assert_eq!(sim.stats().rtp_in, 101 - 1, "the last one is in flight");
-        sim.set_sending(&alice, &mid, false);
+        sim.set_sending(alice, &mid, false);
         sim.advance(Duration::from_secs(1));
-        assert_eq!(sim.track(&alice, &mid).sent().len(), 101);
+        assert_eq!(sim.track(alice, &mid).sent().len(), 101);
     }
 
     #[test]
     fn simulcast_layers_are_paced_and_stopped_one_by_one() {
         let mut sim = Sim::new(9);
         let alice = sim.join("alice");
-        sim.send_transport(&alice);
-        let (_, mid) = sim.publish_simulcast(&alice, "video/VP8", &["r0", "r1", "r2"]);
+        sim.send_transport(alice);
+        let (_, mid) = sim.publish_simulcast(alice, "video/VP8", &["r0", "r1", "r2"]);
         sim.advance(Duration::from_secs(1));
-        let track = sim.track(&alice, &mid);
+        let track = sim.track(alice, &mid);
         assert!(track.is_simulcast());
         let frames = |l: &TrackLayer| l.sent().iter().filter(|s| s.marker).count();
         let r0 = track.layer("r0").unwrap();
@@ -1921,10 +1907,10 @@ mod tests {
         );
 
         let n2 = r2.sent().len();
-        sim.set_layer_sending(&alice, &mid, "r2", false);
-        sim.force_layer_keyframe(&alice, &mid, "r1");
+        sim.set_layer_sending(alice, &mid, "r2", false);
+        sim.force_layer_keyframe(alice, &mid, "r1");
         sim.advance(Duration::from_millis(500));
-        let track = sim.track(&alice, &mid);
+        let track = sim.track(alice, &mid);
         assert_eq!(track.layer("r2").unwrap().sent().len(), n2, "r2 stopped");
         assert!(track.is_sending(), "r0 and r1 go on");
         let keyframes = |rid: &str| {
@@ -1945,14 +1931,14 @@ mod tests {
         let mut sim = Sim::new(4);
         let alice = sim.join("alice");
         let bob = sim.join("bob");
-        sim.send_transport(&alice);
-        sim.recv_transport(&bob);
-        let (p, _) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
-        let c = sim.subscribe(&bob, &p);
+        sim.send_transport(alice);
+        sim.recv_transport(bob);
+        let (p, _) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+        let c = sim.subscribe(bob, &p);
         sim.advance(ms(100));
         sim.drive();
         assert_eq!(sim.link().in_flight(), 0);
-        assert!(!sim.received(&bob, &c).is_empty());
+        assert!(!sim.received(bob, &c).is_empty());
     }
 
     #[test]
@@ -1960,8 +1946,8 @@ mod tests {
     fn drive_bounded_catches_a_network_that_never_settles() {
         let mut sim = Sim::new(5);
         let alice = sim.join("alice");
-        sim.send_transport(&alice);
-        sim.publish(&alice, MediaKind::Audio, "audio/opus");
+        sim.send_transport(alice);
+        sim.publish(alice, MediaKind::Audio, "audio/opus");
         // A packet every 20 ms, each a second in flight: never quiet.
         sim.set_link(LinkConfig::with_latency(Duration::from_secs(1)));
         sim.advance(ms(10));
@@ -1972,11 +1958,11 @@ mod tests {
     fn filters_mtu_and_cuts_drop_what_they_should() {
         let mut sim = Sim::new(6);
         let alice = sim.join("alice");
-        let tid = sim.send_transport(&alice);
-        let (_, audio) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
-        let (_, video) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-        let audio_ssrc = sim.track(&alice, &audio).local().ssrc;
-        let video_ssrc = sim.track(&alice, &video).local().ssrc;
+        let tid = sim.send_transport(alice);
+        let (_, audio) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+        let (_, video) = sim.publish(alice, MediaKind::Video, "video/VP8");
+        let audio_ssrc = sim.track(alice, &audio).local().ssrc;
+        let video_ssrc = sim.track(alice, &video).local().ssrc;
         let mut n = 0;
         sim.add_filter(move |d| {
             if d.direction == Direction::Up && d.kind.rtp_ssrc() == Some(audio_ssrc) {
@@ -2032,9 +2018,9 @@ mod tests {
         let run = |seed| {
             let mut sim = Sim::new(seed);
             let alice = sim.join("alice");
-            sim.send_transport(&alice);
-            let (_, mid) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
-            let ssrc = sim.track(&alice, &mid).local().ssrc;
+            sim.send_transport(alice);
+            let (_, mid) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+            let ssrc = sim.track(alice, &mid).local().ssrc;
             let start = sim.link().log().len();
             sim.set_link(LinkConfig {
                 loss: 0.2,

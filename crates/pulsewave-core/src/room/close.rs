@@ -47,7 +47,7 @@ impl Room {
             self.out.demux.push_back(DemuxChange::Unbind(*addr));
         }
         self.owners
-            .remove(&t.owner, |h| h.transports.retain(|k| *k != key));
+            .remove(t.owner, |h| h.transports.retain(|k| *k != key));
         // Say goodbye (DTLS close_notify) if the stack has anything to send.
         t.rtc.disconnect();
         let mut goodbye = Outputs::default();
@@ -69,13 +69,13 @@ impl Room {
         let Some(p) = self.producers.remove(key) else {
             return;
         };
-        self.owners.remove(&p.owner, |h| h.producers -= 1);
+        self.owners.remove(p.owner, |h| h.producers -= 1);
         // The producer's end is reported before its consequences, so a
         // subscriber hears "unpublished" before "unsubscribed".
         self.events
             .push_back(Event::State(StateChange::ProducerClosed {
                 producer_id: p.id.clone(),
-                owner: p.owner.clone(),
+                owner: p.owner,
                 app_data: p.app_data.clone(),
             }));
         for c in &p.consumers {
@@ -100,7 +100,7 @@ impl Room {
         let Some(c) = self.consumers.remove(key) else {
             return;
         };
-        self.owners.remove(&c.owner, |h| h.consumers -= 1);
+        self.owners.remove(c.owner, |h| h.consumers -= 1);
         if let Some(p) = self.producers.get_mut(c.producer) {
             p.consumers.retain(|k| *k != key);
         }
@@ -127,11 +127,11 @@ impl Room {
         let Some(d) = self.data_producers.remove(key) else {
             return;
         };
-        self.owners.remove(&d.owner, |h| h.data_producers -= 1);
+        self.owners.remove(d.owner, |h| h.data_producers -= 1);
         self.events
             .push_back(Event::State(StateChange::DataProducerClosed {
                 data_producer_id: d.id.clone(),
-                owner: d.owner.clone(),
+                owner: d.owner,
                 app_data: d.app_data.clone(),
             }));
         for c in &d.consumers {
@@ -159,7 +159,7 @@ impl Room {
         let Some(d) = self.data_consumers.remove(key) else {
             return;
         };
-        self.owners.remove(&d.owner, |h| h.data_consumers -= 1);
+        self.owners.remove(d.owner, |h| h.data_consumers -= 1);
         if let Some(p) = self.data_producers.get_mut(d.data_producer) {
             p.consumers.retain(|k| *k != key);
         }

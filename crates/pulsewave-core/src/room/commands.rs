@@ -1,6 +1,7 @@
 //! Commands from signaling: transports, producers, consumers, data
 //! producers and data consumers.
 
+use crate::owners::Owner;
 use std::time::Instant;
 
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
@@ -8,7 +9,7 @@ use pulsewave_protocol::transport::{
     DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
 };
 use pulsewave_protocol::{
-    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
 };
 use str0m::channel::{ChannelConfig, Reliability};
 use str0m::media::{Mid, Rid};
@@ -35,7 +36,7 @@ use super::{Consumed, DataConsumed, Produced, Room, to_rtc_kind};
 impl Room {
     pub(super) fn owned_transport(
         &self,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: Option<&TransportId>,
         direction: TransportDirection,
     ) -> Result<TransportKey, Error> {
@@ -88,7 +89,7 @@ impl Room {
     pub fn create_transport(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         direction: TransportDirection,
     ) -> Result<TransportOptions, Error> {
         let now = self.advance(now);
@@ -96,7 +97,7 @@ impl Room {
             return Err(Error::LimitReached("transports per participant"));
         }
         let spec = TransportSpec {
-            owner: owner.clone(),
+            owner,
             direction,
             router_caps: &self.config.rtp_capabilities,
             local_addr: self.config.local_addr,
@@ -121,7 +122,7 @@ impl Room {
     pub fn connect_transport(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &TransportId,
         dtls: &DtlsParameters,
     ) -> Result<(), Error> {
@@ -143,7 +144,7 @@ impl Room {
     pub fn close_transport(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &TransportId,
     ) -> Result<(), Error> {
         let now = self.advance(now);
@@ -158,7 +159,7 @@ impl Room {
 
     /// Closes every transport of `owner`. Events report only what other
     /// participants lose (their consumers and data consumers).
-    pub fn close_participant(&mut self, now: Instant, owner: &ParticipantSid) {
+    pub fn close_participant(&mut self, now: Instant, owner: Owner) {
         let now = self.advance(now);
         let keys = self.owners.of(owner).transports.clone();
         for key in keys {
@@ -171,7 +172,7 @@ impl Room {
             | Event::ProducerClosed { owner: o, .. }
             | Event::ConsumerClosed { owner: o, .. }
             | Event::DataProducerClosed { owner: o, .. }
-            | Event::DataConsumerClosed { owner: o, .. } => o != owner,
+            | Event::DataConsumerClosed { owner: o, .. } => *o != owner,
             Event::RoomFailed | Event::State(_) => true,
         });
         self.process(now);
@@ -188,7 +189,7 @@ impl Room {
     pub fn produce(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         transport_id: Option<&TransportId>,
         kind: MediaKind,
         mut rtp_parameters: RtpParameters,
@@ -280,7 +281,7 @@ impl Room {
         };
         let pkey = self.producers.insert(Producer {
             id: id.clone(),
-            owner: owner.clone(),
+            owner,
             transport: tkey,
             kind,
             mid: mid.clone(),
@@ -336,7 +337,7 @@ impl Room {
         self.events
             .push_back(Event::State(StateChange::ProducerCreated {
                 producer_id: id.clone(),
-                owner: owner.clone(),
+                owner,
                 kind,
                 mime_type: mime_type.clone(),
                 simulcast,
@@ -353,7 +354,7 @@ impl Room {
 
     pub(super) fn owned_producer(
         &self,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &ProducerId,
     ) -> Result<ProducerKey, Error> {
         self.producers.owned(id, owner).map_err(|e| match e {
@@ -367,7 +368,7 @@ impl Room {
     pub fn close_producer(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &ProducerId,
     ) -> Result<(), Error> {
         let now = self.advance(now);
@@ -381,7 +382,7 @@ impl Room {
     pub fn pause_producer(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &ProducerId,
     ) -> Result<(), Error> {
         self.advance(now);
@@ -397,7 +398,7 @@ impl Room {
     pub fn consume(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         transport_id: Option<&TransportId>,
         producer_id: &ProducerId,
         rtp_capabilities: &RtpCapabilities,
@@ -415,7 +416,7 @@ impl Room {
             return Err(Error::LimitReached("consumers per transport"));
         }
         let p = &self.producers[pkey];
-        if &p.owner == owner {
+        if p.owner == owner {
             return Err(Error::CannotConsume(
                 "a participant cannot subscribe to its own producer".into(),
             ));
@@ -433,7 +434,7 @@ impl Room {
             .filter(|(_, c)| {
                 self.consumers
                     .get(*c)
-                    .is_some_and(|c| c.producer == pkey && &c.owner == owner)
+                    .is_some_and(|c| c.producer == pkey && c.owner == owner)
             })
             .count();
         if already >= self.config.max_consumers_per_producer {
@@ -478,7 +479,7 @@ impl Room {
         let id = ConsumerId::generate_from(&mut self.rng);
         let ckey = self.consumers.insert(Consumer {
             id: id.clone(),
-            owner: owner.clone(),
+            owner,
             transport: ukey,
             producer: pkey,
             producer_id: producer_id.clone(),
@@ -516,7 +517,7 @@ impl Room {
 
     pub(super) fn owned_consumer(
         &self,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &ConsumerId,
     ) -> Result<ConsumerKey, Error> {
         // Another participant's consumer is "not found": nothing leaks.
@@ -529,7 +530,7 @@ impl Room {
     pub fn pause_consumer(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &ConsumerId,
     ) -> Result<(), Error> {
         self.advance(now);
@@ -542,7 +543,7 @@ impl Room {
     pub fn close_consumer(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &ConsumerId,
     ) -> Result<ProducerId, Error> {
         let now = self.advance(now);
@@ -561,7 +562,7 @@ impl Room {
     pub fn produce_data(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         transport_id: Option<&TransportId>,
         params: SctpStreamParameters,
         label: &str,
@@ -596,7 +597,7 @@ impl Room {
         let id = DataProducerId::generate_from(&mut self.rng);
         let key = self.data_producers.insert(DataProducer {
             id: id.clone(),
-            owner: owner.clone(),
+            owner,
             transport: tkey,
             channel,
             params,
@@ -624,7 +625,7 @@ impl Room {
         self.events
             .push_back(Event::State(StateChange::DataProducerCreated {
                 data_producer_id: id.clone(),
-                owner: owner.clone(),
+                owner,
                 label: label.to_owned(),
                 protocol: protocol.to_owned(),
                 reliable: is_reliable(&params),
@@ -647,7 +648,7 @@ impl Room {
     pub fn close_data_producer(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &DataProducerId,
     ) -> Result<(), Error> {
         let now = self.advance(now);
@@ -665,7 +666,7 @@ impl Room {
     pub fn consume_data(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         transport_id: Option<&TransportId>,
         data_producer_id: &DataProducerId,
     ) -> Result<DataConsumed, Error> {
@@ -696,7 +697,7 @@ impl Room {
         let id = DataConsumerId::generate_from(&mut self.rng);
         let key = self.data_consumers.insert(DataConsumer {
             id: id.clone(),
-            owner: owner.clone(),
+            owner,
             transport: ukey,
             data_producer: dpkey,
             channel,
@@ -724,7 +725,7 @@ impl Room {
     pub fn close_data_consumer(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &DataConsumerId,
     ) -> Result<(), Error> {
         let now = self.advance(now);

@@ -1,9 +1,10 @@
 //! Layer and keyframe policy: which simulcast layer each consumer gets, and
 //! when publishers are asked for keyframes.
 
+use crate::owners::Owner;
 use std::time::Instant;
 
-use pulsewave_protocol::{ConsumerId, ParticipantSid, ProducerId};
+use pulsewave_protocol::{ConsumerId, ProducerId};
 use str0m::media::KeyframeRequestKind;
 use str0m::rtp::Ssrc;
 
@@ -78,7 +79,7 @@ impl Room {
     pub fn set_consumer_preferred_layer(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &ConsumerId,
         spatial_layer: Option<u8>,
     ) -> Result<(), Error> {
@@ -107,7 +108,7 @@ impl Room {
     pub fn resume_producer(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &ProducerId,
     ) -> Result<(), Error> {
         let now = self.advance(now);
@@ -134,7 +135,7 @@ impl Room {
     pub fn resume_consumer(
         &mut self,
         now: Instant,
-        owner: &ParticipantSid,
+        owner: Owner,
         id: &ConsumerId,
     ) -> Result<(), Error> {
         let now = self.advance(now);

@@ -1,6 +1,7 @@
 //! The room: every transport, producer and consumer of one conference, and
 //! the forwarding between them.
 
+use crate::owners::Owner;
 use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
@@ -10,7 +11,7 @@ use std::time::Instant;
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{
-    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+    ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
 };
 use str0m::Event as RtcEvent;
 use str0m::media::MediaKind as RtcMediaKind;
@@ -160,7 +161,7 @@ pub struct DataConsumed {
 ///
 /// ```
 /// use std::time::Instant;
-/// use pulsewave_core::{Endpoint, EndpointConfig};
+/// use pulsewave_core::{Endpoint, EndpointConfig, Owner};
 /// use pulsewave_protocol::transport::TransportDirection;
 ///
 /// let now = Instant::now();
@@ -168,7 +169,7 @@ pub struct DataConsumed {
 /// let id = endpoint.open_room(now);
 /// let mut room = endpoint.room_mut(now, id).unwrap();
 /// let options = room
-///     .create_transport(now, &"PA_alice".into(), TransportDirection::Recv)
+///     .create_transport(now, Owner::new(1), TransportDirection::Recv)
 ///     .unwrap();
 /// assert!(options.ice_parameters.ice_lite);
 /// assert_eq!(room.stats().transports, 1);
@@ -250,13 +251,13 @@ impl Room {
     }
 
     /// The owner of a producer.
-    pub fn producer_owner(&self, id: &ProducerId) -> Option<&ParticipantSid> {
-        self.producers.by_id(id).map(|p| &p.owner)
+    pub fn producer_owner(&self, id: &ProducerId) -> Option<Owner> {
+        self.producers.by_id(id).map(|p| p.owner)
     }
 
     /// The owner of a data producer.
-    pub fn data_producer_owner(&self, id: &DataProducerId) -> Option<&ParticipantSid> {
-        self.data_producers.by_id(id).map(|p| &p.owner)
+    pub fn data_producer_owner(&self, id: &DataProducerId) -> Option<Owner> {
+        self.data_producers.by_id(id).map(|p| p.owner)
     }
 
     /// Whether the transport's ICE and DTLS are up.
@@ -288,7 +289,7 @@ impl Room {
             self.events
                 .push_back(Event::State(StateChange::ProducerPaused {
                     producer_id: p.id.clone(),
-                    owner: p.owner.clone(),
+                    owner: p.owner,
                     paused: p.paused,
                     app_data: p.app_data.clone(),
                 }));
@@ -359,7 +360,7 @@ impl Room {
                 debug!(transport = %t.id, "transport connected");
                 self.events.push_back(Event::TransportConnected {
                     transport_id: t.id.clone(),
-                    owner: t.owner.clone(),
+                    owner: t.owner,
                 });
                 // Subscribers whose transport just came up need a picture.
                 let waiting: Vec<(ProducerKey, Option<usize>)> = match t.direction {

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pulsewave_core::Event as MediaEvent;
+use pulsewave_core::{Event as MediaEvent, Owner};
 use pulsewave_protocol::rtp::RtpCapabilities;
 use pulsewave_protocol::{
     DataKind, DisconnectReason, ParticipantInfo, ParticipantSid, RequestId, RoomInfo, RoomSid,
@@ -56,6 +56,8 @@ pub(crate) enum Command {
 
 pub(crate) struct Participant {
     pub(crate) info: ParticipantInfo,
+    /// Its key in the room's media core (unique in the room, never reused).
+    pub(crate) owner: Owner,
     pub(crate) outbound: Outbound,
     /// Bytes this participant's entry takes in the room listing of `joined`
     /// (0 for a hidden participant, who is not listed).
@@ -96,6 +98,8 @@ pub(crate) struct RoomActor {
     pub(crate) manager: Arc<ManagerInner>,
     /// In join order.
     pub(crate) participants: Vec<Participant>,
+    /// The last media owner key handed out.
+    next_owner: u64,
     /// When the room became empty, if it is.
     empty_since: Option<Instant>,
     /// The room's media on its worker, if the server has media workers.
@@ -132,6 +136,7 @@ impl RoomActor {
             created_at: unix_millis(),
             manager,
             participants: Vec::new(),
+            next_owner: 0,
             empty_since: Some(Instant::now()),
             media: None,
             events: None,
@@ -430,8 +435,10 @@ impl RoomActor {
             );
         }
         info!(room = %self.name, identity = %info.identity, sid = %sid, "participant joined");
+        self.next_owner += 1;
         self.participants.push(Participant {
             info,
+            owner: Owner::new(self.next_owner),
             outbound: req.outbound,
             listed_bytes: cost,
         });
@@ -448,8 +455,9 @@ impl RoomActor {
         }
         // Its media goes first, while it is still listed: the room's state
         // changes (its tracks and data channels closing) reach the others.
-        if let Some(media) = &self.media {
-            let _ = media.close_participant(sid.clone()).await;
+        let owner = self.participant(sid).map(|p| p.owner);
+        if let (Some(media), Ok(owner)) = (&self.media, owner) {
+            let _ = media.close_participant(owner).await;
             self.apply_media_events(Cause::Leaving(sid));
         }
         let Some(idx) = self.participants.iter().position(|p| &p.info.sid == sid) else {

@@ -2,7 +2,7 @@
 //! channels. The room actor runs them on the room's media worker and turns
 //! the results and the media events into messages.
 
-use pulsewave_core::{AppData, Event as MediaEvent, StateChange};
+use pulsewave_core::{AppData, Error as RoomError, Event as MediaEvent, Owner, StateChange};
 use pulsewave_media::{MediaError, MediaRoom};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
@@ -89,11 +89,36 @@ pub(crate) enum MediaRequest {
 pub(crate) fn media_error(e: MediaError) -> SignalError {
     match e {
         MediaError::Room(e) => SignalError::Media {
-            code: e.code(),
+            code: room_error_code(&e),
             message: e.to_string(),
         },
         MediaError::Gone => SignalError::Unavailable("the room's media is not running".into()),
         other => SignalError::Internal(other.to_string()),
+    }
+}
+
+/// The stable wire code of each core error.
+pub(crate) fn room_error_code(e: &RoomError) -> ErrorCode {
+    match e {
+        RoomError::TransportNotFound(_) => ErrorCode::TransportNotFound,
+        RoomError::AmbiguousTransport(_) => ErrorCode::InvalidParameters,
+        RoomError::TransportNotConnected(_) => ErrorCode::TransportNotConnected,
+        RoomError::TransportAlreadyConnected(_) => ErrorCode::TransportAlreadyConnected,
+        RoomError::WrongTransportDirection { .. } => ErrorCode::WrongTransportDirection,
+        RoomError::ProducerNotFound(_) => ErrorCode::ProducerNotFound,
+        RoomError::ConsumerNotFound(_) => ErrorCode::ConsumerNotFound,
+        RoomError::DataProducerNotFound(_) => ErrorCode::DataProducerNotFound,
+        RoomError::DataConsumerNotFound(_) => ErrorCode::DataConsumerNotFound,
+        RoomError::NotOwner(_) => ErrorCode::NotOwner,
+        RoomError::UnsupportedCodec(_) => ErrorCode::UnsupportedCodec,
+        RoomError::DuplicateSsrc(_) => ErrorCode::DuplicateSsrc,
+        RoomError::InvalidRtpParameters(_) => ErrorCode::InvalidRtpParameters,
+        RoomError::InvalidDtlsParameters(_) => ErrorCode::InvalidParameters,
+        RoomError::CannotConsume(_) => ErrorCode::CannotConsume,
+        RoomError::InvalidSctpParameters(_) => ErrorCode::InvalidSctpParameters,
+        RoomError::LimitReached(_) => ErrorCode::LimitReached,
+        // A variant added to the core later: a generic failure until mapped.
+        _ => ErrorCode::InvalidParameters,
     }
 }
 
@@ -112,8 +137,7 @@ impl RoomActor {
         rid: Option<RequestId>,
     ) -> Result<(), SignalError> {
         let rid = rid.as_ref();
-        let owner = from.clone();
-        self.participant(from)?;
+        let owner = self.participant(from)?.owner;
         match request {
             MediaRequest::CreateTransport {
                 direction,
@@ -442,6 +466,9 @@ impl RoomActor {
                 owner,
                 reason,
             } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
                 self.send_to(
                     &owner,
                     &ServerMessage::TransportClosed {
@@ -457,6 +484,9 @@ impl RoomActor {
                 owner,
                 ..
             } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
                 self.send_to(
                     &owner,
                     &ServerMessage::TrackUnsubscribed {
@@ -471,6 +501,9 @@ impl RoomActor {
                 owner,
                 ..
             } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
                 self.send_to(
                     &owner,
                     &ServerMessage::DataUnsubscribed { data_consumer_id },
@@ -480,6 +513,14 @@ impl RoomActor {
             // Producers and data producers: their `State` change says it.
             _ => {}
         }
+    }
+
+    /// The participant holding the media of `owner`.
+    fn sid_of(&self, owner: Owner) -> Option<ParticipantSid> {
+        self.participants
+            .iter()
+            .find(|p| p.owner == owner)
+            .map(|p| p.info.sid.clone())
     }
 
     /// Sends `message` about `owner`'s object to everyone: to the
@@ -507,6 +548,9 @@ impl RoomActor {
                 app_data,
             } => {
                 let Some(meta) = app_data.get::<TrackMeta>() else {
+                    return;
+                };
+                let Some(owner) = self.sid_of(owner) else {
                     return;
                 };
                 let Ok(p) = self.participant_mut(&owner) else {
@@ -547,6 +591,9 @@ impl RoomActor {
                 paused,
                 ..
             } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
                 let Ok(p) = self.participant_mut(&owner) else {
                     return;
                 };
@@ -579,6 +626,9 @@ impl RoomActor {
             StateChange::ProducerClosed {
                 producer_id, owner, ..
             } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
                 let Ok(p) = self.participant_mut(&owner) else {
                     return;
                 };
@@ -602,6 +652,9 @@ impl RoomActor {
                 reliable,
                 ..
             } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
                 let Ok(p) = self.participant_mut(&owner) else {
                     return;
                 };
@@ -641,6 +694,9 @@ impl RoomActor {
                 owner,
                 ..
             } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
                 let Ok(p) = self.participant_mut(&owner) else {
                     return;
                 };

@@ -2,24 +2,28 @@
 
 use std::collections::HashSet;
 
+use pulsewave_core::Owner;
 use pulsewave_test::{LinkConfig, Sim};
 
 use crate::{SECOND, alice_and_bob, recv_tid, send_tid};
 
 /// Opens Alice's channel on stream 1 and Bob's consumer of it; waits until
 /// both are open. Returns Bob's stream id.
-fn open_channel(sim: &mut Sim, ordered: bool, max_retransmits: Option<u16>) -> u16 {
-    let alice = pulsewave_protocol::ParticipantSid::new("PA_alice");
-    let bob = pulsewave_protocol::ParticipantSid::new("PA_bob");
+fn open_channel(
+    sim: &mut Sim,
+    (alice, bob): (Owner, Owner),
+    ordered: bool,
+    max_retransmits: Option<u16>,
+) -> u16 {
     let dp = sim
-        .publish_data(&alice, 1, "chat", ordered, max_retransmits)
+        .publish_data(alice, 1, "chat", ordered, max_retransmits)
         .unwrap();
     assert_eq!(
         sim.room().data_producer_reliable(&dp),
         Some(max_retransmits.is_none()),
         "reliable: every message retransmitted until it arrives, ordered or not"
     );
-    let consumed = sim.subscribe_data(&bob, &dp).unwrap();
+    let consumed = sim.subscribe_data(bob, &dp).unwrap();
     assert_eq!(consumed.label, "chat");
     assert_eq!(consumed.sctp_stream_parameters.ordered, Some(ordered));
     assert_eq!(
@@ -27,7 +31,7 @@ fn open_channel(sim: &mut Sim, ordered: bool, max_retransmits: Option<u16>) -> u
         max_retransmits
     );
     let stream = consumed.sctp_stream_parameters.stream_id;
-    let (atid, btid) = (send_tid(sim, &alice), recv_tid(sim, &bob));
+    let (atid, btid) = (send_tid(sim, alice), recv_tid(sim, bob));
     let open = sim.run_until(5 * SECOND, |s| {
         s.peer(&atid).channel_open(1) && s.peer(&btid).channel_open(stream)
     });
@@ -42,18 +46,18 @@ fn message(i: usize) -> Vec<u8> {
 #[test]
 fn a_reliable_channel_delivers_every_message_in_order_despite_loss() {
     let (mut sim, alice, bob) = alice_and_bob(40);
-    let stream = open_channel(&mut sim, true, None);
+    let stream = open_channel(&mut sim, (alice, bob), true, None);
     sim.set_link(LinkConfig {
         loss: 0.2,
         ..LinkConfig::default()
     });
     for i in 0..100 {
-        assert!(sim.send_data(&alice, 1, &message(i)), "message {i} queued");
+        assert!(sim.send_data(alice, 1, &message(i)), "message {i} queued");
         sim.advance(SECOND / 100);
     }
-    let all = sim.run_until(20 * SECOND, |s| s.data_received(&bob).len() >= 100);
-    assert!(all, "only {} of 100 arrived", sim.data_received(&bob).len());
-    let got = sim.data_received(&bob);
+    let all = sim.run_until(20 * SECOND, |s| s.data_received(bob).len() >= 100);
+    assert!(all, "only {} of 100 arrived", sim.data_received(bob).len());
+    let got = sim.data_received(bob);
     let expected: Vec<(u16, Vec<u8>)> = (0..100).map(|i| (stream, message(i))).collect();
     assert_eq!(got, expected);
     assert!(sim.stats().data_relayed >= 100);
@@ -62,19 +66,15 @@ fn a_reliable_channel_delivers_every_message_in_order_despite_loss() {
 #[test]
 fn a_lossy_channel_delivers_what_survives_once_and_without_retransmission() {
     let (mut sim, alice, bob) = alice_and_bob(41);
-    let stream = open_channel(&mut sim, false, Some(0));
+    let stream = open_channel(&mut sim, (alice, bob), false, Some(0));
 
     // On a clean link every message arrives.
     for i in 0..50 {
-        assert!(sim.send_data(&alice, 1, &message(i)));
+        assert!(sim.send_data(alice, 1, &message(i)));
         sim.advance(SECOND / 100);
     }
     sim.advance(SECOND);
-    let got: HashSet<Vec<u8>> = sim
-        .data_received(&bob)
-        .into_iter()
-        .map(|(_, m)| m)
-        .collect();
+    let got: HashSet<Vec<u8>> = sim.data_received(bob).into_iter().map(|(_, m)| m).collect();
     assert_eq!(got.len(), 50);
 
     // With 30 % loss some are lost for good, none is duplicated, and
@@ -84,12 +84,12 @@ fn a_lossy_channel_delivers_what_survives_once_and_without_retransmission() {
         ..LinkConfig::default()
     });
     for i in 50..250 {
-        assert!(sim.send_data(&alice, 1, &message(i)));
+        assert!(sim.send_data(alice, 1, &message(i)));
         sim.advance(SECOND / 100);
     }
     sim.set_link(LinkConfig::default());
     sim.advance(5 * SECOND);
-    let got = sim.data_received(&bob);
+    let got = sim.data_received(bob);
     assert!(got.iter().all(|(s, _)| *s == stream));
     let unique: HashSet<&Vec<u8>> = got.iter().map(|(_, m)| m).collect();
     assert_eq!(unique.len(), got.len(), "no duplicates");

@@ -24,28 +24,25 @@ fn two_rooms_share_one_endpoint() {
     let bob = sim.join("bob");
     let carol = sim.join_room("carol", second);
     let dave = sim.join_room("dave", second);
-    for p in [&alice, &carol] {
+    for p in [alice, carol] {
         sim.send_transport(p);
     }
-    for p in [&bob, &dave] {
+    for p in [bob, dave] {
         sim.recv_transport(p);
     }
-    let (a_video, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let (c_video, _) = sim.publish(&carol, MediaKind::Video, "video/VP8");
-    let bob_c = sim.subscribe(&bob, &a_video);
-    let dave_c = sim.subscribe(&dave, &c_video);
+    let (a_video, _) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let (c_video, _) = sim.publish(carol, MediaKind::Video, "video/VP8");
+    let bob_c = sim.subscribe(bob, &a_video);
+    let dave_c = sim.subscribe(dave, &c_video);
     sim.advance(2 * SECOND);
-    for (who, consumer) in [(&bob, &bob_c), (&dave, &dave_c)] {
+    for (who, consumer) in [(bob, &bob_c), (dave, &dave_c)] {
         let got = sim.received(who, consumer);
         assert!(got.len() > 100, "{who}: {}", got.len());
         assert_contiguous(&got);
     }
     // Rooms are separate: Bob cannot subscribe to Carol's producer.
     let caps = sim.router_caps().clone();
-    assert!(
-        sim.try_subscribe(&bob, None, &c_video, &caps, true)
-            .is_err()
-    );
+    assert!(sim.try_subscribe(bob, None, &c_video, &caps, true).is_err());
     assert_eq!(sim.endpoint().stats().rooms, 2);
     assert_eq!(sim.room_by_id(second).stats().producers, 1);
 }
@@ -59,12 +56,12 @@ fn a_panicking_room_is_contained() {
     let alice = sim.join("alice");
     let bob = sim.join("bob");
     let carol = sim.join_room("carol", doomed);
-    sim.send_transport(&alice);
-    sim.recv_transport(&bob);
-    sim.send_transport(&carol);
-    let (video, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let consumer = sim.subscribe(&bob, &video);
-    sim.publish(&carol, MediaKind::Audio, "audio/opus");
+    sim.send_transport(alice);
+    sim.recv_transport(bob);
+    sim.send_transport(carol);
+    let (video, _) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(bob, &video);
+    sim.publish(carol, MediaKind::Audio, "audio/opus");
     sim.advance(SECOND);
 
     let now = sim.now();
@@ -82,9 +79,9 @@ fn a_panicking_room_is_contained() {
     );
 
     // The survivor goes on, and Carol's datagrams now reach nobody.
-    let before = sim.received(&bob, &consumer).len();
+    let before = sim.received(bob, &consumer).len();
     sim.advance(2 * SECOND);
-    let got = sim.received(&bob, &consumer);
+    let got = sim.received(bob, &consumer);
     assert!(got.len() > before + 100, "{} -> {}", before, got.len());
     assert_contiguous(&got);
     assert!(sim.endpoint().stats().datagrams_unknown > 0);
@@ -100,13 +97,13 @@ fn a_panicking_room_is_contained() {
 #[test]
 fn a_forwarded_packet_leaves_at_the_timeout_poll_timeout_asks_for_now() {
     let (mut sim, alice, bob) = crate::alice_and_bob(302);
-    let (video, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let consumer = sim.subscribe(&bob, &video);
+    let (video, _) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(bob, &video);
     sim.advance(SECOND);
-    let bob_tid = sim.subscription(&bob, &consumer).transport_id.clone();
+    let bob_tid = sim.subscription(bob, &consumer).transport_id.clone();
     let bob_addr = sim.peer(&bob_tid).transport().local_addr();
     // Catch one of Alice's RTP packets on its way to the server.
-    let tid = send_tid(&sim, &alice);
+    let tid = send_tid(&sim, alice);
     let caught: Rc<RefCell<Option<Caught>>> = Rc::default();
     let slot = caught.clone();
     let filter = sim.add_filter(move |d| {
@@ -159,14 +156,14 @@ fn a_forwarded_packet_leaves_at_the_timeout_poll_timeout_asks_for_now() {
 #[test]
 fn address_routes_are_removed_with_the_transport() {
     let (mut sim, alice, _bob) = crate::alice_and_bob(303);
-    sim.publish(&alice, MediaKind::Video, "video/VP8");
+    sim.publish(alice, MediaKind::Video, "video/VP8");
     sim.advance(SECOND);
-    let tid = send_tid(&sim, &alice);
+    let tid = send_tid(&sim, alice);
     let routed_before = sim.endpoint().stats().datagrams_routed;
     assert!(routed_before > 0);
     // Close Alice's transport: datagrams from her address stop routing.
     let now = sim.now();
-    sim.room_mut().close_transport(now, &alice, &tid).unwrap();
+    sim.room_mut().close_transport(now, alice, &tid).unwrap();
     let unknown = sim.endpoint().stats().datagrams_unknown;
     sim.advance(SECOND);
     assert!(

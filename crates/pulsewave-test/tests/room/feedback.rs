@@ -50,10 +50,10 @@ fn drop_nth(sim: &mut Sim, direction: Direction, ssrc: u32, n: usize) -> Rc<Cell
 #[test]
 fn a_packet_lost_on_the_way_to_the_subscriber_is_repaired_by_nack_and_rtx() {
     let (mut sim, alice, bob) = alice_and_bob(10);
-    let (producer, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let consumer = sim.subscribe(&bob, &producer);
+    let (producer, _) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(bob, &producer);
     sim.advance(SECOND);
-    let sub = sim.subscription(&bob, &consumer).clone();
+    let sub = sim.subscription(bob, &consumer).clone();
     let (rtx_ssrc, rtx_pt) = (sub.rtx_ssrc.unwrap(), sub.rtx_payload_type.unwrap());
     assert_eq!(
         delivered_rtp(&sim, Direction::Down, rtx_ssrc, rtx_pt),
@@ -65,7 +65,7 @@ fn a_packet_lost_on_the_way_to_the_subscriber_is_repaired_by_nack_and_rtx() {
     sim.advance(2 * SECOND);
 
     let lost = dropped.get().expect("the 10th packet was dropped");
-    let got = sim.received(&bob, &consumer);
+    let got = sim.received(bob, &consumer);
     assert_no_holes(&got);
     let at = |seq: u16| {
         got.iter()
@@ -84,7 +84,7 @@ fn a_packet_lost_on_the_way_to_the_subscriber_is_repaired_by_nack_and_rtx() {
     // Bob asked for it: some RTCP went up from Bob's transport.
     assert!(sim.link().log().iter().any(|e| {
         e.direction == Direction::Up
-            && e.participant.as_ref() == Some(&bob)
+            && e.participant == Some(bob)
             && matches!(e.kind, PacketKind::Rtcp { pt: 205 })
     }));
 }
@@ -92,10 +92,10 @@ fn a_packet_lost_on_the_way_to_the_subscriber_is_repaired_by_nack_and_rtx() {
 #[test]
 fn a_packet_lost_on_the_way_to_the_server_is_repaired_by_the_sfus_nack() {
     let (mut sim, alice, bob) = alice_and_bob(11);
-    let (producer, mid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let consumer = sim.subscribe(&bob, &producer);
+    let (producer, mid) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(bob, &producer);
     sim.advance(SECOND);
-    let track = sim.track(&alice, &mid).local().clone();
+    let track = sim.track(alice, &mid).local().clone();
     let rtx_ssrc = track.rtx_ssrc.expect("video tracks have RTX");
     let rtx_pt = track.rtp_parameters.codecs[1].payload_type;
     assert_eq!(delivered_rtp(&sim, Direction::Up, rtx_ssrc, rtx_pt), 0);
@@ -109,14 +109,14 @@ fn a_packet_lost_on_the_way_to_the_server_is_repaired_by_the_sfus_nack() {
         "the publisher retransmitted on RTX because the SFU asked"
     );
     let lost_payload = sim
-        .track(&alice, &mid)
+        .track(alice, &mid)
         .sent()
         .iter()
         .find(|s| s.seq_no as u16 == lost)
         .expect("the dropped packet was sent")
         .payload
         .clone();
-    let got = sim.received(&bob, &consumer);
+    let got = sim.received(bob, &consumer);
     assert!(
         got.iter().any(|r| r.payload == lost_payload),
         "the repaired packet was forwarded to the subscriber"
@@ -127,16 +127,16 @@ fn a_packet_lost_on_the_way_to_the_server_is_repaired_by_the_sfus_nack() {
 #[test]
 fn a_subscribers_keyframe_requests_reach_the_publisher_throttled() {
     let (mut sim, alice, bob) = alice_and_bob(12);
-    let (producer, mid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let consumer = sim.subscribe(&bob, &producer);
+    let (producer, mid) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(bob, &producer);
     sim.advance(2 * SECOND);
-    let alice_tid = send_tid(&sim, &alice);
+    let alice_tid = send_tid(&sim, alice);
     let requests_before = sim.stats().keyframe_requests;
 
     // Twenty PLIs in 100 ms.
     let t0 = sim.now();
     for _ in 0..20 {
-        sim.request_keyframe(&bob, &consumer);
+        sim.request_keyframe(bob, &consumer);
         sim.advance(5 * MS);
     }
     sim.advance(SECOND);
@@ -159,7 +159,7 @@ fn a_subscribers_keyframe_requests_reach_the_publisher_throttled() {
     let sent = sim.stats().keyframe_requests - requests_before;
     assert!((1..=2).contains(&sent), "{sent}");
     // Alice answered, and Bob got the keyframe.
-    let got = sim.received(&bob, &consumer);
+    let got = sim.received(bob, &consumer);
     assert!(
         got.iter()
             .any(|r| r.at > t0 + Duration::from_millis(40) && is_vp8_keyframe_start(&r.payload))
@@ -184,20 +184,20 @@ fn lazy_encoder() -> TrackOptions {
 fn resuming_a_video_consumer_asks_for_a_keyframe_and_waits_for_it() {
     let (mut sim, alice, bob) = alice_and_bob(13);
     let (producer, mid) = sim
-        .try_publish(&alice, None, MediaKind::Video, "video/VP8", lazy_encoder())
+        .try_publish(alice, None, MediaKind::Video, "video/VP8", lazy_encoder())
         .unwrap();
-    let alice_tid = send_tid(&sim, &alice);
+    let alice_tid = send_tid(&sim, alice);
     sim.advance(SECOND);
     let caps = sim.router_caps().clone();
     let consumer = sim
-        .try_subscribe(&bob, None, &producer, &caps, false)
+        .try_subscribe(bob, None, &producer, &caps, false)
         .unwrap();
     sim.advance(SECOND);
-    assert!(sim.received(&bob, &consumer).is_empty(), "paused");
+    assert!(sim.received(bob, &consumer).is_empty(), "paused");
     assert_eq!(sim.peer(&alice_tid).keyframe_requests(&mid), 0);
 
     let resumed = sim.now();
-    sim.resume(&bob, &consumer).unwrap();
+    sim.resume(bob, &consumer).unwrap();
     sim.advance(SECOND);
     let asked = sim
         .peer(&alice_tid)
@@ -205,18 +205,18 @@ fn resuming_a_video_consumer_asks_for_a_keyframe_and_waits_for_it() {
     assert!(asked >= 1, "resume asks the publisher for a keyframe");
     assert!(asked <= 3, "at most one request per 500 ms: {asked}");
     assert!(
-        sim.received(&bob, &consumer).is_empty(),
+        sim.received(bob, &consumer).is_empty(),
         "no video before a keyframe"
     );
 
-    sim.force_keyframe(&alice, &mid);
+    sim.force_keyframe(alice, &mid);
     sim.advance(SECOND);
-    let got = sim.received(&bob, &consumer);
+    let got = sim.received(bob, &consumer);
     assert!(got.len() > 30, "{}", got.len());
     assert!(is_vp8_keyframe_start(&got[0].payload));
     assert_contiguous(&got);
     // Everything from the keyframe on arrived.
-    let sent = sim.track(&alice, &mid).sent();
+    let sent = sim.track(alice, &mid).sent();
     let key = sent
         .iter()
         .position(|s| s.payload == got[0].payload)

@@ -16,30 +16,30 @@ use crate::{
 fn mute_stops_every_subscriber_and_unmute_resumes_without_a_gap() {
     let (mut sim, alice, bob) = alice_and_bob(20);
     let carol = sim.join("carol");
-    sim.recv_transport(&carol);
-    let (video, vmid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let (audio, _) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
+    sim.recv_transport(carol);
+    let (video, vmid) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let (audio, _) = sim.publish(alice, MediaKind::Audio, "audio/opus");
     let consumers = [
-        (bob.clone(), sim.subscribe(&bob, &video)),
-        (bob.clone(), sim.subscribe(&bob, &audio)),
-        (carol.clone(), sim.subscribe(&carol, &video)),
-        (carol.clone(), sim.subscribe(&carol, &audio)),
+        (bob, sim.subscribe(bob, &video)),
+        (bob, sim.subscribe(bob, &audio)),
+        (carol, sim.subscribe(carol, &video)),
+        (carol, sim.subscribe(carol, &audio)),
     ];
     sim.advance(2 * SECOND);
-    let alice_tid = send_tid(&sim, &alice);
+    let alice_tid = send_tid(&sim, alice);
 
     let now = sim.now();
-    sim.room_mut().pause_producer(now, &alice, &video).unwrap();
-    sim.room_mut().pause_producer(now, &alice, &audio).unwrap();
+    sim.room_mut().pause_producer(now, alice, &video).unwrap();
+    sim.room_mut().pause_producer(now, alice, &audio).unwrap();
     sim.advance(50 * MS); // what was on the wire lands
     let before: Vec<usize> = consumers
         .iter()
-        .map(|(who, c)| sim.received(who, c).len())
+        .map(|(who, c)| sim.received(*who, c).len())
         .collect();
     sim.advance(SECOND);
     for ((who, c), n) in consumers.iter().zip(&before) {
         assert_eq!(
-            sim.received(who, c).len(),
+            sim.received(*who, c).len(),
             *n,
             "{who} got media while muted"
         );
@@ -47,10 +47,10 @@ fn mute_stops_every_subscriber_and_unmute_resumes_without_a_gap() {
 
     let unmuted = sim.now();
     sim.room_mut()
-        .resume_producer(unmuted, &alice, &video)
+        .resume_producer(unmuted, alice, &video)
         .unwrap();
     sim.room_mut()
-        .resume_producer(unmuted, &alice, &audio)
+        .resume_producer(unmuted, alice, &audio)
         .unwrap();
     sim.advance(SECOND);
     assert!(
@@ -60,14 +60,14 @@ fn mute_stops_every_subscriber_and_unmute_resumes_without_a_gap() {
         "unmuting video asks for a keyframe"
     );
     for ((who, c), n) in consumers.iter().zip(&before) {
-        let got = sim.received(who, c);
+        let got = sim.received(*who, c);
         assert!(got.len() > n + 20, "{who} gets media again");
         // No gap in sequence numbers across the mute: the receiver sees
         // nothing to repair.
         assert_contiguous(&got);
         // The timestamp moved on by about the muted time.
         let jump = got[*n].rtp_time.wrapping_sub(got[n - 1].rtp_time);
-        let clock = if sim.subscription(who, c).kind == MediaKind::Video {
+        let clock = if sim.subscription(*who, c).kind == MediaKind::Video {
             90_000
         } else {
             48_000
@@ -76,7 +76,7 @@ fn mute_stops_every_subscriber_and_unmute_resumes_without_a_gap() {
             jump > clock && jump < clock * 3 / 2,
             "timestamp jump {jump} for about 1.05 s at {clock} Hz"
         );
-        if sim.subscription(who, c).kind == MediaKind::Video {
+        if sim.subscription(*who, c).kind == MediaKind::Video {
             assert!(
                 is_vp8_keyframe_start(&got[*n].payload),
                 "video resumes on a keyframe"
@@ -104,15 +104,15 @@ fn consumer_closed(events: &[(std::time::Instant, Event)]) -> Vec<(String, Strin
 fn closing_a_producer_closes_its_consumers() {
     let (mut sim, alice, bob) = alice_and_bob(21);
     let carol = sim.join("carol");
-    sim.recv_transport(&carol);
-    let (video, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let bob_c = sim.subscribe(&bob, &video);
-    let carol_c = sim.subscribe(&carol, &video);
+    sim.recv_transport(carol);
+    let (video, _) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let bob_c = sim.subscribe(bob, &video);
+    let carol_c = sim.subscribe(carol, &video);
     sim.advance(SECOND);
     sim.take_events();
 
     let now = sim.now();
-    sim.room_mut().close_producer(now, &alice, &video).unwrap();
+    sim.room_mut().close_producer(now, alice, &video).unwrap();
     sim.advance(50 * MS);
     let events = sim.take_events();
     let mut closed = consumer_closed(&events);
@@ -139,17 +139,17 @@ fn closing_a_producer_closes_its_consumers() {
     );
     assert_eq!(sim.stats().producers, 0);
     assert_eq!(sim.stats().consumers, 0);
-    let n = sim.received(&bob, &bob_c).len();
+    let n = sim.received(bob, &bob_c).len();
     sim.advance(SECOND);
     assert_eq!(
-        sim.received(&bob, &bob_c).len(),
+        sim.received(bob, &bob_c).len(),
         n,
         "nothing after the close"
     );
     // The ids are gone.
     let now = sim.now();
     assert!(matches!(
-        sim.room_mut().resume_consumer(now, &bob, &bob_c),
+        sim.room_mut().resume_consumer(now, bob, &bob_c),
         Err(Error::ConsumerNotFound(_))
     ));
 }
@@ -157,15 +157,15 @@ fn closing_a_producer_closes_its_consumers() {
 #[test]
 fn the_publisher_leaving_closes_its_consumers() {
     let (mut sim, alice, bob) = alice_and_bob(22);
-    let (video, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let (audio, _) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
-    let bob_v = sim.subscribe(&bob, &video);
-    let bob_a = sim.subscribe(&bob, &audio);
+    let (video, _) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let (audio, _) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+    let bob_v = sim.subscribe(bob, &video);
+    let bob_a = sim.subscribe(bob, &audio);
     sim.advance(SECOND);
     sim.take_events();
 
     let now = sim.now();
-    sim.room_mut().close_participant(now, &alice);
+    sim.room_mut().close_participant(now, alice);
     sim.advance(50 * MS);
     let events = sim.take_events();
     let mut closed = consumer_closed(&events);
@@ -205,34 +205,31 @@ fn the_publisher_leaving_closes_its_consumers() {
         "only Bob's consumers and Alice's producers: {events:?}"
     );
     assert_eq!(sim.stats().transports, 1, "Bob's receive transport stays");
-    assert!(sim.room().is_transport_connected(&recv_tid(&sim, &bob)));
+    assert!(sim.room().is_transport_connected(&recv_tid(&sim, bob)));
 }
 
 #[test]
 fn rooms_are_separate() {
     let (mut a, alice, _bob) = alice_and_bob(23);
-    let (video, _) = a.publish(&alice, MediaKind::Video, "video/VP8");
-    let alice_tid = send_tid(&a, &alice);
+    let (video, _) = a.publish(alice, MediaKind::Video, "video/VP8");
+    let alice_tid = send_tid(&a, alice);
 
     let (mut b, _, dave) = alice_and_bob(24);
     let caps = b.router_caps().clone();
     let now = b.now();
     let err = b
         .room_mut()
-        .consume(now, &dave, None, &video, &caps)
+        .consume(now, dave, None, &video, &caps)
         .unwrap_err();
     assert!(matches!(err, Error::ProducerNotFound(_)), "{err:?}");
     // Even under the same participant id.
-    let err = b
-        .room_mut()
-        .close_producer(now, &alice, &video)
-        .unwrap_err();
+    let err = b.room_mut().close_producer(now, alice, &video).unwrap_err();
     assert!(matches!(err, Error::ProducerNotFound(_)), "{err:?}");
     let err = b
         .room_mut()
         .produce(
             now,
-            &alice,
+            alice,
             Some(&alice_tid),
             MediaKind::Audio,
             Default::default(),
@@ -260,10 +257,10 @@ fn a_publisher_that_goes_silent_is_closed_after_the_ice_timeout() {
     let mut sim = quick_ice(25);
     let alice = sim.join("alice");
     let bob = sim.join("bob");
-    let alice_tid = sim.send_transport(&alice);
-    let bob_tid = sim.recv_transport(&bob);
-    let (video, _) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let bob_c = sim.subscribe(&bob, &video);
+    let alice_tid = sim.send_transport(alice);
+    let bob_tid = sim.recv_transport(bob);
+    let (video, _) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let bob_c = sim.subscribe(bob, &video);
     sim.advance(SECOND);
     sim.take_events();
 
@@ -287,7 +284,7 @@ fn a_publisher_that_goes_silent_is_closed_after_the_ice_timeout() {
                 owner,
                 reason,
             } if transport_id == &alice_tid => {
-                assert_eq!(owner, &alice);
+                assert_eq!(*owner, alice);
                 assert_eq!(*reason, CloseReason::IceTimeout);
                 Some(*at)
             }
@@ -304,7 +301,7 @@ fn a_publisher_that_goes_silent_is_closed_after_the_ice_timeout() {
             if producer_id == &video)));
     assert!(events.iter().any(|(_, e)| matches!(e,
         Event::ConsumerClosed { consumer_id, owner, reason: CloseReason::ProducerClosed, .. }
-            if consumer_id == &bob_c && owner == &bob)));
+            if consumer_id == &bob_c && *owner == bob)));
     assert!(
         sim.room().is_transport_connected(&bob_tid),
         "Bob is unaffected"
@@ -317,13 +314,13 @@ fn a_transport_that_never_connects_is_closed_after_the_ice_timeout() {
     let mut sim = quick_ice(26);
     let alice = sim.join("alice");
     let tid = sim
-        .open_transport(&alice, TransportDirection::Send, None)
+        .open_transport(alice, TransportDirection::Send, None)
         .unwrap();
     sim.cut(&tid, true);
     let dtls = sim.peer(&tid).transport().dtls_parameters();
     let now = sim.now();
     sim.room_mut()
-        .connect_transport(now, &alice, &tid, &dtls)
+        .connect_transport(now, alice, &tid, &dtls)
         .unwrap();
     sim.advance(6 * SECOND);
     let events = sim.take_events();

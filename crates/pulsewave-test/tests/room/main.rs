@@ -20,7 +20,7 @@ mod simulcast;
 
 use std::time::Duration;
 
-use pulsewave_protocol::ParticipantSid;
+use pulsewave_core::Owner;
 use pulsewave_protocol::transport::TransportDirection;
 use pulsewave_test::{ReceivedRtp, Sim};
 
@@ -58,23 +58,23 @@ pub(crate) fn assert_no_holes(rtp: &[ReceivedRtp]) {
 
 /// Alice with a connected send transport, Bob with a connected receive
 /// transport.
-pub(crate) fn alice_and_bob(seed: u64) -> (Sim, ParticipantSid, ParticipantSid) {
+pub(crate) fn alice_and_bob(seed: u64) -> (Sim, Owner, Owner) {
     let mut sim = Sim::new(seed);
     let alice = sim.join("alice");
     let bob = sim.join("bob");
-    sim.send_transport(&alice);
-    sim.recv_transport(&bob);
+    sim.send_transport(alice);
+    sim.recv_transport(bob);
     (sim, alice, bob)
 }
 
 /// The send transport of `who`.
-pub(crate) fn send_tid(sim: &Sim, who: &ParticipantSid) -> pulsewave_protocol::TransportId {
+pub(crate) fn send_tid(sim: &Sim, who: Owner) -> pulsewave_protocol::TransportId {
     sim.transport_of(who, TransportDirection::Send)
         .expect("a send transport")
 }
 
 /// The receive transport of `who`.
-pub(crate) fn recv_tid(sim: &Sim, who: &ParticipantSid) -> pulsewave_protocol::TransportId {
+pub(crate) fn recv_tid(sim: &Sim, who: Owner) -> pulsewave_protocol::TransportId {
     sim.transport_of(who, TransportDirection::Recv)
         .expect("a receive transport")
 }

@@ -2,7 +2,7 @@
 //! sequence numbers and timestamps.
 
 use pulsewave_client::parse_synthetic;
-use pulsewave_protocol::ParticipantSid;
+use pulsewave_core::Owner;
 use pulsewave_protocol::rtp::{
     CodecParameters, MediaKind, ParamValue, RtcpFeedback, RtpCapabilities, RtpCodecCapability,
     RtpHeaderExtension, RtpHeaderExtensionDirection, uri,
@@ -14,7 +14,7 @@ use crate::{SECOND, alice_and_bob, assert_contiguous, is_vp8_keyframe_start};
 /// The payloads received are exactly a run of consecutive payloads the
 /// publisher sent, byte for byte.
 #[track_caller]
-fn assert_payloads_match(sim: &Sim, publisher: &ParticipantSid, mid: &str, got: &[ReceivedRtp]) {
+fn assert_payloads_match(sim: &Sim, publisher: Owner, mid: &str, got: &[ReceivedRtp]) {
     let sent = sim.track(publisher, mid).sent();
     let first = sent
         .iter()
@@ -41,13 +41,13 @@ fn router_pt(sim: &Sim, mime: &str) -> u8 {
 #[test]
 fn audio_arrives_intact_with_the_consumers_ssrc_and_router_payload_type() {
     let (mut sim, alice, bob) = alice_and_bob(1);
-    let (producer, mid) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
-    let consumer = sim.subscribe(&bob, &producer);
+    let (producer, mid) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+    let consumer = sim.subscribe(bob, &producer);
     sim.advance(2 * SECOND);
 
-    let sub = sim.subscription(&bob, &consumer).clone();
-    let track = sim.track(&alice, &mid).local().clone();
-    let got = sim.received(&bob, &consumer);
+    let sub = sim.subscription(bob, &consumer).clone();
+    let track = sim.track(alice, &mid).local().clone();
+    let got = sim.received(bob, &consumer);
     assert!(
         got.len() >= 90,
         "about 50 packets a second, got {}",
@@ -68,7 +68,7 @@ fn audio_arrives_intact_with_the_consumers_ssrc_and_router_payload_type() {
             "20 ms at 48 kHz"
         );
     }
-    assert_payloads_match(&sim, &alice, &mid, &got);
+    assert_payloads_match(&sim, alice, &mid, &got);
     // Nothing else arrived on Bob's transport.
     assert_eq!(sim.peer(&sub.transport_id).rtp().len(), got.len());
 }
@@ -76,19 +76,19 @@ fn audio_arrives_intact_with_the_consumers_ssrc_and_router_payload_type() {
 #[test]
 fn video_arrives_from_a_keyframe_with_contiguous_sequence_numbers() {
     let (mut sim, alice, bob) = alice_and_bob(2);
-    let (producer, mid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
+    let (producer, mid) = sim.publish(alice, MediaKind::Video, "video/VP8");
     sim.advance(SECOND / 2);
-    let consumer = sim.subscribe(&bob, &producer);
+    let consumer = sim.subscribe(bob, &producer);
     sim.advance(2 * SECOND);
 
-    let sub = sim.subscription(&bob, &consumer).clone();
-    let got = sim.received(&bob, &consumer);
+    let sub = sim.subscription(bob, &consumer).clone();
+    let got = sim.received(bob, &consumer);
     assert!(got.len() > 100, "got {}", got.len());
     assert!(
         is_vp8_keyframe_start(&got[0].payload),
         "a subscriber's video starts with a keyframe"
     );
-    assert_ne!(sub.ssrc, sim.track(&alice, &mid).local().ssrc);
+    assert_ne!(sub.ssrc, sim.track(alice, &mid).local().ssrc);
     assert_eq!(sub.payload_type, router_pt(&sim, "video/VP8"));
     assert!(sub.rtx_ssrc.is_some(), "video consumers get RTX");
     assert!(
@@ -106,29 +106,29 @@ fn video_arrives_from_a_keyframe_with_contiguous_sequence_numbers() {
             assert_eq!(d, 0, "same frame");
         }
     }
-    assert_payloads_match(&sim, &alice, &mid, &got);
+    assert_payloads_match(&sim, alice, &mid, &got);
 }
 
 #[test]
 fn two_subscribers_get_independent_ssrcs_and_the_same_media() {
     let (mut sim, alice, bob) = alice_and_bob(3);
     let carol = sim.join("carol");
-    sim.recv_transport(&carol);
-    let (audio, amid) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
-    let (video, vmid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let bob_audio = sim.subscribe(&bob, &audio);
-    let bob_video = sim.subscribe(&bob, &video);
-    let carol_audio = sim.subscribe(&carol, &audio);
-    let carol_video = sim.subscribe(&carol, &video);
+    sim.recv_transport(carol);
+    let (audio, amid) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+    let (video, vmid) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let bob_audio = sim.subscribe(bob, &audio);
+    let bob_video = sim.subscribe(bob, &video);
+    let carol_audio = sim.subscribe(carol, &audio);
+    let carol_video = sim.subscribe(carol, &video);
     sim.advance(2 * SECOND);
 
     let ssrcs = [
-        sim.subscription(&bob, &bob_audio).ssrc,
-        sim.subscription(&bob, &bob_video).ssrc,
-        sim.subscription(&carol, &carol_audio).ssrc,
-        sim.subscription(&carol, &carol_video).ssrc,
-        sim.track(&alice, &amid).local().ssrc,
-        sim.track(&alice, &vmid).local().ssrc,
+        sim.subscription(bob, &bob_audio).ssrc,
+        sim.subscription(bob, &bob_video).ssrc,
+        sim.subscription(carol, &carol_audio).ssrc,
+        sim.subscription(carol, &carol_video).ssrc,
+        sim.track(alice, &amid).local().ssrc,
+        sim.track(alice, &vmid).local().ssrc,
     ];
     for (i, a) in ssrcs.iter().enumerate() {
         for b in &ssrcs[i + 1..] {
@@ -136,15 +136,15 @@ fn two_subscribers_get_independent_ssrcs_and_the_same_media() {
         }
     }
     for (who, consumer, mid) in [
-        (&bob, &bob_audio, &amid),
-        (&bob, &bob_video, &vmid),
-        (&carol, &carol_audio, &amid),
-        (&carol, &carol_video, &vmid),
+        (bob, &bob_audio, &amid),
+        (bob, &bob_video, &vmid),
+        (carol, &carol_audio, &amid),
+        (carol, &carol_video, &vmid),
     ] {
         let got = sim.received(who, consumer);
         assert!(got.len() > 50, "{who}: {}", got.len());
         assert_contiguous(&got);
-        assert_payloads_match(&sim, &alice, mid, &got);
+        assert_payloads_match(&sim, alice, mid, &got);
     }
 }
 
@@ -196,14 +196,14 @@ fn a_publisher_with_its_own_payload_types_is_forwarded_with_the_routers() {
     let alice = sim.join("alice");
     let bob = sim.join("bob");
     let caps = browser_caps();
-    let tid = sim.send_transport_with_caps(&alice, &caps);
-    sim.recv_transport(&bob);
-    let (producer, mid) = sim.publish(&alice, MediaKind::Video, "video/VP8");
-    let track = sim.track(&alice, &mid).local().clone();
+    let tid = sim.send_transport_with_caps(alice, &caps);
+    sim.recv_transport(bob);
+    let (producer, mid) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let track = sim.track(alice, &mid).local().clone();
     assert_eq!(track.payload_type, 96);
     assert_eq!(track.rtp_parameters.codecs[1].payload_type, 97);
     assert_eq!(track.rtp_parameters.header_extensions[0].id, 4);
-    let consumer = sim.subscribe(&bob, &producer);
+    let consumer = sim.subscribe(bob, &producer);
     sim.advance(2 * SECOND);
 
     // Alice really sent payload type 96.
@@ -221,14 +221,14 @@ fn a_publisher_with_its_own_payload_types_is_forwarded_with_the_routers() {
     assert!(up_pts.iter().all(|pt| *pt == 96));
 
     // Bob gets the router's 101, with RTX on 102.
-    let sub = sim.subscription(&bob, &consumer).clone();
+    let sub = sim.subscription(bob, &consumer).clone();
     assert_eq!(sub.payload_type, router_pt(&sim, "video/VP8"));
     assert_eq!(sub.payload_type, 101);
     assert_eq!(sub.rtx_payload_type, Some(102));
-    let got = sim.received(&bob, &consumer);
+    let got = sim.received(bob, &consumer);
     assert!(got.len() > 100, "got {}", got.len());
     assert!(got.iter().all(|r| r.payload_type == 101));
     assert!(is_vp8_keyframe_start(&got[0].payload));
     assert_contiguous(&got);
-    assert_payloads_match(&sim, &alice, &mid, &got);
+    assert_payloads_match(&sim, alice, &mid, &got);
 }
