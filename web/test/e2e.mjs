@@ -265,6 +265,21 @@ async function clickControl(p, selector, what) {
 const state = (p) => evaluate(p, () => window.pwState());
 const stats = (p) => evaluate(p, () => window.pwStats());
 
+/** What p's camera sender sends, per simulcast layer (for failure messages). */
+const sentLayers = (p) =>
+  evaluate(p, async () => {
+    const pub = window.pulsewave?.publications.find((x) => x.source === 'camera');
+    if (!pub?.producer) return 'no camera producer';
+    const report = await pub.producer.getStats();
+    return [...report.values()]
+      .filter((s) => s.type === 'outbound-rtp')
+      .map((s) => ({
+        rid: s.rid, active: s.active, frameWidth: s.frameWidth, framesPerSecond: s.framesPerSecond,
+        framesEncoded: s.framesEncoded, qualityLimitationReason: s.qualityLimitationReason,
+        targetBitrate: s.targetBitrate,
+      }));
+  });
+
 /** Waits until `p` has a consumed subscription of every (identity, source) pair. */
 async function waitSubscriptions(p, pairs, timeoutMs = 20_000) {
   await waitFor(
@@ -485,7 +500,10 @@ async function main() {
       // publisher's bandwidth estimate ramps up over a few seconds).
       const top = await waitFor(A, `receives ${B.name}'s camera above 160 px wide`, (i) =>
         window.pwStats().then((s) => ((s[i]?.camera?.frameWidth ?? 0) > 160 ? s[i].camera.frameWidth : { pending: s[i]?.camera?.frameWidth })),
-      B.identity, { timeoutMs: 30_000 });
+      B.identity, { timeoutMs: 30_000 }).catch(async (err) => {
+        const sent = await sentLayers(B).catch((e) => `error: ${e.message}`);
+        throw new CheckError(`${err.message}; ${B.name} sends: ${JSON.stringify(sent)}`);
+      });
       const setLayer = (layer) =>
         evaluate(A, ([i, l]) => {
           const sub = [...window.pulsewave.subscriptions.values()].find((x) => x.participantIdentity === i && x.source === 'camera');
