@@ -237,7 +237,9 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives for `d`.
+    /// Asserts nothing arrives for `d`. Prefer a positive signal: a later
+    /// message that must arrive next, after anything that must not (see
+    /// the markers in signaling.rs and bad_input.rs).
     pub async fn expect_silence(&mut self, d: Duration) {
         if let Ok(Some(Ok(m))) = tokio::time::timeout(d, self.ws.next()).await {
             panic!("{}: expected silence, got {m:?}", self.identity);
