@@ -2,8 +2,6 @@
 //! disturbed, the server keeps serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use pulsewave_tests::*;
 use serde_json::{Value, json};
 
@@ -309,6 +307,12 @@ async fn garbage_datagrams_on_the_media_port_are_dropped_and_counted() {
         s.datagrams_dropped
             .load(std::sync::atomic::Ordering::Relaxed)
     });
+    let dropped = || {
+        count(|s| {
+            s.datagrams_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }) - dropped_before
+    };
     let mut strangers = 0u64;
     for i in 0..2000 {
         let len = (next() % 1400) as usize;
@@ -334,27 +338,26 @@ async fn garbage_datagrams_on_the_media_port_are_dropped_and_counted() {
             }
             let _ = mimic.send_to(&buf, target).await;
         }
-        if i % 20 == 0 {
-            // Stay under the socket buffer so the kernel does not drop them first.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        if i % 40 == 39 {
+            // Paced by the server: each batch is counted before the next is
+            // sent, so the socket buffer never overflows and the kernel
+            // drops nothing before the server sees it, however loaded.
+            let sent = strangers;
+            eventually(
+                "the worker counts the unknown address's datagrams",
+                EVENTUALLY,
+                async || (dropped() >= sent).then_some(()),
+            )
+            .await;
         }
     }
     assert_eq!(strangers, 1000);
-    let mut dropped = 0;
-    for _ in 0..100 {
-        dropped = count(|s| {
-            s.datagrams_dropped
-                .load(std::sync::atomic::Ordering::Relaxed)
-        }) - dropped_before;
-        if dropped >= strangers {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        dropped >= strangers,
-        "only {dropped} dropped; {strangers} came from an unknown address"
-    );
+    eventually(
+        "every datagram from the unknown address is dropped and counted",
+        EVENTUALLY,
+        async || (dropped() >= strangers).then_some(()),
+    )
+    .await;
     a.send(json!({"type":"ping","requestId":1})).await;
     a.wait_for("pong").await;
     transport(&mut a, "send").await;

@@ -22,6 +22,32 @@ pub const SECRET: &str = "testsecret-0123456789";
 /// How long a test waits for one expected message.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// How long a test waits for a state it expects (a room closing, a counter
+/// reaching a value); generous, it only bounds a failure.
+pub const EVENTUALLY: Duration = Duration::from_secs(15);
+
+/// Waits until `check` returns `Some`, and returns it; panics naming `what`
+/// after `within`. For a state that no message announces (server
+/// internals, counters): it is checked every 10 ms, the one sleep of these
+/// tests that is not about time itself.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not true within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A server on 127.0.0.1 with an ephemeral port.
 pub struct TestServer {
     pub running: Option<RunningServer>,
@@ -211,7 +237,9 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives for `d`.
+    /// Asserts nothing arrives for `d`. Prefer a positive signal: a later
+    /// message that must arrive next, after anything that must not (see
+    /// the markers in signaling.rs and bad_input.rs).
     pub async fn expect_silence(&mut self, d: Duration) {
         if let Ok(Some(Ok(m))) = tokio::time::timeout(d, self.ws.next()).await {
             panic!("{}: expected silence, got {m:?}", self.identity);

@@ -33,9 +33,26 @@ async function until(what, fn, timeoutMs = 10_000) {
     last = await fn();
     if (last) return last;
     if (Date.now() > deadline) assert.fail(`${what}: not true after ${timeoutMs / 1000}s (last: ${JSON.stringify(last)})`);
-    await sleep(100);
+    await sleep(100); // poll interval of this bounded wait
   }
 }
+
+/**
+ * Asserts that `fn()` stays falsy for `ms` (checked every 50 ms, failing at
+ * once when it turns true). Only for what must not happen and has no later
+ * event to wait for instead: a reconnect that would start on a timer.
+ */
+async function never(what, fn, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await fn();
+    if (v) assert.fail(`${what} (${JSON.stringify(v)})`);
+    await sleep(50);
+  }
+}
+
+/** The clients' reconnect delay (window.T.make): a reconnect would start by then. */
+const RECONNECT_MIN_DELAY_MS = 200;
 
 /** Runs `fn(arg)` in the page, bounded. */
 function run(fn, arg) {
@@ -72,7 +89,7 @@ before(async () => {
   await run(() => {
     window.T = { clients: {}, events: {}, pubs: {} };
     window.T.make = (name, url, token, options = {}) => {
-      const c = new window.PW.PulseWaveClient({ url, token, reconnectMinDelayMs: 200, ...options });
+      const c = new window.PW.PulseWaveClient({ url, token, reconnectMinDelayMs: 200 /* RECONNECT_MIN_DELAY_MS */, ...options });
       const log = (window.T.events[name] = []);
       for (const type of [
         'connected', 'reconnecting', 'reconnected', 'disconnected', 'participantJoined', 'participantLeft',
@@ -308,12 +325,19 @@ test('token-refresh: the client keeps the fresh token and reconnects with it', T
 
 test('duplicate identity: no reconnect, disconnected event', T, async () => {
   const joins = mock.sent('bob', 'join').length;
+  const reconnecting = (await events('bob', 'reconnecting')).length;
   mock.disconnect('bob', 'duplicate-identity');
   await until('bob disconnected', async () => (await events('bob', 'disconnected')).length === 1);
   const [d] = await events('bob', 'disconnected');
   assert.equal(d.reason, 'duplicate-identity');
-  await sleep(1000);
-  assert.equal(mock.sent('bob', 'join').length, joins, 'no rejoin');
+  assert.equal(await run(() => window.T.clients.bob.state), 'disconnected');
+  // No rejoin: a reconnect would start within the reconnect delay; watch
+  // for five times that.
+  await never(
+    'bob rejoined after duplicate-identity',
+    async () => mock.sent('bob', 'join').length !== joins || (await events('bob', 'reconnecting')).length !== reconnecting,
+    5 * RECONNECT_MIN_DELAY_MS,
+  );
   assert.equal(await run(() => window.T.clients.bob.state), 'disconnected');
 });
 
@@ -337,7 +361,12 @@ test('leave: left, closed, no reconnect; the others see participant-left', T, as
   await until('alice got participantLeft(carol)', async () => (await events('alice', 'participantLeft')).some((e) => e.identity === 'carol'));
   const reconnects = (await events('alice', 'reconnecting')).length;
   await run(() => window.T.clients.alice.leave());
-  await sleep(500);
-  assert.equal((await events('alice', 'reconnecting')).length, reconnects, 'no reconnect after leave');
+  // No reconnect: one would start within the reconnect delay; watch for
+  // five times that.
+  await never(
+    'alice reconnected after leave',
+    async () => (await events('alice', 'reconnecting')).length !== reconnects,
+    5 * RECONNECT_MIN_DELAY_MS,
+  );
   assert.equal(await run(() => window.T.clients.alice.state), 'disconnected');
 });

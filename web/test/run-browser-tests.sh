@@ -2,14 +2,16 @@
 # Runs the PulseWave browser end-to-end tests (web/test/e2e.mjs):
 #   1. installs Debian chromium if /usr/bin/chromium is missing (needs root),
 #   2. npm ci + npm run build in web/,
-#   3. starts the server binary with --dev on a free port, inside a
+#   3. runs the client module's protocol tests against the mock server
+#      (client.test.mjs, node --test, no Rust server needed),
+#   4. starts the server binary with --dev on a free port, inside a
 #      loopback-only network namespace when possible (unshare -n; root),
-#   4. runs e2e.mjs, then the mediasoup-client compatibility matrix
+#   5. runs e2e.mjs, then the mediasoup-client compatibility matrix
 #      compat.mjs (docs/compat.md), against it, stops the server by PID,
-#   5. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
+#   6. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
 #      on, tokens from the API key) and runs cluster-e2e.mjs: two browsers
 #      in one room through different nodes; stops them by PID,
-#   6. exits with the tests' status.
+#   7. exits with the tests' status.
 #
 # Environment:
 #   PULSEWAVE_SERVER_BIN  server binary (default target/release/pulsewave-server,
@@ -17,9 +19,11 @@
 #   PULSEWAVE_ARTIFACTS   screenshots and logs (default web/test/artifacts)
 #   PULSEWAVE_NETNS=0     do not use a network namespace
 #   PULSEWAVE_SKIP_NPM=1  skip npm ci / npm run build (web/dist must exist)
-#   PULSEWAVE_CLUSTER_E2E=0  skip the cluster test (it needs redis-server)
+#   PULSEWAVE_CLUSTER_E2E=0  skip the cluster test (it needs redis-server);
+#                         only together with PULSEWAVE_ALLOW_SKIP=1: a skip is
+#                         a failure unless explicitly allowed
 #   PULSEWAVE_COMPAT_ONLY=1  run only the compatibility matrix (compat.mjs):
-#                         no e2e.mjs, no cluster test
+#                         no client.test.mjs, no e2e.mjs, no cluster test
 set -euo pipefail
 
 WEB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +55,7 @@ wait_http() { # url pid name
 
 run_cluster_tests() {
   if ! command -v redis-server >/dev/null 2>&1; then
-    say "FATAL: redis-server is missing (apt-get install -y redis-server), needed by the cluster browser test; PULSEWAVE_CLUSTER_E2E=0 skips it"
+    say "FATAL: redis-server is missing (apt-get install -y redis-server), needed by the cluster browser test (PULSEWAVE_CLUSTER_E2E=0 with PULSEWAVE_ALLOW_SKIP=1 skips it)"
     return 2
   fi
   local rport a_port b_port media key secret pids=() rc=0
@@ -108,6 +112,13 @@ if [ "${1:-}" = "--inner" ]; then
     ip link set lo up
   fi
   cd "$REPO_DIR"
+  # The client module against the scripted mock server (no Rust server).
+  client_status=0
+  if [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
+    say "client module tests (client.test.mjs, mock server)"
+    (cd "$WEB_DIR" && node --test --test-reporter=spec test/client.test.mjs) || client_status=$?
+    if [ "$client_status" != 0 ]; then say "client module tests failed (status $client_status)"; fi
+  fi
   port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
   server_log="$PULSEWAVE_ARTIFACTS/server.log"
   say "starting $PULSEWAVE_SERVER_BIN --dev --port $port (log: $server_log)"
@@ -160,6 +171,7 @@ if [ "${1:-}" = "--inner" ]; then
   compat_status=0
   PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/compat.mjs" || compat_status=$?
   if [ "$status" = 0 ]; then status=$compat_status; fi
+  if [ "$status" = 0 ]; then status=$client_status; fi
   stop_server
   trap - EXIT
   if [ "$status" != 0 ]; then
@@ -177,6 +189,11 @@ fi
 
 # --- outer part --------------------------------------------------------------
 mkdir -p "$PULSEWAVE_ARTIFACTS"
+
+if [ "${PULSEWAVE_CLUSTER_E2E:-1}" = 0 ] && [ "${PULSEWAVE_ALLOW_SKIP:-0}" != 1 ]; then
+  say "FATAL: PULSEWAVE_CLUSTER_E2E=0 skips the cluster test; a skip is a failure unless PULSEWAVE_ALLOW_SKIP=1 allows it"
+  exit 2
+fi
 
 if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM_PATH:-}" ]; then
   if [ "$(id -u)" != 0 ]; then

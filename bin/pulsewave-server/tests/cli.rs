@@ -47,6 +47,7 @@ fn wait_ready(port: u16) {
         if http_get(port, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
             return;
         }
+        // Poll interval of a bounded wait for /healthz (a child process announces nothing).
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("server on port {port} never became ready");
@@ -62,6 +63,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
             let _ = child.kill();
             panic!("process did not exit within {within:?}");
         }
+        // Poll interval of a bounded wait for the process to exit.
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -124,6 +124,7 @@ impl Node {
                 self.id,
                 self.log_text()
             );
+            // Poll interval of a bounded wait for /healthz (a child process announces nothing).
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -165,6 +166,7 @@ impl Node {
                 self.id,
                 self.log_text()
             );
+            // Poll interval of a bounded wait for the process to exit.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -414,6 +416,7 @@ impl Peer {
                 self.name,
                 self.rtp() - start
             );
+            // Poll interval of a bounded wait for a packet count.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -439,6 +442,7 @@ fn send_media(mut track: LocalTrackHandle) -> AbortOnDrop {
         loop {
             for p in source.tick().await {
                 if let Err(ClientError::Closed) = track.send_synthetic(&p).await {
+                    // Pacing a sender while its client reconnects (not a wait before an assertion).
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -569,6 +573,7 @@ async fn clients_on_two_nodes_share_a_room() {
             "room listing never showed both tracks: {:?}",
             rooms(&b).await
         );
+        // Poll interval of a bounded wait for the listing (Redis announces nothing).
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(room["node"], "node-a");
@@ -698,6 +703,7 @@ async fn media_keeps_flowing_while_redis_restarts() {
                     Instant::now() < deadline,
                     "node-b kept accepting new rooms without Redis"
                 );
+                // Retry interval of a bounded wait for node-b to notice Redis is gone.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -736,6 +742,7 @@ async fn media_keeps_flowing_while_redis_restarts() {
             Instant::now() < deadline,
             "room never listed again after Redis came back"
         );
+        // Poll interval of a bounded wait for the listing to come back.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Carol, relayed through node-b, lost her tunnel with Redis; she is back
@@ -782,6 +789,7 @@ async fn sigterm_drains_the_node() {
             break;
         }
         assert!(Instant::now() < deadline, "node-a never showed as draining");
+        // Poll interval of a bounded wait for the draining state.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // No new room on node-a...

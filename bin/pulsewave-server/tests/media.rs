@@ -45,12 +45,24 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Ready means /healthz answers 200, which it does only with every
+        // media worker running: a server whose workers did not start fails
+        // here, saying so.
         let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let mut last = String::new();
+        loop {
+            if let Some(answer) = healthz(port) {
+                if answer.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+                last = answer;
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "server did not start"
+                "the server did not become healthy within 20 s; last /healthz answer:\n{last}"
             );
+            // Poll interval of a bounded wait for /healthz (a child process
+            // announces nothing).
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { child, port }
@@ -59,6 +71,21 @@ impl Server {
     fn url(&self) -> String {
         format!("ws://127.0.0.1:{}", self.port)
     }
+}
+
+/// `GET /healthz`: the whole answer, or `None` while nothing listens.
+fn healthz(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }
 
 impl Drop for Server {
@@ -109,8 +136,13 @@ struct Party {
     audio_src: SyntheticSource,
     /// Our consumers: consumer id -> (publisher name, kind).
     consumers: HashMap<ConsumerId, (String, MediaKind)>,
-    /// Signals seen during the current phase, in order.
-    signals: Vec<ServerMessage>,
+    /// Signals seen during the current phase, in order, with their arrival
+    /// times relative to the start of the phase.
+    signals: Vec<(Duration, ServerMessage)>,
+    /// When the current phase started.
+    phase_start: Instant,
+    /// When each action of the current phase was done.
+    done_actions: Vec<(Instant, Action)>,
     received: HashMap<ConsumerId, Received>,
     /// Sending video/audio at all.
     sending: bool,
@@ -118,6 +150,7 @@ struct Party {
     actions: Vec<(Duration, Action)>,
 }
 
+#[derive(Clone)]
 enum Action {
     Mute(ProducerId),
     Unmute(ProducerId),
@@ -146,19 +179,39 @@ impl Party {
             audio_src,
             consumers: HashMap::new(),
             signals: Vec::new(),
+            phase_start: Instant::now(),
+            done_actions: Vec::new(),
             received: HashMap::new(),
             sending: true,
             actions: Vec::new(),
         }
     }
 
-    /// Sends media at real-time pacing and records what arrives, for `d`.
+    /// Sends media at real-time pacing and records what arrives, for `d`
+    /// (a phase about time: media for a given duration, actions at given
+    /// times).
     async fn run(&mut self, d: Duration) {
+        self.run_until(d, &|_| false, &Finish::new(1)).await;
+    }
+
+    /// Sends media at real-time pacing and records what arrives until every
+    /// party of `finish` saw what its `done` waits for (this one once its
+    /// actions are done too), or for `within` at most: the assertions after
+    /// it say what was missing.
+    async fn run_until(
+        &mut self,
+        within: Duration,
+        done: &(dyn Fn(&Party) -> bool + Sync),
+        finish: &Finish,
+    ) {
         self.signals.clear();
         self.received.clear();
+        self.done_actions.clear();
         let start = Instant::now();
+        self.phase_start = start;
         let t0 = tokio::time::Instant::now();
-        let end = t0 + d;
+        let end = t0 + within;
+        let mut finished = false;
         let mut actions = std::mem::take(&mut self.actions);
         actions.sort_by_key(|(t, _)| *t);
         let mut actions = actions.into_iter().peekable();
@@ -168,6 +221,7 @@ impl Party {
                 _ = tokio::time::sleep_until(end) => break,
                 _ = tokio::time::sleep_until(next_action), if next_action < end => {
                     if let Some((_, action)) = actions.next() {
+                        self.done_actions.push((Instant::now(), action.clone()));
                         match action {
                             Action::Mute(p) => self.client.mute(&p).await.unwrap(),
                             Action::Unmute(p) => self.client.unmute(&p).await.unwrap(),
@@ -198,10 +252,19 @@ impl Party {
                             self.video_src.request_keyframe();
                         }
                     }
-                    Some(ClientEvent::Signal(m)) => self.signals.push(m),
+                    Some(ClientEvent::Signal(m)) => self.signals.push((start.elapsed(), m)),
                     Some(_) => {}
                     None => break,
                 },
+            }
+            if !finished && actions.peek().is_none() && done(self) {
+                finished = true;
+                finish
+                    .count
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            if finish.all() {
+                break;
             }
         }
     }
@@ -226,9 +289,36 @@ impl Party {
     }
 
     fn signal(&self, f: impl Fn(&ServerMessage) -> bool) -> Option<&ServerMessage> {
-        self.signals.iter().find(|m| f(m))
+        self.signals.iter().map(|(_, m)| m).find(|m| f(m))
+    }
+
+    /// When the first signal matching `f` arrived in this phase.
+    fn signal_at(&self, f: impl Fn(&ServerMessage) -> bool) -> Option<Duration> {
+        self.signals.iter().find(|(_, m)| f(m)).map(|(t, _)| *t)
     }
 }
+
+/// How many parties of a phase saw what they wait for.
+struct Finish {
+    parties: usize,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl Finish {
+    fn new(parties: usize) -> Self {
+        Self {
+            parties,
+            count: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn all(&self) -> bool {
+        self.count.load(std::sync::atomic::Ordering::SeqCst) >= self.parties
+    }
+}
+
+/// Longest wait of a phase that ends on events: it only bounds a failure.
+const WAIT: Duration = Duration::from_secs(20);
 
 fn packets_between(r: &Received, from: Duration, to: Duration) -> usize {
     r.times.iter().filter(|t| **t >= from && **t < to).count()
@@ -312,47 +402,97 @@ async fn three_clients_conference_for_ten_seconds_then_mute_unpublish_leave() {
         assert_eq!(ssrcs.len(), 4, "each consumer has its own ssrc");
     }
 
-    // Phase 2: alice mutes her camera at 1 s and unmutes it at 3 s.
+    // Phase 2: alice mutes her camera at 1 s and unmutes it at 3 s; the
+    // phase ends once bob and carol got both signals and alice's video
+    // again. The windows checked are measured from the events: from 300 ms
+    // after track-muted arrived (frames already in flight) until alice asked
+    // to unmute, nothing; after track-unmuted, video again.
     let alice_video = parties[0].video.producer_id().clone();
     parties[0].actions = vec![
         (Duration::from_secs(1), Action::Mute(alice_video.clone())),
         (Duration::from_secs(3), Action::Unmute(alice_video.clone())),
     ];
-    futures_join(&mut parties, |p| Box::pin(p.run(Duration::from_secs(6)))).await;
+    let is_muted = |m: &ServerMessage| matches!(m, ServerMessage::TrackMuted { producer_id, .. } if *producer_id == alice_video);
+    let is_unmuted = |m: &ServerMessage| matches!(m, ServerMessage::TrackUnmuted { producer_id, .. } if *producer_id == alice_video);
+    let resumed = |p: &Party| -> bool {
+        let Some(t) = p.signal_at(is_unmuted) else {
+            return false;
+        };
+        p.received
+            .get(&p.consumer_of("alice", MediaKind::Video))
+            .is_some_and(|r| packets_between(r, t, Duration::MAX) > 20)
+    };
+    let done = |p: &Party| p.name == "alice" || resumed(p);
+    let finish = Finish::new(parties.len());
+    futures_join(&mut parties, |p| {
+        Box::pin(p.run_until(WAIT, &done, &finish))
+    })
+    .await;
+    let unmute_asked = parties[0]
+        .done_actions
+        .iter()
+        .find(|(_, a)| matches!(a, Action::Unmute(_)))
+        .map(|(t, _)| *t)
+        .expect("alice unmuted");
     for p in &parties[1..] {
-        let muted = p
-            .signal(|m| matches!(m, ServerMessage::TrackMuted { producer_id, .. } if *producer_id == alice_video))
-            .expect("track-muted");
+        let muted = p.signal(is_muted).expect("track-muted");
         assert!(
             matches!(muted, ServerMessage::TrackMuted { participant_identity, .. } if participant_identity == "alice")
         );
         assert!(
-            p.signal(|m| matches!(m, ServerMessage::TrackUnmuted { producer_id, .. } if *producer_id == alice_video))
-                .is_some(),
+            p.signal(is_unmuted).is_some(),
             "{} got track-unmuted",
+            p.name
+        );
+        let from = p.signal_at(is_muted).unwrap() + Duration::from_millis(300);
+        let to = unmute_asked.duration_since(p.phase_start);
+        // Not an empty check: alice stayed muted for a while after bob and
+        // carol were told.
+        assert!(
+            to >= from + Duration::from_millis(500),
+            "{}: track-muted came late, muted only {from:?}..{to:?}",
             p.name
         );
         let r = &p.received[&p.consumer_of("alice", MediaKind::Video)];
         assert_eq!(
-            packets_between(r, Duration::from_millis(1400), Duration::from_millis(2900)),
+            packets_between(r, from, to),
             0,
-            "{}: alice's video flowed while muted",
+            "{}: alice's video flowed while muted ({from:?}..{to:?})",
             p.name
         );
         assert!(
-            packets_between(r, Duration::from_millis(4500), Duration::from_secs(6)) > 20,
+            resumed(p),
             "{}: alice's video did not resume after unmute",
             p.name
         );
-        // Audio kept flowing through the video mute.
+        // Audio (50 packets/s) kept flowing through the video mute.
         let a = &p.received[&p.consumer_of("alice", MediaKind::Audio)];
-        assert!(packets_between(a, Duration::from_millis(1400), Duration::from_millis(2900)) > 50);
+        let audio = packets_between(a, from, to);
+        assert!(
+            audio as f64 > (to - from).as_secs_f64() * 50.0 * 0.6,
+            "{}: {audio} audio packets in {:?} while the video was muted",
+            p.name,
+            to - from
+        );
     }
 
-    // Phase 3: alice unpublishes her audio.
+    // Phase 3: alice unpublishes her audio; the phase ends once bob and
+    // carol were told.
     let alice_audio = parties[0].audio.producer_id().clone();
     parties[0].client.unpublish(&alice_audio).await.unwrap();
-    futures_join(&mut parties, |p| Box::pin(p.run(Duration::from_secs(1)))).await;
+    let told = |p: &Party| -> bool {
+        p.name == "alice"
+            || (p.signal(|m| matches!(m, ServerMessage::TrackUnpublished { producer_id, .. } if *producer_id == alice_audio)).is_some()
+                && {
+                    let consumer = p.consumer_of("alice", MediaKind::Audio);
+                    p.signal(|m| matches!(m, ServerMessage::TrackUnsubscribed { consumer_id, .. } if *consumer_id == consumer)).is_some()
+                })
+    };
+    let finish = Finish::new(parties.len());
+    futures_join(&mut parties, |p| {
+        Box::pin(p.run_until(WAIT, &told, &finish))
+    })
+    .await;
     for p in &parties[1..] {
         assert!(
             p.signal(|m| matches!(m, ServerMessage::TrackUnpublished { producer_id, .. } if *producer_id == alice_audio))
@@ -376,7 +516,27 @@ async fn three_clients_conference_for_ten_seconds_then_mute_unpublish_leave() {
         carol.audio.producer_id().clone(),
     ];
     carol.client.leave().await.unwrap();
-    futures_join(&mut parties, |p| Box::pin(p.run(Duration::from_secs(1)))).await;
+    // The phase ends once alice and bob were told and receive each other.
+    let seen_leaving = |p: &Party| -> bool {
+        let other = if p.name == "alice" { "bob" } else { "alice" };
+        p.signal(|m| matches!(m, ServerMessage::ParticipantLeft { participant } if participant.identity == "carol")).is_some()
+            && carol_tracks.iter().all(|t| {
+                p.signal(|m| matches!(m, ServerMessage::TrackUnpublished { producer_id, .. } if producer_id == t)).is_some()
+            })
+            && [MediaKind::Video, MediaKind::Audio].iter().all(|kind| {
+                let consumer = p.consumer_of("carol", *kind);
+                p.signal(|m| matches!(m, ServerMessage::TrackUnsubscribed { consumer_id, .. } if *consumer_id == consumer)).is_some()
+            })
+            && p
+                .received
+                .get(&p.consumer_of(other, MediaKind::Video))
+                .is_some_and(|r| r.packets > 10)
+    };
+    let finish = Finish::new(parties.len());
+    futures_join(&mut parties, |p| {
+        Box::pin(p.run_until(WAIT, &seen_leaving, &finish))
+    })
+    .await;
     for p in &parties {
         assert!(
             p.signal(|m| matches!(m, ServerMessage::ParticipantLeft { participant } if participant.identity == "carol"))

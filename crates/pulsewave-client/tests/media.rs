@@ -15,11 +15,19 @@ const KEY: &str = "mediakey";
 const SECRET: &str = "mediasecret-0123456789";
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A server whose media workers are running: without them these tests
+/// fail here, saying so, rather than anywhere later.
 async fn server() -> RunningServer {
-    WebSocketServer::new(ServerConfig::dev(0, KEY, SECRET))
+    let s = WebSocketServer::new(ServerConfig::dev(0, KEY, SECRET))
         .start()
         .await
-        .unwrap()
+        .unwrap();
+    let workers = s.workers().expect("the server started no media workers");
+    assert!(
+        !workers.workers().is_empty() && workers.workers().iter().all(|w| w.is_alive()),
+        "the server's media workers are not running"
+    );
+    s
 }
 
 fn token(identity: &str, room: &str) -> String {
@@ -166,7 +174,9 @@ async fn data_channels_through_the_server() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         assert!(tokio::time::Instant::now() < deadline, "no data arrived");
-        // Until the channel is open, sends fail with NotConnected.
+        // Until the channel is open, sends fail with NotConnected: the
+        // sender retries every 100 ms (the wait for bob's event below paces
+        // it) until bob gets the message, bounded by WAIT.
         let _ = chan.send_text("hello").await;
         if let Ok(Some(ClientEvent::DataChannelMessage {
             stream_id, data, ..

@@ -44,6 +44,8 @@ async fn server(port: u16) -> RunningServer {
         {
             return s;
         }
+        // Retry interval of a bounded wait for the port to be free again
+        // (the OS gives no event for that).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("cannot listen on port {port}");
@@ -239,7 +241,10 @@ async fn a_client_reconnects_with_the_refreshed_token() {
         })
         .await
         .unwrap();
-    // The scenario: the first token expires (wall clock) during the call.
+    // The scenario: the first token expires during the call. About time, on
+    // the real wall clock (`exp` is whole UNIX seconds compared with the
+    // system time) and a short lifetime (2 s): this waits for the clock to
+    // pass `exp`, nothing else.
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -266,6 +271,7 @@ async fn a_client_reconnects_with_the_refreshed_token() {
             s = Some(r);
             break;
         }
+        // Retry interval of a bounded wait for the port to be free again.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let s = s.expect("cannot listen again");

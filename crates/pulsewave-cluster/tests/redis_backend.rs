@@ -93,11 +93,13 @@ async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
             tokio::time::Instant::now() < deadline,
             "condition not met within {limit:?}"
         );
+        // Poll interval of a bounded wait for a state no event announces.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
-/// Polls an async condition every 50 ms for up to `limit`.
+/// Polls an async condition every 50 ms for up to `limit`: a bounded wait
+/// for a state in Redis, which announces nothing.
 macro_rules! eventually {
     ($limit:expr, $cond:expr) => {{
         let deadline = tokio::time::Instant::now() + $limit;
@@ -217,12 +219,27 @@ async fn placement_is_atomic_and_follows_the_owner() {
         matches!(b.place_room("shown", true).await.unwrap(), Placement::Remote(n) if n.id == "node-a")
     );
     a.room_closed("shown", &RoomSid::from("RM_other"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        b.rooms().await.unwrap().len(),
-        1,
+    // Another instance's close is ignored: a later update from the same node
+    // shows up, and the room is still listed.
+    let marker = room("marker", &["carol"]);
+    a.room_updated(&marker);
+    eventually!(
+        Duration::from_secs(3),
+        b.rooms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.room.name == "marker")
+    );
+    assert!(
+        b.rooms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.room.name == "shown"),
         "another instance's close is ignored"
     );
+    a.room_closed("marker", &marker.sid);
     a.room_closed("shown", &info.sid);
     eventually!(Duration::from_secs(3), b.rooms().await.unwrap().is_empty());
     assert_eq!(b.place_room("shown", true).await.unwrap(), Placement::Local);
@@ -273,8 +290,10 @@ async fn tunnels_carry_frames_in_order_and_close_both_ways() {
     assert_eq!(relay.recv().await, Some(TunnelFrame::Text("reply".into())));
     assert_eq!(relay.recv().await, Some(TunnelFrame::Ping));
 
-    // Keepalives hold an idle tunnel open past the silence timeout.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Keepalives hold an idle tunnel open past the silence timeout. About
+    // time, on short configured durations (`timings()`, real clock: the
+    // tunnel runs through a real Redis): idle for longer than the timeout.
+    tokio::time::sleep(timings().tunnel_timeout + Duration::from_secs(1)).await;
     owner_end
         .send(TunnelFrame::Text("still".into()))
         .await

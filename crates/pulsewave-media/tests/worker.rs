@@ -154,6 +154,9 @@ async fn two_rooms_on_one_worker_socket_each_get_their_own_media() {
             }
             next = Instant::now() + Duration::from_millis(20);
         }
+        // Paces this loop, which both drives the transports and sends a
+        // packet every 20 ms (a media source, not a wait before an
+        // assertion); the loop ends on the packets counted, bounded above.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     for c in &calls {

@@ -2,9 +2,10 @@
 //! with no persistence, stopped by PID when dropped. Never touches a system
 //! Redis.
 //!
-//! When `redis-server` is missing, [`RedisServer::start`] returns `None`
-//! and the test skips, unless `PULSEWAVE_REQUIRE_REDIS=1` (set by
-//! scripts/test.sh, which installs Redis): then it panics.
+//! When `redis-server` is missing, [`RedisServer::start`] panics, saying
+//! so: a missing dependency is a failure, never a silent pass. Only with
+//! `PULSEWAVE_ALLOW_SKIP=1` (which scripts/test.sh never sets) does it
+//! return `None`, and the test returns early with a `SKIPPED` line.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
@@ -27,6 +28,19 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// Fails the test because `missing` is not there, unless
+/// `PULSEWAVE_ALLOW_SKIP=1` explicitly allows skipping it: then it prints a
+/// `SKIPPED` line and returns (the caller returns early).
+pub(crate) fn skip_or_panic(missing: &str) {
+    if std::env::var("PULSEWAVE_ALLOW_SKIP").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED (PULSEWAVE_ALLOW_SKIP=1): {missing}");
+    } else {
+        panic!(
+            "{missing}; this test needs it (set PULSEWAVE_ALLOW_SKIP=1 to skip such tests knowingly)"
+        );
+    }
+}
+
 fn available() -> bool {
     Command::new("redis-server")
         .arg("--version")
@@ -37,8 +51,8 @@ fn available() -> bool {
 }
 
 impl RedisServer {
-    /// A fresh Redis, or `None` (test skipped) if `redis-server` is not
-    /// installed and Redis is not required.
+    /// A fresh Redis. Panics if `redis-server` is not installed; `None`
+    /// (the test skips) only under `PULSEWAVE_ALLOW_SKIP=1`.
     pub(crate) fn start() -> Option<RedisServer> {
         Self::start_with(Vec::new(), false, None)
     }
@@ -53,10 +67,9 @@ impl RedisServer {
         log: Option<std::path::PathBuf>,
     ) -> Option<RedisServer> {
         if !available() {
-            if std::env::var("PULSEWAVE_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
-                panic!("redis-server is not installed (scripts/test.sh installs it)");
-            }
-            eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+            skip_or_panic(
+                "redis-server is not installed (apt-get install redis-server; scripts/test.sh installs it)",
+            );
             return None;
         }
         for _ in 0..5 {
@@ -124,6 +137,8 @@ impl RedisServer {
                 self.child = None;
                 return false; // port taken: retry elsewhere
             }
+            // Poll interval of a bounded wait for the new process to answer
+            // PING (a child process gives no readiness event).
             std::thread::sleep(Duration::from_millis(20));
         }
         self.stop();
@@ -233,6 +248,7 @@ impl RedisServer {
             if self.spawn() {
                 return;
             }
+            // Retry interval of a bounded wait for the old port to be free.
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("could not restart redis-server on port {}", self.port);
