@@ -730,23 +730,79 @@ impl Client {
         }
     }
 
-    /// Caps the simulcast layer one of our subscriptions receives
-    /// (`set-preferred-layers`): the best layer the publisher sends up to
-    /// `spatial_layer` (0 = the lowest); `None`: the best, the default.
+    /// Caps the layers one of our subscriptions receives
+    /// (`set-preferred-layers`): the best spatial layer the publisher sends
+    /// up to `spatial_layer` (0 = the lowest), and temporal layers up to
+    /// `temporal_layer`; `None`: the best, the default.
     pub async fn set_preferred_layers(
         &self,
         consumer_id: &ConsumerId,
         spatial_layer: Option<u8>,
+        temporal_layer: Option<u8>,
     ) -> Result<(), ClientError> {
         match self
             .request(ClientMessage::SetPreferredLayers {
                 consumer_id: consumer_id.clone(),
                 spatial_layer,
+                temporal_layer,
             })
             .await?
         {
             ServerMessage::PreferredLayersSet { .. } => Ok(()),
             other => Err(unexpected("preferred-layers-set", &other)),
+        }
+    }
+
+    /// Sets one of our subscriptions' share of the bandwidth when it is
+    /// short (`set-consumer-priority`, 1 to 255, higher first); `None`
+    /// restores the default for its source.
+    pub async fn set_consumer_priority(
+        &self,
+        consumer_id: &ConsumerId,
+        priority: Option<u8>,
+    ) -> Result<u8, ClientError> {
+        match self
+            .request(ClientMessage::SetConsumerPriority {
+                consumer_id: consumer_id.clone(),
+                priority,
+            })
+            .await?
+        {
+            ServerMessage::ConsumerPrioritySet { priority, .. } => Ok(priority),
+            other => Err(unexpected("consumer-priority-set", &other)),
+        }
+    }
+
+    /// Tells the server how we show one of our video subscriptions
+    /// (`update-track-settings`, LiveKit's adaptive stream hints): its
+    /// rendered size in pixels (0: unknown), or `disabled` for none at all.
+    pub async fn update_track_settings(
+        &self,
+        consumer_id: &ConsumerId,
+        disabled: bool,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ClientError> {
+        match self
+            .request(ClientMessage::UpdateTrackSettings {
+                consumer_id: consumer_id.clone(),
+                disabled,
+                width,
+                height,
+            })
+            .await?
+        {
+            ServerMessage::TrackSettingsUpdated { .. } => Ok(()),
+            other => Err(unexpected("track-settings-updated", &other)),
+        }
+    }
+
+    /// The bandwidth estimate and layer allocation of our receive
+    /// transports (`get-stats`).
+    pub async fn stats(&self) -> Result<Vec<pulsewave_protocol::TransportStats>, ClientError> {
+        match self.request(ClientMessage::GetStats).await? {
+            ServerMessage::Stats { transports } => Ok(transports),
+            other => Err(unexpected("stats", &other)),
         }
     }
 

@@ -39,6 +39,16 @@
 //!   packet) or 1 (other packets). A server that reads VP8 descriptors sees
 //!   keyframes where the header says so.
 //!
+//!   With [`SyntheticConfig::temporal_layers`] of 2 or 3, the descriptor is
+//!   the extended one libwebrtc writes for temporal scalability (6 bytes):
+//!   `0x90`/`0x80` (X, S), `0xe0` (I, L, T), a 15-bit picture id (one per
+//!   frame), TL0PICIDX (one per base-layer frame) and the TID/Y octet.
+//!   Frames follow libwebrtc's patterns: TIDs 0,1 (two layers) or 0,2,1,2
+//!   (three), restarting at each keyframe; Y is set on frames that depend
+//!   on the base layer only. Base-layer frames are larger, so the layers
+//!   carry 60/100% (two) or 40/60/100% (three) of the bitrate, as
+//!   libwebrtc allocates it.
+//!
 //! - **VP9**, **H264** and **AV1**: one byte, enough for a server to find
 //!   keyframes. VP9: a payload descriptor with B (`0x08`) on a frame's first
 //!   packet, E (`0x04`) on its last, P (`0x40`) on inter frames. H264: a NAL
@@ -116,6 +126,8 @@ pub struct SyntheticConfig {
     pub width: u16,
     /// Height written in VP8 keyframe headers.
     pub height: u16,
+    /// VP8 temporal layers: 1 (none, a one-byte descriptor), 2 or 3.
+    pub temporal_layers: u8,
 }
 
 impl SyntheticConfig {
@@ -132,6 +144,7 @@ impl SyntheticConfig {
             max_packet_size: 1100,
             width: 0,
             height: 0,
+            temporal_layers: 1,
         }
     }
 
@@ -148,6 +161,7 @@ impl SyntheticConfig {
             max_packet_size: 1100,
             width: 640,
             height: 360,
+            temporal_layers: 1,
         }
     }
 
@@ -221,6 +235,8 @@ pub struct SyntheticInfo {
     pub header_offset: usize,
     /// For VP8 first packets: the keyframe bit of the VP8 frame tag.
     pub vp8_keyframe: Option<bool>,
+    /// For VP8 with temporal layers: the TID of the descriptor.
+    pub temporal_layer: Option<u8>,
     /// The filler matches the sequence and, for VP8 first packets, the VP8
     /// keyframe bit matches the header's flag.
     pub intact: bool,
@@ -248,12 +264,14 @@ fn unix_micros(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Skips a VP8 payload descriptor; returns `(S bit, partition id, length)`.
-fn vp8_descriptor(p: &[u8]) -> Option<(bool, u8, usize)> {
+/// Skips a VP8 payload descriptor; returns `(S bit, partition id, length,
+/// TID)`.
+fn vp8_descriptor(p: &[u8]) -> Option<(bool, u8, usize, Option<u8>)> {
     let b0 = *p.first()?;
     let s = b0 & 0x10 != 0;
     let pid = b0 & 0x07;
     let mut off = 1;
+    let mut tid = None;
     if b0 & 0x80 != 0 {
         let x = *p.get(off)?;
         off += 1;
@@ -266,10 +284,13 @@ fn vp8_descriptor(p: &[u8]) -> Option<(bool, u8, usize)> {
             off += 1; // TL0PICIDX
         }
         if x & 0x30 != 0 {
+            if x & 0x20 != 0 {
+                tid = Some(*p.get(off)? >> 6);
+            }
             off += 1; // TID / KEYIDX
         }
     }
-    (off <= p.len()).then_some((s, pid, off))
+    (off <= p.len()).then_some((s, pid, off, tid))
 }
 
 fn read_header(p: &[u8], off: usize) -> Option<(u64, u64, u32, u8, u16, u16)> {
@@ -294,6 +315,7 @@ fn read_header(p: &[u8], off: usize) -> Option<(u64, u64, u32, u8, u16, u16)> {
 /// (with or without a VP8 prefix) and checks its filler. `None` when the
 /// payload carries no synthetic header.
 pub fn parse_synthetic(payload: &[u8]) -> Option<SyntheticInfo> {
+    let mut temporal_layer = None;
     let (offset, vp8_keyframe) = if read_header(payload, 0).is_some() {
         (0, None)
     } else if read_header(payload, 1).is_some() {
@@ -301,7 +323,8 @@ pub fn parse_synthetic(payload: &[u8]) -> Option<SyntheticInfo> {
         // first of its frame.
         (1, None)
     } else {
-        let (s, pid, mut off) = vp8_descriptor(payload)?;
+        let (s, pid, mut off, tid) = vp8_descriptor(payload)?;
+        temporal_layer = tid;
         let mut key = None;
         if s && pid == 0 {
             let tag = *payload.get(off)?;
@@ -337,6 +360,7 @@ pub fn parse_synthetic(payload: &[u8]) -> Option<SyntheticInfo> {
         packet_count,
         header_offset: offset,
         vp8_keyframe,
+        temporal_layer,
         intact: filler_ok && vp8_ok,
     })
 }
@@ -352,6 +376,29 @@ pub struct SyntheticSource {
     rtp_base: u32,
     force_keyframe: bool,
     skipped_frames: u64,
+    /// VP8 temporal layering: picture id of the next frame, TL0PICIDX of
+    /// the last base-layer frame, frames since the last keyframe.
+    picture_id: u16,
+    tl0_pic_idx: u8,
+    since_keyframe: u64,
+}
+
+/// The TID of the `i`th frame after a keyframe, and whether it depends on
+/// the base layer only (the Y bit), in libwebrtc's patterns.
+fn temporal_pattern(layers: u8, i: u64) -> (u8, bool) {
+    match layers {
+        2 => match i % 2 {
+            0 => (0, false),
+            _ => (1, true),
+        },
+        3 => match i % 4 {
+            0 => (0, false),
+            1 => (2, true),
+            2 => (1, true),
+            _ => (2, false),
+        },
+        _ => (0, false),
+    }
 }
 
 impl SyntheticSource {
@@ -365,6 +412,9 @@ impl SyntheticSource {
             rtp_base: rand::random(),
             force_keyframe: false,
             skipped_frames: 0,
+            picture_id: rand::random::<u16>() & 0x7fff,
+            tl0_pic_idx: rand::random(),
+            since_keyframe: 0,
         }
     }
 
@@ -444,9 +494,26 @@ impl SyntheticSource {
                 || k.is_multiple_of(self.keyframe_every()))
     }
 
-    /// Total payload bytes of frame `k`.
-    fn frame_size(&self, k: u64, keyframe: bool) -> usize {
+    /// The VP8 temporal layers in use (1 for other codecs).
+    fn temporal_layers(&self) -> u8 {
+        if self.config.codec == SyntheticCodec::Vp8 && self.config.kind == MediaKind::Video {
+            self.config.temporal_layers.clamp(1, 3)
+        } else {
+            1
+        }
+    }
+
+    /// Total payload bytes of frame `k`, with temporal layer `tid`.
+    fn frame_size(&self, k: u64, keyframe: bool, tid: u8) -> usize {
         let avg = (u64::from(self.config.bitrate_bps) / 8 / self.fps()).max(1) as usize;
+        // Base-layer frames are larger: 1.2x / 0.8x (two layers), 1.6x /
+        // 0.8x / 0.8x (three).
+        let avg = match (self.temporal_layers(), tid) {
+            (2, 0) => avg * 6 / 5,
+            (3, 0) => avg * 8 / 5,
+            (1, _) => avg,
+            _ => avg * 4 / 5,
+        };
         match self.config.kind {
             MediaKind::Audio => {
                 // Vary by +-25% deterministically, as opus does with content.
@@ -502,19 +569,48 @@ impl SyntheticSource {
         self.force_keyframe = false;
         let rtp_time = self.rtp_time_of(k);
         let send_us = unix_micros(send_time);
-        let size = self.frame_size(k, keyframe);
+        let layers = self.temporal_layers();
+        if keyframe {
+            self.since_keyframe = 0;
+        }
+        let (tid, layer_sync) = temporal_pattern(layers, self.since_keyframe);
+        self.since_keyframe += 1;
+        let picture_id = self.picture_id;
+        self.picture_id = (self.picture_id + 1) & 0x7fff;
+        if tid == 0 {
+            self.tl0_pic_idx = self.tl0_pic_idx.wrapping_add(1);
+        }
+        let size = self.frame_size(k, keyframe, tid);
         let codec = self.config.codec;
         let vp8 = codec == SyntheticCodec::Vp8;
+        // The VP8 payload descriptor, after its first byte.
+        let extension: &[u8] = &if layers > 1 {
+            [
+                0xe0,
+                0x80 | (picture_id >> 8) as u8,
+                picture_id as u8,
+                self.tl0_pic_idx,
+                (tid << 6) | if layer_sync { 0x20 } else { 0 },
+            ]
+        } else {
+            [0; 5]
+        };
+        let extension = if layers > 1 { extension } else { &[] };
+        let descriptor_len = 1 + extension.len();
         let one_byte = matches!(
             codec,
             SyntheticCodec::Vp9 | SyntheticCodec::H264 | SyntheticCodec::Av1
         );
         let first_prefix = if vp8 {
-            1 + 3 + if keyframe { 7 } else { 0 }
+            descriptor_len + 3 + if keyframe { 7 } else { 0 }
         } else {
             usize::from(one_byte)
         };
-        let other_prefix = usize::from(vp8 || one_byte);
+        let other_prefix = if vp8 {
+            descriptor_len
+        } else {
+            usize::from(one_byte)
+        };
         let max = self
             .config
             .max_packet_size
@@ -533,8 +629,10 @@ impl SyntheticSource {
             self.sequence += 1;
             let mut p = Vec::with_capacity(len);
             if vp8 {
+                let x = if extension.is_empty() { 0 } else { 0x80 };
                 if first {
-                    p.push(0x10);
+                    p.push(x | 0x10);
+                    p.extend_from_slice(extension);
                     p.extend_from_slice(&[if keyframe { 0x10 } else { 0x11 }, 0, 0]);
                     if keyframe {
                         p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
@@ -542,7 +640,8 @@ impl SyntheticSource {
                         p.extend_from_slice(&self.config.height.to_le_bytes());
                     }
                 } else {
-                    p.push(0x00);
+                    p.push(x);
+                    p.extend_from_slice(extension);
                 }
             }
             match codec {
@@ -619,6 +718,57 @@ mod tests {
         }
         assert_eq!(n, 50);
         assert!(sizes.iter().all(|l| (80..=160).contains(l)), "{sizes:?}");
+    }
+
+    #[test]
+    fn vp8_temporal_layers_follow_libwebrtc_patterns() {
+        let config = SyntheticConfig {
+            temporal_layers: 3,
+            keyframe_interval: Duration::from_secs(100),
+            ..SyntheticConfig::vp8(30, 900_000)
+        };
+        let mut s = SyntheticSource::new(config);
+        let wall = SystemTime::now();
+        let mut bytes = [0usize; 3];
+        let mut last: Option<(u16, u8)> = None;
+        for k in 0..121u64 {
+            let frame = s.next_frame_at_wall(wall);
+            let first = &frame[0].payload;
+            assert_eq!(first[0], 0x90, "X and S on the first packet");
+            assert_eq!(first[1], 0xe0, "I, L, T");
+            let pid = (u16::from(first[2] & 0x7f) << 8) | u16::from(first[3]);
+            let tl0 = first[4];
+            let tid = first[5] >> 6;
+            let y = first[5] & 0x20 != 0;
+            assert_eq!((tid, y), temporal_pattern(3, k), "frame {k}");
+            if let Some((p, t)) = last {
+                assert_eq!(pid, (p + 1) & 0x7fff, "one picture id per frame");
+                let want = if tid == 0 { t.wrapping_add(1) } else { t };
+                assert_eq!(tl0, want, "TL0PICIDX counts base-layer frames");
+            }
+            last = Some((pid, tl0));
+            for p in &frame {
+                assert_eq!(p.payload[0] & 0x80, 0x80);
+                let info = parse_synthetic(&p.payload).expect("synthetic");
+                assert!(info.intact);
+                assert_eq!(info.temporal_layer, Some(tid));
+                if k > 0 {
+                    bytes[usize::from(tid)] += p.payload.len();
+                }
+            }
+        }
+        // 120 frames after the keyframe: the layers carry 40/60/100%.
+        let total: usize = bytes.iter().sum();
+        let share = |n: usize| bytes[..n].iter().sum::<usize>() as f64 / total as f64;
+        assert!((share(1) - 0.4).abs() < 0.03, "TL0 {}", share(1));
+        assert!((share(2) - 0.6).abs() < 0.03, "TL0+1 {}", share(2));
+        // A keyframe restarts the pattern on the base layer.
+        s.request_keyframe();
+        let key = s.next_frame_at_wall(wall);
+        assert!(key[0].keyframe);
+        assert_eq!(key[0].payload[5] >> 6, 0);
+        let next = s.next_frame_at_wall(wall);
+        assert_eq!(next[0].payload[5] >> 6, 2);
     }
 
     #[test]

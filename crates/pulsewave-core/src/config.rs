@@ -60,6 +60,15 @@ pub struct RoomConfig {
     /// are dropped and counted. A safety bound for a subscriber with many
     /// consumers, not a congestion control.
     pub max_outgoing_bitrate: u64,
+    /// Estimate the bandwidth toward each subscriber (transport-wide-cc)
+    /// and fit its layers in it. Off: subscribers get the layers they
+    /// prefer whatever their network (the forwarding of the first
+    /// versions, for comparison).
+    pub bandwidth_estimation: bool,
+    /// The estimate a receive transport starts from, bits per second
+    /// (mediasoup's `initialAvailableOutgoingBitrate`); probing raises it
+    /// within a second or two when the network allows.
+    pub initial_available_outgoing_bitrate: u64,
 }
 
 impl Default for RoomConfig {
@@ -83,6 +92,8 @@ impl Default for RoomConfig {
             max_data_bytes_per_second: 1_000_000,
             max_incoming_bitrate: 20_000_000,
             max_outgoing_bitrate: 100_000_000,
+            bandwidth_estimation: true,
+            initial_available_outgoing_bitrate: 1_000_000,
         }
     }
 }

@@ -120,6 +120,15 @@ pub enum StateChange {
     },
 }
 
+/// One encoding in [`Event::ProducerLayersWanted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerWanted {
+    /// Its `rid`, when the encodings have rids.
+    pub rid: Option<String>,
+    /// Whether any consumer wants it.
+    pub wanted: bool,
+}
+
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
@@ -225,6 +234,38 @@ pub enum Event {
     },
     /// What the room publishes changed.
     State(StateChange),
+    /// The layers a consumer forwards changed (mediasoup's
+    /// `layerschange`): `(spatial, temporal)`, `None` when it forwards no
+    /// video (paused for congestion, hidden, or waiting for a keyframe).
+    ConsumerLayersChanged {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// Its subscriber.
+        owner: Owner,
+        /// Spatial and temporal layer.
+        layers: Option<(u8, u8)>,
+    },
+    /// The allocator paused a consumer because not even its lowest layer
+    /// fits the subscriber's bandwidth (`congested: true`), or resumed it.
+    ConsumerCongested {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// Its subscriber.
+        owner: Owner,
+        /// Paused for congestion now.
+        congested: bool,
+    },
+    /// Dynacast: which layers of a producer any consumer wants now (index:
+    /// spatial layer, lowest first). The publisher should send exactly
+    /// these; an unwanted layer costs nobody anything.
+    ProducerLayersWanted {
+        /// The producer.
+        producer_id: ProducerId,
+        /// Its publisher.
+        owner: Owner,
+        /// Every encoding, lowest first.
+        layers: Vec<LayerWanted>,
+    },
     /// The room panicked (a bug) and was dropped by its endpoint, with
     /// everything in it; the endpoint's other rooms are not affected.
     /// Signaling should tell the room's participants and close the room.

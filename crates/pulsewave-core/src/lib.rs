@@ -66,6 +66,7 @@
 //! invariants, and even then they are contained: the [`Endpoint`] drops the
 //! room that panicked ([`Event::RoomFailed`]) and its other rooms go on.
 
+mod allocator;
 mod bucket;
 mod config;
 mod data;
@@ -78,18 +79,24 @@ mod keyframe;
 mod media;
 pub mod ortc;
 mod owners;
+mod rate;
 mod registry;
 mod room;
 mod stun;
 mod timers;
 mod transport;
+mod vp8;
 
 pub use config::RoomConfig;
 pub use endpoint::{
     Datagram, Endpoint, EndpointConfig, EndpointStats, Protocol, RoomGone, RoomId, RoomMut,
 };
 pub use error::Error;
-pub use event::{AppData, CloseReason, Event, StateChange, Transmit};
+pub use event::{AppData, CloseReason, Event, LayerWanted, StateChange, Transmit};
+pub use media::{DEFAULT_PRIORITY, View};
 pub use owners::Owner;
-pub use room::{Consumed, DataConsumed, DatagramError, Produced, Room, RoomStats};
+pub use room::{
+    Consumed, ConsumerAllocation, DataConsumed, DatagramError, Produced, Room, RoomStats,
+    TransportAllocation,
+};
 pub use stun::{is_stun, stun_username};

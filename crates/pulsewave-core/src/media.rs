@@ -8,7 +8,9 @@ use pulsewave_protocol::{ConsumerId, MediaKind, ProducerId};
 
 use crate::event::AppData;
 use crate::keyframe::VideoCodec;
+use crate::rate::LayerRate;
 use crate::transport::TransportKey;
+use crate::vp8::Vp8Selector;
 
 pub(crate) type ProducerKey = usize;
 pub(crate) type ConsumerKey = usize;
@@ -42,10 +44,26 @@ pub(crate) struct Producer {
     pub(crate) keyframe_timer: Option<Instant>,
     pub(crate) packets: u64,
     pub(crate) bytes: u64,
+    /// Default share of bandwidth for its consumers (1 to 255).
+    pub(crate) priority: u8,
+    /// Dynacast: the layers reported wanted to the publisher (bit `i`:
+    /// layer `i`), `None` before the first report.
+    pub(crate) wanted_reported: Option<u32>,
+    /// When fewer wanted layers may be reported (after
+    /// [`DYNACAST_DOWN_DELAY`]).
+    pub(crate) wanted_pending: Option<Instant>,
 }
 
 /// How long a layer may be silent and still count as sent.
-const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
+pub(crate) const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Dynacast reports a layer unwanted only after nobody wanted it for this
+/// long (as LiveKit), so a subscriber resizing a tile back and forth does
+/// not make the publisher stop and restart an encoder.
+pub(crate) const DYNACAST_DOWN_DELAY: Duration = Duration::from_secs(5);
+
+/// The default priority of a consumer: LiveKit's and mediasoup's 1.
+pub const DEFAULT_PRIORITY: u8 = 1;
 
 /// One encoding of a producer: a single stream, or a simulcast layer.
 pub(crate) struct Layer {
@@ -56,6 +74,29 @@ pub(crate) struct Layer {
     pub(crate) ssrc: Option<u32>,
     /// When its last packet arrived.
     pub(crate) last_packet: Option<Instant>,
+    /// Its measured bitrate per temporal layer.
+    pub(crate) rate: LayerRate,
+    /// Its picture height, from its keyframes (VP8), if known.
+    pub(crate) height: Option<u16>,
+}
+
+impl Layer {
+    /// A layer with its `rid` and declared `ssrc`, not seen yet.
+    pub(crate) fn new(rid: Option<String>, ssrc: Option<u32>) -> Self {
+        Self {
+            rid,
+            ssrc,
+            last_packet: None,
+            rate: LayerRate::default(),
+            height: None,
+        }
+    }
+
+    /// Whether the publisher sends it now.
+    pub(crate) fn is_live(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+    }
 }
 
 impl Producer {
@@ -63,30 +104,7 @@ impl Producer {
     pub(crate) fn best_layer(&self, now: Instant) -> usize {
         self.layers
             .iter()
-            .rposition(|l| {
-                l.last_packet
-                    .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
-            })
-            .unwrap_or(0)
-    }
-
-    /// The layer to forward to a consumer that prefers `preferred` (a
-    /// spatial layer index; `None`: the best): the highest layer at or
-    /// below it that the publisher is sending now, else the lowest one it
-    /// is sending (as mediasoup's `setPreferredLayers`), else 0.
-    pub(crate) fn target_layer(&self, now: Instant, preferred: Option<usize>) -> usize {
-        let Some(max) = preferred else {
-            return self.best_layer(now);
-        };
-        let live = |l: &Layer| {
-            l.last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
-        };
-        let below = self.layers.len().min(max.saturating_add(1));
-        self.layers[..below]
-            .iter()
-            .rposition(live)
-            .or_else(|| self.layers.iter().position(live))
+            .rposition(|l| l.is_live(now))
             .unwrap_or(0)
     }
 
@@ -119,10 +137,39 @@ pub(crate) struct Consumer {
     /// The highest spatial layer the subscriber wants (`None`: the best the
     /// publisher sends), set by `set-preferred-layers`.
     pub(crate) preferred_layer: Option<usize>,
+    /// The highest temporal layer it wants (`None`: every one).
+    pub(crate) preferred_temporal: Option<u8>,
+    /// Its priority, when the subscriber set one (else its producer's).
+    pub(crate) priority: Option<u8>,
+    /// How the subscriber shows it (adaptive stream).
+    pub(crate) view: View,
+    /// The layers the allocator gives it (spatial, temporal); `None` for
+    /// video until the first allocation or while paused for congestion.
+    /// Audio always has `Some((0, 0))`.
+    pub(crate) target: Option<(u8, u8)>,
+    /// Paused by the allocator: not even its lowest layer fits.
+    pub(crate) congested: bool,
+    /// The bitrate of its target layers.
+    pub(crate) allocated: u64,
+    /// Temporal layer selection and VP8 rewriting.
+    pub(crate) vp8: Vp8Selector,
+    /// The layers last reported in `ConsumerLayersChanged`.
+    pub(crate) reported_layers: Option<(u8, u8)>,
     /// Whether str0m keeps packets for retransmission (video with RTX).
     pub(crate) nackable: bool,
     pub(crate) rewriter: Rewriter,
     pub(crate) packets: u64,
+}
+
+/// How a subscriber shows a video consumer (LiveKit's adaptive stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct View {
+    /// The subscriber shows nothing: no video is sent.
+    pub disabled: bool,
+    /// Rendered width in pixels (0: unknown).
+    pub width: u32,
+    /// Rendered height in pixels (0: unknown).
+    pub height: u32,
 }
 
 impl Consumer {
@@ -131,12 +178,28 @@ impl Consumer {
     }
 }
 
+/// Runs of dropped packets remembered to place late packets among them.
+const DROP_RUNS: usize = 16;
+
 /// Rewrites a producer's sequence numbers and timestamps into one consumer's
 /// continuous space: every consumer starts at its own random base, and after
 /// a pause, a mute or a keyframe wait it continues where it left off, so the
-/// receiver sees neither a jump nor a gap it would try to repair.
+/// receiver sees neither a jump nor a gap it would try to repair. Packets
+/// the consumer does not get (pictures of temporal layers above its own)
+/// are taken out of the sequence ([`Rewriter::skip`]), so the receiver does
+/// not ask for them.
 #[derive(Debug, Clone)]
 pub(crate) struct Rewriter {
+    /// Runs `(first, count)` of skipped producer sequence numbers since the
+    /// last resynchronization, oldest first (a ring of `runs` entries from
+    /// `run_head`).
+    drops: [(u64, u64); DROP_RUNS],
+    runs: usize,
+    run_head: usize,
+    /// Skipped packets in runs no longer remembered (all older).
+    folded: u64,
+    /// Every skipped packet since the last resynchronization.
+    skipped: u64,
     clock_rate: u32,
     started: bool,
     seq_offset: u64,
@@ -156,6 +219,11 @@ impl Rewriter {
     /// rollover counter starts at 0) and `initial_ts`.
     pub(crate) fn new(clock_rate: u32, initial_seq: u16, initial_ts: u32) -> Self {
         Self {
+            drops: [(0, 0); DROP_RUNS],
+            runs: 0,
+            run_head: 0,
+            folded: 0,
+            skipped: 0,
             clock_rate: clock_rate.max(1),
             started: false,
             seq_offset: 0,
@@ -192,6 +260,9 @@ impl Rewriter {
             };
             self.seq_offset = out_seq.wrapping_sub(in_seq);
             self.ts_offset = out_ts.wrapping_sub(in_ts);
+            self.runs = 0;
+            self.folded = 0;
+            self.skipped = 0;
             self.sync_in_seq = in_seq;
             self.started = true;
             self.last_out_seq = out_seq;
@@ -202,7 +273,9 @@ impl Rewriter {
         if in_seq < self.sync_in_seq {
             return None;
         }
-        let out_seq = in_seq.wrapping_add(self.seq_offset);
+        let out_seq = in_seq
+            .wrapping_add(self.seq_offset)
+            .wrapping_sub(self.skipped_below(in_seq));
         let out_ts = in_ts.wrapping_add(self.ts_offset);
         if out_seq > self.last_out_seq {
             self.last_out_seq = out_seq;
@@ -210,6 +283,58 @@ impl Rewriter {
             self.last_out_at = Some(now);
         }
         Some((out_seq, out_ts))
+    }
+
+    /// Takes producer packet `in_seq` out of the consumer's sequence (it is
+    /// not forwarded): later packets move down by one. A skip older than
+    /// the newest one is not recorded (rare: a late packet of a dropped
+    /// picture), which leaves a hole the receiver may ask about.
+    pub(crate) fn skip(&mut self, in_seq: u64) {
+        if !self.started || in_seq < self.sync_in_seq {
+            return;
+        }
+        if self.runs > 0 {
+            let last = (self.run_head + self.runs - 1) % DROP_RUNS;
+            let (first, count) = self.drops[last];
+            if in_seq == first + count {
+                self.drops[last].1 += 1;
+                self.skipped += 1;
+                return;
+            }
+            if in_seq < first + count {
+                return;
+            }
+        }
+        if self.runs == DROP_RUNS {
+            self.folded += self.drops[self.run_head].1;
+            self.run_head = (self.run_head + 1) % DROP_RUNS;
+            self.runs -= 1;
+        }
+        let at = (self.run_head + self.runs) % DROP_RUNS;
+        self.drops[at] = (in_seq, 1);
+        self.runs += 1;
+        self.skipped += 1;
+    }
+
+    /// Skipped packets before `in_seq`.
+    fn skipped_below(&self, in_seq: u64) -> u64 {
+        if self.skipped == 0 {
+            return 0;
+        }
+        let last = (self.run_head + self.runs.max(1) - 1) % DROP_RUNS;
+        let (first, count) = self.drops[last];
+        if self.runs > 0 && in_seq >= first + count {
+            return self.skipped;
+        }
+        let mut below = self.folded;
+        for i in 0..self.runs {
+            let (first, count) = self.drops[(self.run_head + i) % DROP_RUNS];
+            if in_seq <= first {
+                break;
+            }
+            below += count.min(in_seq - first);
+        }
+        below
     }
 }
 
@@ -238,6 +363,36 @@ mod tests {
         assert_eq!(r.rewrite(70_501, 2_003_000, t1, false), Some((1005, 23000)));
         // A late packet from before the resync is dropped.
         assert_eq!(r.rewrite(70_400, 1_900_000, t1, false), None);
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_hole_and_late_packets_find_their_place() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 100, 0);
+        assert_eq!(r.rewrite(1000, 0, t0, false), Some((100, 0)));
+        // 1001 and 1002 are a dropped picture; 1003 follows 1000 directly.
+        r.skip(1001);
+        r.skip(1002);
+        assert_eq!(r.rewrite(1003, 3000, t0, false).map(|x| x.0), Some(101));
+        r.skip(1004);
+        assert_eq!(r.rewrite(1005, 6000, t0, false).map(|x| x.0), Some(102));
+        assert_eq!(r.rewrite(1006, 6000, t0, false).map(|x| x.0), Some(103));
+        // A late retransmission of 1003 gets the same number as before.
+        assert_eq!(r.rewrite(1003, 3000, t0, false).map(|x| x.0), Some(101));
+        // Many runs: old ones are folded, the count stays right.
+        let mut seq = 1007;
+        for _ in 0..40 {
+            r.skip(seq);
+            seq += 1;
+            r.rewrite(seq, 0, t0, false);
+            seq += 1;
+        }
+        // 40 forwarded after 103.
+        assert_eq!(r.rewrite(seq, 0, t0, false).map(|x| x.0), Some(144));
+        // A resync forgets the runs.
+        let t1 = t0 + Duration::from_millis(10);
+        assert_eq!(r.rewrite(5000, 0, t1, true).map(|x| x.0), Some(145));
+        assert_eq!(r.rewrite(5001, 0, t1, false).map(|x| x.0), Some(146));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use pulsewave_protocol::transport::{
 };
 use pulsewave_protocol::{TransportId, random_string_from};
 use rand::rngs::StdRng;
+use str0m::bwe::Bitrate;
 use str0m::channel::ChannelId;
 use str0m::config::Fingerprint;
 use str0m::format::{Codec, FormatParams};
@@ -60,6 +61,8 @@ pub(crate) struct Outputs {
     pub(crate) timers: Timers<Timer>,
     pub(crate) due: Vec<TransportKey>,
     pub(crate) demux: VecDeque<DemuxChange>,
+    /// Receive transports whose allocation must run before the input ends.
+    pub(crate) allocate: Vec<TransportKey>,
 }
 
 /// What a room timer wakes.
@@ -69,6 +72,10 @@ pub(crate) enum Timer {
     Transport(TransportKey),
     /// A producer whose keyframe request waits for the throttle.
     Keyframe(usize),
+    /// A receive transport's periodic allocation.
+    Allocate(TransportKey),
+    /// A producer whose dynacast downgrade waits out its delay.
+    Dynacast(usize),
 }
 
 impl Outputs {
@@ -77,6 +84,15 @@ impl Outputs {
         if t.failed.is_none() {
             t.failed = Some(reason);
             self.failed.push(key);
+        }
+    }
+
+    /// Asks for an allocation of a receive transport before the input
+    /// ends.
+    pub(crate) fn want_allocation(&mut self, key: TransportKey, t: &mut Transport) {
+        if !t.bwe.pending {
+            t.bwe.pending = true;
+            self.allocate.push(key);
         }
     }
 
@@ -158,6 +174,39 @@ pub(crate) struct Transport {
     pub(crate) egress: TokenBucket,
     /// Set when the transport failed or must close.
     pub(crate) failed: Option<crate::event::CloseReason>,
+    /// Bandwidth estimation and allocation (receive transports).
+    pub(crate) bwe: BweState,
+}
+
+/// A receive transport's bandwidth estimate and allocator state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BweState {
+    /// The transport-wide-cc estimate, bits per second.
+    pub(crate) estimate: Option<u64>,
+    /// The last REMB from the subscriber, bits per second.
+    pub(crate) remb: Option<u64>,
+    /// An allocation is queued for this input.
+    pub(crate) pending: bool,
+    /// When the periodic allocation is armed.
+    pub(crate) timer: Option<Instant>,
+    /// No layer goes up before this (after a downgrade for congestion).
+    pub(crate) hold_until: Option<Instant>,
+    /// What the last allocation gave (video and audio), bits per second.
+    pub(crate) allocated: u64,
+    /// The `(minimum, desired)` last given to str0m's estimator.
+    pub(crate) configured: Option<(u64, u64)>,
+}
+
+impl BweState {
+    /// The estimate the allocator divides: transport-wide-cc, or REMB from
+    /// a subscriber that sends it, the lower of both when there are both;
+    /// `None` when there is neither yet.
+    pub(crate) fn available(&self) -> Option<u64> {
+        match (self.estimate, self.remb) {
+            (Some(e), Some(r)) => Some(e.min(r)),
+            (e, r) => e.or(r),
+        }
+    }
 }
 
 /// What a receive ssrc of a send transport is.
@@ -197,6 +246,10 @@ pub(crate) struct TransportSpec<'a> {
     pub(crate) rng: &'a mut StdRng,
     pub(crate) max_incoming_bitrate: u64,
     pub(crate) max_outgoing_bitrate: u64,
+    /// The bandwidth estimate a receive transport starts from.
+    pub(crate) initial_bitrate: u64,
+    /// Whether receive transports estimate their bandwidth.
+    pub(crate) bandwidth_estimation: bool,
 }
 
 /// The router's payload-type table and extension map (receive
@@ -255,7 +308,17 @@ impl Transport {
         // brings the sender's own (see `learn_sender_parameters`), and a
         // browser picks them per connection in the order tracks are added.
         let (config, pts, extensions) = match spec.direction {
-            TransportDirection::Recv => configure_router(config, spec.router_caps),
+            // Subscribers' transports estimate their bandwidth from
+            // transport-wide-cc feedback (publishers' do not: probing
+            // would go toward the browser, which has its own estimator).
+            TransportDirection::Recv => configure_router(
+                if spec.bandwidth_estimation {
+                    config.enable_bwe(Some(Bitrate::bps(spec.initial_bitrate)))
+                } else {
+                    config
+                },
+                spec.router_caps,
+            ),
             TransportDirection::Send => (
                 config.clear_codecs().clear_extension_map(),
                 Vec::new(),
@@ -332,6 +395,7 @@ impl Transport {
             ingress: bitrate_bucket(spec.max_incoming_bitrate),
             egress: bitrate_bucket(spec.max_outgoing_bitrate),
             failed: None,
+            bwe: BweState::default(),
         };
         Ok((transport, options))
     }
@@ -593,6 +657,8 @@ mod tests {
             rng: &mut rng,
             max_incoming_bitrate: 1_000_000,
             max_outgoing_bitrate: 1_000_000,
+            initial_bitrate: 1_000_000,
+            bandwidth_estimation: true,
         };
         let (mut t, _) = Transport::new(now, spec).unwrap();
         let mut out = Outputs::default();

@@ -4,7 +4,10 @@
 
 use std::time::Instant;
 
-use pulsewave_core::{AppData, Consumed, DataConsumed, Error, Owner, Produced, Room, RoomStats};
+use pulsewave_core::{
+    AppData, Consumed, DataConsumed, Error, Owner, Produced, Room, RoomStats, TransportAllocation,
+    View,
+};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
     DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
@@ -80,11 +83,34 @@ pub(crate) enum Op {
         id: ConsumerId,
         reply: Reply<()>,
     },
-    SetPreferredLayer {
+    SetPreferredLayers {
         owner: Owner,
         id: ConsumerId,
         spatial_layer: Option<u8>,
+        temporal_layer: Option<u8>,
         reply: Reply<()>,
+    },
+    SetConsumerPriority {
+        owner: Owner,
+        id: ConsumerId,
+        priority: Option<u8>,
+        reply: Reply<u8>,
+    },
+    SetProducerPriority {
+        owner: Owner,
+        id: ProducerId,
+        priority: u8,
+        reply: Reply<()>,
+    },
+    SetConsumerView {
+        owner: Owner,
+        id: ConsumerId,
+        view: View,
+        reply: Reply<()>,
+    },
+    TransportAllocations {
+        owner: Owner,
+        reply: oneshot::Sender<Vec<TransportAllocation>>,
     },
     CloseConsumer {
         owner: Owner,
@@ -208,15 +234,37 @@ impl Op {
             Op::PauseConsumer { owner, id, reply } => {
                 answer(reply, room.pause_consumer(now, owner, &id))
             }
-            Op::SetPreferredLayer {
+            Op::SetPreferredLayers {
                 owner,
                 id,
                 spatial_layer,
+                temporal_layer,
                 reply,
             } => answer(
                 reply,
-                room.set_consumer_preferred_layer(now, owner, &id, spatial_layer),
+                room.set_consumer_preferred_layers(now, owner, &id, spatial_layer, temporal_layer),
             ),
+            Op::SetConsumerPriority {
+                owner,
+                id,
+                priority,
+                reply,
+            } => answer(reply, room.set_consumer_priority(now, owner, &id, priority)),
+            Op::SetProducerPriority {
+                owner,
+                id,
+                priority,
+                reply,
+            } => answer(reply, room.set_producer_priority(now, owner, &id, priority)),
+            Op::SetConsumerView {
+                owner,
+                id,
+                view,
+                reply,
+            } => answer(reply, room.set_consumer_view(now, owner, &id, view)),
+            Op::TransportAllocations { owner, reply } => {
+                answer(reply, room.transport_allocations(owner))
+            }
             Op::CloseConsumer { owner, id, reply } => {
                 answer(reply, room.close_consumer(now, owner, &id))
             }

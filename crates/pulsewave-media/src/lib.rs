@@ -40,7 +40,9 @@ mod worker;
 pub use pool::{MediaConfig, WorkerPool};
 /// The core types a media room's methods take and report (re-exported so
 /// an embedder needs no direct dependency on the core for them).
-pub use pulsewave_core::{AppData, Event, Owner, StateChange};
+pub use pulsewave_core::{
+    AppData, ConsumerAllocation, Event, Owner, StateChange, TransportAllocation, View,
+};
 pub use room::{MediaError, MediaRoom};
 pub use worker::{MediaWorker, WorkerGone, WorkerStats};
 

@@ -1,6 +1,9 @@
 //! A room living on a worker thread, and its typed commands.
 
-use pulsewave_core::{AppData, Consumed, DataConsumed, Error, Owner, Produced, RoomId, RoomStats};
+use pulsewave_core::{
+    AppData, Consumed, DataConsumed, Error, Owner, Produced, RoomId, RoomStats,
+    TransportAllocation, View,
+};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
     DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
@@ -178,20 +181,79 @@ impl MediaRoom {
             .await
     }
 
-    /// See [`pulsewave_core::Room::set_consumer_preferred_layer`].
-    pub async fn set_consumer_preferred_layer(
+    /// See [`pulsewave_core::Room::set_consumer_preferred_layers`].
+    pub async fn set_consumer_preferred_layers(
         &self,
         owner: Owner,
         id: ConsumerId,
         spatial_layer: Option<u8>,
+        temporal_layer: Option<u8>,
     ) -> Result<(), MediaError> {
-        self.fallible(|reply| Op::SetPreferredLayer {
+        self.fallible(|reply| Op::SetPreferredLayers {
             owner,
             id,
             spatial_layer,
+            temporal_layer,
             reply,
         })
         .await
+    }
+
+    /// See [`pulsewave_core::Room::set_consumer_priority`].
+    pub async fn set_consumer_priority(
+        &self,
+        owner: Owner,
+        id: ConsumerId,
+        priority: Option<u8>,
+    ) -> Result<u8, MediaError> {
+        self.fallible(|reply| Op::SetConsumerPriority {
+            owner,
+            id,
+            priority,
+            reply,
+        })
+        .await
+    }
+
+    /// See [`pulsewave_core::Room::set_producer_priority`].
+    pub async fn set_producer_priority(
+        &self,
+        owner: Owner,
+        id: ProducerId,
+        priority: u8,
+    ) -> Result<(), MediaError> {
+        self.fallible(|reply| Op::SetProducerPriority {
+            owner,
+            id,
+            priority,
+            reply,
+        })
+        .await
+    }
+
+    /// See [`pulsewave_core::Room::set_consumer_view`].
+    pub async fn set_consumer_view(
+        &self,
+        owner: Owner,
+        id: ConsumerId,
+        view: View,
+    ) -> Result<(), MediaError> {
+        self.fallible(|reply| Op::SetConsumerView {
+            owner,
+            id,
+            view,
+            reply,
+        })
+        .await
+    }
+
+    /// See [`pulsewave_core::Room::transport_allocations`].
+    pub async fn transport_allocations(
+        &self,
+        owner: Owner,
+    ) -> Result<Vec<TransportAllocation>, MediaError> {
+        self.op(|reply| Op::TransportAllocations { owner, reply })
+            .await
     }
 
     /// See [`pulsewave_core::Room::close_consumer`].

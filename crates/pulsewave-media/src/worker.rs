@@ -70,6 +70,10 @@ pub struct WorkerStats {
     pub datagrams_dropped: AtomicU64,
     /// RTP packets forwarded to consumers.
     pub rtp_forwarded: AtomicU64,
+    /// Changes of the layers a consumer forwards.
+    pub layer_switches: AtomicU64,
+    /// Consumers paused because their subscriber's bandwidth was short.
+    pub congestion_pauses: AtomicU64,
 }
 
 impl Default for WorkerStats {
@@ -83,6 +87,8 @@ impl Default for WorkerStats {
             datagrams_out: AtomicU64::new(0),
             datagrams_dropped: AtomicU64::new(0),
             rtp_forwarded: AtomicU64::new(0),
+            layer_switches: AtomicU64::new(0),
+            congestion_pauses: AtomicU64::new(0),
         }
     }
 }
@@ -390,6 +396,12 @@ impl Worker {
         self.stats
             .rtp_forwarded
             .store(totals.rtp_forwarded, Ordering::Relaxed);
+        self.stats
+            .layer_switches
+            .store(totals.layer_switches, Ordering::Relaxed);
+        self.stats
+            .congestion_pauses
+            .store(totals.congestion_pauses, Ordering::Relaxed);
     }
 }
 

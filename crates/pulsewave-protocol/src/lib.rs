@@ -35,7 +35,8 @@ pub use ids::{
     TrackSid, TransportId, random_string, random_string_from,
 };
 pub use messages::{
-    ClientMessage, DataChannelInfo, DataKind, DisconnectReason, ParticipantInfo,
-    ParticipantPermission, RequestId, RoomInfo, ServerMessage, TrackInfo, TrackSource,
+    ClientMessage, ConsumerStats, DataChannelInfo, DataKind, DisconnectReason, ParticipantInfo,
+    ParticipantPermission, RequestId, RoomInfo, ServerMessage, StreamState, SubscribedLayer,
+    TrackInfo, TrackSource, TransportStats,
 };
 pub use rtp::MediaKind;

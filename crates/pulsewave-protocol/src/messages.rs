@@ -169,7 +169,42 @@ pub enum ClientMessage {
         /// Highest spatial layer wanted.
         #[serde(default)]
         spatial_layer: Option<u8>,
+        /// Highest temporal layer wanted (0 = the base frame rate); `null`
+        /// or absent: the highest.
+        #[serde(default)]
+        temporal_layer: Option<u8>,
     },
+    /// Set a consumer's share of its transport's bandwidth when the
+    /// estimate is short (mediasoup's `consumer.setPriority`): 1 to 255,
+    /// higher first. `null` or absent restores the default, which depends
+    /// on the track's source (a screen share above a camera).
+    SetConsumerPriority {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// The priority.
+        #[serde(default)]
+        priority: Option<u8>,
+    },
+    /// How a subscriber shows a video consumer (LiveKit's adaptive stream):
+    /// the size of the element it is rendered in, and whether it is
+    /// visible. The server sends no more than the size needs, and no video
+    /// at all to a hidden or disabled element.
+    UpdateTrackSettings {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// `true`: the subscriber shows nothing; no video is sent.
+        #[serde(default)]
+        disabled: bool,
+        /// Rendered width in pixels (0 or absent: unknown).
+        #[serde(default)]
+        width: u32,
+        /// Rendered height in pixels (0 or absent: unknown).
+        #[serde(default)]
+        height: u32,
+    },
+    /// Ask for the bandwidth estimate and the layer allocation of the
+    /// participant's receive transports; answered with `stats`.
+    GetStats,
     /// Mute one of the participant's own tracks.
     Mute {
         /// The producer.
@@ -244,6 +279,9 @@ impl ClientMessage {
         "resume-consumer",
         "pause-consumer",
         "set-preferred-layers",
+        "set-consumer-priority",
+        "update-track-settings",
+        "get-stats",
         "mute",
         "unmute",
         "publish-data",
@@ -268,6 +306,9 @@ impl ClientMessage {
             ClientMessage::ResumeConsumer { .. } => "resume-consumer",
             ClientMessage::PauseConsumer { .. } => "pause-consumer",
             ClientMessage::SetPreferredLayers { .. } => "set-preferred-layers",
+            ClientMessage::SetConsumerPriority { .. } => "set-consumer-priority",
+            ClientMessage::UpdateTrackSettings { .. } => "update-track-settings",
+            ClientMessage::GetStats => "get-stats",
             ClientMessage::Mute { .. } => "mute",
             ClientMessage::Unmute { .. } => "unmute",
             ClientMessage::PublishData { .. } => "publish-data",
@@ -512,6 +553,56 @@ pub enum ServerMessage {
         consumer_id: ConsumerId,
         /// The preference now in force (`null`: the best layer).
         spatial_layer: Option<u8>,
+        /// The temporal preference now in force (`null`: the highest).
+        temporal_layer: Option<u8>,
+    },
+    /// Reply to `set-consumer-priority`.
+    ConsumerPrioritySet {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// The priority now in force.
+        priority: u8,
+    },
+    /// Reply to `update-track-settings`.
+    TrackSettingsUpdated {
+        /// The consumer.
+        consumer_id: ConsumerId,
+    },
+    /// The layers a consumer forwards changed (mediasoup's
+    /// `consumer.on('layerschange')`): both `null` when it forwards no
+    /// video (paused for congestion, hidden, or waiting for a keyframe).
+    ConsumerLayersChanged {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// Spatial layer (0 = the lowest).
+        spatial_layer: Option<u8>,
+        /// Temporal layer (0 = the base frame rate).
+        temporal_layer: Option<u8>,
+    },
+    /// The server stopped (`paused`) or restarted (`active`) a consumer's
+    /// media on its own, as LiveKit's `StreamStateUpdate`.
+    StreamStateChanged {
+        /// The consumer.
+        consumer_id: ConsumerId,
+        /// `active` or `paused`.
+        state: StreamState,
+        /// Why (`congestion`: the subscriber's bandwidth does not carry
+        /// even the lowest layer).
+        reason: String,
+    },
+    /// Dynacast, to a publisher: which layers of its track any subscriber
+    /// wants now. The client sets `active` on each encoding (through
+    /// `rtpSender.setParameters`), so an unwatched layer costs nothing.
+    SubscribedLayers {
+        /// The producer.
+        producer_id: ProducerId,
+        /// Every encoding, lowest first.
+        layers: Vec<SubscribedLayer>,
+    },
+    /// Reply to `get-stats`.
+    Stats {
+        /// One entry per receive transport.
+        transports: Vec<TransportStats>,
     },
     /// A track was muted (to everyone, including its publisher).
     TrackMuted {
@@ -612,6 +703,69 @@ pub enum ServerMessage {
     },
 }
 
+/// Whether the server is sending a consumer's media.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamState {
+    /// Media flows.
+    Active,
+    /// Stopped by the server.
+    Paused,
+}
+
+/// One encoding of a published track in `subscribed-layers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribedLayer {
+    /// Its index, 0 = the lowest.
+    pub spatial_layer: u8,
+    /// Its `rid`, when the encodings have rids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+    /// Whether anyone wants it: send it (`true`) or stop encoding it.
+    pub active: bool,
+}
+
+/// A receive transport in `stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportStats {
+    /// The transport.
+    pub transport_id: TransportId,
+    /// The bandwidth estimate toward the subscriber, bits per second
+    /// (`null` before the first estimate).
+    pub available_outgoing_bitrate: Option<u64>,
+    /// What the allocator gave its consumers, bits per second.
+    pub allocated_bitrate: u64,
+    /// Its consumers.
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// A consumer in `stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerStats {
+    /// The consumer.
+    pub consumer_id: ConsumerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Its priority.
+    pub priority: u8,
+    /// The spatial layer it forwards (`null`: none).
+    pub spatial_layer: Option<u8>,
+    /// The temporal layer it forwards (`null`: none).
+    pub temporal_layer: Option<u8>,
+    /// The layers the allocator chose, which it switches to at the next
+    /// keyframe (`null`: none).
+    pub target_spatial_layer: Option<u8>,
+    /// The target temporal layer.
+    pub target_temporal_layer: Option<u8>,
+    /// Paused by the server for congestion.
+    pub congested: bool,
+    /// The bitrate of the layers it forwards, bits per second.
+    pub bitrate: u64,
+}
+
 impl ServerMessage {
     /// An `error` message with `code` and `message`.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -639,6 +793,12 @@ impl ServerMessage {
             ServerMessage::ConsumerResumed { .. } => "consumer-resumed",
             ServerMessage::ConsumerPaused { .. } => "consumer-paused",
             ServerMessage::PreferredLayersSet { .. } => "preferred-layers-set",
+            ServerMessage::ConsumerPrioritySet { .. } => "consumer-priority-set",
+            ServerMessage::TrackSettingsUpdated { .. } => "track-settings-updated",
+            ServerMessage::ConsumerLayersChanged { .. } => "consumer-layers-changed",
+            ServerMessage::StreamStateChanged { .. } => "stream-state-changed",
+            ServerMessage::SubscribedLayers { .. } => "subscribed-layers",
+            ServerMessage::Stats { .. } => "stats",
             ServerMessage::TrackMuted { .. } => "track-muted",
             ServerMessage::TrackUnmuted { .. } => "track-unmuted",
             ServerMessage::Data { .. } => "data",

@@ -126,6 +126,9 @@ fn every_client_type_is_listed() {
         json!({"type":"subscribe-data","dataProducerId":"DP_1"}),
         json!({"type":"unsubscribe-data","dataConsumerId":"DC_1"}),
         json!({"type":"ping"}),
+        json!({"type":"set-consumer-priority","consumerId":"CN_1","priority":2}),
+        json!({"type":"update-track-settings","consumerId":"CN_1","disabled":false}),
+        json!({"type":"get-stats"}),
     ];
     assert_eq!(examples.len(), ClientMessage::TYPES.len());
     for e in examples {

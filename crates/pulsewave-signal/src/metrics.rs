@@ -72,7 +72,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         let sum = |f: &dyn Fn(&crate::media::WorkerStats) -> u64| -> u64 {
             pool.workers().iter().map(|w| f(w.stats())).sum()
         };
-        let rows: [(&str, &str, &str, u64); 8] = [
+        let rows: [(&str, &str, &str, u64); 10] = [
             (
                 "pulsewave_media_transports",
                 "gauge",
@@ -102,6 +102,18 @@ pub(crate) fn render(shared: &Shared) -> String {
                 "counter",
                 "RTP packets written to consumers.",
                 sum(&|s| s.rtp_forwarded.load(Ordering::Relaxed)),
+            ),
+            (
+                "pulsewave_media_layer_switches_total",
+                "counter",
+                "Changes of the simulcast or temporal layer a consumer forwards.",
+                sum(&|s| s.layer_switches.load(Ordering::Relaxed)),
+            ),
+            (
+                "pulsewave_media_congestion_pauses_total",
+                "counter",
+                "Video consumers paused because their subscriber's bandwidth estimate did not carry even the lowest layer.",
+                sum(&|s| s.congestion_pauses.load(Ordering::Relaxed)),
             ),
             (
                 "pulsewave_media_workers",

@@ -66,7 +66,8 @@ mod link;
 mod sim;
 
 pub use link::{
-    Datagram, Direction, Fate, Filter, FilterId, Link, LinkConfig, LogEntry, PacketKind, classify,
+    Bottleneck, Datagram, Direction, Fate, Filter, FilterId, Link, LinkConfig, LogEntry,
+    PacketKind, classify,
 };
 pub use sim::{
     Origin, Peer, ReceivedRtp, SERVER_ADDR, SentRtp, Sim, SimConfig, SimulcastOptions,

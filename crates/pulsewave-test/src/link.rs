@@ -1,6 +1,8 @@
 //! The simulated network between the room and its peers: one-way latency,
-//! jitter, seeded random loss, an MTU, and filters that drop chosen packets.
-//! Datagrams in flight wait in a priority queue ordered by delivery time.
+//! jitter, seeded random loss, an MTU, filters that drop chosen packets, and
+//! per-participant bottlenecks (a capacity with a drop-tail queue, as a
+//! `tbf` qdisc on a home link). Datagrams in flight wait in a priority
+//! queue ordered by delivery time.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -138,6 +140,37 @@ pub enum Fate {
     TooBig,
     /// Dropped by a filter.
     Filtered,
+    /// Dropped at a full bottleneck queue.
+    QueueFull,
+}
+
+/// A participant's bottleneck in one direction: datagrams leave it one
+/// after the other at `rate_bps`; one that would wait longer than
+/// `max_queue` is dropped (drop-tail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bottleneck {
+    /// Capacity, bits per second.
+    pub rate_bps: u64,
+    /// The longest a datagram may wait in the queue.
+    pub max_queue: Duration,
+}
+
+impl Bottleneck {
+    /// `rate_bps` with a queue of 100 ms (a typical home router buffer at
+    /// these rates).
+    pub fn rate(rate_bps: u64) -> Self {
+        Self {
+            rate_bps,
+            max_queue: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A bottleneck and when its queue drains.
+#[derive(Debug, Clone, Copy)]
+struct Queue {
+    shape: Bottleneck,
+    busy_until: Option<Instant>,
 }
 
 /// One line of the link's log: a datagram without its bytes, and its fate.
@@ -238,6 +271,7 @@ pub struct Link {
     filters: Vec<(FilterId, Filter)>,
     next_filter: u64,
     blocked: Vec<TransportId>,
+    bottlenecks: Vec<((Owner, Direction), Queue)>,
     in_flight: BinaryHeap<InFlight>,
     order: u64,
     log: Vec<LogEntry>,
@@ -265,6 +299,7 @@ impl Link {
             filters: Vec::new(),
             next_filter: 0,
             blocked: Vec::new(),
+            bottlenecks: Vec::new(),
             in_flight: BinaryHeap::new(),
             order: 0,
             log: Vec::new(),
@@ -313,6 +348,27 @@ impl Link {
         }
     }
 
+    /// Puts a bottleneck on one participant's link in one direction
+    /// (`Down`: what the server sends it; `Up`: what it sends), or removes
+    /// it (`None`). Datagrams already queued keep their delivery times.
+    pub fn set_bottleneck(
+        &mut self,
+        participant: Owner,
+        direction: Direction,
+        shape: Option<Bottleneck>,
+    ) {
+        let key = (participant, direction);
+        let busy_until = self
+            .bottlenecks
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, q)| q.busy_until);
+        self.bottlenecks.retain(|(k, _)| *k != key);
+        if let Some(shape) = shape {
+            self.bottlenecks.push((key, Queue { shape, busy_until }));
+        }
+    }
+
     /// Whether a peer transport is cut.
     pub fn is_blocked(&self, transport: &TransportId) -> bool {
         self.blocked.contains(transport)
@@ -346,7 +402,10 @@ impl Link {
         } else if lost {
             Fate::Lost
         } else {
-            Fate::Delivered(datagram.sent_at + config.latency + jitter)
+            match self.queue(&datagram) {
+                Some(left) => Fate::Delivered(left + config.latency + jitter),
+                None => Fate::QueueFull,
+            }
         };
         self.log.push(LogEntry {
             direction: datagram.direction,
@@ -366,6 +425,28 @@ impl Link {
             });
         }
         fate
+    }
+
+    /// Passes `datagram` through its participant's bottleneck: when it
+    /// leaves the queue, or `None` when the queue is full.
+    fn queue(&mut self, datagram: &Datagram) -> Option<Instant> {
+        let now = datagram.sent_at;
+        let Some(owner) = datagram.participant else {
+            return Some(now);
+        };
+        let key = (owner, datagram.direction);
+        let Some((_, q)) = self.bottlenecks.iter_mut().find(|(k, _)| *k == key) else {
+            return Some(now);
+        };
+        let start = q.busy_until.map_or(now, |b| b.max(now));
+        if start - now > q.shape.max_queue {
+            return None;
+        }
+        let bits = datagram.contents.len() as u64 * 8;
+        let nanos = bits * 1_000_000_000 / q.shape.rate_bps.max(1);
+        let left = start + Duration::from_nanos(nanos);
+        q.busy_until = Some(left);
+        Some(left)
     }
 
     /// When the next datagram arrives.
@@ -546,6 +627,44 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_bottleneck_paces_and_drops_past_its_queue() {
+        let t0 = Instant::now();
+        let mut link = Link::new(LinkConfig::with_latency(Duration::ZERO), 1);
+        let who = Owner::new(7);
+        // 1000-byte datagrams at 800 kbit/s: one leaves every 10 ms; the
+        // queue holds 50 ms.
+        link.set_bottleneck(
+            who,
+            Direction::Down,
+            Some(Bottleneck {
+                rate_bps: 800_000,
+                max_queue: Duration::from_millis(50),
+            }),
+        );
+        let mut fates = Vec::new();
+        for i in 0..10u16 {
+            let mut d = dg(t0, Direction::Down, rtp(i, 1));
+            d.contents.resize(1000, 0);
+            d.participant = Some(who);
+            fates.push(link.send(d));
+        }
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(fates[0], Fate::Delivered(ms(10)));
+        assert_eq!(fates[5], Fate::Delivered(ms(60)), "waited 50 ms");
+        assert_eq!(fates[6], Fate::QueueFull);
+        assert_eq!(fates[9], Fate::QueueFull);
+        // Another participant, and the other direction, are not shaped.
+        let mut d = dg(t0, Direction::Up, rtp(1, 1));
+        d.participant = Some(who);
+        assert_eq!(link.send(d), Fate::Delivered(t0));
+        // Lifted: no more queueing.
+        link.set_bottleneck(who, Direction::Down, None);
+        let mut d = dg(ms(1), Direction::Down, rtp(1, 1));
+        d.participant = Some(who);
+        assert_eq!(link.send(d), Fate::Delivered(ms(1)));
     }
 
     #[test]

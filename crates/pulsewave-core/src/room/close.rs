@@ -108,7 +108,11 @@ impl Room {
             u.mids.retain(|(m, k)| !(*k == key && *m == c.mid));
             u.rtc.direct_api().remove_media(Mid::from(c.mid.as_str()));
             drain(c.transport, u, &mut self.out, self.config.ice_timeout);
+            // Its share goes to the transport's other consumers.
+            self.out.want_allocation(c.transport, u);
         }
+        let now = self.now;
+        self.dynacast(now, c.producer);
         if let Some(reason) = reason {
             self.events.push_back(Event::ConsumerClosed {
                 consumer_id: c.id,

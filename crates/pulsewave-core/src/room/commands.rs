@@ -22,10 +22,13 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::event::{AppData, StateChange};
 use crate::keyframe::VideoCodec;
-use crate::media::{Consumer, ConsumerKey, Layer, Producer, ProducerKey, Rewriter};
+use crate::media::{
+    Consumer, ConsumerKey, DEFAULT_PRIORITY, Layer, Producer, ProducerKey, Rewriter, View,
+};
 use crate::ortc;
 use crate::transport::DemuxChange;
 use crate::transport::{RxSsrc, SctpStream, Transport, TransportKey, TransportSpec, drain};
+use crate::vp8::Vp8Selector;
 
 use rand::Rng;
 
@@ -105,6 +108,8 @@ impl Room {
             rng: &mut self.rng,
             max_incoming_bitrate: self.config.max_incoming_bitrate,
             max_outgoing_bitrate: self.config.max_outgoing_bitrate,
+            initial_bitrate: self.config.initial_available_outgoing_bitrate,
+            bandwidth_estimation: self.config.bandwidth_estimation,
         };
         let (mut transport, options) = Transport::new(now, spec)?;
         let key = self.transports.next_key();
@@ -172,7 +177,10 @@ impl Room {
             | Event::ProducerClosed { owner: o, .. }
             | Event::ConsumerClosed { owner: o, .. }
             | Event::DataProducerClosed { owner: o, .. }
-            | Event::DataConsumerClosed { owner: o, .. } => *o != owner,
+            | Event::DataConsumerClosed { owner: o, .. }
+            | Event::ConsumerLayersChanged { owner: o, .. }
+            | Event::ConsumerCongested { owner: o, .. }
+            | Event::ProducerLayersWanted { owner: o, .. } => *o != owner,
             Event::RoomFailed | Event::State(_) => true,
         });
         self.process(now);
@@ -222,11 +230,7 @@ impl Room {
         } = ortc::validate_producer(kind, &rtp_parameters)?;
         let layers: Vec<Layer> = layers
             .into_iter()
-            .map(|(rid, ssrc)| Layer {
-                rid,
-                ssrc,
-                last_packet: None,
-            })
+            .map(|(rid, ssrc)| Layer::new(rid, ssrc))
             .collect();
         let new_ssrcs = declared.iter().map(|(_, r)| 1 + usize::from(r.is_some())).sum::<usize>()
             // Each rid layer will bind one ssrc (and maybe its RTX) later.
@@ -298,6 +302,9 @@ impl Room {
             keyframe_timer: None,
             packets: 0,
             bytes: 0,
+            priority: DEFAULT_PRIORITY,
+            wanted_reported: None,
+            wanted_pending: None,
         });
         self.owners.add(owner, |h| h.producers += 1);
         let t = &mut self.transports[tkey];
@@ -332,6 +339,9 @@ impl Room {
             );
         }
         drain(tkey, t, &mut self.out, self.config.ice_timeout);
+        // Dynacast: nobody watches yet; unless someone subscribes soon, the
+        // publisher is told so.
+        self.dynacast(now, pkey);
         self.process(now);
         debug!(producer = %id, %kind, mime = %mime_type, "producer created");
         self.events
@@ -490,6 +500,14 @@ impl Room {
             layer: None,
             needs_resync: true,
             preferred_layer: None,
+            preferred_temporal: None,
+            priority: None,
+            view: View::default(),
+            target: (kind == MediaKind::Audio).then_some((0, 0)),
+            congested: false,
+            allocated: 0,
+            vp8: Vp8Selector::new(),
+            reported_layers: None,
             nackable,
             rewriter: Rewriter::new(clock_rate, self.rng.random(), self.rng.random()),
             packets: 0,
@@ -533,9 +551,18 @@ impl Room {
         owner: Owner,
         id: &ConsumerId,
     ) -> Result<(), Error> {
-        self.advance(now);
+        let now = self.advance(now);
         let key = self.owned_consumer(owner, id)?;
-        self.consumers[key].paused = true;
+        let c = &mut self.consumers[key];
+        if c.paused {
+            return Ok(());
+        }
+        c.paused = true;
+        let (transport, producer) = (c.transport, c.producer);
+        // Its share goes to the transport's other consumers.
+        self.want_allocation(transport);
+        self.dynacast(now, producer);
+        self.process(now);
         Ok(())
     }
 

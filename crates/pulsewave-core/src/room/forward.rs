@@ -7,9 +7,12 @@ use str0m::channel::ChannelId;
 use str0m::media::Pt;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 
+use crate::event::Event;
+use crate::keyframe::VideoCodec;
 use crate::media::{Producer, ProducerKey};
 use crate::registry::Registry;
 use crate::transport::{RxSsrc, Transport, TransportKey, drain};
+use crate::vp8::{Verdict, Vp8Info, keyframe_size};
 
 use super::Room;
 
@@ -40,6 +43,7 @@ impl Room {
             consumers,
             stats,
             out,
+            events,
             ..
         } = self;
         let ssrc = *pkt.header.ssrc;
@@ -65,14 +69,39 @@ impl Room {
         stats.rtp_in += 1;
         p.packets += 1;
         p.bytes += pkt.payload.len() as u64;
+        // VP8 descriptors are read once per packet, for every consumer.
+        let vp8 = match p.video {
+            Some(VideoCodec::Vp8) => Vp8Info::parse(&pkt.payload),
+            _ => None,
+        };
+        let keyframe = match &vp8 {
+            Some(info) => info.start && p.video.is_some_and(|c| c.is_keyframe_start(&pkt.payload)),
+            None => p.video.is_none_or(|c| c.is_keyframe_start(&pkt.payload)),
+        };
         if let Some(l) = p.layers.get_mut(layer) {
+            if !l.is_live(now) {
+                // A layer (re)appeared: its consumers' allocations change.
+                for &ckey in &p.consumers {
+                    if let Some(c) = consumers.get(ckey)
+                        && let Some(u) = transports.get_mut(c.transport)
+                    {
+                        out.want_allocation(c.transport, u);
+                    }
+                }
+            }
             l.last_packet = Some(now);
+            let tid = vp8.as_ref().and_then(|v| v.tid).unwrap_or(0);
+            l.rate.record(now, tid, pkt.payload.len());
+            if keyframe
+                && let Some(info) = &vp8
+                && let Some((_, height)) = keyframe_size(&pkt.payload, info)
+            {
+                l.height = Some(height);
+            }
         }
         if p.paused {
             return None;
         }
-        let best = p.best_layer(now);
-        let keyframe = p.video.is_none_or(|c| c.is_keyframe_start(&pkt.payload));
         // A keyframe on this layer answers any request still waiting for
         // the throttle: drop it, as mediasoup's KeyFrameRequestManager does.
         // (Found by the simulcast tests: packets arriving between a PLI and
@@ -81,6 +110,7 @@ impl Room {
         if keyframe && layer < 32 {
             p.keyframe_layers &= !(1 << layer);
         }
+        let last_layer = p.layers.len().saturating_sub(1);
         let in_pt = *pkt.header.payload_type;
         let in_seq = *pkt.seq_no;
         let in_ts = pkt.header.timestamp;
@@ -91,9 +121,14 @@ impl Room {
             let Some(c) = consumers.get_mut(ckey) else {
                 continue;
             };
-            if c.paused {
+            if c.paused || c.congested {
                 continue;
             }
+            // The spatial layer the allocator chose (none yet: nothing).
+            let Some((target, _)) = c.target else {
+                continue;
+            };
+            let target = usize::from(target).min(last_layer);
             let Some(u) = transports.get_mut(c.transport) else {
                 continue;
             };
@@ -103,13 +138,8 @@ impl Room {
             let Some(out_pt) = c.map_pt(in_pt) else {
                 continue;
             };
-            // Forward the consumer's current layer; switch to its target (the
-            // best layer the publisher sends, up to the consumer's preferred
-            // one) at the target's next keyframe (any packet, for audio).
-            let target = match c.preferred_layer {
-                None => best,
-                Some(_) => p.target_layer(now, c.preferred_layer),
-            };
+            // Forward the consumer's current layer; switch to its target at
+            // the target's next keyframe (any packet, for audio).
             let resync = if c.layer == Some(layer) {
                 if layer != target && target < 32 {
                     keyframe_needed |= 1 << target;
@@ -127,6 +157,23 @@ impl Room {
             } else {
                 continue;
             };
+            if resync {
+                c.vp8.restart();
+            }
+            // Temporal layers: whole pictures above the consumer's are
+            // dropped, and its sequence numbers close over them.
+            let mut patch = None;
+            if let Some(info) = &vp8 {
+                match c.vp8.packet(in_ts, info) {
+                    Verdict::Forward(rewrite) => patch = rewrite.patch,
+                    Verdict::Drop => {
+                        c.needs_resync = false;
+                        c.rewriter.skip(in_seq);
+                        continue;
+                    }
+                    Verdict::Stale => continue,
+                }
+            }
             c.needs_resync = false;
             let Some((seq, ts)) = c.rewriter.rewrite(in_seq, in_ts, now, resync) else {
                 continue;
@@ -145,18 +192,20 @@ impl Room {
             let Some(stream) = api.stream_tx(&Ssrc::from(c.ssrc)) else {
                 continue;
             };
-            stream.write_rtp(
-                RtpWrite::new(
-                    Pt::from(out_pt),
-                    SeqNo::from(seq),
-                    ts,
-                    pkt.timestamp,
-                    pkt.payload.clone(),
-                )
-                .marker(pkt.header.marker)
-                .ext_vals(ext)
-                .nackable(c.nackable),
-            );
+            let mut write = RtpWrite::new(
+                Pt::from(out_pt),
+                SeqNo::from(seq),
+                ts,
+                pkt.timestamp,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.header.marker)
+            .ext_vals(ext)
+            .nackable(c.nackable);
+            if let Some(patch) = patch {
+                write = write.vp8_patch(patch);
+            }
+            stream.write_rtp(write);
             // str0m hands a written packet to its pacer, which encrypts and
             // emits it, only on the transport's next timeout input: draining
             // now would poll the whole stack for nothing. Mark the transport
@@ -166,6 +215,20 @@ impl Room {
             out.mark_due(c.transport, u);
             c.packets += 1;
             stats.rtp_forwarded += 1;
+            // What it forwards changed: tell its subscriber (mediasoup's
+            // `layerschange`). Video only; rare.
+            if p.video.is_some() {
+                let now_layers = Some((layer as u8, c.vp8.current.min(3)));
+                if c.reported_layers != now_layers {
+                    c.reported_layers = now_layers;
+                    stats.layer_switches += 1;
+                    events.push_back(Event::ConsumerLayersChanged {
+                        consumer_id: c.id.clone(),
+                        owner: c.owner,
+                        layers: now_layers,
+                    });
+                }
+            }
         }
         p.keyframe_layers |= keyframe_needed;
         (keyframe_needed != 0).then_some(pkey)

@@ -138,6 +138,15 @@ impl Room {
                         self.out.arm(key, t, ice_timeout);
                     }
                 }
+                Timer::Allocate(key) => {
+                    if let Some(t) = self.transports.get_mut(key)
+                        && t.bwe.timer == Some(at)
+                    {
+                        t.bwe.timer = None;
+                        self.out.want_allocation(key, t);
+                    }
+                }
+                Timer::Dynacast(pkey) => self.dynacast_timer(pkey, at),
                 Timer::Keyframe(pkey) => {
                     if let Some(p) = self.producers.get_mut(pkey)
                         && p.keyframe_timer == Some(at)

@@ -9,8 +9,8 @@ use str0m::media::KeyframeRequestKind;
 use str0m::rtp::Ssrc;
 
 use crate::error::Error;
-use crate::media::ProducerKey;
-use crate::transport::{Timer, drain};
+use crate::media::{DEFAULT_PRIORITY, ProducerKey, View};
+use crate::transport::{Timer, TransportKey, drain};
 
 use super::Room;
 
@@ -70,37 +70,108 @@ impl Room {
         drain(tkey, t, &mut self.out, self.config.ice_timeout);
     }
 
-    /// Sets the highest spatial layer `owner`'s consumer `id` forwards
-    /// (mediasoup's `consumer.setPreferredLayers`; `None`: the best the
-    /// publisher sends, the default). The consumer switches at the next
-    /// keyframe of its new layer, which the publisher is asked for. Layers
-    /// past the producer's last one mean its last; a producer without
-    /// simulcast has one layer, and nothing changes.
-    pub fn set_consumer_preferred_layer(
+    /// Sets the highest layers `owner`'s consumer `id` may get (mediasoup's
+    /// `consumer.setPreferredLayers`): spatial layer (`None`: the best the
+    /// publisher sends, the default) and temporal layer (`None`: every
+    /// one). Layers past the producer's last one mean its last. The
+    /// allocator applies it at once (a new spatial layer at its next
+    /// keyframe, which the publisher is asked for).
+    pub fn set_consumer_preferred_layers(
         &mut self,
         now: Instant,
         owner: Owner,
         id: &ConsumerId,
         spatial_layer: Option<u8>,
+        temporal_layer: Option<u8>,
     ) -> Result<(), Error> {
         let now = self.advance(now);
         let key = self.owned_consumer(owner, id)?;
         let c = &mut self.consumers[key];
-        let preferred = spatial_layer.map(usize::from);
-        if c.preferred_layer == preferred {
+        c.preferred_layer = spatial_layer.map(usize::from);
+        c.preferred_temporal = temporal_layer;
+        let (transport, producer) = (c.transport, c.producer);
+        self.want_allocation(transport);
+        self.dynacast(now, producer);
+        self.process(now);
+        Ok(())
+    }
+
+    /// Sets the share of bandwidth `owner`'s consumer `id` gets when its
+    /// transport's estimate is short (mediasoup's `consumer.setPriority`):
+    /// 1 to 255, higher first (0 counts as 1); `None` restores its
+    /// producer's. Returns the priority now in force.
+    pub fn set_consumer_priority(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        id: &ConsumerId,
+        priority: Option<u8>,
+    ) -> Result<u8, Error> {
+        let now = self.advance(now);
+        let key = self.owned_consumer(owner, id)?;
+        let c = &mut self.consumers[key];
+        c.priority = priority.map(|p| p.max(1));
+        let (transport, producer) = (c.transport, c.producer);
+        let effective = c
+            .priority
+            .or_else(|| self.producers.get(producer).map(|p| p.priority))
+            .unwrap_or(DEFAULT_PRIORITY);
+        self.want_allocation(transport);
+        self.process(now);
+        Ok(effective)
+    }
+
+    /// Sets the priority of every consumer of `owner`'s producer `id` that
+    /// has none of its own (1 to 255; a screen share above a camera, an
+    /// active speaker above the rest). New consumers start with it.
+    pub fn set_producer_priority(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        id: &ProducerId,
+        priority: u8,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = self.owned_producer(owner, id)?;
+        let p = &mut self.producers[key];
+        if p.priority == priority.max(1) {
             return Ok(());
         }
-        c.preferred_layer = preferred;
-        let pkey = c.producer;
-        let current = c.layer;
-        let Some(p) = self.producers.get(pkey) else {
-            return Ok(());
-        };
-        let target = p.target_layer(now, preferred);
-        if !self.consumers[key].paused && current != Some(target) {
-            self.want_keyframe(now, pkey, Some(target));
-            self.process(now);
+        p.priority = priority.max(1);
+        let transports: Vec<TransportKey> = p
+            .consumers
+            .iter()
+            .filter_map(|c| self.consumers.get(*c).map(|c| c.transport))
+            .collect();
+        for t in transports {
+            self.want_allocation(t);
         }
+        self.process(now);
+        Ok(())
+    }
+
+    /// Tells the room how `owner` shows its consumer `id` (LiveKit's
+    /// adaptive stream): the rendered size caps the spatial layer (the
+    /// lowest at least 90% as tall), and a disabled view gets no video.
+    /// Dynacast follows.
+    pub fn set_consumer_view(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        id: &ConsumerId,
+        view: View,
+    ) -> Result<(), Error> {
+        let now = self.advance(now);
+        let key = self.owned_consumer(owner, id)?;
+        let c = &mut self.consumers[key];
+        if c.view == view {
+            return Ok(());
+        }
+        c.view = view;
+        let (transport, producer) = (c.transport, c.producer);
+        self.want_allocation(transport);
+        self.dynacast(now, producer);
+        self.process(now);
         Ok(())
     }
 
@@ -119,11 +190,16 @@ impl Room {
             return Ok(());
         }
         p.paused = false;
+        let mut transports = Vec::new();
         for &c in &p.consumers {
             if let Some(c) = self.consumers.get_mut(c) {
                 c.needs_resync = true;
                 c.layer = None;
+                transports.push(c.transport);
             }
+        }
+        for t in transports {
+            self.want_allocation(t);
         }
         self.report_paused(key);
         self.want_keyframe(now, key, None);
@@ -147,8 +223,10 @@ impl Room {
         c.paused = false;
         c.needs_resync = true;
         c.layer = None;
-        let p = c.producer;
-        self.want_keyframe(now, p, None);
+        let (p, transport, target) = (c.producer, c.transport, c.target);
+        self.want_keyframe(now, p, target.map(|(s, _)| usize::from(s)));
+        self.want_allocation(transport);
+        self.dynacast(now, p);
         self.process(now);
         Ok(())
     }

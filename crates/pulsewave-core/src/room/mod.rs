@@ -14,6 +14,7 @@ use pulsewave_protocol::{
     ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
 };
 use str0m::Event as RtcEvent;
+use str0m::bwe::BweKind;
 use str0m::media::MediaKind as RtcMediaKind;
 use tracing::debug;
 
@@ -25,6 +26,8 @@ use crate::owners::Owners;
 use crate::registry::Registry;
 use crate::transport::{DemuxChange, Outputs, Timer, Transport, TransportKey};
 
+mod allocate;
+pub use allocate::{ConsumerAllocation, TransportAllocation};
 mod close;
 mod commands;
 mod forward;
@@ -77,6 +80,11 @@ pub struct RoomStats {
     /// Data channel messages dropped because their data producer exceeded
     /// its message or byte rate.
     pub data_dropped: u64,
+    /// Changes of the layers a consumer forwards (spatial or temporal).
+    pub layer_switches: u64,
+    /// Consumers paused because their subscriber's bandwidth did not carry
+    /// even their lowest layer.
+    pub congestion_pauses: u64,
 }
 
 impl RoomStats {
@@ -94,6 +102,8 @@ impl RoomStats {
         self.rtp_ingress_dropped += other.rtp_ingress_dropped;
         self.rtp_egress_dropped += other.rtp_egress_dropped;
         self.data_dropped += other.data_dropped;
+        self.layer_switches += other.layer_switches;
+        self.congestion_pauses += other.congestion_pauses;
     }
 }
 
@@ -335,14 +345,18 @@ impl Room {
             while let Some((key, event)) = self.out.rtc_events.pop_front() {
                 self.on_rtc_event(now, key, event);
             }
-            if self.out.failed.is_empty() {
+            if !self.out.failed.is_empty() {
+                for key in std::mem::take(&mut self.out.failed) {
+                    if let Some(reason) = self.transports.get(key).and_then(|t| t.failed) {
+                        self.close_transport_key(key, Some(reason));
+                    }
+                }
+                continue;
+            }
+            if self.out.allocate.is_empty() {
                 break;
             }
-            for key in std::mem::take(&mut self.out.failed) {
-                if let Some(reason) = self.transports.get(key).and_then(|t| t.failed) {
-                    self.close_transport_key(key, Some(reason));
-                }
-            }
+            self.run_allocations(now);
         }
     }
 
@@ -376,6 +390,7 @@ impl Room {
                 for (p, layer) in waiting {
                     self.want_keyframe(now, p, layer);
                 }
+                self.want_allocation(key);
             }
             RtcEvent::KeyframeRequest(req) => {
                 let mid = req.mid.to_string();
@@ -401,6 +416,15 @@ impl Room {
                 }
             }
             RtcEvent::Closed => self.out.fail(key, t, CloseReason::ClosedByPeer),
+            RtcEvent::EgressBitrateEstimate(kind) if t.direction == TransportDirection::Recv => {
+                match kind {
+                    BweKind::Twcc { estimate, .. } => t.bwe.estimate = Some(estimate.as_u64()),
+                    BweKind::Remb { estimate, .. } => t.bwe.remb = Some(estimate.as_u64()),
+                    _ => return,
+                }
+                tracing::debug!(transport = %t.id, estimate = ?kind, "egress estimate");
+                self.out.want_allocation(key, t);
+            }
             _ => {}
         }
     }

@@ -8,6 +8,7 @@
 mod data;
 mod data_channel;
 mod join;
+mod layers;
 mod leave;
 mod publish;
 mod subscribe;
@@ -18,16 +19,18 @@ use pulsewave_protocol::{ClientMessage, ClientRequest, ServerMessage};
 pub(crate) use data::DataHandler;
 pub(crate) use data_channel::DataChannelHandler;
 pub(crate) use join::JoinHandler;
+pub(crate) use layers::{
+    ConsumerPriorityHandler, PreferredLayersHandler, StatsHandler, TrackSettingsHandler,
+};
 pub(crate) use leave::LeaveHandler;
 pub(crate) use publish::{MuteHandler, PublishHandler, PublishRequest, UnpublishHandler};
-pub(crate) use subscribe::{
-    PreferredLayersHandler, ResumeConsumerHandler, SubscribeHandler, UnsubscribeHandler,
-};
+pub(crate) use subscribe::{ResumeConsumerHandler, SubscribeHandler, UnsubscribeHandler};
 pub(crate) use transport::{ConnectTransportHandler, CreateWebRtcTransportHandler};
 
 use crate::error::SignalError;
 use crate::room::unix_millis;
 use crate::session::Session;
+use pulsewave_core::View;
 
 /// What the session does after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +121,35 @@ impl HandlerRegistry {
             ClientMessage::SetPreferredLayers {
                 consumer_id,
                 spatial_layer,
-            } => PreferredLayersHandler::handle(session, consumer_id, spatial_layer, rid).await,
+                temporal_layer,
+            } => {
+                PreferredLayersHandler::handle(
+                    session,
+                    consumer_id,
+                    spatial_layer,
+                    temporal_layer,
+                    rid,
+                )
+                .await
+            }
+            ClientMessage::SetConsumerPriority {
+                consumer_id,
+                priority,
+            } => ConsumerPriorityHandler::handle(session, consumer_id, priority, rid).await,
+            ClientMessage::UpdateTrackSettings {
+                consumer_id,
+                disabled,
+                width,
+                height,
+            } => {
+                let view = View {
+                    disabled,
+                    width,
+                    height,
+                };
+                TrackSettingsHandler::handle(session, consumer_id, view, rid).await
+            }
+            ClientMessage::GetStats => StatsHandler::handle(session, rid).await,
             ClientMessage::Mute { producer_id } => {
                 MuteHandler::handle(session, producer_id, true, rid).await
             }

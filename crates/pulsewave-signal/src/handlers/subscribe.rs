@@ -75,23 +75,3 @@ impl ResumeConsumerHandler {
         Ok(Flow::Continue)
     }
 }
-
-/// Handles `set-preferred-layers`.
-pub(crate) struct PreferredLayersHandler;
-
-impl PreferredLayersHandler {
-    pub(crate) async fn handle(
-        session: &mut Session,
-        consumer_id: ConsumerId,
-        spatial_layer: Option<u8>,
-        request_id: Option<RequestId>,
-    ) -> Result<Flow, SignalError> {
-        let (room, sid) = session.joined()?;
-        let request = MediaRequest::SetPreferredLayers {
-            consumer_id,
-            spatial_layer,
-        };
-        room.media(sid.clone(), request, request_id).await?;
-        Ok(Flow::Continue)
-    }
-}

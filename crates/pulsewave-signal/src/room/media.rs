@@ -2,14 +2,16 @@
 //! channels. The room actor runs them on the room's media worker and turns
 //! the results and the media events into messages.
 
-use pulsewave_core::{AppData, Error as RoomError, Event as MediaEvent, Owner, StateChange};
+use pulsewave_core::{
+    AppData, Error as RoomError, Event as MediaEvent, Owner, StateChange, TransportAllocation, View,
+};
 use pulsewave_media::{MediaError, MediaRoom};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{
-    ConsumerId, DataChannelInfo, DataConsumerId, DataKind, DataProducerId, ErrorCode, MediaKind,
-    ParticipantSid, ProducerId, RequestId, ServerMessage, TrackInfo, TrackSid, TrackSource,
-    TransportId,
+    ConsumerId, ConsumerStats, DataChannelInfo, DataConsumerId, DataKind, DataProducerId,
+    ErrorCode, MediaKind, ParticipantSid, ProducerId, RequestId, ServerMessage, StreamState,
+    SubscribedLayer, TrackInfo, TrackSid, TrackSource, TransportId, TransportStats,
 };
 use tracing::debug;
 
@@ -62,7 +64,17 @@ pub(crate) enum MediaRequest {
     SetPreferredLayers {
         consumer_id: ConsumerId,
         spatial_layer: Option<u8>,
+        temporal_layer: Option<u8>,
     },
+    SetConsumerPriority {
+        consumer_id: ConsumerId,
+        priority: Option<u8>,
+    },
+    UpdateTrackSettings {
+        consumer_id: ConsumerId,
+        view: View,
+    },
+    GetStats,
     Mute {
         producer_id: ProducerId,
         muted: bool,
@@ -229,7 +241,8 @@ impl RoomActor {
                     source,
                     name,
                 };
-                self.media()?
+                let media = self.media()?;
+                let produced = media
                     .produce(
                         owner,
                         transport_id,
@@ -240,6 +253,14 @@ impl RoomActor {
                     )
                     .await
                     .map_err(media_error)?;
+                // A screen share keeps its layers over cameras when a
+                // subscriber's bandwidth is short (LiveKit's priorities).
+                if source == TrackSource::Screen {
+                    media
+                        .set_producer_priority(owner, produced.producer_id, SCREEN_PRIORITY)
+                        .await
+                        .map_err(media_error)?;
+                }
                 self.apply_media_events(Cause::Request { from, rid });
             }
             MediaRequest::Unpublish { producer_id } => {
@@ -315,9 +336,15 @@ impl RoomActor {
             MediaRequest::SetPreferredLayers {
                 consumer_id,
                 spatial_layer,
+                temporal_layer,
             } => {
                 self.media()?
-                    .set_consumer_preferred_layer(owner, consumer_id.clone(), spatial_layer)
+                    .set_consumer_preferred_layers(
+                        owner,
+                        consumer_id.clone(),
+                        spatial_layer,
+                        temporal_layer,
+                    )
                     .await
                     .map_err(media_error)?;
                 self.send_to(
@@ -325,9 +352,51 @@ impl RoomActor {
                     &ServerMessage::PreferredLayersSet {
                         consumer_id,
                         spatial_layer,
+                        temporal_layer,
                     },
                     rid,
                 );
+                self.apply_media_events(Cause::Request { from, rid });
+            }
+            MediaRequest::SetConsumerPriority {
+                consumer_id,
+                priority,
+            } => {
+                let priority = self
+                    .media()?
+                    .set_consumer_priority(owner, consumer_id.clone(), priority)
+                    .await
+                    .map_err(media_error)?;
+                self.send_to(
+                    from,
+                    &ServerMessage::ConsumerPrioritySet {
+                        consumer_id,
+                        priority,
+                    },
+                    rid,
+                );
+                self.apply_media_events(Cause::Request { from, rid });
+            }
+            MediaRequest::UpdateTrackSettings { consumer_id, view } => {
+                self.media()?
+                    .set_consumer_view(owner, consumer_id.clone(), view)
+                    .await
+                    .map_err(media_error)?;
+                self.send_to(
+                    from,
+                    &ServerMessage::TrackSettingsUpdated { consumer_id },
+                    rid,
+                );
+                self.apply_media_events(Cause::Request { from, rid });
+            }
+            MediaRequest::GetStats => {
+                let allocations = self
+                    .media()?
+                    .transport_allocations(owner)
+                    .await
+                    .map_err(media_error)?;
+                let transports = allocations.into_iter().map(transport_stats).collect();
+                self.send_to(from, &ServerMessage::Stats { transports }, rid);
             }
             MediaRequest::Mute { producer_id, muted } => {
                 let media = self.media()?;
@@ -492,6 +561,72 @@ impl RoomActor {
                     &ServerMessage::TrackUnsubscribed {
                         consumer_id,
                         producer_id,
+                    },
+                    None,
+                );
+            }
+            MediaEvent::ConsumerLayersChanged {
+                consumer_id,
+                owner,
+                layers,
+            } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
+                self.send_to(
+                    &owner,
+                    &ServerMessage::ConsumerLayersChanged {
+                        consumer_id,
+                        spatial_layer: layers.map(|l| l.0),
+                        temporal_layer: layers.map(|l| l.1),
+                    },
+                    None,
+                );
+            }
+            MediaEvent::ConsumerCongested {
+                consumer_id,
+                owner,
+                congested,
+            } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
+                self.send_to(
+                    &owner,
+                    &ServerMessage::StreamStateChanged {
+                        consumer_id,
+                        state: if congested {
+                            StreamState::Paused
+                        } else {
+                            StreamState::Active
+                        },
+                        reason: "congestion".into(),
+                    },
+                    None,
+                );
+            }
+            MediaEvent::ProducerLayersWanted {
+                producer_id,
+                owner,
+                layers,
+            } => {
+                let Some(owner) = self.sid_of(owner) else {
+                    return;
+                };
+                let layers = layers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, l)| SubscribedLayer {
+                        spatial_layer: i as u8,
+                        rid: l.rid,
+                        active: l.wanted,
+                    })
+                    .collect();
+                self.send_to(
+                    &owner,
+                    &ServerMessage::SubscribedLayers {
+                        producer_id,
+                        layers,
                     },
                     None,
                 );
@@ -717,6 +852,34 @@ impl RoomActor {
             }
             _ => {}
         }
+    }
+}
+
+/// The priority of a screen share's consumers (LiveKit's), above cameras'
+/// [`pulsewave_core::DEFAULT_PRIORITY`].
+pub(crate) const SCREEN_PRIORITY: u8 = 255;
+
+/// A core allocation as the `stats` message shows it.
+fn transport_stats(t: TransportAllocation) -> TransportStats {
+    TransportStats {
+        transport_id: t.transport_id,
+        available_outgoing_bitrate: t.available_outgoing_bitrate,
+        allocated_bitrate: t.allocated_bitrate,
+        consumers: t
+            .consumers
+            .into_iter()
+            .map(|c| ConsumerStats {
+                consumer_id: c.consumer_id,
+                kind: c.kind,
+                priority: c.priority,
+                spatial_layer: c.layers.map(|l| l.0),
+                temporal_layer: c.layers.map(|l| l.1),
+                target_spatial_layer: c.target.map(|l| l.0),
+                target_temporal_layer: c.target.map(|l| l.1),
+                congested: c.congested,
+                bitrate: c.bitrate,
+            })
+            .collect(),
     }
 }
 

@@ -59,7 +59,11 @@ pub(crate) fn assert_no_holes(rtp: &[ReceivedRtp]) {
 /// Alice with a connected send transport, Bob with a connected receive
 /// transport.
 pub(crate) fn alice_and_bob(seed: u64) -> (Sim, Owner, Owner) {
-    let mut sim = Sim::new(seed);
+    alice_and_bob_in(Sim::new(seed))
+}
+
+/// [`alice_and_bob`] in a simulation of one's own.
+pub(crate) fn alice_and_bob_in(mut sim: Sim) -> (Sim, Owner, Owner) {
     let alice = sim.join("alice");
     let bob = sim.join("bob");
     sim.send_transport(alice);

@@ -10,21 +10,33 @@
 use std::time::Instant;
 
 use pulsewave_client::parse_synthetic;
-use pulsewave_core::Error;
-use pulsewave_core::Owner;
+use pulsewave_core::{Error, Owner, RoomConfig};
 use pulsewave_protocol::rtp::{MediaKind, RtpCapabilities, RtpEncodingParameters, uri};
 use pulsewave_protocol::{ConsumerId, ProducerId};
-use pulsewave_test::{Origin, ReceivedRtp, Sim, SimulcastOptions};
+use pulsewave_test::{Origin, ReceivedRtp, SERVER_ADDR, Sim, SimConfig, SimulcastOptions};
 
-use crate::{MS, SECOND, alice_and_bob, assert_contiguous, is_vp8_keyframe_start, send_tid};
+use crate::{
+    MS, SECOND, alice_and_bob, alice_and_bob_in, assert_contiguous, is_vp8_keyframe_start, send_tid,
+};
 
 const VP8: &str = "video/VP8";
 const RIDS: [&str; 3] = ["r0", "r1", "r2"];
 
 /// Alice publishing three VP8 layers for half a second, Bob with a receive
-/// transport.
+/// transport. These tests are about switching, on a network that carries
+/// everything: the subscriber's bandwidth estimate starts high enough for
+/// the top layer (the allocator's own tests are in `bandwidth.rs`).
 fn three_layers(seed: u64) -> (Sim, Owner, Owner, ProducerId, String) {
-    let (mut sim, alice, bob) = alice_and_bob(seed);
+    let config = SimConfig {
+        seed,
+        room: RoomConfig {
+            local_addr: SERVER_ADDR,
+            initial_available_outgoing_bitrate: 10_000_000,
+            ..RoomConfig::default()
+        },
+        ..SimConfig::default()
+    };
+    let (mut sim, alice, bob) = alice_and_bob_in(Sim::with_config(config));
     let (producer, mid) = sim.publish_simulcast(alice, VP8, &RIDS);
     sim.advance(SECOND / 2);
     (sim, alice, bob, producer, mid)
@@ -574,7 +586,7 @@ fn a_preferred_layer_caps_what_one_subscriber_gets_and_lifting_it_restores_the_t
     // Bob asks for the lowest layer only (a small tile, say).
     let capped = sim.now();
     sim.room_mut()
-        .set_consumer_preferred_layer(capped, bob, &consumer, Some(0))
+        .set_consumer_preferred_layers(capped, bob, &consumer, Some(0), None)
         .unwrap();
     sim.advance(2 * SECOND);
     let got = received(&sim, bob, &consumer);
@@ -598,7 +610,7 @@ fn a_preferred_layer_caps_what_one_subscriber_gets_and_lifting_it_restores_the_t
     // A layer past the last one means the last one; `None` the best.
     let lifted = sim.now();
     sim.room_mut()
-        .set_consumer_preferred_layer(lifted, bob, &consumer, None)
+        .set_consumer_preferred_layers(lifted, bob, &consumer, None, None)
         .unwrap();
     sim.advance(2 * SECOND);
     let got = received(&sim, bob, &consumer);
@@ -609,7 +621,7 @@ fn a_preferred_layer_caps_what_one_subscriber_gets_and_lifting_it_restores_the_t
     // Only the consumer's owner may set it.
     let err = sim
         .room_mut()
-        .set_consumer_preferred_layer(lifted, carol, &consumer, Some(1))
+        .set_consumer_preferred_layers(lifted, carol, &consumer, Some(1), None)
         .unwrap_err();
     assert!(matches!(err, Error::ConsumerNotFound(_)), "{err:?}");
 }
@@ -623,7 +635,7 @@ fn a_preferred_layer_the_publisher_does_not_send_falls_back_to_the_next_one_down
     sim.advance(2 * SECOND);
     let now = sim.now();
     sim.room_mut()
-        .set_consumer_preferred_layer(now, bob, &consumer, Some(1))
+        .set_consumer_preferred_layers(now, bob, &consumer, Some(1), None)
         .unwrap();
     sim.advance(2 * SECOND);
     let got = received(&sim, bob, &consumer);
@@ -632,7 +644,7 @@ fn a_preferred_layer_the_publisher_does_not_send_falls_back_to_the_next_one_down
     // Asking for layer 7 of three means the top one.
     let now = sim.now();
     sim.room_mut()
-        .set_consumer_preferred_layer(now, bob, &consumer, Some(7))
+        .set_consumer_preferred_layers(now, bob, &consumer, Some(7), None)
         .unwrap();
     sim.advance(2 * SECOND);
     let got = received(&sim, bob, &consumer);

@@ -1,0 +1,480 @@
+//! The allocator at work: for each receive transport, what its consumers
+//! could receive, divided by [`allocator::allocate`] along the transport's
+//! bandwidth estimate, and the result applied (target layers, congestion
+//! pauses and resumes, keyframe requests, str0m's probing goals); and
+//! dynacast, which layers of each producer anyone wants.
+//!
+//! An allocation runs when something it depends on changes (an estimate, a
+//! consumer resumed or closed, a preference, a layer starting or stopping)
+//! and every [`ALLOCATION_INTERVAL`] while the transport has consumers, so
+//! measured layer rates and dead layers are followed.
+
+use std::time::{Duration, Instant};
+
+use pulsewave_protocol::transport::TransportDirection;
+use pulsewave_protocol::{ConsumerId, MediaKind, TransportId};
+use str0m::bwe::Bitrate;
+
+use crate::allocator::{self, Allocation, Demand, MAX_SPATIAL, MAX_TEMPORAL};
+use crate::event::{Event, LayerWanted};
+use crate::media::{
+    ConsumerKey, DEFAULT_PRIORITY, DYNACAST_DOWN_DELAY, LAYER_TIMEOUT, Producer, ProducerKey, View,
+};
+use crate::owners::Owner;
+use crate::transport::{Timer, TransportKey, drain};
+
+use super::Room;
+
+/// How often a receive transport's allocation runs without a reason.
+pub(crate) const ALLOCATION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// After a consumer went down a layer (or paused) for lack of bandwidth,
+/// no consumer of the transport goes up for this long: the estimate has
+/// just dropped, and going straight back up is what makes layers flap.
+pub(crate) const HOLD_AFTER_DOWNGRADE: Duration = Duration::from_secs(4);
+
+/// Steps each consumer may go above its current layers per allocation run
+/// (each needs its headroom and, for a new spatial layer, a keyframe).
+const UP_STEPS_PER_RUN: usize = 1;
+
+/// A rendered size is served by the lowest layer at least this tall
+/// relative to it (LiveKit's tolerance).
+const HEIGHT_TOLERANCE: f64 = 0.9;
+
+/// What an audio consumer is assumed to cost before its rate is measured.
+const AUDIO_ASSUMED: u64 = 40_000;
+
+/// The highest spatial layer a rendered `view` needs from `p`: the lowest
+/// layer at least [`HEIGHT_TOLERANCE`] times as tall as the view, where the
+/// heights are known from keyframes, else assumed from the usual simulcast
+/// ladder (each layer half the height of the next, the top 720p).
+pub(crate) fn view_cap(p: &Producer, view: &View) -> usize {
+    let last = p.layers.len().saturating_sub(1);
+    if view.height == 0 {
+        return last;
+    }
+    let want = f64::from(view.height) * HEIGHT_TOLERANCE;
+    let height = |i: usize| -> f64 {
+        p.layers[i]
+            .height
+            .map(f64::from)
+            .unwrap_or_else(|| 720.0 / f64::from(1u32 << (last - i).min(8)))
+    };
+    (0..=last).find(|&i| height(i) >= want).unwrap_or(last)
+}
+
+/// The highest spatial layer `c` may have: its preference and its view.
+fn spatial_cap(p: &Producer, preferred: Option<usize>, view: &View) -> usize {
+    let last = p.layers.len().saturating_sub(1);
+    preferred.unwrap_or(last).min(view_cap(p, view)).min(last)
+}
+
+/// A receive transport's bandwidth estimate and what its consumers get
+/// ([`Room::transport_allocations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportAllocation {
+    /// The transport.
+    pub transport_id: TransportId,
+    /// The bandwidth estimate toward the subscriber, bits per second
+    /// (`None` before the first one).
+    pub available_outgoing_bitrate: Option<u64>,
+    /// What the last allocation gave its consumers, bits per second.
+    pub allocated_bitrate: u64,
+    /// Its consumers.
+    pub consumers: Vec<ConsumerAllocation>,
+}
+
+/// One consumer in a [`TransportAllocation`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerAllocation {
+    /// The consumer.
+    pub consumer_id: ConsumerId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Its priority.
+    pub priority: u8,
+    /// The layers it forwards now (spatial, temporal).
+    pub layers: Option<(u8, u8)>,
+    /// The layers the allocator chose for it.
+    pub target: Option<(u8, u8)>,
+    /// Paused for congestion.
+    pub congested: bool,
+    /// The bitrate of its target layers, bits per second.
+    pub bitrate: u64,
+}
+
+impl Room {
+    /// The bandwidth estimate and allocation of each of `owner`'s receive
+    /// transports.
+    pub fn transport_allocations(&self, owner: Owner) -> Vec<TransportAllocation> {
+        let mut out = Vec::new();
+        for &key in &self.owners.of(owner).transports {
+            let Some(t) = self.transports.get(key) else {
+                continue;
+            };
+            if t.direction != TransportDirection::Recv {
+                continue;
+            }
+            let consumers = t
+                .mids
+                .iter()
+                .filter_map(|(_, ckey)| self.consumers.get(*ckey))
+                .map(|c| {
+                    let p = self.producers.get(c.producer);
+                    ConsumerAllocation {
+                        consumer_id: c.id.clone(),
+                        kind: p.map_or(MediaKind::Video, |p| p.kind),
+                        priority: c
+                            .priority
+                            .or(p.map(|p| p.priority))
+                            .unwrap_or(DEFAULT_PRIORITY),
+                        layers: c.reported_layers,
+                        target: c.target,
+                        congested: c.congested,
+                        bitrate: c.allocated,
+                    }
+                })
+                .collect();
+            out.push(TransportAllocation {
+                transport_id: t.id.clone(),
+                available_outgoing_bitrate: t.bwe.available(),
+                allocated_bitrate: t.bwe.allocated,
+                consumers,
+            });
+        }
+        out
+    }
+
+    /// Runs the allocations asked for during this input.
+    pub(super) fn run_allocations(&mut self, now: Instant) {
+        while let Some(key) = self.out.allocate.pop() {
+            let Some(t) = self.transports.get_mut(key) else {
+                continue;
+            };
+            t.bwe.pending = false;
+            self.allocate_transport(now, key);
+        }
+    }
+
+    /// Asks for an allocation of `key` before this input ends.
+    pub(super) fn want_allocation(&mut self, key: TransportKey) {
+        if let Some(t) = self.transports.get_mut(key) {
+            self.out.want_allocation(key, t);
+        }
+    }
+
+    /// Divides one receive transport's bandwidth among its consumers.
+    fn allocate_transport(&mut self, now: Instant, key: TransportKey) {
+        let Some(t) = self.transports.get(key) else {
+            return;
+        };
+        if t.direction != TransportDirection::Recv {
+            return;
+        }
+        let estimate = if self.config.bandwidth_estimation {
+            Some(
+                t.bwe
+                    .available()
+                    .unwrap_or(self.config.initial_available_outgoing_bitrate),
+            )
+        } else {
+            None
+        };
+        let hold = t.bwe.hold_until.is_some_and(|h| now < h);
+        // Gather: audio's measured cost, each video consumer's demand.
+        let mut audio: u64 = 0;
+        let mut keys: Vec<ConsumerKey> = Vec::new();
+        let mut demands: Vec<Demand> = Vec::new();
+        let mut hidden: Vec<ConsumerKey> = Vec::new();
+        // The next instant a layer counts as stopped, to run again then
+        // rather than up to an interval late.
+        let mut next_run = now + ALLOCATION_INTERVAL;
+        for &(_, ckey) in &t.mids {
+            let Some(c) = self.consumers.get(ckey) else {
+                continue;
+            };
+            let Some(p) = self.producers.get_mut(c.producer) else {
+                continue;
+            };
+            if c.paused || p.paused {
+                continue;
+            }
+            if p.kind == MediaKind::Audio {
+                let rate = p.layers.first_mut().map_or(0, |l| l.rate.bitrate(now, 3));
+                audio += if rate == 0 { AUDIO_ASSUMED } else { rate };
+                continue;
+            }
+            if c.view.disabled {
+                hidden.push(ckey);
+                continue;
+            }
+            let mut d = Demand {
+                priority: c.priority.unwrap_or(p.priority).max(1),
+                spatial_layers: p.layers.len().min(MAX_SPATIAL) as u8,
+                temporal_layers: 1,
+                max_spatial: spatial_cap(p, c.preferred_layer, &c.view).min(MAX_SPATIAL - 1) as u8,
+                max_temporal: c.preferred_temporal.unwrap_or(MAX_TEMPORAL as u8 - 1),
+                current: if c.congested { None } else { c.target },
+                congested: c.congested,
+                ..Demand::default()
+            };
+            for (s, l) in p.layers.iter_mut().enumerate().take(MAX_SPATIAL) {
+                if !l.is_live(now) {
+                    continue;
+                }
+                if let Some(last) = l.last_packet {
+                    next_run = next_run.min(last + LAYER_TIMEOUT + Duration::from_millis(1));
+                }
+                let layers = l.rate.temporal_layers(now).min(MAX_TEMPORAL);
+                d.temporal_layers = d.temporal_layers.max(layers as u8);
+                for tl in 0..layers {
+                    // A live layer always costs something, even before its
+                    // rate is measured.
+                    d.rates[s][tl] = l.rate.bitrate(now, tl).max(1);
+                }
+            }
+            // A lower temporal layer that was not seen yet costs what the
+            // full layer costs (safe side).
+            keys.push(ckey);
+            demands.push(d);
+        }
+        let budget = estimate.map_or(u64::MAX, |e| e.saturating_sub(audio));
+        let up_steps = if hold { 0 } else { UP_STEPS_PER_RUN };
+        let mut result: Vec<Allocation> = Vec::with_capacity(demands.len());
+        let used = allocator::allocate(budget, &demands, up_steps, &mut result);
+        // Apply.
+        let mut downgraded = false;
+        let mut probe_step: Option<u64> = None;
+        let mut desired: u64 = audio;
+        for (i, &ckey) in keys.iter().enumerate() {
+            let a = result[i];
+            let d = &demands[i];
+            desired = desired.saturating_add(a.optimal.map_or(0, |l| allocator::cost(d, l)));
+            if a.layer.is_some() && a.layer != a.optimal && probe_step.is_none() {
+                probe_step = a.next_step.map(|n| n.saturating_sub(a.bitrate));
+            }
+            if a.layer.is_none() && a.optimal.is_some() && probe_step.is_none() {
+                probe_step = a.next_step;
+            }
+            downgraded |= self.apply(now, ckey, d, a);
+        }
+        for ckey in hidden {
+            self.hide(ckey);
+        }
+        let Some(t) = self.transports.get_mut(key) else {
+            return;
+        };
+        t.bwe.allocated = used.saturating_add(audio);
+        if downgraded {
+            t.bwe.hold_until = Some(now + HOLD_AFTER_DOWNGRADE);
+        }
+        // Probing: padding up to the next step (when not holding), so the
+        // estimate learns whether it fits before a layer goes up; the
+        // estimator probes toward everything wanted.
+        if estimate.is_some() {
+            let minimum = t.bwe.allocated + if hold { 0 } else { probe_step.unwrap_or(0) };
+            // str0m probes up to twice `desired` and no further: aim above
+            // what is wanted (mediasoup: 1.35x), and never below the
+            // starting estimate (rates measured in the first second are
+            // low).
+            let desired = (desired.saturating_mul(3) / 2)
+                .max(self.config.initial_available_outgoing_bitrate)
+                .max(minimum);
+            let changed = t.bwe.configured.is_none_or(|(m, d)| {
+                m.abs_diff(minimum) * 20 > m.max(1) || d.abs_diff(desired) * 20 > d.max(1)
+            });
+            if changed {
+                t.bwe.configured = Some((minimum, desired));
+                t.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
+                drain(key, t, &mut self.out, self.config.ice_timeout);
+            }
+        }
+        // Again in a while, as long as there is something to allocate.
+        if !t.mids.is_empty() {
+            let at = next_run;
+            if t.bwe.timer.is_none_or(|a| a <= now || at < a) {
+                t.bwe.timer = Some(at);
+                self.out.timers.push(at, Timer::Allocate(key));
+            }
+        } else {
+            t.bwe.timer = None;
+        }
+    }
+
+    /// Gives consumer `ckey` its allocation. Returns whether it went down
+    /// for lack of budget.
+    fn apply(&mut self, now: Instant, ckey: ConsumerKey, d: &Demand, a: Allocation) -> bool {
+        let Some(c) = self.consumers.get_mut(ckey) else {
+            return false;
+        };
+        c.allocated = a.bitrate;
+        let pkey = c.producer;
+        let nothing_sent = allocator::path(d).next().is_none();
+        let Some((s, tl)) = a.layer else {
+            if nothing_sent {
+                // Nothing to choose from yet: take the first keyframe of
+                // the best layer allowed, whichever comes.
+                if c.target.is_none() && !c.congested {
+                    c.target = Some((d.max_spatial, d.max_temporal));
+                    c.vp8.target = d.max_temporal;
+                }
+                return false;
+            }
+            if c.congested {
+                return false;
+            }
+            c.congested = true;
+            c.target = None;
+            self.stats.congestion_pauses += 1;
+            self.events.push_back(Event::ConsumerCongested {
+                consumer_id: c.id.clone(),
+                owner: c.owner,
+                congested: true,
+            });
+            if c.reported_layers.take().is_some() {
+                self.events.push_back(Event::ConsumerLayersChanged {
+                    consumer_id: c.id.clone(),
+                    owner: c.owner,
+                    layers: None,
+                });
+            }
+            return true;
+        };
+        let old = c.target;
+        let mut restart = false;
+        if c.congested {
+            c.congested = false;
+            c.needs_resync = true;
+            c.layer = None;
+            restart = true;
+            self.events.push_back(Event::ConsumerCongested {
+                consumer_id: c.id.clone(),
+                owner: c.owner,
+                congested: false,
+            });
+        }
+        c.target = Some((s, tl));
+        c.vp8.target = tl;
+        let went_down = old.is_some_and(|o| (s, tl) < o) && a.layer != a.optimal;
+        let needs_keyframe =
+            restart || (old.map(|o| o.0) != Some(s) && c.layer != Some(usize::from(s)));
+        if needs_keyframe {
+            self.want_keyframe(now, pkey, Some(usize::from(s)));
+        }
+        went_down
+    }
+
+    /// A consumer the subscriber does not show: no video at all.
+    fn hide(&mut self, ckey: ConsumerKey) {
+        let Some(c) = self.consumers.get_mut(ckey) else {
+            return;
+        };
+        c.allocated = 0;
+        if c.target.take().is_some() {
+            c.layer = None;
+            c.needs_resync = true;
+        }
+        if c.reported_layers.take().is_some() {
+            self.events.push_back(Event::ConsumerLayersChanged {
+                consumer_id: c.id.clone(),
+                owner: c.owner,
+                layers: None,
+            });
+        }
+    }
+
+    /// The layers of `pkey` some consumer wants (bit `i`: layer `i`): up
+    /// to its preference and its rendered size, for every consumer that
+    /// is neither paused nor hidden.
+    fn wanted_layers(&self, pkey: ProducerKey) -> u32 {
+        let Some(p) = self.producers.get(pkey) else {
+            return 0;
+        };
+        let mut want: u32 = 0;
+        for &ckey in &p.consumers {
+            let Some(c) = self.consumers.get(ckey) else {
+                continue;
+            };
+            if c.paused || c.view.disabled {
+                continue;
+            }
+            let cap = spatial_cap(p, c.preferred_layer, &c.view).min(30);
+            want |= (1u32 << (cap + 1)) - 1;
+        }
+        want
+    }
+
+    /// Dynacast: works out which layers of `pkey` anyone wants, and reports
+    /// it to the publisher: more at once, fewer after
+    /// [`DYNACAST_DOWN_DELAY`] (and nothing at all, for a track nobody
+    /// watches, only after that delay from its publication).
+    pub(super) fn dynacast(&mut self, now: Instant, pkey: ProducerKey) {
+        if self
+            .producers
+            .get(pkey)
+            .is_none_or(|p| p.kind != MediaKind::Video)
+        {
+            return;
+        }
+        let want = self.wanted_layers(pkey);
+        let Some(p) = self.producers.get_mut(pkey) else {
+            return;
+        };
+        let reported = p.wanted_reported.unwrap_or(0);
+        let add = want & !reported;
+        if add != 0 {
+            self.report_wanted(pkey, reported | add);
+        }
+        let Some(p) = self.producers.get_mut(pkey) else {
+            return;
+        };
+        let fewer = p.wanted_reported.is_none() || reported & !want != 0;
+        if !fewer {
+            p.wanted_pending = None;
+        } else if p.wanted_pending.is_none() {
+            let at = now + DYNACAST_DOWN_DELAY;
+            p.wanted_pending = Some(at);
+            self.out.timers.push(at, Timer::Dynacast(pkey));
+        }
+    }
+
+    /// The dynacast timer of `pkey`, set for `at`, came due: report what is
+    /// wanted now if it changed.
+    pub(super) fn dynacast_timer(&mut self, pkey: ProducerKey, at: Instant) {
+        let Some(p) = self.producers.get_mut(pkey) else {
+            return;
+        };
+        if p.wanted_pending != Some(at) {
+            return;
+        }
+        p.wanted_pending = None;
+        let before = p.wanted_reported;
+        let want = self.wanted_layers(pkey);
+        if before != Some(want) {
+            self.report_wanted(pkey, want);
+        }
+    }
+
+    fn report_wanted(&mut self, pkey: ProducerKey, want: u32) {
+        let Some(p) = self.producers.get_mut(pkey) else {
+            return;
+        };
+        p.wanted_reported = Some(want);
+        let layers = p
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerWanted {
+                rid: l.rid.clone(),
+                wanted: want & (1 << i.min(31)) != 0,
+            })
+            .collect();
+        self.events.push_back(Event::ProducerLayersWanted {
+            producer_id: p.id.clone(),
+            owner: p.owner,
+            layers,
+        });
+    }
+}
