@@ -41,6 +41,12 @@ step "cargo test"
 # never sets PULSEWAVE_ALLOW_SKIP, and refuses to run with it.
 cargo test --workspace --locked
 
+step "churn soak, 2 minutes (scripts/churn-soak.sh; 20 minutes without --minutes)"
+# Participants join, publish, subscribe and leave rooms in waves against a
+# debug server; its rooms, sessions, transports, routing entries, open files
+# and memory must be back to their baseline at the end. About 2 minutes.
+scripts/churn-soak.sh --minutes 2 --debug
+
 step "example: embedding pulsewave-core over a UDP socket"
 cargo run --locked -p pulsewave-examples --example embed_core
 

@@ -62,6 +62,9 @@ pub struct Config {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json_file: Option<std::path::PathBuf>,
     /// Exit non-zero when the loss exceeds this many percent.
     #[arg(long)]
     pub max_loss: Option<f64>,
@@ -81,6 +84,45 @@ pub struct Config {
     /// process may run on).
     #[arg(long)]
     pub threads: Option<usize>,
+
+    /// Churn soak instead of a load test: for `--duration`, participants
+    /// join `--rooms` rooms in waves, publish, subscribe, use data channels
+    /// and leave (cleanly, by closing the WebSocket, or abruptly); at the
+    /// end the server's rooms, sessions, transports, routing entries, open
+    /// files and memory must be back to their baseline. Needs
+    /// `--server-pid`; reads `/metrics` (`--metrics` is implied).
+    #[arg(long)]
+    pub churn: bool,
+    /// Churn: participants online at once, at most.
+    #[arg(long, default_value_t = 24)]
+    pub churn_participants: usize,
+    /// Churn: length of a wave. At its end every participant still online
+    /// leaves, and the next wave starts once the server is empty again (or
+    /// after `--wave-settle`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub churn_wave: Duration,
+    /// Churn: shortest time a participant stays.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub churn_min_life: Duration,
+    /// Churn: longest time a participant stays.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub churn_max_life: Duration,
+    /// Churn: how long to wait between waves for the server to empty.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub wave_settle: Duration,
+    /// Churn: how long to wait at the end for the server to return to its
+    /// baseline before failing.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub settle_timeout: Duration,
+    /// Churn: resident memory the server may keep at the end beyond its
+    /// memory after the first wave (the warm baseline), in MiB: freed
+    /// memory the allocator keeps for reuse. See docs/benchmarks.md.
+    #[arg(long, default_value_t = 32.0)]
+    pub rss_tolerance_mib: f64,
+    /// Churn: seed of the participants' choices (room, role, lifetime,
+    /// how they leave).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 impl Config {

@@ -27,6 +27,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With `--churn` it runs a churn soak instead ([`churn()`]): participants
+//! joining, publishing, subscribing and leaving many rooms in waves, after
+//! which the server's rooms, sessions, transports, routing entries, open
+//! files and memory must be back to their baseline ([`ChurnReport`]).
+//!
 //! # Costs on the receive path
 //!
 //! The load tester itself allocates nothing per received packet: counters
@@ -35,6 +40,7 @@
 //! [`pulsewave_client`] clones the consumer id, producer id and mid
 //! (`String`s) into every [`pulsewave_client::ClientEvent::Rtp`].
 
+mod churn;
 mod config;
 mod error;
 mod probe;
@@ -42,6 +48,7 @@ mod report;
 mod run;
 mod stats;
 
+pub use churn::{ChurnCounts, ChurnReport, ServerState, WaveFigures, churn};
 pub use config::{Config, parse_bitrate, parse_duration, parse_on_off};
 pub use error::LoadTestError;
 pub use probe::{Probe, Sample, metrics_url_for, parse_metrics, proc_cpu_seconds, proc_memory};

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pulsewave_loadtest::{Config, run};
+use pulsewave_loadtest::{Config, churn, run};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -30,6 +30,24 @@ fn main() -> ExitCode {
         }
     };
     let json = config.json;
+    let json_file = config.json_file.clone();
+    if config.churn {
+        let report = match runtime.block_on(churn(config)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("pulsewave-loadtest: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(code) = output(&report, json, json_file.as_deref(), || report.to_text()) {
+            return code;
+        }
+        return if report.passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     let report = match runtime.block_on(run(config)) {
         Ok(r) => r,
         Err(e) => {
@@ -37,20 +55,38 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("pulsewave-loadtest: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        print!("{}", report.to_text());
+    if let Err(code) = output(&report, json, json_file.as_deref(), || report.to_text()) {
+        return code;
     }
     if report.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Prints the report (JSON or text) and writes it as JSON to `file`.
+fn output<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    file: Option<&std::path::Path>,
+    text: impl FnOnce() -> String,
+) -> Result<(), ExitCode> {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("pulsewave-loadtest: {e}");
+        ExitCode::from(2)
+    };
+    if json || file.is_some() {
+        let s = serde_json::to_string_pretty(report).map_err(|e| fail(&e))?;
+        if let Some(path) = file {
+            std::fs::write(path, format!("{s}\n"))
+                .map_err(|e| fail(&format!("{}: {e}", path.display())))?;
+        }
+        if json {
+            println!("{s}");
+            return Ok(());
+        }
+    }
+    print!("{}", text());
+    Ok(())
 }

@@ -450,6 +450,15 @@ impl PeerTransport {
         self.tracks.get(mid)
     }
 
+    /// The str0m stack underneath, for fuzzing and tests that must reach
+    /// below this API (to encrypt RTP and RTCP of their own making with the
+    /// transport's SRTP keys, say). Needs the `test-hooks` feature; never in
+    /// production builds.
+    #[cfg(feature = "test-hooks")]
+    pub fn rtc_mut(&mut self) -> &mut Rtc {
+        &mut self.rtc
+    }
+
     /// The consumer that receives the media SSRC `ssrc`.
     pub fn consumer_for_ssrc(&self, ssrc: u32) -> Option<&ConsumerId> {
         self.rx_by_ssrc.get(&ssrc)

@@ -102,6 +102,9 @@ pub struct EndpointStats {
     pub datagrams_unknown: u64,
     /// Datagrams that are not STUN, DTLS, RTP or RTCP.
     pub datagrams_malformed: u64,
+    /// Entries of the routing table: the ICE username fragments and remote
+    /// addresses that lead to a transport. Zero once every room is closed.
+    pub routes: usize,
 }
 
 /// A key of the routing table.
@@ -271,6 +274,7 @@ impl Endpoint {
     pub fn stats(&self) -> EndpointStats {
         EndpointStats {
             rooms: self.rooms.len(),
+            routes: self.routes.len(),
             ..self.stats
         }
     }

@@ -168,6 +168,10 @@ pub(crate) struct Transport {
     /// SCTP streams in use: the data producers (send transport) or data
     /// consumers (receive transport) on this transport.
     pub(crate) sctp_streams: Vec<SctpStream>,
+    /// Where the search for a data consumer's SCTP stream id starts: ids
+    /// rotate (mediasoup's `getNextSctpStreamId`), so a freed id is not
+    /// given again while its stream reset may still be on the way.
+    pub(crate) next_sctp_stream: u16,
     /// Incoming media budget (send transports), in bytes.
     pub(crate) ingress: TokenBucket,
     /// Outgoing media budget (receive transports), in bytes.
@@ -392,6 +396,7 @@ impl Transport {
             next_mid: 0,
             rx_ssrcs: HashMap::new(),
             sctp_streams: Vec::new(),
+            next_sctp_stream: 0,
             ingress: bitrate_bucket(spec.max_incoming_bitrate),
             egress: bitrate_bucket(spec.max_outgoing_bitrate),
             failed: None,

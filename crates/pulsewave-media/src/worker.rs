@@ -62,6 +62,9 @@ pub struct WorkerStats {
     pub rooms_failed: AtomicU64,
     /// Transports on this worker.
     pub transports: AtomicUsize,
+    /// Entries of the worker's routing table (ICE username fragments and
+    /// remote addresses leading to a transport); zero with no room open.
+    pub routes: AtomicUsize,
     /// Datagrams received.
     pub datagrams_in: AtomicU64,
     /// Datagrams sent.
@@ -83,6 +86,7 @@ impl Default for WorkerStats {
             rooms: AtomicUsize::new(0),
             rooms_failed: AtomicU64::new(0),
             transports: AtomicUsize::new(0),
+            routes: AtomicUsize::new(0),
             datagrams_in: AtomicU64::new(0),
             datagrams_out: AtomicU64::new(0),
             datagrams_dropped: AtomicU64::new(0),
@@ -387,9 +391,9 @@ impl Worker {
     /// after rooms open or close, not per datagram).
     fn refresh_stats(&mut self) {
         let totals = self.endpoint.room_stats();
-        self.stats
-            .rooms
-            .store(self.endpoint.stats().rooms, Ordering::Relaxed);
+        let endpoint = self.endpoint.stats();
+        self.stats.rooms.store(endpoint.rooms, Ordering::Relaxed);
+        self.stats.routes.store(endpoint.routes, Ordering::Relaxed);
         self.stats
             .transports
             .store(totals.transports, Ordering::Relaxed);

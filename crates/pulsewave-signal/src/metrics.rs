@@ -46,6 +46,12 @@ pub(crate) fn render(shared: &Shared) -> String {
         "Open rooms on this node.",
         shared.rooms.room_names().len().to_string(),
     );
+    metric(
+        "pulsewave_sessions",
+        "gauge",
+        "Open WebSocket sessions (joined or not).",
+        shared.sessions.len().to_string(),
+    );
     if let Some(cpu) = process_cpu_seconds() {
         metric(
             "process_cpu_seconds_total",
@@ -72,7 +78,19 @@ pub(crate) fn render(shared: &Shared) -> String {
         let sum = |f: &dyn Fn(&crate::media::WorkerStats) -> u64| -> u64 {
             pool.workers().iter().map(|w| f(w.stats())).sum()
         };
-        let rows: [(&str, &str, &str, u64); 10] = [
+        let rows: [(&str, &str, &str, u64); 12] = [
+            (
+                "pulsewave_media_rooms",
+                "gauge",
+                "Rooms open on the media workers.",
+                sum(&|s| s.rooms.load(Ordering::Relaxed) as u64),
+            ),
+            (
+                "pulsewave_media_routes",
+                "gauge",
+                "Entries of the media workers' routing tables (ICE username fragments and remote addresses of open transports).",
+                sum(&|s| s.routes.load(Ordering::Relaxed) as u64),
+            ),
             (
                 "pulsewave_media_transports",
                 "gauge",

@@ -247,6 +247,15 @@ impl ChannelHandler {
             .map(|a| a.id)
     }
 
+    /// Whether a channel holds `sctp_stream_id`, or asked for it
+    /// (`new_channel` asserts that a negotiated id is not).
+    pub fn stream_id_in_use(&self, sctp_stream_id: u16) -> bool {
+        self.allocations.iter().any(|a| {
+            a.sctp_stream_id == Some(sctp_stream_id)
+                || a.negotiated_stream_id == Some(sctp_stream_id)
+        })
+    }
+
     /// Look up sctp stream id for channel id.
     pub fn stream_id_by_channel_id(&self, id: ChannelId) -> Option<u16> {
         self.allocations

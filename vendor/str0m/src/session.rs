@@ -260,6 +260,13 @@ impl Session {
         &self.app
     }
 
+    /// The outgoing SRTP context, once DTLS gave keys (test exports only:
+    /// `Rtc::_protect_rtp` and `Rtc::_protect_rtcp`).
+    #[cfg(feature = "_internal_test_exports")]
+    pub(crate) fn srtp_tx_for_test(&mut self) -> Option<&mut SrtpContext> {
+        self.srtp_tx.as_mut()
+    }
+
     pub fn set_keying_material(
         &mut self,
         mat: KeyingMaterial,

@@ -608,9 +608,15 @@ impl Room {
             ));
         }
         let t = &mut self.transports[tkey];
+        // str0m may hold the stream when the room does not: a channel the
+        // peer opened in-band (DCEP), or one whose reset is unanswered. It
+        // asserts when asked for such a stream (the room would panic).
         if t.sctp_streams
             .iter()
             .any(|s| s.stream_id == params.stream_id)
+            || t.rtc
+                .direct_api()
+                .data_channel_stream_in_use(params.stream_id)
         {
             return Err(Error::InvalidSctpParameters(format!(
                 "stream id {} is already in use on this transport",
@@ -711,8 +717,13 @@ impl Room {
             (d.params, d.label.clone(), d.protocol.clone())
         };
         let u = &mut self.transports[ukey];
-        let stream_id = free_stream_id(&u.sctp_streams)
-            .ok_or(Error::LimitReached("SCTP streams on this transport"))?;
+        // Not one str0m holds either (see `produce_data`).
+        let api = u.rtc.direct_api();
+        let stream_id = free_stream_id(&u.sctp_streams, u.next_sctp_stream, |id| {
+            api.data_channel_stream_in_use(id)
+        })
+        .ok_or(Error::LimitReached("SCTP streams on this transport"))?;
+        u.next_sctp_stream = (stream_id + 1) % SCTP_STREAM_IDS;
         let params = SctpStreamParameters {
             stream_id,
             ..params
@@ -766,18 +777,25 @@ impl Room {
     }
 }
 
-/// The lowest SCTP stream id (0 to 1023) not in `streams`.
-pub(super) fn free_stream_id(streams: &[SctpStream]) -> Option<u16> {
-    let mut used = [0u64; 16];
+/// SCTP stream ids a data consumer may get: 0 to 1023.
+const SCTP_STREAM_IDS: u16 = 1024;
+
+/// The first SCTP stream id (0 to 1023) neither in `streams` nor `taken`,
+/// searching from `from` and wrapping around.
+pub(super) fn free_stream_id(
+    streams: &[SctpStream],
+    from: u16,
+    taken: impl Fn(u16) -> bool,
+) -> Option<u16> {
+    let mut used = [0u64; SCTP_STREAM_IDS as usize / 64];
     for s in streams {
         if let Some(word) = used.get_mut(usize::from(s.stream_id / 64)) {
             *word |= 1 << (s.stream_id % 64);
         }
     }
-    used.iter()
-        .enumerate()
-        .find(|(_, w)| **w != u64::MAX)
-        .map(|(i, w)| (i * 64) as u16 + w.trailing_ones() as u16)
+    (0..SCTP_STREAM_IDS)
+        .map(|i| (from % SCTP_STREAM_IDS + i) % SCTP_STREAM_IDS)
+        .find(|id| used[usize::from(id / 64)] & (1 << (id % 64)) == 0 && !taken(*id))
 }
 
 pub(super) fn validate_sctp(p: &SctpStreamParameters) -> Result<(), Error> {

@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 
+use pulsewave_client::PeerEvent;
 use pulsewave_core::Owner;
+use pulsewave_protocol::transport::SctpStreamParameters;
 use pulsewave_test::{LinkConfig, Sim};
 
 use crate::{SECOND, alice_and_bob, recv_tid, send_tid};
@@ -100,4 +102,183 @@ fn a_lossy_channel_delivers_what_survives_once_and_without_retransmission() {
         late < 200 && late > 60,
         "{late} of 200 arrived through 30 % loss each way"
     );
+}
+
+/// A data consumer closed by its producer frees its SCTP stream id, but the
+/// stream reset reaches the subscriber over UDP while the next
+/// `subscribe-data` reply reaches it over the WebSocket: were the id given
+/// again at once, the subscriber (a browser as well as the Rust client)
+/// would still hold it and refuse the channel ("stream already in use").
+/// Ids rotate instead, as mediasoup's `getNextSctpStreamId` does. (Found by
+/// the churn soak.)
+#[test]
+fn a_freed_data_stream_id_is_not_given_again_at_once() {
+    let (mut sim, alice, bob) = alice_and_bob(44);
+    let chat = sim.publish_data(alice, 1, "chat", true, None).unwrap();
+    let news = sim.publish_data(alice, 2, "news", true, None).unwrap();
+    let first = sim
+        .subscribe_data(bob, &chat)
+        .unwrap()
+        .sctp_stream_parameters
+        .stream_id;
+    let (atid, btid) = (send_tid(&sim, alice), recv_tid(&sim, bob));
+    assert!(
+        sim.run_until(5 * SECOND, |s| s.peer(&btid).channel_open(first)
+            && s.peer(&atid).channel_open(2))
+    );
+    // Alice closes `chat`, and Bob's consumer of it with it; before the
+    // stream reset reaches Bob, he subscribes to `news`.
+    let now = sim.now();
+    sim.room_mut()
+        .close_data_producer(now, alice, &chat)
+        .unwrap();
+    let second = sim
+        .subscribe_data(bob, &news)
+        .unwrap()
+        .sctp_stream_parameters
+        .stream_id;
+    assert_ne!(second, first);
+    assert!(sim.run_until(5 * SECOND, |s| s.peer(&btid).channel_open(second)));
+    assert!(sim.send_data(alice, 2, b"hello"));
+    let arrived = sim.run_until(5 * SECOND, |s| {
+        s.data_received(bob)
+            .iter()
+            .any(|(st, m)| *st == second && m == b"hello")
+    });
+    assert!(arrived, "{:?}", sim.data_received(bob));
+}
+
+/// A data channel closed and announced again at once on the same stream:
+/// str0m holds the stream until the peer answered its reset, and opens the
+/// new channel then (asking it for a stream it still holds would panic, and
+/// the room with it). The room takes the new data producer at once, and
+/// its messages reach a subscriber.
+#[test]
+fn a_data_stream_can_be_announced_again_at_once() {
+    let (mut sim, alice, bob) = alice_and_bob(45);
+    let atid = send_tid(&sim, alice);
+    let chat = sim.publish_data(alice, 1, "chat", true, None).unwrap();
+    assert!(sim.run_until(5 * SECOND, |s| s.peer(&atid).channel_open(1)));
+    let params = SctpStreamParameters {
+        stream_id: 1,
+        ordered: Some(true),
+        max_packet_life_time: None,
+        max_retransmits: None,
+    };
+    let now = sim.now();
+    let room = sim.endpoint().rooms().next().unwrap().0;
+    let again = sim
+        .endpoint_mut()
+        .with_room(now, room, |r, now| {
+            r.close_data_producer(now, alice, &chat).unwrap();
+            r.produce_data(
+                now,
+                alice,
+                Some(&atid),
+                params,
+                "chat",
+                "",
+                pulsewave_core::AppData::default(),
+            )
+        })
+        .expect("the room survives")
+        .expect("the stream is announced again");
+    // Alice's side of the old channel closes with the reset; she opens the
+    // new one, Bob subscribes, and a message goes through.
+    let events = |s: &Sim, open: bool| {
+        s.peer(&atid)
+            .events()
+            .iter()
+            .filter(|(_, e)| match e {
+                PeerEvent::ChannelOpen { stream_id, .. } => open && *stream_id == 1,
+                PeerEvent::ChannelClose { stream_id } => !open && *stream_id == 1,
+                _ => false,
+            })
+            .count()
+    };
+    assert!(sim.run_until(5 * SECOND, |s| events(s, false) == 1));
+    sim.peer_mut(&atid)
+        .transport_mut()
+        .open_data_channel(1, "chat", true, None)
+        .unwrap();
+    let stream = sim
+        .subscribe_data(bob, &again)
+        .unwrap()
+        .sctp_stream_parameters
+        .stream_id;
+    let btid = recv_tid(&sim, bob);
+    assert!(sim.run_until(5 * SECOND, |s| events(s, true) == 2
+        && s.peer(&btid).channel_open(stream)));
+    assert!(sim.send_data(alice, 1, b"again"));
+    let arrived = sim.run_until(5 * SECOND, |s| {
+        s.data_received(bob)
+            .iter()
+            .any(|(st, m)| *st == stream && m == b"again")
+    });
+    assert!(arrived, "{:?}", sim.data_received(bob));
+}
+
+/// A channel the peer opened in-band (DCEP, without signaling) holds its
+/// stream in str0m. A `publish-data-channel` naming that stream, or a
+/// `subscribe-data` for which the room picked it, made str0m assert
+/// ("sctp_stream_id (0) exists already") and the room panic: one
+/// participant could end its room. The stream is refused, or skipped.
+/// (Found by the room_connected fuzz target.)
+#[test]
+fn a_stream_the_peer_opened_in_band_is_not_taken() {
+    let (mut sim, alice, bob) = alice_and_bob(46);
+    let (atid, btid) = (send_tid(&sim, alice), recv_tid(&sim, bob));
+    // Alice and Bob each open a channel in-band; as DTLS clients, their
+    // stacks pick stream 0.
+    for tid in [&atid, &btid] {
+        let now = sim.now();
+        let peer = sim.peer_mut(tid).transport_mut();
+        peer.rtc_mut()
+            .direct_api()
+            .create_data_channel(str0m::channel::ChannelConfig {
+                label: "in-band".into(),
+                ..Default::default()
+            });
+        peer.handle_timeout(now);
+    }
+    sim.advance(SECOND);
+    let params = SctpStreamParameters {
+        stream_id: 0,
+        ordered: Some(true),
+        max_packet_life_time: None,
+        max_retransmits: None,
+    };
+    let now = sim.now();
+    let room = sim.endpoint().rooms().next().unwrap().0;
+    let taken = sim
+        .endpoint_mut()
+        .with_room(now, room, |r, now| {
+            r.produce_data(
+                now,
+                alice,
+                Some(&atid),
+                params,
+                "chat",
+                "",
+                pulsewave_core::AppData::default(),
+            )
+        })
+        .expect("the room survives");
+    assert!(
+        matches!(taken, Err(pulsewave_core::Error::InvalidSctpParameters(_))),
+        "{taken:?}"
+    );
+    // On another stream it works, and Bob's consumer skips his stream 0.
+    let dp = sim.publish_data(alice, 1, "chat", true, None).unwrap();
+    let stream = sim
+        .subscribe_data(bob, &dp)
+        .unwrap()
+        .sctp_stream_parameters
+        .stream_id;
+    assert_ne!(stream, 0);
+    assert!(sim.run_until(5 * SECOND, |s| s.peer(&atid).channel_open(1)
+        && s.peer(&btid).channel_open(stream)));
+    assert!(sim.send_data(alice, 1, b"hi"));
+    assert!(sim.run_until(5 * SECOND, |s| !s.data_received(bob).is_empty()));
+    assert_eq!(sim.endpoint().stats().rooms_failed, 0);
 }

@@ -161,13 +161,20 @@ fn address_routes_are_removed_with_the_transport() {
     let tid = send_tid(&sim, alice);
     let routed_before = sim.endpoint().stats().datagrams_routed;
     assert!(routed_before > 0);
+    // Each connected transport has two routes: its ufrag and its address.
+    assert_eq!(sim.endpoint().stats().routes, 4);
     // Close Alice's transport: datagrams from her address stop routing.
     let now = sim.now();
     sim.room_mut().close_transport(now, alice, &tid).unwrap();
+    assert_eq!(sim.endpoint().stats().routes, 2);
     let unknown = sim.endpoint().stats().datagrams_unknown;
     sim.advance(SECOND);
     assert!(
         sim.endpoint().stats().datagrams_unknown > unknown,
         "her packets now come from an unknown source"
     );
+    // Closing the room forgets the rest.
+    let (now, room) = (sim.now(), sim.endpoint().rooms().next().unwrap().0);
+    assert!(sim.endpoint_mut().close_room(now, room));
+    assert_eq!(sim.endpoint().stats().routes, 0);
 }

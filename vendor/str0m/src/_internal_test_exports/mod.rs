@@ -31,6 +31,35 @@ impl Rtc {
         self.ice.local_credentials().clone()
     }
 
+    /// Encrypts a plain RTP packet (header and payload, as on the wire before
+    /// SRTP) with this session's outgoing SRTP keys, at SRTP index `index`
+    /// (rollover counter << 16 | sequence number). The header is parsed with
+    /// the session's extension map. `None` before DTLS gave keys, or when
+    /// `packet` is not an RTP packet.
+    ///
+    /// With it a fuzzer or test sends any RTP bytes a connected peer could
+    /// send, past the remote's SRTP authentication.
+    pub fn _protect_rtp(&mut self, packet: &[u8], index: u64) -> Option<Vec<u8>> {
+        let header = RtpHeader::_parse(packet, &self.session.exts)?;
+        if header.header_len > packet.len() {
+            return None;
+        }
+        let srtp = self.session.srtp_tx_for_test()?;
+        Some(srtp.protect_rtp(packet, &header, index))
+    }
+
+    /// Encrypts a plain RTCP (compound) packet as SRTCP with this session's
+    /// outgoing keys and next SRTCP index. `None` before DTLS gave keys, or
+    /// when `packet` is shorter than an RTCP header and sender SSRC
+    /// (8 bytes).
+    pub fn _protect_rtcp(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
+        if packet.len() < 8 {
+            return None;
+        }
+        let srtp = self.session.srtp_tx_for_test()?;
+        Some(srtp.protect_rtcp(packet))
+    }
+
     /// Install known keys to exercise individual SRTP profiles in integration tests.
     pub fn _set_srtp_keys(&mut self, mat: KeyingMaterial, profile: SrtpProfile, active: bool) {
         self.session

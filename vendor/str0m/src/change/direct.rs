@@ -181,6 +181,16 @@ impl<'a> DirectApi<'a> {
         id
     }
 
+    /// Whether a data channel already holds SCTP stream `stream_id`: one
+    /// created with [`DirectApi::create_data_channel`] and not yet closed by
+    /// the peer's answer to its stream reset, or one the peer opened in-band
+    /// (DCEP). `create_data_channel` with `negotiated: Some(stream_id)`
+    /// panics then; an application whose peer names the stream checks here
+    /// first.
+    pub fn data_channel_stream_in_use(&self, stream_id: u16) -> bool {
+        self.rtc.chan.stream_id_in_use(stream_id)
+    }
+
     /// Close a data channel.
     pub fn close_data_channel(&mut self, channel_id: ChannelId) {
         // One arming deref, then split-borrow the real `&mut Rtc`.
