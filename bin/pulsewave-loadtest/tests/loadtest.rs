@@ -12,10 +12,18 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadtest_binary_against_a_dev_server() {
-    let server = WebSocketServer::new(ServerConfig::dev(0, "devkey", "secret"))
-        .start()
-        .await
-        .unwrap();
+    let mut config = ServerConfig::dev(0, "devkey", "secret");
+    // This test checks the load tester's report against plain forwarding
+    // (2 x 1 Mbit/s to each subscriber, loss under 1%). With debug builds
+    // of server and tester on a loaded 2-core machine, scheduling delays
+    // look like queueing to the delay-based estimator (measured: estimates
+    // on loopback fall from 4 to 1.2-1.8 Mbit/s) and the allocator rightly
+    // pauses a camera; adaptive media is tested on the simulated network
+    // (crates/pulsewave-test/tests/room/bandwidth.rs).
+    if let Some(media) = config.media.as_mut() {
+        media.room.bandwidth_estimation = false;
+    }
+    let server = WebSocketServer::new(config).start().await.unwrap();
     let url = format!("ws://{}", server.local_addr());
     let pid = std::process::id().to_string();
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsewave-loadtest"))
