@@ -262,13 +262,18 @@ function wireClient(c) {
     const name = participantName(sub.participantIdentity);
     if (sub.kind === 'video') {
       const slot = sub.source === 'screen' ? 'screen' : 'camera';
-      setTileVideo(ensureTile(sub.participantIdentity, name, slot, false), sub.track);
+      const tile = ensureTile(sub.participantIdentity, name, slot, false);
+      setTileVideo(tile, sub.track);
+      // Adaptive stream: the server sends what the tile's size needs.
+      const video = tile.querySelector('video');
+      if (video) sub.detachView = c.attachVideo(sub, video);
     } else {
       attachAudio(sub.participantIdentity, sub.source, sub.track);
     }
     refreshBadges(sub.participantIdentity);
   });
   c.on('trackUnsubscribed', (sub) => {
+    sub.detachView?.();
     logEvent('trackUnsubscribed', { identity: sub.participantIdentity, source: sub.source, kind: sub.kind, producerId: sub.producerId });
     if (sub.kind === 'video') {
       if (sub.source === 'screen') removeTile(sub.participantIdentity, 'screen');
