@@ -506,12 +506,14 @@ fn a_subscriber_from_the_very_start_settles_on_the_top_layer() {
     let got = received(&sim, bob, &consumer);
     let runs = runs(&got);
     // Every layer starts with a keyframe; which of them reaches the server
-    // first depends on the ssrcs (random), so the subscriber may show the
-    // first frame of a lower layer before the top one.
+    // first depends on the ssrcs (random), and the allocator climbs from
+    // the layers it can measure (one step per 500 ms run while the rates
+    // are young), so the subscriber may show a lower layer first; it is on
+    // the top one within a second.
     let (last, at) = *runs.last().unwrap();
     assert_eq!(last, "r2", "{runs:?}");
-    assert!(at - got[0].0.at < 100 * MS, "{runs:?}");
-    assert!(got.len() > 200, "{}", got.len());
+    assert!(at - got[0].0.at < SECOND, "{runs:?}");
+    assert!(got.len() > 150, "{}", got.len());
     assert_clean_switches(&sim, alice, &mid, bob, &consumer, runs.len());
 }
 
