@@ -338,7 +338,9 @@ impl Transport {
             // would go toward the browser, which has its own estimator).
             TransportDirection::Recv => configure_router(
                 if spec.bandwidth_estimation {
-                    config.enable_bwe(Some(Bitrate::bps(spec.initial_bitrate)))
+                    config
+                        .enable_bwe(Some(Bitrate::bps(spec.initial_bitrate)))
+                        .set_bwe_ssrc0_probes(false)
                 } else {
                     config
                 },

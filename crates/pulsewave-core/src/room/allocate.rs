@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use pulsewave_protocol::transport::TransportDirection;
 use pulsewave_protocol::{ConsumerId, MediaKind, TransportId};
 use str0m::bwe::Bitrate;
+use str0m::rtp::Ssrc;
 
 use crate::allocator::{self, Allocation, Demand, MAX_SPATIAL, MAX_TEMPORAL};
 use crate::event::{Event, LayerWanted};
@@ -207,11 +208,13 @@ impl Room {
         if t.direction != TransportDirection::Recv {
             return;
         }
+        // The estimate, never above the transport's hard outgoing cap.
         let estimate = if self.config.bandwidth_estimation {
             Some(
                 t.bwe
                     .available()
-                    .unwrap_or(self.config.initial_available_outgoing_bitrate),
+                    .unwrap_or(self.config.initial_available_outgoing_bitrate)
+                    .min(self.config.max_outgoing_bitrate),
             )
         } else {
             None
@@ -331,9 +334,6 @@ impl Room {
         // estimate learns whether it fits before a layer goes up; the
         // estimator probes toward everything wanted.
         if let Some(estimate) = estimate {
-            // Padding sustains the next step, up to the estimate and not
-            // beyond it: over a small link, padding past the estimate is
-            // what congests it.
             // While something is below what it wants, now and then (less
             // often after each probe that let nothing go up): `desired` is
             // raised a little (str0m sends a probe cluster on a raise), and
@@ -385,10 +385,17 @@ impl Room {
             // what is wanted (mediasoup: 1.35x), and never below the
             // starting estimate (rates measured in the first second are
             // low).
-            let desired = ((desired.saturating_mul(3) / 2)
-                .max(self.config.initial_available_outgoing_bitrate)
-                .max(minimum) as f64
-                * nudge) as u64;
+            // A link far too small for the next step: str0m is not asked to
+            // look beyond the estimate (its own periodic probes go to twice
+            // `desired`, a burst such a link pays for with audio).
+            let desired = if probe_step.is_some() && !reachable {
+                estimate.max(minimum)
+            } else {
+                ((desired.saturating_mul(3) / 2)
+                    .max(self.config.initial_available_outgoing_bitrate)
+                    .max(minimum) as f64
+                    * nudge) as u64
+            };
             let changed = t.bwe.configured.is_none_or(|(m, d)| {
                 m.abs_diff(minimum) * 20 > m.max(1) || d.abs_diff(desired) * 20 > d.max(1)
             });
@@ -454,6 +461,17 @@ impl Room {
                     owner: c.owner,
                     layers: None,
                 });
+            }
+            // What str0m's pacer still holds of it would delay the audio
+            // of a link already too small: drop it (the consumer restarts
+            // at a keyframe).
+            let (tkey, ssrc) = (c.transport, c.ssrc);
+            c.layer = None;
+            c.needs_resync = true;
+            if let Some(t) = self.transports.get_mut(tkey)
+                && let Some(stream) = t.rtc.direct_api().stream_tx(&Ssrc::from(ssrc))
+            {
+                stream.discard_queued();
             }
             return (true, false);
         };

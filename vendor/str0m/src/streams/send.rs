@@ -1320,6 +1320,14 @@ impl StreamTx {
         }
     }
 
+    /// Drops the packets written but not sent yet, pending retransmissions
+    /// and the retransmission cache: for a stream the application stops
+    /// (an SFU pausing a consumer for congestion), so what the pacer still
+    /// holds does not delay other streams. Sequence numbers continue.
+    pub fn discard_queued(&mut self) {
+        self.reset_buffers();
+    }
+
     pub(crate) fn reset_buffers(&mut self) {
         self.send_queue.clear();
         self.queue_info = None;
