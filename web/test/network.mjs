@@ -111,8 +111,11 @@ function limitDownlink(rateKbit) {
   log(`downlink of the constrained subscriber: ${rateKbit ? `${rateKbit} kbit/s` : 'unlimited'}`);
 }
 
-async function launch(name, executablePath) {
+async function launch(name, executablePath, secureOrigin) {
   const args = [
+    // The app is served from the veth address: treat it as secure, so the
+    // publisher may capture (getUserMedia needs a secure context).
+    `--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`,
     '--no-sandbox',
     '--disable-gpu',
     '--disable-quic',
@@ -136,9 +139,9 @@ async function launch(name, executablePath) {
   }
 }
 
-async function openPage(browser, name, appUrl) {
+async function openPage(browser, name, appUrl, { camera = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 640, height: 400 } });
-  await context.grantPermissions(['camera', 'microphone'], { origin: new URL(appUrl).origin });
+  if (camera) await context.grantPermissions(['camera', 'microphone'], { origin: new URL(appUrl).origin });
   const page = await context.newPage();
   const p = { name, page, console: [] };
   page.on('console', (m) => {
@@ -201,27 +204,40 @@ async function main() {
     if (path === '/app.js') res.writeHead(200, { 'Content-Type': 'text/javascript' }).end(appJs);
     else res.writeHead(200, { 'Content-Type': 'text/html' }).end('<!doctype html><meta charset="utf-8"><body><script src="app.js"></script></body>');
   });
-  await new Promise((r) => appServer.listen(0, host, r));
-  const appUrl = `http://${host}:${appServer.address().port}/index.html`;
+  await new Promise((r) => appServer.listen(0, '0.0.0.0', r));
+  const port = appServer.address().port;
+  const appUrl = `http://${host}:${port}/index.html`;
 
   // The constrained subscriber's browser runs in its namespace.
   const wrapper = join(tmpdir(), `pw-chromium-${process.pid}.sh`);
   writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${NETNS} ${CHROMIUM} "$@"\n`);
   chmodSync(wrapper, 0o755);
 
-  const near = await launch('publisher and unlimited subscriber', CHROMIUM);
-  const far = await launch(`constrained subscriber (namespace ${NETNS})`, wrapper);
+  const origin = new URL(appUrl).origin;
+  const near = await launch('publisher and unlimited subscriber', CHROMIUM, origin);
+  const far = await launch(`constrained subscriber (namespace ${NETNS})`, wrapper, origin);
   const pages = [];
   let failed = null;
   try {
     const room = `network-${RUN}`;
     const free = await openPage(near, 'unlimited', appUrl);
     const slow = await openPage(far, 'constrained', appUrl);
-    const pub = await openPage(near, 'publisher', appUrl);
+    const pub = await openPage(near, 'publisher', appUrl, { camera: true });
     pages.push(free, slow, pub);
-    await call(free, 'join', { server: BASE, room, identity: 'free' });
-    await call(slow, 'join', { server: BASE, room, identity: 'slow' });
-    await call(pub, 'join', { server: BASE, room, identity: 'pub' });
+    // Tokens come from here, as from an app's backend: the open token
+    // endpoint of a dev server on a non-loopback address offers no CORS.
+    const token = async (identity) => {
+      const r = await fetch(`${BASE}/api/token`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ identity, room }),
+      });
+      check(r.ok, `POST /api/token answered ${r.status}`);
+      return (await r.json()).token;
+    };
+    await call(free, 'join', { server: BASE, room, identity: 'free', token: await token('free') });
+    await call(slow, 'join', { server: BASE, room, identity: 'slow', token: await token('slow') });
+    await call(pub, 'join', { server: BASE, room, identity: 'pub', token: await token('pub') });
     await call(pub, 'createSendTransport', { name: 'main' });
     limitDownlink(300);
     const { producerId } = await call(pub, 'produce', {

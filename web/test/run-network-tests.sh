@@ -21,7 +21,10 @@ export PULSEWAVE_ARTIFACTS="${PULSEWAVE_ARTIFACTS:-$WEB_DIR/test/artifacts}"
 say() { printf '[network-tests] %s\n' "$*" >&2; }
 
 if [ "$(id -u)" -ne 0 ]; then
-  say "FATAL: needs root (network namespaces, veth pairs, tc)"
+  if command -v sudo >/dev/null 2>&1; then
+    exec sudo -E env "PATH=$PATH" bash "$SELF" "$@"
+  fi
+  say "FATAL: needs root or sudo (network namespaces, veth pairs, tc)"
   exit 2
 fi
 for tool in ip tc unshare; do
