@@ -421,7 +421,9 @@ export class PulseWaveClient extends Emitter {
   }
 
   /**
-   * Adaptive stream for an element: follows its rendered size
+   * Adaptive stream for an element (the tile a video is shown in: an
+   * element that stays laid out while the video waits or is muted, or the
+   * server, seeing it hidden, sends no video to show): follows its rendered size
    * (ResizeObserver, device pixels) and visibility (IntersectionObserver,
    * `display: none`, a hidden page) and sends `update-track-settings` 100 ms
    * after the last change. Returns a function that stops following.

@@ -407,6 +407,21 @@ impl Room {
                 drain(key, t, &mut self.out, self.config.ice_timeout);
             }
         }
+        // No padding on a stopped consumer's stream: its subscriber would
+        // count it, and it costs for nothing.
+        for &(_, ckey) in &t.mids {
+            let Some(c) = self.consumers.get_mut(ckey) else {
+                continue;
+            };
+            let producer_paused = self.producers.get(c.producer).is_none_or(|p| p.paused);
+            let pad = !(c.paused || producer_paused || c.congested || c.view.disabled);
+            if pad != c.padded {
+                c.padded = pad;
+                if let Some(stream) = t.rtc.direct_api().stream_tx(&Ssrc::from(c.ssrc)) {
+                    stream.set_padding_allowed(pad);
+                }
+            }
+        }
         // Again in a while, as long as there is something to allocate.
         if !t.mids.is_empty() {
             let at = next_run;
