@@ -302,7 +302,9 @@ function wireClient(c) {
       // Adaptive stream: the server sends what the tile's size needs (the
       // tile, not its <video>: that one is hidden until video arrives).
       sub.detachView?.();
-      sub.detachView = c.attachVideo(sub, tile);
+      // A tile scrolled out of the grid keeps its video (the grid scrolls
+      // on small windows); a hidden one gets none.
+      sub.detachView = c.attachVideo(sub, tile, { pauseOffscreen: false });
     } else {
       attachAudio(sub.participantIdentity, sub.source, sub.track);
     }

@@ -427,10 +427,13 @@ export class PulseWaveClient extends Emitter {
    * (ResizeObserver, device pixels) and visibility (IntersectionObserver,
    * `display: none`, a hidden page) and sends `update-track-settings` 100 ms
    * after the last change. Returns a function that stops following.
+   * With `pauseOffscreen` (the default, as LiveKit's adaptiveStream), an
+   * element scrolled out of view gets no video either.
    * @param {RemoteTrack} sub
    * @param {HTMLElement} element
+   * @param {{pauseOffscreen?: boolean}} [options]
    */
-  attachVideo(sub, element) {
+  attachVideo(sub, element, { pauseOffscreen = true } = {}) {
     let timer = null;
     let visible = true;
     let last = '';
@@ -456,7 +459,7 @@ export class PulseWaveClient extends Emitter {
     const resize = typeof ResizeObserver === 'function' ? new ResizeObserver(schedule) : null;
     resize?.observe(element);
     const intersect =
-      typeof IntersectionObserver === 'function'
+      pauseOffscreen && typeof IntersectionObserver === 'function'
         ? new IntersectionObserver((entries) => {
             visible = entries.some((e) => e.isIntersecting);
             schedule();
