@@ -405,6 +405,13 @@ async fn read_stream<R: AsyncRead + Unpin>(
     let mut chunk = vec![0u8; 16384];
     let mut seen_frame = false;
     loop {
+        // Like Chromium's ICE-TCP rule: the first message must be STUN
+        // (ChannelData before an allocation is nonsense, and an HTTP
+        // request would otherwise look like a ChannelData header).
+        if !seen_frame && buf.first().is_some_and(|b| b & 0xC0 != 0) {
+            tracing::debug!(remote = %client.remote, "not TURN on a TURN stream");
+            return;
+        }
         loop {
             match stun::stream_frame_len(&buf) {
                 Ok(Some(n)) => {

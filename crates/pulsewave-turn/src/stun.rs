@@ -152,7 +152,7 @@ impl<'a> Message<'a> {
             return Err(Error::Malformed("not a STUN message"));
         }
         let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-        if len % 4 != 0 || HEADER_LEN + len != buf.len() {
+        if !len.is_multiple_of(4) || HEADER_LEN + len != buf.len() {
             return Err(Error::Malformed("STUN length"));
         }
         let (class, method) = decode_type(u16::from_be_bytes([buf[0], buf[1]]));
@@ -365,7 +365,7 @@ impl MessageBuilder {
         self.buf
             .extend_from_slice(&(value.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(value);
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
         self.set_len();
@@ -452,7 +452,7 @@ impl<'a> ChannelData<'a> {
         out.extend_from_slice(&(len as u16).to_be_bytes());
         out.extend_from_slice(&data[..len]);
         if pad {
-            while out.len() % 4 != 0 {
+            while !out.len().is_multiple_of(4) {
                 out.push(0);
             }
         }
@@ -474,7 +474,14 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, Error> {
     }
     let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
     let total = match buf[0] >> 6 {
-        0 => HEADER_LEN + len,
+        0 => {
+            if buf.len() >= 8
+                && u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) != MAGIC_COOKIE
+            {
+                return Err(Error::Malformed("STUN without the magic cookie"));
+            }
+            HEADER_LEN + len
+        }
         1 => 4 + ((len + 3) & !3),
         _ => return Err(Error::Malformed("not STUN or ChannelData on a stream")),
     };
@@ -596,5 +603,7 @@ mod tests {
         both.extend_from_slice(&cd);
         assert_eq!(stream_frame_len(&both).unwrap(), Some(stun.len()));
         assert!(stream_frame_len(&[0x80, 0, 0, 0]).is_err());
+        // A TLS ClientHello is not STUN.
+        assert!(stream_frame_len(&[0x16, 3, 1, 0, 0xC0, 1, 0, 0]).is_err());
     }
 }
