@@ -11,6 +11,9 @@ use md5::{Digest as _, Md5};
 /// Longest username accepted (RFC 8489: under 509 bytes).
 pub const MAX_USERNAME_LEN: usize = 508;
 
+/// Longest user part [`TurnSecret::issue`] puts in a username as is.
+pub const MAX_USER_LEN: usize = 128;
+
 /// The secret TURN credentials are derived from.
 #[derive(Clone)]
 pub struct TurnSecret {
@@ -50,8 +53,22 @@ impl TurnSecret {
         Self::new(derived.as_ref())
     }
 
-    /// Credentials for `user` valid until `expires_unix` (seconds).
+    /// Credentials for `user` valid until `expires_unix` (seconds). A
+    /// user longer than [`MAX_USER_LEN`] bytes is replaced by a hash of
+    /// it (`h:<base64url of 16 bytes of SHA-256>`), so the username stays
+    /// within STUN's limit and still counts per user.
     pub fn issue(&self, user: &str, expires_unix: u64) -> Credentials {
+        let hashed;
+        let user = if user.len() > MAX_USER_LEN {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.as_bytes());
+            hashed = format!(
+                "h:{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d.as_ref()[..16])
+            );
+            hashed.as_str()
+        } else {
+            user
+        };
         let username = format!("{expires_unix}:{user}");
         let password = self.password(&username);
         Credentials { username, password }
@@ -185,6 +202,11 @@ mod tests {
         );
         // Another secret gives another password.
         assert_ne!(TurnSecret::new(b"south").password(&c.username), c.password);
+        // A long identity is hashed, and the result is still accepted.
+        let long = s.issue(&"x".repeat(1000), 1000);
+        assert!(long.username.len() < 64, "{}", long.username);
+        assert!(s.check_username(&long.username, 0).is_ok());
+        assert_eq!(long, s.issue(&"x".repeat(1000), 1000));
         // A user part may contain colons (identities are free text).
         assert_eq!(s.check_username("5:a:b", 0), Ok("a:b"));
     }

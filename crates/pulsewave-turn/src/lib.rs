@@ -54,7 +54,7 @@ mod driver;
 mod server;
 pub mod stun;
 
-pub use auth::{Credentials, MAX_USERNAME_LEN, TurnSecret, long_term_key};
+pub use auth::{Credentials, MAX_USER_LEN, MAX_USERNAME_LEN, TurnSecret, long_term_key};
 pub use driver::{TlsListener, TurnConfig, TurnServer, tls_config_from_pem};
 pub use server::{Client, Event, IpNet, RelayId, Server, ServerConfig, Stats, Transmit, Transport};
 
