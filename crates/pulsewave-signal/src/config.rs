@@ -174,7 +174,9 @@ pub enum TokenEndpointAuth {
 /// assert_eq!(turn.for_identity("alice")[0].username.as_deref(), Some("1700000000:alice"));
 /// ```
 #[derive(Clone)]
-pub struct ParticipantIceServers(std::sync::Arc<dyn Fn(&str) -> Vec<IceServer> + Send + Sync>);
+pub struct ParticipantIceServers(std::sync::Arc<IceServersFn>);
+
+type IceServersFn = dyn Fn(&str) -> Vec<IceServer> + Send + Sync;
 
 impl ParticipantIceServers {
     /// Wraps a function from a participant identity to its ICE servers.

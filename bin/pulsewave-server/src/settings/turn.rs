@@ -246,3 +246,180 @@ pub(crate) fn load(
         urls,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::settings::{ConfigError, ServeArgs, Settings, Source};
+
+    fn load(vars: &[(&str, &str)], dev: bool) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = move |k: &str| map.get(k).cloned();
+        let args = ServeArgs {
+            dev,
+            ..Default::default()
+        };
+        Settings::load(&args, &Source::new(&env))
+    }
+
+    const PROD: [(&str, &str); 3] = [
+        ("API_KEY", "key"),
+        ("API_SECRET", "a-secret-of-sixteen-plus"),
+        ("MEDIASOUP_ANNOUNCED_IP", "203.0.113.10"),
+    ];
+
+    fn with<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut v = PROD.to_vec();
+        v.extend_from_slice(extra);
+        v
+    }
+
+    #[test]
+    fn off_by_default_in_production_and_dev() {
+        assert!(load(&PROD, false).unwrap().turn.is_none());
+        assert!(load(&[], true).unwrap().turn.is_none());
+        assert!(
+            load(&PROD, false)
+                .unwrap()
+                .server
+                .participant_ice_servers
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn enabled_defaults_relay_only_to_this_node() {
+        let s = load(&with(&[("TURN_ENABLED", "true")]), false).unwrap();
+        let t = s.turn.unwrap();
+        assert_eq!(
+            t.urls,
+            vec![
+                "turn:203.0.113.10:3478?transport=udp",
+                "turn:203.0.113.10:3478?transport=tcp"
+            ]
+        );
+        assert_eq!(t.config.udp.unwrap().port(), 3478);
+        assert!(t.config.tls.is_none());
+        assert_eq!(t.config.relay_ports, Some((51000, 51999)));
+        assert_eq!(t.ttl.as_secs(), 600);
+        let core = &t.config.core;
+        assert_eq!(
+            core.relay_announced_ip,
+            Some("203.0.113.10".parse().unwrap())
+        );
+        assert!(
+            core.allowed_peers
+                .iter()
+                .any(|n| n.contains("203.0.113.10".parse().unwrap()))
+        );
+        assert!(
+            !core
+                .allowed_peers
+                .iter()
+                .any(|n| n.contains("10.0.0.1".parse().unwrap()))
+        );
+        // The iceServers entry carries the participant's credentials.
+        let ice = s
+            .server
+            .participant_ice_servers
+            .unwrap()
+            .for_identity("alice");
+        assert_eq!(ice.len(), 1);
+        let username = ice[0].username.clone().unwrap();
+        assert!(username.ends_with(":alice"));
+        assert_eq!(
+            ice[0].credential.as_deref(),
+            Some(t.secret.password(&username).as_str())
+        );
+    }
+
+    #[test]
+    fn tls_with_a_domain_announced_on_443() {
+        let dir = std::env::temp_dir().join(format!("pw-turn-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["turn.example.com".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_file = dir.join("turn.pem");
+        let key_file = dir.join("turn.key");
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let (c, k) = (cert_file.to_str().unwrap(), key_file.to_str().unwrap());
+        let s = load(
+            &with(&[
+                ("TURN_ENABLED", "1"),
+                ("TURN_UDP_PORT", "0"),
+                ("TURN_CERT_FILE", c),
+                ("TURN_KEY_FILE", k),
+                ("TURN_DOMAIN", "turn.example.com"),
+                ("TURN_TLS_ANNOUNCED_PORT", "443"),
+            ]),
+            false,
+        )
+        .unwrap();
+        let t = s.turn.unwrap();
+        assert_eq!(t.config.tls.as_ref().unwrap().listen.port(), 5349);
+        assert!(t.config.udp.is_none());
+        assert_eq!(
+            t.urls,
+            vec![
+                "turn:203.0.113.10:3478?transport=tcp",
+                "turns:turn.example.com:443?transport=tcp"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (vars, var) in [
+            (&[("TURN_ENABLED", "maybe")][..], "TURN_ENABLED"),
+            (
+                &[("TURN_ENABLED", "true"), ("TURN_TLS_PORT", "5349")][..],
+                "TURN_CERT_FILE",
+            ),
+            (
+                &[
+                    ("TURN_ENABLED", "true"),
+                    ("TURN_CERT_FILE", "/nonexistent.pem"),
+                    ("TURN_KEY_FILE", "/nonexistent.key"),
+                ][..],
+                "TURN_CERT_FILE",
+            ),
+            (
+                &[
+                    ("TURN_ENABLED", "true"),
+                    ("TURN_UDP_PORT", "0"),
+                    ("TURN_TCP_PORT", "0"),
+                ][..],
+                "TURN_ENABLED",
+            ),
+            (
+                &[("TURN_ENABLED", "true"), ("TURN_RELAY_MIN_PORT", "60000")][..],
+                "TURN_RELAY_MAX_PORT",
+            ),
+            (
+                &[("TURN_ENABLED", "true"), ("TURN_SECRET", "short")][..],
+                "TURN_SECRET",
+            ),
+            (
+                &[("TURN_ENABLED", "true"), ("TURN_ALLOWED_PEERS", "nope")][..],
+                "TURN_ALLOWED_PEERS",
+            ),
+            (
+                &[("TURN_ENABLED", "true"), ("TURN_ANNOUNCED_IP", "::1")][..],
+                "TURN_ANNOUNCED_IP",
+            ),
+        ] {
+            let e = load(&with(vars), false)
+                .err()
+                .unwrap_or_else(|| panic!("{vars:?} accepted"));
+            assert_eq!(e.var, var, "{vars:?}: {e}");
+        }
+    }
+}
