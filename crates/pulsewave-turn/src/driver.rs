@@ -44,6 +44,12 @@ pub struct TurnConfig {
     pub relay_ports: Option<(u16, u16)>,
     /// Most TCP and TLS connections at once; past it, new ones are closed.
     pub max_connections: usize,
+    /// Most TCP and TLS connections from one client IP; past it, new ones
+    /// from that IP are closed.
+    pub max_connections_per_ip: usize,
+    /// A TCP/TLS connection that sends nothing for this long is closed (a
+    /// browser with a relay sends ICE consent checks every few seconds).
+    pub idle_timeout: Duration,
     /// Time a new TCP/TLS connection has for its TLS handshake and first
     /// message.
     pub handshake_timeout: Duration,
@@ -63,6 +69,8 @@ impl TurnConfig {
             relay_bind_ip,
             relay_ports: None,
             max_connections: 1000,
+            max_connections_per_ip: 64,
+            idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
         }
@@ -194,6 +202,9 @@ impl TurnServer {
             connections,
             next_connection,
             handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
+            per_ip: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            max_per_ip: config.max_connections_per_ip,
             write_timeout: config.write_timeout,
         };
         if let Some(l) = tcp {
@@ -293,10 +304,45 @@ struct Acceptor {
     connections: Arc<Semaphore>,
     next_connection: Arc<std::sync::atomic::AtomicU64>,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
     write_timeout: Duration,
+    /// Open TCP/TLS connections per client IP.
+    per_ip: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    max_per_ip: usize,
+}
+
+/// One connection's place in the per-IP count, given back on drop.
+struct IpSlot {
+    per_ip: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Acceptor {
+    fn take_ip_slot(&self, ip: IpAddr) -> Option<IpSlot> {
+        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            per_ip: self.per_ip.clone(),
+            ip,
+        })
+    }
+
     async fn run(self, listener: TcpListener, tls: Option<TlsAcceptor>) {
         loop {
             let (stream, remote) = tokio::select! {
@@ -315,6 +361,10 @@ impl Acceptor {
                 tracing::debug!(%remote, "TURN connection limit reached");
                 continue;
             };
+            let Some(slot) = self.take_ip_slot(remote.ip()) else {
+                tracing::debug!(%remote, "TURN connection limit per IP reached");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let connection = self
                 .next_connection
@@ -323,6 +373,7 @@ impl Acceptor {
             let tls = tls.clone();
             self.tasks.spawn(async move {
                 let _permit = permit;
+                let _slot = slot;
                 this.serve(stream, remote, connection, tls).await;
             });
         }
@@ -386,7 +437,7 @@ impl Acceptor {
         }
         tokio::select! {
             _ = self.cancel.cancelled() => {}
-            _ = read_stream(reader, client, self.tx.clone(), self.handshake_timeout) => {}
+            _ = read_stream(reader, client, self.tx.clone(), self.handshake_timeout, self.idle_timeout) => {}
             _ = write_stream(writer, wrx, self.write_timeout) => {}
         }
         let _ = self.tx.send(Input::Closed { client }).await;
@@ -394,12 +445,14 @@ impl Acceptor {
 }
 
 /// Reads STUN and ChannelData frames; returns when the stream ends, is not
-/// TURN, or sends nothing within `first_timeout` of opening.
+/// TURN, sends nothing within `first_timeout` of opening, or nothing for
+/// `idle_timeout` afterwards.
 async fn read_stream<R: AsyncRead + Unpin>(
     mut reader: R,
     client: Client,
     tx: mpsc::Sender<Input>,
     first_timeout: Duration,
+    idle_timeout: Duration,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16384];
@@ -428,13 +481,14 @@ async fn read_stream<R: AsyncRead + Unpin>(
                 }
             }
         }
-        let read = if seen_frame {
-            reader.read(&mut chunk).await
+        let wait = if seen_frame {
+            idle_timeout
         } else {
-            match tokio::time::timeout(first_timeout, reader.read(&mut chunk)).await {
-                Ok(r) => r,
-                Err(_) => return,
-            }
+            first_timeout
+        };
+        let read = match tokio::time::timeout(wait, reader.read(&mut chunk)).await {
+            Ok(r) => r,
+            Err(_) => return,
         };
         match read {
             Ok(0) | Err(_) => return,

@@ -190,7 +190,10 @@ fn certificates() -> (
     rustls::RootCertStore,
 ) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let dir = std::env::temp_dir().join(format!("pw-turn-tls-{}", std::process::id()));
+    // One folder per call: the tests of this file run in parallel.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pw-turn-tls-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -212,6 +215,10 @@ fn certificates() -> (
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(f: impl FnOnce(&mut TurnConfig)) -> Setup {
     let (cert_file, key_file, roots) = certificates();
     let secret = TurnSecret::derive_from_api_secret("integration secret");
     let mut core = ServerConfig::new(secret.clone());
@@ -224,6 +231,7 @@ async fn setup() -> Setup {
         listen: any,
         config: tls_config_from_pem(&cert_file, &key_file).unwrap(),
     });
+    f(&mut config);
     let server = TurnServer::start(config).await.unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let client = rustls::ClientConfig::builder_with_provider(provider)
@@ -407,5 +415,60 @@ async fn closing_a_tcp_connection_releases_its_allocation_and_non_turn_bytes_clo
         let n = timeout(WAIT, t.read(&mut buf)).await.unwrap().unwrap_or(0);
         assert_eq!(n, 0);
     }
+    s.server.shutdown().await;
+}
+
+/// Reads until the server closes the connection (bounded by `WAIT`).
+async fn closed_by_server(t: &mut TcpStream) {
+    let mut buf = [0u8; 256];
+    loop {
+        match timeout(WAIT, t.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the server kept the connection open"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_excess_tcp_connections_are_closed() {
+    let s = setup_with(|c| {
+        c.max_connections_per_ip = 2;
+        c.idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let addr = s.server.tcp_addr().unwrap();
+    let binding = MessageBuilder::new(Class::Request, method::BINDING, [5; 12]).finish();
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    for t in [&mut a, &mut b] {
+        t.write_all(&binding).await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = timeout(WAIT, t.read(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(Message::parse(&buf[..n]).unwrap().class, Class::Success);
+    }
+    // A third connection from the same IP is closed at once.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    closed_by_server(&mut c).await;
+    // The first two go quiet and are closed after the idle timeout; then
+    // the IP may connect again.
+    closed_by_server(&mut a).await;
+    closed_by_server(&mut b).await;
+    drop((a, b));
+    // The server frees the IP's slots just after closing the sockets:
+    // retry (bounded) until a connection is served.
+    let served = timeout(WAIT, async {
+        loop {
+            let mut d = TcpStream::connect(addr).await.unwrap();
+            d.write_all(&binding).await.unwrap();
+            let mut buf = [0u8; 256];
+            if let Ok(n @ 1..) = d.read(&mut buf).await {
+                return Message::parse(&buf[..n]).unwrap().class;
+            }
+        }
+    })
+    .await
+    .expect("the IP could not connect again after its connections closed");
+    assert_eq!(served, Class::Success);
     s.server.shutdown().await;
 }
