@@ -125,7 +125,8 @@ pub(crate) fn load(
         return Err(err(
             "TURN_ANNOUNCED_IP",
             format!(
-                "{announced_ip} and TURN_LISTEN_IP {listen_ip} are not the same address family"
+                "{announced_ip} and TURN_LISTEN_IP {listen_ip} are not the same address \
+                 family (relays are IPv4 or IPv6, not both: set TURN_LISTEN_IP, e.g. 0.0.0.0)"
             ),
         ));
     }
