@@ -624,3 +624,103 @@ fn garbage_is_dropped_without_panic_or_reply() {
         h.server.handle_peer(h.now, s.relay.unwrap(), sfu(), &bytes);
     }
 }
+
+#[test]
+fn requests_on_an_allocation_need_its_username_and_key() {
+    let mut h = Harness::new();
+    let c = udp_client(3005);
+    let mut s = h.allocate(c, "alice");
+    // Another valid username (bob's credentials) on alice's 5-tuple: 441.
+    let bob = h.secret.issue("bob", h.unix() + 300);
+    let mut b = Session::new(c, &bob.username, &bob.password);
+    b.nonce = s.nonce.clone();
+    b.tid = 100;
+    assert_eq!(code(&h.reply(c, &b.refresh(600))), Some(441));
+    // Alice's username with a wrong key: 401 with a fresh challenge.
+    let mut forged = Session::new(c, &s.username, "not the password");
+    forged.nonce = s.nonce.clone();
+    forged.tid = 200;
+    let r = h.reply(c, &forged.refresh(600));
+    assert_eq!(code(&r), Some(401));
+    assert!(Message::parse(&r).unwrap().get(attr::NONCE).is_some());
+    // Without MESSAGE-INTEGRITY at all: 401.
+    let nonce = s.nonce.take();
+    assert_eq!(code(&h.reply(c, &s.refresh(600))), Some(401));
+    s.nonce = nonce;
+    // A request on a 5-tuple with no allocation: 437.
+    let mut other = Session::new(udp_client(3006), &s.username, "x");
+    other.key = s.key;
+    other.nonce = s.nonce.clone();
+    assert_eq!(code(&h.reply(other.client, &other.refresh(600))), Some(437));
+    // The allocation is untouched.
+    assert_eq!(h.server.stats().allocations, 1);
+    let ok = h.reply(c, &s.refresh(600));
+    assert_eq!(Message::parse(&ok).unwrap().class, Class::Success);
+}
+
+#[test]
+fn address_families_must_match_the_relay() {
+    let mut h = Harness::new();
+    let c = udp_client(3007);
+    let creds = h.secret.issue("alice", h.unix() + 300);
+    let mut s = Session::new(c, &creds.username, &creds.password);
+    let ch = h.reply(c, &s.allocate_request(None));
+    s.learn_nonce(&ch);
+    // IPv6 relays are not offered by an IPv4 server: 440.
+    let req = s.request(method::ALLOCATE, |b| {
+        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .add(attr::REQUESTED_ADDRESS_FAMILY, &[0x02, 0, 0, 0]);
+    });
+    assert_eq!(code(&h.reply(c, &req)), Some(440));
+    let req = s.request(method::ALLOCATE, |b| {
+        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .add(attr::REQUESTED_ADDRESS_FAMILY, &[0x01, 0, 0, 0]);
+    });
+    assert!(h.send(c, &req).is_empty());
+    assert!(matches!(
+        h.events().as_slice(),
+        [Event::BindRelay { ipv6: false, .. }]
+    ));
+}
+
+#[test]
+fn ipv6_relays_reach_ipv6_peers() {
+    let mut h = Harness::with(|c| {
+        c.relay_ipv6 = true;
+        c.relay_announced_ip = None;
+        c.allowed_peers = vec!["2001:db8::/64".parse().unwrap()];
+    });
+    let c = Client {
+        transport: Transport::Udp,
+        remote: "[2001:db8:1::1]:5000".parse().unwrap(),
+        connection: 0,
+    };
+    let creds = h.secret.issue("alice", h.unix() + 300);
+    let mut s = Session::new(c, &creds.username, &creds.password);
+    let ch = h.reply(c, &s.allocate_request(None));
+    s.learn_nonce(&ch);
+    let req = s.request(method::ALLOCATE, |b| {
+        b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .add(attr::REQUESTED_ADDRESS_FAMILY, &[0x02, 0, 0, 0]);
+    });
+    assert!(h.send(c, &req).is_empty());
+    let [Event::BindRelay { relay, ipv6: true }] = h.events()[..] else {
+        panic!()
+    };
+    h.server
+        .relay_bound(h.now, relay, Some("[2001:db8::7]:50000".parse().unwrap()));
+    let out = h.transmits();
+    let [Transmit::Client { bytes, .. }] = out.as_slice() else {
+        panic!()
+    };
+    let m = Message::parse(bytes).unwrap();
+    assert_eq!(
+        m.get_xor_addr(attr::XOR_RELAYED_ADDRESS),
+        Some("[2001:db8::7]:50000".parse().unwrap())
+    );
+    let peer: SocketAddr = "[2001:db8::5]:40000".parse().unwrap();
+    let ok = h.reply(c, &s.create_permission(peer));
+    assert_eq!(Message::parse(&ok).unwrap().class, Class::Success);
+    assert_eq!(code(&h.reply(c, &s.create_permission(sfu()))), Some(443));
+    assert_eq!(h.send(c, &s.send_indication(peer, b"v6")).len(), 1);
+}
