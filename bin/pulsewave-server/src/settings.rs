@@ -71,6 +71,12 @@ pub(crate) struct ServeArgs {
     /// IP clients send media to, for servers behind NAT [env: MEDIASOUP_ANNOUNCED_IP].
     #[arg(long)]
     pub(crate) announced_ip: Option<String>,
+    /// ICE-TCP: a passive TCP candidate beside UDP on every transport [env: RTC_TCP_ENABLED] (default true).
+    #[arg(long)]
+    pub(crate) tcp_enabled: Option<String>,
+    /// First ICE-TCP port; worker i listens on it + i [env: RTC_TCP_PORT] (default: each worker's UDP port number).
+    #[arg(long)]
+    pub(crate) tcp_port: Option<String>,
     /// Log output: `text` or `json` [env: LOG_FORMAT].
     #[arg(long)]
     pub(crate) log_format: Option<String>,
@@ -85,6 +91,8 @@ pub(crate) struct MediaSettings {
     pub(crate) log_level: String,
     pub(crate) listen_ip: IpAddr,
     pub(crate) announced_ip: Option<IpAddr>,
+    pub(crate) tcp_enabled: bool,
+    pub(crate) tcp_port: Option<u16>,
 }
 
 /// Redis settings (`REDIS_*`) and the cluster key (`CLUSTER_SECRET*`).
@@ -372,6 +380,26 @@ impl Settings {
                 format!("{max_port} is below MEDIASOUP_MIN_PORT {min_port}"),
             ));
         }
+        let tcp_enabled = match src.get(&args.tcp_enabled, "RTC_TCP_ENABLED") {
+            Some(v) => parse_bool("RTC_TCP_ENABLED", &v)?,
+            None => true,
+        };
+        let tcp_port: Option<u16> = match src.get(&args.tcp_port, "RTC_TCP_PORT") {
+            Some(v) => {
+                let p: u16 = parse_num("RTC_TCP_PORT", &v, "a port number")?;
+                if p == 0 {
+                    return Err(err("RTC_TCP_PORT", "must be at least 1"));
+                }
+                if usize::from(p) + num_workers - 1 > usize::from(u16::MAX) {
+                    return Err(err(
+                        "RTC_TCP_PORT",
+                        format!("{p} + {num_workers} workers is past 65535"),
+                    ));
+                }
+                Some(p)
+            }
+            None => None,
+        };
         let log_level = match src.get(&None, "MEDIASOUP_LOG_LEVEL") {
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 l @ ("debug" | "warn" | "error" | "none" | "info" | "trace") => l.to_owned(),
@@ -698,6 +726,8 @@ impl Settings {
                     announced_ip: Some(announced),
                     min_port,
                     max_port,
+                    enable_tcp: tcp_enabled,
+                    tcp_port,
                     room,
                 }),
                 web_dir,
@@ -711,6 +741,8 @@ impl Settings {
                 log_level,
                 listen_ip,
                 announced_ip,
+                tcp_enabled,
+                tcp_port,
             },
             redis,
             node,

@@ -35,6 +35,7 @@ mod command;
 mod outbox;
 mod pool;
 mod room;
+mod tcp;
 mod worker;
 
 pub use pool::{MediaConfig, WorkerPool};

@@ -1,0 +1,217 @@
+//! ICE-TCP for one worker: a passive listener, RFC 4571 framing, and the
+//! connections keyed by their remote address (the address the core's
+//! transmits name).
+//!
+//! Each connection has a reader task and a writer task on the worker's
+//! current-thread runtime. The reader splits the byte stream into packets
+//! ([`Deframer`]) and hands them to the worker loop over one bounded
+//! channel shared by every connection (a flood waits in its own socket,
+//! not in memory); the worker routes them through the endpoint like UDP
+//! datagrams, by the ICE ufrag of the first STUN request. The writer takes
+//! the worker's packets from a bounded per-connection queue: the worker
+//! never waits for a TCP peer, and a peer that falls [`QUEUE`] packets
+//! behind (a dead or too slow link) loses its connection at once, as a UDP
+//! peer would lose the datagrams.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pulsewave_core::framing::{Deframer, frame_into};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+/// Most TCP connections one worker holds; more are refused at accept.
+pub(crate) const MAX_CONNECTIONS: usize = 4096;
+/// Packets queued toward one connection before it is dropped.
+pub(crate) const QUEUE: usize = 512;
+/// A connection that brings nothing for this long is closed (a browser
+/// sends a consent check every few seconds).
+pub(crate) const IDLE: Duration = Duration::from_secs(30);
+/// Packets in flight from all readers to the worker loop.
+const INBOUND: usize = 1024;
+/// Bytes read from a socket at once.
+const READ_BUFFER: usize = 8192;
+/// Packets the writer frames into one `write` call.
+const WRITE_BATCH: usize = 32;
+
+/// What a reader task tells the worker.
+#[derive(Debug)]
+pub(crate) enum TcpIn {
+    /// One packet of the connection `conn` from `peer`.
+    Packet {
+        peer: SocketAddr,
+        conn: u64,
+        bytes: Vec<u8>,
+    },
+    /// The connection ended (closed by the peer, an error, idle).
+    Closed { peer: SocketAddr, conn: u64 },
+}
+
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    /// A packet of it was accepted by a transport: from then on what it
+    /// brings is routed like any datagram; before, its first packet must
+    /// be a STUN request that routes, or it is closed.
+    routed: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+/// Why a packet was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendError {
+    /// No connection from that address.
+    NoConnection,
+    /// The connection's queue was full: it was dropped.
+    Overflow,
+}
+
+/// A worker's TCP listener and connections.
+pub(crate) struct TcpConns {
+    pub(crate) inbound: mpsc::Receiver<TcpIn>,
+    inbound_tx: mpsc::Sender<TcpIn>,
+    conns: HashMap<SocketAddr, Conn>,
+    next_id: u64,
+}
+
+impl TcpConns {
+    pub(crate) fn new() -> Self {
+        let (inbound_tx, inbound) = mpsc::channel(INBOUND);
+        Self {
+            inbound,
+            inbound_tx,
+            conns: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Open connections.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Takes an accepted connection (refused past [`MAX_CONNECTIONS`]).
+    pub(crate) fn add(&mut self, stream: TcpStream, peer: SocketAddr) {
+        if self.conns.len() >= MAX_CONNECTIONS {
+            debug!(%peer, "too many TCP connections: refused");
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        self.next_id += 1;
+        let id = self.next_id;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let reader = tokio::spawn(read_loop(r, peer, id, self.inbound_tx.clone()));
+        let writer = tokio::spawn(write_loop(w, rx));
+        // A new connection from the same address replaces an old one.
+        self.conns.insert(
+            peer,
+            Conn {
+                id,
+                tx,
+                reader,
+                writer,
+                routed: false,
+            },
+        );
+    }
+
+    /// Whether `conn` is still the live connection of `peer`, and whether
+    /// it was routed already.
+    pub(crate) fn state(&self, peer: SocketAddr, conn: u64) -> Option<bool> {
+        self.conns
+            .get(&peer)
+            .filter(|c| c.id == conn)
+            .map(|c| c.routed)
+    }
+
+    /// Marks a connection routed.
+    pub(crate) fn set_routed(&mut self, peer: SocketAddr) {
+        if let Some(c) = self.conns.get_mut(&peer) {
+            c.routed = true;
+        }
+    }
+
+    /// Closes the connection `conn` of `peer` (if it is still that one).
+    pub(crate) fn close(&mut self, peer: SocketAddr, conn: u64) {
+        if self.conns.get(&peer).is_some_and(|c| c.id == conn) {
+            self.conns.remove(&peer);
+        }
+    }
+
+    /// Queues a packet toward `peer` without waiting. A connection whose
+    /// queue is full is dropped.
+    pub(crate) fn send(&mut self, peer: SocketAddr, packet: Vec<u8>) -> Result<(), SendError> {
+        let Some(c) = self.conns.get(&peer) else {
+            return Err(SendError::NoConnection);
+        };
+        match c.tx.try_send(packet) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                debug!(%peer, "TCP peer too slow: connection dropped");
+                self.conns.remove(&peer);
+                Err(SendError::Overflow)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.conns.remove(&peer);
+                Err(SendError::NoConnection)
+            }
+        }
+    }
+}
+
+async fn read_loop(mut r: OwnedReadHalf, peer: SocketAddr, conn: u64, tx: mpsc::Sender<TcpIn>) {
+    let mut deframer = Deframer::default();
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        let n = match tokio::time::timeout(IDLE, r.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        deframer.extend(&buf[..n]);
+        while let Some(bytes) = deframer.next_frame().map(<[u8]>::to_vec) {
+            if tx
+                .send(TcpIn::Packet {
+                    peer,
+                    conn,
+                    bytes,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    let _ = tx.send(TcpIn::Closed { peer, conn }).await;
+}
+
+async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut packets = Vec::with_capacity(WRITE_BATCH);
+    let mut buf = Vec::new();
+    while rx.recv_many(&mut packets, WRITE_BATCH).await > 0 {
+        buf.clear();
+        for p in packets.drain(..) {
+            // The core never emits a packet over 64 KiB (str0m's MTU is
+            // far below); one that did would be dropped here.
+            frame_into(&p, &mut buf);
+        }
+        if w.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
