@@ -82,7 +82,10 @@ pub use client::{
     LocalTrackHandle, PublishOptions, ReceivedRtp, ReconnectPolicy, RemoteTrack,
 };
 pub use error::ClientError;
-pub use peer::{LocalLayer, LocalTrack, PeerEvent, PeerTransport, SYNTHETIC_AUDIO_LEVEL, Transmit};
+pub use peer::{
+    IceProtocol, LocalLayer, LocalTrack, PeerEvent, PeerTransport, SYNTHETIC_AUDIO_LEVEL, Transmit,
+    server_candidate,
+};
 pub use synthetic::{
     SYNTHETIC_HEADER_LEN, SYNTHETIC_MAGIC, SyntheticCodec, SyntheticConfig, SyntheticInfo,
     SyntheticPacket, SyntheticSource, parse_synthetic,

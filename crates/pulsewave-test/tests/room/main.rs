@@ -16,6 +16,7 @@ mod feedback;
 mod lifecycle;
 mod limits;
 mod media;
+mod restart;
 mod simulcast;
 
 use std::time::Duration;
