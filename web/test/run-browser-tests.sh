@@ -11,7 +11,9 @@
 #   6. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
 #      on, tokens from the API key) and runs cluster-e2e.mjs: two browsers
 #      in one room through different nodes; stops them by PID,
-#   7. exits with the tests' status.
+#   7. runs the ICE-TCP test (run-ice-tcp-test.sh: two browsers in a
+#      namespace where UDP is dropped must call over ICE-TCP),
+#   8. exits with the tests' status.
 #
 # Environment:
 #   PULSEWAVE_SERVER_BIN  server binary (default target/release/pulsewave-server,
@@ -22,6 +24,8 @@
 #   PULSEWAVE_CLUSTER_E2E=0  skip the cluster test (it needs redis-server);
 #                         only together with PULSEWAVE_ALLOW_SKIP=1: a skip is
 #                         a failure unless explicitly allowed
+#   PULSEWAVE_ICE_TCP_E2E=0  skip the ICE-TCP test (it needs root for its
+#                         namespace and iptables)
 #   PULSEWAVE_COMPAT_ONLY=1  run only the compatibility matrix (compat.mjs):
 #                         no client.test.mjs, no e2e.mjs, no cluster test
 set -euo pipefail
@@ -183,6 +187,14 @@ if [ "${1:-}" = "--inner" ]; then
     cluster_status=0
     run_cluster_tests || cluster_status=$?
     if [ "$status" = 0 ]; then status=$cluster_status; fi
+  fi
+  # ICE-TCP with UDP blocked, in a namespace of its own (run-ice-tcp-test.sh).
+  if [ "${PULSEWAVE_ICE_TCP_E2E:-1}" != 0 ] && [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
+    ice_status=0
+    say "ICE-TCP browser test (UDP blocked)"
+    "$WEB_DIR/test/run-ice-tcp-test.sh" || ice_status=$?
+    if [ "$ice_status" != 0 ]; then say "ICE-TCP browser test failed (status $ice_status)"; fi
+    if [ "$status" = 0 ]; then status=$ice_status; fi
   fi
   exit "$status"
 fi

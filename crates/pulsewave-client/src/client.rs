@@ -845,11 +845,10 @@ impl Client {
             TransportDirection::Send => &self.inner.send_transport,
             TransportDirection::Recv => &self.inner.recv_transport,
         };
-        let handle = slot
-            .lock()
-            .await
-            .clone()
-            .ok_or_else(|| ClientError::InvalidParameters(format!("no {direction:?} transport")))?;
+        let handle =
+            slot.lock().await.clone().ok_or_else(|| {
+                ClientError::InvalidParameters(format!("no {direction:?} transport"))
+            })?;
         let reply = self
             .request(ClientMessage::RestartIce {
                 transport_id: handle.id.clone(),
@@ -1274,9 +1273,7 @@ impl Inner {
         };
         let proto = self.ice_protocol;
         let server = server_candidate(&transport, proto, None).ok_or_else(|| {
-            ClientError::InvalidParameters(format!(
-                "transport has no usable {proto:?} candidate"
-            ))
+            ClientError::InvalidParameters(format!("transport has no usable {proto:?} candidate"))
         })?;
         let ip = match self.bind_ip {
             Some(ip) => ip,
@@ -1304,8 +1301,14 @@ impl Inner {
                 (driver::Link::tcp(stream)?, local)
             }
         };
-        let peer =
-            PeerTransport::with_protocol(Instant::now(), direction, proto, local, &transport, caps)?;
+        let peer = PeerTransport::with_protocol(
+            Instant::now(),
+            direction,
+            proto,
+            local,
+            &transport,
+            caps,
+        )?;
         let reply = self
             .request(ClientMessage::ConnectTransport {
                 transport_id: transport.id.clone(),

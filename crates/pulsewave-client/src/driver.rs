@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pulsewave_protocol::rtp::{MediaKind, RtpParameters};
 use pulsewave_core::framing::{Deframer, frame_into};
+use pulsewave_protocol::rtp::{MediaKind, RtpParameters};
 use pulsewave_protocol::transport::{IceParameters, SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{ConsumerId, ProducerId, TransportId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

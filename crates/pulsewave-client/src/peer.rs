@@ -566,11 +566,7 @@ impl PeerTransport {
     /// server learns them from our next binding request), the server's new
     /// ones, and fresh connectivity checks to its candidate. DTLS, SRTP,
     /// tracks and consumers stay.
-    pub fn restart_ice(
-        &mut self,
-        now: Instant,
-        server: &IceParameters,
-    ) -> Result<(), ClientError> {
+    pub fn restart_ice(&mut self, now: Instant, server: &IceParameters) -> Result<(), ClientError> {
         let now = self.advance(now);
         let remote = remote_candidate(self.proto, self.server_addr)?;
         let local = IceCreds::new();

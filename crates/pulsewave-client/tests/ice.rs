@@ -74,7 +74,11 @@ async fn receive(bob: &mut Client, track: &RemoteTrack, n: usize) -> usize {
 async fn call(
     alice: &Client,
     bob: &Client,
-) -> (RemoteTrack, tokio::task::JoinHandle<()>, pulsewave_protocol::ProducerId) {
+) -> (
+    RemoteTrack,
+    tokio::task::JoinHandle<()>,
+    pulsewave_protocol::ProducerId,
+) {
     let mut video = alice.publish_video("video/VP8").await.unwrap();
     let producer = video.producer_id().clone();
     let track = bob.subscribe(&producer).await.unwrap();
@@ -118,7 +122,10 @@ async fn transports_offer_a_passive_tcp_candidate_below_udp() {
     assert_eq!(udp.tcp_type, None);
     assert!(tcp.priority < udp.priority, "UDP is preferred");
     let worker = &s.workers().unwrap().workers()[0];
-    assert_eq!(Some(tcp.port), worker.announced_tcp_addr().map(|a| a.port()));
+    assert_eq!(
+        Some(tcp.port),
+        worker.announced_tcp_addr().map(|a| a.port())
+    );
     // The JSON is what mediasoup-client reads.
     let json = serde_json::to_value(tcp).unwrap();
     assert_eq!(json["tcpType"], "passive");

@@ -19,8 +19,8 @@ use str0m::channel::ChannelId;
 use str0m::config::Fingerprint;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, Pt};
-use str0m::rtp::Extension;
 use str0m::net::TcpType;
+use str0m::rtp::Extension;
 use str0m::{Candidate, Event as RtcEvent, IceCreds, Output, Rtc, RtcConfig};
 
 use crate::bucket::TokenBucket;

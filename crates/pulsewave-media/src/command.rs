@@ -187,9 +187,7 @@ impl Op {
                 dtls,
                 reply,
             } => answer(reply, room.connect_transport(now, owner, &id, &dtls)),
-            Op::RestartIce { owner, id, reply } => {
-                answer(reply, room.restart_ice(now, owner, &id))
-            }
+            Op::RestartIce { owner, id, reply } => answer(reply, room.restart_ice(now, owner, &id)),
             Op::CloseTransport { owner, id, reply } => {
                 answer(reply, room.close_transport(now, owner, &id))
             }

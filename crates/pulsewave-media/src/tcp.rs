@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use pulsewave_core::framing::{Deframer, frame_into};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
@@ -183,15 +183,7 @@ async fn read_loop(mut r: OwnedReadHalf, peer: SocketAddr, conn: u64, tx: mpsc::
         };
         deframer.extend(&buf[..n]);
         while let Some(bytes) = deframer.next_frame().map(<[u8]>::to_vec) {
-            if tx
-                .send(TcpIn::Packet {
-                    peer,
-                    conn,
-                    bytes,
-                })
-                .await
-                .is_err()
-            {
+            if tx.send(TcpIn::Packet { peer, conn, bytes }).await.is_err() {
                 return;
             }
         }

@@ -425,7 +425,9 @@ impl Worker {
                 }
             }
         }
-        self.stats.tcp_connections.store(tcp.len(), Ordering::Relaxed);
+        self.stats
+            .tcp_connections
+            .store(tcp.len(), Ordering::Relaxed);
     }
 
     fn command(&mut self, cmd: Command) {
@@ -529,9 +531,7 @@ impl Worker {
 }
 
 /// The next connection of the worker's TCP listener; never, without one.
-async fn accept(
-    listener: &Option<TcpListener>,
-) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept(listener: &Option<TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
     match listener {
         Some(l) => l.accept().await,
         None => std::future::pending().await,

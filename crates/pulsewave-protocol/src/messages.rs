@@ -15,8 +15,8 @@ use crate::ids::{
 };
 use crate::rtp::{MediaKind, RtpCapabilities, RtpParameters};
 use crate::transport::{
-    DtlsParameters, IceParameters, IceServer, SctpCapabilities, SctpStreamParameters, TransportDirection,
-    TransportOptions,
+    DtlsParameters, IceParameters, IceServer, SctpCapabilities, SctpStreamParameters,
+    TransportDirection, TransportOptions,
 };
 
 /// Correlates a request with its reply: any string or number the client

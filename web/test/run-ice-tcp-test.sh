@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The ICE-TCP browser test (web/test/ice-tcp.mjs) in a network without UDP:
+#   1. enters a new network namespace (unshare -n; needs root) whose only
+#      interface is loopback,
+#   2. drops every UDP packet on it (iptables and ip6tables INPUT rules;
+#      the iptables package is installed with apt-get when missing), and
+#      ice-tcp.mjs checks that it is so,
+#   3. starts the server binary with --dev (UDP and TCP candidates, as by
+#      default) on a free port,
+#   4. runs ice-tcp.mjs: two Chromium pages must decode each other's video
+#      and receive each other's audio, over ICE-TCP,
+#   5. stops the server by PID and exits with the test's status.
+#
+# Environment: PULSEWAVE_SERVER_BIN (default target/debug/pulsewave-server),
+# PULSEWAVE_ARTIFACTS (default web/test/artifacts). web/dist must be built
+# (npm run build).
+set -euo pipefail
+
+WEB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_DIR="$(cd "$WEB_DIR/.." && pwd)"
+SELF="$WEB_DIR/test/run-ice-tcp-test.sh"
+export PULSEWAVE_ARTIFACTS="${PULSEWAVE_ARTIFACTS:-$WEB_DIR/test/artifacts}"
+export PULSEWAVE_SERVER_BIN="${PULSEWAVE_SERVER_BIN:-$REPO_DIR/target/debug/pulsewave-server}"
+
+say() { printf '[ice-tcp-test] %s\n' "$*" >&2; }
+
+if [ "${1:-}" != "--inner" ]; then
+  mkdir -p "$PULSEWAVE_ARTIFACTS"
+  if ! command -v iptables >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+      say "FATAL: iptables is missing and installing it needs root (apt-get install -y iptables)"
+      exit 2
+    fi
+    say "installing iptables"
+    apt-get install -y iptables >/dev/null || { apt-get update >/dev/null && apt-get install -y iptables >/dev/null; }
+  fi
+  if ! unshare -n true 2>/dev/null; then
+    say "FATAL: cannot create a network namespace (needs root and unshare)"
+    exit 2
+  fi
+  exec unshare -n "$SELF" --inner
+fi
+
+ip link set lo up
+# Drop all UDP (IPv4 and IPv6) in this namespace: a corporate firewall.
+iptables -A INPUT -p udp -j DROP
+ip6tables -A INPUT -p udp -j DROP
+say "UDP dropped in this namespace"
+
+port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
+server_log="$PULSEWAVE_ARTIFACTS/ice-tcp-server.log"
+cd "$REPO_DIR"
+PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
+  "$PULSEWAVE_SERVER_BIN" --dev --port "$port" >"$server_log" 2>&1 &
+server_pid=$!
+stop_server() {
+  if kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$server_pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  wait "$server_pid" 2>/dev/null || true
+}
+trap stop_server EXIT
+
+ready=0
+for _ in $(seq 1 150); do
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    say "the server exited during start-up; its log:"
+    cat "$server_log" >&2 || true
+    exit 2
+  fi
+  if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' \
+    "http://127.0.0.1:$port/healthz" 2>/dev/null; then
+    ready=1
+    break
+  fi
+  sleep 0.2
+done
+if [ "$ready" != 1 ]; then
+  say "the server did not answer /healthz within 30 s"
+  exit 2
+fi
+
+status=0
+PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/ice-tcp.mjs" || status=$?
+stop_server
+trap - EXIT
+if [ "$status" != 0 ]; then
+  say "ICE-TCP browser test failed (status $status); the last lines of the server log:"
+  tail -n 30 "$server_log" >&2 || true
+fi
+exit "$status"
