@@ -207,3 +207,78 @@ async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
     }
     let _ = w.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A connected pair: the server side handed to a [`TcpConns`], the
+    /// client side returned (and never read unless the test does).
+    async fn pair(conns: &mut TcpConns) -> (TcpStream, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        conns.add(server, peer);
+        (client, peer)
+    }
+
+    #[tokio::test]
+    async fn packets_go_out_framed_and_come_in_whole() {
+        let mut conns = TcpConns::new();
+        let (mut client, peer) = pair(&mut conns).await;
+        conns.send(peer, b"hello".to_vec()).unwrap();
+        let mut buf = [0u8; 7];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"\0\x05hello");
+        // Two frames, the second cut across two writes.
+        client.write_all(b"\0\x02ab\0\x03c").await.unwrap();
+        client.write_all(b"de").await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match conns.inbound.recv().await.unwrap() {
+                TcpIn::Packet { bytes, conn, .. } => {
+                    assert_eq!(conns.state(peer, conn), Some(false));
+                    got.push(bytes);
+                }
+                TcpIn::Closed { .. } => panic!("closed early"),
+            }
+        }
+        assert_eq!(got, vec![b"ab".to_vec(), b"cde".to_vec()]);
+        // The peer hangs up: the reader says so and the connection goes.
+        drop(client);
+        let closed = conns.inbound.recv().await.unwrap();
+        let TcpIn::Closed { peer: p, conn } = closed else {
+            panic!("{closed:?}");
+        };
+        conns.close(p, conn);
+        assert_eq!(conns.len(), 0);
+        assert_eq!(
+            conns.send(peer, b"late".to_vec()),
+            Err(SendError::NoConnection)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_is_dropped_without_blocking() {
+        let mut conns = TcpConns::new();
+        let (_client, peer) = pair(&mut conns).await;
+        // The worker queues without ever waiting: at most QUEUE packets
+        // (plus what the writer task took), then the connection is dropped.
+        let mut sent = 0;
+        let result = loop {
+            match conns.send(peer, vec![0u8; 1200]) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent <= QUEUE, "the queue is bounded");
+        };
+        assert_eq!(result, SendError::Overflow);
+        assert_eq!(sent, QUEUE);
+        assert_eq!(conns.len(), 0, "the slow connection is gone");
+    }
+}
