@@ -11,8 +11,9 @@
 #   6. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
 #      on, tokens from the API key) and runs cluster-e2e.mjs: two browsers
 #      in one room through different nodes; stops them by PID,
-#   7. runs the ICE-TCP test (run-ice-tcp-test.sh: two browsers in a
-#      namespace where UDP is dropped must call over ICE-TCP),
+#   7. runs the network tests (run-network-tests.sh: two browsers call over
+#      ICE-TCP where UDP is dropped, and come back by ICE restart after
+#      their media ports were cut),
 #   8. exits with the tests' status.
 #
 # Environment:
@@ -24,8 +25,8 @@
 #   PULSEWAVE_CLUSTER_E2E=0  skip the cluster test (it needs redis-server);
 #                         only together with PULSEWAVE_ALLOW_SKIP=1: a skip is
 #                         a failure unless explicitly allowed
-#   PULSEWAVE_ICE_TCP_E2E=0  skip the ICE-TCP test (it needs root for its
-#                         namespace and iptables)
+#   PULSEWAVE_ICE_TCP_E2E=0  skip the network tests (they need root for
+#                         their namespaces and iptables)
 #   PULSEWAVE_COMPAT_ONLY=1  run only the compatibility matrix (compat.mjs):
 #                         no client.test.mjs, no e2e.mjs, no cluster test
 set -euo pipefail
@@ -188,12 +189,12 @@ if [ "${1:-}" = "--inner" ]; then
     run_cluster_tests || cluster_status=$?
     if [ "$status" = 0 ]; then status=$cluster_status; fi
   fi
-  # ICE-TCP with UDP blocked, in a namespace of its own (run-ice-tcp-test.sh).
+  # ICE-TCP with UDP blocked, ICE restart after a cut (run-network-tests.sh).
   if [ "${PULSEWAVE_ICE_TCP_E2E:-1}" != 0 ] && [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
     ice_status=0
-    say "ICE-TCP browser test (UDP blocked)"
-    "$WEB_DIR/test/run-ice-tcp-test.sh" || ice_status=$?
-    if [ "$ice_status" != 0 ]; then say "ICE-TCP browser test failed (status $ice_status)"; fi
+    say "network browser tests (ICE-TCP, ICE restart)"
+    "$WEB_DIR/test/run-network-tests.sh" || ice_status=$?
+    if [ "$ice_status" != 0 ]; then say "network browser tests failed (status $ice_status)"; fi
     if [ "$status" = 0 ]; then status=$ice_status; fi
   fi
   exit "$status"

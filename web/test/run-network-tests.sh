@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The ICE-TCP browser test (web/test/ice-tcp.mjs) in a network without UDP:
-#   1. enters a new network namespace (unshare -n; needs root) whose only
-#      interface is loopback,
-#   2. drops every UDP packet on it (iptables and ip6tables INPUT rules;
-#      the iptables package is installed with apt-get when missing), and
-#      ice-tcp.mjs checks that it is so,
-#   3. starts the server binary with --dev (UDP and TCP candidates, as by
-#      default) on a free port,
-#   4. runs ice-tcp.mjs: two Chromium pages must decode each other's video
-#      and receive each other's audio, over ICE-TCP,
-#   5. stops the server by PID and exits with the test's status.
+# The browser network tests, each in a network namespace of its own (unshare
+# -n, needs root) whose only interface is loopback:
+#   1. ICE-TCP (ice-tcp.mjs): every UDP packet is dropped (iptables and
+#      ip6tables INPUT rules; the iptables package is installed with apt-get
+#      when missing); two Chromium pages on the demo must decode each other's
+#      video and receive each other's audio over ICE-TCP;
+#   2. ICE restart (ice-restart.mjs): a call whose media ports are cut (all
+#      packets to them dropped, signaling untouched) until its transports go
+#      `disconnected`, then restored, must come back by ICE restart on the
+#      same transports with the same ids.
+# Each phase starts the server binary with --dev on a free port and stops it
+# by PID. Exits with the first failure's status.
 #
 # Environment: PULSEWAVE_SERVER_BIN (default target/debug/pulsewave-server),
 # PULSEWAVE_ARTIFACTS (default web/test/artifacts). web/dist must be built
@@ -18,11 +19,11 @@ set -euo pipefail
 
 WEB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPO_DIR="$(cd "$WEB_DIR/.." && pwd)"
-SELF="$WEB_DIR/test/run-ice-tcp-test.sh"
+SELF="$WEB_DIR/test/run-network-tests.sh"
 export PULSEWAVE_ARTIFACTS="${PULSEWAVE_ARTIFACTS:-$WEB_DIR/test/artifacts}"
 export PULSEWAVE_SERVER_BIN="${PULSEWAVE_SERVER_BIN:-$REPO_DIR/target/debug/pulsewave-server}"
 
-say() { printf '[ice-tcp-test] %s\n' "$*" >&2; }
+say() { printf '[network-tests] %s\n' "$*" >&2; }
 
 if [ "${1:-}" != "--inner" ]; then
   mkdir -p "$PULSEWAVE_ARTIFACTS"
@@ -38,19 +39,32 @@ if [ "${1:-}" != "--inner" ]; then
     say "FATAL: cannot create a network namespace (needs root and unshare)"
     exit 2
   fi
-  exec unshare -n "$SELF" --inner
+  status=0
+  unshare -n "$SELF" --inner ice-tcp || status=$?
+  restart_status=0
+  unshare -n "$SELF" --inner ice-restart || restart_status=$?
+  if [ "$status" = 0 ]; then status=$restart_status; fi
+  exit "$status"
 fi
+phase="${2:-ice-tcp}"
 
 ip link set lo up
-# Drop all UDP (IPv4 and IPv6) in this namespace: a corporate firewall.
-iptables -A INPUT -p udp -j DROP
-ip6tables -A INPUT -p udp -j DROP
-say "UDP dropped in this namespace"
+media_env=()
+if [ "$phase" = ice-tcp ]; then
+  # Drop all UDP (IPv4 and IPv6) in this namespace: a corporate firewall.
+  iptables -A INPUT -p udp -j DROP
+  ip6tables -A INPUT -p udp -j DROP
+  say "ICE-TCP: UDP dropped in this namespace"
+else
+  # Known media ports, for the test to cut.
+  media_env=(MEDIASOUP_MIN_PORT=45000 MEDIASOUP_MAX_PORT=45009)
+  say "ICE restart: media ports 45000-45009"
+fi
 
 port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
-server_log="$PULSEWAVE_ARTIFACTS/ice-tcp-server.log"
+server_log="$PULSEWAVE_ARTIFACTS/$phase-server.log"
 cd "$REPO_DIR"
-PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
+env "${media_env[@]}" PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
   "$PULSEWAVE_SERVER_BIN" --dev --port "$port" >"$server_log" 2>&1 &
 server_pid=$!
 stop_server() {
@@ -86,11 +100,12 @@ if [ "$ready" != 1 ]; then
 fi
 
 status=0
-PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/ice-tcp.mjs" || status=$?
+PULSEWAVE_URL="http://127.0.0.1:$port" PULSEWAVE_MEDIA_PORTS=45000:45009 \
+  node "$WEB_DIR/test/$phase.mjs" || status=$?
 stop_server
 trap - EXIT
 if [ "$status" != 0 ]; then
-  say "ICE-TCP browser test failed (status $status); the last lines of the server log:"
+  say "$phase browser test failed (status $status); the last lines of the server log:"
   tail -n 30 "$server_log" >&2 || true
 fi
 exit "$status"
