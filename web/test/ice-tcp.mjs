@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Browser test of ICE-TCP: two Chromium pages running the demo in a network
-// where UDP is dropped (run-ice-tcp-test.sh makes one: a network namespace
+// where UDP is dropped (run-network-tests.sh makes one: a network namespace
 // whose loopback drops every UDP packet) must still connect, through the
 // server's passive TCP candidate, and decode each other's video and receive
 // each other's audio.
@@ -102,7 +102,7 @@ async function main() {
   await mkdir(ARTIFACTS, { recursive: true });
   const blocked = !(await udpArrives());
   log(`UDP on this network: ${blocked ? 'blocked' : 'open'}`);
-  if (EXPECT_BLOCKED && !blocked) fatal('UDP is not blocked here: run this test through run-ice-tcp-test.sh');
+  if (EXPECT_BLOCKED && !blocked) fatal('UDP is not blocked here: run this test through run-network-tests.sh');
 
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
