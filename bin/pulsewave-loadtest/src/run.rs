@@ -579,6 +579,7 @@ async fn connect_and_join(
         let token = token(&ctx.config, &spec.identity, &spec.room, spec.publisher)?;
         let mut client = Client::builder()
             .event_capacity(event_capacity)
+            .ice_protocol(ctx.config.transport)
             .connect(&spec.url, &token)
             .await?;
         client.join(&spec.room).await?;
