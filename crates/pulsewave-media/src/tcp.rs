@@ -7,18 +7,27 @@
 //! ([`Deframer`]) and hands them to the worker loop over one bounded
 //! channel shared by every connection (a flood waits in its own socket,
 //! not in memory); the worker routes them through the endpoint like UDP
-//! datagrams, by the ICE ufrag of the first STUN request. The writer takes
-//! the worker's packets from a bounded per-connection queue: the worker
-//! never waits for a TCP peer, and a peer that falls [`QUEUE`] packets
-//! behind (a dead or too slow link) loses its connection at once, as a UDP
-//! peer would lose the datagrams.
+//! datagrams, by the ICE ufrag of the first STUN request.
+//!
+//! Outgoing packets are written by the worker itself, at once and without
+//! waiting (`try_write_vectored` of the length prefix and the packet, no
+//! copy), as long as the socket takes them: a packet leaves when str0m's
+//! pacer emits it, as over UDP. What the socket refuses goes, framed, to a
+//! bounded per-connection backlog that the writer task flushes when the
+//! socket is writable again (and later packets queue behind it, in order).
+//! The worker never waits for a TCP peer, and a peer that falls [`QUEUE`]
+//! packets behind (a dead or too slow link) loses its connection at once,
+//! as a UDP peer would lose the datagrams.
 
 use std::collections::HashMap;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pulsewave_core::framing::{Deframer, frame_into};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use pulsewave_core::framing::{Deframer, frame_header};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -27,7 +36,8 @@ use tracing::debug;
 
 /// Most TCP connections one worker holds; more are refused at accept.
 pub(crate) const MAX_CONNECTIONS: usize = 4096;
-/// Packets queued toward one connection before it is dropped.
+/// Packets the socket refused, queued toward one connection, before it is
+/// dropped.
 pub(crate) const QUEUE: usize = 512;
 /// A connection that brings nothing for this long is closed (a browser
 /// sends a consent check every few seconds).
@@ -36,7 +46,7 @@ pub(crate) const IDLE: Duration = Duration::from_secs(30);
 const INBOUND: usize = 1024;
 /// Bytes read from a socket at once.
 const READ_BUFFER: usize = 8192;
-/// Packets the writer frames into one `write` call.
+/// Backlog entries the writer joins into one `write` call.
 const WRITE_BATCH: usize = 32;
 
 /// What a reader task tells the worker.
@@ -54,7 +64,12 @@ pub(crate) enum TcpIn {
 
 struct Conn {
     id: u64,
+    write: Arc<OwnedWriteHalf>,
+    /// The backlog: framed bytes the socket refused, for the writer task.
     tx: mpsc::Sender<Vec<u8>>,
+    /// The backlog is empty and the writer holds nothing: the worker may
+    /// write directly. (Worker and writer run on one thread: no race.)
+    idle: Arc<AtomicBool>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
     /// A packet of it was accepted by a transport: from then on what it
@@ -114,14 +129,18 @@ impl TcpConns {
         self.next_id += 1;
         let id = self.next_id;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let write = Arc::new(w);
+        let idle = Arc::new(AtomicBool::new(true));
         let reader = tokio::spawn(read_loop(r, peer, id, self.inbound_tx.clone()));
-        let writer = tokio::spawn(write_loop(w, rx));
+        let writer = tokio::spawn(write_loop(write.clone(), rx, idle.clone()));
         // A new connection from the same address replaces an old one.
         self.conns.insert(
             peer,
             Conn {
                 id,
+                write,
                 tx,
+                idle,
                 reader,
                 writer,
                 routed: false,
@@ -152,13 +171,58 @@ impl TcpConns {
         }
     }
 
-    /// Queues a packet toward `peer` without waiting. A connection whose
-    /// queue is full is dropped.
+    /// Sends a packet toward `peer` without waiting: written at once when
+    /// the socket takes it, else queued in the connection's backlog. A
+    /// connection whose backlog is full is dropped.
     pub(crate) fn send(&mut self, peer: SocketAddr, packet: Vec<u8>) -> Result<(), SendError> {
         let Some(c) = self.conns.get(&peer) else {
             return Err(SendError::NoConnection);
         };
-        match c.tx.try_send(packet) {
+        // The core never emits a packet over 64 KiB (str0m's MTU is far
+        // below); one that did is dropped.
+        let Some(header) = frame_header(packet.len()) else {
+            return Ok(());
+        };
+        let mut written = 0;
+        if c.idle.load(Ordering::Relaxed) {
+            let total = header.len() + packet.len();
+            loop {
+                let r = if written < header.len() {
+                    c.write.try_write_vectored(&[
+                        IoSlice::new(&header[written..]),
+                        IoSlice::new(&packet),
+                    ])
+                } else {
+                    c.write.try_write(&packet[written - header.len()..])
+                };
+                match r {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        written += n;
+                        if written == total {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        debug!(%peer, error = %e, "TCP write failed: connection dropped");
+                        self.conns.remove(&peer);
+                        return Err(SendError::NoConnection);
+                    }
+                }
+            }
+        }
+        // The rest, framed, behind whatever waits already.
+        let mut rest = Vec::with_capacity(header.len() + packet.len() - written);
+        if written < header.len() {
+            rest.extend_from_slice(&header[written..]);
+            rest.extend_from_slice(&packet);
+        } else {
+            rest.extend_from_slice(&packet[written - header.len()..]);
+        }
+        c.idle.store(false, Ordering::Relaxed);
+        match c.tx.try_send(rest) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 debug!(%peer, "TCP peer too slow: connection dropped");
@@ -191,21 +255,37 @@ async fn read_loop(mut r: OwnedReadHalf, peer: SocketAddr, conn: u64, tx: mpsc::
     let _ = tx.send(TcpIn::Closed { peer, conn }).await;
 }
 
-async fn write_loop(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut packets = Vec::with_capacity(WRITE_BATCH);
+/// Flushes a connection's backlog when the socket is writable, then marks
+/// it idle again so that the worker writes directly.
+async fn write_loop(
+    w: Arc<OwnedWriteHalf>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    idle: Arc<AtomicBool>,
+) {
+    let mut chunks = Vec::with_capacity(WRITE_BATCH);
     let mut buf = Vec::new();
-    while rx.recv_many(&mut packets, WRITE_BATCH).await > 0 {
+    while rx.recv_many(&mut chunks, WRITE_BATCH).await > 0 {
         buf.clear();
-        for p in packets.drain(..) {
-            // The core never emits a packet over 64 KiB (str0m's MTU is
-            // far below); one that did would be dropped here.
-            frame_into(&p, &mut buf);
+        for c in chunks.drain(..) {
+            buf.extend_from_slice(&c);
         }
-        if w.write_all(&buf).await.is_err() {
-            return;
+        let mut off = 0;
+        while off < buf.len() {
+            if w.writable().await.is_err() {
+                return;
+            }
+            match w.try_write(&buf[off..]) {
+                Ok(n) => off += n,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+        if rx.is_empty() {
+            idle.store(true, Ordering::Relaxed);
         }
     }
-    let _ = w.shutdown().await;
 }
 
 #[cfg(test)]
@@ -213,6 +293,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
     /// A connected pair: the server side handed to a [`TcpConns`], the
@@ -267,18 +348,19 @@ mod tests {
     async fn a_peer_that_does_not_read_is_dropped_without_blocking() {
         let mut conns = TcpConns::new();
         let (_client, peer) = pair(&mut conns).await;
-        // The worker queues without ever waiting: at most QUEUE packets
-        // (plus what the writer task took), then the connection is dropped.
+        // The worker sends without ever waiting: the socket's buffers fill,
+        // then at most QUEUE packets wait in the backlog, then the
+        // connection is dropped.
         let mut sent = 0;
         let result = loop {
             match conns.send(peer, vec![0u8; 1200]) {
                 Ok(()) => sent += 1,
                 Err(e) => break e,
             }
-            assert!(sent <= QUEUE, "the queue is bounded");
+            assert!(sent < 200_000, "the backlog is bounded");
         };
         assert_eq!(result, SendError::Overflow);
-        assert_eq!(sent, QUEUE);
+        assert!(sent > QUEUE, "{sent}");
         assert_eq!(conns.len(), 0, "the slow connection is gone");
     }
 }
