@@ -849,21 +849,7 @@ impl Client {
             slot.lock().await.clone().ok_or_else(|| {
                 ClientError::InvalidParameters(format!("no {direction:?} transport"))
             })?;
-        let reply = self
-            .request(ClientMessage::RestartIce {
-                transport_id: handle.id.clone(),
-            })
-            .await?;
-        let ServerMessage::IceRestarted { ice_parameters, .. } = reply else {
-            return Err(unexpected("ice-restarted", &reply));
-        };
-        handle
-            .call(|reply| Command::RestartIce {
-                parameters: ice_parameters.clone(),
-                reply,
-            })
-            .await?;
-        Ok(ice_parameters)
+        restart_transport(&handle, &self.inner.requester()).await
     }
 
     /// The send transport's id, if it exists.
@@ -1285,21 +1271,7 @@ impl Inner {
                 let local = socket.local_addr()?;
                 (driver::Link::Udp(socket), local)
             }
-            IceProtocol::Tcp => {
-                let socket = if ip.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()?
-                } else {
-                    tokio::net::TcpSocket::new_v6()?
-                };
-                socket.bind(SocketAddr::new(ip, 0))?;
-                let stream = tokio::time::timeout(self.connect_timeout, socket.connect(server))
-                    .await
-                    .map_err(|_| {
-                        ClientError::Timeout(format!("TCP connect to {server} timed out"))
-                    })??;
-                let local = stream.local_addr()?;
-                (driver::Link::tcp(stream)?, local)
-            }
+            IceProtocol::Tcp => driver::connect_tcp(server, ip, self.connect_timeout).await?,
         };
         let peer = PeerTransport::with_protocol(
             Instant::now(),
@@ -1634,6 +1606,35 @@ impl Requester {
     }
 }
 
+/// One ICE restart of `handle`'s transport: `restart-ice`, a new TCP
+/// connection for an ICE-TCP transport (the old one may be dead after a
+/// network change), then the peer restarts with the server's parameters.
+async fn restart_transport(
+    handle: &TransportHandle,
+    req: &Requester,
+) -> Result<pulsewave_protocol::transport::IceParameters, ClientError> {
+    let reply = req
+        .request(ClientMessage::RestartIce {
+            transport_id: handle.id.clone(),
+        })
+        .await?;
+    let ServerMessage::IceRestarted { ice_parameters, .. } = reply else {
+        return Err(unexpected("ice-restarted", &reply));
+    };
+    let link = match handle.tcp {
+        Some((server, ip)) => Some(driver::connect_tcp(server, ip, req.timeout).await?),
+        None => None,
+    };
+    handle
+        .call(|reply| Command::RestartIce {
+            parameters: ice_parameters.clone(),
+            link,
+            reply,
+        })
+        .await?;
+    Ok(ice_parameters)
+}
+
 /// Shortest time between two ICE restarts of one transport.
 const RESTART_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -1654,27 +1655,8 @@ async fn restart_on_loss(handle: TransportHandle, req: Requester, cancel: Cancel
             return;
         }
         tracing::debug!(transport = %handle.id, "connection lost: restarting ICE");
-        match req
-            .request(ClientMessage::RestartIce {
-                transport_id: handle.id.clone(),
-            })
-            .await
-        {
-            Ok(ServerMessage::IceRestarted { ice_parameters, .. }) => {
-                let restarted = handle
-                    .call(|reply| driver::Command::RestartIce {
-                        parameters: ice_parameters,
-                        reply,
-                    })
-                    .await;
-                if let Err(e) = restarted {
-                    tracing::debug!(transport = %handle.id, error = %e, "ICE restart failed");
-                }
-            }
-            Ok(other) => {
-                tracing::debug!(transport = %handle.id, reply = other.type_name(), "unexpected reply to restart-ice");
-            }
-            Err(e) => tracing::debug!(transport = %handle.id, error = %e, "restart-ice failed"),
+        if let Err(e) = restart_transport(&handle, &req).await {
+            tracing::debug!(transport = %handle.id, error = %e, "ICE restart failed");
         }
         // Give the new checks time before another restart.
         tokio::select! {

@@ -205,6 +205,10 @@ pub(crate) enum Command {
     /// parameters.
     RestartIce {
         parameters: IceParameters,
+        /// A new TCP connection (and its local address) replacing the old
+        /// one, for an ICE-TCP transport: after a network change the old
+        /// connection is dead.
+        link: Option<(Link, SocketAddr)>,
         reply: Reply<()>,
     },
 }
@@ -256,6 +260,9 @@ pub(crate) struct TransportHandle {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) state: watch::Receiver<LinkState>,
     next_stream_id: Arc<AtomicU16>,
+    /// For an ICE-TCP transport: the server's TCP candidate and the local
+    /// IP, to open a new connection at an ICE restart.
+    pub(crate) tcp: Option<(SocketAddr, IpAddr)>,
 }
 
 impl TransportHandle {
@@ -314,6 +321,26 @@ pub(crate) fn local_ip_for(server: SocketAddr) -> std::io::Result<IpAddr> {
     Ok(probe.local_addr()?.ip())
 }
 
+/// A new TCP connection to the server's candidate `server` from `ip`, as
+/// a link, with its local address.
+pub(crate) async fn connect_tcp(
+    server: SocketAddr,
+    ip: IpAddr,
+    timeout: Duration,
+) -> Result<(Link, SocketAddr), ClientError> {
+    let socket = if ip.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    let stream = tokio::time::timeout(timeout, socket.connect(server))
+        .await
+        .map_err(|_| ClientError::Timeout(format!("TCP connect to {server} timed out")))??;
+    let local = stream.local_addr()?;
+    Ok((Link::tcp(stream)?, local))
+}
+
 /// Starts the task for `peer` on `link`.
 pub(crate) fn spawn(
     peer: PeerTransport,
@@ -328,6 +355,10 @@ pub(crate) fn spawn(
         commands,
         state,
         next_stream_id: Arc::new(AtomicU16::new(0)),
+        tcp: match &link {
+            Link::Tcp(t) => Some((t.server, peer.local_addr().ip())),
+            Link::Udp(_) => None,
+        },
     };
     let task = Task {
         direction: peer.direction(),
@@ -525,8 +556,16 @@ impl Task {
             } => {
                 let _ = reply.send(self.peer.accept_data_channel(&params, &label));
             }
-            Command::RestartIce { parameters, reply } => {
-                let _ = reply.send(self.peer.restart_ice(now, &parameters));
+            Command::RestartIce {
+                parameters,
+                link,
+                reply,
+            } => {
+                let local = link.map(|(link, local)| {
+                    self.link = link;
+                    local
+                });
+                let _ = reply.send(self.peer.restart_ice_from(now, &parameters, local));
             }
             Command::CloseChannel { stream_id } => {
                 let _ = self.peer.close_data_channel(stream_id);

@@ -567,8 +567,28 @@ impl PeerTransport {
     /// ones, and fresh connectivity checks to its candidate. DTLS, SRTP,
     /// tracks and consumers stay.
     pub fn restart_ice(&mut self, now: Instant, server: &IceParameters) -> Result<(), ClientError> {
+        self.restart_ice_from(now, server, None)
+    }
+
+    /// [`restart_ice`](Self::restart_ice) from a new local address (a new
+    /// socket, such as a new TCP connection after a network change): the
+    /// old host candidate is replaced in the same step, so that no check
+    /// leaves with the old credentials from the new address.
+    pub fn restart_ice_from(
+        &mut self,
+        now: Instant,
+        server: &IceParameters,
+        local_addr: Option<SocketAddr>,
+    ) -> Result<(), ClientError> {
         let now = self.advance(now);
         let remote = remote_candidate(self.proto, self.server_addr)?;
+        if let Some(addr) = local_addr {
+            let old = local_candidate(self.proto, self.local_addr)?;
+            let new = local_candidate(self.proto, addr)?;
+            self.rtc.direct_api().invalidate_candidate(&old);
+            self.rtc.add_local_candidate(new);
+            self.local_addr = addr;
+        }
         let local = IceCreds::new();
         {
             let mut api = self.rtc.direct_api();

@@ -195,6 +195,19 @@ async fn media_flows_again_after_an_ice_restart_with_the_same_ids() {
         assert!(got >= 60, "{proto:?}: video after the restart: {got}");
         assert_eq!(bob.recv_transport_id().await, Some(recv));
         assert_eq!(alice.send_transport_id().await, Some(send));
+        if proto == IceProtocol::Tcp {
+            // Each restart opened a new connection; the old ones are gone.
+            let stats = s.workers().unwrap().workers()[0].stats();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while stats.tcp_connections.load(Ordering::Relaxed) != 2 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} TCP connections",
+                    stats.tcp_connections.load(Ordering::Relaxed)
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let again = bob.subscribe(&producer).await;
         assert!(again.is_ok(), "the producer is still there: {again:?}");
         // Another participant's transport cannot be restarted.
