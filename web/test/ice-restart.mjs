@@ -1,11 +1,16 @@
 #!/usr/bin/env node
 // Browser test of ICE restart: two Chromium pages in a call lose their media
-// path (iptables drops everything to the server's media ports, signaling
-// stays up) until their transports go `disconnected`; the link comes back
-// and the call must come back on the same transports, by the JavaScript
-// client's ICE restart (`restart-ice`, then mediasoup-client's
+// path, and the call must come back on the same transports, by the
+// JavaScript client's ICE restart (`restart-ice`, then mediasoup-client's
 // `transport.restartIce`), with the same producer and consumer ids, no
-// reconnect and no `participantLeft` seen.
+// reconnect and no `participantLeft` seen. Two ways to lose the path
+// (PULSEWAVE_NET_CHANGE):
+//   cut      (default) iptables drops everything to the server's media
+//            ports (signaling stays up) until the transports go
+//            `disconnected`, then the link comes back;
+//   address  the browsers' address is replaced mid-call (10.77.0.2 becomes
+//            10.77.0.3 on interface v0; run-network-tests.sh sets it up, the
+//            server's media address on loopback, signaling on 127.0.0.1).
 //
 //   PULSEWAVE_URL=http://127.0.0.1:3000 PULSEWAVE_MEDIA_PORTS=45000:45009 \
 //     node test/ice-restart.mjs      (as root, in a network namespace)
@@ -25,6 +30,7 @@ const BASE = (process.env.PULSEWAVE_URL ?? '').replace(/\/+$/, '');
 const PORTS = process.env.PULSEWAVE_MEDIA_PORTS ?? '';
 const ARTIFACTS = resolve(process.env.PULSEWAVE_ARTIFACTS ?? join(WEB, 'test', 'artifacts'));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const MODE = process.env.PULSEWAVE_NET_CHANGE ?? 'cut';
 const ROOM = `ice-restart-${Date.now().toString(36)}`;
 
 const t0 = Date.now();
@@ -38,6 +44,12 @@ function fatal(message, err) {
 }
 
 const watchdog = setTimeout(() => fatal('the ICE restart browser test exceeded 240 s'), 240_000);
+
+/** Replaces the browsers' address 10.77.0.2 by 10.77.0.3 on v0. */
+function changeAddress() {
+  execFileSync('ip', ['addr', 'add', '10.77.0.3/24', 'dev', 'v0']);
+  execFileSync('ip', ['addr', 'del', '10.77.0.2/24', 'dev', 'v0']);
+}
 
 /** Drops (or, with `on` false, lets through) every packet to the media ports. */
 function cut(on) {
@@ -112,7 +124,8 @@ const ids = (p) =>
 
 async function main() {
   if (!BASE) fatal('PULSEWAVE_URL is not set');
-  if (!/^\d+:\d+$/.test(PORTS)) fatal('PULSEWAVE_MEDIA_PORTS is not set (MIN:MAX of the server)');
+  if (MODE === 'cut' && !/^\d+:\d+$/.test(PORTS)) fatal('PULSEWAVE_MEDIA_PORTS is not set (MIN:MAX of the server)');
+  if (MODE !== 'cut' && MODE !== 'address') fatal(`PULSEWAVE_NET_CHANGE=${MODE}: expected cut or address`);
   if (!existsSync(CHROMIUM)) fatal(`Chromium not found at ${CHROMIUM}`);
   await mkdir(ARTIFACTS, { recursive: true });
   const browser = await chromium.launch({
@@ -124,7 +137,8 @@ async function main() {
       '--disable-quic',
       '--use-fake-device-for-media-stream',
       '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection',
+      // With an address to change, media must not use loopback.
+      ...(MODE === 'cut' ? ['--allow-loopback-in-peer-connection'] : []),
       '--autoplay-policy=no-user-gesture-required',
     ],
   });
@@ -144,9 +158,14 @@ async function main() {
     const before = { a: await ids(a), b: await ids(b) };
     log('call up; ids', JSON.stringify(before));
 
-    cut(true);
-    isCut = true;
-    log(`media ports ${PORTS} cut`);
+    if (MODE === 'cut') {
+      cut(true);
+      isCut = true;
+      log(`media ports ${PORTS} cut`);
+    } else {
+      changeAddress();
+      log('the browsers moved from 10.77.0.2 to 10.77.0.3');
+    }
     for (const p of pages) {
       await waitFor(
         p,
@@ -156,11 +175,13 @@ async function main() {
         45_000,
       );
     }
-    await sleep(3000);
-    cut(false);
-    isCut = false;
+    if (MODE === 'cut') {
+      await sleep(3000);
+      cut(false);
+      isCut = false;
+      log('link restored');
+    }
     const restored = Date.now();
-    log('link restored');
 
     await decodes(a, b, 10, 30_000);
     await decodes(b, a, 10, 30_000);
@@ -190,10 +211,10 @@ async function main() {
   await browser.close().catch(() => {});
   clearTimeout(watchdog);
   if (failed) {
-    console.log(`FAIL ICE restart after a media cut: ${failed.message}`);
+    console.log(`FAIL ICE restart after ${MODE === 'cut' ? 'a media cut' : 'an address change'}: ${failed.message}`);
     process.exit(1);
   }
-  console.log('PASS ICE restart after a media cut: same ids, video both ways again');
+  console.log(`PASS ICE restart after ${MODE === 'cut' ? 'a media cut' : 'an address change'}: same ids, video both ways again`);
   process.exit(0);
 }
 

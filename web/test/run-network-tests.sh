@@ -8,7 +8,12 @@
 #   2. ICE restart (ice-restart.mjs): a call whose media ports are cut (all
 #      packets to them dropped, signaling untouched) until its transports go
 #      `disconnected`, then restored, must come back by ICE restart on the
-#      same transports with the same ids.
+#      same transports with the same ids;
+#   3. network change (ice-restart.mjs with PULSEWAVE_NET_CHANGE=address):
+#      the browsers' only media address (10.77.0.2 on a veth, IPv6 off;
+#      the server's media address 10.78.0.1 on loopback, which Chrome does
+#      not use for media; signaling on 127.0.0.1) is replaced by 10.77.0.3
+#      mid-call; the call must come back the same way.
 # Each phase starts the server binary with --dev on a free port and stops it
 # by PID. Exits with the first failure's status.
 #
@@ -41,9 +46,11 @@ if [ "${1:-}" != "--inner" ]; then
   fi
   status=0
   unshare -n "$SELF" --inner ice-tcp || status=$?
-  restart_status=0
-  unshare -n "$SELF" --inner ice-restart || restart_status=$?
-  if [ "$status" = 0 ]; then status=$restart_status; fi
+  for phase in ${PULSEWAVE_NETWORK_PHASES:-ice-restart net-change}; do
+    phase_status=0
+    unshare -n "$SELF" --inner "$phase" || phase_status=$?
+    if [ "$status" = 0 ]; then status=$phase_status; fi
+  done
   exit "$status"
 fi
 phase="${2:-ice-tcp}"
@@ -55,10 +62,20 @@ if [ "$phase" = ice-tcp ]; then
   iptables -A INPUT -p udp -j DROP
   ip6tables -A INPUT -p udp -j DROP
   say "ICE-TCP: UDP dropped in this namespace"
-else
+elif [ "$phase" = ice-restart ]; then
   # Known media ports, for the test to cut.
   media_env=(MEDIASOUP_MIN_PORT=45000 MEDIASOUP_MAX_PORT=45009)
   say "ICE restart: media ports 45000-45009"
+else
+  # The browsers' media address on a veth, the server's on loopback.
+  sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  ip addr add 10.78.0.1/32 dev lo
+  ip link add v0 type veth peer name v1
+  ip addr add 10.77.0.2/24 dev v0
+  ip link set v0 up
+  ip link set v1 up
+  media_env=(MEDIASOUP_LISTEN_IP=10.78.0.1 MEDIASOUP_ANNOUNCED_IP=10.78.0.1 PULSEWAVE_NET_CHANGE=address)
+  say "network change: browsers on 10.77.0.2 (v0), server media on 10.78.0.1"
 fi
 
 port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
@@ -101,7 +118,7 @@ fi
 
 status=0
 PULSEWAVE_URL="http://127.0.0.1:$port" PULSEWAVE_MEDIA_PORTS=45000:45009 \
-  node "$WEB_DIR/test/$phase.mjs" || status=$?
+  env "${media_env[@]}" node "$WEB_DIR/test/${phase/net-change/ice-restart}.mjs" || status=$?
 stop_server
 trap - EXIT
 if [ "$status" != 0 ]; then
