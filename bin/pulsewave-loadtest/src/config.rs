@@ -218,8 +218,14 @@ mod tests {
         assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_on_off("off"), Ok(false));
-        assert_eq!(parse_transport("TCP"), Ok(pulsewave_client::IceProtocol::Tcp));
-        assert_eq!(parse_transport("udp"), Ok(pulsewave_client::IceProtocol::Udp));
+        assert_eq!(
+            parse_transport("TCP"),
+            Ok(pulsewave_client::IceProtocol::Tcp)
+        );
+        assert_eq!(
+            parse_transport("udp"),
+            Ok(pulsewave_client::IceProtocol::Udp)
+        );
         assert!(parse_transport("quic").is_err());
         assert!(parse_on_off("maybe").is_err());
     }
