@@ -229,3 +229,49 @@ async fn media_flows_again_after_an_ice_restart_with_the_same_ids() {
         sender.abort();
     }
 }
+
+#[tokio::test]
+async fn a_transport_that_loses_its_connection_restarts_ice_by_itself() {
+    let s = server().await;
+    let alice = joined(&s, "alice", "ice-auto", IceProtocol::Udp).await;
+    let mut bob = joined(&s, "bob", "ice-auto", IceProtocol::Udp).await;
+    let (track, sender, _) = call(&alice, &bob).await;
+    assert!(receive(&mut bob, &track, 30).await >= 30);
+    let recv = bob.recv_transport_id().await.unwrap();
+    // The server restarts ICE behind the client's back (a raw request the
+    // client does not act on): its checks with the old credentials are
+    // refused from now on, so its transport goes disconnected, and the
+    // client must restart ICE by itself.
+    let reply = bob
+        .request(ClientMessage::RestartIce {
+            transport_id: recv.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, ServerMessage::IceRestarted { .. }),
+        "{reply:?}"
+    );
+    let lost = bob
+        .wait_for(Duration::from_secs(30), |e| match e {
+            ClientEvent::TransportDisconnected { transport_id, .. } => Some(transport_id.clone()),
+            _ => None,
+        })
+        .await
+        .expect("the transport goes disconnected");
+    assert_eq!(lost, recv);
+    let back = bob
+        .wait_for(Duration::from_secs(30), |e| match e {
+            ClientEvent::TransportConnected { transport_id, .. } => Some(transport_id.clone()),
+            _ => None,
+        })
+        .await
+        .expect("the transport connects again by itself");
+    assert_eq!(back, recv);
+    assert!(
+        receive(&mut bob, &track, 30).await >= 30,
+        "media flows again"
+    );
+    assert_eq!(bob.recv_transport_id().await, Some(recv));
+    sender.abort();
+}
