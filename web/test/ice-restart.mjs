@@ -176,6 +176,8 @@ async function main() {
       );
     }
     if (MODE === 'cut') {
+      // The scenario itself, not a wait for an event: the link stays down
+      // 3 s more (ICE restarts made meanwhile fail), then comes back.
       await sleep(3000);
       cut(false);
       isCut = false;
