@@ -829,6 +829,12 @@ mod tests {
                 "MEDIASOUP_MAX_PORT",
             ),
             (&[("MEDIASOUP_LOG_LEVEL", "loud")], "MEDIASOUP_LOG_LEVEL"),
+            (&[("RTC_TCP_ENABLED", "sometimes")], "RTC_TCP_ENABLED"),
+            (&[("RTC_TCP_PORT", "0")], "RTC_TCP_PORT"),
+            (
+                &[("RTC_TCP_PORT", "65535"), ("MEDIASOUP_NUM_WORKERS", "2")],
+                "RTC_TCP_PORT",
+            ),
             (&[("REDIS_ENABLED", "maybe")], "REDIS_ENABLED"),
             (&[("REDIS_PORT", "-1")], "REDIS_PORT"),
             (&[("MAX_MESSAGE_SIZE", "1")], "MAX_MESSAGE_SIZE"),
@@ -896,6 +902,23 @@ mod tests {
             let e = load(&vars, false).unwrap_err();
             assert_eq!(e.var, *var, "{e}");
         }
+    }
+
+    #[test]
+    fn ice_tcp_is_on_by_default_and_configurable() {
+        let media = load(&[], true).unwrap().server.media.unwrap();
+        assert!(media.enable_tcp);
+        assert_eq!(media.tcp_port, None);
+        let media = load(
+            &[("RTC_TCP_ENABLED", "false"), ("RTC_TCP_PORT", "7881")],
+            true,
+        )
+        .unwrap()
+        .server
+        .media
+        .unwrap();
+        assert!(!media.enable_tcp);
+        assert_eq!(media.tcp_port, Some(7881));
     }
 
     #[test]

@@ -192,3 +192,44 @@ impl WorkerPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn each_worker_has_its_tcp_port() {
+        let mut c = MediaConfig::loopback();
+        // Ephemeral UDP ports: an ephemeral TCP port too.
+        assert_eq!(tcp_port_of(&c, 3, 41234).unwrap(), 0);
+        // A UDP range: the same number as the worker's UDP port.
+        c.min_port = 40000;
+        c.max_port = 40010;
+        assert_eq!(tcp_port_of(&c, 3, 40003).unwrap(), 40003);
+        // RTC_TCP_PORT: the base plus the worker's index.
+        c.tcp_port = Some(7881);
+        assert_eq!(tcp_port_of(&c, 0, 40000).unwrap(), 7881);
+        assert_eq!(tcp_port_of(&c, 3, 40003).unwrap(), 7884);
+        c.tcp_port = Some(u16::MAX);
+        assert!(tcp_port_of(&c, 1, 40001).is_err());
+    }
+
+    #[tokio::test]
+    async fn workers_listen_on_tcp_beside_udp_unless_disabled() {
+        let pool = WorkerPool::start(&MediaConfig::loopback()).unwrap();
+        let w = &pool.workers()[0];
+        let tcp = w.tcp_addr().unwrap();
+        assert_eq!(w.announced_tcp_addr().map(|a| a.port()), Some(tcp.port()));
+        assert!(std::net::TcpStream::connect(tcp).is_ok());
+        pool.stop();
+        let pool = WorkerPool::start(&MediaConfig {
+            enable_tcp: false,
+            ..MediaConfig::loopback()
+        })
+        .unwrap();
+        assert_eq!(pool.workers()[0].tcp_addr(), None);
+        pool.stop();
+    }
+}
