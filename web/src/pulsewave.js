@@ -67,6 +67,10 @@ const FATAL_JOIN_CODES = new Set([
 // mediasoup-client 3.24 has no `device.sctpCapabilities`; this is what older
 // versions returned and what browsers support.
 const DEFAULT_SCTP_CAPABILITIES = Object.freeze({ numStreams: { OS: 1024, MIS: 1024 } });
+/** ICE restarts tried on a transport before a failed one rebuilds the session. */
+const MAX_ICE_RESTARTS = 3;
+/** Delay before acting on a `failed` that arrived during an ICE restart. */
+const ICE_RESTART_RETRY_MS = 1000;
 const SOURCES = new Set(['camera', 'microphone', 'screen', 'screen-audio']);
 
 /** An error of a request or of the connection; `code` is a protocol code or a ClientErrorCode. */
@@ -1165,13 +1169,59 @@ export class PulseWaveClient extends Emitter {
     transport.on('connectionstatechange', (state) => {
       if (session.closed) return;
       this.emit('transportState', { direction, state, transportId: transport.id });
-      if (state === 'connected') this._transportFailures = 0;
-      if (state === 'failed') {
-        this._emitError(new PulseWaveError(`${direction} transport failed (ICE/DTLS)`, 'transport-failed'), 'transport');
-        this._restartSession(session, 'transport-failed');
+      if (state === 'connected') {
+        this._transportFailures = 0;
+        transport.appData.iceRestarts = 0;
       }
+      // A network change or a cut: restart ICE on the same transport
+      // (tracks, consumers and ids stay); only when that keeps failing,
+      // rebuild the whole session.
+      if (state === 'disconnected' || state === 'failed') this._restartIce(session, transport, direction, state);
     });
     return transport;
+  }
+
+  /**
+   * Asks the server for new ICE parameters (`restart-ice`) and hands them
+   * to mediasoup-client's `transport.restartIce({iceParameters})`. At most
+   * MAX_ICE_RESTARTS attempts until the transport connects again; past
+   * them, a `failed` transport rebuilds the session.
+   */
+  async _restartIce(session, transport, direction, state) {
+    const app = transport.appData;
+    if (app.restartingIce) return;
+    const giveUp = () => {
+      if (state !== 'failed' || session.closed) return;
+      this._emitError(new PulseWaveError(`${direction} transport failed (ICE/DTLS)`, 'transport-failed'), 'transport');
+      this._restartSession(session, 'transport-failed');
+    };
+    if ((app.iceRestarts ?? 0) >= MAX_ICE_RESTARTS) {
+      giveUp();
+      return;
+    }
+    app.restartingIce = true;
+    app.iceRestarts = (app.iceRestarts ?? 0) + 1;
+    try {
+      const reply = await this._request(session, { type: 'restart-ice', transportId: transport.id });
+      if (session.closed || transport.closed) return;
+      await transport.restartIce({ iceParameters: reply.iceParameters });
+      this.emit('iceRestarted', { direction, transportId: transport.id });
+    } catch (err) {
+      if (!session.closed && !transport.closed) {
+        this._emitError(err, 'restart-ice');
+        giveUp();
+      }
+    } finally {
+      app.restartingIce = false;
+    }
+    // A `failed` that came while the restart ran is acted on now.
+    if (!session.closed && !transport.closed && transport.connectionState === 'failed') {
+      setTimeout(() => {
+        if (!session.closed && !transport.closed && transport.connectionState === 'failed') {
+          this._restartIce(session, transport, direction, 'failed');
+        }
+      }, ICE_RESTART_RETRY_MS);
+    }
   }
 
   // ------------------------------------------------------------- publishing

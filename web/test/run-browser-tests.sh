@@ -13,7 +13,10 @@
 #   6. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
 #      on, tokens from the API key) and runs cluster-e2e.mjs: two browsers
 #      in one room through different nodes; stops them by PID,
-#   7. exits with the tests' status.
+#   7. runs the network tests (run-network-tests.sh: two browsers call over
+#      ICE-TCP where UDP is dropped, and come back by ICE restart after
+#      their media ports were cut),
+#   8. exits with the tests' status.
 #
 # Environment:
 #   PULSEWAVE_SERVER_BIN  server binary (default target/release/pulsewave-server,
@@ -26,6 +29,8 @@
 #                         a failure unless explicitly allowed
 #   PULSEWAVE_E2E_BWE=true  run these servers with bandwidth estimation (off
 #                         by default here: see the server start below)
+#   PULSEWAVE_ICE_TCP_E2E=0  skip the network tests (they need root for
+#                         their namespaces and iptables)
 #   PULSEWAVE_COMPAT_ONLY=1  run only the compatibility matrix (compat.mjs):
 #                         no client.test.mjs, no e2e.mjs, no cluster test
 set -euo pipefail
@@ -132,7 +137,7 @@ if [ "${1:-}" = "--inner" ]; then
   # and the server on two cores, scheduling delays read as queueing to the
   # delay-based estimator (the estimate toward each page on loopback falls
   # to ~0.3 Mbit/s) and these tests count frames. Adaptive media in
-  # browsers is tested by run-network-tests.sh, with fewer pages and a real
+  # browsers is tested by run-bandwidth-tests.sh, with fewer pages and a real
   # bottleneck.
   BANDWIDTH_ESTIMATION="${PULSEWAVE_E2E_BWE:-false}" PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
     "$PULSEWAVE_SERVER_BIN" --dev --port "$port" >"$server_log" 2>&1 &
@@ -202,6 +207,14 @@ if [ "${1:-}" = "--inner" ]; then
     cluster_status=0
     run_cluster_tests || cluster_status=$?
     if [ "$status" = 0 ]; then status=$cluster_status; fi
+  fi
+  # ICE-TCP with UDP blocked, ICE restart after a cut (run-network-tests.sh).
+  if [ "${PULSEWAVE_ICE_TCP_E2E:-1}" != 0 ] && [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
+    ice_status=0
+    say "network browser tests (ICE-TCP, ICE restart)"
+    "$WEB_DIR/test/run-network-tests.sh" || ice_status=$?
+    if [ "$ice_status" != 0 ]; then say "network browser tests failed (status $ice_status)"; fi
+    if [ "$status" = 0 ]; then status=$ice_status; fi
   fi
   exit "$status"
 fi

@@ -133,6 +133,9 @@ pub struct LayerWanted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct Transmit {
+    /// UDP, or the TCP connection whose remote address is `destination`
+    /// (the driver adds the RFC 4571 framing).
+    pub proto: crate::endpoint::Protocol,
     /// Where to send it.
     pub destination: SocketAddr,
     /// The local address it must leave from (the room's candidate).

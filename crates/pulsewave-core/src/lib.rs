@@ -74,6 +74,7 @@ mod datagram;
 mod endpoint;
 mod error;
 mod event;
+pub mod framing;
 pub mod glue;
 mod keyframe;
 mod media;

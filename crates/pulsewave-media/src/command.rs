@@ -10,7 +10,7 @@ use pulsewave_core::{
 };
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
-    DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
+    DtlsParameters, IceParameters, SctpStreamParameters, TransportDirection, TransportOptions,
 };
 use pulsewave_protocol::{
     ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
@@ -37,6 +37,11 @@ pub(crate) enum Op {
         owner: Owner,
         id: TransportId,
         reply: Reply<()>,
+    },
+    RestartIce {
+        owner: Owner,
+        id: TransportId,
+        reply: Reply<IceParameters>,
     },
     CloseParticipant {
         owner: Owner,
@@ -182,6 +187,7 @@ impl Op {
                 dtls,
                 reply,
             } => answer(reply, room.connect_transport(now, owner, &id, &dtls)),
+            Op::RestartIce { owner, id, reply } => answer(reply, room.restart_ice(now, owner, &id)),
             Op::CloseTransport { owner, id, reply } => {
                 answer(reply, room.close_transport(now, owner, &id))
             }

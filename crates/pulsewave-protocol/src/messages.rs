@@ -15,8 +15,8 @@ use crate::ids::{
 };
 use crate::rtp::{MediaKind, RtpCapabilities, RtpParameters};
 use crate::transport::{
-    DtlsParameters, IceServer, SctpCapabilities, SctpStreamParameters, TransportDirection,
-    TransportOptions,
+    DtlsParameters, IceParameters, IceServer, SctpCapabilities, SctpStreamParameters,
+    TransportDirection, TransportOptions,
 };
 
 /// Correlates a request with its reply: any string or number the client
@@ -110,6 +110,13 @@ pub enum ClientMessage {
         transport_id: TransportId,
         /// The client's DTLS parameters.
         dtls_parameters: DtlsParameters,
+    },
+    /// Restart ICE on a transport (mediasoup's `transport.restartIce()`),
+    /// after a network change: answered with `ice-restarted` and new ICE
+    /// parameters for the client's `transport.restartIce({iceParameters})`.
+    RestartIce {
+        /// The transport.
+        transport_id: TransportId,
     },
     /// Publish a media track (mediasoup-client's transport `produce` event).
     Publish {
@@ -272,6 +279,7 @@ impl ClientMessage {
         "leave",
         "create-transport",
         "connect-transport",
+        "restart-ice",
         "publish",
         "unpublish",
         "subscribe",
@@ -299,6 +307,7 @@ impl ClientMessage {
             ClientMessage::Leave => "leave",
             ClientMessage::CreateTransport { .. } => "create-transport",
             ClientMessage::ConnectTransport { .. } => "connect-transport",
+            ClientMessage::RestartIce { .. } => "restart-ice",
             ClientMessage::Publish { .. } => "publish",
             ClientMessage::Unpublish { .. } => "unpublish",
             ClientMessage::Subscribe { .. } => "subscribe",
@@ -482,6 +491,13 @@ pub enum ServerMessage {
     TransportConnected {
         /// The transport.
         transport_id: TransportId,
+    },
+    /// Reply to `restart-ice`: the transport's new ICE parameters.
+    IceRestarted {
+        /// The transport.
+        transport_id: TransportId,
+        /// Pass to mediasoup-client's `transport.restartIce({iceParameters})`.
+        ice_parameters: IceParameters,
     },
     /// A transport was closed by the server (ICE or DTLS failure, timeout).
     TransportClosed {
@@ -784,6 +800,7 @@ impl ServerMessage {
             ServerMessage::ParticipantLeft { .. } => "participant-left",
             ServerMessage::TransportCreated { .. } => "transport-created",
             ServerMessage::TransportConnected { .. } => "transport-connected",
+            ServerMessage::IceRestarted { .. } => "ice-restarted",
             ServerMessage::TransportClosed { .. } => "transport-closed",
             ServerMessage::Published { .. } => "published",
             ServerMessage::TrackPublished { .. } => "track-published",

@@ -78,7 +78,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         let sum = |f: &dyn Fn(&crate::media::WorkerStats) -> u64| -> u64 {
             pool.workers().iter().map(|w| f(w.stats())).sum()
         };
-        let rows: [(&str, &str, &str, u64); 12] = [
+        let rows: [(&str, &str, &str, u64); 14] = [
             (
                 "pulsewave_media_rooms",
                 "gauge",
@@ -98,15 +98,27 @@ pub(crate) fn render(shared: &Shared) -> String {
                 sum(&|s| s.transports.load(Ordering::Relaxed) as u64),
             ),
             (
+                "pulsewave_media_tcp_connections",
+                "gauge",
+                "Open ICE-TCP connections to the media workers.",
+                sum(&|s| s.tcp_connections.load(Ordering::Relaxed) as u64),
+            ),
+            (
+                "pulsewave_media_tcp_overflows_total",
+                "counter",
+                "ICE-TCP connections dropped because their peer fell too far behind.",
+                sum(&|s| s.tcp_overflows.load(Ordering::Relaxed)),
+            ),
+            (
                 "pulsewave_media_datagrams_received_total",
                 "counter",
-                "UDP datagrams received by the media workers.",
+                "Datagrams (UDP, or framed ICE-TCP packets) received by the media workers.",
                 sum(&|s| s.datagrams_in.load(Ordering::Relaxed)),
             ),
             (
                 "pulsewave_media_datagrams_sent_total",
                 "counter",
-                "UDP datagrams sent by the media workers.",
+                "Datagrams (UDP, or framed ICE-TCP packets) sent by the media workers.",
                 sum(&|s| s.datagrams_out.load(Ordering::Relaxed)),
             ),
             (

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
-    DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
+    DtlsParameters, IceParameters, SctpStreamParameters, TransportDirection, TransportOptions,
 };
 use pulsewave_protocol::{
     ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
@@ -104,6 +104,7 @@ impl Room {
             direction,
             router_caps: &self.config.rtp_capabilities,
             local_addr: self.config.local_addr,
+            tcp_addr: self.config.tcp_addr,
             sctp_max_message_size: self.config.sctp_max_message_size,
             rng: &mut self.rng,
             max_incoming_bitrate: self.config.max_incoming_bitrate,
@@ -141,6 +142,32 @@ impl Room {
         drain(key, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
         Ok(())
+    }
+
+    /// Restarts ICE on one of `owner`'s transports (mediasoup's
+    /// `transport.restartIce()`): new local ICE credentials, returned for
+    /// the client's `transport.restartIce({iceParameters})`. The client's
+    /// new ufrag is learned from its first binding request carrying the new
+    /// credentials, and the pair it nominates then carries the media. The
+    /// candidates, DTLS, SRTP and SCTP stay, and so do the transport's
+    /// producers, consumers and ids. Requests to the old ufrag are refused
+    /// from now on.
+    pub fn restart_ice(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        id: &TransportId,
+    ) -> Result<IceParameters, Error> {
+        let now = self.advance(now);
+        let key = self
+            .transports
+            .owned(id, owner)
+            .map_err(|_| Error::TransportNotFound(id.to_string()))?;
+        let t = &mut self.transports[key];
+        let params = t.restart_ice(key, &mut self.rng, &mut self.out);
+        drain(key, t, &mut self.out, self.config.ice_timeout);
+        self.process(now);
+        Ok(params)
     }
 
     /// Closes one of `owner`'s transports with everything on it. Events

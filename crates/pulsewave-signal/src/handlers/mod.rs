@@ -25,7 +25,9 @@ pub(crate) use layers::{
 pub(crate) use leave::LeaveHandler;
 pub(crate) use publish::{MuteHandler, PublishHandler, PublishRequest, UnpublishHandler};
 pub(crate) use subscribe::{ResumeConsumerHandler, SubscribeHandler, UnsubscribeHandler};
-pub(crate) use transport::{ConnectTransportHandler, CreateWebRtcTransportHandler};
+pub(crate) use transport::{
+    ConnectTransportHandler, CreateWebRtcTransportHandler, RestartIceHandler,
+};
 
 use crate::error::SignalError;
 use crate::room::unix_millis;
@@ -80,6 +82,9 @@ impl HandlerRegistry {
                 transport_id,
                 dtls_parameters,
             } => ConnectTransportHandler::handle(session, transport_id, dtls_parameters, rid).await,
+            ClientMessage::RestartIce { transport_id } => {
+                RestartIceHandler::handle(session, transport_id, rid).await
+            }
             ClientMessage::Publish {
                 transport_id,
                 kind,

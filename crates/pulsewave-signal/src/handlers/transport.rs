@@ -72,3 +72,24 @@ impl ConnectTransportHandler {
         Ok(Flow::Continue)
     }
 }
+
+/// Handles `restart-ice`: new ICE credentials for one of the participant's
+/// transports, answered with `ice-restarted`.
+pub(crate) struct RestartIceHandler;
+
+impl RestartIceHandler {
+    pub(crate) async fn handle(
+        session: &mut Session,
+        transport_id: TransportId,
+        request_id: Option<RequestId>,
+    ) -> Result<Flow, SignalError> {
+        let (room, sid) = session.joined()?;
+        room.media(
+            sid.clone(),
+            MediaRequest::RestartIce { transport_id },
+            request_id,
+        )
+        .await?;
+        Ok(Flow::Continue)
+    }
+}

@@ -36,6 +36,9 @@ pub(crate) enum MediaRequest {
         transport_id: TransportId,
         dtls_parameters: DtlsParameters,
     },
+    RestartIce {
+        transport_id: TransportId,
+    },
     Publish {
         transport_id: Option<TransportId>,
         kind: MediaKind,
@@ -193,6 +196,21 @@ impl RoomActor {
                 self.send_to(
                     from,
                     &ServerMessage::TransportConnected { transport_id },
+                    rid,
+                );
+            }
+            MediaRequest::RestartIce { transport_id } => {
+                let ice_parameters = self
+                    .media()?
+                    .restart_ice(owner, transport_id.clone())
+                    .await
+                    .map_err(media_error)?;
+                self.send_to(
+                    from,
+                    &ServerMessage::IceRestarted {
+                        transport_id,
+                        ice_parameters,
+                    },
                     rid,
                 );
             }

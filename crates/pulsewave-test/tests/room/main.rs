@@ -17,6 +17,7 @@ mod feedback;
 mod lifecycle;
 mod limits;
 mod media;
+mod restart;
 mod simulcast;
 
 use std::time::Duration;
