@@ -56,7 +56,7 @@ export const ClientErrorCode = Object.freeze({
 });
 
 // Disconnect reasons after which the client does not reconnect.
-const FINAL_REASONS = new Set(['client-leave', 'duplicate-identity', 'room-closed']);
+const FINAL_REASONS = new Set(['client-leave', 'duplicate-identity', 'room-closed', 'participant-removed', 'room-deleted']);
 // Error codes of a join that another attempt cannot fix.
 const FATAL_JOIN_CODES = new Set([
   ErrorCode.RoomNotFound,
@@ -349,6 +349,21 @@ export class PulseWaveClient extends Emitter {
         if (err.code !== ErrorCode.ProducerNotFound) throw err;
       }
     }
+  }
+
+  /**
+   * Changes this participant's own metadata and/or name (`update-metadata`;
+   * the token must grant `canUpdateOwnMetadata`). Everyone gets
+   * `participant-updated` (event `participantUpdated`).
+   * @param {object} update `metadata` (string), `name` (string)
+   */
+  async updateMetadata({ metadata, name } = {}) {
+    const session = this._requireSession();
+    const msg = { type: 'update-metadata' };
+    if (metadata !== undefined) msg.metadata = metadata;
+    if (name !== undefined) msg.name = name;
+    const reply = await this._request(session, msg);
+    return reply.participant;
   }
 
   /**
@@ -869,6 +884,19 @@ export class PulseWaveClient extends Emitter {
           track = this._findTrack(msg.producerId);
         }
         if (track) track.muted = muted;
+        if (local) {
+          // A server-side mute (the server API's MutePublishedTrack): stop
+          // or resume sending, as the publisher's own mute() would.
+          const pub = this._publications.find((p) => p.producerId === msg.producerId);
+          if (pub && pub.muted !== muted) {
+            pub.muted = muted;
+            const producer = pub.producer;
+            if (producer && !producer.closed) {
+              if (muted) producer.pause();
+              else producer.resume();
+            }
+          }
+        }
         const sub = session.subs.get(msg.producerId) ?? null;
         if (sub) sub.muted = muted;
         this.emit(muted ? 'trackMuted' : 'trackUnmuted', {
@@ -890,6 +918,47 @@ export class PulseWaveClient extends Emitter {
           topic: msg.topic,
         });
         return;
+      case 'participant-updated': {
+        const info = msg.participant;
+        if (!info) return;
+        if (info.identity === this.identity) {
+          const before = this.participant?.permission;
+          this.participant = { ...this.participant, ...info, tracks: this.participant?.tracks ?? info.tracks ?? [] };
+          this.emit('participantUpdated', { participant: this.participant, local: true });
+          if (before && before.canSubscribe === false && info.permission?.canSubscribe) {
+            for (const p of this.participants.values()) for (const t of p.tracks ?? []) this._subscribe(session, t);
+          }
+          return;
+        }
+        const known = this.participants.get(info.identity);
+        const merged = { ...known, ...info, tracks: known?.tracks ?? info.tracks ?? [] };
+        this.participants.set(info.identity, merged);
+        this.emit('participantUpdated', { participant: merged, local: false });
+        return;
+      }
+      case 'room-updated':
+        if (this.room) this.room.metadata = msg.metadata;
+        this.emit('roomUpdated', { name: msg.name, sid: msg.sid, metadata: msg.metadata });
+        return;
+      case 'update-subscriptions': {
+        // The server API (UpdateSubscriptions) asks this client to receive
+        // or drop these tracks.
+        const ids = Array.isArray(msg.producerIds) ? msg.producerIds : [];
+        for (const producerId of ids) {
+          if (msg.subscribe) {
+            const info = this._findTrack(producerId);
+            if (info) this._subscribe(session, info, { force: true });
+          } else {
+            const sub = session.subs.get(producerId);
+            if (!sub) continue;
+            const consumerId = sub.consumerId;
+            this._closeSubscription(session, sub);
+            if (consumerId) this._request(session, { type: 'unsubscribe', consumerId }).catch(() => {});
+          }
+        }
+        this.emit('subscriptionsUpdated', { trackSids: msg.trackSids ?? [], producerIds: ids, subscribe: Boolean(msg.subscribe) });
+        return;
+      }
       case 'token-refresh':
         // The server's fresh token (same grants, later expiry): the next
         // reconnect uses it, so a call outlives the token it started with.
@@ -1074,8 +1143,8 @@ export class PulseWaveClient extends Emitter {
 
   // ------------------------------------------------------------ subscribing
 
-  async _subscribe(session, info) {
-    if (!this._options.autoSubscribe || session.closed || !info?.producerId) return;
+  async _subscribe(session, info, { force = false } = {}) {
+    if ((!this._options.autoSubscribe && !force) || session.closed || !info?.producerId) return;
     if (session.subs.has(info.producerId)) return;
     if (this.participant?.permission && this.participant.permission.canSubscribe === false) return;
     const sub = new RemoteTrack(info);

@@ -6,11 +6,15 @@
 #      (client.test.mjs, node --test, no Rust server needed),
 #   4. starts the server binary with --dev on a free port, inside a
 #      loopback-only network namespace when possible (unshare -n; root),
-#   5. runs e2e.mjs, then the mediasoup-client compatibility matrix
+#   5. runs e2e.mjs, the server API test admin-e2e.mjs (LiveKit's Node
+#      server SDK, livekit-server-sdk, against the server with browsers in
+#      the room), then the mediasoup-client compatibility matrix
 #      compat.mjs (docs/compat.md), against it, stops the server by PID,
 #   6. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
 #      on, tokens from the API key) and runs cluster-e2e.mjs: two browsers
-#      in one room through different nodes; stops them by PID,
+#      in one room through different nodes, after admin-e2e.mjs with the
+#      pages on one node and every API call sent to the other; stops them
+#      by PID,
 #   7. exits with the tests' status.
 #
 # Environment:
@@ -81,6 +85,11 @@ run_cluster_tests() {
   done
   if wait_http "http://127.0.0.1:$a_port/healthz" "${pids[1]}" "cluster node 0" &&
     wait_http "http://127.0.0.1:$b_port/healthz" "${pids[2]}" "cluster node 1"; then
+    # The server API through the node that does not own the room (before
+    # cluster-e2e.mjs, which kills node 0).
+    PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
+      PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" \
+      node "$WEB_DIR/test/admin-e2e.mjs" || rc=$?
     PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
       PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" PULSEWAVE_NODE0_PID="${pids[1]}" \
       node "$WEB_DIR/test/cluster-e2e.mjs" || rc=$?
@@ -166,6 +175,10 @@ if [ "${1:-}" = "--inner" ]; then
   status=0
   if [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
     PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/e2e.mjs" || status=$?
+    # The server API with LiveKit's Node server SDK (--dev: devkey / secret).
+    admin_status=0
+    PULSEWAVE_URLS="http://127.0.0.1:$port" node "$WEB_DIR/test/admin-e2e.mjs" || admin_status=$?
+    if [ "$status" = 0 ]; then status=$admin_status; fi
   fi
   # The mediasoup-client compatibility matrix (docs/compat.md), same server.
   compat_status=0

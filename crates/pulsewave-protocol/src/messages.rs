@@ -261,6 +261,16 @@ pub enum ClientMessage {
         /// The data consumer.
         data_consumer_id: DataConsumerId,
     },
+    /// Change one's own metadata and/or name (needs the token's
+    /// `canUpdateOwnMetadata`); everyone gets `participant-updated`.
+    UpdateMetadata {
+        /// New metadata (at most 4096 bytes); unchanged when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<String>,
+        /// New display name (at most 256 bytes); unchanged when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     /// Keep-alive; answered with `pong`.
     Ping,
 }
@@ -289,6 +299,7 @@ impl ClientMessage {
         "unpublish-data-channel",
         "subscribe-data",
         "unsubscribe-data",
+        "update-metadata",
         "ping",
     ];
 
@@ -316,6 +327,7 @@ impl ClientMessage {
             ClientMessage::UnpublishDataChannel { .. } => "unpublish-data-channel",
             ClientMessage::SubscribeData { .. } => "subscribe-data",
             ClientMessage::UnsubscribeData { .. } => "unsubscribe-data",
+            ClientMessage::UpdateMetadata { .. } => "update-metadata",
             ClientMessage::Ping => "ping",
         }
     }
@@ -334,6 +346,10 @@ pub struct ParticipantPermission {
     /// Hidden from other participants.
     #[serde(default)]
     pub hidden: bool,
+    /// May change its own metadata and name (`update-metadata`), from the
+    /// token's `canUpdateOwnMetadata`.
+    #[serde(default)]
+    pub can_update_metadata: bool,
 }
 
 /// A published media track.
@@ -420,8 +436,19 @@ pub struct RoomInfo {
     pub created_at: u64,
     /// Participant limit (0: none).
     pub max_participants: u32,
+    /// The room's metadata, set through the admin API (`CreateRoom`,
+    /// `UpdateRoomMetadata`); empty by default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metadata: String,
+    /// Seconds the room stays open once empty (0: the server's default).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub empty_timeout: u32,
     /// The other participants present (in `joined`: everyone already there).
     pub participants: Vec<ParticipantInfo>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Why the server ends a session.
@@ -438,6 +465,10 @@ pub enum DisconnectReason {
     RoomClosed,
     /// The node owning the room went away; reconnect to be placed again.
     Migration,
+    /// An administrator removed the participant (`RemoveParticipant`).
+    ParticipantRemoved,
+    /// An administrator deleted the room (`DeleteRoom`).
+    RoomDeleted,
 }
 
 /// A server-to-client message.
@@ -689,6 +720,34 @@ pub enum ServerMessage {
         /// The new JWT.
         token: String,
     },
+    /// A participant's metadata, name or permissions changed (through the
+    /// admin API or its own `update-metadata`): sent to everyone, the
+    /// participant itself included, as LiveKit's `ParticipantUpdate`.
+    ParticipantUpdated {
+        /// The participant as it is now.
+        participant: ParticipantInfo,
+    },
+    /// The room's metadata changed (`UpdateRoomMetadata`): sent to everyone.
+    RoomUpdated {
+        /// The room's name.
+        name: String,
+        /// The room's sid.
+        sid: RoomSid,
+        /// The new metadata.
+        metadata: String,
+    },
+    /// An administrator asks this participant to subscribe to, or drop,
+    /// tracks (`UpdateSubscriptions`). The JavaScript client acts on it:
+    /// `subscribe` for each track it does not receive yet, or `unsubscribe`
+    /// its consumers of them.
+    UpdateSubscriptions {
+        /// The tracks, by sid.
+        track_sids: Vec<TrackSid>,
+        /// Their producers, in the same order, to `subscribe` with.
+        producer_ids: Vec<ProducerId>,
+        /// `true`: subscribe; `false`: unsubscribe.
+        subscribe: bool,
+    },
     /// The server ends the session; the socket closes next.
     Disconnected {
         /// Why.
@@ -810,6 +869,9 @@ impl ServerMessage {
             ServerMessage::DataUnsubscribed { .. } => "data-unsubscribed",
             ServerMessage::Pong { .. } => "pong",
             ServerMessage::TokenRefresh { .. } => "token-refresh",
+            ServerMessage::ParticipantUpdated { .. } => "participant-updated",
+            ServerMessage::RoomUpdated { .. } => "room-updated",
+            ServerMessage::UpdateSubscriptions { .. } => "update-subscriptions",
             ServerMessage::Disconnected { .. } => "disconnected",
             ServerMessage::Error { .. } => "error",
         }

@@ -66,6 +66,7 @@ pub(crate) async fn route(
             }
             _ => method_not_allowed("GET"),
         },
+        p if p.starts_with(crate::twirp::PREFIX) => crate::twirp::handle(req, shared).await,
         "/" | "/rtc" | "/ws" if is_upgrade(&req) => upgrade(req, peer, shared).await,
         "/" if shared.config.web_dir.is_some() && *req.method() == Method::GET => {
             let mut res = Response::new(Full::new(Bytes::new()));

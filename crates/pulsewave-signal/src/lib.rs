@@ -42,6 +42,7 @@ mod room;
 mod server;
 mod session;
 mod static_files;
+mod twirp;
 
 pub use config::{IpNet, Limits, ServerConfig, TokenEndpointAuth};
 pub use error::SignalError;

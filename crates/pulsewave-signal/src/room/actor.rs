@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::admin::{AdminOp, AdminReply};
 use super::manager::{JoinRequest, ManagerInner, RoomHandle};
 use super::media::{Cause, MediaRequest};
 use crate::error::SignalError;
@@ -47,6 +48,19 @@ pub(crate) enum Command {
     },
     Info {
         reply: Reply<RoomInfo>,
+    },
+    /// The server API (`twirp.rs`).
+    Admin {
+        op: Box<AdminOp>,
+        reply: Reply<AdminReply>,
+    },
+    /// A participant's `update-metadata`.
+    UpdateOwn {
+        from: ParticipantSid,
+        metadata: Option<String>,
+        name: Option<String>,
+        request_id: Option<RequestId>,
+        reply: Reply<()>,
     },
     Close {
         reason: DisconnectReason,
@@ -93,8 +107,16 @@ pub(crate) fn listed_bytes(info: &ParticipantInfo) -> usize {
 /// The task owning one room's state.
 pub(crate) struct RoomActor {
     pub(crate) name: String,
-    sid: RoomSid,
+    pub(crate) sid: RoomSid,
     created_at: u64,
+    /// The room's metadata (admin API).
+    pub(crate) metadata: String,
+    /// How long the room stays open once empty (`ROOM_EMPTY_TIMEOUT`, or
+    /// `CreateRoom`'s `emptyTimeout`).
+    pub(crate) empty_timeout: std::time::Duration,
+    /// Most participants (`MAX_PARTICIPANTS`, or `CreateRoom`'s
+    /// `maxParticipants`; 0: no limit).
+    pub(crate) max_participants: u32,
     pub(crate) manager: Arc<ManagerInner>,
     /// In join order.
     pub(crate) participants: Vec<Participant>,
@@ -134,6 +156,9 @@ impl RoomActor {
             name: name.clone(),
             sid: sid.clone(),
             created_at: unix_millis(),
+            metadata: String::new(),
+            empty_timeout: manager.settings().empty_timeout,
+            max_participants: manager.settings().max_participants,
             manager,
             participants: Vec::new(),
             next_owner: 0,
@@ -192,6 +217,12 @@ impl RoomActor {
             Command::Info { reply } => {
                 let _ = reply.send(Err(unavailable()));
             }
+            Command::Admin { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
+            Command::UpdateOwn { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
             Command::Close { reply, .. } => {
                 let _ = reply.send(());
             }
@@ -200,9 +231,8 @@ impl RoomActor {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let empty_timeout = self.manager.settings().empty_timeout;
         loop {
-            let deadline = self.empty_since.map(|t| t + empty_timeout);
+            let deadline = self.empty_since.map(|t| t + self.empty_timeout);
             // The event receiver is lent to the select and given back
             // before anything runs: handlers drain it themselves after each
             // media call (`apply_media_events`).
@@ -223,6 +253,14 @@ impl RoomActor {
                     }
                     let changes =
                         !matches!(cmd, Command::PublishData { .. } | Command::Info { .. });
+                    if let Command::Admin { op, .. } = &cmd
+                        && matches!(**op, AdminOp::Configure { .. })
+                        && self.participants.is_empty()
+                    {
+                        // A room created through the API waits its own
+                        // empty timeout from now.
+                        self.empty_since = Some(Instant::now());
+                    }
                     self.handle(cmd).await;
                     if changes {
                         self.report_to_cluster();
@@ -283,6 +321,12 @@ impl RoomActor {
             Command::Info { reply } => {
                 let _ = reply.send(Err(closed()));
             }
+            Command::Admin { reply, .. } => {
+                let _ = reply.send(Err(closed()));
+            }
+            Command::UpdateOwn { reply, .. } => {
+                let _ = reply.send(Err(closed()));
+            }
             Command::Close { reply, .. } => {
                 let _ = reply.send(());
             }
@@ -320,18 +364,33 @@ impl RoomActor {
                 // For the operator (`RoomManager::list_rooms`, drain): everyone.
                 let _ = reply.send(Ok(self.info(None, true)));
             }
+            Command::Admin { op, reply } => {
+                let result = self.admin(*op).await;
+                let _ = reply.send(result);
+            }
+            Command::UpdateOwn {
+                from,
+                metadata,
+                name,
+                request_id,
+                reply,
+            } => {
+                let _ = reply.send(self.update_own(&from, metadata, name, request_id.as_ref()));
+            }
             Command::Close { .. } => {}
         }
     }
 
     /// The room as participants see it: hidden participants are listed only
     /// with `include_hidden` (for the operator).
-    fn info(&self, except: Option<&ParticipantSid>, include_hidden: bool) -> RoomInfo {
+    pub(crate) fn info(&self, except: Option<&ParticipantSid>, include_hidden: bool) -> RoomInfo {
         RoomInfo {
             sid: self.sid.clone(),
             name: self.name.clone(),
             created_at: self.created_at,
-            max_participants: self.manager.settings().max_participants,
+            max_participants: self.max_participants,
+            metadata: self.metadata.clone(),
+            empty_timeout: u32::try_from(self.empty_timeout.as_secs()).unwrap_or(u32::MAX),
             participants: self
                 .participants
                 .iter()
@@ -395,7 +454,7 @@ impl RoomActor {
             self.remove(&old, Some(DisconnectReason::DuplicateIdentity))
                 .await;
         }
-        let max = self.manager.settings().max_participants;
+        let max = self.max_participants;
         if max > 0 && self.participants.len() as u32 >= max {
             self.manager.counters().hit(Limit::Participants);
             return Err(SignalError::RoomFull { max });
@@ -449,7 +508,7 @@ impl RoomActor {
 
     /// Removes a participant with its media; tells it `reason` if given, and
     /// tells the others.
-    async fn remove(&mut self, sid: &ParticipantSid, reason: Option<DisconnectReason>) {
+    pub(crate) async fn remove(&mut self, sid: &ParticipantSid, reason: Option<DisconnectReason>) {
         if !self.participants.iter().any(|p| &p.info.sid == sid) {
             return;
         }
@@ -504,9 +563,14 @@ impl RoomActor {
     fn report_to_cluster(&mut self) {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.metadata.hash(&mut h);
+        self.empty_timeout.hash(&mut h);
+        self.max_participants.hash(&mut h);
         for p in &self.participants {
             p.info.sid.as_str().hash(&mut h);
             p.info.permission.hidden.hash(&mut h);
+            p.info.name.hash(&mut h);
+            p.info.metadata.hash(&mut h);
             for t in &p.info.tracks {
                 t.sid.as_str().hash(&mut h);
                 t.muted.hash(&mut h);

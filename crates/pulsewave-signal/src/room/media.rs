@@ -155,6 +155,13 @@ impl RoomActor {
                 direction,
                 rtp_capabilities,
             } => {
+                let perm = self.participant(from)?.info.permission;
+                if direction == TransportDirection::Send
+                    && !perm.can_publish
+                    && !perm.can_publish_data
+                {
+                    return Err(SignalError::PermissionDenied("canPublish"));
+                }
                 // Accepted for older clients and checked, but not used: each
                 // `publish` carries the sender's payload types and extension
                 // ids, which are the ones it really uses.
@@ -213,6 +220,9 @@ impl RoomActor {
                 // Caps on what every newcomer's `joined` lists for this
                 // participant, checked before the media core does any work.
                 let p = self.participant(from)?;
+                if !p.info.permission.can_publish {
+                    return Err(SignalError::PermissionDenied("canPublish"));
+                }
                 let max = self.manager.settings().max_tracks_per_participant;
                 if max > 0 && p.info.tracks.len() >= max as usize {
                     self.manager.counters().hit(Limit::Tracks);
@@ -275,6 +285,9 @@ impl RoomActor {
                 rtp_capabilities,
                 transport_id,
             } => {
+                if !self.participant(from)?.info.permission.can_subscribe {
+                    return Err(SignalError::PermissionDenied("canSubscribe"));
+                }
                 let track = self
                     .participants
                     .iter()
@@ -414,6 +427,9 @@ impl RoomActor {
                 label,
                 protocol,
             } => {
+                if !self.participant(from)?.info.permission.can_publish_data {
+                    return Err(SignalError::PermissionDenied("canPublishData"));
+                }
                 for (field, value) in [("label", &label), ("protocol", &protocol)] {
                     if value.len() > MAX_LABEL_BYTES {
                         return Err(SignalError::InvalidParameters(format!(
