@@ -868,8 +868,11 @@ export class PulseWaveClient extends Emitter {
         return;
       }
       case 'track-unsubscribed': {
-        const sub =
-          session.subs.get(msg.producerId) ?? [...session.subs.values()].find((s) => s.consumerId === msg.consumerId);
+        // By consumer: a late reply about an old consumer of this producer
+        // must not close a newer subscription to it.
+        const sub = msg.consumerId
+          ? [...session.subs.values()].find((s) => s.consumerId === msg.consumerId)
+          : session.subs.get(msg.producerId);
         if (sub) this._closeSubscription(session, sub);
         return;
       }

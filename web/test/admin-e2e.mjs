@@ -12,16 +12,22 @@
 // every API call except CreateRoom goes to the second node: the request
 // reaches the room wherever it runs.
 //
+// With PULSEWAVE_WEBHOOK_PORT (the server's WEBHOOK_URLS point at
+// http://127.0.0.1:<port>/webhook), the test also receives the room's
+// webhooks, checks every one with the SDK's WebhookReceiver (signature and
+// body hash) and checks their order.
+//
 // Environment: PULSEWAVE_URLS (or PULSEWAVE_URL), PULSEWAVE_API_KEY and
 // PULSEWAVE_API_SECRET (default devkey / secret, the --dev pair),
 // CHROMIUM_PATH, PULSEWAVE_ARTIFACTS.
 // Exit status: 0 passed, 1 a check failed, 2 setup failed, 3 time limit.
 
+import { createServer } from 'node:http';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { AccessToken, DataPacket_Kind, RoomServiceClient, TwirpError } from 'livekit-server-sdk';
+import { AccessToken, DataPacket_Kind, RoomServiceClient, TwirpError, WebhookReceiver } from 'livekit-server-sdk';
 
 const URLS = (process.env.PULSEWAVE_URLS ?? process.env.PULSEWAVE_URL ?? '')
   .split(',')
@@ -72,6 +78,34 @@ if (!existsSync(CHROMIUM)) {
   console.error(`FATAL: Chromium not found at ${CHROMIUM}`);
   process.exit(2);
 }
+// Webhooks, verified by LiveKit's WebhookReceiver as they arrive.
+const HOOK_PORT = Number(process.env.PULSEWAVE_WEBHOOK_PORT ?? 0);
+const hooks = []; // {event, id, ...} of verified events
+const hookErrors = [];
+if (HOOK_PORT) {
+  const receiver = new WebhookReceiver(KEY, SECRET);
+  const server = createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', async () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      try {
+        const event = await receiver.receive(body, req.headers.authorization);
+        hooks.push(event);
+        res.writeHead(200).end();
+      } catch (err) {
+        hookErrors.push(`${err.message}: ${body.slice(0, 200)}`);
+        res.writeHead(401).end();
+      }
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(HOOK_PORT, '127.0.0.1', resolve);
+  });
+  server.unref();
+}
+
 const OWNER = URLS[0];
 const API = URLS[URLS.length - 1];
 const owner = new RoomServiceClient(OWNER, KEY, SECRET);
@@ -299,6 +333,33 @@ async function main() {
     await until('the room is no longer listed', async () => !(await svc.listRooms()).some((r) => r.name === ROOM));
     await expectTwirpError('DeleteRoom of a deleted room', svc.deleteRoom(ROOM), 'not_found', 404);
     log('PASS DeleteRoom');
+
+    if (HOOK_PORT) {
+      // Every webhook of the room, verified by WebhookReceiver, in order.
+      const ofRoom = () => hooks.filter((e) => e.room?.name === ROOM);
+      await until('room_finished webhook arrives', () => ofRoom().some((e) => e.event === 'room_finished'));
+      check(hookErrors.length === 0, `webhooks refused by WebhookReceiver: ${hookErrors.join('; ')}`);
+      const seen = ofRoom().map((e) => `${e.event}${e.participant ? ` ${e.participant.identity}` : ''}${e.track ? ` ${e.track.type === 0 ? 'audio' : 'video'}` : ''}`);
+      const expected = [
+        'room_started',
+        'participant_joined alice',
+        'track_published alice video',
+        'track_published alice audio',
+        'participant_joined bob',
+        'track_unpublished alice video',
+        'track_unpublished alice audio',
+        'participant_left bob',
+        'participant_left alice',
+        'room_finished',
+      ];
+      // Unpublishing order of the two tracks is the server's; compare as a set there.
+      const norm = (list) => list.map((s, i) => (i === 5 || i === 6 ? s.replace(/ (audio|video)$/, '') : s));
+      check(JSON.stringify(norm(seen)) === JSON.stringify(norm(expected)), `webhooks: ${JSON.stringify(seen)}`);
+      const ids = new Set(ofRoom().map((e) => e.id));
+      check(ids.size === ofRoom().length && [...ids].every((id) => id.startsWith('EV_')), `webhook ids: ${[...ids]}`);
+      check(ofRoom().every((e) => Number(e.createdAt) > 1_700_000_000), 'webhook createdAt');
+      log('PASS webhooks (verified by WebhookReceiver, in order, unique ids)');
+    }
   } finally {
     await browser.close().catch(() => {});
   }

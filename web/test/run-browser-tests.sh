@@ -62,8 +62,9 @@ run_cluster_tests() {
     say "FATAL: redis-server is missing (apt-get install -y redis-server), needed by the cluster browser test (PULSEWAVE_CLUSTER_E2E=0 with PULSEWAVE_ALLOW_SKIP=1 skips it)"
     return 2
   fi
-  local rport a_port b_port media key secret pids=() rc=0
+  local rport a_port b_port hook_port media key secret pids=() rc=0
   rport="$(free_port)"
+  hook_port="$(free_port)"
   a_port="$(free_port)"
   b_port="$(free_port)"
   media=$((20000 + (RANDOM % 200) * 100))
@@ -79,6 +80,7 @@ run_cluster_tests() {
       REDIS_ENABLED=true REDIS_URL="redis://127.0.0.1:$rport" NODE_ID="e2e-node-$i" \
       MEDIASOUP_NUM_WORKERS=1 MEDIASOUP_MIN_PORT=$((media + i * 50)) MEDIASOUP_MAX_PORT=$((media + i * 50 + 49)) \
       ROOM_EMPTY_TIMEOUT=1s DRAIN_TIMEOUT=2s DEMO_ENABLED=true PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
+      WEBHOOK_URLS="http://127.0.0.1:$hook_port/webhook" \
       "$PULSEWAVE_SERVER_BIN" >"$PULSEWAVE_ARTIFACTS/cluster-node-$i.log" 2>&1 &
     pids+=($!)
     i=$((i + 1))
@@ -88,7 +90,7 @@ run_cluster_tests() {
     # The server API through the node that does not own the room (before
     # cluster-e2e.mjs, which kills node 0).
     PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
-      PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" \
+      PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" PULSEWAVE_WEBHOOK_PORT="$hook_port" \
       node "$WEB_DIR/test/admin-e2e.mjs" || rc=$?
     PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
       PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" PULSEWAVE_NODE0_PID="${pids[1]}" \
@@ -129,10 +131,12 @@ if [ "${1:-}" = "--inner" ]; then
     if [ "$client_status" != 0 ]; then say "client module tests failed (status $client_status)"; fi
   fi
   port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
+  # Where the server sends webhooks: admin-e2e.mjs listens there.
+  hook_port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
   server_log="$PULSEWAVE_ARTIFACTS/server.log"
   say "starting $PULSEWAVE_SERVER_BIN --dev --port $port (log: $server_log)"
   # The server serves the demo from web/ (see web/README.md).
-  PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
+  PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" WEBHOOK_URLS="http://127.0.0.1:$hook_port/webhook" \
     "$PULSEWAVE_SERVER_BIN" --dev --port "$port" >"$server_log" 2>&1 &
   server_pid=$!
   stop_server() {
@@ -177,7 +181,8 @@ if [ "${1:-}" = "--inner" ]; then
     PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/e2e.mjs" || status=$?
     # The server API with LiveKit's Node server SDK (--dev: devkey / secret).
     admin_status=0
-    PULSEWAVE_URLS="http://127.0.0.1:$port" node "$WEB_DIR/test/admin-e2e.mjs" || admin_status=$?
+    PULSEWAVE_URLS="http://127.0.0.1:$port" PULSEWAVE_WEBHOOK_PORT="$hook_port" \
+      node "$WEB_DIR/test/admin-e2e.mjs" || admin_status=$?
     if [ "$status" = 0 ]; then status=$admin_status; fi
   fi
   # The mediasoup-client compatibility matrix (docs/compat.md), same server.

@@ -200,6 +200,10 @@ pub struct ServerConfig {
     /// [`RedisCluster`](pulsewave_cluster::RedisCluster). Decides where each
     /// room runs; see `docs/cluster.md`.
     pub cluster: Cluster,
+    /// URLs (`http://`) that receive webhooks in LiveKit's format
+    /// (`WEBHOOK_URLS`, comma-separated); empty: no webhooks. Signed with
+    /// `api_key` / `api_secret`. See `docs/api.md`.
+    pub webhook_urls: Vec<String>,
 }
 
 impl ServerConfig {
@@ -224,6 +228,7 @@ impl ServerConfig {
             media: Some(MediaConfig::loopback()),
             web_dir: None,
             cluster: Cluster::local(),
+            webhook_urls: Vec::new(),
         }
     }
 

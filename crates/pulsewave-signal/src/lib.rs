@@ -43,6 +43,7 @@ mod server;
 mod session;
 mod static_files;
 mod twirp;
+pub mod webhook;
 
 pub use config::{IpNet, Limits, ServerConfig, TokenEndpointAuth};
 pub use error::SignalError;

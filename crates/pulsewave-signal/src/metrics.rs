@@ -52,6 +52,27 @@ pub(crate) fn render(shared: &Shared) -> String {
         "Open WebSocket sessions (joined or not).",
         shared.sessions.len().to_string(),
     );
+    if let Some(webhooks) = &shared.rooms.settings().webhooks {
+        let s = webhooks.stats();
+        metric(
+            "pulsewave_webhooks_delivered_total",
+            "counter",
+            "Webhook events delivered (2xx), counted per URL.",
+            s.delivered.to_string(),
+        );
+        metric(
+            "pulsewave_webhooks_failed_total",
+            "counter",
+            "Webhook POSTs that failed (retried, or dropped when too old).",
+            s.failed.to_string(),
+        );
+        metric(
+            "pulsewave_webhooks_dropped_total",
+            "counter",
+            "Webhook events dropped: queue full, or still failing after the retry window.",
+            s.dropped.to_string(),
+        );
+    }
     if let Some(cpu) = process_cpu_seconds() {
         metric(
             "process_cpu_seconds_total",

@@ -908,7 +908,7 @@ async fn run_forwarded(
 // LiveKit's JSON shapes (protojson with proto names and defaults, as the
 // LiveKit server writes them; SDKs read both namings).
 
-fn lk_room(room: &RoomInfo) -> Value {
+pub(crate) fn lk_room(room: &RoomInfo) -> Value {
     let publishers = room
         .participants
         .iter()
@@ -931,7 +931,7 @@ fn lk_room(room: &RoomInfo) -> Value {
     })
 }
 
-fn lk_participant(p: &ParticipantInfo) -> Value {
+pub(crate) fn lk_participant(p: &ParticipantInfo) -> Value {
     let tracks: Vec<Value> = p.tracks.iter().map(lk_track).collect();
     json!({
         "sid": p.sid.as_str(),
@@ -959,7 +959,7 @@ fn lk_participant(p: &ParticipantInfo) -> Value {
     })
 }
 
-fn lk_track(t: &TrackInfo) -> Value {
+pub(crate) fn lk_track(t: &TrackInfo) -> Value {
     json!({
         "sid": t.sid.as_str(),
         "type": match t.kind { MediaKind::Audio => "AUDIO", MediaKind::Video => "VIDEO" },

@@ -18,6 +18,7 @@ use super::media::{Cause, MediaRequest};
 use crate::error::SignalError;
 use crate::limits::Limit;
 use crate::outbound::{Outbound, encode};
+use crate::webhook::WebhookKind;
 use pulsewave_media::MediaRoom;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SignalError>>;
@@ -170,6 +171,7 @@ impl RoomActor {
             listing_bytes: 0,
         };
         info!(room = %name, sid = %sid, "room created");
+        actor.webhook(WebhookKind::RoomStarted, None, None);
         actor.report_to_cluster();
         tokio::spawn(actor.start(rx));
         RoomHandle { name, sid, tx }
@@ -306,6 +308,7 @@ impl RoomActor {
             .settings()
             .cluster
             .room_closed(&self.name, &self.sid);
+        self.webhook(WebhookKind::RoomFinished, None, None);
         info!(room = %self.name, sid = %self.sid, "room closed");
     }
 
@@ -503,6 +506,9 @@ impl RoomActor {
         });
         self.listing_bytes += cost;
         self.empty_since = None;
+        if let Some(p) = self.participants.last() {
+            self.webhook(WebhookKind::ParticipantJoined, Some(&p.info), None);
+        }
         Ok(sid)
     }
 
@@ -528,6 +534,7 @@ impl RoomActor {
             p.outbound.disconnect(reason);
         }
         info!(room = %self.name, identity = %p.info.identity, sid = %p.info.sid, "participant left");
+        self.webhook(WebhookKind::ParticipantLeft, Some(&p.info), None);
         if !p.info.permission.hidden {
             self.broadcast(
                 &ServerMessage::ParticipantLeft {
@@ -684,7 +691,22 @@ impl RoomActor {
         }
     }
 
+    /// Queues a webhook about this room (never waits).
+    pub(crate) fn webhook(
+        &self,
+        kind: WebhookKind,
+        participant: Option<&ParticipantInfo>,
+        track: Option<&pulsewave_protocol::TrackInfo>,
+    ) {
+        if let Some(hooks) = &self.manager.settings().webhooks {
+            hooks.notify(kind, &self.info(None, true), participant, track);
+        }
+    }
+
     fn close_everyone(&mut self, reason: DisconnectReason) {
+        for p in &self.participants {
+            self.webhook(WebhookKind::ParticipantLeft, Some(&p.info), None);
+        }
         for p in self.participants.drain(..) {
             p.outbound.disconnect(reason);
         }

@@ -43,6 +43,8 @@ pub struct RoomSettings {
     /// The cluster rooms report to (participants and tracks for the admin
     /// listing, room claims); by default a single node.
     pub cluster: Cluster,
+    /// Where rooms send their webhooks (`WEBHOOK_URLS`); `None`: none.
+    pub webhooks: Option<crate::webhook::WebhookNotifier>,
 }
 
 impl Default for RoomSettings {
@@ -59,6 +61,7 @@ impl Default for RoomSettings {
             ice_servers: Vec::new(),
             media: None,
             cluster: Cluster::local(),
+            webhooks: None,
         }
     }
 }

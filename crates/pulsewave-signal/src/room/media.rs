@@ -17,6 +17,7 @@ use tracing::debug;
 
 use super::actor::{RoomActor, json_len};
 use crate::limits::Limit;
+use crate::webhook::WebhookKind;
 
 /// Longest data channel `label` or `protocol`, in bytes.
 pub(crate) const MAX_LABEL_BYTES: usize = 256;
@@ -734,6 +735,9 @@ impl RoomActor {
                         rid,
                     );
                 }
+                if let Ok(p) = self.participant(&owner) {
+                    self.webhook(WebhookKind::TrackPublished, Some(&p.info), Some(&track));
+                }
                 self.broadcast(&ServerMessage::TrackPublished { track }, Some(&owner));
             }
             StateChange::ProducerPaused {
@@ -788,6 +792,9 @@ impl RoomActor {
                     return;
                 };
                 self.recount(&owner);
+                if let Ok(p) = self.participant(&owner) {
+                    self.webhook(WebhookKind::TrackUnpublished, Some(&p.info), Some(&track));
+                }
                 let message = ServerMessage::TrackUnpublished {
                     producer_id,
                     track_sid: track.sid,
