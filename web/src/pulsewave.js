@@ -241,6 +241,8 @@ export class PulseWaveClient extends Emitter {
     /** Router RTP capabilities and ICE servers from `joined`. */
     this.rtpCapabilities = null;
     this.iceServers = [];
+    /** The last `active-speakers`: [{participantIdentity, participantSid, level}], loudest first. */
+    this.activeSpeakers = [];
 
     this._publications = [];
     this._session = null; // state of the current WebSocket session, see _newSession
@@ -937,6 +939,13 @@ export class PulseWaveClient extends Emitter {
         const merged = { ...known, ...info, tracks: known?.tracks ?? info.tracks ?? [] };
         this.participants.set(info.identity, merged);
         this.emit('participantUpdated', { participant: merged, local: false });
+        return;
+      }
+      case 'active-speakers': {
+        // Who speaks now, loudest first; [] when nobody does.
+        const speakers = Array.isArray(msg.speakers) ? msg.speakers : [];
+        this.activeSpeakers = speakers;
+        this.emit('activeSpeakers', speakers);
         return;
       }
       case 'room-updated':

@@ -17,6 +17,12 @@
 // webhooks, checks every one with the SDK's WebhookReceiver (signature and
 // body hash) and checks their order.
 //
+// Active speakers: two more browsers whose fake microphones play WAV files
+// the test writes, a loud 440 Hz tone and silence. The silent one runs the
+// demo app (joined with ?token=): it must see the loud one as the active
+// speaker (client.activeSpeakers, and the demo's tile highlighted) and
+// never itself.
+//
 // Environment: PULSEWAVE_URLS (or PULSEWAVE_URL), PULSEWAVE_API_KEY and
 // PULSEWAVE_API_SECRET (default devkey / secret, the --dev pair),
 // CHROMIUM_PATH, PULSEWAVE_ARTIFACTS.
@@ -24,7 +30,8 @@
 
 import { createServer } from 'node:http';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { AccessToken, DataPacket_Kind, RoomServiceClient, TwirpError, WebhookReceiver } from 'livekit-server-sdk';
@@ -186,6 +193,101 @@ async function expectTwirpError(what, promise, code, status) {
     return;
   }
   throw new CheckError(`${what}: succeeded, expected ${code}`);
+}
+
+/** A mono 16-bit 48 kHz WAV of `seconds` of a sine at `amplitude` (0: silence). */
+function wav(seconds, amplitude, hz = 440) {
+  const rate = 48_000;
+  const n = rate * seconds;
+  const buf = Buffer.alloc(44 + n * 2);
+  buf.write('RIFF', 0);
+  buf.writeUInt32LE(36 + n * 2, 4);
+  buf.write('WAVEfmt ', 8);
+  buf.writeUInt32LE(16, 16);
+  buf.writeUInt16LE(1, 20);
+  buf.writeUInt16LE(1, 22);
+  buf.writeUInt32LE(rate, 24);
+  buf.writeUInt32LE(rate * 2, 28);
+  buf.writeUInt16LE(2, 32);
+  buf.writeUInt16LE(16, 34);
+  buf.write('data', 36);
+  buf.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i++) {
+    buf.writeInt16LE(Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * hz * i) / rate)), 44 + i * 2);
+  }
+  return buf;
+}
+
+const launchWithAudio = (file) =>
+  chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection', '--disable-dev-shm-usage', `--use-file-for-fake-audio-capture=${file}`],
+  });
+
+/** One participant sends a loud tone, the other (the demo app) silence. */
+async function speakers() {
+  const dir = await mkdtemp(join(tmpdir(), 'pw-speakers-'));
+  const loudWav = join(dir, 'tone.wav');
+  const quietWav = join(dir, 'silence.wav');
+  await writeFile(loudWav, wav(20, 0.8));
+  await writeFile(quietWav, wav(20, 0));
+  const room = `${ROOM}-speak`;
+  const loudBrowser = await launchWithAudio(loudWav);
+  const quietBrowser = await launchWithAudio(quietWav);
+  try {
+    // The quiet one: the demo app, with a token for the room.
+    const ctx = await quietBrowser.newContext();
+    await ctx.grantPermissions(['camera', 'microphone'], { origin: new URL(OWNER).origin });
+    const demo = await ctx.newPage();
+    const quiet = { identity: 'quiet', page: demo, console: [] };
+    demo.on('console', (m) => quiet.console.push(`[${m.type()}] ${m.text()}`));
+    pages.push(quiet);
+    const at = new AccessToken(KEY, SECRET, { identity: 'quiet', ttl: '10m' });
+    at.addGrant({ roomJoin: true, room, canPublish: true, canSubscribe: true, canPublishData: true });
+    await demo.goto(`${OWNER}/demo/?token=${await at.toJwt()}`, { timeout: 15_000 });
+    await demo.fill('#room', room);
+    await demo.fill('#name', 'quiet');
+    await demo.click('#join');
+    await until('the demo joins', () => demo.evaluate(() => window.pulsewave?.state === 'connected'), 20_000);
+
+    // The loud one: the client alone, audio without processing.
+    const lctx = await loudBrowser.newContext();
+    await lctx.grantPermissions(['microphone'], { origin: new URL(OWNER).origin });
+    const page = await lctx.newPage();
+    pages.push({ identity: 'loud', page, console: [] });
+    await page.goto(`${OWNER}/demo/`, { timeout: 15_000 });
+    await page.addScriptTag({ url: '/demo/pulsewave.js' });
+    const lt = new AccessToken(KEY, SECRET, { identity: 'loud', ttl: '10m' });
+    lt.addGrant({ roomJoin: true, room, canPublish: true, canSubscribe: true });
+    const jwt = await lt.toJwt();
+    await page.evaluate(async (jwt) => {
+      const c = new window.PulseWave.PulseWaveClient({ url: location.origin, token: jwt });
+      window.t = { c };
+      await c.connect();
+      const s = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+      });
+      await c.publish(s.getAudioTracks()[0], { source: 'microphone' });
+    }, jwt);
+
+    const seen = await until('the quiet participant sees the loud one as the active speaker', () =>
+      demo.evaluate(() => {
+        const s = window.pulsewave?.activeSpeakers ?? [];
+        return s[0]?.participantIdentity === 'loud' ? s : null;
+      }), 20_000);
+    check(!seen.some((s) => s.participantIdentity === 'quiet'), `the silent participant counts as a speaker: ${JSON.stringify(seen)}`);
+    check(seen[0].level > 0 && seen[0].level <= 1, `level ${seen[0].level}`);
+    await until('the demo highlights the speaker\'s tile', () =>
+      demo.evaluate(() => document.querySelector('.tile[data-identity="loud"][data-source="camera"]')?.dataset.speaking === 'loudest'));
+    const self = await page.evaluate(() => window.t.c.activeSpeakers.map((s) => s.participantIdentity));
+    check(!self.includes('quiet'), `the loud one sees the silent one speaking: ${self}`);
+    log('PASS active speakers (loud tone vs silence, demo highlights the speaker)');
+  } finally {
+    await loudBrowser.close().catch(() => {});
+    await quietBrowser.close().catch(() => {});
+  }
 }
 
 async function main() {
@@ -363,6 +465,7 @@ async function main() {
   } finally {
     await browser.close().catch(() => {});
   }
+  await speakers();
 }
 
 try {

@@ -270,6 +270,15 @@ pub enum Event {
     /// everything in it; the endpoint's other rooms are not affected.
     /// Signaling should tell the room's participants and close the room.
     RoomFailed,
+    /// Who speaks now, loudest first (see [`SPEAKER_INTERVAL`]): sent when
+    /// the list or a level changed, at most once per interval; empty when
+    /// nobody speaks any more.
+    ///
+    /// [`SPEAKER_INTERVAL`]: crate::SPEAKER_INTERVAL
+    ActiveSpeakers {
+        /// The speaking audio producers.
+        speakers: Vec<crate::speaker::ActiveSpeaker>,
+    },
     /// The room closed a data consumer.
     DataConsumerClosed {
         /// The data consumer.

@@ -82,6 +82,7 @@ mod owners;
 mod rate;
 mod registry;
 mod room;
+mod speaker;
 mod stun;
 mod timers;
 mod transport;
@@ -99,4 +100,5 @@ pub use room::{
     Consumed, ConsumerAllocation, DataConsumed, DatagramError, Produced, Room, RoomStats,
     TransportAllocation,
 };
+pub use speaker::{ACTIVE_LEVEL, ActiveSpeaker, MIN_ACTIVE_PERCENT, SPEAKER_INTERVAL};
 pub use stun::{is_stun, stun_username};

@@ -52,6 +52,8 @@ pub(crate) struct Producer {
     /// When fewer wanted layers may be reported (after
     /// [`DYNACAST_DOWN_DELAY`]).
     pub(crate) wanted_pending: Option<Instant>,
+    /// Audio: the levels seen since the last speaker evaluation.
+    pub(crate) speech: crate::speaker::SpeechLevel,
 }
 
 /// How long a layer may be silent and still count as sent.

@@ -76,6 +76,8 @@ pub(crate) enum Timer {
     Allocate(TransportKey),
     /// A producer whose dynacast downgrade waits out its delay.
     Dynacast(usize),
+    /// The room's active speaker evaluation.
+    Speakers,
 }
 
 impl Outputs {

@@ -736,6 +736,13 @@ pub enum ServerMessage {
         /// The new metadata.
         metadata: String,
     },
+    /// Who speaks now, loudest first (as LiveKit's `SpeakersChanged`): sent
+    /// to everyone when the list or a level changes, at most every 400 ms;
+    /// an empty list when nobody speaks any more.
+    ActiveSpeakers {
+        /// The speakers, loudest first.
+        speakers: Vec<SpeakerInfo>,
+    },
     /// An administrator asks this participant to subscribe to, or drop,
     /// tracks (`UpdateSubscriptions`). The JavaScript client acts on it:
     /// `subscribe` for each track it does not receive yet, or `unsubscribe`
@@ -760,6 +767,18 @@ pub enum ServerMessage {
         /// Human-readable detail.
         message: String,
     },
+}
+
+/// One speaker in `active-speakers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeakerInfo {
+    /// The speaking participant.
+    pub participant_identity: String,
+    /// Its session.
+    pub participant_sid: ParticipantSid,
+    /// Its loudness, 0 to 1 in eighths (0.125 ... 1).
+    pub level: f32,
 }
 
 /// Whether the server is sending a consumer's media.
@@ -872,6 +891,7 @@ impl ServerMessage {
             ServerMessage::ParticipantUpdated { .. } => "participant-updated",
             ServerMessage::RoomUpdated { .. } => "room-updated",
             ServerMessage::UpdateSubscriptions { .. } => "update-subscriptions",
+            ServerMessage::ActiveSpeakers { .. } => "active-speakers",
             ServerMessage::Disconnected { .. } => "disconnected",
             ServerMessage::Error { .. } => "error",
         }

@@ -181,7 +181,7 @@ impl Room {
             | Event::ConsumerLayersChanged { owner: o, .. }
             | Event::ConsumerCongested { owner: o, .. }
             | Event::ProducerLayersWanted { owner: o, .. } => *o != owner,
-            Event::RoomFailed | Event::State(_) => true,
+            Event::RoomFailed | Event::State(_) | Event::ActiveSpeakers { .. } => true,
         });
         self.process(now);
     }
@@ -305,8 +305,12 @@ impl Room {
             priority: DEFAULT_PRIORITY,
             wanted_reported: None,
             wanted_pending: None,
+            speech: Default::default(),
         });
         self.owners.add(owner, |h| h.producers += 1);
+        if kind == MediaKind::Audio {
+            self.watch_speaker(pkey);
+        }
         let t = &mut self.transports[tkey];
         let rtc_mid = Mid::from(mid.as_str());
         {

@@ -69,6 +69,9 @@ impl Room {
         stats.rtp_in += 1;
         p.packets += 1;
         p.bytes += pkt.payload.len() as u64;
+        if let Some(level) = pkt.header.ext_vals.audio_level {
+            p.speech.observe(level); // active speakers (speaker.rs)
+        }
         // VP8 descriptors are read once per packet, for every consumer.
         let vp8 = match p.video {
             Some(VideoCodec::Vp8) => Vp8Info::parse(&pkt.payload),

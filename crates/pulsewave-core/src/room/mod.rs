@@ -27,6 +27,7 @@ use crate::registry::Registry;
 use crate::transport::{DemuxChange, Outputs, Timer, Transport, TransportKey};
 
 mod allocate;
+mod speakers;
 pub use allocate::{ConsumerAllocation, TransportAllocation};
 mod close;
 mod commands;
@@ -201,6 +202,8 @@ pub struct Room {
     stats: RoomStats,
     /// Reused buffer of the timers due in one `handle_timeout`.
     due_timers: Vec<(Instant, Timer)>,
+    /// Active speaker detection (`speaker.rs`).
+    speakers: crate::speaker::Speakers,
 }
 
 impl std::fmt::Debug for Room {
@@ -235,6 +238,7 @@ impl Room {
             events: VecDeque::new(),
             rng,
             due_timers: Vec::new(),
+            speakers: Default::default(),
             now,
             stats: RoomStats::default(),
         }

@@ -10,8 +10,8 @@ use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{
     ConsumerId, ConsumerStats, DataChannelInfo, DataConsumerId, DataKind, DataProducerId,
-    ErrorCode, MediaKind, ParticipantSid, ProducerId, RequestId, ServerMessage, StreamState,
-    SubscribedLayer, TrackInfo, TrackSid, TrackSource, TransportId, TransportStats,
+    ErrorCode, MediaKind, ParticipantSid, ProducerId, RequestId, ServerMessage, SpeakerInfo,
+    StreamState, SubscribedLayer, TrackInfo, TrackSid, TrackSource, TransportId, TransportStats,
 };
 use tracing::debug;
 
@@ -661,6 +661,24 @@ impl RoomActor {
                     &ServerMessage::DataUnsubscribed { data_consumer_id },
                     None,
                 );
+            }
+            MediaEvent::ActiveSpeakers { speakers } => {
+                // One entry per participant (its loudest track), loudest first.
+                let mut list: Vec<SpeakerInfo> = Vec::new();
+                for s in speakers {
+                    let Some(p) = self.participants.iter().find(|p| p.owner == s.owner) else {
+                        continue;
+                    };
+                    if list.iter().any(|l| l.participant_sid == p.info.sid) {
+                        continue;
+                    }
+                    list.push(SpeakerInfo {
+                        participant_identity: p.info.identity.clone(),
+                        participant_sid: p.info.sid.clone(),
+                        level: f32::from(s.level) / 1000.0,
+                    });
+                }
+                self.broadcast(&ServerMessage::ActiveSpeakers { speakers: list }, None);
             }
             // Producers and data producers: their `State` change says it.
             _ => {}

@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod media;
 mod simulcast;
+mod speakers;
 
 use std::time::Duration;
 
