@@ -285,6 +285,40 @@ async fn twirp_errors_for_bad_requests() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn room_stats_and_per_room_metrics_with_a_cap() {
+    let server = TestServer::start_with(|c| c.metrics_room_limit = 1).await;
+    let (_a, _) = server.join("alice", "room-a").await;
+    let (_b, _) = server.join("bob", "room-b").await;
+    let (status, v) = call(
+        &server,
+        &admin("room-a"),
+        "GetRoomStats",
+        json!({"room": "room-a"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["room"], "room-a");
+    assert_eq!(v["participants"][0]["identity"], "alice");
+    assert!(
+        v["participants"][0]["tracks"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // Per-room series for the first room only (METRICS_ROOM_LIMIT=1).
+    let text = metrics_text(server.addr).await;
+    assert!(
+        text.contains("pulsewave_room_participants{room=\"room-a\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("room=\"room-b\""), "{text}");
+    assert!(
+        text.contains("pulsewave_room_connection_quality{room=\"room-a\",quality=\"excellent\"}")
+    );
+    server.shutdown().await;
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -243,6 +243,8 @@ export class PulseWaveClient extends Emitter {
     this.iceServers = [];
     /** The last `active-speakers`: [{participantIdentity, participantSid, level}], loudest first. */
     this.activeSpeakers = [];
+    /** identity -> connection quality (`excellent`, `good`, `poor`, `lost`) from `connection-quality`. */
+    this.connectionQuality = new Map();
 
     this._publications = [];
     this._session = null; // state of the current WebSocket session, see _newSession
@@ -939,6 +941,17 @@ export class PulseWaveClient extends Emitter {
         const merged = { ...known, ...info, tracks: known?.tracks ?? info.tracks ?? [] };
         this.participants.set(info.identity, merged);
         this.emit('participantUpdated', { participant: merged, local: false });
+        return;
+      }
+      case 'connection-quality': {
+        // excellent | good | poor | lost, per participant (this one included).
+        if (typeof msg.participantIdentity !== 'string') return;
+        this.connectionQuality.set(msg.participantIdentity, msg.quality);
+        this.emit('connectionQuality', {
+          participantIdentity: msg.participantIdentity,
+          quality: msg.quality,
+          local: msg.participantIdentity === this.identity,
+        });
         return;
       }
       case 'active-speakers': {

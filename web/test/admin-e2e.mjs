@@ -401,6 +401,26 @@ async function main() {
     });
     log('PASS MutePublishedTrack (producer paused, media stops, unmute resumes)');
 
+    // Connection quality reaches the clients; GetRoomStats (a PulseWave
+    // extension of the RoomService) gives per-participant and per-track stats.
+    await until('bob knows alice\'s and his own connection quality', () =>
+      inPage(bob, () => ['excellent', 'good'].includes(window.t.c.connectionQuality.get('alice')) && window.t.c.connectionQuality.has('bob')));
+    const admin = new AccessToken(KEY, SECRET);
+    admin.addGrant({ roomAdmin: true, room: ROOM });
+    const statsRes = await fetch(`${API}/twirp/livekit.RoomService/GetRoomStats`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${await admin.toJwt()}` },
+      body: JSON.stringify({ room: ROOM }),
+    });
+    const stats = await statsRes.json();
+    const as = stats.participants?.find((p) => p.identity === 'alice');
+    const bs = stats.participants?.find((p) => p.identity === 'bob');
+    check(statsRes.status === 200 && as && bs, `GetRoomStats: ${statsRes.status} ${JSON.stringify(stats).slice(0, 300)}`);
+    check(as.tracks.length === 2 && as.tracks.every((t) => t.packets > 0 && t.bytes > 0), `alice's track stats ${JSON.stringify(as.tracks)}`);
+    check(bs.subscriptions.some((t) => t.consumers.length === 2), `bob's subscriptions ${JSON.stringify(bs.subscriptions)}`);
+    check(['excellent', 'good'].includes(as.quality), `alice's quality ${as.quality}`);
+    log('PASS connection-quality, GetRoomStats');
+
     // UpdateSubscriptions: the client drops, then takes again, alice's camera.
     await svc.updateSubscriptions(ROOM, 'bob', [video.sid], false);
     await until('bob dropped alice\'s camera', () => inPage(bob, () => ![...window.t.c.subscriptions.values()].some((s) => s.source === 'camera')));

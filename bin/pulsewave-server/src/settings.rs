@@ -700,6 +700,7 @@ impl Settings {
                 ping_interval: Duration::from_secs(15),
                 token_refresh_interval,
                 webhook_urls,
+                metrics_room_limit: parse_limit(src, "METRICS_ROOM_LIMIT", 0usize)?,
                 token_leeway: pulsewave_auth::DEFAULT_LEEWAY,
                 trusted_proxies,
                 media: Some(MediaConfig {

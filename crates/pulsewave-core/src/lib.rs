@@ -79,6 +79,7 @@ mod keyframe;
 mod media;
 pub mod ortc;
 mod owners;
+mod quality;
 mod rate;
 mod registry;
 mod room;
@@ -96,6 +97,7 @@ pub use error::Error;
 pub use event::{AppData, CloseReason, Event, LayerWanted, StateChange, Transmit};
 pub use media::{DEFAULT_PRIORITY, View};
 pub use owners::Owner;
+pub use quality::{ConnectionQuality, LOST_AFTER, ProducerStats, QUALITY_INTERVAL};
 pub use room::{
     Consumed, ConsumerAllocation, DataConsumed, DatagramError, Produced, Room, RoomStats,
     TransportAllocation,

@@ -54,6 +54,8 @@ pub(crate) struct Producer {
     pub(crate) wanted_pending: Option<Instant>,
     /// Audio: the levels seen since the last speaker evaluation.
     pub(crate) speech: crate::speaker::SpeechLevel,
+    /// Upstream loss and jitter since the last quality evaluation.
+    pub(crate) link: crate::quality::LinkStats,
 }
 
 /// How long a layer may be silent and still count as sent.

@@ -78,6 +78,8 @@ pub(crate) enum Timer {
     Dynacast(usize),
     /// The room's active speaker evaluation.
     Speakers,
+    /// The room's connection quality evaluation.
+    Quality,
 }
 
 impl Outputs {

@@ -736,6 +736,17 @@ pub enum ServerMessage {
         /// The new metadata.
         metadata: String,
     },
+    /// A participant's connection quality changed (as LiveKit's
+    /// `ConnectionQualityUpdate`): sent to everyone who can see it, itself
+    /// included; evaluated every 2 s.
+    ConnectionQuality {
+        /// The participant.
+        participant_identity: String,
+        /// Its session.
+        participant_sid: ParticipantSid,
+        /// Its quality now.
+        quality: Quality,
+    },
     /// Who speaks now, loudest first (as LiveKit's `SpeakersChanged`): sent
     /// to everyone when the list or a level changes, at most every 400 ms;
     /// an empty list when nobody speaks any more.
@@ -767,6 +778,33 @@ pub enum ServerMessage {
         /// Human-readable detail.
         message: String,
     },
+}
+
+/// A participant's connection quality in `connection-quality`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    /// Low loss and jitter, every subscription flowing.
+    Excellent,
+    /// Some loss (over 2 %) or jitter (over 30 ms).
+    Good,
+    /// Heavy loss (over 6 %) or jitter (over 80 ms), or a subscription
+    /// paused for lack of bandwidth.
+    Poor,
+    /// Nothing heard from it for 8 s.
+    Lost,
+}
+
+impl Quality {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Excellent => "excellent",
+            Quality::Good => "good",
+            Quality::Poor => "poor",
+            Quality::Lost => "lost",
+        }
+    }
 }
 
 /// One speaker in `active-speakers`.
@@ -892,6 +930,7 @@ impl ServerMessage {
             ServerMessage::RoomUpdated { .. } => "room-updated",
             ServerMessage::UpdateSubscriptions { .. } => "update-subscriptions",
             ServerMessage::ActiveSpeakers { .. } => "active-speakers",
+            ServerMessage::ConnectionQuality { .. } => "connection-quality",
             ServerMessage::Disconnected { .. } => "disconnected",
             ServerMessage::Error { .. } => "error",
         }

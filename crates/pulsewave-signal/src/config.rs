@@ -204,6 +204,10 @@ pub struct ServerConfig {
     /// (`WEBHOOK_URLS`, comma-separated); empty: no webhooks. Signed with
     /// `api_key` / `api_secret`. See `docs/api.md`.
     pub webhook_urls: Vec<String>,
+    /// Per-room series in `/metrics` (`METRICS_ROOM_LIMIT`): at most this
+    /// many rooms of this node, the first by name; 0 (the default): none,
+    /// only the node's aggregates.
+    pub metrics_room_limit: usize,
 }
 
 impl ServerConfig {
@@ -229,6 +233,7 @@ impl ServerConfig {
             web_dir: None,
             cluster: Cluster::local(),
             webhook_urls: Vec::new(),
+            metrics_room_limit: 0,
         }
     }
 

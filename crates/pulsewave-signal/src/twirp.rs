@@ -253,6 +253,7 @@ enum RoomMethod {
     UpdateParticipant,
     UpdateSubscriptions,
     SendData,
+    GetRoomStats,
 }
 
 /// A JSON number or string (protobuf JSON writes 64-bit integers as
@@ -390,6 +391,8 @@ impl Call {
                 },
             ),
             "ListParticipants" => room_call(RoomMethod::ListParticipants, AdminOp::Snapshot),
+            // A PulseWave extension (not in LiveKit's RoomService).
+            "GetRoomStats" => room_call(RoomMethod::GetRoomStats, AdminOp::Stats),
             "GetParticipant" => room_call(
                 RoomMethod::GetParticipant,
                 AdminOp::GetParticipant {
@@ -605,13 +608,16 @@ fn method_name(method: RoomMethod) -> &'static str {
         RoomMethod::UpdateParticipant => "UpdateParticipant",
         RoomMethod::UpdateSubscriptions => "UpdateSubscriptions",
         RoomMethod::SendData => "SendData",
+        RoomMethod::GetRoomStats => "GetRoomStats",
     }
 }
 
 /// The request body that makes the owner run `op` (for a forwarded call).
 fn op_body(room: &str, _method: RoomMethod, op: &AdminOp) -> Value {
     match op {
-        AdminOp::Configure { .. } | AdminOp::Snapshot => json!({ "room": room }),
+        AdminOp::Configure { .. } | AdminOp::Snapshot | AdminOp::Stats | AdminOp::Summary => {
+            json!({ "room": room })
+        }
         AdminOp::UpdateRoomMetadata { metadata } => json!({"room": room, "metadata": metadata}),
         AdminOp::GetParticipant { identity } | AdminOp::RemoveParticipant { identity } => {
             json!({"room": room, "identity": identity})
@@ -668,7 +674,8 @@ fn answer(method: RoomMethod, reply: AdminReply) -> Value {
         (_, AdminReply::Participant(p)) => lk_participant(&p),
         (RoomMethod::MutePublishedTrack, AdminReply::Track(t)) => json!({"track": lk_track(&t)}),
         (_, AdminReply::Track(t)) => lk_track(&t),
-        (_, AdminReply::Done) => json!({}),
+        (_, AdminReply::Stats(v)) => v,
+        (_, AdminReply::Summary(_)) | (_, AdminReply::Done) => json!({}),
     }
 }
 

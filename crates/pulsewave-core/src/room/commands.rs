@@ -117,6 +117,7 @@ impl Room {
             .demux
             .push_back(DemuxChange::Ufrag(transport.local_ufrag.clone(), key));
         self.owners.add(owner, |h| h.transports.push(key));
+        self.arm_quality();
         drain(key, &mut transport, &mut self.out, self.config.ice_timeout);
         self.transports.insert(transport);
         self.process(now);
@@ -181,6 +182,7 @@ impl Room {
             | Event::ConsumerLayersChanged { owner: o, .. }
             | Event::ConsumerCongested { owner: o, .. }
             | Event::ProducerLayersWanted { owner: o, .. } => *o != owner,
+            Event::ConnectionQuality { owner: o, .. } => *o != owner,
             Event::RoomFailed | Event::State(_) | Event::ActiveSpeakers { .. } => true,
         });
         self.process(now);
@@ -283,6 +285,7 @@ impl Room {
             MediaKind::Video => Some(VideoCodec::from_mime(&mime_type)),
             MediaKind::Audio => None,
         };
+        let clock_rate = consumable.codecs.first().map_or(90_000, |c| c.clock_rate);
         let pkey = self.producers.insert(Producer {
             id: id.clone(),
             owner,
@@ -306,6 +309,7 @@ impl Room {
             wanted_reported: None,
             wanted_pending: None,
             speech: Default::default(),
+            link: crate::quality::LinkStats::new(clock_rate),
         });
         self.owners.add(owner, |h| h.producers += 1);
         if kind == MediaKind::Audio {

@@ -27,6 +27,7 @@ use crate::registry::Registry;
 use crate::transport::{DemuxChange, Outputs, Timer, Transport, TransportKey};
 
 mod allocate;
+mod quality;
 mod speakers;
 pub use allocate::{ConsumerAllocation, TransportAllocation};
 mod close;
@@ -204,6 +205,10 @@ pub struct Room {
     due_timers: Vec<(Instant, Timer)>,
     /// Active speaker detection (`speaker.rs`).
     speakers: crate::speaker::Speakers,
+    /// Connection quality evaluation (`quality.rs`): armed, and each
+    /// participant's last reported score.
+    quality_armed: bool,
+    quality: std::collections::HashMap<Owner, crate::quality::ConnectionQuality>,
 }
 
 impl std::fmt::Debug for Room {
@@ -239,6 +244,8 @@ impl Room {
             rng,
             due_timers: Vec::new(),
             speakers: Default::default(),
+            quality_armed: false,
+            quality: Default::default(),
             now,
             stats: RoomStats::default(),
         }

@@ -74,6 +74,8 @@ pub(crate) struct Participant {
     /// Its key in the room's media core (unique in the room, never reused).
     pub(crate) owner: Owner,
     pub(crate) outbound: Outbound,
+    /// Its last connection quality (`connection-quality`), once known.
+    pub(crate) quality: Option<pulsewave_protocol::Quality>,
     /// Bytes this participant's entry takes in the room listing of `joined`
     /// (0 for a hidden participant, who is not listed).
     pub(crate) listed_bytes: usize,
@@ -502,6 +504,7 @@ impl RoomActor {
             info,
             owner: Owner::new(self.next_owner),
             outbound: req.outbound,
+            quality: None,
             listed_bytes: cost,
         });
         self.listing_bytes += cost;

@@ -10,7 +10,7 @@ use pulsewave_protocol::{
     DataKind, DisconnectReason, ParticipantInfo, ParticipantSid, RequestId, RoomInfo,
     ServerMessage, TrackInfo,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use tracing::info;
 
 use super::actor::RoomActor;
@@ -65,6 +65,11 @@ pub(crate) enum AdminOp {
         track_sids: Vec<String>,
         subscribe: bool,
     },
+    /// `GetRoomStats` (a PulseWave extension): per-participant quality,
+    /// per-track counters and per-subscriber allocations.
+    Stats,
+    /// Counts for `/metrics` (no media call).
+    Summary,
     /// `SendData`: a `data` message from the server (empty
     /// `participantIdentity`).
     SendData {
@@ -79,9 +84,20 @@ pub(crate) enum AdminOp {
 #[derive(Debug)]
 pub(crate) enum AdminReply {
     Room(RoomInfo),
+    Stats(Value),
+    Summary(RoomSummary),
     Participant(ParticipantInfo),
     Track(TrackInfo),
     Done,
+}
+
+/// A room's counts for the per-room series of `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RoomSummary {
+    pub(crate) participants: usize,
+    pub(crate) tracks: usize,
+    /// Participants by quality: excellent, good, poor, lost.
+    pub(crate) quality: [usize; 4],
 }
 
 impl RoomActor {
@@ -116,6 +132,57 @@ impl RoomActor {
                 Ok(AdminReply::Room(self.info(None, true)))
             }
             AdminOp::Snapshot => Ok(AdminReply::Room(self.info(None, true))),
+            AdminOp::Summary => {
+                let mut summary = RoomSummary {
+                    participants: self.participants.len(),
+                    ..RoomSummary::default()
+                };
+                for p in &self.participants {
+                    summary.tracks += p.info.tracks.len();
+                    if let Some(q) = p.quality {
+                        summary.quality[q as usize] += 1;
+                    }
+                }
+                Ok(AdminReply::Summary(summary))
+            }
+            AdminOp::Stats => {
+                let mut participants = Vec::with_capacity(self.participants.len());
+                for p in &self.participants {
+                    let (producers, transports) = match &self.media {
+                        Some(media) => (
+                            media.producer_stats(p.owner).await.map_err(media_error)?,
+                            media
+                                .transport_allocations(p.owner)
+                                .await
+                                .map_err(media_error)?,
+                        ),
+                        None => (Vec::new(), Vec::new()),
+                    };
+                    let tracks: Vec<Value> = p
+                        .info
+                        .tracks
+                        .iter()
+                        .map(|t| {
+                            let s = producers.iter().find(|s| s.producer_id == t.producer_id);
+                            json!({"trackSid": t.sid, "producerId": t.producer_id, "kind": t.kind,
+                                   "source": t.source, "muted": t.muted, "mimeType": t.mime_type,
+                                   "packets": s.map_or(0, |s| s.packets), "bytes": s.map_or(0, |s| s.bytes)})
+                        })
+                        .collect();
+                    let subscriptions: Vec<_> = transports
+                        .into_iter()
+                        .map(super::media::transport_stats)
+                        .collect();
+                    participants.push(json!({
+                        "identity": p.info.identity, "sid": p.info.sid,
+                        "quality": p.quality.map(|q| q.as_str()),
+                        "tracks": tracks, "subscriptions": subscriptions,
+                    }));
+                }
+                Ok(AdminReply::Stats(json!({
+                    "room": self.name, "sid": self.sid, "participants": participants,
+                })))
+            }
             AdminOp::UpdateRoomMetadata { metadata } => {
                 check_len("metadata", &metadata, MAX_METADATA_BYTES)?;
                 self.metadata = metadata;

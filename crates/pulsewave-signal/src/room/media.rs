@@ -10,8 +10,9 @@ use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{
     ConsumerId, ConsumerStats, DataChannelInfo, DataConsumerId, DataKind, DataProducerId,
-    ErrorCode, MediaKind, ParticipantSid, ProducerId, RequestId, ServerMessage, SpeakerInfo,
-    StreamState, SubscribedLayer, TrackInfo, TrackSid, TrackSource, TransportId, TransportStats,
+    ErrorCode, MediaKind, ParticipantSid, ProducerId, Quality, RequestId, ServerMessage,
+    SpeakerInfo, StreamState, SubscribedLayer, TrackInfo, TrackSid, TrackSource, TransportId,
+    TransportStats,
 };
 use tracing::debug;
 
@@ -662,6 +663,29 @@ impl RoomActor {
                     None,
                 );
             }
+            MediaEvent::ConnectionQuality { owner, quality } => {
+                let quality = match quality {
+                    pulsewave_core::ConnectionQuality::Excellent => Quality::Excellent,
+                    pulsewave_core::ConnectionQuality::Good => Quality::Good,
+                    pulsewave_core::ConnectionQuality::Poor => Quality::Poor,
+                    pulsewave_core::ConnectionQuality::Lost => Quality::Lost,
+                };
+                let Some(p) = self.participants.iter_mut().find(|p| p.owner == owner) else {
+                    return;
+                };
+                p.quality = Some(quality);
+                let message = ServerMessage::ConnectionQuality {
+                    participant_identity: p.info.identity.clone(),
+                    participant_sid: p.info.sid.clone(),
+                    quality,
+                };
+                let (hidden, sid) = (p.info.permission.hidden, p.info.sid.clone());
+                if hidden {
+                    self.send_to(&sid, &message, None);
+                } else {
+                    self.broadcast(&message, None);
+                }
+            }
             MediaEvent::ActiveSpeakers { speakers } => {
                 // One entry per participant (its loudest track), loudest first.
                 let mut list: Vec<SpeakerInfo> = Vec::new();
@@ -901,7 +925,7 @@ impl RoomActor {
 pub(crate) const SCREEN_PRIORITY: u8 = 255;
 
 /// A core allocation as the `stats` message shows it.
-fn transport_stats(t: TransportAllocation) -> TransportStats {
+pub(crate) fn transport_stats(t: TransportAllocation) -> TransportStats {
     TransportStats {
         transport_id: t.transport_id,
         available_outgoing_bitrate: t.available_outgoing_bitrate,

@@ -16,6 +16,7 @@ mod feedback;
 mod lifecycle;
 mod limits;
 mod media;
+mod quality;
 mod simulcast;
 mod speakers;
 
