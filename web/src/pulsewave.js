@@ -193,6 +193,10 @@ export class RemoteTrack {
  * - `trackMuted` / `trackUnmuted` ({participantIdentity, producerId, trackSid, source, kind, local, subscription})
  * - `localTrackEnded` (LocalTrackPublication; it has been unpublished)
  * - `data` ({participantIdentity, data, kind, topic})
+ * - `participantUpdated` ({participant, local}), `roomUpdated` ({name, sid, metadata})
+ * - `activeSpeakers` ([{participantIdentity, participantSid, level}], loudest first)
+ * - `connectionQuality` ({participantIdentity, quality, local})
+ * - `subscriptionsUpdated` ({trackSids, producerIds, subscribe}) after the server API asked
  * - `transportState` ({direction, state})
  * - `error` (PulseWaveError or Error, with `operation`)
  * - `message` (every raw server message, for debugging)

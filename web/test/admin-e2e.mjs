@@ -23,11 +23,18 @@
 // speaker (client.activeSpeakers, and the demo's tile highlighted) and
 // never itself.
 //
+// Connection quality on a lossy link (only with PULSEWAVE_IPTABLES_LOSS=1,
+// which run-browser-tests.sh sets inside its private network namespace,
+// never on the host): an iptables `statistic` rule drops 25 % of the UDP
+// datagrams to the server's media port; the publishing page must see its
+// own quality go `poor`, and come back once the rule is removed.
+//
 // Environment: PULSEWAVE_URLS (or PULSEWAVE_URL), PULSEWAVE_API_KEY and
 // PULSEWAVE_API_SECRET (default devkey / secret, the --dev pair),
 // CHROMIUM_PATH, PULSEWAVE_ARTIFACTS.
 // Exit status: 0 passed, 1 a check failed, 2 setup failed, 3 time limit.
 
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
@@ -290,6 +297,53 @@ async function speakers() {
   }
 }
 
+/** Connection quality degrades under iptables loss and recovers. */
+async function lossyLink() {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--allow-loopback-in-peer-connection', '--disable-dev-shm-usage'],
+  });
+  let rule = null;
+  try {
+    const room = `${ROOM}-lossy`;
+    const ctx = await browser.newContext();
+    await ctx.grantPermissions(['camera', 'microphone'], { origin: new URL(OWNER).origin });
+    const page = await ctx.newPage();
+    pages.push({ identity: 'lossy', page, console: [] });
+    await page.goto(`${OWNER}/demo/`, { timeout: 15_000 });
+    await page.addScriptTag({ url: '/demo/pulsewave.js' });
+    const at = new AccessToken(KEY, SECRET, { identity: 'lossy', ttl: '10m' });
+    at.addGrant({ roomJoin: true, room, canPublish: true, canSubscribe: true });
+    const port = await page.evaluate(async (jwt) => {
+      const c = new window.PulseWave.PulseWaveClient({ url: location.origin, token: jwt });
+      let port = null;
+      c.on('message', (m) => {
+        if (m.type === 'transport-created') port ??= m.transport?.iceCandidates?.[0]?.port ?? null;
+      });
+      window.t = { c };
+      await c.connect();
+      const s = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 320, height: 240 } });
+      await c.publish(s.getAudioTracks()[0], { source: 'microphone' });
+      await c.publish(s.getVideoTracks()[0], { source: 'camera' });
+      return port;
+    }, await at.toJwt());
+    check(Number.isInteger(port), `no media port in transport-created: ${port}`);
+    const quality = () => page.evaluate(() => window.t.c.connectionQuality.get('lossy'));
+    await until('the publisher\'s quality is good or excellent', async () => ['excellent', 'good'].includes(await quality()), 20_000);
+    rule = ['INPUT', '-p', 'udp', '--dport', String(port), '-m', 'statistic', '--mode', 'random', '--probability', '0.25', '-j', 'DROP'];
+    execFileSync('iptables', ['-A', ...rule]);
+    await until('the publisher\'s quality drops to poor under 25 % loss', async () => (await quality()) === 'poor', 20_000);
+    execFileSync('iptables', ['-D', ...rule]);
+    rule = null;
+    await until('the quality recovers once the loss stops', async () => ['excellent', 'good'].includes(await quality()), 20_000);
+    log('PASS connection quality degrades with iptables loss and recovers');
+  } finally {
+    if (rule) execFileSync('iptables', ['-D', ...rule]);
+    await browser.close().catch(() => {});
+  }
+}
+
 async function main() {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -486,6 +540,8 @@ async function main() {
     await browser.close().catch(() => {});
   }
   await speakers();
+  if (process.env.PULSEWAVE_IPTABLES_LOSS === '1') await lossyLink();
+  else log('lossy-link scenario not run: it needs PULSEWAVE_IPTABLES_LOSS=1 (a private network namespace)');
 }
 
 try {

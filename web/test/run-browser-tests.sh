@@ -181,7 +181,11 @@ if [ "${1:-}" = "--inner" ]; then
     PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/e2e.mjs" || status=$?
     # The server API with LiveKit's Node server SDK (--dev: devkey / secret).
     admin_status=0
-    PULSEWAVE_URLS="http://127.0.0.1:$port" PULSEWAVE_WEBHOOK_PORT="$hook_port" \
+    # In the private network namespace, iptables may drop datagrams for
+    # the lossy-link scenario (never on the host network).
+    iptables_loss=0
+    if [ "$mode" = "netns" ]; then iptables_loss=1; fi
+    PULSEWAVE_URLS="http://127.0.0.1:$port" PULSEWAVE_WEBHOOK_PORT="$hook_port" PULSEWAVE_IPTABLES_LOSS="$iptables_loss" \
       node "$WEB_DIR/test/admin-e2e.mjs" || admin_status=$?
     if [ "$status" = 0 ]; then status=$admin_status; fi
   fi
@@ -253,6 +257,12 @@ say "server binary: $PULSEWAVE_SERVER_BIN"
 if [ "${PULSEWAVE_NETNS:-1}" = 0 ]; then
   say "WARNING: PULSEWAVE_NETNS=0: using the host network"
 elif unshare -n true 2>/dev/null && command -v ip >/dev/null; then
+  if ! command -v iptables >/dev/null 2>&1; then
+    # The lossy-link scenario of admin-e2e.mjs drops datagrams with
+    # iptables inside the namespace.
+    say "installing iptables with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
+  fi
   say "running in a loopback-only network namespace"
   exec unshare -n "$SELF" --inner netns
 else
