@@ -10,7 +10,7 @@
 //!   with the server's API key pair, whose `sha256` claim is the body's hash
 //!   ([`pulsewave_auth::sign_webhook`]), as LiveKit's `WebhookReceiver`
 //!   checks.
-//! - The room's actor only queues the event ([`WebhookNotifier::notify`]
+//! - The room's actor only queues the event (`WebhookNotifier::notify`
 //!   never waits). A background task keeps one ordered queue per room (at
 //!   most [`ROOM_QUEUE`] events) and a delivery task per room, so a slow
 //!   receiver never blocks a room, events of one room arrive in order, and
