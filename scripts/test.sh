@@ -16,14 +16,19 @@ step "toolchain"
 cargo --version
 rustc --version
 
-step "system packages: redis-server (cluster tests)"
+step "system packages: redis-server (cluster tests), iproute2 (shaped-link tests)"
 # The cluster tests start their own redis-server on a free loopback port
-# (never the system one); only the binary is needed.
-if ! command -v redis-server >/dev/null 2>&1; then
+# (never the system one); only the binary is needed. The shaped-link
+# browser test needs ip and tc.
+PACKAGES=""
+command -v redis-server >/dev/null 2>&1 || PACKAGES="$PACKAGES redis-server"
+command -v tc >/dev/null 2>&1 || PACKAGES="$PACKAGES iproute2"
+if [ -n "$PACKAGES" ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends redis-server
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends $PACKAGES
 fi
 redis-server --version
 
@@ -53,5 +58,8 @@ cargo run --locked -p pulsewave-examples --example embed_core
 step "browser end-to-end tests (headless Chromium, mediasoup-client)"
 cargo build -p pulsewave-server --locked
 PULSEWAVE_SERVER_BIN="$PWD/target/debug/pulsewave-server" bash web/test/run-browser-tests.sh
+
+step "browser over a shaped link: adaptive media (network namespaces, tbf)"
+PULSEWAVE_SERVER_BIN="$PWD/target/debug/pulsewave-server" bash web/test/run-network-tests.sh
 
 step "all tests passed"

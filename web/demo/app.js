@@ -38,6 +38,7 @@ const ui = {
   cam: $('toggle-cam'),
   screen: $('toggle-screen'),
   leave: $('leave'),
+  bandwidth: $('bandwidth'),
 };
 
 let client = null;
@@ -122,7 +123,10 @@ function ensureTile(identity, name, slot, isLocal) {
   const camBadge = document.createElement('span');
   camBadge.className = 'badge cam-badge';
   camBadge.textContent = 'camera off';
-  label.append(nameEl, micBadge, camBadge);
+  const layerBadge = document.createElement('span');
+  layerBadge.className = 'badge layer-badge';
+  layerBadge.title = 'layer received: spatial/temporal (paused: not enough bandwidth)';
+  label.append(nameEl, micBadge, camBadge, layerBadge);
   tile.append(video, placeholder, label);
   if (isLocal) ui.grid.prepend(tile);
   else ui.grid.append(tile);
@@ -270,18 +274,57 @@ function wireClient(c) {
     if (e.track?.source === 'screen') removeTile(e.participantIdentity, 'screen');
     refreshBadges(e.participantIdentity);
   });
+  // Adaptive media: each tile shows the layer it gets; the header the
+  // server's estimate toward this client.
+  const layerText = (sub, l) =>
+    sub.streamState === 'paused' ? 'paused: low bandwidth' : l?.spatialLayer == null ? '' : `S${l.spatialLayer} T${l.temporalLayer}`;
+  const showLayer = (sub) => {
+    if (sub.kind !== 'video') return;
+    const slot = sub.source === 'screen' ? 'screen' : 'camera';
+    const tile = document.querySelector(`.tile[data-identity="${CSS.escape(sub.participantIdentity)}"][data-source="${slot}"]`);
+    const badge = tile?.querySelector('.layer-badge');
+    if (!badge) return;
+    badge.textContent = layerText(sub, sub.layers);
+    tile.dataset.layer = badge.textContent;
+  };
+  c.on('layersChanged', ({ subscription }) => showLayer(subscription));
+  c.on('streamStateChanged', ({ subscription, state }) => {
+    logEvent('streamStateChanged', { identity: subscription.participantIdentity, source: subscription.source, state });
+    showLayer(subscription);
+  });
+  const estimateTimer = setInterval(async () => {
+    if (c.state !== 'connected' || !ui.bandwidth) return;
+    try {
+      const transports = await c.getStats();
+      const t = transports[0];
+      ui.bandwidth.textContent = t?.availableOutgoingBitrate
+        ? `down ${(t.availableOutgoingBitrate / 1e6).toFixed(2)} Mbit/s, using ${(t.allocatedBitrate / 1e6).toFixed(2)}`
+        : '';
+    } catch {
+      // not connected any more
+    }
+  }, 2000);
+  c.on('disconnected', () => clearInterval(estimateTimer));
   c.on('trackSubscribed', (sub) => {
     logEvent('trackSubscribed', { identity: sub.participantIdentity, source: sub.source, kind: sub.kind, producerId: sub.producerId });
     const name = participantName(sub.participantIdentity);
     if (sub.kind === 'video') {
       const slot = sub.source === 'screen' ? 'screen' : 'camera';
-      setTileVideo(ensureTile(sub.participantIdentity, name, slot, false), sub.track);
+      const tile = ensureTile(sub.participantIdentity, name, slot, false);
+      setTileVideo(tile, sub.track);
+      // Adaptive stream: the server sends what the tile's size needs (the
+      // tile, not its <video>: that one is hidden until video arrives).
+      sub.detachView?.();
+      // A tile scrolled out of the grid keeps its video (the grid scrolls
+      // on small windows); a hidden one gets none.
+      sub.detachView = c.attachVideo(sub, tile, { pauseOffscreen: false });
     } else {
       attachAudio(sub.participantIdentity, sub.source, sub.track);
     }
     refreshBadges(sub.participantIdentity);
   });
   c.on('trackUnsubscribed', (sub) => {
+    sub.detachView?.();
     logEvent('trackUnsubscribed', { identity: sub.participantIdentity, source: sub.source, kind: sub.kind, producerId: sub.producerId });
     if (sub.kind === 'video') {
       if (sub.source === 'screen') removeTile(sub.participantIdentity, 'screen');

@@ -190,6 +190,9 @@ export class RemoteTrack {
  * - `participantJoined` / `participantLeft` (ParticipantInfo)
  * - `trackPublished` (TrackInfo) / `trackUnpublished` ({participantIdentity, producerId, trackSid, track})
  * - `trackSubscribed` / `trackUnsubscribed` (RemoteTrack)
+ * - `streamStateChanged` ({subscription, state: 'active'|'paused', reason}): the server paused a video for congestion, or restarted it
+ * - `layersChanged` ({subscription, spatialLayer, temporalLayer}): the layers a subscription receives changed
+ * - `subscribedLayers` ({publication, layers}): dynacast turned encodings of a published track on or off
  * - `trackMuted` / `trackUnmuted` ({participantIdentity, producerId, trackSid, source, kind, local, subscription})
  * - `localTrackEnded` (LocalTrackPublication; it has been unpublished)
  * - `data` ({participantIdentity, data, kind, topic})
@@ -395,11 +398,112 @@ export class PulseWaveClient extends Emitter {
    * @param {RemoteTrack} sub
    * @param {number|null} spatialLayer
    */
-  async setPreferredLayers(sub, spatialLayer) {
+  async setPreferredLayers(sub, spatialLayer, temporalLayer = null) {
     const session = this._requireSession();
     if (!sub?.consumerId || sub.closed) throw new PulseWaveError('not subscribed', ErrorCode.ConsumerNotFound);
-    await this._request(session, { type: 'set-preferred-layers', consumerId: sub.consumerId, spatialLayer: spatialLayer ?? null });
+    await this._request(session, {
+      type: 'set-preferred-layers',
+      consumerId: sub.consumerId,
+      spatialLayer: spatialLayer ?? null,
+      temporalLayer: temporalLayer ?? null,
+    });
     sub.preferredSpatialLayer = spatialLayer ?? null;
+    sub.preferredTemporalLayer = temporalLayer ?? null;
+  }
+
+  /**
+   * mediasoup's `consumer.setPriority()`: when this client's bandwidth is
+   * short, higher priorities are served first (1-255; `null`: the track's
+   * own, 255 for screen shares, 1 for cameras). A pinned tile wants more.
+   * @param {RemoteTrack} sub
+   * @param {number|null} priority
+   */
+  async setSubscriptionPriority(sub, priority) {
+    const session = this._requireSession();
+    if (!sub?.consumerId || sub.closed) throw new PulseWaveError('not subscribed', ErrorCode.ConsumerNotFound);
+    const reply = await this._request(session, { type: 'set-consumer-priority', consumerId: sub.consumerId, priority: priority ?? null });
+    sub.priority = reply.priority;
+  }
+
+  /**
+   * Adaptive stream: tells the server how a video is shown, so it sends no
+   * more than the size needs and nothing while hidden.
+   * @param {RemoteTrack} sub
+   * @param {{disabled?: boolean, width?: number, height?: number}} settings
+   */
+  async setTrackSettings(sub, { disabled = false, width = 0, height = 0 } = {}) {
+    const session = this._requireSession();
+    if (!sub?.consumerId || sub.closed) throw new PulseWaveError('not subscribed', ErrorCode.ConsumerNotFound);
+    await this._request(session, {
+      type: 'update-track-settings',
+      consumerId: sub.consumerId,
+      disabled: Boolean(disabled),
+      width: Math.max(0, Math.round(width)),
+      height: Math.max(0, Math.round(height)),
+    });
+  }
+
+  /**
+   * Adaptive stream for an element (the tile a video is shown in: an
+   * element that stays laid out while the video waits or is muted, or the
+   * server, seeing it hidden, sends no video to show): follows its rendered size
+   * (ResizeObserver, device pixels) and visibility (IntersectionObserver,
+   * `display: none`, a hidden page) and sends `update-track-settings` 100 ms
+   * after the last change. Returns a function that stops following.
+   * With `pauseOffscreen` (the default, as LiveKit's adaptiveStream), an
+   * element scrolled out of view gets no video either.
+   * @param {RemoteTrack} sub
+   * @param {HTMLElement} element
+   * @param {{pauseOffscreen?: boolean}} [options]
+   */
+  attachVideo(sub, element, { pauseOffscreen = true } = {}) {
+    let timer = null;
+    let visible = true;
+    let last = '';
+    const send = () => {
+      timer = null;
+      if (sub.closed || !sub.consumerId || this.state !== 'connected') return;
+      const ratio = globalThis.devicePixelRatio || 1;
+      const rect = element.getBoundingClientRect();
+      const hidden = !visible || rect.width === 0 || rect.height === 0 || globalThis.document?.visibilityState === 'hidden';
+      const settings = { disabled: hidden, width: rect.width * ratio, height: rect.height * ratio };
+      const key = `${settings.disabled}:${Math.round(settings.width)}x${Math.round(settings.height)}`;
+      if (key === last) return;
+      last = key;
+      this.setTrackSettings(sub, settings).catch((err) => {
+        last = '';
+        if (!sub.closed) this._emitError(err, 'setTrackSettings', { producerId: sub.producerId });
+      });
+    };
+    const schedule = () => {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(send, 100);
+    };
+    const resize = typeof ResizeObserver === 'function' ? new ResizeObserver(schedule) : null;
+    resize?.observe(element);
+    const intersect =
+      pauseOffscreen && typeof IntersectionObserver === 'function'
+        ? new IntersectionObserver((entries) => {
+            visible = entries.some((e) => e.isIntersecting);
+            schedule();
+          })
+        : null;
+    intersect?.observe(element);
+    const onVisibility = () => schedule();
+    globalThis.document?.addEventListener?.('visibilitychange', onVisibility);
+    schedule();
+    return () => {
+      if (timer) clearTimeout(timer);
+      resize?.disconnect();
+      intersect?.disconnect();
+      globalThis.document?.removeEventListener?.('visibilitychange', onVisibility);
+    };
+  }
+
+  /** The server's view of this client's receive transports (`get-stats`). */
+  async getStats() {
+    const reply = await this._request(this._requireSession(), { type: 'get-stats' });
+    return reply.transports ?? [];
   }
 
   /** Sends a raw protocol request on the current session; resolves with its reply. */
@@ -921,6 +1025,28 @@ export class PulseWaveClient extends Emitter {
         });
         return;
       }
+      case 'subscribed-layers': {
+        // Dynacast: encode only the layers someone watches.
+        const pub = this._publications.find((p) => p.producerId === msg.producerId);
+        if (pub && this._options.dynacast !== false) this._applySubscribedLayers(pub, msg.layers ?? []);
+        return;
+      }
+      case 'stream-state-changed': {
+        const sub = [...session.subs.values()].find((s) => s.consumerId === msg.consumerId);
+        if (sub) {
+          sub.streamState = msg.state;
+          this.emit('streamStateChanged', { subscription: sub, state: msg.state, reason: msg.reason });
+        }
+        return;
+      }
+      case 'consumer-layers-changed': {
+        const sub = [...session.subs.values()].find((s) => s.consumerId === msg.consumerId);
+        if (sub) {
+          sub.layers = { spatialLayer: msg.spatialLayer, temporalLayer: msg.temporalLayer };
+          this.emit('layersChanged', { subscription: sub, ...sub.layers });
+        }
+        return;
+      }
       case 'data':
         this.emit('data', {
           participantIdentity: msg.participantIdentity,
@@ -1016,6 +1142,31 @@ export class PulseWaveClient extends Emitter {
       default:
         // Replies (already resolved) and messages this client does not use.
         return;
+    }
+  }
+
+  async _applySubscribedLayers(pub, layers) {
+    const producer = pub.producer;
+    const sender = producer?.rtpSender;
+    if (!sender || producer.closed) return;
+    const params = sender.getParameters();
+    // One encoding: nothing to switch (stopping a whole track is a mute).
+    if (!params.encodings || params.encodings.length < 2) return;
+    let changed = false;
+    params.encodings.forEach((enc, i) => {
+      const wanted = layers.find((l) => (l.rid && enc.rid ? l.rid === enc.rid : l.spatialLayer === i));
+      if (wanted && enc.active !== wanted.active) {
+        enc.active = wanted.active;
+        changed = true;
+      }
+    });
+    if (!changed) return;
+    try {
+      await sender.setParameters(params);
+      pub.activeLayers = params.encodings.map((e) => e.active);
+      this.emit('subscribedLayers', { publication: pub, layers });
+    } catch (err) {
+      this._emitError(err, 'dynacast', { producerId: pub.producerId });
     }
   }
 

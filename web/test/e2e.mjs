@@ -522,6 +522,65 @@ async function main() {
       log(`${A.name} sees ${B.name}'s camera at ${top} px, ${low} px with layer 0 (${C.name}: ${carol} px), ${back} px after lifting it`);
     });
 
+    await scenario('dynacast: nobody wants the top layer, the publisher stops encoding it; wanted again, it resumes', async () => {
+      // B's top encoding (rid with the largest frameWidth) and its frames.
+      // B's highest encoding that is being encoded now (frames rising).
+      const first = await waitFor(B, 'encodes at least two simulcast layers of its camera', async () => {
+        const pub = window.pulsewave?.publications.find((x) => x.source === 'camera');
+        const sample = async () =>
+          [...(await pub.producer.getStats()).values()].filter((r) => r.type === 'outbound-rtp' && r.rid);
+        const a = await sample();
+        await new Promise((r) => setTimeout(r, 1000));
+        const b = await sample();
+        const live = b.filter((r) => (r.framesEncoded ?? 0) > (a.find((x) => x.rid === r.rid)?.framesEncoded ?? 0));
+        live.sort((x, y) => (y.frameWidth ?? 0) - (x.frameWidth ?? 0));
+        return live.length >= 2 ? { rid: live[0].rid, framesEncoded: live[0].framesEncoded } : { pending: b.map((r) => [r.rid, r.framesEncoded]) };
+      }, undefined, { timeoutMs: 20_000 });
+      const prefer = (p, layer) =>
+        evaluate(p, ([i, l]) => {
+          const sub = [...window.pulsewave.subscriptions.values()].find((x) => x.participantIdentity === i && x.source === 'camera');
+          return window.pulsewave.setPreferredLayers(sub, l).then(() => true);
+        }, [B.identity, layer]);
+      await prefer(A, 0);
+      await prefer(C, 0);
+      // Fewer layers are asked for 5 s after the last change.
+      const stopped = await waitFor(B, `stops encoding its top camera layer (${first.rid}) once nobody wants it`, async (rid) => {
+        const pub = window.pulsewave.publications.find((x) => x.source === 'camera');
+        const sample = async () => {
+          const r = [...(await pub.producer.getStats()).values()].find((x) => x.type === 'outbound-rtp' && x.rid === rid);
+          return r?.framesEncoded ?? 0;
+        };
+        const a = await sample();
+        await new Promise((r) => setTimeout(r, 1500));
+        const b = await sample();
+        return b - a <= 1 ? { frames: b } : { pending: { rid, grew: b - a } };
+      }, first.rid, { timeoutMs: 25_000 });
+      await prefer(A, null);
+      await prefer(C, null);
+      const resumed = await waitFor(B, `encodes its top camera layer (${first.rid}) again once it is wanted`, async ([rid, from]) => {
+        const pub = window.pulsewave.publications.find((x) => x.source === 'camera');
+        const r = [...(await pub.producer.getStats()).values()].find((x) => x.type === 'outbound-rtp' && x.rid === rid);
+        return (r?.framesEncoded ?? 0) > from + 10 ? r.framesEncoded : { pending: r?.framesEncoded };
+      }, [first.rid, stopped.frames], { timeoutMs: 15_000 });
+      log(`${B.name}'s ${first.rid}: stopped at ${stopped.frames} frames when unwanted, ${resumed} once wanted again`);
+    });
+
+    await scenario('adaptive stream: a hidden tile gets no video, shown again it resumes', async () => {
+      const setHidden = (hidden) =>
+        evaluate(A, ([i, h]) => {
+          const tile = document.querySelector(`.tile[data-identity="${CSS.escape(i)}"][data-source="camera"]`);
+          if (!tile) return false;
+          tile.style.display = h ? 'none' : '';
+          return true;
+        }, [B.identity, hidden]);
+      check(await setHidden(true), `${A.name} has no tile for ${B.name}'s camera`);
+      await waitForQuiet(A, `receives no video for ${B.name}'s hidden tile (at most +3 packets in 2 s)`, B.identity, 'camera', 'packetsReceived', 3, 2000);
+      check(await setHidden(false), `${A.name} lost the tile for ${B.name}'s camera`);
+      await waitForRise(A, `decodes ${B.name}'s camera again once its tile is shown`, [
+        { identity: B.identity, source: 'camera', field: 'framesDecoded', n: 5 },
+      ]);
+    });
+
     await scenario('mute: camera mute stops the video everywhere, unmute resumes it', async () => {
       const watchers = [B, C];
       for (const w of watchers) await waitSubscriptions(w, [[A.identity, 'camera']], 5000);

@@ -26,6 +26,8 @@
 #   PULSEWAVE_CLUSTER_E2E=0  skip the cluster test (it needs redis-server);
 #                         only together with PULSEWAVE_ALLOW_SKIP=1: a skip is
 #                         a failure unless explicitly allowed
+#   PULSEWAVE_E2E_BWE=true  run these servers with bandwidth estimation (off
+#                         by default here: see the server start below)
 #   PULSEWAVE_COMPAT_ONLY=1  run only the compatibility matrix (compat.mjs):
 #                         no client.test.mjs, no e2e.mjs, no cluster test
 set -euo pipefail
@@ -81,6 +83,7 @@ run_cluster_tests() {
       MEDIASOUP_NUM_WORKERS=1 MEDIASOUP_MIN_PORT=$((media + i * 50)) MEDIASOUP_MAX_PORT=$((media + i * 50 + 49)) \
       ROOM_EMPTY_TIMEOUT=1s DRAIN_TIMEOUT=2s DEMO_ENABLED=true PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
       WEBHOOK_URLS="http://127.0.0.1:$hook_port/webhook" \
+      BANDWIDTH_ESTIMATION="${PULSEWAVE_E2E_BWE:-false}" \
       "$PULSEWAVE_SERVER_BIN" >"$PULSEWAVE_ARTIFACTS/cluster-node-$i.log" 2>&1 &
     pids+=($!)
     i=$((i + 1))
@@ -136,7 +139,14 @@ if [ "${1:-}" = "--inner" ]; then
   server_log="$PULSEWAVE_ARTIFACTS/server.log"
   say "starting $PULSEWAVE_SERVER_BIN --dev --port $port (log: $server_log)"
   # The server serves the demo from web/ (see web/README.md).
-  PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" WEBHOOK_URLS="http://127.0.0.1:$hook_port/webhook" \
+  # Bandwidth estimation is off here: with three or four Chromium instances
+  # and the server on two cores, scheduling delays read as queueing to the
+  # delay-based estimator (the estimate toward each page on loopback falls
+  # to ~0.3 Mbit/s) and these tests count frames. Adaptive media in
+  # browsers is tested by run-network-tests.sh, with fewer pages and a real
+  # bottleneck.
+  BANDWIDTH_ESTIMATION="${PULSEWAVE_E2E_BWE:-false}" PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
+    WEBHOOK_URLS="http://127.0.0.1:$hook_port/webhook" \
     "$PULSEWAVE_SERVER_BIN" --dev --port "$port" >"$server_log" 2>&1 &
   server_pid=$!
   stop_server() {

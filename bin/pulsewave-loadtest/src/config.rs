@@ -38,6 +38,11 @@ pub struct Config {
     /// publishes no video.
     #[arg(long, default_value = "1mbps", value_parser = parse_bitrate)]
     pub video_bitrate: u64,
+    /// Emulated downlink of every subscriber (`300kbps`, `1mbps`): datagrams
+    /// past it are dropped as a policed access link would, and the report
+    /// shows the layers and pauses the server's allocator chose. `0`: none.
+    #[arg(long, default_value = "0", value_parser = parse_bitrate)]
+    pub subscriber_bitrate_cap: u64,
     /// Video frames per second.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=240))]
     pub video_fps: u32,

@@ -47,6 +47,8 @@ pub struct Report {
     pub client: ClientFigures,
     /// The server, with `--server-pid` or `--metrics`.
     pub server: Option<ServerFigures>,
+    /// What the server's bandwidth allocator did for the subscribers.
+    pub adaptive: AdaptiveFigures,
     /// Errors counted (failed participants, failed subscriptions, tracks
     /// subscribed that never delivered a packet).
     pub errors: u64,
@@ -71,6 +73,8 @@ pub struct ConfigSummary {
     pub subscribers: usize,
     /// Video bits per second per publisher.
     pub video_bitrate_bps: u64,
+    /// `--subscriber-bitrate-cap` (0: none).
+    pub subscriber_bitrate_cap_bps: u64,
     /// Video frames per second.
     pub video_fps: u32,
     /// Audio on.
@@ -83,6 +87,18 @@ pub struct ConfigSummary {
     pub max_loss_percent: Option<f64>,
     /// `--max-errors`.
     pub max_errors: u64,
+}
+
+/// What the server's allocator chose for the subscribers' video.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdaptiveFigures {
+    /// `consumer-layers-changed` messages received.
+    pub layer_changes: u64,
+    /// Video consumers paused for congestion (`stream-state-changed`).
+    pub congestion_pauses: u64,
+    /// The layers each video consumer had last, counted by
+    /// `s<spatial>t<temporal>` (`none`: no video at the end).
+    pub final_layers: std::collections::BTreeMap<String, u64>,
 }
 
 /// Participant counts.
@@ -444,6 +460,7 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             publishers: c.publishers,
             subscribers: c.subscribers,
             video_bitrate_bps: c.video_bitrate,
+            subscriber_bitrate_cap_bps: c.subscriber_bitrate_cap,
             video_fps: c.video_fps,
             audio: c.audio,
             duration_seconds: c.duration.as_secs_f64(),
@@ -482,6 +499,18 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             foreign_packets: i.subscribers.iter().map(|s| s.foreign_packets).sum(),
         },
         server: i.server,
+        adaptive: {
+            let mut final_layers = std::collections::BTreeMap::new();
+            for (_, l) in i.subscribers.iter().flat_map(|r| r.layers.iter()) {
+                let key = l.map_or_else(|| "none".to_owned(), |(s, t)| format!("s{s}t{t}"));
+                *final_layers.entry(key).or_insert(0) += 1;
+            }
+            AdaptiveFigures {
+                layer_changes: i.subscribers.iter().map(|r| r.layer_changes).sum(),
+                congestion_pauses: i.subscribers.iter().map(|r| r.congestion_pauses).sum(),
+                final_layers,
+            }
+        },
         errors,
         error_texts,
         passed: failures.is_empty(),
@@ -547,6 +576,22 @@ impl Report {
             mbps(w.bitrate_received_bps),
             w.packets_received,
             w.packets_expected
+        );
+        let a = &self.adaptive;
+        let _ = writeln!(
+            o,
+            "allocator     {} layer changes, {} congestion pauses, final layers {:?}{}",
+            a.layer_changes,
+            a.congestion_pauses,
+            a.final_layers,
+            if c.subscriber_bitrate_cap_bps > 0 {
+                format!(
+                    " (subscribers capped at {})",
+                    mbps(c.subscriber_bitrate_cap_bps as f64)
+                )
+            } else {
+                String::new()
+            }
         );
         let s = |x: &Summary| format!("p50 {:.2} p99 {:.2} max {:.2}", x.p50, x.p99, x.max);
         let _ = writeln!(o, "latency ms    {}", s(&self.latency_ms));

@@ -10,7 +10,7 @@ use pulsewave_client::{
     Client, ClientEvent, LocalTrackHandle, PublishOptions, RemoteTrack, SyntheticConfig,
     SyntheticSource, parse_synthetic,
 };
-use pulsewave_protocol::{MediaKind, ProducerId, ServerMessage};
+use pulsewave_protocol::{ConsumerId, MediaKind, ProducerId, ServerMessage, StreamState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -131,6 +131,12 @@ pub(crate) struct SubscriberResult {
     pub(crate) dropped_events: u64,
     pub(crate) foreign_packets: u64,
     pub(crate) errors: Vec<String>,
+    /// `consumer-layers-changed` received.
+    pub(crate) layer_changes: u64,
+    /// `stream-state-changed` to `paused` received.
+    pub(crate) congestion_pauses: u64,
+    /// The last layers of each video consumer (`None`: no video).
+    pub(crate) layers: Vec<(ConsumerId, Option<(u8, u8)>)>,
 }
 
 fn token(
@@ -577,10 +583,11 @@ async fn connect_and_join(
 ) -> Result<Client, String> {
     let joined = async {
         let token = token(&ctx.config, &spec.identity, &spec.room, spec.publisher)?;
-        let mut client = Client::builder()
-            .event_capacity(event_capacity)
-            .connect(&spec.url, &token)
-            .await?;
+        let mut builder = Client::builder().event_capacity(event_capacity);
+        if !spec.publisher && ctx.config.subscriber_bitrate_cap > 0 {
+            builder = builder.receive_bitrate_cap(ctx.config.subscriber_bitrate_cap);
+        }
+        let mut client = builder.connect(&spec.url, &token).await?;
         client.join(&spec.room).await?;
         Ok::<_, LoadTestError>(client)
     }
@@ -703,6 +710,23 @@ async fn subscriber(ctx: Arc<Ctx>, spec: Spec, ready: mpsc::Sender<bool>) -> Sub
                     {
                         requested.push(track.producer_id.clone());
                         subscribe(track.producer_id);
+                    }
+                }
+                Some(ClientEvent::Signal(ServerMessage::ConsumerLayersChanged {
+                    consumer_id,
+                    spatial_layer,
+                    temporal_layer,
+                })) => {
+                    result.layer_changes += 1;
+                    let layers = spatial_layer.zip(temporal_layer);
+                    match result.layers.iter_mut().find(|(c, _)| *c == consumer_id) {
+                        Some(entry) => entry.1 = layers,
+                        None => result.layers.push((consumer_id, layers)),
+                    }
+                }
+                Some(ClientEvent::Signal(ServerMessage::StreamStateChanged { state, .. })) => {
+                    if state == StreamState::Paused {
+                        result.congestion_pauses += 1;
                     }
                 }
                 Some(ClientEvent::Closed { reason }) => {

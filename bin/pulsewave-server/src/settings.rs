@@ -259,6 +259,15 @@ fn media_limits(src: &Source<'_>) -> Result<RoomConfig, ConfigError> {
         )?,
         max_incoming_bitrate: limit(src, "MAX_INCOMING_BITRATE", d.max_incoming_bitrate)?,
         max_outgoing_bitrate: limit(src, "MAX_OUTGOING_BITRATE", d.max_outgoing_bitrate)?,
+        bandwidth_estimation: match src.get(&None, "BANDWIDTH_ESTIMATION") {
+            Some(v) => parse_bool("BANDWIDTH_ESTIMATION", &v)?,
+            None => d.bandwidth_estimation,
+        },
+        initial_available_outgoing_bitrate: limit(
+            src,
+            "INITIAL_AVAILABLE_OUTGOING_BITRATE",
+            d.initial_available_outgoing_bitrate,
+        )?,
         ..d
     })
 }

@@ -293,6 +293,7 @@ pub struct ClientBuilder {
     bind_ip: Option<IpAddr>,
     reconnect: Option<ReconnectPolicy>,
     send_capabilities: Option<RtpCapabilities>,
+    receive_bitrate_cap: Option<u64>,
 }
 
 /// How a client reconnects ([`ClientBuilder::reconnect`]), as the
@@ -330,6 +331,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(10),
             event_capacity: 4096,
             bind_ip: None,
+            receive_bitrate_cap: None,
             reconnect: Some(ReconnectPolicy::default()),
             send_capabilities: None,
         }
@@ -360,6 +362,15 @@ impl ClientBuilder {
     /// server's candidate from (127.0.0.1 for a loopback server).
     pub fn bind_ip(mut self, ip: IpAddr) -> Self {
         self.bind_ip = Some(ip);
+        self
+    }
+
+    /// Emulates a downlink of `bits_per_second` on receive transports: a
+    /// datagram past it (with a 100 ms burst) is dropped before it reaches
+    /// the transport, as a policed access link would drop it. For load
+    /// tests of the server's bandwidth allocation.
+    pub fn receive_bitrate_cap(mut self, bits_per_second: u64) -> Self {
+        self.receive_bitrate_cap = Some(bits_per_second.max(1));
         self
     }
 
@@ -423,6 +434,7 @@ impl ClientBuilder {
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             bind_ip: self.bind_ip,
+            receive_bitrate_cap: self.receive_bitrate_cap,
             send_capabilities: self.send_capabilities,
             events_tx: events_weak,
             dropped,
@@ -1115,6 +1127,8 @@ pub(crate) struct Inner {
     pub(crate) request_timeout: Duration,
     connect_timeout: Duration,
     bind_ip: Option<IpAddr>,
+    /// Emulated downlink of receive transports, bits per second.
+    receive_bitrate_cap: Option<u64>,
     /// Payload types and extension ids to send with (else the router's).
     send_capabilities: Option<RtpCapabilities>,
     events_tx: mpsc::WeakSender<ClientEvent>,
@@ -1245,7 +1259,11 @@ impl Inner {
             dropped: self.dropped.clone(),
         };
         let cancel = lock(&self.session_cancel).child_token();
-        let handle = driver::spawn(peer, socket, sink, cancel.clone());
+        let cap = match direction {
+            TransportDirection::Recv => self.receive_bitrate_cap,
+            TransportDirection::Send => None,
+        };
+        let handle = driver::spawn(peer, socket, sink, cancel.clone(), cap);
         self.registry.add(RegisteredTransport {
             id: handle.id.clone(),
             cancel,

@@ -208,6 +208,7 @@ pub(crate) fn spawn(
     socket: UdpSocket,
     sink: EventSink,
     cancel: CancellationToken,
+    receive_cap: Option<u64>,
 ) -> TransportHandle {
     let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (state_tx, state) = watch::channel(LinkState::Connecting);
@@ -227,6 +228,11 @@ pub(crate) fn spawn(
         producers: HashMap::new(),
         consumers: HashMap::new(),
         write_errors: 0,
+        receive_cap: receive_cap.map(|rate| Policer {
+            rate_bytes: rate as f64 / 8.0,
+            tokens: rate as f64 / 8.0 / 10.0,
+            at: Instant::now(),
+        }),
     };
     tokio::spawn(task.run(rx, cancel));
     handle
@@ -253,6 +259,33 @@ struct Task {
     /// consumer -> producer, for received packets.
     consumers: HashMap<ConsumerId, ProducerId>,
     write_errors: u64,
+    /// The emulated downlink ([`crate::ClientBuilder::receive_bitrate_cap`]).
+    receive_cap: Option<Policer>,
+}
+
+/// A token bucket that drops what exceeds a rate (100 ms of burst).
+struct Policer {
+    rate_bytes: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Policer {
+    /// Whether `bytes` pass at `now`.
+    fn pass(&mut self, now: Instant, bytes: usize) -> bool {
+        let burst = self.rate_bytes / 10.0;
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate_bytes).min(burst);
+        // Headers on the wire: IPv4 and UDP.
+        let cost = (bytes + 28) as f64;
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Task {
@@ -300,6 +333,11 @@ impl Task {
                 Wake::Stop => break,
                 Wake::Nothing => {}
                 Wake::Datagram(n, source) => {
+                    if let Some(cap) = self.receive_cap.as_mut()
+                        && !cap.pass(Instant::now(), n)
+                    {
+                        continue;
+                    }
                     let contents = buf.get(..n).unwrap_or_default();
                     if let Err(e) = self.peer.handle_receive(Instant::now(), source, contents) {
                         tracing::debug!(transport = %self.peer.id(), %source, error = %e, "datagram rejected");

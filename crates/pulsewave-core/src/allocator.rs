@@ -30,6 +30,11 @@
 /// forth.
 pub(crate) const UP_HEADROOM: f64 = 1.15;
 
+/// Going up to a new spatial layer starts with its keyframe, several times
+/// the size of its other frames, and its rate is measured less steadily:
+/// such a step also needs this share of the new layer's rate to spare.
+pub(crate) const KEYFRAME_ALLOWANCE: f64 = 0.25;
+
 /// A layer: spatial index and temporal index.
 pub(crate) type LayerId = (u8, u8);
 
@@ -124,10 +129,10 @@ pub(crate) fn allocate(
     let mut pos: Vec<Option<usize>> = vec![None; demands.len()];
     let mut ups: Vec<usize> = vec![0; demands.len()];
     let mut used: u64 = 0;
-    let fits = |used: u64, extra: u64, up: bool| {
+    let fits = |used: u64, extra: u64, up: bool, keyframe: u64| {
         let total = used.saturating_add(extra) as f64;
         if up {
-            total * UP_HEADROOM <= budget as f64
+            total * UP_HEADROOM + keyframe as f64 * KEYFRAME_ALLOWANCE <= budget as f64
         } else {
             total <= budget as f64
         }
@@ -152,7 +157,7 @@ pub(crate) fn allocate(
             continue;
         };
         let c = cost(d, first);
-        if fits(used, c, d.congested) {
+        if fits(used, c, d.congested, c) {
             used += c;
             pos[i] = Some(0);
         }
@@ -181,8 +186,16 @@ pub(crate) fn allocate(
                 if above && limited && ups[i] >= max_up_steps {
                     continue;
                 }
-                let delta = cost(d, next).saturating_sub(cost(d, path(d).nth(p).unwrap_or(next)));
-                if fits(used, delta, above) {
+                let here = path(d).nth(p).unwrap_or(next);
+                let delta = cost(d, next).saturating_sub(cost(d, here));
+                // A new consumer's first layer needs no allowance either:
+                // its first keyframe comes whichever layer it starts on.
+                let keyframe = if next.0 != here.0 && d.current.is_some() {
+                    cost(d, next)
+                } else {
+                    0
+                };
+                if fits(used, delta, above, keyframe) {
                     used += delta;
                     pos[i] = Some(p + 1);
                     if above {

@@ -153,6 +153,9 @@ pub(crate) struct Consumer {
     pub(crate) target: Option<(u8, u8)>,
     /// Paused by the allocator: not even its lowest layer fits.
     pub(crate) congested: bool,
+    /// Whether str0m may pad on its stream (what was last set): not while
+    /// it is stopped.
+    pub(crate) padded: bool,
     /// The bitrate of its target layers.
     pub(crate) allocated: u64,
     /// Temporal layer selection and VP8 rewriting.

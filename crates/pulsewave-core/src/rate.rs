@@ -7,6 +7,11 @@
 use std::time::{Duration, Instant};
 
 /// Temporal layers measured apart (VP8 has at most 4).
+/// What a forwarded packet costs on the wire beyond its payload: IPv4 and
+/// UDP (28 bytes), the RTP header with its extensions (about 20) and the
+/// SRTP tag (10). Layer rates count it, since the estimate does.
+pub(crate) const PACKET_OVERHEAD: usize = 60;
+
 pub(crate) const MAX_TEMPORAL: usize = 4;
 const SLOT: Duration = Duration::from_millis(100);
 const SLOTS: usize = 20;

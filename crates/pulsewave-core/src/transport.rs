@@ -199,6 +199,27 @@ pub(crate) struct BweState {
     pub(crate) timer: Option<Instant>,
     /// No layer goes up before this (after a downgrade for congestion).
     pub(crate) hold_until: Option<Instant>,
+    /// How long the next downgrade holds layers down: doubles when a
+    /// downgrade follows an upgrade closely (the upgrade did not fit),
+    /// back to the base after a stable while.
+    pub(crate) hold_for: Option<std::time::Duration>,
+    /// When a layer last went up, and when one last went down.
+    pub(crate) last_up: Option<Instant>,
+    pub(crate) last_down: Option<Instant>,
+    /// Probing toward `desired` is asked of str0m by raising it: this
+    /// flips on every allocation run while the transport wants more than
+    /// the estimate, and a probe fires on each raise.
+    pub(crate) nudge: bool,
+    /// The next probe is not asked before this; the wait doubles after
+    /// each probe that did not let a layer go up.
+    pub(crate) next_probe: Option<Instant>,
+    pub(crate) probe_every: Option<std::time::Duration>,
+    /// Padding fills the link up to the estimate until then: the
+    /// estimator only raises its estimate a little above what it sees
+    /// acknowledged.
+    pub(crate) probe_until: Option<Instant>,
+    /// The estimate when the last probe started.
+    pub(crate) probe_from: Option<u64>,
     /// What the last allocation gave (video and audio), bits per second.
     pub(crate) allocated: u64,
     /// The `(minimum, desired)` last given to str0m's estimator.
@@ -321,7 +342,9 @@ impl Transport {
             // would go toward the browser, which has its own estimator).
             TransportDirection::Recv => configure_router(
                 if spec.bandwidth_estimation {
-                    config.enable_bwe(Some(Bitrate::bps(spec.initial_bitrate)))
+                    config
+                        .enable_bwe(Some(Bitrate::bps(spec.initial_bitrate)))
+                        .set_bwe_ssrc0_probes(false)
                 } else {
                     config
                 },

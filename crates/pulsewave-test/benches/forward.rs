@@ -82,6 +82,9 @@ fn setup_with(consumers: usize, idle: Idle) -> Setup {
             // The subscribers' consent checks are simulated, but keep the
             // transports whatever the virtual clock does.
             ice_timeout: Duration::from_secs(24 * 3600),
+            // PULSEWAVE_BENCH_BWE=0: without bandwidth estimation and the
+            // allocator (the forwarding of the first versions).
+            bandwidth_estimation: std::env::var("PULSEWAVE_BENCH_BWE").map_or(true, |v| v != "0"),
             ..RoomConfig::default()
         },
         ..SimConfig::default()

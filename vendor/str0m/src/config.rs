@@ -63,6 +63,7 @@ pub struct RtcConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct BweConfig {
     pub(crate) initial_bitrate: Bitrate,
+    pub(crate) ssrc0_probes: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -487,6 +488,23 @@ impl RtcConfig {
         self
     }
 
+    /// Whether BWE probes (SSRC 0, carrying a media's MID) may go out on a
+    /// media that has not sent a packet yet (default `true`).
+    ///
+    /// Chromium routes an SSRC 0 packet that carries the MID of an m-section
+    /// with signaled SSRCs to that m-section's receiver; when such a probe
+    /// arrives before the first packet of the signaled SSRC, the receiver
+    /// never decodes the signaled stream. An SFU whose receivers signal
+    /// their SSRCs (mediasoup-client's `consume()`) turns this off: probes
+    /// then only carry the MID of a media that already sent media. Only
+    /// meaningful with [`Self::enable_bwe()`].
+    pub fn set_bwe_ssrc0_probes(mut self, enabled: bool) -> Self {
+        if let Some(conf) = self.bwe_config.as_mut() {
+            conf.ssrc0_probes = enabled;
+        }
+        self
+    }
+
     /// The initial bitrate as set by [`Self::enable_bwe()`].
     ///
     /// ```
@@ -873,7 +891,10 @@ impl RtcConfig {
 
 impl BweConfig {
     fn new(initial_bitrate: Bitrate) -> Self {
-        Self { initial_bitrate }
+        Self {
+            initial_bitrate,
+            ssrc0_probes: true,
+        }
     }
 }
 

@@ -144,6 +144,9 @@ pub(crate) struct Session {
 
     #[cfg(feature = "_internal_test_exports")]
     pending_probe: Option<crate::bwe_::ProbeClusterConfig>,
+    /// SSRC 0 probes may use a media before it sent anything
+    /// ([`RtcConfig::set_bwe_ssrc0_probes`]).
+    ssrc0_probes: bool,
 }
 
 /// Last RRTR (Receiver Reference Time Report, RFC 3611 §4.4) received from a remote SSRC.
@@ -227,6 +230,7 @@ impl Session {
             mtu: config.mtu.clone(),
             #[cfg(feature = "_internal_test_exports")]
             pending_probe: None,
+            ssrc0_probes: config.bwe_config.as_ref().is_none_or(|c| c.ssrc0_probes),
         }
     }
 
@@ -424,6 +428,10 @@ impl Session {
     // their receive-side congestion controller before discarding the empty payload.
     fn probe_media(&self) -> Option<(Mid, Pt)> {
         self.medias.iter().find_map(|media| {
+            // See RtcConfig::set_bwe_ssrc0_probes.
+            if !self.ssrc0_probes && !self.streams.has_sent_media(media.mid()) {
+                return None;
+            }
             Self::probe_pt(media, &self.codec_config, None).map(|pt| (media.mid(), pt))
         })
     }

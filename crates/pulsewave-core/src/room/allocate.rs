@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use pulsewave_protocol::transport::TransportDirection;
 use pulsewave_protocol::{ConsumerId, MediaKind, TransportId};
 use str0m::bwe::Bitrate;
+use str0m::rtp::Ssrc;
 
 use crate::allocator::{self, Allocation, Demand, MAX_SPATIAL, MAX_TEMPORAL};
 use crate::event::{Event, LayerWanted};
@@ -32,6 +33,42 @@ pub(crate) const ALLOCATION_INTERVAL: Duration = Duration::from_millis(500);
 /// no consumer of the transport goes up for this long: the estimate has
 /// just dropped, and going straight back up is what makes layers flap.
 pub(crate) const HOLD_AFTER_DOWNGRADE: Duration = Duration::from_secs(4);
+
+/// A downgrade this soon after an upgrade means the upgrade did not fit:
+/// the next hold is twice as long, up to [`MAX_HOLD`].
+const FAILED_UPGRADE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The longest hold after repeated failed upgrades.
+const MAX_HOLD: Duration = Duration::from_secs(60);
+
+/// Without a downgrade for this long, holds are back to
+/// [`HOLD_AFTER_DOWNGRADE`].
+const STABLE_RESET: Duration = Duration::from_secs(30);
+
+/// How far above what is wanted a probe is asked for (str0m probes at
+/// `desired` and twice it, capped at twice the estimate).
+const PROBE_NUDGE: f64 = 1.1;
+
+/// The first wait between probes while a consumer is below what it wants;
+/// it doubles after each probe that let nothing go up, up to
+/// [`MAX_PROBE_EVERY`] (LiveKit backs off its probes the same way).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest wait between probes.
+const MAX_PROBE_EVERY: Duration = Duration::from_secs(16);
+
+/// How long a probe pads the link up to the estimate.
+const PROBE_WINDOW: Duration = Duration::from_secs(3);
+
+/// A probe is only tried for a step the estimate could plausibly grow
+/// into: the allocation with the step at most this many times the
+/// estimate. Past it (a link far too small for the next layer), probes
+/// would only congest the link and hurt its audio.
+const PROBE_REACH: f64 = 1.5;
+
+/// The part of the estimate the allocator divides: the rest absorbs
+/// keyframes, retransmissions and an estimate a little above the link.
+const BUDGET_SHARE: f64 = 0.9;
 
 /// Steps each consumer may go above its current layers per allocation run
 /// (each needs its headroom and, for a new spatial layer, a keyframe).
@@ -171,11 +208,13 @@ impl Room {
         if t.direction != TransportDirection::Recv {
             return;
         }
+        // The estimate, never above the transport's hard outgoing cap.
         let estimate = if self.config.bandwidth_estimation {
             Some(
                 t.bwe
                     .available()
-                    .unwrap_or(self.config.initial_available_outgoing_bitrate),
+                    .unwrap_or(self.config.initial_available_outgoing_bitrate)
+                    .min(self.config.max_outgoing_bitrate),
             )
         } else {
             None
@@ -238,12 +277,15 @@ impl Room {
             keys.push(ckey);
             demands.push(d);
         }
-        let budget = estimate.map_or(u64::MAX, |e| e.saturating_sub(audio));
+        let budget = estimate.map_or(u64::MAX, |e| {
+            ((e as f64 * BUDGET_SHARE) as u64).saturating_sub(audio)
+        });
         let up_steps = if hold { 0 } else { UP_STEPS_PER_RUN };
         let mut result: Vec<Allocation> = Vec::with_capacity(demands.len());
         let used = allocator::allocate(budget, &demands, up_steps, &mut result);
         // Apply.
         let mut downgraded = false;
+        let mut upgraded = false;
         let mut probe_step: Option<u64> = None;
         let mut desired: u64 = audio;
         for (i, &ckey) in keys.iter().enumerate() {
@@ -256,7 +298,9 @@ impl Room {
             if a.layer.is_none() && a.optimal.is_some() && probe_step.is_none() {
                 probe_step = a.next_step;
             }
-            downgraded |= self.apply(now, ckey, d, a);
+            let (down, up) = self.apply(now, ckey, d, a);
+            downgraded |= down;
+            upgraded |= up;
         }
         for ckey in hidden {
             self.hide(ckey);
@@ -265,21 +309,93 @@ impl Room {
             return;
         };
         t.bwe.allocated = used.saturating_add(audio);
+        if upgraded {
+            t.bwe.last_up = Some(now);
+            t.bwe.probe_every = None;
+        }
         if downgraded {
-            t.bwe.hold_until = Some(now + HOLD_AFTER_DOWNGRADE);
+            let bwe = &mut t.bwe;
+            let failed_upgrade = bwe
+                .last_up
+                .is_some_and(|u| now.saturating_duration_since(u) < FAILED_UPGRADE_WINDOW);
+            let stable = bwe
+                .last_down
+                .is_none_or(|d| now.saturating_duration_since(d) > STABLE_RESET);
+            let hold_for = match bwe.hold_for {
+                Some(h) if failed_upgrade && !stable => (h * 2).min(MAX_HOLD),
+                Some(h) if !stable => h,
+                _ => HOLD_AFTER_DOWNGRADE,
+            };
+            bwe.hold_for = Some(hold_for);
+            bwe.hold_until = Some(now + hold_for);
+            bwe.last_down = Some(now);
         }
         // Probing: padding up to the next step (when not holding), so the
         // estimate learns whether it fits before a layer goes up; the
         // estimator probes toward everything wanted.
-        if estimate.is_some() {
-            let minimum = t.bwe.allocated + if hold { 0 } else { probe_step.unwrap_or(0) };
+        if let Some(estimate) = estimate {
+            // While something is below what it wants, now and then (less
+            // often after each probe that let nothing go up): `desired` is
+            // raised a little (str0m sends a probe cluster on a raise), and
+            // for a while padding fills the link up to the estimate, so the
+            // estimate can grow toward the next step.
+            let bwe = &mut t.bwe;
+            let reachable = probe_step.is_some_and(|step| {
+                (bwe.allocated.saturating_add(step)) as f64 <= estimate as f64 * PROBE_REACH
+            });
+            if !reachable || hold {
+                if !reachable {
+                    bwe.probe_every = None;
+                    bwe.next_probe = None;
+                    bwe.probe_from = None;
+                }
+                bwe.nudge = false;
+                bwe.probe_until = None;
+            } else if bwe.nudge {
+                bwe.nudge = false;
+            } else if bwe.next_probe.is_none_or(|at| now >= at) {
+                let every = bwe.probe_every.unwrap_or(PROBE_EVERY);
+                bwe.nudge = true;
+                bwe.next_probe = Some(now + PROBE_WINDOW + every);
+                bwe.probe_every = Some((every * 2).min(MAX_PROBE_EVERY));
+                bwe.probe_until = Some(now + PROBE_WINDOW);
+                // str0m's loss-based estimate may stay where a past loss
+                // left it, even with no loss since (it grows only from
+                // what it saw acknowledged): if the last probe did not
+                // move the estimate, start the estimator again from it,
+                // which sends its initial probe clusters.
+                let stuck = bwe
+                    .probe_from
+                    .is_some_and(|from| estimate as f64 <= from as f64 * 1.05);
+                bwe.probe_from = Some(estimate);
+                if stuck {
+                    t.rtc.bwe().reset(Bitrate::bps(estimate));
+                    t.bwe.configured = None;
+                }
+            }
+            let bwe = &mut t.bwe;
+            let probing = bwe.probe_until.is_some_and(|u| now < u);
+            let minimum = if probing {
+                bwe.allocated.max((estimate as f64 * 0.95) as u64)
+            } else {
+                bwe.allocated
+            };
+            let nudge = if t.bwe.nudge { PROBE_NUDGE } else { 1.0 };
             // str0m probes up to twice `desired` and no further: aim above
             // what is wanted (mediasoup: 1.35x), and never below the
             // starting estimate (rates measured in the first second are
             // low).
-            let desired = (desired.saturating_mul(3) / 2)
-                .max(self.config.initial_available_outgoing_bitrate)
-                .max(minimum);
+            // A link far too small for the next step: str0m is not asked to
+            // look beyond the estimate (its own periodic probes go to twice
+            // `desired`, a burst such a link pays for with audio).
+            let desired = if probe_step.is_some() && !reachable {
+                estimate.max(minimum)
+            } else {
+                ((desired.saturating_mul(3) / 2)
+                    .max(self.config.initial_available_outgoing_bitrate)
+                    .max(minimum) as f64
+                    * nudge) as u64
+            };
             let changed = t.bwe.configured.is_none_or(|(m, d)| {
                 m.abs_diff(minimum) * 20 > m.max(1) || d.abs_diff(desired) * 20 > d.max(1)
             });
@@ -289,6 +405,21 @@ impl Room {
                     .bwe()
                     .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
                 drain(key, t, &mut self.out, self.config.ice_timeout);
+            }
+        }
+        // No padding on a stopped consumer's stream: its subscriber would
+        // count it, and it costs for nothing.
+        for &(_, ckey) in &t.mids {
+            let Some(c) = self.consumers.get_mut(ckey) else {
+                continue;
+            };
+            let producer_paused = self.producers.get(c.producer).is_none_or(|p| p.paused);
+            let pad = !(c.paused || producer_paused || c.congested || c.view.disabled);
+            if pad != c.padded {
+                c.padded = pad;
+                if let Some(stream) = t.rtc.direct_api().stream_tx(&Ssrc::from(c.ssrc)) {
+                    stream.set_padding_allowed(pad);
+                }
             }
         }
         // Again in a while, as long as there is something to allocate.
@@ -304,10 +435,16 @@ impl Room {
     }
 
     /// Gives consumer `ckey` its allocation. Returns whether it went down
-    /// for lack of budget.
-    fn apply(&mut self, now: Instant, ckey: ConsumerKey, d: &Demand, a: Allocation) -> bool {
+    /// for lack of budget, and whether it went up.
+    fn apply(
+        &mut self,
+        now: Instant,
+        ckey: ConsumerKey,
+        d: &Demand,
+        a: Allocation,
+    ) -> (bool, bool) {
         let Some(c) = self.consumers.get_mut(ckey) else {
-            return false;
+            return (false, false);
         };
         c.allocated = a.bitrate;
         let pkey = c.producer;
@@ -320,10 +457,10 @@ impl Room {
                     c.target = Some((d.max_spatial, d.max_temporal));
                     c.vp8.target = d.max_temporal;
                 }
-                return false;
+                return (false, false);
             }
             if c.congested {
-                return false;
+                return (false, false);
             }
             c.congested = true;
             c.target = None;
@@ -340,7 +477,18 @@ impl Room {
                     layers: None,
                 });
             }
-            return true;
+            // What str0m's pacer still holds of it would delay the audio
+            // of a link already too small: drop it (the consumer restarts
+            // at a keyframe).
+            let (tkey, ssrc) = (c.transport, c.ssrc);
+            c.layer = None;
+            c.needs_resync = true;
+            if let Some(t) = self.transports.get_mut(tkey)
+                && let Some(stream) = t.rtc.direct_api().stream_tx(&Ssrc::from(ssrc))
+            {
+                stream.discard_queued();
+            }
+            return (true, false);
         };
         let old = c.target;
         let mut restart = false;
@@ -358,12 +506,13 @@ impl Room {
         c.target = Some((s, tl));
         c.vp8.target = tl;
         let went_down = old.is_some_and(|o| (s, tl) < o) && a.layer != a.optimal;
+        let went_up = restart || old.is_some_and(|o| (s, tl) > o);
         let needs_keyframe =
             restart || (old.map(|o| o.0) != Some(s) && c.layer != Some(usize::from(s)));
         if needs_keyframe {
             self.want_keyframe(now, pkey, Some(usize::from(s)));
         }
-        went_down
+        (went_down, went_up)
     }
 
     /// A consumer the subscriber does not show: no video at all.

@@ -513,6 +513,7 @@ impl Room {
             view: View::default(),
             target: (kind == MediaKind::Audio).then_some((0, 0)),
             congested: false,
+            padded: true,
             allocated: 0,
             vp8: Vp8Selector::new(),
             reported_layers: None,

@@ -10,6 +10,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use crate::event::Event;
 use crate::keyframe::VideoCodec;
 use crate::media::{Producer, ProducerKey};
+use crate::rate::PACKET_OVERHEAD;
 use crate::registry::Registry;
 use crate::transport::{RxSsrc, Transport, TransportKey, drain};
 use crate::vp8::{Verdict, Vp8Info, keyframe_size};
@@ -95,7 +96,7 @@ impl Room {
             }
             l.last_packet = Some(now);
             let tid = vp8.as_ref().and_then(|v| v.tid).unwrap_or(0);
-            l.rate.record(now, tid, pkt.payload.len());
+            l.rate.record(now, tid, pkt.payload.len() + PACKET_OVERHEAD);
             if keyframe
                 && let Some(info) = &vp8
                 && let Some((_, height)) = keyframe_size(&pkt.payload, info)

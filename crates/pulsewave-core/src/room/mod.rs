@@ -306,6 +306,16 @@ impl Room {
 
     /// Reports a producer's paused state (after a pause or resume command).
     fn report_paused(&mut self, key: ProducerKey) {
+        // Its consumers' transports allocate again (their share changes).
+        if let Some(p) = self.producers.get(key) {
+            for &ckey in &p.consumers {
+                if let Some(c) = self.consumers.get(ckey)
+                    && let Some(t) = self.transports.get_mut(c.transport)
+                {
+                    self.out.want_allocation(c.transport, t);
+                }
+            }
+        }
         if let Some(p) = self.producers.get(key) {
             self.events
                 .push_back(Event::State(StateChange::ProducerPaused {

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod bandwidth;
 mod compat;
 mod data;
 mod endpoint;

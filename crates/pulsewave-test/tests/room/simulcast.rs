@@ -502,15 +502,17 @@ fn a_subscriber_from_the_very_start_settles_on_the_top_layer() {
     let (producer, mid) = sim.publish_simulcast(alice, VP8, &RIDS);
     // Subscribed before any packet: the server knows no layer yet.
     let consumer = sim.subscribe(bob, &producer);
-    sim.advance(2 * SECOND);
+    sim.advance(3 * SECOND);
     let got = received(&sim, bob, &consumer);
     let runs = runs(&got);
     // Every layer starts with a keyframe; which of them reaches the server
-    // first depends on the ssrcs (random), so the subscriber may show the
-    // first frame of a lower layer before the top one.
+    // first depends on the ssrcs (random), and the allocator works from the
+    // layers' measured rates and an estimate that starts at 1 Mbit/s and
+    // grows with probing, so the subscriber may show a lower layer first;
+    // it is on the top one within two seconds, and stays there.
     let (last, at) = *runs.last().unwrap();
     assert_eq!(last, "r2", "{runs:?}");
-    assert!(at - got[0].0.at < 100 * MS, "{runs:?}");
+    assert!(at - got[0].0.at < 2 * SECOND, "{runs:?}");
     assert!(got.len() > 200, "{}", got.len());
     assert_clean_switches(&sim, alice, &mid, bob, &consumer, runs.len());
 }

@@ -686,6 +686,13 @@ impl Streams {
     }
 
     /// An iterator over all the tx streams for a given mid.
+    /// Whether a stream of `mid` has sent a packet.
+    pub(crate) fn has_sent_media(&self, mid: Mid) -> bool {
+        self.streams_tx
+            .values()
+            .any(|s| s.mid() == mid && s.last_packet().is_some())
+    }
+
     pub(crate) fn streams_tx_by_mid(&mut self, mid: Mid) -> impl Iterator<Item = &mut StreamTx> {
         self.streams_tx.values_mut().filter(move |s| s.mid() == mid)
     }

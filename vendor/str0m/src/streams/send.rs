@@ -169,6 +169,9 @@ pub struct StreamTx {
     // figures out the param.resend() RTX PT using main.
     pt_for_padding: Option<Pt>,
 
+    /// Whether the pacer may pad on this stream ([`StreamTx::set_padding_allowed`]).
+    padding_allowed: bool,
+
     /// Whether a receiver report has been received for this SSRC, thus acknowledging
     /// that the receiver has bound the Mid/Rid tuple to the SSRC and no longer
     /// needs to be sent on every packet
@@ -387,6 +390,7 @@ impl StreamTx {
             stats: StreamTxStats::new(enable_stats),
             rtx_ratio: (0.0, already_happened()),
             pt_for_padding: None,
+            padding_allowed: true,
             remote_acked_ssrc: false,
             remote_acked_rtx_ssrc: false,
             mtu_warn,
@@ -556,7 +560,17 @@ impl StreamTx {
     }
 
     fn padding_enabled(&self) -> bool {
-        (self.ssrc.is_probe() || self.rtx.is_some()) && self.pt_for_padding.is_some()
+        self.padding_allowed
+            && (self.ssrc.is_probe() || self.rtx.is_some())
+            && self.pt_for_padding.is_some()
+    }
+
+    /// Whether the pacer may send padding (and BWE probes) on this stream's
+    /// RTX (default `true`). An SFU turns it off for a stream it stopped
+    /// (a paused consumer): a receiver counts RTX padding in the stream's
+    /// `packetsReceived`, and padding a stream nobody watches only costs.
+    pub fn set_padding_allowed(&mut self, allowed: bool) {
+        self.padding_allowed = allowed;
     }
 
     pub(crate) fn poll_packet(
@@ -1318,6 +1332,14 @@ impl StreamTx {
                 assert!(self.padding_enabled());
             }
         }
+    }
+
+    /// Drops the packets written but not sent yet, pending retransmissions
+    /// and the retransmission cache: for a stream the application stops
+    /// (an SFU pausing a consumer for congestion), so what the pacer still
+    /// holds does not delay other streams. Sequence numbers continue.
+    pub fn discard_queued(&mut self) {
+        self.reset_buffers();
     }
 
     pub(crate) fn reset_buffers(&mut self) {

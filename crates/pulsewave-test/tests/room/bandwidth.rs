@@ -1,0 +1,428 @@
+//! Adaptive media on the simulated network: each subscriber's bandwidth is
+//! estimated from its transport-wide-cc feedback and divided among its
+//! consumers by the allocator, with temporal layers, congestion pauses,
+//! priorities, dynacast and adaptive stream.
+//!
+//! The publisher sends what Chromium sends for a 720p camera: three VP8
+//! simulcast layers (150 kbit/s at 15 fps, 500 kbit/s and 1.2 Mbit/s at
+//! 30 fps), each with three temporal layers; subscribers sit behind links
+//! with a capacity and a 100 ms drop-tail queue ([`Bottleneck`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use pulsewave_client::parse_synthetic;
+use pulsewave_core::{Event, Owner, View};
+use pulsewave_protocol::rtp::MediaKind;
+use pulsewave_protocol::{ConsumerId, ProducerId};
+use pulsewave_test::{Bottleneck, Direction, Sim, SimulcastOptions};
+
+use crate::{MS, SECOND, alice_and_bob};
+
+const VP8: &str = "video/VP8";
+
+/// Alice publishing a three-layer, three-temporal-layer camera; Bob with a
+/// receive transport.
+fn camera(seed: u64) -> (Sim, Owner, Owner, ProducerId, String) {
+    let (mut sim, alice, bob) = alice_and_bob(seed);
+    let (producer, mid) = publish_camera(&mut sim, alice);
+    sim.advance(SECOND / 2);
+    (sim, alice, bob, producer, mid)
+}
+
+fn publish_camera(sim: &mut Sim, who: Owner) -> (ProducerId, String) {
+    let mut options = SimulcastOptions::new(VP8, &["r0", "r1", "r2"]);
+    for (_, config) in &mut options.layers {
+        config.temporal_layers = 3;
+    }
+    sim.try_publish_simulcast(who, None, VP8, options)
+        .expect("publish the camera")
+}
+
+fn limit(sim: &mut Sim, who: Owner, rate_bps: Option<u64>) {
+    sim.link_mut()
+        .set_bottleneck(who, Direction::Down, rate_bps.map(Bottleneck::rate));
+}
+
+/// The layers `consumer` forwards over time, from the room's events.
+fn layer_changes(
+    events: &[(Instant, Event)],
+    consumer: &ConsumerId,
+) -> Vec<(Instant, Option<(u8, u8)>)> {
+    events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            Event::ConsumerLayersChanged {
+                consumer_id,
+                layers,
+                ..
+            } if consumer_id == consumer => Some((*at, *layers)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Frames `who` got on `consumer` since `since`: per frame (layer, frame
+/// number), its arrival (last packet) and whether every packet came.
+#[derive(Debug, Default)]
+struct Frames {
+    /// Arrival of each complete frame, in order.
+    complete: Vec<Instant>,
+    /// Frames with packets missing.
+    incomplete: usize,
+}
+
+fn frames(sim: &Sim, who: Owner, consumer: &ConsumerId, since: Instant) -> Frames {
+    let mut by_frame: BTreeMap<(String, u32), (u16, u16, Instant)> = BTreeMap::new();
+    for (r, origin) in sim.received_origins(who, consumer) {
+        if r.at < since {
+            continue;
+        }
+        let Some(info) = parse_synthetic(&r.payload) else {
+            continue;
+        };
+        let rid = origin.and_then(|o| o.rid).unwrap_or_default();
+        let e = by_frame
+            .entry((rid, info.frame_number))
+            .or_insert((0, info.packet_count, r.at));
+        e.0 += 1;
+        e.2 = e.2.max(r.at);
+    }
+    let mut out = Frames::default();
+    for (got, count, at) in by_frame.values() {
+        if got >= count {
+            out.complete.push(*at);
+        } else {
+            out.incomplete += 1;
+        }
+    }
+    out.complete.sort();
+    out
+}
+
+/// The longest time without a complete frame, between `from` and `to`.
+fn longest_freeze(f: &Frames, from: Instant, to: Instant) -> Duration {
+    let mut last = from;
+    let mut worst = Duration::ZERO;
+    for at in f
+        .complete
+        .iter()
+        .copied()
+        .filter(|t| *t >= from && *t <= to)
+    {
+        worst = worst.max(at - last);
+        last = at;
+    }
+    worst.max(to.saturating_duration_since(last))
+}
+
+#[test]
+fn a_subscriber_behind_400_kbits_settles_low_and_climbs_back_when_the_cap_lifts() {
+    let (mut sim, _alice, bob, producer, _mid) = camera(300);
+    limit(&mut sim, bob, Some(400_000));
+    sim.take_events();
+    let start = sim.now();
+    let consumer = sim.subscribe(bob, &producer);
+    sim.advance(20 * SECOND);
+    let events = sim.take_events();
+    let changes = layer_changes(&events, &consumer);
+    assert!(!changes.is_empty(), "the consumer forwards something");
+    // Settled on the lowest spatial layer within 5 s, and stays there.
+    let settled = changes
+        .iter()
+        .rposition(|(_, l)| l.is_none_or(|l| l.0 != 0))
+        .map_or(changes[0].0, |i| {
+            changes.get(i + 1).map_or(sim.now(), |c| c.0)
+        });
+    assert!(
+        settled <= start + 5 * SECOND,
+        "on the lowest layer after {:?}: {changes:?}",
+        settled - start
+    );
+    // From then on: no freeze over 1 s, under 1% of frames damaged.
+    let f = frames(&sim, bob, &consumer, settled);
+    let freeze = longest_freeze(&f, settled, sim.now());
+    assert!(freeze <= SECOND, "a freeze of {freeze:?}");
+    let total = f.complete.len() + f.incomplete;
+    assert!(total > 100, "{total} frames");
+    assert!(
+        f.incomplete * 100 < total,
+        "{} of {total} frames damaged",
+        f.incomplete
+    );
+
+    // The cap lifts: back on the top layer within 15 s.
+    limit(&mut sim, bob, None);
+    let lifted = sim.now();
+    sim.advance(20 * SECOND);
+    let changes = layer_changes(&sim.take_events(), &consumer);
+    let top = changes
+        .iter()
+        .find(|(_, l)| l.is_some_and(|l| l.0 == 2))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("never back on the top layer: {changes:?}"));
+    assert!(
+        top - lifted <= 15 * SECOND,
+        "back on top after {:?}",
+        top - lifted
+    );
+}
+
+#[test]
+fn two_subscribers_with_different_caps_get_different_layers() {
+    let (mut sim, _alice, bob, producer, _mid) = camera(301);
+    let carol = sim.join("carol");
+    sim.recv_transport(carol);
+    limit(&mut sim, bob, Some(400_000));
+    let bob_c = sim.subscribe(bob, &producer);
+    let carol_c = sim.subscribe(carol, &producer);
+    sim.advance(15 * SECOND);
+    let events = sim.take_events();
+    let last = |c: &ConsumerId| layer_changes(&events, c).last().and_then(|(_, l)| *l);
+    assert_eq!(last(&bob_c).map(|l| l.0), Some(0), "Bob behind 400 kbit/s");
+    assert_eq!(last(&carol_c), Some((2, 2)), "Carol unlimited: everything");
+}
+
+#[test]
+fn behind_100_kbits_video_pauses_and_audio_keeps_flowing() {
+    let (mut sim, alice, bob, producer, _mid) = camera(302);
+    let (audio, amid) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+    limit(&mut sim, bob, Some(100_000));
+    let video = sim.subscribe(bob, &producer);
+    let voice = sim.subscribe(bob, &audio);
+    sim.advance(10 * SECOND);
+    let events = sim.take_events();
+    let paused = events.iter().find_map(|(at, e)| match e {
+        Event::ConsumerCongested {
+            consumer_id,
+            congested: true,
+            ..
+        } if *consumer_id == video => Some(*at),
+        _ => None,
+    });
+    let paused = paused.expect("the video consumer was paused for congestion");
+    // From a second after the pause, the audio arrives (what str0m's pacer
+    // held of the video is dropped at the pause).
+    let from = paused + SECOND;
+    let sent: Vec<u64> = sim
+        .track(alice, &amid)
+        .sent()
+        .iter()
+        .filter(|s| s.at >= from && s.at < sim.now() - SECOND / 5)
+        .map(|s| parse_synthetic(&s.payload).unwrap().sequence)
+        .collect();
+    let got: Vec<u64> = sim
+        .received(bob, &voice)
+        .iter()
+        .filter_map(|r| parse_synthetic(&r.payload))
+        .map(|i| i.sequence)
+        .collect();
+    let missing = sent.iter().filter(|s| !got.contains(s)).count();
+    assert!(sent.len() > 250, "{}", sent.len());
+    // str0m's periodic probes (every 5 s while the link is idle enough,
+    // at twice the estimate) cost a 100 ms queue of 100 kbit/s a few audio
+    // packets each; no more than that.
+    assert!(
+        missing * 100 <= sent.len() * 3,
+        "{missing} of {} audio packets lost behind the paused video",
+        sent.len()
+    );
+    let video_after = sim
+        .received(bob, &video)
+        .iter()
+        .filter(|r| r.at >= from)
+        .count();
+    assert_eq!(video_after, 0, "no video while paused");
+}
+
+#[test]
+fn a_screen_share_keeps_its_layer_over_a_camera_when_the_estimate_is_short() {
+    let (mut sim, alice, bob, camera_p, _mid) = camera(303);
+    let (screen, _) = publish_camera(&mut sim, alice);
+    let now = sim.now();
+    // What signaling does for a screen share.
+    sim.room_mut()
+        .set_producer_priority(now, alice, &screen, 255)
+        .unwrap();
+    limit(&mut sim, bob, Some(1_500_000));
+    let cam = sim.subscribe(bob, &camera_p);
+    let scr = sim.subscribe(bob, &screen);
+    sim.advance(15 * SECOND);
+    let events = sim.take_events();
+    let last = |c: &ConsumerId| layer_changes(&events, c).last().and_then(|(_, l)| *l);
+    let (s_cam, s_scr) = (last(&cam), last(&scr));
+    assert!(
+        s_scr.is_some_and(|s| s.0 >= 1),
+        "the screen share keeps a high layer: {s_scr:?}"
+    );
+    assert!(
+        s_cam < s_scr,
+        "the camera gives way: camera {s_cam:?}, screen {s_scr:?}"
+    );
+}
+
+#[test]
+fn a_steady_cap_does_not_make_layers_flap() {
+    let (mut sim, _alice, bob, producer, _mid) = camera(304);
+    limit(&mut sim, bob, Some(800_000));
+    let consumer = sim.subscribe(bob, &producer);
+    sim.advance(10 * SECOND);
+    sim.take_events();
+    sim.advance(60 * SECOND);
+    let changes = layer_changes(&sim.take_events(), &consumer);
+    // At most 6 changes a minute (one every 10 s), once settled.
+    assert!(
+        changes.len() <= 6,
+        "{} layer changes in a minute at a steady cap: {changes:?}",
+        changes.len()
+    );
+}
+
+#[test]
+fn a_temporal_preference_drops_frames_and_keeps_the_stream_valid() {
+    let (mut sim, _alice, bob, producer, _mid) = camera(305);
+    let consumer = sim.subscribe(bob, &producer);
+    sim.advance(2 * SECOND);
+    let now = sim.now();
+    sim.room_mut()
+        .set_consumer_preferred_layers(now, bob, &consumer, Some(2), Some(0))
+        .unwrap();
+    sim.advance(SECOND / 2);
+    let from = sim.now();
+    sim.advance(2 * SECOND);
+    let got: Vec<_> = sim
+        .received(bob, &consumer)
+        .into_iter()
+        .filter(|r| r.at >= from)
+        .collect();
+    // The base layer only: a quarter of the frames of a 30 fps stream.
+    let frames: std::collections::BTreeSet<u32> = got
+        .iter()
+        .filter_map(|r| parse_synthetic(&r.payload))
+        .map(|i| i.frame_number)
+        .collect();
+    assert!(
+        (12..=18).contains(&frames.len()),
+        "{} frames in 2 s at 7.5 fps",
+        frames.len()
+    );
+    // Sequence numbers without holes, picture ids one apart, TL0PICIDX
+    // one apart: a decoder sees a complete stream.
+    crate::assert_contiguous(&got);
+    let mut pictures: Vec<(u16, u8)> = Vec::new();
+    for r in &got {
+        let p = &r.payload;
+        if p[0] & 0x10 != 0 {
+            let pid = (u16::from(p[2] & 0x7f) << 8) | u16::from(p[3]);
+            pictures.push((pid, p[4]));
+            assert_eq!(p[5] >> 6, 0, "only base-layer pictures");
+        }
+    }
+    for w in pictures.windows(2) {
+        assert_eq!(w[1].0, (w[0].0 + 1) & 0x7fff, "picture ids: {pictures:?}");
+        assert_eq!(w[1].1, w[0].1.wrapping_add(1), "TL0PICIDX: {pictures:?}");
+    }
+}
+
+#[test]
+fn dynacast_tells_the_publisher_which_layers_anyone_wants() {
+    let (mut sim, _alice, bob, producer, _mid) = camera(306);
+    let wanted = |events: &[(Instant, Event)]| -> Vec<(Instant, Vec<bool>)> {
+        events
+            .iter()
+            .filter_map(|(at, e)| match e {
+                Event::ProducerLayersWanted {
+                    producer_id,
+                    layers,
+                    ..
+                } if *producer_id == producer => {
+                    Some((*at, layers.iter().map(|l| l.wanted).collect()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // Nobody watches: after 5 s, nothing is wanted.
+    sim.advance(5 * SECOND);
+    let w = wanted(&sim.take_events());
+    assert_eq!(w.last().map(|x| x.1.clone()), Some(vec![false; 3]), "{w:?}");
+    // A subscriber wants everything, at once.
+    let consumer = sim.subscribe(bob, &producer);
+    let asked = sim.now();
+    sim.advance(10 * MS);
+    let w = wanted(&sim.take_events());
+    assert_eq!(w.last().map(|x| x.1.clone()), Some(vec![true; 3]), "{w:?}");
+    assert!(w.last().unwrap().0 <= asked + 10 * MS);
+    // It shows the track small: the top layers go, 5 s later.
+    let now = sim.now();
+    sim.room_mut()
+        .set_consumer_view(
+            now,
+            bob,
+            &consumer,
+            View {
+                disabled: false,
+                width: 320,
+                height: 180,
+            },
+        )
+        .unwrap();
+    sim.advance(4 * SECOND);
+    assert!(wanted(&sim.take_events()).is_empty(), "not before 5 s");
+    sim.advance(2 * SECOND);
+    let w = wanted(&sim.take_events());
+    assert_eq!(
+        w.last().map(|x| x.1.clone()),
+        Some(vec![true, false, false])
+    );
+}
+
+#[test]
+fn adaptive_stream_serves_the_rendered_size_and_a_hidden_tile_gets_nothing() {
+    let (mut sim, _alice, bob, producer, _mid) = camera(307);
+    let consumer = sim.subscribe(bob, &producer);
+    sim.advance(2 * SECOND);
+    let view = |sim: &mut Sim, disabled: bool, height: u32| {
+        let now = sim.now();
+        sim.room_mut()
+            .set_consumer_view(
+                now,
+                bob,
+                &consumer,
+                View {
+                    disabled,
+                    width: height * 16 / 9,
+                    height,
+                },
+            )
+            .unwrap();
+        sim.advance(2 * SECOND);
+    };
+    let last = |sim: &mut Sim| {
+        layer_changes(&sim.take_events(), &consumer)
+            .last()
+            .map(|(_, l)| *l)
+    };
+    sim.take_events();
+    // 360 pixels tall: the middle layer (360p).
+    view(&mut sim, false, 360);
+    assert_eq!(last(&mut sim).flatten().map(|l| l.0), Some(1));
+    // A thumbnail: the lowest.
+    view(&mut sim, false, 120);
+    assert_eq!(last(&mut sim).flatten().map(|l| l.0), Some(0));
+    // Hidden: no video at all.
+    view(&mut sim, true, 120);
+    assert_eq!(last(&mut sim), Some(None));
+    let hidden = sim.now();
+    sim.advance(SECOND);
+    let after: HashMap<_, _> = sim
+        .received(bob, &consumer)
+        .iter()
+        .filter(|r| r.at > hidden)
+        .map(|r| (r.seq_no, ()))
+        .collect();
+    assert!(after.is_empty(), "{} packets to a hidden tile", after.len());
+    // Shown again, full size: the top layer.
+    view(&mut sim, false, 720);
+    assert_eq!(last(&mut sim).flatten().map(|l| l.0), Some(2));
+}
