@@ -329,14 +329,22 @@ async function lossyLink() {
       return port;
     }, await at.toJwt());
     check(Number.isInteger(port), `no media port in transport-created: ${port}`);
-    const quality = () => page.evaluate(() => window.t.c.connectionQuality.get('lossy'));
+    const seen = [];
+    const quality = async () => {
+      const q = await page.evaluate(() => window.t.c.connectionQuality.get('lossy'));
+      if (seen[seen.length - 1] !== q) seen.push(q);
+      return q;
+    };
     await until('the publisher\'s quality is good or excellent', async () => ['excellent', 'good'].includes(await quality()), 20_000);
     rule = ['INPUT', '-p', 'udp', '--dport', String(port), '-m', 'statistic', '--mode', 'random', '--probability', '0.25', '-j', 'DROP'];
     execFileSync('iptables', ['-A', ...rule]);
-    await until('the publisher\'s quality drops to poor under 25 % loss', async () => (await quality()) === 'poor', 20_000);
+    await until(`the publisher's quality drops to poor under 25 % loss (qualities seen: ${seen})`, async () => (await quality()) === 'poor', 30_000)
+      .catch((err) => {
+        throw new CheckError(`${err.message}; qualities seen: ${seen.join(' -> ')}; media port ${port}`);
+      });
     execFileSync('iptables', ['-D', ...rule]);
     rule = null;
-    await until('the quality recovers once the loss stops', async () => ['excellent', 'good'].includes(await quality()), 20_000);
+    await until('the quality recovers once the loss stops', async () => ['excellent', 'good'].includes(await quality()), 30_000);
     log('PASS connection quality degrades with iptables loss and recovers');
   } finally {
     if (rule) execFileSync('iptables', ['-D', ...rule]);

@@ -3,7 +3,8 @@
 //! participant's links:
 //!
 //! - upstream, per producer: packet loss (expected from the sequence
-//!   numbers against packets received, after retransmissions) and
+//!   numbers against packets received in order: a loss repaired by a
+//!   retransmission still counts, as the link lost it) and
 //!   interarrival jitter (RFC 3550), both measured on the forwarding path
 //!   with a few integer operations and no allocation ([`LinkStats`]);
 //! - downstream: a consumer paused for congestion (its subscriber's
@@ -106,9 +107,12 @@ impl LinkStats {
     /// `now`. The forwarding path's cost: a few integer operations.
     #[inline]
     pub(crate) fn observe(&mut self, now: Instant, seq: u64, rtp_time: u32) {
-        self.received = self.received.saturating_add(1);
+        // Only packets that arrive in order count: a late one is, almost
+        // always, a retransmission repairing a loss, which the link still
+        // suffered (str0m hands RTX over unwrapped, on the media ssrc).
         if self.max_seq.is_none_or(|m| seq > m) {
             self.max_seq = Some(seq);
+            self.received = self.received.saturating_add(1);
         }
         if self.base_seq.is_none() {
             self.base_seq = Some(seq.saturating_sub(1));
@@ -149,6 +153,21 @@ impl LinkStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repaired_loss_still_counts() {
+        let t0 = Instant::now();
+        let mut s = LinkStats::new(48_000);
+        for i in 0..20u64 {
+            if i != 10 {
+                s.observe(t0 + Duration::from_millis(20 * i), i + 1, (960 * i) as u32);
+            }
+        }
+        // Packet 11 arrives late, retransmitted.
+        s.observe(t0 + Duration::from_millis(420), 11, 9600);
+        let (loss, _) = s.take().unwrap_or_default();
+        assert!((loss - 0.05).abs() < 0.001, "loss {loss}");
+    }
 
     #[test]
     fn loss_and_jitter_of_an_interval() {

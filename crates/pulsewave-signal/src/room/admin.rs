@@ -268,6 +268,9 @@ impl RoomActor {
                 subscribe,
             } => {
                 let sid = self.sid_by_identity(&identity)?;
+                // One lookup per track of the room (the list is capped).
+                let wanted: std::collections::HashSet<&str> =
+                    track_sids.iter().map(String::as_str).collect();
                 let mut sids = Vec::new();
                 let mut producers = Vec::new();
                 for t in self
@@ -276,7 +279,7 @@ impl RoomActor {
                     .filter(|p| p.info.sid != sid)
                     .flat_map(|p| p.info.tracks.iter())
                 {
-                    if track_sids.iter().any(|s| s == t.sid.as_str()) {
+                    if wanted.contains(t.sid.as_str()) {
                         sids.push(t.sid.clone());
                         producers.push(t.producer_id.clone());
                     }
