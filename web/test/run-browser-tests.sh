@@ -10,6 +10,8 @@
 #      server SDK, livekit-server-sdk, against the server with browsers in
 #      the room), then the mediasoup-client compatibility matrix
 #      compat.mjs (docs/compat.md), against it, stops the server by PID,
+#      then turn-e2e.mjs (relay-only media through the embedded TURN
+#      server over UDP, TCP and TLS; it starts its own servers),
 #   6. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
 #      on, tokens from the API key) and runs cluster-e2e.mjs: two browsers
 #      in one room through different nodes, after admin-e2e.mjs with the
@@ -209,6 +211,14 @@ if [ "${1:-}" = "--inner" ]; then
   if [ "$status" != 0 ]; then
     say "browser tests failed (status $status); the last lines of the server log:"
     tail -n 40 "$server_log" >&2 || true
+  fi
+
+  # The embedded TURN server: relay-only pages over UDP, TCP and TLS (it
+  # starts its own servers with TURN_ENABLED=true).
+  if [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
+    turn_status=0
+    PULSEWAVE_SERVER_BIN="$PULSEWAVE_SERVER_BIN" node "$WEB_DIR/test/turn-e2e.mjs" || turn_status=$?
+    if [ "$status" = 0 ]; then status=$turn_status; fi
   fi
 
   if [ "${PULSEWAVE_CLUSTER_E2E:-1}" != 0 ] && [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then

@@ -215,6 +215,28 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
             announced_ip = ?settings.media.announced_ip,
             "media settings"
         );
+        // The embedded TURN server (TURN_ENABLED): started first, so that
+        // the credentials handed out in `joined` always point at a server.
+        let turn = match &settings.turn {
+            Some(t) => match pulsewave_turn::TurnServer::start(t.config.clone()).await {
+                Ok(server) => {
+                    info!(
+                        udp = ?server.udp_addr(),
+                        tcp = ?server.tcp_addr(),
+                        tls = ?server.tls_addr(),
+                        urls = ?t.urls,
+                        credential_ttl = ?t.ttl,
+                        "embedded TURN server ready"
+                    );
+                    Some(server)
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot start the embedded TURN server (TURN_*)");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         let server = WebSocketServer::new(server_config);
         let running = match server.start().await {
             Ok(r) => r,
@@ -235,6 +257,9 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
         }
         info!("shutting down");
         running.shutdown(Duration::from_secs(10)).await;
+        if let Some(turn) = turn {
+            turn.shutdown().await;
+        }
         ExitCode::SUCCESS
     })
 }

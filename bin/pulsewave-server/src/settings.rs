@@ -15,6 +15,9 @@ use pulsewave_protocol::transport::IceServer;
 use pulsewave_signal::media::MediaConfig;
 use pulsewave_signal::{IpNet, Limits, ServerConfig, TokenEndpointAuth};
 
+mod turn;
+pub(crate) use turn::TurnSettings;
+
 /// The development API key used by `--dev` when `API_KEY` is not set.
 pub(crate) const DEV_API_KEY: &str = "devkey";
 /// The development API secret used by `--dev` when `API_SECRET` is not set.
@@ -74,6 +77,9 @@ pub(crate) struct ServeArgs {
     /// Log output: `text` or `json` [env: LOG_FORMAT].
     #[arg(long)]
     pub(crate) log_format: Option<String>,
+    /// The embedded TURN server (`TURN_*`).
+    #[command(flatten)]
+    pub(crate) turn: turn::TurnArgs,
 }
 
 /// Media worker settings (`MEDIASOUP_*`).
@@ -147,6 +153,8 @@ pub(crate) struct Settings {
     pub(crate) media: MediaSettings,
     pub(crate) redis: RedisSettings,
     pub(crate) node: NodeSettings,
+    /// The embedded TURN server, when `TURN_ENABLED`.
+    pub(crate) turn: Option<TurnSettings>,
     pub(crate) log_format: LogFormat,
     /// Things worth a warning once logging is up.
     pub(crate) warnings: Vec<String>,
@@ -418,6 +426,8 @@ impl Settings {
                 }
             },
         };
+
+        let turn = turn::load(&args.turn, src, &api_secret, listen_ip, announced)?;
 
         let redis_enabled = match src.get(&None, "REDIS_ENABLED") {
             Some(v) => parse_bool("REDIS_ENABLED", &v)? && !dev,
@@ -703,6 +713,7 @@ impl Settings {
                 token_ttl,
                 token_endpoint,
                 ice_servers,
+                participant_ice_servers: turn.as_ref().map(TurnSettings::participant_ice_servers),
                 limits,
                 empty_room_timeout,
                 auto_create_rooms,
@@ -734,6 +745,7 @@ impl Settings {
             },
             redis,
             node,
+            turn,
             log_format,
             warnings,
         })

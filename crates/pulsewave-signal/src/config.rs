@@ -155,6 +155,47 @@ pub enum TokenEndpointAuth {
     Disabled,
 }
 
+/// ICE servers made for one participant from its identity, at `join` and
+/// at each `create-transport`: the embedded TURN server's `turn:`/`turns:`
+/// URLs with credentials derived for that identity and valid for a short
+/// time (see `pulsewave-turn`).
+///
+/// ```
+/// use pulsewave_protocol::transport::{IceServer, IceUrls};
+/// use pulsewave_signal::ParticipantIceServers;
+///
+/// let turn = ParticipantIceServers::new(|identity| {
+///     vec![IceServer {
+///         urls: IceUrls::One("turn:turn.example.com:3478".into()),
+///         username: Some(format!("1700000000:{identity}")),
+///         credential: Some("derived".into()),
+///     }]
+/// });
+/// assert_eq!(turn.for_identity("alice")[0].username.as_deref(), Some("1700000000:alice"));
+/// ```
+#[derive(Clone)]
+pub struct ParticipantIceServers(std::sync::Arc<IceServersFn>);
+
+type IceServersFn = dyn Fn(&str) -> Vec<IceServer> + Send + Sync;
+
+impl ParticipantIceServers {
+    /// Wraps a function from a participant identity to its ICE servers.
+    pub fn new(f: impl Fn(&str) -> Vec<IceServer> + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    /// The ICE servers for `identity`.
+    pub fn for_identity(&self, identity: &str) -> Vec<IceServer> {
+        (self.0)(identity)
+    }
+}
+
+impl std::fmt::Debug for ParticipantIceServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParticipantIceServers(..)")
+    }
+}
+
 /// Everything the signaling server needs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -170,6 +211,10 @@ pub struct ServerConfig {
     pub token_endpoint: TokenEndpointAuth,
     /// STUN/TURN servers handed to clients (`ICE_SERVERS`).
     pub ice_servers: Vec<IceServer>,
+    /// ICE servers computed for each participant and handed after
+    /// `ice_servers` (the embedded TURN server's short-lived credentials,
+    /// `TURN_ENABLED`); `None`: only `ice_servers`.
+    pub participant_ice_servers: Option<ParticipantIceServers>,
     /// Per-connection and per-room limits.
     pub limits: Limits,
     /// How long an empty room stays open before it is closed (`ROOM_EMPTY_TIMEOUT`).
@@ -222,6 +267,7 @@ impl ServerConfig {
             token_ttl: Duration::from_secs(24 * 3600),
             token_endpoint: TokenEndpointAuth::Open,
             ice_servers: Vec::new(),
+            participant_ice_servers: None,
             limits: Limits::default(),
             empty_room_timeout: Duration::from_secs(10),
             auto_create_rooms: true,

@@ -45,7 +45,7 @@ mod static_files;
 mod twirp;
 pub mod webhook;
 
-pub use config::{IpNet, Limits, ServerConfig, TokenEndpointAuth};
+pub use config::{IpNet, Limits, ParticipantIceServers, ServerConfig, TokenEndpointAuth};
 pub use error::SignalError;
 pub use pulsewave_cluster::Cluster;
 pub use room::{RoomHandle, RoomManager, RoomSettings};

@@ -116,6 +116,7 @@ impl WebSocketServer {
                     empty_timeout: self.config.empty_room_timeout,
                     auto_create: self.config.auto_create_rooms,
                     ice_servers: self.config.ice_servers.clone(),
+                    participant_ice_servers: self.config.participant_ice_servers.clone(),
                     media: pool.clone(),
                     cluster: self.config.cluster.clone(),
                     webhooks,

@@ -487,7 +487,7 @@ impl RoomActor {
             room: self.info(None, false),
             participant: info.clone(),
             rtp_capabilities: self.rtp_capabilities.clone(),
-            ice_servers: self.manager.settings().ice_servers.clone(),
+            ice_servers: self.manager.settings().ice_servers_for(&info.identity),
         };
         req.outbound.send(&joined, req.request_id.as_ref());
         if !info.permission.hidden {

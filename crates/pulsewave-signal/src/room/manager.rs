@@ -38,6 +38,9 @@ pub struct RoomSettings {
     pub auto_create: bool,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,
+    /// ICE servers made per participant (embedded TURN credentials),
+    /// handed after `ice_servers`.
+    pub participant_ice_servers: Option<crate::ParticipantIceServers>,
     /// Media workers; `None` runs rooms without media (signaling only).
     pub media: Option<Arc<WorkerPool>>,
     /// The cluster rooms report to (participants and tracks for the admin
@@ -59,10 +62,23 @@ impl Default for RoomSettings {
             empty_timeout: Duration::from_secs(10),
             auto_create: true,
             ice_servers: Vec::new(),
+            participant_ice_servers: None,
             media: None,
             cluster: Cluster::local(),
             webhooks: None,
         }
+    }
+}
+
+impl RoomSettings {
+    /// The ICE servers for `identity`: `ice_servers`, then the
+    /// participant's own ones.
+    pub fn ice_servers_for(&self, identity: &str) -> Vec<IceServer> {
+        let mut all = self.ice_servers.clone();
+        if let Some(extra) = &self.participant_ice_servers {
+            all.extend(extra.for_identity(identity));
+        }
+        all
     }
 }
 

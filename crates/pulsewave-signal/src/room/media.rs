@@ -180,7 +180,8 @@ impl RoomActor {
                     .create_transport(owner, direction)
                     .await
                     .map_err(media_error)?;
-                transport.ice_servers = self.manager.settings().ice_servers.clone();
+                let identity = &self.participant(from)?.info.identity;
+                transport.ice_servers = self.manager.settings().ice_servers_for(identity);
                 self.send_to(
                     from,
                     &ServerMessage::TransportCreated {
