@@ -637,6 +637,15 @@ impl Settings {
                 None => defaults.tcp_user_timeout,
             },
         };
+        let webhook_urls: Vec<String> = src
+            .get(&None, "WEBHOOK_URLS")
+            .map(|v| {
+                v.split(',')
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let token_refresh_interval = match src.get(&None, "TOKEN_REFRESH_INTERVAL") {
             Some(v) => parse_duration_or_zero("TOKEN_REFRESH_INTERVAL", &v)?,
             None => Duration::from_secs(300),
@@ -738,6 +747,8 @@ impl Settings {
                 auto_create_rooms,
                 ping_interval: Duration::from_secs(15),
                 token_refresh_interval,
+                webhook_urls,
+                metrics_room_limit: parse_limit(src, "METRICS_ROOM_LIMIT", 0usize)?,
                 token_leeway: pulsewave_auth::DEFAULT_LEEWAY,
                 trusted_proxies,
                 media: Some(MediaConfig {

@@ -74,6 +74,10 @@ const SIGNAL_CAPACITY: usize = 256;
 /// Something that happened, delivered through [`Client::events`].
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
+// `Signal` carries a whole `ServerMessage` (a `joined` with its room
+// listing is the largest); events are moved once through a channel, so
+// boxing it would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum ClientEvent {
     /// A server message that is not the reply to one of our requests:
     /// `participant-joined`, `track-published`, `data`, `track-muted`,

@@ -214,6 +214,9 @@ pub struct PeerTransport {
     dtls_up: bool,
     ice_up: bool,
     connected: bool,
+    /// The audio level (RFC 6464, -dBov) written on audio packets; `None`:
+    /// no extension.
+    audio_level: Option<i8>,
     failure: Option<String>,
     // `DirectApi` needs `&mut Rtc` even to read these, so they are copied
     // at construction.
@@ -454,6 +457,7 @@ impl PeerTransport {
             dtls_up: false,
             ice_up: false,
             connected: false,
+            audio_level: Some(SYNTHETIC_AUDIO_LEVEL),
             failure: None,
             local_fingerprint,
             local_ice,
@@ -937,6 +941,13 @@ impl PeerTransport {
         )
     }
 
+    /// Sets the audio level (RFC 6464: 0 is the loudest, -127 silence)
+    /// written on this transport's audio packets from now on; `None` sends
+    /// none. [`SYNTHETIC_AUDIO_LEVEL`] by default.
+    pub fn set_audio_level(&mut self, level: Option<i8>) {
+        self.audio_level = level;
+    }
+
     /// Writes one packet on the send stream `ssrc`.
     #[allow(clippy::too_many_arguments)]
     fn write_on(
@@ -963,8 +974,8 @@ impl PeerTransport {
         let now = self.last_now;
         let ext_vals = match kind {
             MediaKind::Audio => ExtensionValues {
-                audio_level: Some(SYNTHETIC_AUDIO_LEVEL),
-                voice_activity: Some(true),
+                audio_level: self.audio_level,
+                voice_activity: Some(self.audio_level.is_some_and(|l| l > -127)),
                 ..Default::default()
             },
             MediaKind::Video => ExtensionValues::default(),

@@ -78,6 +78,10 @@ pub(crate) enum Timer {
     Allocate(TransportKey),
     /// A producer whose dynacast downgrade waits out its delay.
     Dynacast(usize),
+    /// The room's active speaker evaluation.
+    Speakers,
+    /// The room's connection quality evaluation.
+    Quality,
 }
 
 impl Outputs {

@@ -117,6 +117,10 @@ pub(crate) enum Op {
         owner: Owner,
         reply: oneshot::Sender<Vec<TransportAllocation>>,
     },
+    ProducerStats {
+        owner: Owner,
+        reply: oneshot::Sender<Vec<pulsewave_core::ProducerStats>>,
+    },
     CloseConsumer {
         owner: Owner,
         id: ConsumerId,
@@ -271,6 +275,7 @@ impl Op {
             Op::TransportAllocations { owner, reply } => {
                 answer(reply, room.transport_allocations(owner))
             }
+            Op::ProducerStats { owner, reply } => answer(reply, room.producer_stats(owner)),
             Op::CloseConsumer { owner, id, reply } => {
                 answer(reply, room.close_consumer(now, owner, &id))
             }

@@ -267,6 +267,14 @@ impl MediaRoom {
             .await
     }
 
+    /// See [`pulsewave_core::Room::producer_stats`].
+    pub async fn producer_stats(
+        &self,
+        owner: Owner,
+    ) -> Result<Vec<pulsewave_core::ProducerStats>, MediaError> {
+        self.op(|reply| Op::ProducerStats { owner, reply }).await
+    }
+
     /// See [`pulsewave_core::Room::close_consumer`].
     pub async fn close_consumer(
         &self,

@@ -130,6 +130,7 @@ fn every_client_type_is_listed() {
         json!({"type":"set-consumer-priority","consumerId":"CN_1","priority":2}),
         json!({"type":"update-track-settings","consumerId":"CN_1","disabled":false}),
         json!({"type":"get-stats"}),
+        json!({"type":"update-metadata","metadata":"m"}),
     ];
     assert_eq!(examples.len(), ClientMessage::TYPES.len());
     for e in examples {

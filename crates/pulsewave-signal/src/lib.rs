@@ -42,6 +42,8 @@ mod room;
 mod server;
 mod session;
 mod static_files;
+mod twirp;
+pub mod webhook;
 
 pub use config::{IpNet, Limits, ParticipantIceServers, ServerConfig, TokenEndpointAuth};
 pub use error::SignalError;

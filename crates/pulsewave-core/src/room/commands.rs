@@ -118,6 +118,7 @@ impl Room {
             .demux
             .push_back(DemuxChange::Ufrag(transport.local_ufrag.clone(), key));
         self.owners.add(owner, |h| h.transports.push(key));
+        self.arm_quality();
         drain(key, &mut transport, &mut self.out, self.config.ice_timeout);
         self.transports.insert(transport);
         self.process(now);
@@ -208,7 +209,8 @@ impl Room {
             | Event::ConsumerLayersChanged { owner: o, .. }
             | Event::ConsumerCongested { owner: o, .. }
             | Event::ProducerLayersWanted { owner: o, .. } => *o != owner,
-            Event::RoomFailed | Event::State(_) => true,
+            Event::ConnectionQuality { owner: o, .. } => *o != owner,
+            Event::RoomFailed | Event::State(_) | Event::ActiveSpeakers { .. } => true,
         });
         self.process(now);
     }
@@ -310,6 +312,7 @@ impl Room {
             MediaKind::Video => Some(VideoCodec::from_mime(&mime_type)),
             MediaKind::Audio => None,
         };
+        let clock_rate = consumable.codecs.first().map_or(90_000, |c| c.clock_rate);
         let pkey = self.producers.insert(Producer {
             id: id.clone(),
             owner,
@@ -332,8 +335,13 @@ impl Room {
             priority: DEFAULT_PRIORITY,
             wanted_reported: None,
             wanted_pending: None,
+            speech: Default::default(),
+            link: crate::quality::LinkStats::new(clock_rate),
         });
         self.owners.add(owner, |h| h.producers += 1);
+        if kind == MediaKind::Audio {
+            self.watch_speaker(pkey);
+        }
         let t = &mut self.transports[tkey];
         let rtc_mid = Mid::from(mid.as_str());
         {

@@ -148,6 +148,8 @@ impl Room {
                     }
                 }
                 Timer::Dynacast(pkey) => self.dynacast_timer(pkey, at),
+                Timer::Speakers => self.speakers_tick(now),
+                Timer::Quality => self.quality_tick(now),
                 Timer::Keyframe(pkey) => {
                     if let Some(p) = self.producers.get_mut(pkey)
                         && p.keyframe_timer == Some(at)

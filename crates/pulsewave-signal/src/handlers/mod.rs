@@ -18,7 +18,7 @@ use pulsewave_protocol::{ClientMessage, ClientRequest, ServerMessage};
 
 pub(crate) use data::DataHandler;
 pub(crate) use data_channel::DataChannelHandler;
-pub(crate) use join::JoinHandler;
+pub(crate) use join::{JoinHandler, MAX_METADATA_BYTES, MAX_NAME_BYTES};
 pub(crate) use layers::{
     ConsumerPriorityHandler, PreferredLayersHandler, StatsHandler, TrackSettingsHandler,
 };
@@ -61,6 +61,11 @@ impl HandlerRegistry {
                 destination_identities,
                 topic,
             } => DataHandler::handle(session, kind, data, destination_identities, topic, rid).await,
+            ClientMessage::UpdateMetadata { metadata, name } => {
+                let (room, sid) = session.joined()?;
+                room.update_own(sid.clone(), metadata, name, rid).await?;
+                Ok(Flow::Continue)
+            }
             ClientMessage::Ping => {
                 session.reply(
                     &ServerMessage::Pong {

@@ -22,9 +22,8 @@ impl CreateWebRtcTransportHandler {
             TransportDirection::Send if video.hidden => {
                 return Err(SignalError::Hidden("publish (no send transport)"));
             }
-            TransportDirection::Send if !video.can_publish() && !video.can_publish_data() => {
-                return Err(SignalError::PermissionDenied("canPublish"));
-            }
+            // `canPublish` / `canPublishData` for a send transport: checked
+            // by the room, against the participant's permissions now.
             // Every participant may receive: data channels need no grant
             // beyond joining (as data messages); `subscribe` checks
             // `canSubscribe` for media.

@@ -7,10 +7,12 @@
 //! always comes before anything else from the room.
 
 mod actor;
+mod admin;
 mod manager;
 mod media;
 
 pub(crate) use actor::unix_millis;
+pub(crate) use admin::{AdminOp, AdminReply, PermissionUpdate};
 pub(crate) use manager::{JoinRequest, validate_room_name};
 pub use manager::{RoomHandle, RoomManager, RoomSettings};
 pub(crate) use media::MediaRequest;
