@@ -43,7 +43,10 @@ mod server;
 mod session;
 mod static_files;
 
-pub use config::{IpNet, Limits, ParticipantIceServers, ServerConfig, TokenEndpointAuth};
+pub use config::{
+    DEFAULT_RESUME_BUFFER, DEFAULT_RESUME_GRACE, IpNet, Limits, ParticipantIceServers,
+    ServerConfig, TokenEndpointAuth,
+};
 pub use error::SignalError;
 pub use pulsewave_cluster::Cluster;
 pub use room::{RoomHandle, RoomManager, RoomSettings};

@@ -60,12 +60,22 @@ impl Session {
         }
     }
 
-    /// Leaves the room, if in one.
+    /// Leaves the room, if in one (an explicit `leave`).
     pub(crate) async fn leave_room(&mut self) {
         if let SessionState::Joined { room, sid } =
             std::mem::replace(&mut self.state, SessionState::Connected)
         {
-            room.leave(sid).await;
+            room.leave(sid, self.outbound.clone()).await;
+        }
+    }
+
+    /// The socket went away without `leave`: the participant stays in the
+    /// room for the resume grace time (`RESUME_GRACE`).
+    async fn detach_room(&mut self) {
+        if let SessionState::Joined { room, sid } =
+            std::mem::replace(&mut self.state, SessionState::Connected)
+        {
+            room.detach(sid, self.outbound.clone()).await;
         }
     }
 }
@@ -323,9 +333,10 @@ pub(crate) async fn run<S>(
         }
     };
 
-    // The room learns first, so that the others see `participant-left` even
-    // while this client's socket is stuck.
-    session.leave_room().await;
+    // The room learns first, so that it starts the participant's resume
+    // grace time (or removes it, with resume off) even while this client's
+    // socket is stuck.
+    session.detach_room().await;
     let _ = control.try_send(Control::Close(close));
     drop(session);
     // The writer flushes and closes within its send timeout per write; a

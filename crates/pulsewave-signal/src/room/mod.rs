@@ -7,10 +7,11 @@
 //! always comes before anything else from the room.
 
 mod actor;
+mod link;
 mod manager;
 mod media;
 
 pub(crate) use actor::unix_millis;
-pub(crate) use manager::{JoinRequest, validate_room_name};
+pub(crate) use manager::{JoinRequest, ResumeRequest, validate_room_name};
 pub use manager::{RoomHandle, RoomManager, RoomSettings};
 pub(crate) use media::MediaRequest;
