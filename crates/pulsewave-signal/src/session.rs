@@ -214,6 +214,11 @@ pub(crate) async fn run<S>(
     let mut refresh_at: Option<tokio::time::Instant> = None;
     // A shutdown that began while the socket was being upgraded counts too.
     shutdown.mark_changed();
+    // Whether the participant may be resumed after this socket: yes when
+    // the network or the client ended it, no when the server cut the client
+    // off for misbehaving (too slow, message too large), which removes it
+    // at once as before.
+    let mut resumable = true;
 
     let close: Option<(CloseCode, &'static str)> = loop {
         tokio::select! {
@@ -224,6 +229,7 @@ pub(crate) async fn run<S>(
                         debug!(error = %e, "message over the hard size limit");
                         counters.hit(Limit::MessageSize);
                         session.reply(&ServerMessage::error(ErrorCode::MessageTooLarge, format!("message too large: {e}")), None);
+                        resumable = false;
                         break Some((CloseCode::Size, "message too large"));
                     }
                     Some(Err(e)) => {
@@ -294,6 +300,7 @@ pub(crate) async fn run<S>(
                     if timed_out {
                         counters.hit(Limit::SlowClient);
                         warn!(identity = %session.claims.sub, timeout = ?limits.send_timeout, "client stopped reading; disconnecting");
+                        resumable = false;
                     }
                     break None;
                 }
@@ -302,6 +309,7 @@ pub(crate) async fn run<S>(
             _ = overflow.notified() => {
                 counters.hit(Limit::SlowClient);
                 warn!(identity = %session.claims.sub, "client too slow to keep up; disconnecting");
+                resumable = false;
                 break Some((CloseCode::Policy, "too slow"));
             }
             _ = ping.tick() => {
@@ -336,7 +344,11 @@ pub(crate) async fn run<S>(
     // The room learns first, so that it starts the participant's resume
     // grace time (or removes it, with resume off) even while this client's
     // socket is stuck.
-    session.detach_room().await;
+    if resumable {
+        session.detach_room().await;
+    } else {
+        session.leave_room().await;
+    }
     let _ = control.try_send(Control::Close(close));
     drop(session);
     // The writer flushes and closes within its send timeout per write; a

@@ -20,6 +20,9 @@ use crate::outbound::{Outbound, encode};
 
 /// Bytes of a resume token's random part.
 const TOKEN_LEN: usize = 32;
+/// Most bytes of messages kept for replay per participant, whatever their
+/// count: large reliable data messages push the oldest out sooner.
+pub(crate) const MAX_BUFFER_BYTES: usize = 1 << 20;
 
 /// Why a resume was refused (the text goes into the `error` message).
 pub(crate) type Refusal = &'static str;
@@ -28,8 +31,11 @@ pub(crate) type Refusal = &'static str;
 struct Numbering {
     /// The `seq` of the last numbered message (0: none yet).
     seq: u64,
-    /// The last `capacity` numbered messages, oldest first.
+    /// The last `capacity` numbered messages (at most `MAX_BUFFER_BYTES`),
+    /// oldest first.
     buffer: VecDeque<(u64, Utf8Bytes)>,
+    /// Bytes in `buffer`.
+    bytes: usize,
 }
 
 /// See the module documentation.
@@ -62,6 +68,7 @@ impl Link {
             numbering: Mutex::new(Numbering {
                 seq: 0,
                 buffer: VecDeque::new(),
+                bytes: 0,
             }),
         }
     }
@@ -85,10 +92,15 @@ impl Link {
             n.seq += 1;
             let seq = n.seq;
             let numbered = with_seq(&text, seq);
-            if n.buffer.len() >= self.capacity {
-                n.buffer.pop_front();
-            }
+            n.bytes += numbered.len();
             n.buffer.push_back((seq, numbered.clone()));
+            while n.buffer.len() > self.capacity
+                || (n.bytes > MAX_BUFFER_BYTES && n.buffer.len() > 1)
+            {
+                if let Some((_, old)) = n.buffer.pop_front() {
+                    n.bytes -= old.len();
+                }
+            }
             numbered
         } else {
             text
