@@ -846,6 +846,7 @@ export class PulseWaveClient extends Emitter {
     const suspended = this._session;
     if (suspended?.resuming) {
       if (await this._resumeSession(suspended, reason)) return;
+      if (this._leaving) return;
       // Refused or too late: tell the app, then rejoin in full below.
       this.emit('resumeFailed', { reason });
     }

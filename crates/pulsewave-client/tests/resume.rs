@@ -333,3 +333,53 @@ async fn a_resume_token_is_useless_to_anybody_else() {
     drop(bob);
     s.shutdown(WAIT).await;
 }
+
+/// A plain `join` with the identity of a participant waiting for a resume
+/// replaces it, as any duplicate identity: the others see the old session
+/// leave and the new one join, and the old credentials no longer work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_join_during_the_grace_time_replaces_the_waiting_session() {
+    let s = server(Duration::from_secs(15)).await;
+    let mut alice = client(&s, "alice").await;
+    let old = client(&s, "bob").await;
+    let old_sid = sid(&old);
+    let old_token = old.joined().unwrap().resume_token.clone().unwrap();
+    old.simulate_offline(true);
+    old.simulate_connection_drop().await;
+
+    let new = client(&s, "bob").await;
+    assert_ne!(sid(&new), old_sid);
+    let left = alice
+        .wait_for(WAIT, |e| match e {
+            ClientEvent::Signal(ServerMessage::ParticipantLeft { participant }) => {
+                Some(participant.sid)
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(left, old_sid);
+    let joined = alice
+        .wait_for(WAIT, |e| match e {
+            ClientEvent::Signal(ServerMessage::ParticipantJoined { participant }) => {
+                Some(participant.sid)
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(joined, sid(&new));
+    let reply = raw_resume(&s, "bob", &old_sid, &old_token).await;
+    assert!(
+        matches!(
+            reply,
+            ServerMessage::Error {
+                code: ErrorCode::ResumeFailed,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    old.close().await;
+    s.shutdown(WAIT).await;
+}

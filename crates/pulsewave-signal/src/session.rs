@@ -240,7 +240,13 @@ pub(crate) async fn run<S>(
                 };
                 let now = Instant::now();
                 last_heard = now;
-                if let Message::Close(_) = msg {
+                if let Message::Close(frame) = msg {
+                    // A cluster relay that cut its client off (too slow, too
+                    // large) says so with the close code: no resume then,
+                    // as for a client cut off here.
+                    if frame.is_some_and(|f| matches!(f.code, CloseCode::Policy | CloseCode::Size)) {
+                        resumable = false;
+                    }
                     break None;
                 }
                 // Every frame counts against the rate, whatever it is, before

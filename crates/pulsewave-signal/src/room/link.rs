@@ -41,8 +41,9 @@ struct Numbering {
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Link {
-    /// The attached session's queue; `None` while detached.
-    outbound: Option<Outbound>,
+    /// The last session's queue: written to while attached, kept while
+    /// detached only to recognize that session's late `Leave`/`Detach`.
+    outbound: Outbound,
     /// When the session's socket went away, while detached.
     detached_at: Option<Instant>,
     /// The secret a resume must present (empty: resume is off).
@@ -57,7 +58,7 @@ impl Link {
     /// A link attached to `outbound`; `capacity` 0 turns resume off.
     pub(crate) fn new(outbound: Outbound, capacity: usize) -> Self {
         Link {
-            outbound: Some(outbound),
+            outbound,
             detached_at: None,
             token: if capacity > 0 {
                 pulsewave_protocol::random_string(TOKEN_LEN)
@@ -105,7 +106,7 @@ impl Link {
         } else {
             text
         };
-        match &self.outbound {
+        match self.attached() {
             Some(o) => o.send_encoded(text),
             None => true,
         }
@@ -119,7 +120,7 @@ impl Link {
     /// Queues a message outside the numbering (the reply to `join`, lossy
     /// data): never replayed; dropped while detached.
     pub(crate) fn send_unnumbered(&self, text: Utf8Bytes, lossy: bool) {
-        if let Some(o) = &self.outbound {
+        if let Some(o) = self.attached() {
             if lossy {
                 o.send_lossy(text);
             } else {
@@ -130,21 +131,25 @@ impl Link {
 
     /// Tells the attached client why it is disconnected.
     pub(crate) fn disconnect(&self, reason: DisconnectReason) {
-        if let Some(o) = &self.outbound {
+        if let Some(o) = self.attached() {
             o.disconnect(reason);
         }
     }
 
     /// Whether the attached session ended without telling the room.
     pub(crate) fn is_closed(&self) -> bool {
-        self.outbound.as_ref().is_some_and(Outbound::is_closed)
+        self.attached().is_some_and(Outbound::is_closed)
     }
 
-    /// Whether `outbound` is the attached session's queue.
+    /// The session's queue while attached.
+    fn attached(&self) -> Option<&Outbound> {
+        self.detached_at.is_none().then_some(&self.outbound)
+    }
+
+    /// Whether `outbound` belongs to the session this link was last
+    /// attached to (attached now, or detached from it).
     pub(crate) fn is_attached_to(&self, outbound: &Outbound) -> bool {
-        self.outbound
-            .as_ref()
-            .is_some_and(|o| o.same_channel(outbound))
+        self.outbound.same_channel(outbound)
     }
 
     /// When the link went detached, if it is.
@@ -152,9 +157,9 @@ impl Link {
         self.detached_at
     }
 
-    /// Forgets the session's queue; messages are kept for replay from now.
+    /// Stops writing to the session's queue; messages are kept for replay
+    /// from now.
     pub(crate) fn detach(&mut self, now: Instant) {
-        self.outbound = None;
         self.detached_at.get_or_insert(now);
     }
 
@@ -183,10 +188,10 @@ impl Link {
     /// was replaced, and returns the new token and the messages after
     /// `last_seq`, in order, for the caller to send after `resumed`.
     pub(crate) fn resume(&mut self, outbound: Outbound, last_seq: u64) -> (String, Vec<Utf8Bytes>) {
-        if let Some(old) = self.outbound.replace(outbound) {
+        let old = std::mem::replace(&mut self.outbound, outbound);
+        if self.detached_at.take().is_none() {
             old.disconnect(DisconnectReason::DuplicateIdentity);
         }
-        self.detached_at = None;
         self.token = pulsewave_protocol::random_string(TOKEN_LEN);
         let missed = self
             .numbering()
@@ -201,7 +206,7 @@ impl Link {
     /// Sends `resumed` and then the missed messages, bypassing the
     /// numbering (they already carry their `seq`).
     pub(crate) fn send_replay(&self, resumed: Utf8Bytes, missed: Vec<Utf8Bytes>) {
-        if let Some(o) = &self.outbound {
+        if let Some(o) = self.attached() {
             o.send_encoded(resumed);
             for text in missed {
                 o.send_encoded(text);
