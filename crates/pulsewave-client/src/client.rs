@@ -74,6 +74,11 @@ pub use crate::handles::{DataChannelHandle, DataSubscription, LocalTrackHandle, 
 const SIGNAL_CAPACITY: usize = 256;
 
 /// Something that happened, delivered through [`Client::events`].
+// `Signal` holds the server message by value so that callers can match it
+// in place (`ClientEvent::Signal(ServerMessage::..)`); `joined` (with its
+// resume token) makes it ~220 bytes larger than `Rtp`, a copy per event
+// that costs less than a box per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum ClientEvent {
