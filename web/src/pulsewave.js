@@ -646,6 +646,8 @@ export class PulseWaveClient extends Emitter {
           );
           return;
         }
+        // A socket this session has since replaced (a resume) no longer speaks for it.
+        if (session.ws !== ws) return;
         this._onSessionLost(session, { code: event.code, reason: event.reason });
       };
     });
@@ -771,9 +773,11 @@ export class PulseWaveClient extends Emitter {
     session.pending.clear();
     const ws = session.ws;
     session.ws = null;
-    if (ws && ws.readyState <= WebSocket.OPEN) {
-      ws.onclose = null;
-      ws.onmessage = null;
+    if (!ws) return;
+    // Whatever this socket still delivers (a late close event, too) is no longer ours.
+    ws.onclose = null;
+    ws.onmessage = null;
+    if (ws.readyState <= WebSocket.OPEN) {
       try {
         ws.close(4002, reason);
       } catch {

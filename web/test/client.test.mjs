@@ -414,6 +414,15 @@ test('resume after a dropped socket: same session and transports, missed events 
   // Requests work on the resumed session.
   await run(() => window.T.clients.rita.mute(window.T.pubs.ritaMic));
   await until('sam saw rita muted', async () => (await events('sam', 'trackMuted')).some((e) => e.identity === 'rita'));
+  // A drop seen first by the client (simulateConnectionDrop: its socket closes while it
+  // already resumes on a new one) resumes too; the old socket's late close is ignored.
+  assert.equal(await run(() => window.T.clients.rita.simulateConnectionDrop()), true);
+  await until('rita resumed again', async () => (await events('rita', 'resumed')).length === 2);
+  assert.equal(await run(() => window.T.clients.rita.state), 'connected');
+  await run(() => window.T.clients.rita.unmute(window.T.pubs.ritaMic));
+  await until('sam saw rita unmuted', async () => (await events('sam', 'trackUnmuted')).some((e) => e.identity === 'rita'));
+  assert.equal((await events('rita', 'reconnected')).length, 0);
+  assert.equal(await run(() => window.T.clients.rita.participant.sid), before.sid);
 });
 
 test('resume refused: falls back to a full rejoin and republish', T, async () => {

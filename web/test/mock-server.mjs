@@ -187,14 +187,17 @@ export async function startMockServer() {
         if (msg.resume) {
           const target = rooms.get(msg.room)?.sessions.get(s.identity);
           if (
-            resumeMode !== 'accept' || !target || !target.detached || target.sid !== msg.resume.participantSid ||
+            resumeMode !== 'accept' || !target || target.sid !== msg.resume.participantSid ||
             target.resumeToken !== msg.resume.token
           ) {
             return error(104, 'cannot resume; join again without `resume`');
           }
-          // The connection now drives the old session.
+          // The connection now drives the old session (taking it over from a socket the
+          // mock still believes open, as the server does).
           sessions.delete(s);
+          const oldWs = target.ws;
           target.ws = s.ws;
+          if (oldWs !== s.ws && oldWs.readyState === 1) oldWs.close(1000);
           target.detached = false;
           target.resumeToken = id('RT');
           conn.s = target;
