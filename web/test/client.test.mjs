@@ -425,6 +425,27 @@ test('resume after a dropped socket: same session and transports, missed events 
   assert.equal(await run(() => window.T.clients.rita.participant.sid), before.sid);
 });
 
+test('resume: a track published while the client was away is replayed and subscribed', T, async () => {
+  const subsBefore = (await events('rita', 'trackSubscribed')).length;
+  mock.setOffline('rita', true);
+  mock.drop('rita');
+  await until('rita tries to come back', async () => (await events('rita', 'reconnecting')).length > 0 && (await run(() => window.T.clients.rita.state)) === 'reconnecting');
+  const samPublishes = mock.sent('sam', 'publish').length;
+  await run(async () => {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+    window.T.pubs.samCam = await window.T.clients.sam.publish(stream.getVideoTracks()[0], { source: 'camera' });
+  });
+  assert.equal(mock.sent('sam', 'publish').length, samPublishes + 1);
+  const samCam = await run(() => window.T.pubs.samCam.producerId);
+  mock.setOffline('rita', false);
+  await until('rita resumed once more', async () => (await events('rita', 'resumed')).length === 3, 15_000);
+  await until('rita subscribed to the camera sam published while she was away', async () =>
+    (await events('rita', 'trackSubscribed')).slice(subsBefore).some((e) => e.identity === 'sam' && e.producerId === samCam),
+  );
+  assert.equal((await events('rita', 'reconnected')).length, 0);
+  assert.ok(!(await events('sam', 'participantLeft')).some((e) => e.identity === 'rita'));
+});
+
 test('resume refused: falls back to a full rejoin and republish', T, async () => {
   mock.setResumeMode('refuse');
   const joins = mock.sent('rita', 'join').length;

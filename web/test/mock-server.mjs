@@ -127,7 +127,17 @@ export async function startMockServer() {
     }
     res.writeHead(404).end();
   });
-  const wss = new WebSocketServer({ server: http });
+  // Identities whose network is "down": their WebSocket upgrades are refused.
+  const offline = new Set();
+  const identityOf = (url) => {
+    try {
+      const token = new URL(url, 'http://x').searchParams.get('token') ?? '';
+      return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).sub;
+    } catch {
+      return undefined;
+    }
+  };
+  const wss = new WebSocketServer({ server: http, verifyClient: ({ req }) => !offline.has(identityOf(req.url)) });
 
   const participantInfo = (s) => ({
     sid: s.sid, identity: s.identity, name: s.name, metadata: '', joinedAt: s.joinedAt,
@@ -399,6 +409,11 @@ export async function startMockServer() {
         s.ws.terminate();
         for (const m of missed) send(s, m);
       }
+    },
+    /** While true, the identity cannot connect (its upgrades fail), as with no network. */
+    setOffline(identity, down) {
+      if (down) offline.add(identity);
+      else offline.delete(identity);
     },
     /** 'off' | 'accept' | 'refuse': see `resumeMode` above. */
     setResumeMode(mode) {
