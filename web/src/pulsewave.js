@@ -188,6 +188,8 @@ export class RemoteTrack {
  * - `tokenRefreshed` ({token}): the server sent a fresh token; reconnects use it (`client.token`)
  * - `connected` ({room, participant}), `reconnecting` ({reason, attempt, delayMs}),
  *   `reconnected` ({room, participant}), `disconnected` ({reason, error?})
+ * - `resumed` ({room, participant, replayed}): a dropped socket was replaced and the session resumed
+ *   (same ids, nothing rebuilt); `resumeFailed` ({reason}): refused, a full reconnect follows
  * - `participantJoined` / `participantLeft` (ParticipantInfo)
  * - `trackPublished` (TrackInfo) / `trackUnpublished` ({participantIdentity, producerId, trackSid, track})
  * - `trackSubscribed` / `trackUnsubscribed` (RemoteTrack)
