@@ -22,7 +22,7 @@ use crate::outbound::{Outbound, encode};
 const TOKEN_LEN: usize = 32;
 /// Most bytes of messages kept for replay per participant, whatever their
 /// count: large reliable data messages push the oldest out sooner.
-pub(crate) const MAX_BUFFER_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BUFFER_BYTES: usize = 256 << 10;
 
 /// Why a resume was refused (the text goes into the `error` message).
 pub(crate) type Refusal = &'static str;
