@@ -383,3 +383,39 @@ async fn a_fresh_join_during_the_grace_time_replaces_the_waiting_session() {
     old.close().await;
     s.shutdown(WAIT).await;
 }
+
+/// With a replay buffer of 2 messages (configured small for the test), a
+/// client that missed more is refused and rejoins in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_more_than_the_buffer_means_a_full_rejoin() {
+    let mut config = ServerConfig::dev(0, KEY, SECRET);
+    config.resume_buffer = 2;
+    let s = WebSocketServer::new(config).start().await.unwrap();
+    let alice = client(&s, "alice").await;
+    let mut bob = client(&s, "bob").await;
+    let bob_sid = sid(&bob);
+    bob.simulate_offline(true);
+    bob.simulate_connection_drop().await;
+    bob.wait_for(WAIT, |e| {
+        matches!(e, ClientEvent::Reconnecting { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+    for i in 0..5 {
+        alice
+            .publish_data(pulsewave_protocol::DataKind::Reliable, i.into())
+            .await
+            .unwrap();
+    }
+    bob.simulate_offline(false);
+    let joined = bob
+        .wait_for(WAIT, |e| match e {
+            ClientEvent::Resumed { .. } => panic!("resumed past the buffer"),
+            ClientEvent::Reconnected { joined } => Some(joined),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_ne!(joined.participant.sid, bob_sid);
+    s.shutdown(WAIT).await;
+}
