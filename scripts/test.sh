@@ -60,6 +60,6 @@ cargo build -p pulsewave-server --locked
 PULSEWAVE_SERVER_BIN="$PWD/target/debug/pulsewave-server" bash web/test/run-browser-tests.sh
 
 step "browser over a shaped link: adaptive media (network namespaces, tbf)"
-PULSEWAVE_SERVER_BIN="$PWD/target/debug/pulsewave-server" bash web/test/run-network-tests.sh
+PULSEWAVE_SERVER_BIN="$PWD/target/debug/pulsewave-server" bash web/test/run-bandwidth-tests.sh
 
 step "all tests passed"

@@ -244,6 +244,19 @@ function addChatMessage(fromIdentity, message, self) {
 // ------------------------------------------------------------------- client
 
 function wireClient(c) {
+  // Active speakers (`active-speakers`): the tiles of who speaks get
+  // data-speaking="true" (a highlighted border), the loudest data-speaking="loudest".
+  // Connection quality (`connection-quality`): data-quality on the tile.
+  c.on('connectionQuality', (e) => {
+    const tile = tileFor(e.participantIdentity, 'camera');
+    if (tile) tile.dataset.quality = e.quality;
+  });
+  c.on('activeSpeakers', (speakers) => {
+    const levels = new Map(speakers.map((s, i) => [s.participantIdentity, i === 0 ? 'loudest' : 'true']));
+    for (const tile of ui.grid.querySelectorAll('.tile[data-source="camera"]')) {
+      tile.dataset.speaking = levels.get(tile.dataset.identity) ?? 'false';
+    }
+  });
   c.on('participantJoined', (info) => {
     logEvent('participantJoined', { identity: info.identity });
     renderRemoteParticipant(info);

@@ -57,7 +57,7 @@ export const ClientErrorCode = Object.freeze({
 });
 
 // Disconnect reasons after which the client does not reconnect.
-const FINAL_REASONS = new Set(['client-leave', 'duplicate-identity', 'room-closed']);
+const FINAL_REASONS = new Set(['client-leave', 'duplicate-identity', 'room-closed', 'participant-removed', 'room-deleted']);
 // Error codes of a join that another attempt cannot fix.
 const FATAL_JOIN_CODES = new Set([
   ErrorCode.RoomNotFound,
@@ -68,6 +68,10 @@ const FATAL_JOIN_CODES = new Set([
 // mediasoup-client 3.24 has no `device.sctpCapabilities`; this is what older
 // versions returned and what browsers support.
 const DEFAULT_SCTP_CAPABILITIES = Object.freeze({ numStreams: { OS: 1024, MIS: 1024 } });
+/** ICE restarts tried on a transport before a failed one rebuilds the session. */
+const MAX_ICE_RESTARTS = 3;
+/** Delay before acting on a `failed` that arrived during an ICE restart. */
+const ICE_RESTART_RETRY_MS = 1000;
 const SOURCES = new Set(['camera', 'microphone', 'screen', 'screen-audio']);
 
 /** An error of a request or of the connection; `code` is a protocol code or a ClientErrorCode. */
@@ -199,6 +203,10 @@ export class RemoteTrack {
  * - `trackMuted` / `trackUnmuted` ({participantIdentity, producerId, trackSid, source, kind, local, subscription})
  * - `localTrackEnded` (LocalTrackPublication; it has been unpublished)
  * - `data` ({participantIdentity, data, kind, topic})
+ * - `participantUpdated` ({participant, local}), `roomUpdated` ({name, sid, metadata})
+ * - `activeSpeakers` ([{participantIdentity, participantSid, level}], loudest first)
+ * - `connectionQuality` ({participantIdentity, quality, local})
+ * - `subscriptionsUpdated` ({trackSids, producerIds, subscribe}) after the server API asked
  * - `transportState` ({direction, state})
  * - `error` (PulseWaveError or Error, with `operation`)
  * - `message` (every raw server message, for debugging)
@@ -253,6 +261,10 @@ export class PulseWaveClient extends Emitter {
     /** Router RTP capabilities and ICE servers from `joined`. */
     this.rtpCapabilities = null;
     this.iceServers = [];
+    /** The last `active-speakers`: [{participantIdentity, participantSid, level}], loudest first. */
+    this.activeSpeakers = [];
+    /** identity -> connection quality (`excellent`, `good`, `poor`, `lost`) from `connection-quality`. */
+    this.connectionQuality = new Map();
 
     this._publications = [];
     this._session = null; // state of the current WebSocket session, see _newSession
@@ -363,6 +375,21 @@ export class PulseWaveClient extends Emitter {
         if (err.code !== ErrorCode.ProducerNotFound) throw err;
       }
     }
+  }
+
+  /**
+   * Changes this participant's own metadata and/or name (`update-metadata`;
+   * the token must grant `canUpdateOwnMetadata`). Everyone gets
+   * `participant-updated` (event `participantUpdated`).
+   * @param {object} update `metadata` (string), `name` (string)
+   */
+  async updateMetadata({ metadata, name } = {}) {
+    const session = this._requireSession();
+    const msg = { type: 'update-metadata' };
+    if (metadata !== undefined) msg.metadata = metadata;
+    if (name !== undefined) msg.name = name;
+    const reply = await this._request(session, msg);
+    return reply.participant;
   }
 
   /**
@@ -1064,8 +1091,11 @@ export class PulseWaveClient extends Emitter {
         return;
       }
       case 'track-unsubscribed': {
-        const sub =
-          session.subs.get(msg.producerId) ?? [...session.subs.values()].find((s) => s.consumerId === msg.consumerId);
+        // By consumer: a late reply about an old consumer of this producer
+        // must not close a newer subscription to it.
+        const sub = msg.consumerId
+          ? [...session.subs.values()].find((s) => s.consumerId === msg.consumerId)
+          : session.subs.get(msg.producerId);
         if (sub) this._closeSubscription(session, sub);
         return;
       }
@@ -1080,6 +1110,19 @@ export class PulseWaveClient extends Emitter {
           track = this._findTrack(msg.producerId);
         }
         if (track) track.muted = muted;
+        if (local) {
+          // A server-side mute (the server API's MutePublishedTrack): stop
+          // or resume sending, as the publisher's own mute() would.
+          const pub = this._publications.find((p) => p.producerId === msg.producerId);
+          if (pub && pub.muted !== muted) {
+            pub.muted = muted;
+            const producer = pub.producer;
+            if (producer && !producer.closed) {
+              if (muted) producer.pause();
+              else producer.resume();
+            }
+          }
+        }
         const sub = session.subs.get(msg.producerId) ?? null;
         if (sub) sub.muted = muted;
         this.emit(muted ? 'trackMuted' : 'trackUnmuted', {
@@ -1123,6 +1166,65 @@ export class PulseWaveClient extends Emitter {
           topic: msg.topic,
         });
         return;
+      case 'participant-updated': {
+        const info = msg.participant;
+        if (!info) return;
+        if (info.identity === this.identity) {
+          const before = this.participant?.permission;
+          this.participant = { ...this.participant, ...info, tracks: this.participant?.tracks ?? info.tracks ?? [] };
+          this.emit('participantUpdated', { participant: this.participant, local: true });
+          if (before && before.canSubscribe === false && info.permission?.canSubscribe) {
+            for (const p of this.participants.values()) for (const t of p.tracks ?? []) this._subscribe(session, t);
+          }
+          return;
+        }
+        const known = this.participants.get(info.identity);
+        const merged = { ...known, ...info, tracks: known?.tracks ?? info.tracks ?? [] };
+        this.participants.set(info.identity, merged);
+        this.emit('participantUpdated', { participant: merged, local: false });
+        return;
+      }
+      case 'connection-quality': {
+        // excellent | good | poor | lost, per participant (this one included).
+        if (typeof msg.participantIdentity !== 'string') return;
+        this.connectionQuality.set(msg.participantIdentity, msg.quality);
+        this.emit('connectionQuality', {
+          participantIdentity: msg.participantIdentity,
+          quality: msg.quality,
+          local: msg.participantIdentity === this.identity,
+        });
+        return;
+      }
+      case 'active-speakers': {
+        // Who speaks now, loudest first; [] when nobody does.
+        const speakers = Array.isArray(msg.speakers) ? msg.speakers : [];
+        this.activeSpeakers = speakers;
+        this.emit('activeSpeakers', speakers);
+        return;
+      }
+      case 'room-updated':
+        if (this.room) this.room.metadata = msg.metadata;
+        this.emit('roomUpdated', { name: msg.name, sid: msg.sid, metadata: msg.metadata });
+        return;
+      case 'update-subscriptions': {
+        // The server API (UpdateSubscriptions) asks this client to receive
+        // or drop these tracks.
+        const ids = Array.isArray(msg.producerIds) ? msg.producerIds : [];
+        for (const producerId of ids) {
+          if (msg.subscribe) {
+            const info = this._findTrack(producerId);
+            if (info) this._subscribe(session, info, { force: true });
+          } else {
+            const sub = session.subs.get(producerId);
+            if (!sub) continue;
+            const consumerId = sub.consumerId;
+            this._closeSubscription(session, sub);
+            if (consumerId) this._request(session, { type: 'unsubscribe', consumerId }).catch(() => {});
+          }
+        }
+        this.emit('subscriptionsUpdated', { trackSids: msg.trackSids ?? [], producerIds: ids, subscribe: Boolean(msg.subscribe) });
+        return;
+      }
       case 'token-refresh':
         // The server's fresh token (same grants, later expiry): the next
         // reconnect uses it, so a call outlives the token it started with.
@@ -1274,13 +1376,59 @@ export class PulseWaveClient extends Emitter {
     transport.on('connectionstatechange', (state) => {
       if (session.closed) return;
       this.emit('transportState', { direction, state, transportId: transport.id });
-      if (state === 'connected') this._transportFailures = 0;
-      if (state === 'failed') {
-        this._emitError(new PulseWaveError(`${direction} transport failed (ICE/DTLS)`, 'transport-failed'), 'transport');
-        this._restartSession(session, 'transport-failed');
+      if (state === 'connected') {
+        this._transportFailures = 0;
+        transport.appData.iceRestarts = 0;
       }
+      // A network change or a cut: restart ICE on the same transport
+      // (tracks, consumers and ids stay); only when that keeps failing,
+      // rebuild the whole session.
+      if (state === 'disconnected' || state === 'failed') this._restartIce(session, transport, direction, state);
     });
     return transport;
+  }
+
+  /**
+   * Asks the server for new ICE parameters (`restart-ice`) and hands them
+   * to mediasoup-client's `transport.restartIce({iceParameters})`. At most
+   * MAX_ICE_RESTARTS attempts until the transport connects again; past
+   * them, a `failed` transport rebuilds the session.
+   */
+  async _restartIce(session, transport, direction, state) {
+    const app = transport.appData;
+    if (app.restartingIce) return;
+    const giveUp = () => {
+      if (state !== 'failed' || session.closed) return;
+      this._emitError(new PulseWaveError(`${direction} transport failed (ICE/DTLS)`, 'transport-failed'), 'transport');
+      this._restartSession(session, 'transport-failed');
+    };
+    if ((app.iceRestarts ?? 0) >= MAX_ICE_RESTARTS) {
+      giveUp();
+      return;
+    }
+    app.restartingIce = true;
+    app.iceRestarts = (app.iceRestarts ?? 0) + 1;
+    try {
+      const reply = await this._request(session, { type: 'restart-ice', transportId: transport.id });
+      if (session.closed || transport.closed) return;
+      await transport.restartIce({ iceParameters: reply.iceParameters });
+      this.emit('iceRestarted', { direction, transportId: transport.id });
+    } catch (err) {
+      if (!session.closed && !transport.closed) {
+        this._emitError(err, 'restart-ice');
+        giveUp();
+      }
+    } finally {
+      app.restartingIce = false;
+    }
+    // A `failed` that came while the restart ran is acted on now.
+    if (!session.closed && !transport.closed && transport.connectionState === 'failed') {
+      setTimeout(() => {
+        if (!session.closed && !transport.closed && transport.connectionState === 'failed') {
+          this._restartIce(session, transport, direction, 'failed');
+        }
+      }, ICE_RESTART_RETRY_MS);
+    }
   }
 
   // ------------------------------------------------------------- publishing
@@ -1334,8 +1482,8 @@ export class PulseWaveClient extends Emitter {
 
   // ------------------------------------------------------------ subscribing
 
-  async _subscribe(session, info) {
-    if (!this._options.autoSubscribe || session.closed || !info?.producerId) return;
+  async _subscribe(session, info, { force = false } = {}) {
+    if ((!this._options.autoSubscribe && !force) || session.closed || !info?.producerId) return;
     if (session.subs.has(info.producerId)) return;
     if (this.participant?.permission && this.participant.permission.canSubscribe === false) return;
     const sub = new RemoteTrack(info);

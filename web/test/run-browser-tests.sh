@@ -6,14 +6,21 @@
 #      (client.test.mjs, node --test, no Rust server needed),
 #   4. starts the server binary with --dev on a free port, inside a
 #      loopback-only network namespace when possible (unshare -n; root),
-#   5. runs e2e.mjs, then the mediasoup-client compatibility matrix
+#   5. runs e2e.mjs, the server API test admin-e2e.mjs (LiveKit's Node
+#      server SDK, livekit-server-sdk, against the server with browsers in
+#      the room), then the mediasoup-client compatibility matrix
 #      compat.mjs (docs/compat.md), against it, stops the server by PID,
 #      then turn-e2e.mjs (relay-only media through the embedded TURN
 #      server over UDP, TCP and TLS; it starts its own servers),
 #   6. starts redis-server and two cluster nodes (REDIS_ENABLED=true, demo
 #      on, tokens from the API key) and runs cluster-e2e.mjs: two browsers
-#      in one room through different nodes; stops them by PID,
-#   7. exits with the tests' status.
+#      in one room through different nodes, after admin-e2e.mjs with the
+#      pages on one node and every API call sent to the other; stops them
+#      by PID,
+#   7. runs the network tests (run-network-tests.sh: two browsers call over
+#      ICE-TCP where UDP is dropped, and come back by ICE restart after
+#      their media ports were cut),
+#   8. exits with the tests' status.
 #
 # Environment:
 #   PULSEWAVE_SERVER_BIN  server binary (default target/release/pulsewave-server,
@@ -26,6 +33,8 @@
 #                         a failure unless explicitly allowed
 #   PULSEWAVE_E2E_BWE=true  run these servers with bandwidth estimation (off
 #                         by default here: see the server start below)
+#   PULSEWAVE_ICE_TCP_E2E=0  skip the network tests (they need root for
+#                         their namespaces and iptables)
 #   PULSEWAVE_COMPAT_ONLY=1  run only the compatibility matrix (compat.mjs):
 #                         no client.test.mjs, no e2e.mjs, no cluster test
 set -euo pipefail
@@ -62,8 +71,9 @@ run_cluster_tests() {
     say "FATAL: redis-server is missing (apt-get install -y redis-server), needed by the cluster browser test (PULSEWAVE_CLUSTER_E2E=0 with PULSEWAVE_ALLOW_SKIP=1 skips it)"
     return 2
   fi
-  local rport a_port b_port media key secret pids=() rc=0
+  local rport a_port b_port hook_port media key secret pids=() rc=0
   rport="$(free_port)"
+  hook_port="$(free_port)"
   a_port="$(free_port)"
   b_port="$(free_port)"
   media=$((20000 + (RANDOM % 200) * 100))
@@ -79,6 +89,7 @@ run_cluster_tests() {
       REDIS_ENABLED=true REDIS_URL="redis://127.0.0.1:$rport" NODE_ID="e2e-node-$i" \
       MEDIASOUP_NUM_WORKERS=1 MEDIASOUP_MIN_PORT=$((media + i * 50)) MEDIASOUP_MAX_PORT=$((media + i * 50 + 49)) \
       ROOM_EMPTY_TIMEOUT=1s DRAIN_TIMEOUT=2s DEMO_ENABLED=true PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
+      WEBHOOK_URLS="http://127.0.0.1:$hook_port/webhook" \
       BANDWIDTH_ESTIMATION="${PULSEWAVE_E2E_BWE:-false}" \
       "$PULSEWAVE_SERVER_BIN" >"$PULSEWAVE_ARTIFACTS/cluster-node-$i.log" 2>&1 &
     pids+=($!)
@@ -86,6 +97,11 @@ run_cluster_tests() {
   done
   if wait_http "http://127.0.0.1:$a_port/healthz" "${pids[1]}" "cluster node 0" &&
     wait_http "http://127.0.0.1:$b_port/healthz" "${pids[2]}" "cluster node 1"; then
+    # The server API through the node that does not own the room (before
+    # cluster-e2e.mjs, which kills node 0).
+    PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
+      PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" PULSEWAVE_WEBHOOK_PORT="$hook_port" \
+      node "$WEB_DIR/test/admin-e2e.mjs" || rc=$?
     PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
       PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" PULSEWAVE_NODE0_PID="${pids[1]}" \
       node "$WEB_DIR/test/cluster-e2e.mjs" || rc=$?
@@ -125,6 +141,8 @@ if [ "${1:-}" = "--inner" ]; then
     if [ "$client_status" != 0 ]; then say "client module tests failed (status $client_status)"; fi
   fi
   port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
+  # Where the server sends webhooks: admin-e2e.mjs listens there.
+  hook_port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
   server_log="$PULSEWAVE_ARTIFACTS/server.log"
   say "starting $PULSEWAVE_SERVER_BIN --dev --port $port (log: $server_log)"
   # The server serves the demo from web/ (see web/README.md).
@@ -132,9 +150,10 @@ if [ "${1:-}" = "--inner" ]; then
   # and the server on two cores, scheduling delays read as queueing to the
   # delay-based estimator (the estimate toward each page on loopback falls
   # to ~0.3 Mbit/s) and these tests count frames. Adaptive media in
-  # browsers is tested by run-network-tests.sh, with fewer pages and a real
+  # browsers is tested by run-bandwidth-tests.sh, with fewer pages and a real
   # bottleneck.
   BANDWIDTH_ESTIMATION="${PULSEWAVE_E2E_BWE:-false}" PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
+    WEBHOOK_URLS="http://127.0.0.1:$hook_port/webhook" \
     "$PULSEWAVE_SERVER_BIN" --dev --port "$port" >"$server_log" 2>&1 &
   server_pid=$!
   stop_server() {
@@ -177,6 +196,15 @@ if [ "${1:-}" = "--inner" ]; then
   status=0
   if [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
     PULSEWAVE_URL="http://127.0.0.1:$port" node "$WEB_DIR/test/e2e.mjs" || status=$?
+    # The server API with LiveKit's Node server SDK (--dev: devkey / secret).
+    admin_status=0
+    # In the private network namespace, iptables may drop datagrams for
+    # the lossy-link scenario (never on the host network).
+    iptables_loss=0
+    if [ "$mode" = "netns" ]; then iptables_loss=1; fi
+    PULSEWAVE_URLS="http://127.0.0.1:$port" PULSEWAVE_WEBHOOK_PORT="$hook_port" PULSEWAVE_IPTABLES_LOSS="$iptables_loss" \
+      node "$WEB_DIR/test/admin-e2e.mjs" || admin_status=$?
+    if [ "$status" = 0 ]; then status=$admin_status; fi
   fi
   # The mediasoup-client compatibility matrix (docs/compat.md), same server.
   compat_status=0
@@ -202,6 +230,14 @@ if [ "${1:-}" = "--inner" ]; then
     cluster_status=0
     run_cluster_tests || cluster_status=$?
     if [ "$status" = 0 ]; then status=$cluster_status; fi
+  fi
+  # ICE-TCP with UDP blocked, ICE restart after a cut (run-network-tests.sh).
+  if [ "${PULSEWAVE_ICE_TCP_E2E:-1}" != 0 ] && [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
+    ice_status=0
+    say "network browser tests (ICE-TCP, ICE restart)"
+    "$WEB_DIR/test/run-network-tests.sh" || ice_status=$?
+    if [ "$ice_status" != 0 ]; then say "network browser tests failed (status $ice_status)"; fi
+    if [ "$status" = 0 ]; then status=$ice_status; fi
   fi
   exit "$status"
 fi
@@ -254,6 +290,12 @@ say "server binary: $PULSEWAVE_SERVER_BIN"
 if [ "${PULSEWAVE_NETNS:-1}" = 0 ]; then
   say "WARNING: PULSEWAVE_NETNS=0: using the host network"
 elif unshare -n true 2>/dev/null && command -v ip >/dev/null; then
+  if ! command -v iptables >/dev/null 2>&1; then
+    # The lossy-link scenario of admin-e2e.mjs drops datagrams with
+    # iptables inside the namespace.
+    say "installing iptables with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
+  fi
   say "running in a loopback-only network namespace"
   exec unshare -n "$SELF" --inner netns
 else

@@ -61,6 +61,11 @@ pub struct Config {
     /// How long every participant may take to get ready after the ramp.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ready_timeout: Duration,
+    /// How participants carry media: `udp` (the default) or `tcp` (only
+    /// the server's passive ICE-TCP candidate, RFC 4571 framing), to
+    /// measure the cost of ICE-TCP beside UDP.
+    #[arg(long, default_value = "udp", value_parser = parse_transport)]
+    pub transport: pulsewave_client::IceProtocol,
     /// Room names are `<room-prefix>-<n>`.
     #[arg(long, default_value = "loadtest")]
     pub room_prefix: String,
@@ -142,6 +147,15 @@ impl Config {
     }
 }
 
+/// `udp` or `tcp`.
+fn parse_transport(s: &str) -> Result<pulsewave_client::IceProtocol, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "udp" => Ok(pulsewave_client::IceProtocol::Udp),
+        "tcp" => Ok(pulsewave_client::IceProtocol::Tcp),
+        _ => Err(format!("`{s}`: expected `udp` or `tcp`")),
+    }
+}
+
 /// `1mbps`, `1.5Mbps`, `500kbps`, `64000bps`, `800000`: bits per second.
 pub fn parse_bitrate(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
@@ -209,6 +223,15 @@ mod tests {
         assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_on_off("off"), Ok(false));
+        assert_eq!(
+            parse_transport("TCP"),
+            Ok(pulsewave_client::IceProtocol::Tcp)
+        );
+        assert_eq!(
+            parse_transport("udp"),
+            Ok(pulsewave_client::IceProtocol::Udp)
+        );
+        assert!(parse_transport("quic").is_err());
         assert!(parse_on_off("maybe").is_err());
     }
 

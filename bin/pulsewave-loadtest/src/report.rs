@@ -79,6 +79,8 @@ pub struct ConfigSummary {
     pub video_fps: u32,
     /// Audio on.
     pub audio: bool,
+    /// How media travelled: `udp` or `tcp` (`--transport`).
+    pub transport: &'static str,
     /// Measurement seconds asked for.
     pub duration_seconds: f64,
     /// Joins per second.
@@ -463,6 +465,10 @@ pub(crate) fn build(i: Inputs<'_>) -> Report {
             subscriber_bitrate_cap_bps: c.subscriber_bitrate_cap,
             video_fps: c.video_fps,
             audio: c.audio,
+            transport: match c.transport {
+                pulsewave_client::IceProtocol::Tcp => "tcp",
+                _ => "udp",
+            },
             duration_seconds: c.duration.as_secs_f64(),
             ramp: c.ramp,
             max_loss_percent: c.max_loss,
@@ -533,13 +539,14 @@ impl Report {
         let c = &self.config;
         let _ = writeln!(
             o,
-            "PulseWave load test: {} room(s) x ({} publishers + {} subscribers), video {} @ {} fps, audio {}, {:.1} s",
+            "PulseWave load test: {} room(s) x ({} publishers + {} subscribers), video {} @ {} fps, audio {}, over {}, {:.1} s",
             c.rooms,
             c.publishers,
             c.subscribers,
             mbps(c.video_bitrate_bps as f64),
             c.video_fps,
             if c.audio { "on" } else { "off" },
+            c.transport.to_uppercase(),
             self.window_seconds
         );
         let pa = &self.participants;

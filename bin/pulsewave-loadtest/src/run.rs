@@ -583,7 +583,9 @@ async fn connect_and_join(
 ) -> Result<Client, String> {
     let joined = async {
         let token = token(&ctx.config, &spec.identity, &spec.room, spec.publisher)?;
-        let mut builder = Client::builder().event_capacity(event_capacity);
+        let mut builder = Client::builder()
+            .event_capacity(event_capacity)
+            .ice_protocol(ctx.config.transport);
         if !spec.publisher && ctx.config.subscriber_bitrate_cap > 0 {
             builder = builder.receive_bitrate_cap(ctx.config.subscriber_bitrate_cap);
         }

@@ -213,6 +213,8 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
             ports = %format!("{}-{}", settings.media.min_port, settings.media.max_port),
             listen_ip = %settings.media.listen_ip,
             announced_ip = ?settings.media.announced_ip,
+            tcp = settings.media.tcp_enabled,
+            tcp_port = ?settings.media.tcp_port,
             "media settings"
         );
         // The embedded TURN server (TURN_ENABLED): started first, so that

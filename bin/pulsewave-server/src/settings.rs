@@ -74,6 +74,12 @@ pub(crate) struct ServeArgs {
     /// IP clients send media to, for servers behind NAT [env: MEDIASOUP_ANNOUNCED_IP].
     #[arg(long)]
     pub(crate) announced_ip: Option<String>,
+    /// ICE-TCP: a passive TCP candidate beside UDP on every transport [env: RTC_TCP_ENABLED] (default true).
+    #[arg(long)]
+    pub(crate) tcp_enabled: Option<String>,
+    /// First ICE-TCP port; worker i listens on it + i [env: RTC_TCP_PORT] (default: each worker's UDP port number).
+    #[arg(long)]
+    pub(crate) tcp_port: Option<String>,
     /// Log output: `text` or `json` [env: LOG_FORMAT].
     #[arg(long)]
     pub(crate) log_format: Option<String>,
@@ -91,6 +97,8 @@ pub(crate) struct MediaSettings {
     pub(crate) log_level: String,
     pub(crate) listen_ip: IpAddr,
     pub(crate) announced_ip: Option<IpAddr>,
+    pub(crate) tcp_enabled: bool,
+    pub(crate) tcp_port: Option<u16>,
 }
 
 /// Redis settings (`REDIS_*`) and the cluster key (`CLUSTER_SECRET*`).
@@ -389,6 +397,26 @@ impl Settings {
                 format!("{max_port} is below MEDIASOUP_MIN_PORT {min_port}"),
             ));
         }
+        let tcp_enabled = match src.get(&args.tcp_enabled, "RTC_TCP_ENABLED") {
+            Some(v) => parse_bool("RTC_TCP_ENABLED", &v)?,
+            None => true,
+        };
+        let tcp_port: Option<u16> = match src.get(&args.tcp_port, "RTC_TCP_PORT") {
+            Some(v) => {
+                let p: u16 = parse_num("RTC_TCP_PORT", &v, "a port number")?;
+                if p == 0 {
+                    return Err(err("RTC_TCP_PORT", "must be at least 1"));
+                }
+                if usize::from(p) + num_workers - 1 > usize::from(u16::MAX) {
+                    return Err(err(
+                        "RTC_TCP_PORT",
+                        format!("{p} + {num_workers} workers is past 65535"),
+                    ));
+                }
+                Some(p)
+            }
+            None => None,
+        };
         let log_level = match src.get(&None, "MEDIASOUP_LOG_LEVEL") {
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 l @ ("debug" | "warn" | "error" | "none" | "info" | "trace") => l.to_owned(),
@@ -609,6 +637,15 @@ impl Settings {
                 None => defaults.tcp_user_timeout,
             },
         };
+        let webhook_urls: Vec<String> = src
+            .get(&None, "WEBHOOK_URLS")
+            .map(|v| {
+                v.split(',')
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let token_refresh_interval = match src.get(&None, "TOKEN_REFRESH_INTERVAL") {
             Some(v) => parse_duration_or_zero("TOKEN_REFRESH_INTERVAL", &v)?,
             None => Duration::from_secs(300),
@@ -723,6 +760,8 @@ impl Settings {
                 resume_buffer,
                 ping_interval: Duration::from_secs(15),
                 token_refresh_interval,
+                webhook_urls,
+                metrics_room_limit: parse_limit(src, "METRICS_ROOM_LIMIT", 0usize)?,
                 token_leeway: pulsewave_auth::DEFAULT_LEEWAY,
                 trusted_proxies,
                 media: Some(MediaConfig {
@@ -731,6 +770,8 @@ impl Settings {
                     announced_ip: Some(announced),
                     min_port,
                     max_port,
+                    enable_tcp: tcp_enabled,
+                    tcp_port,
                     room,
                 }),
                 web_dir,
@@ -744,6 +785,8 @@ impl Settings {
                 log_level,
                 listen_ip,
                 announced_ip,
+                tcp_enabled,
+                tcp_port,
             },
             redis,
             node,
@@ -831,6 +874,12 @@ mod tests {
                 "MEDIASOUP_MAX_PORT",
             ),
             (&[("MEDIASOUP_LOG_LEVEL", "loud")], "MEDIASOUP_LOG_LEVEL"),
+            (&[("RTC_TCP_ENABLED", "sometimes")], "RTC_TCP_ENABLED"),
+            (&[("RTC_TCP_PORT", "0")], "RTC_TCP_PORT"),
+            (
+                &[("RTC_TCP_PORT", "65535"), ("MEDIASOUP_NUM_WORKERS", "2")],
+                "RTC_TCP_PORT",
+            ),
             (&[("REDIS_ENABLED", "maybe")], "REDIS_ENABLED"),
             (&[("REDIS_PORT", "-1")], "REDIS_PORT"),
             (&[("MAX_MESSAGE_SIZE", "1")], "MAX_MESSAGE_SIZE"),
@@ -898,6 +947,23 @@ mod tests {
             let e = load(&vars, false).unwrap_err();
             assert_eq!(e.var, *var, "{e}");
         }
+    }
+
+    #[test]
+    fn ice_tcp_is_on_by_default_and_configurable() {
+        let media = load(&[], true).unwrap().server.media.unwrap();
+        assert!(media.enable_tcp);
+        assert_eq!(media.tcp_port, None);
+        let media = load(
+            &[("RTC_TCP_ENABLED", "false"), ("RTC_TCP_PORT", "7881")],
+            true,
+        )
+        .unwrap()
+        .server
+        .media
+        .unwrap();
+        assert!(!media.enable_tcp);
+        assert_eq!(media.tcp_port, Some(7881));
     }
 
     #[test]

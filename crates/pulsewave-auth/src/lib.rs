@@ -8,7 +8,9 @@
 //!
 //! * [`AccessToken`] mints tokens (any service can use this crate alone);
 //! * [`TokenVerifier`] checks them against one or more API key pairs;
-//! * [`parse_ttl`] reads lifetimes such as `JWT_EXPIRES_IN=24h`.
+//! * [`parse_ttl`] reads lifetimes such as `JWT_EXPIRES_IN=24h`;
+//! * [`sign_webhook`] / [`verify_webhook`] sign and check webhook bodies as
+//!   LiveKit does.
 //!
 //! ```
 //! use pulsewave_auth::{AccessToken, AccessTokenOptions, TokenVerifier, VideoGrant};
@@ -45,9 +47,11 @@ mod grants;
 mod token;
 mod ttl;
 mod verifier;
+mod webhook;
 
 pub use error::AuthError;
 pub use grants::{Claims, VideoGrant};
 pub use token::{AccessToken, AccessTokenOptions, Metadata};
 pub use ttl::{DEFAULT_LEEWAY, DEFAULT_TTL, parse_ttl};
 pub use verifier::TokenVerifier;
+pub use webhook::{WEBHOOK_TOKEN_TTL, body_sha256, sign_webhook, verify_webhook};

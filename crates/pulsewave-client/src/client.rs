@@ -47,7 +47,6 @@ use std::time::{Duration, Instant};
 use pulsewave_protocol::rtp::{MediaKind, RtpCapabilities};
 use pulsewave_protocol::transport::{
     IceServer, NumSctpStreams, SctpCapabilities, SctpStreamParameters, TransportDirection,
-    TransportOptions,
 };
 use pulsewave_protocol::{
     ClientMessage, ConsumerId, DataKind, DataProducerId, ParticipantInfo, ParticipantSid,
@@ -59,11 +58,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{self, Command, EventSink, TransportHandle};
+use crate::driver::{self, Command, EventSink, LinkState, TransportHandle};
 use crate::error::ClientError;
 use crate::handles::TrackLink;
 use crate::peer::LocalTrack;
-use crate::peer::PeerTransport;
+use crate::peer::{IceProtocol, PeerTransport, server_candidate};
 use crate::signaling::{
     Reconnect, RegisteredTransport, Registry, SignalCommand, signaling_task, ws_url,
 };
@@ -74,13 +73,12 @@ pub use crate::handles::{DataChannelHandle, DataSubscription, LocalTrackHandle, 
 const SIGNAL_CAPACITY: usize = 256;
 
 /// Something that happened, delivered through [`Client::events`].
-// `Signal` holds the server message by value so that callers can match it
-// in place (`ClientEvent::Signal(ServerMessage::..)`); `joined` (with its
-// resume token) makes it ~220 bytes larger than `Rtp`, a copy per event
-// that costs less than a box per event.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
+// `Signal` carries a whole `ServerMessage` (a `joined` with its room
+// listing is the largest); events are moved once through a channel, so
+// boxing it would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum ClientEvent {
     /// A server message that is not the reply to one of our requests:
     /// `participant-joined`, `track-published`, `data`, `track-muted`,
@@ -309,6 +307,8 @@ pub struct ClientBuilder {
     reconnect: Option<ReconnectPolicy>,
     send_capabilities: Option<RtpCapabilities>,
     receive_bitrate_cap: Option<u64>,
+    ice_protocol: IceProtocol,
+    restart_ice: bool,
 }
 
 /// How a client reconnects ([`ClientBuilder::reconnect`]), as the
@@ -353,6 +353,8 @@ impl Default for ClientBuilder {
             receive_bitrate_cap: None,
             reconnect: Some(ReconnectPolicy::default()),
             send_capabilities: None,
+            ice_protocol: IceProtocol::Udp,
+            restart_ice: true,
         }
     }
 }
@@ -384,7 +386,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Emulates a downlink of `bits_per_second` on receive transports: a
+    /// Emulates a downlink of `bits_per_second` on receive transports over
+    /// UDP (a TCP stream is not policed: its losses would be retransmitted): a
     /// datagram past it (with a 100 ms burst) is dropped before it reaches
     /// the transport, as a policed access link would drop it. For load
     /// tests of the server's bandwidth allocation.
@@ -414,6 +417,24 @@ impl ClientBuilder {
     /// router's capabilities from `joined`.
     pub fn send_capabilities(mut self, caps: RtpCapabilities) -> Self {
         self.send_capabilities = Some(caps);
+        self
+    }
+
+    /// Which of the server's ICE candidates the media transports use:
+    /// UDP (the default), or only the passive TCP one (ICE-TCP with RFC
+    /// 4571 framing), as a client behind a firewall that drops UDP must.
+    pub fn ice_protocol(mut self, proto: IceProtocol) -> Self {
+        self.ice_protocol = proto;
+        self
+    }
+
+    /// Whether a transport whose connection is lost (ICE disconnected)
+    /// asks the server for an ICE restart (`restart-ice`) and restarts with
+    /// the new parameters, as the JavaScript client does with
+    /// mediasoup-client's `restartIce` (on by default). Tracks, consumers
+    /// and ids stay.
+    pub fn restart_ice_on_loss(mut self, on: bool) -> Self {
+        self.restart_ice = on;
         self
     }
 
@@ -449,7 +470,9 @@ impl ClientBuilder {
         let registry = Registry::default();
         let inner = Arc::new(Inner {
             signal: signal_tx,
-            next_request_id: AtomicU64::new(1),
+            next_request_id: Arc::new(AtomicU64::new(1)),
+            ice_protocol: self.ice_protocol,
+            restart_ice: self.restart_ice,
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             bind_ip: self.bind_ip,
@@ -869,6 +892,26 @@ impl Client {
     // ------------------------------------------------------------------
     // Transports
 
+    /// Restarts ICE on the transport of `direction` now (`restart-ice`,
+    /// then the transport restarts with the server's new parameters), as
+    /// after a network change. The client does this by itself when a
+    /// transport loses its connection ([`ClientBuilder::restart_ice_on_loss`]).
+    /// Tracks, consumers and ids stay; returns the new parameters.
+    pub async fn restart_ice(
+        &self,
+        direction: TransportDirection,
+    ) -> Result<pulsewave_protocol::transport::IceParameters, ClientError> {
+        let slot = match direction {
+            TransportDirection::Send => &self.inner.send_transport,
+            TransportDirection::Recv => &self.inner.recv_transport,
+        };
+        let handle =
+            slot.lock().await.clone().ok_or_else(|| {
+                ClientError::InvalidParameters(format!("no {direction:?} transport"))
+            })?;
+        restart_transport(&handle, &self.inner.requester()).await
+    }
+
     /// The send transport's id, if it exists.
     pub async fn send_transport_id(&self) -> Option<TransportId> {
         self.inner
@@ -1167,7 +1210,11 @@ pub(crate) fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// itself.
 pub(crate) struct Inner {
     signal: mpsc::Sender<SignalCommand>,
-    pub(crate) next_request_id: AtomicU64,
+    pub(crate) next_request_id: Arc<AtomicU64>,
+    /// UDP or TCP candidates for the media transports.
+    ice_protocol: IceProtocol,
+    /// Restart ICE when a transport loses its connection.
+    restart_ice: bool,
     pub(crate) request_timeout: Duration,
     connect_timeout: Duration,
     bind_ip: Option<IpAddr>,
@@ -1212,21 +1259,15 @@ impl Inner {
     /// Sends `msg` with a fresh `requestId` and waits for the reply with the
     /// same `requestId`. An `error` reply becomes [`ClientError::Server`].
     pub(crate) async fn request(&self, msg: ClientMessage) -> Result<ServerMessage, ClientError> {
-        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let text = encode_client(&msg, Some(&RequestId::Number(id)));
-        let (reply, rx) = oneshot::channel();
-        self.signal
-            .send(SignalCommand::Request { id, text, reply })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Err(_) => Err(ClientError::Timeout(format!(
-                "no reply to `{}` within {:?}",
-                msg.type_name(),
-                self.request_timeout
-            ))),
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Ok(Ok(r)) => r,
+        self.requester().request(msg).await
+    }
+
+    /// What a task needs to send requests on its own.
+    fn requester(&self) -> Requester {
+        Requester {
+            signal: self.signal.clone(),
+            ids: self.next_request_id.clone(),
+            timeout: self.request_timeout,
         }
     }
 
@@ -1284,16 +1325,30 @@ impl Inner {
         let ServerMessage::TransportCreated { transport, .. } = reply else {
             return Err(unexpected("transport-created", &reply));
         };
-        let server = first_udp_candidate(&transport).ok_or_else(|| {
-            ClientError::InvalidParameters("transport has no usable UDP candidate".into())
+        let proto = self.ice_protocol;
+        let server = server_candidate(&transport, proto, None).ok_or_else(|| {
+            ClientError::InvalidParameters(format!("transport has no usable {proto:?} candidate"))
         })?;
         let ip = match self.bind_ip {
             Some(ip) => ip,
             None => driver::local_ip_for(server)?,
         };
-        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-        let local = socket.local_addr()?;
-        let peer = PeerTransport::new(Instant::now(), direction, local, &transport, caps)?;
+        let (link, local) = match proto {
+            IceProtocol::Udp => {
+                let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+                let local = socket.local_addr()?;
+                (driver::Link::Udp(socket), local)
+            }
+            IceProtocol::Tcp => driver::connect_tcp(server, ip, self.connect_timeout).await?,
+        };
+        let peer = PeerTransport::with_protocol(
+            Instant::now(),
+            direction,
+            proto,
+            local,
+            &transport,
+            caps,
+        )?;
         let reply = self
             .request(ClientMessage::ConnectTransport {
                 transport_id: transport.id.clone(),
@@ -1313,7 +1368,14 @@ impl Inner {
             TransportDirection::Recv => self.receive_bitrate_cap,
             TransportDirection::Send => None,
         };
-        let handle = driver::spawn(peer, socket, sink, cancel.clone(), cap);
+        let handle = driver::spawn(peer, link, sink, cancel.clone(), cap);
+        if self.restart_ice {
+            tokio::spawn(restart_on_loss(
+                handle.clone(),
+                self.requester(),
+                cancel.clone(),
+            ));
+        }
         self.registry.add(RegisteredTransport {
             id: handle.id.clone(),
             cancel,
@@ -1619,13 +1681,96 @@ impl Inner {
     }
 }
 
-fn first_udp_candidate(options: &TransportOptions) -> Option<SocketAddr> {
-    options
-        .ice_candidates
-        .iter()
-        .filter(|c| c.protocol.eq_ignore_ascii_case("udp"))
-        .find_map(|c| {
-            let ip: IpAddr = c.address.parse().or_else(|_| c.ip.parse()).ok()?;
-            Some(SocketAddr::new(ip, c.port))
+/// Sends requests on the signaling connection from a task of its own.
+#[derive(Clone)]
+struct Requester {
+    signal: mpsc::Sender<SignalCommand>,
+    ids: Arc<AtomicU64>,
+    timeout: Duration,
+}
+
+impl Requester {
+    /// Sends `msg` with a fresh `requestId` and waits for the reply with the
+    /// same `requestId`. An `error` reply becomes [`ClientError::Server`].
+    async fn request(&self, msg: ClientMessage) -> Result<ServerMessage, ClientError> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let text = encode_client(&msg, Some(&RequestId::Number(id)));
+        let (reply, rx) = oneshot::channel();
+        self.signal
+            .send(SignalCommand::Request { id, text, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Err(_) => Err(ClientError::Timeout(format!(
+                "no reply to `{}` within {:?}",
+                msg.type_name(),
+                self.timeout
+            ))),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Ok(Ok(r)) => r,
+        }
+    }
+}
+
+/// One ICE restart of `handle`'s transport: `restart-ice`, a new TCP
+/// connection for an ICE-TCP transport (the old one may be dead after a
+/// network change), then the peer restarts with the server's parameters.
+async fn restart_transport(
+    handle: &TransportHandle,
+    req: &Requester,
+) -> Result<pulsewave_protocol::transport::IceParameters, ClientError> {
+    let reply = req
+        .request(ClientMessage::RestartIce {
+            transport_id: handle.id.clone(),
         })
+        .await?;
+    let ServerMessage::IceRestarted { ice_parameters, .. } = reply else {
+        return Err(unexpected("ice-restarted", &reply));
+    };
+    let link = match handle.tcp {
+        Some((server, ip)) => Some(driver::connect_tcp(server, ip, req.timeout).await?),
+        None => None,
+    };
+    handle
+        .call(|reply| Command::RestartIce {
+            parameters: ice_parameters.clone(),
+            link,
+            reply,
+        })
+        .await?;
+    Ok(ice_parameters)
+}
+
+/// Shortest time between two ICE restarts of one transport.
+const RESTART_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Restarts ICE on `handle`'s transport each time it loses its connection
+/// (`restart-ice`, then the peer restarts with the new parameters), at
+/// most every [`RESTART_INTERVAL`] while it stays down; ends with the
+/// transport.
+async fn restart_on_loss(handle: TransportHandle, req: Requester, cancel: CancellationToken) {
+    let mut state = handle.state.clone();
+    loop {
+        let lost = tokio::select! {
+            _ = cancel.cancelled() => return,
+            s = state.wait_for(|s| matches!(s, LinkState::Disconnected | LinkState::Closed)) => {
+                matches!(s.as_deref(), Ok(LinkState::Disconnected))
+            }
+        };
+        if !lost {
+            return;
+        }
+        tracing::debug!(transport = %handle.id, "connection lost: restarting ICE");
+        if let Err(e) = restart_transport(&handle, &req).await {
+            tracing::debug!(transport = %handle.id, error = %e, "ICE restart failed");
+        }
+        // Give the new checks time before another restart.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(RESTART_INTERVAL) => {}
+        }
+        if *state.borrow() == LinkState::Closed {
+            return;
+        }
+    }
 }

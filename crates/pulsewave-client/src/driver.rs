@@ -1,4 +1,5 @@
-//! The tokio task that drives one [`PeerTransport`] and its UDP socket.
+//! The tokio task that drives one [`PeerTransport`] and its UDP socket (or
+//! its TCP stream, with RFC 4571 framing, for ICE-TCP).
 //!
 //! The task owns the transport and the socket outright. Its loop: send every
 //! pending transmit, forward every event, then wait for one of a datagram, a
@@ -13,10 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use pulsewave_core::framing::{Deframer, frame_into};
 use pulsewave_protocol::rtp::{MediaKind, RtpParameters};
-use pulsewave_protocol::transport::{SctpStreamParameters, TransportDirection};
+use pulsewave_protocol::transport::{IceParameters, SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{ConsumerId, ProducerId, TransportId};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +36,108 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Largest datagram read from the socket.
 const RECV_BUFFER: usize = 4096;
+
+/// Packets read from a TCP stream and not yet taken by the task.
+const TCP_INBOUND: usize = 256;
+
+/// How a transport reaches the server.
+pub(crate) enum Link {
+    /// A UDP socket (the default).
+    Udp(UdpSocket),
+    /// A TCP stream to the server's passive candidate (ICE-TCP).
+    Tcp(TcpLink),
+}
+
+/// A TCP stream carrying RFC 4571 frames: a reader task splits what
+/// arrives into packets; the transport task writes.
+pub(crate) struct TcpLink {
+    server: SocketAddr,
+    write: OwnedWriteHalf,
+    packets: mpsc::Receiver<Vec<u8>>,
+    reader: tokio::task::JoinHandle<()>,
+    /// The stream ended: nothing more to read.
+    ended: bool,
+    buf: Vec<u8>,
+}
+
+impl Drop for TcpLink {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Link {
+    /// A link over a TCP stream connected to the server's candidate.
+    pub(crate) fn tcp(stream: TcpStream) -> std::io::Result<Self> {
+        let server = stream.peer_addr()?;
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (tx, packets) = mpsc::channel(TCP_INBOUND);
+        let reader = tokio::spawn(read_frames(read, tx));
+        Ok(Link::Tcp(TcpLink {
+            server,
+            write,
+            packets,
+            reader,
+            ended: false,
+            buf: Vec::new(),
+        }))
+    }
+
+    async fn send(&mut self, contents: &[u8], destination: SocketAddr) -> std::io::Result<()> {
+        match self {
+            Link::Udp(s) => s.send_to(contents, destination).await.map(|_| ()),
+            Link::Tcp(t) => {
+                t.buf.clear();
+                if !frame_into(contents, &mut t.buf) {
+                    return Err(std::io::Error::other("packet too large for a frame"));
+                }
+                t.write.write_all(&t.buf).await
+            }
+        }
+    }
+}
+
+async fn read_frames(mut read: OwnedReadHalf, tx: mpsc::Sender<Vec<u8>>) {
+    let mut deframer = Deframer::default();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = match read.read(&mut buf).await {
+            Ok(n) if n > 0 => n,
+            _ => return,
+        };
+        deframer.extend(&buf[..n]);
+        while let Some(packet) = deframer.next_frame().map(<[u8]>::to_vec) {
+            if tx.send(packet).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The next datagram of the link; never, once a TCP stream ended.
+async fn recv(link: &mut Link, buf: &mut [u8]) -> Wake {
+    match link {
+        Link::Udp(s) => match s.recv_from(buf).await {
+            Ok((n, source)) => Wake::Datagram(n, source),
+            Err(e) => {
+                tracing::debug!(error = %e, "socket receive failed");
+                Wake::Nothing
+            }
+        },
+        Link::Tcp(t) if t.ended => std::future::pending().await,
+        Link::Tcp(t) => match t.packets.recv().await {
+            Some(p) => Wake::Packet(p, t.server),
+            None => {
+                // ICE notices the silence and reports the transport
+                // disconnected.
+                tracing::debug!(server = %t.server, "TCP stream to the server ended");
+                t.ended = true;
+                Wake::Nothing
+            }
+        },
+    }
+}
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
@@ -95,6 +201,16 @@ pub(crate) enum Command {
         data: Vec<u8>,
         reply: Reply<bool>,
     },
+    /// The server restarted ICE (`ice-restarted`): restart with its new
+    /// parameters.
+    RestartIce {
+        parameters: IceParameters,
+        /// A new TCP connection (and its local address) replacing the old
+        /// one, for an ICE-TCP transport: after a network change the old
+        /// connection is dead.
+        link: Option<(Link, SocketAddr)>,
+        reply: Reply<()>,
+    },
 }
 
 /// Connection state of a transport, published by its task.
@@ -144,6 +260,9 @@ pub(crate) struct TransportHandle {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) state: watch::Receiver<LinkState>,
     next_stream_id: Arc<AtomicU16>,
+    /// For an ICE-TCP transport: the server's TCP candidate and the local
+    /// IP, to open a new connection at an ICE restart.
+    pub(crate) tcp: Option<(SocketAddr, IpAddr)>,
 }
 
 impl TransportHandle {
@@ -202,10 +321,30 @@ pub(crate) fn local_ip_for(server: SocketAddr) -> std::io::Result<IpAddr> {
     Ok(probe.local_addr()?.ip())
 }
 
-/// Starts the task for `peer` on `socket`.
+/// A new TCP connection to the server's candidate `server` from `ip`, as
+/// a link, with its local address.
+pub(crate) async fn connect_tcp(
+    server: SocketAddr,
+    ip: IpAddr,
+    timeout: Duration,
+) -> Result<(Link, SocketAddr), ClientError> {
+    let socket = if ip.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    let stream = tokio::time::timeout(timeout, socket.connect(server))
+        .await
+        .map_err(|_| ClientError::Timeout(format!("TCP connect to {server} timed out")))??;
+    let local = stream.local_addr()?;
+    Ok((Link::tcp(stream)?, local))
+}
+
+/// Starts the task for `peer` on `link`.
 pub(crate) fn spawn(
     peer: PeerTransport,
-    socket: UdpSocket,
+    link: Link,
     sink: EventSink,
     cancel: CancellationToken,
     receive_cap: Option<u64>,
@@ -217,11 +356,15 @@ pub(crate) fn spawn(
         commands,
         state,
         next_stream_id: Arc::new(AtomicU16::new(0)),
+        tcp: match &link {
+            Link::Tcp(t) => Some((t.server, peer.local_addr().ip())),
+            Link::Udp(_) => None,
+        },
     };
     let task = Task {
         direction: peer.direction(),
         peer,
-        socket,
+        link,
         sink,
         state: state_tx,
         overflow: VecDeque::new(),
@@ -243,6 +386,7 @@ enum Wake {
     Stop,
     Nothing,
     Datagram(usize, SocketAddr),
+    Packet(Vec<u8>, SocketAddr),
     Command(Command),
     Timeout,
 }
@@ -250,7 +394,7 @@ enum Wake {
 struct Task {
     peer: PeerTransport,
     direction: TransportDirection,
-    socket: UdpSocket,
+    link: Link,
     sink: EventSink,
     state: watch::Sender<LinkState>,
     overflow: VecDeque<ClientEvent>,
@@ -304,13 +448,7 @@ impl Task {
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
             let wake = tokio::select! {
                 _ = cancel.cancelled() => Wake::Stop,
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, source)) => Wake::Datagram(n, source),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "socket receive failed");
-                        Wake::Nothing
-                    }
-                },
+                w = recv(&mut self.link, &mut buf) => w,
                 cmd = commands.recv() => match cmd {
                     None => Wake::Stop,
                     Some(cmd) => Wake::Command(cmd),
@@ -341,6 +479,11 @@ impl Task {
                     let contents = buf.get(..n).unwrap_or_default();
                     if let Err(e) = self.peer.handle_receive(Instant::now(), source, contents) {
                         tracing::debug!(transport = %self.peer.id(), %source, error = %e, "datagram rejected");
+                    }
+                }
+                Wake::Packet(contents, source) => {
+                    if let Err(e) = self.peer.handle_receive(Instant::now(), source, &contents) {
+                        tracing::debug!(transport = %self.peer.id(), %source, error = %e, "packet rejected");
                     }
                 }
                 Wake::Command(cmd) => self.apply(cmd),
@@ -451,6 +594,17 @@ impl Task {
             } => {
                 let _ = reply.send(self.peer.accept_data_channel(&params, &label));
             }
+            Command::RestartIce {
+                parameters,
+                link,
+                reply,
+            } => {
+                let local = link.map(|(link, local)| {
+                    self.link = link;
+                    local
+                });
+                let _ = reply.send(self.peer.restart_ice_from(now, &parameters, local));
+            }
             Command::CloseChannel { stream_id } => {
                 let _ = self.peer.close_data_channel(stream_id);
             }
@@ -468,7 +622,7 @@ impl Task {
     /// Sends every pending datagram and forwards every pending event.
     async fn flush(&mut self) {
         while let Some(t) = self.peer.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
+            if let Err(e) = self.link.send(&t.contents, t.destination).await {
                 tracing::debug!(transport = %self.peer.id(), error = %e, "socket send failed");
             }
         }

@@ -12,8 +12,11 @@
 //!   media tests drive it with a fake clock.
 //! - [`Client`] (module [`client`]): the tokio client. One task owns the
 //!   WebSocket and correlates requests and replies by `requestId`; one task
-//!   per transport owns a `PeerTransport` and its UDP socket. Publishing and
-//!   subscribing create the transports on first use.
+//!   per transport owns a `PeerTransport` and its UDP socket (or, with
+//!   [`ClientBuilder::ice_protocol`]`(IceProtocol::Tcp)`, a TCP connection
+//!   to the server's ICE-TCP candidate). Publishing and subscribing create
+//!   the transports on first use. A transport that loses its connection
+//!   restarts ICE by itself (`restart-ice`), keeping its tracks and ids.
 //!
 //! [`SyntheticSource`] (module [`synthetic`]) produces paced audio and
 //! video payloads that carry a sequence number, a send time and a checkable
@@ -82,7 +85,10 @@ pub use client::{
     LocalTrackHandle, PublishOptions, ReceivedRtp, ReconnectPolicy, RemoteTrack,
 };
 pub use error::ClientError;
-pub use peer::{LocalLayer, LocalTrack, PeerEvent, PeerTransport, SYNTHETIC_AUDIO_LEVEL, Transmit};
+pub use peer::{
+    IceProtocol, LocalLayer, LocalTrack, PeerEvent, PeerTransport, SYNTHETIC_AUDIO_LEVEL, Transmit,
+    server_candidate,
+};
 pub use synthetic::{
     SYNTHETIC_HEADER_LEN, SYNTHETIC_MAGIC, SyntheticCodec, SyntheticConfig, SyntheticInfo,
     SyntheticPacket, SyntheticSource, parse_synthetic,

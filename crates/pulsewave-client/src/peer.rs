@@ -63,7 +63,7 @@ use pulsewave_protocol::transport::{
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::config::Fingerprint;
 use str0m::media::{KeyframeRequestKind, Mid, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
@@ -197,6 +197,7 @@ pub struct PeerTransport {
     rtc: Rtc,
     id: TransportId,
     direction: TransportDirection,
+    proto: IceProtocol,
     local_addr: SocketAddr,
     server_addr: SocketAddr,
     table: RouterTable,
@@ -213,6 +214,9 @@ pub struct PeerTransport {
     dtls_up: bool,
     ice_up: bool,
     connected: bool,
+    /// The audio level (RFC 6464, -dBov) written on audio packets; `None`:
+    /// no extension.
+    audio_level: Option<i8>,
     failure: Option<String>,
     // `DirectApi` needs `&mut Rtc` even to read these, so they are copied
     // at construction.
@@ -232,21 +236,81 @@ impl std::fmt::Debug for PeerTransport {
     }
 }
 
-/// Chooses the server's UDP candidate, preferring the family of `local`.
-fn server_candidate(options: &TransportOptions, local: SocketAddr) -> Option<SocketAddr> {
+/// Which of the server's candidates a transport uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum IceProtocol {
+    /// The UDP candidate (the default; what browsers prefer).
+    #[default]
+    Udp,
+    /// Only the passive TCP candidate (ICE-TCP, RFC 6544), as a client
+    /// behind a firewall that drops UDP must. The caller connects a TCP
+    /// stream to [`server_candidate`] and carries each datagram with RFC
+    /// 4571 framing (`pulsewave_core::framing`).
+    Tcp,
+}
+
+impl IceProtocol {
+    fn name(self) -> &'static str {
+        match self {
+            IceProtocol::Udp => "udp",
+            IceProtocol::Tcp => "tcp",
+        }
+    }
+
+    fn str0m(self) -> Protocol {
+        match self {
+            IceProtocol::Udp => Protocol::Udp,
+            IceProtocol::Tcp => Protocol::Tcp,
+        }
+    }
+}
+
+/// Chooses the server's candidate of protocol `proto`, preferring the
+/// family of `local` (when known).
+pub fn server_candidate(
+    options: &TransportOptions,
+    proto: IceProtocol,
+    local: Option<SocketAddr>,
+) -> Option<SocketAddr> {
     let udp: Vec<SocketAddr> = options
         .ice_candidates
         .iter()
-        .filter(|c| c.protocol.eq_ignore_ascii_case("udp"))
+        .filter(|c| c.protocol.eq_ignore_ascii_case(proto.name()))
         .filter_map(|c| {
             let ip: IpAddr = c.address.parse().or_else(|_| c.ip.parse()).ok()?;
             Some(SocketAddr::new(ip, c.port))
         })
         .collect();
     udp.iter()
-        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .find(|a| local.is_none_or(|l| a.is_ipv4() == l.is_ipv4()))
         .or_else(|| udp.first())
         .copied()
+}
+
+/// Our host candidate at `addr` (an active one for TCP: we connect).
+fn local_candidate(proto: IceProtocol, addr: SocketAddr) -> Result<Candidate, ClientError> {
+    let c = match proto {
+        IceProtocol::Udp => Candidate::host(addr, "udp"),
+        IceProtocol::Tcp => Candidate::builder()
+            .tcp()
+            .host(addr)
+            .tcptype(TcpType::Active)
+            .build(),
+    };
+    c.map_err(|e| ClientError::InvalidParameters(format!("local address {addr}: {e}")))
+}
+
+/// The server's candidate at `addr` (passive for TCP).
+fn remote_candidate(proto: IceProtocol, addr: SocketAddr) -> Result<Candidate, ClientError> {
+    let c = match proto {
+        IceProtocol::Udp => Candidate::host(addr, "udp"),
+        IceProtocol::Tcp => Candidate::builder()
+            .tcp()
+            .host(addr)
+            .tcptype(TcpType::Passive)
+            .build(),
+    };
+    c.map_err(|e| ClientError::InvalidParameters(format!("server address {addr}: {e}")))
 }
 
 /// The server's certificate fingerprint; mediasoup-client uses the last one,
@@ -309,16 +373,37 @@ impl PeerTransport {
         options: &TransportOptions,
         router_caps: &RtpCapabilities,
     ) -> Result<Self, ClientError> {
-        let server_addr = server_candidate(options, local_addr).ok_or_else(|| {
-            ClientError::InvalidParameters("server sent no usable UDP ICE candidate".into())
+        Self::with_protocol(
+            now,
+            direction,
+            IceProtocol::Udp,
+            local_addr,
+            options,
+            router_caps,
+        )
+    }
+
+    /// As [`new`](Self::new), over the server's candidate of protocol
+    /// `proto`. For [`IceProtocol::Tcp`], `local_addr` is the local
+    /// address of the TCP stream connected to the server's TCP candidate,
+    /// and every datagram in and out travels on that stream.
+    pub fn with_protocol(
+        now: Instant,
+        direction: TransportDirection,
+        proto: IceProtocol,
+        local_addr: SocketAddr,
+        options: &TransportOptions,
+        router_caps: &RtpCapabilities,
+    ) -> Result<Self, ClientError> {
+        let server_addr = server_candidate(options, proto, Some(local_addr)).ok_or_else(|| {
+            ClientError::InvalidParameters(format!(
+                "server sent no usable {} ICE candidate",
+                proto.name()
+            ))
         })?;
         let fingerprint = server_fingerprint(options)?;
-        let local_candidate = Candidate::host(local_addr, "udp").map_err(|e| {
-            ClientError::InvalidParameters(format!("local address {local_addr}: {e}"))
-        })?;
-        let remote_candidate = Candidate::host(server_addr, "udp").map_err(|e| {
-            ClientError::InvalidParameters(format!("server address {server_addr}: {e}"))
-        })?;
+        let local_candidate = local_candidate(proto, local_addr)?;
+        let remote_candidate = remote_candidate(proto, server_addr)?;
 
         let table = RouterTable::new(router_caps);
         let config = table.configure(RtcConfig::new().set_rtp_mode(true));
@@ -355,6 +440,7 @@ impl PeerTransport {
             rtc,
             id: options.id.clone(),
             direction,
+            proto,
             local_addr,
             server_addr,
             table,
@@ -371,6 +457,7 @@ impl PeerTransport {
             dtls_up: false,
             ice_up: false,
             connected: false,
+            audio_level: Some(SYNTHETIC_AUDIO_LEVEL),
             failure: None,
             local_fingerprint,
             local_ice,
@@ -419,7 +506,12 @@ impl PeerTransport {
         self.local_ice.clone()
     }
 
-    /// The address of the UDP socket this transport uses.
+    /// UDP or TCP.
+    pub fn ice_protocol(&self) -> IceProtocol {
+        self.proto
+    }
+
+    /// The address of the socket this transport uses.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -472,6 +564,70 @@ impl PeerTransport {
     // ------------------------------------------------------------------
     // Inputs
 
+    /// Restarts ICE with the server's new parameters (from `ice-restarted`,
+    /// after `restart-ice`), as mediasoup-client's
+    /// `transport.restartIce({iceParameters})`: new local credentials (the
+    /// server learns them from our next binding request), the server's new
+    /// ones, and fresh connectivity checks to its candidate. DTLS, SRTP,
+    /// tracks and consumers stay.
+    pub fn restart_ice(&mut self, now: Instant, server: &IceParameters) -> Result<(), ClientError> {
+        self.restart_ice_from(now, server, None)
+    }
+
+    /// [`restart_ice`](Self::restart_ice) from a new local address (a new
+    /// socket, such as a new TCP connection after a network change): the
+    /// old host candidate is replaced in the same step, so that no check
+    /// leaves with the old credentials from the new address.
+    pub fn restart_ice_from(
+        &mut self,
+        now: Instant,
+        server: &IceParameters,
+        local_addr: Option<SocketAddr>,
+    ) -> Result<(), ClientError> {
+        let now = self.advance(now);
+        let remote = remote_candidate(self.proto, self.server_addr)?;
+        if let Some(addr) = local_addr {
+            let old = local_candidate(self.proto, self.local_addr)?;
+            let new = local_candidate(self.proto, addr)?;
+            self.rtc.direct_api().invalidate_candidate(&old);
+            self.rtc.add_local_candidate(new);
+            self.local_addr = addr;
+        }
+        let local = IceCreds::new();
+        {
+            let mut api = self.rtc.direct_api();
+            api.ice_restart(local.clone(), true);
+            api.set_remote_ice_credentials(IceCreds {
+                ufrag: server.username_fragment.clone(),
+                pass: server.password.clone(),
+            });
+        }
+        self.rtc.add_remote_candidate(remote);
+        self.local_ice = IceParameters {
+            username_fragment: local.ufrag,
+            password: local.pass,
+            ice_lite: false,
+        };
+        self.drain();
+        self.handle_timeout(now);
+        Ok(())
+    }
+
+    /// The transport's socket moved to `local_addr` (a network change: a
+    /// new interface, a new NAT binding): the old host candidate is
+    /// dropped and the new one used. Follow with an ICE restart.
+    pub fn rebind(&mut self, now: Instant, local_addr: SocketAddr) -> Result<(), ClientError> {
+        let now = self.advance(now);
+        let old = local_candidate(self.proto, self.local_addr)?;
+        let new = local_candidate(self.proto, local_addr)?;
+        self.rtc.direct_api().invalidate_candidate(&old);
+        self.rtc.add_local_candidate(new);
+        self.local_addr = local_addr;
+        self.drain();
+        self.handle_timeout(now);
+        Ok(())
+    }
+
     /// A datagram arrived on the transport's socket from `source`.
     ///
     /// Errors for datagrams that are not STUN, DTLS, RTP or RTCP, or that
@@ -486,7 +642,7 @@ impl PeerTransport {
         if !self.rtc.is_alive() {
             return Err(ClientError::Closed);
         }
-        let receive = Receive::new(Protocol::Udp, source, self.local_addr, contents)
+        let receive = Receive::new(self.proto.str0m(), source, self.local_addr, contents)
             .map_err(|e| ClientError::WebRtc(format!("unrecognised datagram: {e}")))?;
         let result = self.rtc.handle_input(Input::Receive(now, receive));
         self.drain();
@@ -785,6 +941,13 @@ impl PeerTransport {
         )
     }
 
+    /// Sets the audio level (RFC 6464: 0 is the loudest, -127 silence)
+    /// written on this transport's audio packets from now on; `None` sends
+    /// none. [`SYNTHETIC_AUDIO_LEVEL`] by default.
+    pub fn set_audio_level(&mut self, level: Option<i8>) {
+        self.audio_level = level;
+    }
+
     /// Writes one packet on the send stream `ssrc`.
     #[allow(clippy::too_many_arguments)]
     fn write_on(
@@ -811,8 +974,8 @@ impl PeerTransport {
         let now = self.last_now;
         let ext_vals = match kind {
             MediaKind::Audio => ExtensionValues {
-                audio_level: Some(SYNTHETIC_AUDIO_LEVEL),
-                voice_activity: Some(true),
+                audio_level: self.audio_level,
+                voice_activity: Some(self.audio_level.is_some_and(|l| l > -127)),
                 ..Default::default()
             },
             MediaKind::Video => ExtensionValues::default(),

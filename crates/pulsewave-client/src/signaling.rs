@@ -152,6 +152,8 @@ fn is_final(reason: Option<DisconnectReason>) -> bool {
             DisconnectReason::ClientLeave
                 | DisconnectReason::DuplicateIdentity
                 | DisconnectReason::RoomClosed
+                | DisconnectReason::ParticipantRemoved
+                | DisconnectReason::RoomDeleted
         )
     )
 }

@@ -133,6 +133,7 @@ impl Server {
                 port: addr.port(),
                 kind: "host".into(),
                 protocol: "udp".into(),
+                tcp_type: None,
             }],
             dtls_parameters: DtlsParameters {
                 role: Some(DtlsRole::Auto),

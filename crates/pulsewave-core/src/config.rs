@@ -18,6 +18,11 @@ pub struct RoomConfig {
     /// public (announced) IP and the UDP port of the socket that carries the
     /// room's traffic.
     pub local_addr: SocketAddr,
+    /// The address announced as the passive TCP host candidate (ICE-TCP,
+    /// RFC 6544, with RFC 4571 framing done by the driver), beside the UDP
+    /// one; `None`: UDP only. Its priority is lower than the UDP
+    /// candidate's, so a client that reaches both uses UDP.
+    pub tcp_addr: Option<SocketAddr>,
     /// A connected transport that receives nothing for this long is closed
     /// (ICE consent lost); so is a transport that does not complete ICE and
     /// DTLS this long after `connect-transport`.
@@ -76,6 +81,7 @@ impl Default for RoomConfig {
         Self {
             rtp_capabilities: default_router_capabilities(),
             local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tcp_addr: None,
             ice_timeout: Duration::from_secs(30),
             keyframe_request_interval: Duration::from_millis(500),
             sctp_max_message_size: 262_144,

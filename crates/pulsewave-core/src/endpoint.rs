@@ -44,6 +44,18 @@ impl From<Protocol> for str0m::net::Protocol {
     }
 }
 
+impl Protocol {
+    /// The protocol of a str0m transmit. str0m emits only what its
+    /// candidates use: UDP, or TCP for the passive TCP candidate (TLS and
+    /// SSL-TCP candidates are never added).
+    pub(crate) fn from_str0m(p: str0m::net::Protocol) -> Self {
+        match p {
+            str0m::net::Protocol::Udp => Protocol::Udp,
+            _ => Protocol::Tcp,
+        }
+    }
+}
+
 /// A datagram (or one framed TCP packet) that arrived.
 #[derive(Debug, Clone, Copy)]
 pub struct Datagram<'a> {
@@ -111,7 +123,9 @@ pub struct EndpointStats {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Route {
     Ufrag(String),
-    Addr(SocketAddr),
+    /// A remote address, per protocol (a client may use the same port
+    /// number for UDP and TCP).
+    Addr(Protocol, SocketAddr),
 }
 
 struct Slot {
@@ -265,6 +279,12 @@ impl Endpoint {
         self.config.room.local_addr
     }
 
+    /// The address announced as every transport's passive TCP candidate,
+    /// if the endpoint's driver listens on TCP.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.config.room.tcp_addr
+    }
+
     /// The room template.
     pub fn room_config(&self) -> &RoomConfig {
         &self.config.room
@@ -332,6 +352,7 @@ impl Endpoint {
     pub fn open_room_with(&mut self, now: Instant, mut config: RoomConfig) -> RoomId {
         let now = self.advance(now);
         config.local_addr = self.config.room.local_addr;
+        config.tcp_addr = self.config.room.tcp_addr;
         let rng = StdRng::seed_from_u64(self.rng.random());
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -417,7 +438,11 @@ impl Endpoint {
                     .get(&Route::Ufrag(local.to_owned()))
                     .map(|r| (*r, Some(remote)))
             })
-            .or_else(|| self.routes.get(&Route::Addr(d.source)).map(|r| (*r, None)));
+            .or_else(|| {
+                self.routes
+                    .get(&Route::Addr(d.proto, d.source))
+                    .map(|r| (*r, None))
+            });
         let Some(((slot, transport), remote_ufrag)) = found else {
             self.stats.datagrams_unknown += 1;
             return Err(DatagramError::UnknownSource);
@@ -564,8 +589,8 @@ impl Endpoint {
                 }
                 (route, Some(t))
             }
-            DemuxChange::Bind(addr, t) => (Route::Addr(addr), Some(t)),
-            DemuxChange::Unbind(addr) => (Route::Addr(addr), None),
+            DemuxChange::Bind(proto, addr, t) => (Route::Addr(proto, addr), Some(t)),
+            DemuxChange::Unbind(proto, addr) => (Route::Addr(proto, addr), None),
             DemuxChange::ForgetUfrag(ufrag) => (Route::Ufrag(ufrag), None),
         };
         match target {

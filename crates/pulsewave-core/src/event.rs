@@ -133,6 +133,9 @@ pub struct LayerWanted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct Transmit {
+    /// UDP, or the TCP connection whose remote address is `destination`
+    /// (the driver adds the RFC 4571 framing).
+    pub proto: crate::endpoint::Protocol,
     /// Where to send it.
     pub destination: SocketAddr,
     /// The local address it must leave from (the room's candidate).
@@ -270,6 +273,23 @@ pub enum Event {
     /// everything in it; the endpoint's other rooms are not affected.
     /// Signaling should tell the room's participants and close the room.
     RoomFailed,
+    /// A participant's connection quality changed (evaluated every
+    /// [`QUALITY_INTERVAL`](crate::QUALITY_INTERVAL)).
+    ConnectionQuality {
+        /// The participant.
+        owner: Owner,
+        /// Its quality now.
+        quality: crate::quality::ConnectionQuality,
+    },
+    /// Who speaks now, loudest first (see [`SPEAKER_INTERVAL`]): sent when
+    /// the list or a level changed, at most once per interval; empty when
+    /// nobody speaks any more.
+    ///
+    /// [`SPEAKER_INTERVAL`]: crate::SPEAKER_INTERVAL
+    ActiveSpeakers {
+        /// The speaking audio producers.
+        speakers: Vec<crate::speaker::ActiveSpeaker>,
+    },
     /// The room closed a data consumer.
     DataConsumerClosed {
         /// The data consumer.

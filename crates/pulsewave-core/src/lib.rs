@@ -74,14 +74,17 @@ mod datagram;
 mod endpoint;
 mod error;
 mod event;
+pub mod framing;
 pub mod glue;
 mod keyframe;
 mod media;
 pub mod ortc;
 mod owners;
+mod quality;
 mod rate;
 mod registry;
 mod room;
+mod speaker;
 mod stun;
 mod timers;
 mod transport;
@@ -95,8 +98,10 @@ pub use error::Error;
 pub use event::{AppData, CloseReason, Event, LayerWanted, StateChange, Transmit};
 pub use media::{DEFAULT_PRIORITY, View};
 pub use owners::Owner;
+pub use quality::{ConnectionQuality, LOST_AFTER, ProducerStats, QUALITY_INTERVAL};
 pub use room::{
     Consumed, ConsumerAllocation, DataConsumed, DatagramError, Produced, Room, RoomStats,
     TransportAllocation,
 };
+pub use speaker::{ACTIVE_LEVEL, ActiveSpeaker, MIN_ACTIVE_PERCENT, SPEAKER_INTERVAL};
 pub use stun::{is_stun, stun_username};

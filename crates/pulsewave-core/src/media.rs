@@ -52,6 +52,10 @@ pub(crate) struct Producer {
     /// When fewer wanted layers may be reported (after
     /// [`DYNACAST_DOWN_DELAY`]).
     pub(crate) wanted_pending: Option<Instant>,
+    /// Audio: the levels seen since the last speaker evaluation.
+    pub(crate) speech: crate::speaker::SpeechLevel,
+    /// Upstream loss and jitter since the last quality evaluation.
+    pub(crate) link: crate::quality::LinkStats,
 }
 
 /// How long a layer may be silent and still count as sent.

@@ -86,6 +86,16 @@ impl Owners {
         self.0.get(&owner).unwrap_or(&NOTHING)
     }
 
+    /// Every participant holding something, with its holdings.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Owner, &Holdings)> {
+        self.0.iter().map(|(o, h)| (*o, h))
+    }
+
+    /// Whether nobody holds anything.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Adds to what `owner` holds.
     pub(crate) fn add(&mut self, owner: Owner, f: impl FnOnce(&mut Holdings)) {
         f(self.0.entry(owner).or_default());

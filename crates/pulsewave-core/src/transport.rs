@@ -19,10 +19,12 @@ use str0m::channel::ChannelId;
 use str0m::config::Fingerprint;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, Pt};
+use str0m::net::TcpType;
 use str0m::rtp::Extension;
 use str0m::{Candidate, Event as RtcEvent, IceCreds, Output, Rtc, RtcConfig};
 
 use crate::bucket::TokenBucket;
+use crate::endpoint::Protocol;
 use crate::error::Error;
 use crate::event::{CloseReason, Transmit};
 use crate::glue;
@@ -42,10 +44,10 @@ pub(crate) const MAX_REMOTE_ADDRS: usize = 4;
 pub(crate) enum DemuxChange {
     /// STUN requests to `ufrag` go to the transport.
     Ufrag(String, TransportKey),
-    /// Datagrams from this address go to the transport.
-    Bind(SocketAddr, TransportKey),
+    /// Datagrams from this address (over this protocol) go to the transport.
+    Bind(Protocol, SocketAddr, TransportKey),
     /// Forget this address.
-    Unbind(SocketAddr),
+    Unbind(Protocol, SocketAddr),
     /// Forget the ufrag.
     ForgetUfrag(String),
 }
@@ -76,6 +78,10 @@ pub(crate) enum Timer {
     Allocate(TransportKey),
     /// A producer whose dynacast downgrade waits out its delay.
     Dynacast(usize),
+    /// The room's active speaker evaluation.
+    Speakers,
+    /// The room's connection quality evaluation.
+    Quality,
 }
 
 impl Outputs {
@@ -158,7 +164,7 @@ pub(crate) struct Transport {
     /// The remote addresses authenticated STUN requests came from, oldest
     /// first (at most [`MAX_REMOTE_ADDRS`]): where the endpoint routes
     /// datagrams from.
-    pub(crate) remote_addrs: Vec<SocketAddr>,
+    pub(crate) remote_addrs: Vec<(Protocol, SocketAddr)>,
     /// Media section ids in use (producers' mids, or consumers' mids).
     pub(crate) mids: Vec<(String, usize)>,
     pub(crate) next_mid: u32,
@@ -266,6 +272,8 @@ pub(crate) struct TransportSpec<'a> {
     /// receive transport.
     pub(crate) router_caps: &'a RtpCapabilities,
     pub(crate) local_addr: SocketAddr,
+    /// The passive TCP candidate's address, if any.
+    pub(crate) tcp_addr: Option<SocketAddr>,
     pub(crate) sctp_max_message_size: u32,
     /// The room's seeded generator (ufrag, password, id).
     pub(crate) rng: &'a mut StdRng,
@@ -367,6 +375,42 @@ impl Transport {
         let fingerprint = rtc.direct_api().local_dtls_fingerprint().clone();
         let id = TransportId::generate_from(spec.rng);
         let ip = spec.local_addr.ip().to_string();
+        let mut ice_candidates = vec![IceCandidate {
+            foundation: "udpcandidate".into(),
+            priority: candidate.prio(),
+            address: ip.clone(),
+            ip,
+            port: spec.local_addr.port(),
+            kind: "host".into(),
+            protocol: "udp".into(),
+            tcp_type: None,
+        }];
+        if let Some(tcp_addr) = spec.tcp_addr {
+            // ICE-lite never connects out: a passive candidate is enough.
+            // Its type preference (90, libwebrtc's for non-UDP hosts) is
+            // below UDP's 126, so a client that reaches both uses UDP.
+            let tcp = Candidate::builder()
+                .tcp()
+                .host(tcp_addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| Error::InvalidRtpParameters(format!("bad TCP address: {e}")))?;
+            let tcp = rtc
+                .add_local_candidate(tcp)
+                .cloned()
+                .ok_or_else(|| Error::InvalidRtpParameters("TCP candidate refused".into()))?;
+            let ip = tcp_addr.ip().to_string();
+            ice_candidates.push(IceCandidate {
+                foundation: "tcpcandidate".into(),
+                priority: tcp.prio(),
+                address: ip.clone(),
+                ip,
+                port: tcp_addr.port(),
+                kind: "host".into(),
+                protocol: "tcp".into(),
+                tcp_type: Some("passive".into()),
+            });
+        }
         let options = TransportOptions {
             id: id.clone(),
             ice_parameters: IceParameters {
@@ -374,15 +418,7 @@ impl Transport {
                 password,
                 ice_lite: true,
             },
-            ice_candidates: vec![IceCandidate {
-                foundation: "udpcandidate".into(),
-                priority: candidate.prio(),
-                address: ip.clone(),
-                ip,
-                port: spec.local_addr.port(),
-                kind: "host".into(),
-                protocol: "udp".into(),
-            }],
+            ice_candidates,
             dtls_parameters: DtlsParameters {
                 role: Some(DtlsRole::Auto),
                 fingerprints: vec![DtlsFingerprint {
@@ -562,6 +598,39 @@ impl Transport {
         Ok(())
     }
 
+    /// Restarts ICE with new local credentials (see `Room::restart_ice`):
+    /// the demux forgets the old ufrag and learns the new one, str0m's agent
+    /// flushes its remote credentials and pairs, and the remote ufrag is
+    /// learned again from the next authenticated binding request.
+    pub(crate) fn restart_ice(
+        &mut self,
+        key: TransportKey,
+        rng: &mut StdRng,
+        out: &mut Outputs,
+    ) -> IceParameters {
+        let ufrag = random_string_from(rng, 24);
+        let password = random_string_from(rng, 32);
+        out.demux
+            .push_back(DemuxChange::ForgetUfrag(std::mem::replace(
+                &mut self.local_ufrag,
+                ufrag.clone(),
+            )));
+        out.demux.push_back(DemuxChange::Ufrag(ufrag.clone(), key));
+        self.rtc.direct_api().ice_restart(
+            IceCreds {
+                ufrag: ufrag.clone(),
+                pass: password.clone(),
+            },
+            true,
+        );
+        self.remote_ufrag = None;
+        IceParameters {
+            username_fragment: ufrag,
+            password,
+            ice_lite: true,
+        }
+    }
+
     /// The next unused mid on this transport.
     pub(crate) fn allocate_mid(&mut self) -> String {
         loop {
@@ -589,9 +658,11 @@ impl Transport {
     pub(crate) fn add_remote_addr(
         &mut self,
         key: TransportKey,
+        proto: Protocol,
         addr: SocketAddr,
         out: &mut Outputs,
     ) {
+        let addr = (proto, addr);
         if let Some(i) = self.remote_addrs.iter().position(|a| *a == addr) {
             // Most recent last.
             let a = self.remote_addrs.remove(i);
@@ -599,11 +670,11 @@ impl Transport {
             return;
         }
         if self.remote_addrs.len() >= MAX_REMOTE_ADDRS {
-            let old = self.remote_addrs.remove(0);
-            out.demux.push_back(DemuxChange::Unbind(old));
+            let (old_proto, old) = self.remote_addrs.remove(0);
+            out.demux.push_back(DemuxChange::Unbind(old_proto, old));
         }
         self.remote_addrs.push(addr);
-        out.demux.push_back(DemuxChange::Bind(addr, key));
+        out.demux.push_back(DemuxChange::Bind(proto, addr.1, key));
     }
 
     /// The id this transport's stack uses for a header extension URI.
@@ -650,6 +721,7 @@ pub(crate) fn drain(
                 return;
             }
             Ok(Output::Transmit(tx)) => out.transmits.push_back(Transmit {
+                proto: Protocol::from_str0m(tx.proto),
                 destination: tx.destination,
                 source: tx.source,
                 contents: tx.contents.into(),
@@ -681,6 +753,7 @@ mod tests {
             direction: TransportDirection::Send,
             router_caps: &caps,
             local_addr: "127.0.0.1:4000".parse().unwrap(),
+            tcp_addr: None,
             sctp_max_message_size: 65536,
             rng: &mut rng,
             max_incoming_bitrate: 1_000_000,
@@ -692,11 +765,14 @@ mod tests {
         let mut out = Outputs::default();
         let addr = |i: u16| SocketAddr::from(([10, 0, 0, 1], 5000 + i));
         for i in 0..6 {
-            t.add_remote_addr(7, addr(i), &mut out);
+            t.add_remote_addr(7, Protocol::Udp, addr(i), &mut out);
         }
         // The same address again only refreshes it.
-        t.add_remote_addr(7, addr(5), &mut out);
-        assert_eq!(t.remote_addrs, (2..6).map(addr).collect::<Vec<_>>());
+        t.add_remote_addr(7, Protocol::Udp, addr(5), &mut out);
+        assert_eq!(
+            t.remote_addrs,
+            (2..6).map(|i| (Protocol::Udp, addr(i))).collect::<Vec<_>>()
+        );
         let changes: Vec<DemuxChange> = out.demux.drain(..).collect();
         assert_eq!(
             changes
@@ -709,7 +785,7 @@ mod tests {
             changes
                 .iter()
                 .filter_map(|c| match c {
-                    DemuxChange::Unbind(a) => Some(*a),
+                    DemuxChange::Unbind(_, a) => Some(*a),
                     _ => None,
                 })
                 .collect::<Vec<_>>(),

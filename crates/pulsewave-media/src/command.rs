@@ -10,7 +10,7 @@ use pulsewave_core::{
 };
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
-    DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
+    DtlsParameters, IceParameters, SctpStreamParameters, TransportDirection, TransportOptions,
 };
 use pulsewave_protocol::{
     ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
@@ -37,6 +37,11 @@ pub(crate) enum Op {
         owner: Owner,
         id: TransportId,
         reply: Reply<()>,
+    },
+    RestartIce {
+        owner: Owner,
+        id: TransportId,
+        reply: Reply<IceParameters>,
     },
     CloseParticipant {
         owner: Owner,
@@ -112,6 +117,10 @@ pub(crate) enum Op {
         owner: Owner,
         reply: oneshot::Sender<Vec<TransportAllocation>>,
     },
+    ProducerStats {
+        owner: Owner,
+        reply: oneshot::Sender<Vec<pulsewave_core::ProducerStats>>,
+    },
     CloseConsumer {
         owner: Owner,
         id: ConsumerId,
@@ -182,6 +191,7 @@ impl Op {
                 dtls,
                 reply,
             } => answer(reply, room.connect_transport(now, owner, &id, &dtls)),
+            Op::RestartIce { owner, id, reply } => answer(reply, room.restart_ice(now, owner, &id)),
             Op::CloseTransport { owner, id, reply } => {
                 answer(reply, room.close_transport(now, owner, &id))
             }
@@ -265,6 +275,7 @@ impl Op {
             Op::TransportAllocations { owner, reply } => {
                 answer(reply, room.transport_allocations(owner))
             }
+            Op::ProducerStats { owner, reply } => answer(reply, room.producer_stats(owner)),
             Op::CloseConsumer { owner, id, reply } => {
                 answer(reply, room.close_consumer(now, owner, &id))
             }

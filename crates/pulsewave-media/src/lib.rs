@@ -1,9 +1,10 @@
 //! PulseWave media driver: worker threads that run
-//! [`pulsewave_core::Endpoint`]s over UDP sockets.
+//! [`pulsewave_core::Endpoint`]s over UDP sockets and ICE-TCP connections.
 //!
 //! Each worker is one thread with a current-thread tokio runtime, one UDP
-//! socket (a port of `MEDIASOUP_MIN_PORT..=MEDIASOUP_MAX_PORT`) and one
-//! endpoint holding the rooms placed on it. The worker reads datagrams in
+//! socket (a port of `MEDIASOUP_MIN_PORT..=MEDIASOUP_MAX_PORT`), one TCP
+//! listener for ICE-TCP (RFC 4571 framing; [`MediaConfig::enable_tcp`]) and
+//! one endpoint holding the rooms placed on it. The worker reads datagrams in
 //! bursts, runs the endpoint's timers, and sends with `sendmmsg(2)` (Linux)
 //! in batches. [`WorkerPool`] starts the workers and places each new room on
 //! the least-loaded live one; a [`MediaRoom`] runs the room's commands on
@@ -35,6 +36,7 @@ mod command;
 mod outbox;
 mod pool;
 mod room;
+mod tcp;
 mod worker;
 
 pub use pool::{MediaConfig, WorkerPool};

@@ -2,7 +2,7 @@
 //! the least-loaded live one.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -27,6 +27,14 @@ pub struct MediaConfig {
     pub min_port: u16,
     /// Highest port (`MEDIASOUP_MAX_PORT`).
     pub max_port: u16,
+    /// Whether every worker also listens for ICE-TCP and every transport
+    /// offers a passive TCP candidate beside the UDP one
+    /// (`RTC_TCP_ENABLED`).
+    pub enable_tcp: bool,
+    /// The first worker's ICE-TCP port (`RTC_TCP_PORT`); worker `i` listens
+    /// on `tcp_port + i`. `None`: each worker's TCP port is the port number
+    /// of its UDP socket (any free port when the UDP range is `0-0`).
+    pub tcp_port: Option<u16>,
     /// Template for every room's configuration.
     pub room: RoomConfig,
 }
@@ -40,6 +48,8 @@ impl MediaConfig {
             announced_ip: None,
             min_port: 0,
             max_port: 0,
+            enable_tcp: true,
+            tcp_port: None,
             room: RoomConfig::default(),
         }
     }
@@ -75,6 +85,23 @@ fn bind_in_range(ip: IpAddr, min: u16, max: u16, skip: &[u16]) -> io::Result<Udp
     }))
 }
 
+/// The ICE-TCP port of worker `index`, whose UDP port is `udp_port`.
+fn tcp_port_of(config: &MediaConfig, index: usize, udp_port: u16) -> io::Result<u16> {
+    match config.tcp_port {
+        Some(base) => u16::try_from(index)
+            .ok()
+            .and_then(|i| base.checked_add(i))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("RTC_TCP_PORT {base} + worker {index} is past 65535"),
+                )
+            }),
+        None if config.min_port == 0 && config.max_port == 0 => Ok(0),
+        None => Ok(udp_port),
+    }
+}
+
 impl WorkerPool {
     /// Binds one UDP socket per worker in the port range and starts the
     /// worker threads.
@@ -96,10 +123,19 @@ impl WorkerPool {
             let socket = bind_in_range(config.listen_ip, config.min_port, config.max_port, &used)?;
             let port = socket.local_addr()?.port();
             used.push(port);
+            let tcp = if config.enable_tcp {
+                let tcp_port = tcp_port_of(config, index, port)?;
+                let listener = TcpListener::bind(SocketAddr::new(config.listen_ip, tcp_port))?;
+                let tcp_port = listener.local_addr()?.port();
+                Some((listener, SocketAddr::new(announced, tcp_port)))
+            } else {
+                None
+            };
             let (worker, thread) = MediaWorker::spawn(
                 index,
                 socket,
                 SocketAddr::new(announced, port),
+                tcp,
                 config.room.clone(),
             )?;
             workers.push(worker);
@@ -154,5 +190,46 @@ impl WorkerPool {
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn each_worker_has_its_tcp_port() {
+        let mut c = MediaConfig::loopback();
+        // Ephemeral UDP ports: an ephemeral TCP port too.
+        assert_eq!(tcp_port_of(&c, 3, 41234).unwrap(), 0);
+        // A UDP range: the same number as the worker's UDP port.
+        c.min_port = 40000;
+        c.max_port = 40010;
+        assert_eq!(tcp_port_of(&c, 3, 40003).unwrap(), 40003);
+        // RTC_TCP_PORT: the base plus the worker's index.
+        c.tcp_port = Some(7881);
+        assert_eq!(tcp_port_of(&c, 0, 40000).unwrap(), 7881);
+        assert_eq!(tcp_port_of(&c, 3, 40003).unwrap(), 7884);
+        c.tcp_port = Some(u16::MAX);
+        assert!(tcp_port_of(&c, 1, 40001).is_err());
+    }
+
+    #[tokio::test]
+    async fn workers_listen_on_tcp_beside_udp_unless_disabled() {
+        let pool = WorkerPool::start(&MediaConfig::loopback()).unwrap();
+        let w = &pool.workers()[0];
+        let tcp = w.tcp_addr().unwrap();
+        assert_eq!(w.announced_tcp_addr().map(|a| a.port()), Some(tcp.port()));
+        assert!(std::net::TcpStream::connect(tcp).is_ok());
+        pool.stop();
+        let pool = WorkerPool::start(&MediaConfig {
+            enable_tcp: false,
+            ..MediaConfig::loopback()
+        })
+        .unwrap();
+        assert_eq!(pool.workers()[0].tcp_addr(), None);
+        pool.stop();
     }
 }

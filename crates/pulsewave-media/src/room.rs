@@ -6,7 +6,7 @@ use pulsewave_core::{
 };
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
-    DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
+    DtlsParameters, IceParameters, SctpStreamParameters, TransportDirection, TransportOptions,
 };
 use pulsewave_protocol::{
     ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
@@ -98,6 +98,17 @@ impl MediaRoom {
             reply,
         })
         .await
+    }
+
+    /// See [`pulsewave_core::Room::restart_ice`]: new ICE parameters for
+    /// the client's `transport.restartIce({iceParameters})`.
+    pub async fn restart_ice(
+        &self,
+        owner: Owner,
+        id: TransportId,
+    ) -> Result<IceParameters, MediaError> {
+        self.fallible(|reply| Op::RestartIce { owner, id, reply })
+            .await
     }
 
     /// See [`pulsewave_core::Room::close_transport`].
@@ -254,6 +265,14 @@ impl MediaRoom {
     ) -> Result<Vec<TransportAllocation>, MediaError> {
         self.op(|reply| Op::TransportAllocations { owner, reply })
             .await
+    }
+
+    /// See [`pulsewave_core::Room::producer_stats`].
+    pub async fn producer_stats(
+        &self,
+        owner: Owner,
+    ) -> Result<Vec<pulsewave_core::ProducerStats>, MediaError> {
+        self.op(|reply| Op::ProducerStats { owner, reply }).await
     }
 
     /// See [`pulsewave_core::Room::close_consumer`].

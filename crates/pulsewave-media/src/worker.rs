@@ -1,5 +1,5 @@
-//! A media worker: one thread, one UDP socket, one [`Endpoint`] with many
-//! rooms.
+//! A media worker: one thread, one UDP socket (and a TCP listener for
+//! ICE-TCP), one [`Endpoint`] with many rooms.
 //!
 //! The worker is the small, dumb driver of `pulsewave-core`: it feeds the
 //! endpoint the datagrams of its socket and the timeouts it asks for, sends
@@ -9,20 +9,21 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pulsewave_core::{Datagram, Endpoint, EndpointConfig, Event, Protocol, RoomConfig, RoomId};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::command::Op;
 use crate::outbox::Outbox;
 use crate::room::MediaRoom;
+use crate::tcp::{SendError, TcpConns, TcpIn};
 
 /// Largest datagram read.
 const RECV_BUFFER: usize = 2048;
@@ -71,6 +72,11 @@ pub struct WorkerStats {
     pub datagrams_out: AtomicU64,
     /// Datagrams dropped: garbage, unknown source, rejected.
     pub datagrams_dropped: AtomicU64,
+    /// Open ICE-TCP connections.
+    pub tcp_connections: AtomicUsize,
+    /// ICE-TCP connections dropped because their peer fell too far behind
+    /// (its queue overflowed).
+    pub tcp_overflows: AtomicU64,
     /// RTP packets forwarded to consumers.
     pub rtp_forwarded: AtomicU64,
     /// Changes of the layers a consumer forwards.
@@ -90,6 +96,8 @@ impl Default for WorkerStats {
             datagrams_in: AtomicU64::new(0),
             datagrams_out: AtomicU64::new(0),
             datagrams_dropped: AtomicU64::new(0),
+            tcp_connections: AtomicUsize::new(0),
+            tcp_overflows: AtomicU64::new(0),
             rtp_forwarded: AtomicU64::new(0),
             layer_switches: AtomicU64::new(0),
             congestion_pauses: AtomicU64::new(0),
@@ -103,6 +111,8 @@ pub struct MediaWorker {
     index: usize,
     local_addr: SocketAddr,
     announced_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    announced_tcp_addr: Option<SocketAddr>,
     tx: mpsc::UnboundedSender<Command>,
     stats: Arc<WorkerStats>,
 }
@@ -118,15 +128,26 @@ impl Drop for AliveGuard {
 
 impl MediaWorker {
     /// Starts a worker thread on `socket`, announcing `announced_addr` to
-    /// clients; `room` is the template of its rooms.
+    /// clients; `room` is the template of its rooms. With `tcp`, the
+    /// worker also listens for ICE-TCP there and announces the second
+    /// address as every transport's passive TCP candidate.
     pub(crate) fn spawn(
         index: usize,
         socket: StdUdpSocket,
         announced_addr: SocketAddr,
+        tcp: Option<(StdTcpListener, SocketAddr)>,
         room: RoomConfig,
     ) -> io::Result<(Self, JoinHandle<()>)> {
         socket.set_nonblocking(true)?;
         let local_addr = socket.local_addr()?;
+        let (tcp_listener, tcp_addr, announced_tcp_addr) = match tcp {
+            Some((listener, announced)) => {
+                listener.set_nonblocking(true)?;
+                let local = listener.local_addr()?;
+                (Some(listener), Some(local), Some(announced))
+            }
+            None => (None, None, None),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WorkerStats::default());
         let guard = AliveGuard(stats.clone());
@@ -146,11 +167,19 @@ impl MediaWorker {
                     }
                 };
                 runtime.block_on(async move {
+                    let tcp_listener = match tcp_listener.map(TcpListener::from_std).transpose() {
+                        Ok(l) => l,
+                        Err(e) => {
+                            warn!(worker = index, error = %e, "cannot use worker TCP listener");
+                            return;
+                        }
+                    };
                     match UdpSocket::from_std(socket) {
                         Ok(socket) => {
                             let config = EndpointConfig {
                                 room: RoomConfig {
                                     local_addr: announced_addr,
+                                    tcp_addr: announced_tcp_addr,
                                     ..room
                                 },
                                 seed: None,
@@ -162,6 +191,8 @@ impl MediaWorker {
                                 rooms: HashMap::new(),
                                 stats: stats2,
                                 outbox: Outbox::new(),
+                                tcp: tcp_listener.as_ref().map(|_| TcpConns::new()),
+                                tcp_listener,
                             };
                             w.run(rx).await;
                         }
@@ -169,12 +200,14 @@ impl MediaWorker {
                     }
                 });
             })?;
-        info!(worker = index, %local_addr, %announced_addr, "media worker started");
+        info!(worker = index, %local_addr, %announced_addr, ?tcp_addr, "media worker started");
         Ok((
             Self {
                 index,
                 local_addr,
                 announced_addr,
+                tcp_addr,
+                announced_tcp_addr,
                 tx,
                 stats,
             },
@@ -195,6 +228,16 @@ impl MediaWorker {
     /// The address announced to clients.
     pub fn announced_addr(&self) -> SocketAddr {
         self.announced_addr
+    }
+
+    /// The address the worker's ICE-TCP listener is bound to, if any.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The passive TCP candidate announced to clients, if any.
+    pub fn announced_tcp_addr(&self) -> Option<SocketAddr> {
+        self.announced_tcp_addr
     }
 
     /// The worker's counters.
@@ -261,6 +304,9 @@ struct Worker {
     rooms: HashMap<RoomId, mpsc::UnboundedSender<Event>>,
     stats: Arc<WorkerStats>,
     outbox: Outbox,
+    /// ICE-TCP, when enabled: the listener and the connections.
+    tcp_listener: Option<TcpListener>,
+    tcp: Option<TcpConns>,
 }
 
 impl Worker {
@@ -285,6 +331,25 @@ impl Worker {
                         debug!(worker = self.index, error = %e, "recv error");
                     }
                 },
+                accepted = accept(&self.tcp_listener) => match accepted {
+                    Ok((stream, peer)) => {
+                        if let Some(tcp) = &mut self.tcp {
+                            tcp.add(stream, peer);
+                            self.stats.tcp_connections.store(tcp.len(), Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => debug!(worker = self.index, error = %e, "TCP accept error"),
+                },
+                Some(input) = tcp_inbound(&mut self.tcp) => {
+                    self.tcp_input(input);
+                    // Take what else the readers brought, up to a burst.
+                    for _ in 1..BURST {
+                        let Some(input) = self.tcp.as_mut().and_then(|t| t.inbound.try_recv().ok()) else {
+                            break;
+                        };
+                        self.tcp_input(input);
+                    }
+                }
                 _ = sleep_until(deadline) => {}
                 _ = stats_tick.tick() => self.refresh_stats(),
             }
@@ -327,6 +392,44 @@ impl Worker {
         }
     }
 
+    /// One packet (or the end) of an ICE-TCP connection. A connection's
+    /// first packet must be a STUN request a transport accepts (as
+    /// Chromium requires of its peers); otherwise it is closed.
+    fn tcp_input(&mut self, input: TcpIn) {
+        let Some(tcp) = &mut self.tcp else { return };
+        match input {
+            TcpIn::Closed { peer, conn } => tcp.close(peer, conn),
+            TcpIn::Packet { peer, conn, bytes } => {
+                let Some(routed) = tcp.state(peer, conn) else {
+                    return;
+                };
+                self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                let accepted = (routed || pulsewave_core::is_stun(&bytes))
+                    && self.endpoint.tcp_addr().is_some_and(|destination| {
+                        let d = Datagram {
+                            proto: Protocol::Tcp,
+                            source: peer,
+                            destination,
+                            contents: &bytes,
+                        };
+                        self.endpoint.handle_datagram(Instant::now(), d).is_ok()
+                    });
+                if !accepted {
+                    self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                if accepted && !routed {
+                    tcp.set_routed(peer);
+                } else if !routed {
+                    debug!(worker = self.index, %peer, "TCP connection without a valid STUN request: closed");
+                    tcp.close(peer, conn);
+                }
+            }
+        }
+        self.stats
+            .tcp_connections
+            .store(tcp.len(), Ordering::Relaxed);
+    }
+
     fn command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
@@ -363,6 +466,10 @@ impl Worker {
     async fn flush(&mut self) {
         let mut sent = 0;
         while let Some(t) = self.endpoint.poll_transmit() {
+            if t.proto == Protocol::Tcp {
+                sent += self.send_tcp(t);
+                continue;
+            }
             if self.outbox.push(t) {
                 sent += self.outbox.send(&self.socket, self.index).await;
             }
@@ -370,6 +477,20 @@ impl Worker {
         sent += self.outbox.send(&self.socket, self.index).await;
         self.stats.datagrams_out.fetch_add(sent, Ordering::Relaxed);
         self.forward_events();
+    }
+
+    /// Queues one packet on its TCP connection; never waits. Returns 1 if
+    /// it was queued.
+    fn send_tcp(&mut self, t: pulsewave_core::Transmit) -> u64 {
+        let Some(tcp) = &mut self.tcp else { return 0 };
+        let result = tcp.send(t.destination, t.contents);
+        if result == Err(SendError::Overflow) {
+            self.stats.tcp_overflows.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .tcp_connections
+                .store(tcp.len(), Ordering::Relaxed);
+        }
+        u64::from(result.is_ok())
     }
 
     /// Forwards the endpoint's events to their rooms' channels.
@@ -406,6 +527,22 @@ impl Worker {
         self.stats
             .congestion_pauses
             .store(totals.congestion_pauses, Ordering::Relaxed);
+    }
+}
+
+/// The next connection of the worker's TCP listener; never, without one.
+async fn accept(listener: &Option<TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next packet of the TCP readers; never, without TCP.
+async fn tcp_inbound(tcp: &mut Option<TcpConns>) -> Option<TcpIn> {
+    match tcp {
+        Some(t) => t.inbound.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -36,7 +36,7 @@ pub use ids::{
 };
 pub use messages::{
     ClientMessage, ConsumerStats, DataChannelInfo, DataKind, DisconnectReason, ParticipantInfo,
-    ParticipantPermission, RequestId, ResumeRequest, RoomInfo, ServerMessage, StreamState,
-    SubscribedLayer, TrackInfo, TrackSource, TransportStats,
+    ParticipantPermission, Quality, RequestId, ResumeRequest, RoomInfo, ServerMessage, SpeakerInfo,
+    StreamState, SubscribedLayer, TrackInfo, TrackSource, TransportStats,
 };
 pub use rtp::MediaKind;

@@ -15,8 +15,8 @@ use crate::ids::{
 };
 use crate::rtp::{MediaKind, RtpCapabilities, RtpParameters};
 use crate::transport::{
-    DtlsParameters, IceServer, SctpCapabilities, SctpStreamParameters, TransportDirection,
-    TransportOptions,
+    DtlsParameters, IceParameters, IceServer, SctpCapabilities, SctpStreamParameters,
+    TransportDirection, TransportOptions,
 };
 
 /// Correlates a request with its reply: any string or number the client
@@ -114,6 +114,13 @@ pub enum ClientMessage {
         transport_id: TransportId,
         /// The client's DTLS parameters.
         dtls_parameters: DtlsParameters,
+    },
+    /// Restart ICE on a transport (mediasoup's `transport.restartIce()`),
+    /// after a network change: answered with `ice-restarted` and new ICE
+    /// parameters for the client's `transport.restartIce({iceParameters})`.
+    RestartIce {
+        /// The transport.
+        transport_id: TransportId,
     },
     /// Publish a media track (mediasoup-client's transport `produce` event).
     Publish {
@@ -265,6 +272,16 @@ pub enum ClientMessage {
         /// The data consumer.
         data_consumer_id: DataConsumerId,
     },
+    /// Change one's own metadata and/or name (needs the token's
+    /// `canUpdateOwnMetadata`); everyone gets `participant-updated`.
+    UpdateMetadata {
+        /// New metadata (at most 4096 bytes); unchanged when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<String>,
+        /// New display name (at most 256 bytes); unchanged when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     /// Keep-alive; answered with `pong`.
     Ping,
 }
@@ -276,6 +293,7 @@ impl ClientMessage {
         "leave",
         "create-transport",
         "connect-transport",
+        "restart-ice",
         "publish",
         "unpublish",
         "subscribe",
@@ -293,6 +311,7 @@ impl ClientMessage {
         "unpublish-data-channel",
         "subscribe-data",
         "unsubscribe-data",
+        "update-metadata",
         "ping",
     ];
 
@@ -303,6 +322,7 @@ impl ClientMessage {
             ClientMessage::Leave => "leave",
             ClientMessage::CreateTransport { .. } => "create-transport",
             ClientMessage::ConnectTransport { .. } => "connect-transport",
+            ClientMessage::RestartIce { .. } => "restart-ice",
             ClientMessage::Publish { .. } => "publish",
             ClientMessage::Unpublish { .. } => "unpublish",
             ClientMessage::Subscribe { .. } => "subscribe",
@@ -320,6 +340,7 @@ impl ClientMessage {
             ClientMessage::UnpublishDataChannel { .. } => "unpublish-data-channel",
             ClientMessage::SubscribeData { .. } => "subscribe-data",
             ClientMessage::UnsubscribeData { .. } => "unsubscribe-data",
+            ClientMessage::UpdateMetadata { .. } => "update-metadata",
             ClientMessage::Ping => "ping",
         }
     }
@@ -338,6 +359,10 @@ pub struct ParticipantPermission {
     /// Hidden from other participants.
     #[serde(default)]
     pub hidden: bool,
+    /// May change its own metadata and name (`update-metadata`), from the
+    /// token's `canUpdateOwnMetadata`.
+    #[serde(default)]
+    pub can_update_metadata: bool,
 }
 
 /// A published media track.
@@ -424,8 +449,19 @@ pub struct RoomInfo {
     pub created_at: u64,
     /// Participant limit (0: none).
     pub max_participants: u32,
+    /// The room's metadata, set through the admin API (`CreateRoom`,
+    /// `UpdateRoomMetadata`); empty by default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metadata: String,
+    /// Seconds the room stays open once empty (0: the server's default).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub empty_timeout: u32,
     /// The other participants present (in `joined`: everyone already there).
     pub participants: Vec<ParticipantInfo>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Why the server ends a session.
@@ -442,6 +478,10 @@ pub enum DisconnectReason {
     RoomClosed,
     /// The node owning the room went away; reconnect to be placed again.
     Migration,
+    /// An administrator removed the participant (`RemoveParticipant`).
+    ParticipantRemoved,
+    /// An administrator deleted the room (`DeleteRoom`).
+    RoomDeleted,
 }
 
 /// The resume credentials a client sends in `join` to take back its
@@ -516,6 +556,13 @@ pub enum ServerMessage {
     TransportConnected {
         /// The transport.
         transport_id: TransportId,
+    },
+    /// Reply to `restart-ice`: the transport's new ICE parameters.
+    IceRestarted {
+        /// The transport.
+        transport_id: TransportId,
+        /// Pass to mediasoup-client's `transport.restartIce({iceParameters})`.
+        ice_parameters: IceParameters,
     },
     /// A transport was closed by the server (ICE or DTLS failure, timeout).
     TransportClosed {
@@ -723,6 +770,52 @@ pub enum ServerMessage {
         /// The new JWT.
         token: String,
     },
+    /// A participant's metadata, name or permissions changed (through the
+    /// admin API or its own `update-metadata`): sent to everyone, the
+    /// participant itself included, as LiveKit's `ParticipantUpdate`.
+    ParticipantUpdated {
+        /// The participant as it is now.
+        participant: ParticipantInfo,
+    },
+    /// The room's metadata changed (`UpdateRoomMetadata`): sent to everyone.
+    RoomUpdated {
+        /// The room's name.
+        name: String,
+        /// The room's sid.
+        sid: RoomSid,
+        /// The new metadata.
+        metadata: String,
+    },
+    /// A participant's connection quality changed (as LiveKit's
+    /// `ConnectionQualityUpdate`): sent to everyone who can see it, itself
+    /// included; evaluated every 2 s.
+    ConnectionQuality {
+        /// The participant.
+        participant_identity: String,
+        /// Its session.
+        participant_sid: ParticipantSid,
+        /// Its quality now.
+        quality: Quality,
+    },
+    /// Who speaks now, loudest first (as LiveKit's `SpeakersChanged`): sent
+    /// to everyone when the list or a level changes, at most every 400 ms;
+    /// an empty list when nobody speaks any more.
+    ActiveSpeakers {
+        /// The speakers, loudest first.
+        speakers: Vec<SpeakerInfo>,
+    },
+    /// An administrator asks this participant to subscribe to, or drop,
+    /// tracks (`UpdateSubscriptions`). The JavaScript client acts on it:
+    /// `subscribe` for each track it does not receive yet, or `unsubscribe`
+    /// its consumers of them.
+    UpdateSubscriptions {
+        /// The tracks, by sid.
+        track_sids: Vec<TrackSid>,
+        /// Their producers, in the same order, to `subscribe` with.
+        producer_ids: Vec<ProducerId>,
+        /// `true`: subscribe; `false`: unsubscribe.
+        subscribe: bool,
+    },
     /// The server ends the session; the socket closes next.
     Disconnected {
         /// Why.
@@ -735,6 +828,45 @@ pub enum ServerMessage {
         /// Human-readable detail.
         message: String,
     },
+}
+
+/// A participant's connection quality in `connection-quality`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    /// Low loss and jitter, every subscription flowing.
+    Excellent,
+    /// Some loss (over 2 %) or jitter (over 30 ms).
+    Good,
+    /// Heavy loss (over 6 %) or jitter (over 80 ms), or a subscription
+    /// paused for lack of bandwidth.
+    Poor,
+    /// Nothing heard from it for 8 s.
+    Lost,
+}
+
+impl Quality {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Excellent => "excellent",
+            Quality::Good => "good",
+            Quality::Poor => "poor",
+            Quality::Lost => "lost",
+        }
+    }
+}
+
+/// One speaker in `active-speakers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeakerInfo {
+    /// The speaking participant.
+    pub participant_identity: String,
+    /// Its session.
+    pub participant_sid: ParticipantSid,
+    /// Its loudness, 0 to 1 in eighths (0.125 ... 1).
+    pub level: f32,
 }
 
 /// Whether the server is sending a consumer's media.
@@ -819,6 +951,7 @@ impl ServerMessage {
             ServerMessage::ParticipantLeft { .. } => "participant-left",
             ServerMessage::TransportCreated { .. } => "transport-created",
             ServerMessage::TransportConnected { .. } => "transport-connected",
+            ServerMessage::IceRestarted { .. } => "ice-restarted",
             ServerMessage::TransportClosed { .. } => "transport-closed",
             ServerMessage::Published { .. } => "published",
             ServerMessage::TrackPublished { .. } => "track-published",
@@ -845,6 +978,11 @@ impl ServerMessage {
             ServerMessage::DataUnsubscribed { .. } => "data-unsubscribed",
             ServerMessage::Pong { .. } => "pong",
             ServerMessage::TokenRefresh { .. } => "token-refresh",
+            ServerMessage::ParticipantUpdated { .. } => "participant-updated",
+            ServerMessage::RoomUpdated { .. } => "room-updated",
+            ServerMessage::UpdateSubscriptions { .. } => "update-subscriptions",
+            ServerMessage::ActiveSpeakers { .. } => "active-speakers",
+            ServerMessage::ConnectionQuality { .. } => "connection-quality",
             ServerMessage::Disconnected { .. } => "disconnected",
             ServerMessage::Error { .. } => "error",
         }

@@ -39,13 +39,17 @@ pub struct IceCandidate {
     pub address: String,
     /// Same as `address` (older mediasoup-client versions read `ip`).
     pub ip: String,
-    /// UDP port.
+    /// UDP or TCP port.
     pub port: u16,
     /// Always `host`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Always `udp`.
+    /// `udp`, or `tcp` for the passive ICE-TCP candidate.
     pub protocol: String,
+    /// `passive` on a TCP candidate (mediasoup-client writes it into the
+    /// SDP's `tcptype`); absent on UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_type: Option<String>,
 }
 
 /// DTLS role.

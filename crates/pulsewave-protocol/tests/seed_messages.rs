@@ -112,6 +112,7 @@ fn every_client_type_is_listed() {
         json!({"type":"leave"}),
         json!({"type":"create-transport","direction":"send"}),
         json!({"type":"connect-transport","transportId":"TP_1","dtlsParameters":{"fingerprints":[]}}),
+        json!({"type":"restart-ice","transportId":"TP_1"}),
         json!({"type":"publish","kind":"audio","rtpParameters":{"codecs":[]}}),
         json!({"type":"unpublish","producerId":"PR_1"}),
         json!({"type":"subscribe","producerId":"PR_1","rtpCapabilities":{}}),
@@ -130,6 +131,7 @@ fn every_client_type_is_listed() {
         json!({"type":"set-consumer-priority","consumerId":"CN_1","priority":2}),
         json!({"type":"update-track-settings","consumerId":"CN_1","disabled":false}),
         json!({"type":"get-stats"}),
+        json!({"type":"update-metadata","metadata":"m"}),
     ];
     assert_eq!(examples.len(), ClientMessage::TYPES.len());
     for e in examples {
@@ -252,4 +254,22 @@ fn request_id_is_echoed_even_when_fields_are_bad() {
     assert_eq!(err.request_id, Some(RequestId::Number(9)));
     let err = decode_client(r#"{"type":"join","room":"r","requestId":{"a":1}}"#).unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidParameters);
+}
+
+#[test]
+fn ice_restarted_carries_mediasoup_ice_parameters() {
+    let m = ServerMessage::IceRestarted {
+        transport_id: TransportId::from("TP_1"),
+        ice_parameters: pulsewave_protocol::transport::IceParameters {
+            username_fragment: "uf".into(),
+            password: "pw".into(),
+            ice_lite: true,
+        },
+    };
+    let v: Value = serde_json::from_str(&encode_server(&m, Some(&RequestId::Number(7)))).unwrap();
+    assert_eq!(
+        v,
+        json!({"type":"ice-restarted","requestId":7,"transportId":"TP_1",
+               "iceParameters":{"usernameFragment":"uf","password":"pw","iceLite":true}})
+    );
 }

@@ -426,6 +426,15 @@ pub(crate) async fn accept_tunnels(
             .await;
             continue;
         }
+        if crate::twirp::is_api_tunnel(&claims) {
+            // A server API call for a room of this node, authorized by the
+            // node it reached.
+            debug!(%room, relay = %end.peer_node(), "forwarded server API call");
+            shared
+                .sessions
+                .spawn(crate::twirp::serve_tunnel(shared.clone(), room, end));
+            continue;
+        }
         if shared.is_shutting_down() {
             let _ = tokio::time::timeout(
                 shared.config.limits.send_timeout,

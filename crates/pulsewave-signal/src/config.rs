@@ -254,6 +254,14 @@ pub struct ServerConfig {
     /// [`RedisCluster`](pulsewave_cluster::RedisCluster). Decides where each
     /// room runs; see `docs/cluster.md`.
     pub cluster: Cluster,
+    /// URLs (`http://`) that receive webhooks in LiveKit's format
+    /// (`WEBHOOK_URLS`, comma-separated); empty: no webhooks. Signed with
+    /// `api_key` / `api_secret`. See `docs/api.md`.
+    pub webhook_urls: Vec<String>,
+    /// Per-room series in `/metrics` (`METRICS_ROOM_LIMIT`): at most this
+    /// many rooms of this node, the first by name; 0 (the default): none,
+    /// only the node's aggregates.
+    pub metrics_room_limit: usize,
 }
 
 /// Default of [`ServerConfig::resume_grace`]: 15 s, half the media core's
@@ -287,6 +295,8 @@ impl ServerConfig {
             media: Some(MediaConfig::loopback()),
             web_dir: None,
             cluster: Cluster::local(),
+            webhook_urls: Vec::new(),
+            metrics_room_limit: 0,
         }
     }
 

@@ -50,7 +50,7 @@ pub(crate) async fn route(
             res
         }
         "/metrics" => match *req.method() {
-            Method::GET => metrics(&req, &shared),
+            Method::GET => metrics(&req, &shared).await,
             _ => method_not_allowed("GET"),
         },
         "/healthz" => match *req.method() {
@@ -66,6 +66,7 @@ pub(crate) async fn route(
             }
             _ => method_not_allowed("GET"),
         },
+        p if p.starts_with(crate::twirp::PREFIX) => crate::twirp::handle(req, shared).await,
         "/" | "/rtc" | "/ws" if is_upgrade(&req) => upgrade(req, peer, shared).await,
         "/" if shared.config.web_dir.is_some() && *req.method() == Method::GET => {
             let mut res = Response::new(Full::new(Bytes::new()));
@@ -147,7 +148,7 @@ fn cors_preflight() -> Response<Body> {
     res
 }
 
-fn metrics<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
+async fn metrics<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
     let config = &shared.config;
     if config.token_endpoint != TokenEndpointAuth::Open
         && !basic_auth_matches(req, &config.api_key, &config.api_secret)
@@ -162,7 +163,9 @@ fn metrics<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
         );
         return res;
     }
-    let mut res = Response::new(Full::new(Bytes::from(crate::metrics::render(shared))));
+    let mut text = crate::metrics::render(shared);
+    text.push_str(&crate::metrics::room_series(shared).await);
+    let mut res = Response::new(Full::new(Bytes::from(text)));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -42,6 +42,8 @@ mod room;
 mod server;
 mod session;
 mod static_files;
+mod twirp;
+pub mod webhook;
 
 pub use config::{
     DEFAULT_RESUME_BUFFER, DEFAULT_RESUME_GRACE, IpNet, Limits, ParticipantIceServers,

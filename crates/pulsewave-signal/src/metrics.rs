@@ -33,6 +33,77 @@ pub fn process_memory() -> Option<(u64, u64)> {
     Some((kb("VmRSS:")?, kb("VmHWM:")?))
 }
 
+/// The per-room series, for at most `METRICS_ROOM_LIMIT` rooms of this
+/// node (the first by name), so that the number of series stays bounded
+/// whatever the number of rooms: participants, tracks, and participants
+/// by connection quality. Empty when the limit is 0 (the default).
+pub(crate) async fn room_series(shared: &Shared) -> String {
+    let limit = shared.config.metrics_room_limit;
+    if limit == 0 {
+        return String::new();
+    }
+    let mut out = String::new();
+    let names = shared.rooms.room_names();
+    let mut rows = Vec::new();
+    for name in names.into_iter().take(limit) {
+        let Some(handle) = shared.rooms.get_room(&name) else {
+            continue;
+        };
+        if let Ok(crate::room::AdminReply::Summary(s)) =
+            handle.admin(crate::room::AdminOp::Summary).await
+        {
+            rows.push((name, s));
+        }
+    }
+    let label = |name: &str| {
+        name.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let _ = writeln!(
+        out,
+        "# HELP pulsewave_room_participants Participants in the room (METRICS_ROOM_LIMIT rooms at most)."
+    );
+    let _ = writeln!(out, "# TYPE pulsewave_room_participants gauge");
+    for (name, s) in &rows {
+        let _ = writeln!(
+            out,
+            "pulsewave_room_participants{{room=\"{}\"}} {}",
+            label(name),
+            s.participants
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pulsewave_room_tracks Published tracks in the room."
+    );
+    let _ = writeln!(out, "# TYPE pulsewave_room_tracks gauge");
+    for (name, s) in &rows {
+        let _ = writeln!(
+            out,
+            "pulsewave_room_tracks{{room=\"{}\"}} {}",
+            label(name),
+            s.tracks
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pulsewave_room_connection_quality Participants of the room by connection quality."
+    );
+    let _ = writeln!(out, "# TYPE pulsewave_room_connection_quality gauge");
+    for (name, s) in &rows {
+        for (i, q) in ["excellent", "good", "poor", "lost"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "pulsewave_room_connection_quality{{room=\"{}\",quality=\"{q}\"}} {}",
+                label(name),
+                s.quality[i]
+            );
+        }
+    }
+    out
+}
+
 pub(crate) fn render(shared: &Shared) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
@@ -52,6 +123,27 @@ pub(crate) fn render(shared: &Shared) -> String {
         "Open WebSocket sessions (joined or not).",
         shared.sessions.len().to_string(),
     );
+    if let Some(webhooks) = &shared.rooms.settings().webhooks {
+        let s = webhooks.stats();
+        metric(
+            "pulsewave_webhooks_delivered_total",
+            "counter",
+            "Webhook events delivered (2xx), counted per URL.",
+            s.delivered.to_string(),
+        );
+        metric(
+            "pulsewave_webhooks_failed_total",
+            "counter",
+            "Webhook POSTs that failed (retried, or dropped when too old).",
+            s.failed.to_string(),
+        );
+        metric(
+            "pulsewave_webhooks_dropped_total",
+            "counter",
+            "Webhook events dropped: queue full, or still failing after the retry window.",
+            s.dropped.to_string(),
+        );
+    }
     if let Some(cpu) = process_cpu_seconds() {
         metric(
             "process_cpu_seconds_total",
@@ -78,7 +170,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         let sum = |f: &dyn Fn(&crate::media::WorkerStats) -> u64| -> u64 {
             pool.workers().iter().map(|w| f(w.stats())).sum()
         };
-        let rows: [(&str, &str, &str, u64); 12] = [
+        let rows: [(&str, &str, &str, u64); 14] = [
             (
                 "pulsewave_media_rooms",
                 "gauge",
@@ -98,15 +190,27 @@ pub(crate) fn render(shared: &Shared) -> String {
                 sum(&|s| s.transports.load(Ordering::Relaxed) as u64),
             ),
             (
+                "pulsewave_media_tcp_connections",
+                "gauge",
+                "Open ICE-TCP connections to the media workers.",
+                sum(&|s| s.tcp_connections.load(Ordering::Relaxed) as u64),
+            ),
+            (
+                "pulsewave_media_tcp_overflows_total",
+                "counter",
+                "ICE-TCP connections dropped because their peer fell too far behind.",
+                sum(&|s| s.tcp_overflows.load(Ordering::Relaxed)),
+            ),
+            (
                 "pulsewave_media_datagrams_received_total",
                 "counter",
-                "UDP datagrams received by the media workers.",
+                "Datagrams (UDP, or framed ICE-TCP packets) received by the media workers.",
                 sum(&|s| s.datagrams_in.load(Ordering::Relaxed)),
             ),
             (
                 "pulsewave_media_datagrams_sent_total",
                 "counter",
-                "UDP datagrams sent by the media workers.",
+                "Datagrams (UDP, or framed ICE-TCP packets) sent by the media workers.",
                 sum(&|s| s.datagrams_out.load(Ordering::Relaxed)),
             ),
             (

@@ -88,6 +88,18 @@ impl WebSocketServer {
         let (rooms, pool) = match self.rooms {
             Some(rooms) => (rooms, None),
             None => {
+                let webhooks = if self.config.webhook_urls.is_empty() {
+                    None
+                } else {
+                    Some(
+                        crate::webhook::WebhookNotifier::start(
+                            &self.config.webhook_urls,
+                            &self.config.api_key,
+                            &self.config.api_secret,
+                        )
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                    )
+                };
                 let pool = match &self.config.media {
                     Some(media) => Some(WorkerPool::start(media)?),
                     None => None,
@@ -109,6 +121,7 @@ impl WebSocketServer {
                     participant_ice_servers: self.config.participant_ice_servers.clone(),
                     media: pool.clone(),
                     cluster: self.config.cluster.clone(),
+                    webhooks,
                 });
                 (rooms, pool)
             }

@@ -427,5 +427,7 @@ fn reason_text(reason: DisconnectReason) -> &'static str {
         DisconnectReason::ServerShutdown => "server shutdown",
         DisconnectReason::RoomClosed => "room closed",
         DisconnectReason::Migration => "migration",
+        DisconnectReason::ParticipantRemoved => "participant removed",
+        DisconnectReason::RoomDeleted => "room deleted",
     }
 }

@@ -70,6 +70,7 @@ fn participant(i: usize) -> ParticipantInfo {
             can_subscribe: true,
             can_publish_data: true,
             hidden: false,
+            can_update_metadata: false,
         },
         tracks: vec![track(i, MediaKind::Video), track(i, MediaKind::Audio)],
         data_channels: Vec::new(),
@@ -118,6 +119,8 @@ fn bench(c: &mut Criterion) {
         name: "my-room".into(),
         created_at: 1_700_000_000_000,
         max_participants: 0,
+        metadata: String::new(),
+        empty_timeout: 0,
         participants: (0..10).map(participant).collect(),
     };
     let replies = [

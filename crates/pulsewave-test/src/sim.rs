@@ -13,7 +13,9 @@ use pulsewave_core::{
     Error, Event, Owner, Protocol, Room, RoomConfig, RoomId, RoomMut, RoomStats,
 };
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpEncodingParameters, RtpParameters};
-use pulsewave_protocol::transport::{SctpStreamParameters, TransportDirection, TransportOptions};
+use pulsewave_protocol::transport::{
+    IceParameters, SctpStreamParameters, TransportDirection, TransportOptions,
+};
 use pulsewave_protocol::{ConsumerId, DataProducerId, MediaKind, ProducerId, TransportId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -1419,6 +1421,54 @@ impl Sim {
     }
 
     // ---------------------------------------------------------- network
+
+    /// The participant's network changed under transport `id` (a new
+    /// Wi-Fi, a switch to LTE): its peer now sends from a new address, and
+    /// what the server sends to the old one is lost. Returns the new
+    /// address. Follow with [`Sim::restart_ice`].
+    pub fn move_peer(&mut self, id: &TransportId) -> SocketAddr {
+        let now = self.now;
+        let owner = self.peer(id).owner;
+        let part = self.participant_mut(owner);
+        // A new address in the 10.2/16 range: another network.
+        let ip = match part.ip {
+            IpAddr::V4(v4) => {
+                let [_, _, c, d] = v4.octets();
+                IpAddr::V4(Ipv4Addr::new(10, 2, c, d))
+            }
+            other => other,
+        };
+        part.ip = ip;
+        let addr = SocketAddr::new(ip, part.next_port);
+        part.next_port += 1;
+        let i = self
+            .peers
+            .iter()
+            .position(|p| &p.id == id)
+            .unwrap_or_else(|| panic!("no transport {id}"));
+        let old = self.peers[i].transport.local_addr();
+        self.by_addr.remove(&old);
+        self.by_addr.insert(addr, i);
+        self.peers[i]
+            .transport
+            .rebind(now, addr)
+            .expect("the peer takes its new address");
+        addr
+    }
+
+    /// Restarts ICE on transport `id` as mediasoup-client does after
+    /// `restart-ice`: the room gives new ICE parameters, the peer restarts
+    /// with them. Returns the parameters.
+    pub fn restart_ice(&mut self, id: &TransportId) -> Result<IceParameters, Error> {
+        let now = self.now;
+        let owner = self.peer(id).owner;
+        let params = self.room_of(owner).restart_ice(now, owner, id)?;
+        self.peer_mut(id)
+            .transport
+            .restart_ice(now, &params)
+            .expect("the peer restarts ICE");
+        Ok(params)
+    }
 
     /// Hands a datagram to the room right now, from `source` (which need
     /// not be a simulated peer). Refusals are also recorded in

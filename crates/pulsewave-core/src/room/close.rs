@@ -43,8 +43,8 @@ impl Room {
         self.out
             .demux
             .push_back(DemuxChange::ForgetUfrag(t.local_ufrag.clone()));
-        for addr in &t.remote_addrs {
-            self.out.demux.push_back(DemuxChange::Unbind(*addr));
+        for (proto, addr) in &t.remote_addrs {
+            self.out.demux.push_back(DemuxChange::Unbind(*proto, *addr));
         }
         self.owners
             .remove(t.owner, |h| h.transports.retain(|k| *k != key));

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{
-    DtlsParameters, SctpStreamParameters, TransportDirection, TransportOptions,
+    DtlsParameters, IceParameters, SctpStreamParameters, TransportDirection, TransportOptions,
 };
 use pulsewave_protocol::{
     ConsumerId, DataConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
@@ -104,6 +104,7 @@ impl Room {
             direction,
             router_caps: &self.config.rtp_capabilities,
             local_addr: self.config.local_addr,
+            tcp_addr: self.config.tcp_addr,
             sctp_max_message_size: self.config.sctp_max_message_size,
             rng: &mut self.rng,
             max_incoming_bitrate: self.config.max_incoming_bitrate,
@@ -117,6 +118,7 @@ impl Room {
             .demux
             .push_back(DemuxChange::Ufrag(transport.local_ufrag.clone(), key));
         self.owners.add(owner, |h| h.transports.push(key));
+        self.arm_quality();
         drain(key, &mut transport, &mut self.out, self.config.ice_timeout);
         self.transports.insert(transport);
         self.process(now);
@@ -141,6 +143,32 @@ impl Room {
         drain(key, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
         Ok(())
+    }
+
+    /// Restarts ICE on one of `owner`'s transports (mediasoup's
+    /// `transport.restartIce()`): new local ICE credentials, returned for
+    /// the client's `transport.restartIce({iceParameters})`. The client's
+    /// new ufrag is learned from its first binding request carrying the new
+    /// credentials, and the pair it nominates then carries the media. The
+    /// candidates, DTLS, SRTP and SCTP stay, and so do the transport's
+    /// producers, consumers and ids. Requests to the old ufrag are refused
+    /// from now on.
+    pub fn restart_ice(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        id: &TransportId,
+    ) -> Result<IceParameters, Error> {
+        let now = self.advance(now);
+        let key = self
+            .transports
+            .owned(id, owner)
+            .map_err(|_| Error::TransportNotFound(id.to_string()))?;
+        let t = &mut self.transports[key];
+        let params = t.restart_ice(key, &mut self.rng, &mut self.out);
+        drain(key, t, &mut self.out, self.config.ice_timeout);
+        self.process(now);
+        Ok(params)
     }
 
     /// Closes one of `owner`'s transports with everything on it. Events
@@ -181,7 +209,8 @@ impl Room {
             | Event::ConsumerLayersChanged { owner: o, .. }
             | Event::ConsumerCongested { owner: o, .. }
             | Event::ProducerLayersWanted { owner: o, .. } => *o != owner,
-            Event::RoomFailed | Event::State(_) => true,
+            Event::ConnectionQuality { owner: o, .. } => *o != owner,
+            Event::RoomFailed | Event::State(_) | Event::ActiveSpeakers { .. } => true,
         });
         self.process(now);
     }
@@ -283,6 +312,7 @@ impl Room {
             MediaKind::Video => Some(VideoCodec::from_mime(&mime_type)),
             MediaKind::Audio => None,
         };
+        let clock_rate = consumable.codecs.first().map_or(90_000, |c| c.clock_rate);
         let pkey = self.producers.insert(Producer {
             id: id.clone(),
             owner,
@@ -305,8 +335,13 @@ impl Room {
             priority: DEFAULT_PRIORITY,
             wanted_reported: None,
             wanted_pending: None,
+            speech: Default::default(),
+            link: crate::quality::LinkStats::new(clock_rate),
         });
         self.owners.add(owner, |h| h.producers += 1);
+        if kind == MediaKind::Audio {
+            self.watch_speaker(pkey);
+        }
         let t = &mut self.transports[tkey];
         let rtc_mid = Mid::from(mid.as_str());
         {

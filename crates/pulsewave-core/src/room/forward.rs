@@ -70,6 +70,10 @@ impl Room {
         stats.rtp_in += 1;
         p.packets += 1;
         p.bytes += pkt.payload.len() as u64;
+        if let Some(level) = pkt.header.ext_vals.audio_level {
+            p.speech.observe(level); // active speakers (speaker.rs)
+        }
+        p.link.observe(now, *pkt.seq_no, pkt.header.timestamp); // quality.rs
         // VP8 descriptors are read once per packet, for every consumer.
         let vp8 = match p.video {
             Some(VideoCodec::Vp8) => Vp8Info::parse(&pkt.payload),

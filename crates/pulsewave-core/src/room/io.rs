@@ -8,6 +8,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{IceCreds, Input};
 use tracing::{debug, trace};
 
+use crate::endpoint::Protocol as Proto;
 use crate::event::CloseReason;
 use crate::transport::{Timer, TransportKey, drain};
 
@@ -63,7 +64,7 @@ impl Room {
                 self.stats.datagrams_dropped += 1;
                 return Err(DatagramError::Rejected);
             }
-            t.add_remote_addr(key, d.source, &mut self.out);
+            t.add_remote_addr(key, Proto::from_str0m(d.proto), d.source, &mut self.out);
             if t.remote_ufrag.as_deref() != Some(remote) {
                 // mediasoup-client never sends the browser's ufrag: learn it
                 // from the first binding request. ICE-lite never sends
@@ -147,6 +148,8 @@ impl Room {
                     }
                 }
                 Timer::Dynacast(pkey) => self.dynacast_timer(pkey, at),
+                Timer::Speakers => self.speakers_tick(now),
+                Timer::Quality => self.quality_tick(now),
                 Timer::Keyframe(pkey) => {
                     if let Some(p) = self.producers.get_mut(pkey)
                         && p.keyframe_timer == Some(at)

@@ -27,6 +27,8 @@ use crate::registry::Registry;
 use crate::transport::{DemuxChange, Outputs, Timer, Transport, TransportKey};
 
 mod allocate;
+mod quality;
+mod speakers;
 pub use allocate::{ConsumerAllocation, TransportAllocation};
 mod close;
 mod commands;
@@ -201,6 +203,12 @@ pub struct Room {
     stats: RoomStats,
     /// Reused buffer of the timers due in one `handle_timeout`.
     due_timers: Vec<(Instant, Timer)>,
+    /// Active speaker detection (`speaker.rs`).
+    speakers: crate::speaker::Speakers,
+    /// Connection quality evaluation (`quality.rs`): armed, and each
+    /// participant's last reported score.
+    quality_armed: bool,
+    quality: std::collections::HashMap<Owner, crate::quality::ConnectionQuality>,
 }
 
 impl std::fmt::Debug for Room {
@@ -235,6 +243,9 @@ impl Room {
             events: VecDeque::new(),
             rng,
             due_timers: Vec::new(),
+            speakers: Default::default(),
+            quality_armed: false,
+            quality: Default::default(),
             now,
             stats: RoomStats::default(),
         }

@@ -21,9 +21,7 @@ impl DataHandler {
         if session.claims.video.hidden {
             return Err(SignalError::Hidden("send data"));
         }
-        if !session.claims.video.can_publish_data() {
-            return Err(SignalError::PermissionDenied("canPublishData"));
-        }
+        // `canPublishData` is checked by the room (live permissions).
         room.publish_data(sid.clone(), kind, data, destinations, topic)
             .await?;
         if request_id.is_some() {

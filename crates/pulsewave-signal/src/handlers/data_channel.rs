@@ -23,9 +23,7 @@ impl DataChannelHandler {
         if session.claims.video.hidden {
             return Err(SignalError::Hidden("publish data channels"));
         }
-        if !session.claims.video.can_publish_data() {
-            return Err(SignalError::PermissionDenied("canPublishData"));
-        }
+        // `canPublishData` is checked by the room (live permissions).
         room.media(
             sid.clone(),
             MediaRequest::PublishDataChannel {

@@ -62,6 +62,7 @@ impl JoinHandler {
             can_subscribe: video.can_subscribe(),
             can_publish_data: video.can_publish_data() && !video.hidden,
             hidden: video.hidden,
+            can_update_metadata: video.can_update_own_metadata,
         };
         let create = session.shared.config.auto_create_rooms || video.room_create;
         // A room may close between lookup and join; then a fresh one is made.

@@ -18,14 +18,16 @@ use pulsewave_protocol::{ClientMessage, ClientRequest, ServerMessage};
 
 pub(crate) use data::DataHandler;
 pub(crate) use data_channel::DataChannelHandler;
-pub(crate) use join::JoinHandler;
+pub(crate) use join::{JoinHandler, MAX_METADATA_BYTES, MAX_NAME_BYTES};
 pub(crate) use layers::{
     ConsumerPriorityHandler, PreferredLayersHandler, StatsHandler, TrackSettingsHandler,
 };
 pub(crate) use leave::LeaveHandler;
 pub(crate) use publish::{MuteHandler, PublishHandler, PublishRequest, UnpublishHandler};
 pub(crate) use subscribe::{ResumeConsumerHandler, SubscribeHandler, UnsubscribeHandler};
-pub(crate) use transport::{ConnectTransportHandler, CreateWebRtcTransportHandler};
+pub(crate) use transport::{
+    ConnectTransportHandler, CreateWebRtcTransportHandler, RestartIceHandler,
+};
 
 use crate::error::SignalError;
 use crate::room::unix_millis;
@@ -61,6 +63,11 @@ impl HandlerRegistry {
                 destination_identities,
                 topic,
             } => DataHandler::handle(session, kind, data, destination_identities, topic, rid).await,
+            ClientMessage::UpdateMetadata { metadata, name } => {
+                let (room, sid) = session.joined()?;
+                room.update_own(sid.clone(), metadata, name, rid).await?;
+                Ok(Flow::Continue)
+            }
             ClientMessage::Ping => {
                 session.reply(
                     &ServerMessage::Pong {
@@ -82,6 +89,9 @@ impl HandlerRegistry {
                 transport_id,
                 dtls_parameters,
             } => ConnectTransportHandler::handle(session, transport_id, dtls_parameters, rid).await,
+            ClientMessage::RestartIce { transport_id } => {
+                RestartIceHandler::handle(session, transport_id, rid).await
+            }
             ClientMessage::Publish {
                 transport_id,
                 kind,

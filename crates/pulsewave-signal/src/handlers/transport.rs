@@ -22,9 +22,8 @@ impl CreateWebRtcTransportHandler {
             TransportDirection::Send if video.hidden => {
                 return Err(SignalError::Hidden("publish (no send transport)"));
             }
-            TransportDirection::Send if !video.can_publish() && !video.can_publish_data() => {
-                return Err(SignalError::PermissionDenied("canPublish"));
-            }
+            // `canPublish` / `canPublishData` for a send transport: checked
+            // by the room, against the participant's permissions now.
             // Every participant may receive: data channels need no grant
             // beyond joining (as data messages); `subscribe` checks
             // `canSubscribe` for media.
@@ -66,6 +65,27 @@ impl ConnectTransportHandler {
                 transport_id,
                 dtls_parameters,
             },
+            request_id,
+        )
+        .await?;
+        Ok(Flow::Continue)
+    }
+}
+
+/// Handles `restart-ice`: new ICE credentials for one of the participant's
+/// transports, answered with `ice-restarted`.
+pub(crate) struct RestartIceHandler;
+
+impl RestartIceHandler {
+    pub(crate) async fn handle(
+        session: &mut Session,
+        transport_id: TransportId,
+        request_id: Option<RequestId>,
+    ) -> Result<Flow, SignalError> {
+        let (room, sid) = session.joined()?;
+        room.media(
+            sid.clone(),
+            MediaRequest::RestartIce { transport_id },
             request_id,
         )
         .await?;

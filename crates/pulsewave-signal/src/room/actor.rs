@@ -12,12 +12,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::admin::{AdminOp, AdminReply};
 use super::link::Link;
 use super::manager::{JoinRequest, ManagerInner, ResumeRequest, RoomHandle};
 use super::media::{Cause, MediaRequest};
 use crate::error::SignalError;
 use crate::limits::Limit;
 use crate::outbound::{Outbound, encode};
+use crate::webhook::WebhookKind;
 use pulsewave_media::MediaRoom;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SignalError>>;
@@ -60,6 +62,19 @@ pub(crate) enum Command {
     Info {
         reply: Reply<RoomInfo>,
     },
+    /// The server API (`twirp.rs`).
+    Admin {
+        op: Box<AdminOp>,
+        reply: Reply<AdminReply>,
+    },
+    /// A participant's `update-metadata`.
+    UpdateOwn {
+        from: ParticipantSid,
+        metadata: Option<String>,
+        name: Option<String>,
+        request_id: Option<RequestId>,
+        reply: Reply<()>,
+    },
     Close {
         reason: DisconnectReason,
         reply: oneshot::Sender<()>,
@@ -73,6 +88,8 @@ pub(crate) struct Participant {
     /// Its client's queue, the numbering of room messages and the replay
     /// buffer for resume.
     pub(crate) outbound: Link,
+    /// Its last connection quality (`connection-quality`), once known.
+    pub(crate) quality: Option<pulsewave_protocol::Quality>,
     /// Bytes this participant's entry takes in the room listing of `joined`
     /// (0 for a hidden participant, who is not listed).
     pub(crate) listed_bytes: usize,
@@ -107,8 +124,16 @@ pub(crate) fn listed_bytes(info: &ParticipantInfo) -> usize {
 /// The task owning one room's state.
 pub(crate) struct RoomActor {
     pub(crate) name: String,
-    sid: RoomSid,
+    pub(crate) sid: RoomSid,
     created_at: u64,
+    /// The room's metadata (admin API).
+    pub(crate) metadata: String,
+    /// How long the room stays open once empty (`ROOM_EMPTY_TIMEOUT`, or
+    /// `CreateRoom`'s `emptyTimeout`).
+    pub(crate) empty_timeout: std::time::Duration,
+    /// Most participants (`MAX_PARTICIPANTS`, or `CreateRoom`'s
+    /// `maxParticipants`; 0: no limit).
+    pub(crate) max_participants: u32,
     pub(crate) manager: Arc<ManagerInner>,
     /// In join order.
     pub(crate) participants: Vec<Participant>,
@@ -148,6 +173,9 @@ impl RoomActor {
             name: name.clone(),
             sid: sid.clone(),
             created_at: unix_millis(),
+            metadata: String::new(),
+            empty_timeout: manager.settings().empty_timeout,
+            max_participants: manager.settings().max_participants,
             manager,
             participants: Vec::new(),
             next_owner: 0,
@@ -159,6 +187,7 @@ impl RoomActor {
             listing_bytes: 0,
         };
         info!(room = %name, sid = %sid, "room created");
+        actor.webhook(WebhookKind::RoomStarted, None, None);
         actor.report_to_cluster();
         tokio::spawn(actor.start(rx));
         RoomHandle { name, sid, tx }
@@ -206,6 +235,12 @@ impl RoomActor {
             Command::Info { reply } => {
                 let _ = reply.send(Err(unavailable()));
             }
+            Command::Admin { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
+            Command::UpdateOwn { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
             Command::Close { reply, .. } => {
                 let _ = reply.send(());
             }
@@ -214,9 +249,8 @@ impl RoomActor {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let empty_timeout = self.manager.settings().empty_timeout;
         loop {
-            let deadline = self.empty_since.map(|t| t + empty_timeout);
+            let deadline = self.empty_since.map(|t| t + self.empty_timeout);
             let grace_deadline = self.next_grace_expiry();
             // The event receiver is lent to the select and given back
             // before anything runs: handlers drain it themselves after each
@@ -239,6 +273,14 @@ impl RoomActor {
                     }
                     let changes =
                         !matches!(cmd, Command::PublishData { .. } | Command::Info { .. });
+                    if let Command::Admin { op, .. } = &cmd
+                        && matches!(**op, AdminOp::Configure { .. })
+                        && self.participants.is_empty()
+                    {
+                        // A room created through the API waits its own
+                        // empty timeout from now.
+                        self.empty_since = Some(Instant::now());
+                    }
                     self.handle(cmd).await;
                     if changes {
                         self.report_to_cluster();
@@ -288,6 +330,7 @@ impl RoomActor {
             .settings()
             .cluster
             .room_closed(&self.name, &self.sid);
+        self.webhook(WebhookKind::RoomFinished, None, None);
         info!(room = %self.name, sid = %self.sid, "room closed");
     }
 
@@ -304,6 +347,12 @@ impl RoomActor {
                 let _ = reply.send(Err(closed()));
             }
             Command::Info { reply } => {
+                let _ = reply.send(Err(closed()));
+            }
+            Command::Admin { reply, .. } => {
+                let _ = reply.send(Err(closed()));
+            }
+            Command::UpdateOwn { reply, .. } => {
                 let _ = reply.send(Err(closed()));
             }
             Command::Close { reply, .. } => {
@@ -356,18 +405,33 @@ impl RoomActor {
                 // For the operator (`RoomManager::list_rooms`, drain): everyone.
                 let _ = reply.send(Ok(self.info(None, true)));
             }
+            Command::Admin { op, reply } => {
+                let result = self.admin(*op).await;
+                let _ = reply.send(result);
+            }
+            Command::UpdateOwn {
+                from,
+                metadata,
+                name,
+                request_id,
+                reply,
+            } => {
+                let _ = reply.send(self.update_own(&from, metadata, name, request_id.as_ref()));
+            }
             Command::Close { .. } => {}
         }
     }
 
     /// The room as participants see it: hidden participants are listed only
     /// with `include_hidden` (for the operator).
-    fn info(&self, except: Option<&ParticipantSid>, include_hidden: bool) -> RoomInfo {
+    pub(crate) fn info(&self, except: Option<&ParticipantSid>, include_hidden: bool) -> RoomInfo {
         RoomInfo {
             sid: self.sid.clone(),
             name: self.name.clone(),
             created_at: self.created_at,
-            max_participants: self.manager.settings().max_participants,
+            max_participants: self.max_participants,
+            metadata: self.metadata.clone(),
+            empty_timeout: u32::try_from(self.empty_timeout.as_secs()).unwrap_or(u32::MAX),
             participants: self
                 .participants
                 .iter()
@@ -431,7 +495,7 @@ impl RoomActor {
             self.remove(&old, Some(DisconnectReason::DuplicateIdentity))
                 .await;
         }
-        let max = self.manager.settings().max_participants;
+        let max = self.max_participants;
         if max > 0 && self.participants.len() as u32 >= max {
             self.manager.counters().hit(Limit::Participants);
             return Err(SignalError::RoomFull { max });
@@ -485,16 +549,20 @@ impl RoomActor {
             info,
             owner: Owner::new(self.next_owner),
             outbound: link,
+            quality: None,
             listed_bytes: cost,
         });
         self.listing_bytes += cost;
         self.empty_since = None;
+        if let Some(p) = self.participants.last() {
+            self.webhook(WebhookKind::ParticipantJoined, Some(&p.info), None);
+        }
         Ok(sid)
     }
 
     /// Removes a participant with its media; tells it `reason` if given, and
     /// tells the others.
-    async fn remove(&mut self, sid: &ParticipantSid, reason: Option<DisconnectReason>) {
+    pub(crate) async fn remove(&mut self, sid: &ParticipantSid, reason: Option<DisconnectReason>) {
         if !self.participants.iter().any(|p| &p.info.sid == sid) {
             return;
         }
@@ -514,6 +582,7 @@ impl RoomActor {
             p.outbound.disconnect(reason);
         }
         info!(room = %self.name, identity = %p.info.identity, sid = %p.info.sid, "participant left");
+        self.webhook(WebhookKind::ParticipantLeft, Some(&p.info), None);
         if !p.info.permission.hidden {
             self.broadcast(
                 &ServerMessage::ParticipantLeft {
@@ -629,9 +698,14 @@ impl RoomActor {
     fn report_to_cluster(&mut self) {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.metadata.hash(&mut h);
+        self.empty_timeout.hash(&mut h);
+        self.max_participants.hash(&mut h);
         for p in &self.participants {
             p.info.sid.as_str().hash(&mut h);
             p.info.permission.hidden.hash(&mut h);
+            p.info.name.hash(&mut h);
+            p.info.metadata.hash(&mut h);
             for t in &p.info.tracks {
                 t.sid.as_str().hash(&mut h);
                 t.muted.hash(&mut h);
@@ -745,7 +819,22 @@ impl RoomActor {
         }
     }
 
+    /// Queues a webhook about this room (never waits).
+    pub(crate) fn webhook(
+        &self,
+        kind: WebhookKind,
+        participant: Option<&ParticipantInfo>,
+        track: Option<&pulsewave_protocol::TrackInfo>,
+    ) {
+        if let Some(hooks) = &self.manager.settings().webhooks {
+            hooks.notify(kind, &self.info(None, true), participant, track);
+        }
+    }
+
     fn close_everyone(&mut self, reason: DisconnectReason) {
+        for p in &self.participants {
+            self.webhook(WebhookKind::ParticipantLeft, Some(&p.info), None);
+        }
         for p in self.participants.drain(..) {
             p.outbound.disconnect(reason);
         }

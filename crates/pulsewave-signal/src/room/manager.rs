@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::actor::{Command, RoomActor};
+use super::admin::{AdminOp, AdminReply};
 use super::media::MediaRequest;
 use crate::error::SignalError;
 use crate::limits::{Counters, Limit};
@@ -50,6 +51,8 @@ pub struct RoomSettings {
     /// The cluster rooms report to (participants and tracks for the admin
     /// listing, room claims); by default a single node.
     pub cluster: Cluster,
+    /// Where rooms send their webhooks (`WEBHOOK_URLS`); `None`: none.
+    pub webhooks: Option<crate::webhook::WebhookNotifier>,
 }
 
 impl Default for RoomSettings {
@@ -69,6 +72,7 @@ impl Default for RoomSettings {
             participant_ice_servers: None,
             media: None,
             cluster: Cluster::local(),
+            webhooks: None,
         }
     }
 }
@@ -216,6 +220,22 @@ impl RoomManager {
         }
     }
 
+    /// Closes the room as [`RoomManager::close_room`] does, telling
+    /// participants `reason`.
+    pub(crate) async fn close_room_with(&self, name: &str, reason: DisconnectReason) -> bool {
+        let handle = {
+            let mut rooms = self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms.remove(name)
+        };
+        match handle {
+            Some(h) => {
+                h.close(reason).await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Closes every room, telling participants `reason`.
     pub async fn close_all(&self, reason: DisconnectReason) {
         let handles: Vec<RoomHandle> = {
@@ -341,6 +361,33 @@ impl RoomHandle {
     pub(crate) async fn join(&self, request: JoinRequest) -> Result<ParticipantSid, SignalError> {
         self.call(|reply| Command::Join {
             request: Box::new(request),
+            reply,
+        })
+        .await
+    }
+
+    /// Runs an operation of the server API in the room.
+    pub(crate) async fn admin(&self, op: AdminOp) -> Result<AdminReply, SignalError> {
+        self.call(|reply| Command::Admin {
+            op: Box::new(op),
+            reply,
+        })
+        .await
+    }
+
+    /// A participant's `update-metadata`.
+    pub(crate) async fn update_own(
+        &self,
+        from: ParticipantSid,
+        metadata: Option<String>,
+        name: Option<String>,
+        request_id: Option<RequestId>,
+    ) -> Result<(), SignalError> {
+        self.call(|reply| Command::UpdateOwn {
+            from,
+            metadata,
+            name,
+            request_id,
             reply,
         })
         .await

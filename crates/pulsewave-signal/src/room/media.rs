@@ -10,13 +10,15 @@ use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{
     ConsumerId, ConsumerStats, DataChannelInfo, DataConsumerId, DataKind, DataProducerId,
-    ErrorCode, MediaKind, ParticipantSid, ProducerId, RequestId, ServerMessage, StreamState,
-    SubscribedLayer, TrackInfo, TrackSid, TrackSource, TransportId, TransportStats,
+    ErrorCode, MediaKind, ParticipantSid, ProducerId, Quality, RequestId, ServerMessage,
+    SpeakerInfo, StreamState, SubscribedLayer, TrackInfo, TrackSid, TrackSource, TransportId,
+    TransportStats,
 };
 use tracing::debug;
 
 use super::actor::{RoomActor, json_len};
 use crate::limits::Limit;
+use crate::webhook::WebhookKind;
 
 /// Longest data channel `label` or `protocol`, in bytes.
 pub(crate) const MAX_LABEL_BYTES: usize = 256;
@@ -35,6 +37,9 @@ pub(crate) enum MediaRequest {
     ConnectTransport {
         transport_id: TransportId,
         dtls_parameters: DtlsParameters,
+    },
+    RestartIce {
+        transport_id: TransportId,
     },
     Publish {
         transport_id: Option<TransportId>,
@@ -155,6 +160,13 @@ impl RoomActor {
                 direction,
                 rtp_capabilities,
             } => {
+                let perm = self.participant(from)?.info.permission;
+                if direction == TransportDirection::Send
+                    && !perm.can_publish
+                    && !perm.can_publish_data
+                {
+                    return Err(SignalError::PermissionDenied("canPublish"));
+                }
                 // Accepted for older clients and checked, but not used: each
                 // `publish` carries the sender's payload types and extension
                 // ids, which are the ones it really uses.
@@ -196,6 +208,21 @@ impl RoomActor {
                     rid,
                 );
             }
+            MediaRequest::RestartIce { transport_id } => {
+                let ice_parameters = self
+                    .media()?
+                    .restart_ice(owner, transport_id.clone())
+                    .await
+                    .map_err(media_error)?;
+                self.send_to(
+                    from,
+                    &ServerMessage::IceRestarted {
+                        transport_id,
+                        ice_parameters,
+                    },
+                    rid,
+                );
+            }
             MediaRequest::Publish {
                 transport_id,
                 kind,
@@ -214,6 +241,9 @@ impl RoomActor {
                 // Caps on what every newcomer's `joined` lists for this
                 // participant, checked before the media core does any work.
                 let p = self.participant(from)?;
+                if !p.info.permission.can_publish {
+                    return Err(SignalError::PermissionDenied("canPublish"));
+                }
                 let max = self.manager.settings().max_tracks_per_participant;
                 if max > 0 && p.info.tracks.len() >= max as usize {
                     self.manager.counters().hit(Limit::Tracks);
@@ -276,6 +306,9 @@ impl RoomActor {
                 rtp_capabilities,
                 transport_id,
             } => {
+                if !self.participant(from)?.info.permission.can_subscribe {
+                    return Err(SignalError::PermissionDenied("canSubscribe"));
+                }
                 let track = self
                     .participants
                     .iter()
@@ -415,6 +448,9 @@ impl RoomActor {
                 label,
                 protocol,
             } => {
+                if !self.participant(from)?.info.permission.can_publish_data {
+                    return Err(SignalError::PermissionDenied("canPublishData"));
+                }
                 for (field, value) in [("label", &label), ("protocol", &protocol)] {
                     if value.len() > MAX_LABEL_BYTES {
                         return Err(SignalError::InvalidParameters(format!(
@@ -646,6 +682,47 @@ impl RoomActor {
                     None,
                 );
             }
+            MediaEvent::ConnectionQuality { owner, quality } => {
+                let quality = match quality {
+                    pulsewave_core::ConnectionQuality::Excellent => Quality::Excellent,
+                    pulsewave_core::ConnectionQuality::Good => Quality::Good,
+                    pulsewave_core::ConnectionQuality::Poor => Quality::Poor,
+                    pulsewave_core::ConnectionQuality::Lost => Quality::Lost,
+                };
+                let Some(p) = self.participants.iter_mut().find(|p| p.owner == owner) else {
+                    return;
+                };
+                p.quality = Some(quality);
+                let message = ServerMessage::ConnectionQuality {
+                    participant_identity: p.info.identity.clone(),
+                    participant_sid: p.info.sid.clone(),
+                    quality,
+                };
+                let (hidden, sid) = (p.info.permission.hidden, p.info.sid.clone());
+                if hidden {
+                    self.send_to(&sid, &message, None);
+                } else {
+                    self.broadcast(&message, None);
+                }
+            }
+            MediaEvent::ActiveSpeakers { speakers } => {
+                // One entry per participant (its loudest track), loudest first.
+                let mut list: Vec<SpeakerInfo> = Vec::new();
+                for s in speakers {
+                    let Some(p) = self.participants.iter().find(|p| p.owner == s.owner) else {
+                        continue;
+                    };
+                    if list.iter().any(|l| l.participant_sid == p.info.sid) {
+                        continue;
+                    }
+                    list.push(SpeakerInfo {
+                        participant_identity: p.info.identity.clone(),
+                        participant_sid: p.info.sid.clone(),
+                        level: f32::from(s.level) / 1000.0,
+                    });
+                }
+                self.broadcast(&ServerMessage::ActiveSpeakers { speakers: list }, None);
+            }
             // Producers and data producers: their `State` change says it.
             _ => {}
         }
@@ -719,6 +796,9 @@ impl RoomActor {
                         rid,
                     );
                 }
+                if let Ok(p) = self.participant(&owner) {
+                    self.webhook(WebhookKind::TrackPublished, Some(&p.info), Some(&track));
+                }
                 self.broadcast(&ServerMessage::TrackPublished { track }, Some(&owner));
             }
             StateChange::ProducerPaused {
@@ -773,6 +853,9 @@ impl RoomActor {
                     return;
                 };
                 self.recount(&owner);
+                if let Ok(p) = self.participant(&owner) {
+                    self.webhook(WebhookKind::TrackUnpublished, Some(&p.info), Some(&track));
+                }
                 let message = ServerMessage::TrackUnpublished {
                     producer_id,
                     track_sid: track.sid,
@@ -861,7 +944,7 @@ impl RoomActor {
 pub(crate) const SCREEN_PRIORITY: u8 = 255;
 
 /// A core allocation as the `stats` message shows it.
-fn transport_stats(t: TransportAllocation) -> TransportStats {
+pub(crate) fn transport_stats(t: TransportAllocation) -> TransportStats {
     TransportStats {
         transport_id: t.transport_id,
         available_outgoing_bitrate: t.available_outgoing_bitrate,

@@ -17,7 +17,10 @@ mod feedback;
 mod lifecycle;
 mod limits;
 mod media;
+mod quality;
+mod restart;
 mod simulcast;
+mod speakers;
 
 use std::time::Duration;
 

@@ -79,6 +79,21 @@ impl<'a> DirectApi<'a> {
         self.rtc.ice.set_local_credentials(local_ice_credentials);
     }
 
+    /// Restarts ICE with new local credentials (RFC 8445 §9), as
+    /// `SdpApi::ice_restart` does through an offer: the remote credentials, remote candidates and candidate
+    /// pairs are flushed and the agent goes back to `Checking`; the local
+    /// candidates are kept (with the new ufrag) when
+    /// `keep_local_candidates` is true. DTLS, SRTP and SCTP are untouched,
+    /// so media resumes on the first pair nominated with the new
+    /// credentials. The caller then sets the remote credentials (for an
+    /// ICE-lite agent, learned from the first binding request that carries
+    /// them).
+    pub fn ice_restart(&mut self, local_ice_credentials: IceCreds, keep_local_candidates: bool) {
+        self.rtc
+            .ice
+            .ice_restart(local_ice_credentials, keep_local_candidates);
+    }
+
     /// Sets the remote ICE credentials.
     pub fn set_remote_ice_credentials(&mut self, remote_ice_credentials: IceCreds) {
         self.rtc.ice.set_remote_credentials(remote_ice_credentials);

@@ -2,7 +2,7 @@
 // Adaptive media on a real, shaped network, in headless Chromium with an
 // unmodified mediasoup-client app (web/test/compat/app.js).
 //
-// run-network-tests.sh runs this as root inside a private network
+// run-bandwidth-tests.sh runs this as root inside a private network
 // namespace (unshare -n) that holds the server and a veth pair to a second
 // namespace the test creates for the constrained subscriber; a tbf qdisc on
 // the server side of the veth limits that subscriber's downlink. Another
@@ -19,7 +19,7 @@
 //      publisher is told (subscribed-layers) that the top layer is not
 //      wanted.
 //
-// Environment (set by run-network-tests.sh):
+// Environment (set by run-bandwidth-tests.sh):
 //   PULSEWAVE_URL        server base URL on the veth address
 //   PULSEWAVE_NETNS      the constrained subscriber's namespace
 //   PULSEWAVE_VETH       the server-side veth (the tbf goes there)
@@ -47,7 +47,7 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const RUN = Date.now().toString(36);
 
 const t0 = Date.now();
-const log = (...a) => console.log(`[network ${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
+const log = (...a) => console.log(`[bandwidth ${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function fatal(message, err) {
@@ -185,7 +185,7 @@ async function watchDecoding(p, producerId, ms) {
 }
 
 async function main() {
-  if (!BASE || !NETNS || !VETH) fatal('PULSEWAVE_URL, PULSEWAVE_NETNS and PULSEWAVE_VETH must be set (run web/test/run-network-tests.sh)');
+  if (!BASE || !NETNS || !VETH) fatal('PULSEWAVE_URL, PULSEWAVE_NETNS and PULSEWAVE_VETH must be set (run web/test/run-bandwidth-tests.sh)');
   if (!existsSync(CHROMIUM)) fatal(`Chromium not found at ${CHROMIUM}`);
   await mkdir(ARTIFACTS, { recursive: true });
   const appJs = await build({
@@ -219,7 +219,7 @@ async function main() {
   const pages = [];
   let failed = null;
   try {
-    const room = `network-${RUN}`;
+    const room = `bandwidth-${RUN}`;
     const free = await openPage(near, 'unlimited', appUrl);
     const slow = await openPage(far, 'constrained', appUrl);
     const pub = await openPage(near, 'publisher', appUrl, { camera: true });
@@ -310,7 +310,7 @@ async function main() {
     failed = err;
   } finally {
     for (const p of pages) {
-      await writeFile(join(ARTIFACTS, `network-${p.name}-console.log`), p.console.join('\n') + '\n').catch(() => {});
+      await writeFile(join(ARTIFACTS, `bandwidth-${p.name}-console.log`), p.console.join('\n') + '\n').catch(() => {});
     }
     await Promise.all([near.close(), far.close()]).catch(() => {});
     appServer.close();

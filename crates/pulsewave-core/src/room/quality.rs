@@ -1,0 +1,113 @@
+//! The room's side of connection quality (see `crate::quality`): the
+//! evaluation timer and the `ConnectionQuality` events.
+
+use std::time::Instant;
+
+use pulsewave_protocol::transport::TransportDirection;
+
+use crate::event::Event;
+use crate::quality::{ConnectionQuality, LOST_AFTER, QUALITY_INTERVAL};
+use crate::transport::Timer;
+
+use super::Room;
+
+impl Room {
+    /// The counters of each producer of `owner`.
+    pub fn producer_stats(&self, owner: crate::Owner) -> Vec<crate::ProducerStats> {
+        let mut out = Vec::new();
+        for &tk in &self.owners.of(owner).transports {
+            let Some(t) = self.transports.get(tk) else {
+                continue;
+            };
+            if t.direction != TransportDirection::Send {
+                continue;
+            }
+            for (_, pk) in &t.mids {
+                if let Some(p) = self.producers.get(*pk) {
+                    out.push(crate::ProducerStats {
+                        producer_id: p.id.clone(),
+                        kind: p.kind,
+                        packets: p.packets,
+                        bytes: p.bytes,
+                        paused: p.paused,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Arms the evaluation timer if it is not.
+    pub(super) fn arm_quality(&mut self) {
+        if !self.quality_armed {
+            self.quality_armed = true;
+            self.out
+                .timers
+                .push(self.now + QUALITY_INTERVAL, Timer::Quality);
+        }
+    }
+
+    /// Scores every participant (the worst of its links) and reports the
+    /// changes. Costs one step per transport, producer and consumer, every
+    /// `QUALITY_INTERVAL`.
+    pub(super) fn quality_tick(&mut self, now: Instant) {
+        self.quality_armed = false;
+        let Room {
+            owners,
+            transports,
+            producers,
+            consumers,
+            quality,
+            events,
+            ..
+        } = self;
+        let mut scores = Vec::new();
+        for (owner, holdings) in owners.iter() {
+            let mut q = ConnectionQuality::Excellent;
+            let mut connected = false;
+            for &tk in &holdings.transports {
+                let Some(t) = transports.get(tk) else {
+                    continue;
+                };
+                if !t.connected {
+                    continue;
+                }
+                connected = true;
+                if t.last_received
+                    .is_some_and(|r| now.saturating_duration_since(r) > LOST_AFTER)
+                {
+                    q = ConnectionQuality::Lost;
+                }
+                for (_, key) in &t.mids {
+                    match t.direction {
+                        TransportDirection::Send => {
+                            if let Some(p) = producers.get_mut(*key) {
+                                let link = p.link.take();
+                                if let (false, Some((loss, jitter))) = (p.paused, link) {
+                                    q = q.min(ConnectionQuality::from_link(loss, jitter));
+                                }
+                            }
+                        }
+                        TransportDirection::Recv => {
+                            if consumers.get(*key).is_some_and(|c| c.congested) {
+                                q = q.min(ConnectionQuality::Poor);
+                            }
+                        }
+                    }
+                }
+            }
+            if connected {
+                scores.push((owner, q));
+            }
+        }
+        for (owner, q) in scores {
+            if quality.insert(owner, q) != Some(q) {
+                events.push_back(Event::ConnectionQuality { owner, quality: q });
+            }
+        }
+        quality.retain(|o, _| !owners.of(*o).transports.is_empty());
+        if !self.owners.is_empty() {
+            self.arm_quality();
+        }
+    }
+}

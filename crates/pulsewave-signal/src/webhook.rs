@@ -1,0 +1,402 @@
+//! Webhooks in LiveKit's format: `room_started`, `room_finished`,
+//! `participant_joined`, `participant_left`, `track_published`,
+//! `track_unpublished`, POSTed to every URL of `WEBHOOK_URLS`.
+//!
+//! - The body is LiveKit's `WebhookEvent` as JSON (lowerCamelCase, 64-bit
+//!   integers as strings, enums by name): `event`, `room`, `participant`,
+//!   `track`, `id` (`EV_…`, fixed when the event happens and the same on
+//!   every retry) and `createdAt` (unix seconds).
+//! - `Content-Type: application/webhook+json`, `Authorization: <JWT>` signed
+//!   with the server's API key pair, whose `sha256` claim is the body's hash
+//!   ([`pulsewave_auth::sign_webhook`]), as LiveKit's `WebhookReceiver`
+//!   checks.
+//! - The room's actor only queues the event (`WebhookNotifier::notify`
+//!   never waits). A background task keeps one ordered queue per room (at
+//!   most [`ROOM_QUEUE`] events) and a delivery task per room, so a slow
+//!   receiver never blocks a room, events of one room arrive in order, and
+//!   rooms do not wait for each other. A failed POST (connection error,
+//!   timeout, any status but 2xx) is retried with backoff (0.5 s doubling
+//!   to 8 s) until it succeeds or the event is older than [`MAX_AGE`]; then
+//!   it is dropped, counted and logged. Delivery is at least once: a
+//!   receiver that answered too late gets the event again, with the same
+//!   `id`.
+//! - Only `http://` URLs (put a TLS proxy in front of an `https://`
+//!   receiver).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::{BodyExt, Full};
+use pulsewave_protocol::{ParticipantInfo, RoomInfo, TrackInfo};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::twirp::{lk_participant, lk_room, lk_track};
+
+/// Events queued for one room before new ones are dropped.
+pub const ROOM_QUEUE: usize = 200;
+/// Events queued for all rooms, before the per-room queues.
+const NODE_QUEUE: usize = 4096;
+/// How long an event is retried before it is dropped.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// Timeout of one POST (connect, send, answer).
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A room's delivery task ends after this long without events.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// What happened, as LiveKit names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WebhookKind {
+    RoomStarted,
+    RoomFinished,
+    ParticipantJoined,
+    ParticipantLeft,
+    TrackPublished,
+    TrackUnpublished,
+}
+
+impl WebhookKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            WebhookKind::RoomStarted => "room_started",
+            WebhookKind::RoomFinished => "room_finished",
+            WebhookKind::ParticipantJoined => "participant_joined",
+            WebhookKind::ParticipantLeft => "participant_left",
+            WebhookKind::TrackPublished => "track_published",
+            WebhookKind::TrackUnpublished => "track_unpublished",
+        }
+    }
+}
+
+/// One event, ready to send: its room and its body (the id is in it).
+#[derive(Debug)]
+struct Queued {
+    room: String,
+    body: Bytes,
+    created: Instant,
+}
+
+#[derive(Debug)]
+struct Shared {
+    urls: Vec<Uri>,
+    api_key: String,
+    api_secret: String,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Sends webhooks for the rooms of this node. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct WebhookNotifier {
+    tx: mpsc::Sender<Queued>,
+    shared: Arc<Shared>,
+}
+
+/// Webhook counters, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookStats {
+    /// Events delivered (a 2xx answer), counted per URL.
+    pub delivered: u64,
+    /// POSTs that failed (and were retried, or dropped when too old).
+    pub failed: u64,
+    /// Events dropped: queue full, or too old after retries.
+    pub dropped: u64,
+}
+
+impl WebhookNotifier {
+    /// Starts the background delivery task (needs a tokio runtime) for
+    /// `urls` (`http://host:port/path`), signing with `api_key` /
+    /// `api_secret`.
+    ///
+    /// # Errors
+    ///
+    /// A URL that does not parse, or is not `http://`.
+    pub fn start(urls: &[String], api_key: &str, api_secret: &str) -> Result<Self, String> {
+        let mut parsed = Vec::with_capacity(urls.len());
+        for url in urls {
+            let uri: Uri = url
+                .parse()
+                .map_err(|e| format!("webhook URL `{url}`: {e}"))?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(format!(
+                    "webhook URL `{url}`: only http://host[:port]/path is supported"
+                ));
+            }
+            parsed.push(uri);
+        }
+        let shared = Arc::new(Shared {
+            urls: parsed,
+            api_key: api_key.to_owned(),
+            api_secret: api_secret.to_owned(),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(NODE_QUEUE);
+        tokio::spawn(dispatch(rx, shared.clone()));
+        Ok(Self { tx, shared })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> WebhookStats {
+        WebhookStats {
+            delivered: self.shared.delivered.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+            dropped: self.shared.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queues an event of `room` (never waits; dropped and counted if the
+    /// node's queue is full).
+    pub(crate) fn notify(
+        &self,
+        kind: WebhookKind,
+        room: &RoomInfo,
+        participant: Option<&ParticipantInfo>,
+        track: Option<&TrackInfo>,
+    ) {
+        let body = event_body(kind, room, participant, track, SystemTime::now());
+        let queued = Queued {
+            room: room.name.clone(),
+            body: Bytes::from(body.to_string()),
+            created: Instant::now(),
+        };
+        if self.tx.try_send(queued).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(room = %room.name, event = kind.as_str(), "webhook queue full; event dropped");
+        }
+    }
+}
+
+/// The JSON body of one event, as LiveKit's `WebhookEvent`.
+fn event_body(
+    kind: WebhookKind,
+    room: &RoomInfo,
+    participant: Option<&ParticipantInfo>,
+    track: Option<&TrackInfo>,
+    now: SystemTime,
+) -> Value {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut body = json!({
+        "event": kind.as_str(),
+        "room": camel(lk_room(room)),
+        "id": format!("EV_{}", pulsewave_protocol::random_string(12)),
+        "createdAt": secs.to_string(),
+    });
+    if let Some(p) = participant {
+        let mut p = camel(lk_participant(p));
+        if kind == WebhookKind::ParticipantLeft {
+            p["state"] = json!("DISCONNECTED");
+        }
+        body["participant"] = p;
+    }
+    if let Some(t) = track {
+        body["track"] = camel(lk_track(t));
+    }
+    body
+}
+
+/// Protobuf JSON's lowerCamelCase field names, from the proto names.
+fn camel(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let mut out = String::with_capacity(k.len());
+                    let mut upper = false;
+                    for c in k.chars() {
+                        if c == '_' {
+                            upper = true;
+                        } else if upper {
+                            out.push(c.to_ascii_uppercase());
+                            upper = false;
+                        } else {
+                            out.push(c);
+                        }
+                    }
+                    (out, camel(v))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(camel).collect()),
+        other => other,
+    }
+}
+
+/// Hands each event to its room's delivery task, starting one when needed.
+async fn dispatch(mut rx: mpsc::Receiver<Queued>, shared: Arc<Shared>) {
+    let mut rooms: HashMap<String, mpsc::Sender<Queued>> = HashMap::new();
+    while let Some(event) = rx.recv().await {
+        let mut event = Some(event);
+        for _ in 0..2 {
+            let Some(e) = event.take() else { break };
+            let room = e.room.clone();
+            let tx = rooms.entry(room.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+                tokio::spawn(deliver_room(rx, shared.clone()));
+                tx
+            });
+            match tx.try_send(e) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(e)) => {
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    warn!(room = %e.room, "webhook queue of the room full; event dropped");
+                }
+                Err(mpsc::error::TrySendError::Closed(e)) => {
+                    // Its task ended (idle): start another, in order.
+                    rooms.remove(&room);
+                    event = Some(e);
+                }
+            }
+        }
+        if rooms.len() > 64 {
+            rooms.retain(|_, tx| !tx.is_closed());
+        }
+    }
+}
+
+/// Delivers one room's events in order, each to every URL, with retries.
+async fn deliver_room(mut rx: mpsc::Receiver<Queued>, shared: Arc<Shared>) {
+    loop {
+        let event = match tokio::time::timeout(IDLE, rx.recv()).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(_) => {
+                // Idle: stop taking events, deliver what slipped in, end.
+                rx.close();
+                while let Ok(e) = rx.try_recv() {
+                    deliver(&shared, &e).await;
+                }
+                return;
+            }
+        };
+        deliver(&shared, &event).await;
+    }
+}
+
+async fn deliver(shared: &Shared, event: &Queued) {
+    for url in &shared.urls {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match post(shared, url, &event.body).await {
+                Ok(()) => {
+                    shared.delivered.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                    if event.created.elapsed() + backoff > MAX_AGE {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        warn!(room = %event.room, %url, error = %e, "webhook not delivered; dropped after retries");
+                        break;
+                    }
+                    debug!(room = %event.room, %url, error = %e, retry_in = ?backoff, "webhook failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(8));
+                }
+            }
+        }
+    }
+}
+
+/// One signed POST; `Ok` on a 2xx answer.
+async fn post(shared: &Shared, url: &Uri, body: &Bytes) -> Result<(), String> {
+    let auth =
+        pulsewave_auth::sign_webhook(&shared.api_key, &shared.api_secret, body, SystemTime::now())
+            .map_err(|e| e.to_string())?;
+    let host = url.host().unwrap_or("localhost");
+    let port = url.port_u16().unwrap_or(80);
+    let authority = url
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_else(|| host.to_owned());
+    let path = url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request = http::Request::post(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/webhook+json")
+        .header(http::header::AUTHORIZATION, auth)
+        .header(http::header::USER_AGENT, "PulseWave")
+        .body(Full::new(body.clone()))
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let stream = TcpStream::connect((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let res = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = res.status();
+        // Read (and drop) the answer so the connection ends cleanly.
+        let _ = res.into_body().collect().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {status}"))
+        }
+    };
+    tokio::time::timeout(POST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulsewave_protocol::RoomSid;
+
+    #[test]
+    fn bodies_are_livekit_webhook_events() {
+        let room = RoomInfo {
+            sid: RoomSid::new("RM_1"),
+            name: "r".into(),
+            created_at: 1_700_000_000_123,
+            max_participants: 0,
+            metadata: String::new(),
+            empty_timeout: 10,
+            participants: Vec::new(),
+        };
+        let body = event_body(
+            WebhookKind::RoomStarted,
+            &room,
+            None,
+            None,
+            SystemTime::now(),
+        );
+        assert_eq!(body["event"], "room_started");
+        assert_eq!(body["room"]["name"], "r");
+        assert_eq!(body["room"]["creationTime"], "1700000000");
+        assert_eq!(body["room"]["emptyTimeout"], 10);
+        assert!(body["id"].as_str().is_some_and(|id| id.starts_with("EV_")));
+        assert!(body.get("participant").is_none());
+    }
+
+    #[test]
+    fn only_http_urls() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let Ok(rt) = rt else { return };
+        rt.block_on(async {
+            assert!(WebhookNotifier::start(&["https://x/".into()], "k", "s").is_err());
+            assert!(WebhookNotifier::start(&["not a url".into()], "k", "s").is_err());
+            assert!(WebhookNotifier::start(&["http://127.0.0.1:9/hook".into()], "k", "s").is_ok());
+        });
+    }
+}
