@@ -647,13 +647,15 @@ impl RoomActor {
     async fn remove_expired(&mut self) {
         let grace = self.manager.settings().resume_grace;
         let now = Instant::now();
-        let expired: Vec<ParticipantSid> = self
+        let mut expired: Vec<(Instant, ParticipantSid)> = self
             .participants
             .iter()
-            .filter(|p| p.outbound.detached_at().is_some_and(|t| t + grace <= now))
-            .map(|p| p.info.sid.clone())
+            .filter_map(|p| p.outbound.detached_at().map(|t| (t, p.info.sid.clone())))
+            .filter(|(t, _)| *t + grace <= now)
             .collect();
-        for sid in expired {
+        // In the order their sockets dropped, as `leave`s would have come.
+        expired.sort_by_key(|(t, _)| *t);
+        for (_, sid) in expired {
             info!(room = %self.name, sid = %sid, "no resume within the grace time; removing");
             self.remove(&sid, None).await;
         }
