@@ -838,10 +838,16 @@ export class PulseWaveClient extends Emitter {
         if (this._options.pingIntervalMs > 0) {
           session.pingTimer = setInterval(() => this._ping(session), this._options.pingIntervalMs);
         }
-        // Hook for ICE restart (another engineer's work): if a transport's connection state went
-        // 'disconnected'/'failed' while the socket was down, restart its ICE here.
         this.state = 'connected';
         this.emit('resumed', { room: this.room, participant: this.participant, replayed: resumed.replayed ?? 0 });
+        // Media that broke too while the socket was down (no `restart-ice` could be sent then):
+        // restart ICE on those transports now, same transports and ids.
+        for (const transport of session.transports) {
+          const state = transport.connectionState;
+          if (!transport.closed && (state === 'disconnected' || state === 'failed')) {
+            this._restartIce(session, transport, transport.direction, state);
+          }
+        }
         return true;
       } catch (err) {
         this._suspend(session, 'resume attempt failed');
@@ -1397,6 +1403,9 @@ export class PulseWaveClient extends Emitter {
   async _restartIce(session, transport, direction, state) {
     const app = transport.appData;
     if (app.restartingIce) return;
+    // No socket to ask on while resuming: a successful resume restarts ICE on the transports
+    // still down (_resumeSession); a failed one rebuilds everything.
+    if (session.resuming) return;
     const giveUp = () => {
       if (state !== 'failed' || session.closed) return;
       this._emitError(new PulseWaveError(`${direction} transport failed (ICE/DTLS)`, 'transport-failed'), 'transport');

@@ -433,9 +433,11 @@ async fn resume_session(
             Ok((ws, participant_sid, token, replayed)) => {
                 tracing::info!(attempt, replayed, "session resumed");
                 inner.resumed(token);
-                // Hook for ICE restart (another engineer's work): if a
-                // transport's ICE also failed while the socket was down,
-                // send `restart-ice` for it here.
+                // If a transport's ICE also broke while the socket was
+                // down, its `restart_on_loss` task has asked for
+                // `restart-ice` meanwhile: the request waited in the
+                // command queue (or times out and is retried) and goes out
+                // on this socket.
                 sink.push(
                     overflow,
                     ClientEvent::Resumed {
