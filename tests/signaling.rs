@@ -116,7 +116,8 @@ async fn three_clients_in_join_order_and_data_delivery() {
     .await;
     assert_eq!(a.recv_type("data").await["data"], "marker-2");
 
-    // A closed socket removes the participant.
+    // A closed socket removes the participant (after the resume grace
+    // time, 200 ms in these tests).
     c.close().await;
     assert_eq!(
         a.recv_type("participant-left").await["participant"]["identity"],

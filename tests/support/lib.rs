@@ -62,6 +62,10 @@ impl TestServer {
     pub async fn start_with(f: impl FnOnce(&mut ServerConfig)) -> Self {
         let mut config = ServerConfig::dev(0, KEY, SECRET);
         config.empty_room_timeout = Duration::from_millis(300);
+        // A socket closed without `leave` keeps its participant for the
+        // resume grace time (15 s by default); 200 ms here, so that tests
+        // closing sockets see `participant-left` promptly.
+        config.resume_grace = Duration::from_millis(200);
         f(&mut config);
         let running = WebSocketServer::new(config).start().await.unwrap();
         let addr = running.local_addr();

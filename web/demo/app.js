@@ -362,6 +362,11 @@ function wireClient(c) {
     logEvent('reconnecting', e);
     setStatus(`Connection lost (${e.reason}); reconnecting, attempt ${e.attempt}…`, 'warning');
   });
+  c.on('resumed', (e) => {
+    // Same session: tracks, subscriptions and tiles are all still there.
+    logEvent('resumed', { replayed: e.replayed });
+    setStatus(`Connected to ${c.room.name} as ${c.identity} (resumed)`, 'ok');
+  });
   c.on('reconnected', () => {
     logEvent('reconnected');
     setStatus(`Connected to ${c.room.name} as ${c.identity} (reconnected)`, 'ok');

@@ -20,6 +20,7 @@ export const ErrorCode = Object.freeze({
   RoomFull: 101,
   RoomClosed: 102,
   ParticipantNotFound: 103,
+  ResumeFailed: 104,
   MalformedMessage: 200,
   UnknownMessageType: 201,
   InvalidParameters: 202,
@@ -191,6 +192,8 @@ export class RemoteTrack {
  * - `tokenRefreshed` ({token}): the server sent a fresh token; reconnects use it (`client.token`)
  * - `connected` ({room, participant}), `reconnecting` ({reason, attempt, delayMs}),
  *   `reconnected` ({room, participant}), `disconnected` ({reason, error?})
+ * - `resumed` ({room, participant, replayed}): a dropped socket was replaced and the session resumed
+ *   (same ids, nothing rebuilt); `resumeFailed` ({reason}): refused, a full reconnect follows
  * - `participantJoined` / `participantLeft` (ParticipantInfo)
  * - `trackPublished` (TrackInfo) / `trackUnpublished` ({participantIdentity, producerId, trackSid, track})
  * - `trackSubscribed` / `trackUnsubscribed` (RemoteTrack)
@@ -216,6 +219,10 @@ export class PulseWaveClient extends Emitter {
    * @param {string} [options.room]  room to join (default: the token's `video.room`)
    * @param {boolean} [options.autoSubscribe=true]  subscribe to every published track
    * @param {boolean} [options.reconnect=true]  reconnect after an unexpected drop
+   * @param {boolean} [options.resume=true]  after a dropped socket, first try to resume the
+   *   session (same ids, transports kept, missed events replayed; docs/protocol.md "Session resume")
+   * @param {number} [options.resumeWindowMs=15000]  how long to try resuming before a full rejoin
+   *   (the server's default RESUME_GRACE)
    * @param {number} [options.requestTimeoutMs=10000]
    * @param {number} [options.reconnectGiveUpMs=120000]
    * @param {number} [options.pingIntervalMs=15000]  0 disables the application-level ping
@@ -229,6 +236,8 @@ export class PulseWaveClient extends Emitter {
     this._options = {
       autoSubscribe: true,
       reconnect: true,
+      resume: true,
+      resumeWindowMs: 15_000,
       requestTimeoutMs: 10_000,
       reconnectGiveUpMs: 120_000,
       reconnectMinDelayMs: 500,
@@ -265,6 +274,8 @@ export class PulseWaveClient extends Emitter {
     this._reconnectLoop = null;
     this._cancelSleep = null;
     this._transportFailures = 0;
+    /** Resume credentials of the current session: {participantSid, token, lastSeq}, or null. */
+    this._resume = null;
   }
 
   /** The access token the next (re)connection uses: the latest `token-refresh`, or the one given. */
@@ -597,6 +608,7 @@ export class PulseWaveClient extends Emitter {
       this.participant = { ...joined.participant, tracks: [...(joined.participant.tracks ?? [])] };
       this.rtpCapabilities = joined.rtpCapabilities;
       this.iceServers = joined.iceServers ?? [];
+      this._resume = joined.resumeToken ? { participantSid: joined.participant.sid, token: joined.resumeToken, lastSeq: 0 } : null;
       this._applyParticipants(joined.room?.participants ?? [], isReconnect);
       session.established = true;
       if (this._options.pingIntervalMs > 0) {
@@ -663,6 +675,8 @@ export class PulseWaveClient extends Emitter {
           );
           return;
         }
+        // A socket this session has since replaced (a resume) no longer speaks for it.
+        if (session.ws !== ws) return;
         this._onSessionLost(session, { code: event.code, reason: event.reason });
       };
     });
@@ -742,7 +756,28 @@ export class PulseWaveClient extends Emitter {
   /** The socket of an established session is gone: reconnect or finish. */
   _onSessionLost(session, { code, reason }) {
     if (session.closed || session !== this._session) return;
+    if (session.resuming) {
+      // The socket of a resume attempt closed: the attempt fails, the loop goes on.
+      this._suspend(session, `socket closed (${code})`);
+      return;
+    }
     const serverReason = session.disconnectReason;
+    if (
+      session.established &&
+      !serverReason &&
+      !session.noResume &&
+      !this._leaving &&
+      this._options.reconnect &&
+      this._options.resume &&
+      this._resume
+    ) {
+      // A plain socket loss: keep the transports, producers and consumers and
+      // try to take the session back (docs/protocol.md, "Session resume").
+      this._suspend(session, `socket closed (${code})`);
+      session.resuming = true;
+      this._startReconnect('connection-lost');
+      return;
+    }
     this._teardown(session, serverReason ?? `socket closed (${code})`);
     if (!session.established) return; // _establish is still running and will throw
     if (this._leaving) {
@@ -754,6 +789,76 @@ export class PulseWaveClient extends Emitter {
       return;
     }
     this._startReconnect(serverReason ?? 'connection-lost');
+  }
+
+  /** Ends a session's socket but keeps its transports, producers and consumers. */
+  _suspend(session, reason) {
+    clearInterval(session.pingTimer);
+    session.pingTimer = null;
+    for (const { reject, timer, type } of session.pending.values()) {
+      clearTimeout(timer);
+      reject(new PulseWaveError(`connection closed before the reply to ${type} (${reason})`, ClientErrorCode.ConnectionClosed));
+    }
+    session.pending.clear();
+    const ws = session.ws;
+    session.ws = null;
+    if (!ws) return;
+    // Whatever this socket still delivers (a late close event, too) is no longer ours.
+    ws.onclose = null;
+    ws.onmessage = null;
+    if (ws.readyState <= WebSocket.OPEN) {
+      try {
+        ws.close(4002, reason);
+      } catch {
+        // ignore
+      }
+    }
+  }
+
+  /**
+   * Tries to take back the suspended session for up to `resumeWindowMs`: a new socket,
+   * `join` with `resume`. True when resumed; false when the server refused or the window
+   * passed (the session is then torn down and the caller rejoins in full).
+   */
+  async _resumeSession(session, reason) {
+    const deadline = Date.now() + this._options.resumeWindowMs;
+    let delay = 0;
+    for (let attempt = 1; ; attempt++) {
+      if (this._leaving || session.closed || session !== this._session) return false;
+      if (!this._resume || Date.now() + delay > deadline) break;
+      this.emit('reconnecting', { reason, attempt, delayMs: delay, resume: true });
+      await this._sleep(delay);
+      if (this._leaving || session.closed || session !== this._session) return false;
+      try {
+        await this._openSocket(session);
+        const resumed = await this._request(session, { type: 'join', room: this._roomName, resume: { ...this._resume } });
+        session.resuming = false;
+        this._resume = { ...this._resume, token: resumed.resumeToken };
+        this.participant = { ...resumed.participant, tracks: [...(resumed.participant.tracks ?? [])] };
+        if (this._options.pingIntervalMs > 0) {
+          session.pingTimer = setInterval(() => this._ping(session), this._options.pingIntervalMs);
+        }
+        this.state = 'connected';
+        this.emit('resumed', { room: this.room, participant: this.participant, replayed: resumed.replayed ?? 0 });
+        // Media that broke too while the socket was down (no `restart-ice` could be sent then):
+        // restart ICE on those transports now, same transports and ids.
+        for (const transport of session.transports) {
+          const state = transport.connectionState;
+          if (!transport.closed && (state === 'disconnected' || state === 'failed')) {
+            this._restartIce(session, transport, transport.direction, state);
+          }
+        }
+        return true;
+      } catch (err) {
+        this._suspend(session, 'resume attempt failed');
+        if (err.code === ErrorCode.ResumeFailed || FATAL_JOIN_CODES.has(err.code)) break;
+        delay = Math.min(Math.max(delay * 2, this._options.reconnectMinDelayMs), this._options.reconnectMaxDelayMs);
+      }
+    }
+    this._resume = null;
+    session.resuming = false;
+    this._teardown(session, 'resume-failed');
+    return false;
   }
 
   _finish(reason, extra = {}) {
@@ -777,6 +882,13 @@ export class PulseWaveClient extends Emitter {
   }
 
   async _reconnect(reason) {
+    const suspended = this._session;
+    if (suspended?.resuming) {
+      if (await this._resumeSession(suspended, reason)) return;
+      if (this._leaving) return;
+      // Refused or too late: tell the app, then rejoin in full below.
+      this.emit('resumeFailed', { reason });
+    }
     const deadline = Date.now() + this._options.reconnectGiveUpMs;
     let delay = reason === 'migration' ? 0 : this._options.reconnectMinDelayMs;
     let lastError = null;
@@ -903,6 +1015,7 @@ export class PulseWaveClient extends Emitter {
       return;
     }
     if (!msg || typeof msg.type !== 'string') return;
+    if (this._resume && Number.isSafeInteger(msg.seq) && msg.seq > this._resume.lastSeq) this._resume.lastSeq = msg.seq;
     this.emit('message', msg);
 
     if (msg.requestId !== undefined && msg.requestId !== null) {
@@ -1196,6 +1309,8 @@ export class PulseWaveClient extends Emitter {
     } catch {
       // ignore
     }
+    // Media broke, not just the socket: a resume would keep the broken transports.
+    session.noResume = true;
     this._onSessionLost(session, { code: 4002, reason });
   }
 
@@ -1288,6 +1403,9 @@ export class PulseWaveClient extends Emitter {
   async _restartIce(session, transport, direction, state) {
     const app = transport.appData;
     if (app.restartingIce) return;
+    // No socket to ask on while resuming: a successful resume restarts ICE on the transports
+    // still down (_resumeSession); a failed one rebuilds everything.
+    if (session.resuming) return;
     const giveUp = () => {
       if (state !== 'failed' || session.closed) return;
       this._emitError(new PulseWaveError(`${direction} transport failed (ICE/DTLS)`, 'transport-failed'), 'transport');

@@ -94,7 +94,7 @@ before(async () => {
       for (const type of [
         'connected', 'reconnecting', 'reconnected', 'disconnected', 'participantJoined', 'participantLeft',
         'trackPublished', 'trackUnpublished', 'trackSubscribed', 'trackUnsubscribed', 'trackMuted', 'trackUnmuted',
-        'data', 'error', 'localTrackEnded',
+        'data', 'error', 'localTrackEnded', 'resumed', 'resumeFailed',
       ]) {
         c.on(type, (e) =>
           log.push({
@@ -109,6 +109,8 @@ before(async () => {
             trackState: e?.track?.readyState,
             message: e?.message,
             code: e?.code,
+            replayed: e?.replayed,
+            sid: e?.participant?.sid,
           }),
         );
       }
@@ -369,4 +371,94 @@ test('leave: left, closed, no reconnect; the others see participant-left', T, as
     5 * RECONNECT_MIN_DELAY_MS,
   );
   assert.equal(await run(() => window.T.clients.alice.state), 'disconnected');
+});
+
+test('resume after a dropped socket: same session and transports, missed events replayed, no republish', T, async () => {
+  mock.setResumeMode('accept');
+  const before = await run(
+    async ([url, ritaToken, samToken]) => {
+      const rita = window.T.make('rita', url, ritaToken);
+      await rita.connect();
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      window.T.pubs.ritaMic = await rita.publish(stream.getAudioTracks()[0], { source: 'microphone' });
+      await window.T.make('sam', url, samToken).connect();
+      return { sid: rita.participant.sid, producerId: window.T.pubs.ritaMic.producerId };
+    },
+    [mock.wsUrl, mockToken('rita', ROOM, 'Rita'), mockToken('sam', ROOM, 'Sam')],
+  );
+  await until('sam subscribed to rita', async () => (await events('sam', 'trackSubscribed')).some((e) => e.identity === 'rita'));
+  await until('rita heard of sam', async () => (await events('rita', 'participantJoined')).some((e) => e.identity === 'sam'));
+  const joins = mock.sent('rita', 'join').length;
+  const publishes = mock.sent('rita', 'publish').length;
+  const transports = mock.sent('rita', 'create-transport').length;
+  const missed = { type: 'data', participantIdentity: 'sam', kind: 'reliable', data: 'while-away' };
+  mock.drop('rita', [missed]);
+  const [resumed] = await until('rita resumed', async () => {
+    const r = await events('rita', 'resumed');
+    return r.length ? r : null;
+  });
+  assert.equal(resumed.sid, before.sid, 'same participant sid');
+  assert.equal(resumed.replayed, 1);
+  const resumeJoins = mock.sent('rita', 'join').slice(joins);
+  assert.equal(resumeJoins.length, 1);
+  assert.equal(resumeJoins[0].resume.participantSid, before.sid);
+  assert.ok(resumeJoins[0].resume.lastSeq >= 1, 'lastSeq counts what rita received');
+  await until('rita got the missed data', async () => (await events('rita', 'data')).some((e) => e.data === 'while-away'));
+  // Nothing rebuilt: no new transport, no republish, same producer; nobody saw rita leave.
+  assert.equal(mock.sent('rita', 'publish').length, publishes);
+  assert.equal(mock.sent('rita', 'create-transport').length, transports);
+  assert.equal(await run(() => window.T.pubs.ritaMic.producerId), before.producerId);
+  assert.equal(await run(() => window.T.clients.rita.state), 'connected');
+  assert.equal((await events('rita', 'reconnected')).length, 0);
+  assert.ok(!(await events('sam', 'participantLeft')).some((e) => e.identity === 'rita'));
+  // Requests work on the resumed session.
+  await run(() => window.T.clients.rita.mute(window.T.pubs.ritaMic));
+  await until('sam saw rita muted', async () => (await events('sam', 'trackMuted')).some((e) => e.identity === 'rita'));
+  // A drop seen first by the client (simulateConnectionDrop: its socket closes while it
+  // already resumes on a new one) resumes too; the old socket's late close is ignored.
+  assert.equal(await run(() => window.T.clients.rita.simulateConnectionDrop()), true);
+  await until('rita resumed again', async () => (await events('rita', 'resumed')).length === 2);
+  assert.equal(await run(() => window.T.clients.rita.state), 'connected');
+  await run(() => window.T.clients.rita.unmute(window.T.pubs.ritaMic));
+  await until('sam saw rita unmuted', async () => (await events('sam', 'trackUnmuted')).some((e) => e.identity === 'rita'));
+  assert.equal((await events('rita', 'reconnected')).length, 0);
+  assert.equal(await run(() => window.T.clients.rita.participant.sid), before.sid);
+});
+
+test('resume: a track published while the client was away is replayed and subscribed', T, async () => {
+  const subsBefore = (await events('rita', 'trackSubscribed')).length;
+  mock.setOffline('rita', true);
+  mock.drop('rita');
+  await until('rita tries to come back', async () => (await events('rita', 'reconnecting')).length > 0 && (await run(() => window.T.clients.rita.state)) === 'reconnecting');
+  const samPublishes = mock.sent('sam', 'publish').length;
+  await run(async () => {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+    window.T.pubs.samCam = await window.T.clients.sam.publish(stream.getVideoTracks()[0], { source: 'camera' });
+  });
+  assert.equal(mock.sent('sam', 'publish').length, samPublishes + 1);
+  const samCam = await run(() => window.T.pubs.samCam.producerId);
+  mock.setOffline('rita', false);
+  await until('rita resumed once more', async () => (await events('rita', 'resumed')).length === 3, 15_000);
+  await until('rita subscribed to the camera sam published while she was away', async () =>
+    (await events('rita', 'trackSubscribed')).slice(subsBefore).some((e) => e.identity === 'sam' && e.producerId === samCam),
+  );
+  assert.equal((await events('rita', 'reconnected')).length, 0);
+  assert.ok(!(await events('sam', 'participantLeft')).some((e) => e.identity === 'rita'));
+});
+
+test('resume refused: falls back to a full rejoin and republish', T, async () => {
+  mock.setResumeMode('refuse');
+  const joins = mock.sent('rita', 'join').length;
+  const publishes = mock.sent('rita', 'publish').length;
+  mock.drop('rita');
+  await until('rita rejoined in full', async () => (await events('rita', 'reconnected')).length === 1, 15_000);
+  assert.equal((await events('rita', 'resumeFailed')).length, 1);
+  const attempts = mock.sent('rita', 'join').slice(joins);
+  assert.deepEqual(attempts.map((j) => Boolean(j.resume)), [true, false], 'one refused resume, then a plain join');
+  await until('rita republished', async () => mock.sent('rita', 'publish').length === publishes + 1);
+  mock.setResumeMode('off');
+  await run(async () => {
+    await window.T.clients.rita.leave();
+    await window.T.clients.sam.leave();
+  });
 });

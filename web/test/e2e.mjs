@@ -725,31 +725,57 @@ async function main() {
     });
 
     let bobOldSid = null;
-    await scenario('reconnect: after a dropped socket the client rejoins', async () => {
+    let bobBefore = null;
+    await scenario('resume: after a dropped socket the client resumes its session, ids kept', async () => {
       bobOldSid = await evaluate(A, (id) => window.pulsewave.participants.get(id)?.sid ?? null, B.identity);
+      bobBefore = await evaluate(B, () => {
+        const s = window.pwState();
+        return {
+          sid: window.pulsewave.participant.sid,
+          producers: s.publications.map((p) => p.producerId).sort(),
+          consumers: s.subscriptions.map((x) => x.consumerId).sort(),
+        };
+      });
+      const leftBefore = {};
+      for (const p of [A, C, D].filter(Boolean)) {
+        leftBefore[p.identity] = await evaluate(p, () => window.pwEvents.length);
+      }
       const dropped = await evaluate(B, () => window.pulsewave.simulateConnectionDrop());
       check(dropped, 'simulateConnectionDrop() found no open session on Bob');
-      await waitFor(B, 'emits reconnecting then reconnected', () => {
+      await waitFor(B, 'emits reconnecting then resumed', () => {
         const types = window.pwEvents.map((e) => e.type);
         const i = types.lastIndexOf('reconnecting');
-        return i >= 0 && types.indexOf('reconnected', i) > i && window.pulsewave.state === 'connected';
+        return i >= 0 && types.indexOf('resumed', i) > i && window.pulsewave.state === 'connected';
       }, null, { timeoutMs: 20_000 });
+      const after = await evaluate(B, () => {
+        const s = window.pwState();
+        return {
+          sid: window.pulsewave.participant.sid,
+          producers: s.publications.map((p) => p.producerId).sort(),
+          consumers: s.subscriptions.map((x) => x.consumerId).sort(),
+          rejoined: window.pwEvents.some((e) => e.type === 'reconnected'),
+        };
+      });
+      check(!after.rejoined, 'Bob rejoined in full instead of resuming');
+      check(after.sid === bobBefore.sid, `Bob's sid changed: ${bobBefore.sid} -> ${after.sid}`);
+      check(JSON.stringify(after.producers) === JSON.stringify(bobBefore.producers), `Bob's producer ids changed: ${JSON.stringify(bobBefore.producers)} -> ${JSON.stringify(after.producers)}`);
+      check(JSON.stringify(after.consumers) === JSON.stringify(bobBefore.consumers), `Bob's consumer ids changed: ${JSON.stringify(bobBefore.consumers)} -> ${JSON.stringify(after.consumers)}`);
       for (const p of [A, C, D].filter(Boolean)) {
-        await waitFor(
+        const seen = await evaluate(
           p,
-          `sees ${B.identity} again with a new session`,
-          ([id, old]) => {
-            const info = window.pulsewave.participants.get(id);
-            return Boolean(info) && info.sid !== old;
-          },
-          [B.identity, bobOldSid],
-          { timeoutMs: 20_000 },
+          ([id, from]) => ({
+            sid: window.pulsewave.participants.get(id)?.sid ?? null,
+            left: window.pwEvents.slice(from).some((e) => e.type === 'participantLeft' && e.identity === id),
+          }),
+          [B.identity, leftBefore[p.identity]],
         );
+        check(!seen.left, `${p.name} saw ${B.identity} leave during the resume`);
+        check(seen.sid === bobOldSid, `${p.name} sees ${B.identity} with another sid`);
       }
     });
 
-    await scenario('reconnect: media flows again after the reconnect', async () => {
-      await waitFor(B, 'republishes camera and microphone', () => {
+    await scenario('resume: media flows after the resume', async () => {
+      await waitFor(B, 'keeps camera and microphone published', () => {
         const s = window.pwState();
         return s.publications.filter((p) => p.producerId).length >= 2 ? true : null;
       }, null, { timeoutMs: 20_000 });

@@ -127,7 +127,17 @@ export async function startMockServer() {
     }
     res.writeHead(404).end();
   });
-  const wss = new WebSocketServer({ server: http });
+  // Identities whose network is "down": their WebSocket upgrades are refused.
+  const offline = new Set();
+  const identityOf = (url) => {
+    try {
+      const token = new URL(url, 'http://x').searchParams.get('token') ?? '';
+      return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).sub;
+    } catch {
+      return undefined;
+    }
+  };
+  const wss = new WebSocketServer({ server: http, verifyClient: ({ req }) => !offline.has(identityOf(req.url)) });
 
   const participantInfo = (s) => ({
     sid: s.sid, identity: s.identity, name: s.name, metadata: '', joinedAt: s.joinedAt,
@@ -136,7 +146,20 @@ export async function startMockServer() {
     dataChannels: [],
   });
   const others = (s) => [...(s.room?.sessions.values() ?? [])].filter((o) => o !== s);
+  // Session resume (docs/protocol.md): 'off' (no resumeToken, a dropped socket is removed),
+  // 'accept' (a dropped session waits; `join` with `resume` takes it back and gets the
+  // missed messages replayed) or 'refuse' (tokens handed out, every resume refused).
+  let resumeMode = 'off';
   const send = (s, msg) => {
+    if (s.resumeToken) {
+      // Numbered and kept (bounded) for a replay, as the server does.
+      msg = { ...msg, seq: ++s.seq };
+      s.buffer.push(msg);
+      if (s.buffer.length > 256) s.buffer.shift();
+    }
+    if (s.ws.readyState === 1) s.ws.send(JSON.stringify(msg));
+  };
+  const sendRaw = (s, msg) => {
     if (s.ws.readyState === 1) s.ws.send(JSON.stringify(msg));
   };
 
@@ -163,7 +186,7 @@ export async function startMockServer() {
     for (const o of s.room.sessions.values()) send(o, { type: 'participant-left', participant: participantInfo(s) });
   }
 
-  function handle(s, msg) {
+  function handle(s, msg, conn) {
     const { requestId } = msg;
     const reply = (m) => send(s, requestId === undefined ? m : { ...m, requestId });
     const error = (code, message) => reply({ type: 'error', code, message });
@@ -171,6 +194,33 @@ export async function startMockServer() {
     switch (msg.type) {
       case 'join': {
         if (msg.room !== s.tokenRoom) return error(302, 'room mismatch');
+        if (msg.resume) {
+          const target = rooms.get(msg.room)?.sessions.get(s.identity);
+          if (
+            resumeMode !== 'accept' || !target || target.sid !== msg.resume.participantSid ||
+            target.resumeToken !== msg.resume.token
+          ) {
+            return error(104, 'cannot resume; join again without `resume`');
+          }
+          // The connection now drives the old session (taking it over from a socket the
+          // mock still believes open, as the server does).
+          sessions.delete(s);
+          const oldWs = target.ws;
+          target.ws = s.ws;
+          if (oldWs !== s.ws && oldWs.readyState === 1) oldWs.close(1000);
+          target.detached = false;
+          target.resumeToken = id('RT');
+          conn.s = target;
+          sessions.add(target);
+          const missed = target.buffer.filter((m) => m.seq > (msg.resume.lastSeq ?? 0));
+          sendRaw(target, {
+            type: 'resumed', requestId,
+            room: { sid: target.room.sid, name: target.room.name, createdAt: Date.now(), maxParticipants: 0, participants: others(target).map(participantInfo) },
+            participant: participantInfo(target), resumeToken: target.resumeToken, replayed: missed.length,
+          });
+          for (const m of missed) sendRaw(target, m);
+          return;
+        }
         let room = rooms.get(msg.room);
         if (!room) rooms.set(msg.room, (room = { sid: id('RM'), name: msg.room, sessions: new Map() }));
         const old = room.sessions.get(s.identity);
@@ -182,13 +232,16 @@ export async function startMockServer() {
         s.room = room;
         const list = [...room.sessions.values()].map(participantInfo);
         room.sessions.set(s.identity, s);
-        reply({
-          type: 'joined',
+        const resumeToken = resumeMode === 'off' ? undefined : id('RT');
+        sendRaw(s, {
+          type: 'joined', requestId,
           room: { sid: room.sid, name: room.name, createdAt: Date.now(), maxParticipants: 0, participants: list },
           participant: participantInfo(s),
           rtpCapabilities: ROUTER_CAPS,
           iceServers: [],
+          resumeToken,
         });
+        s.resumeToken = resumeToken;
         for (const o of others(s)) send(o, { type: 'participant-joined', participant: participantInfo(s) });
         return;
       }
@@ -276,6 +329,7 @@ export async function startMockServer() {
       case 'ping':
         return reply({ type: 'pong', timestamp: Date.now() });
       case 'leave':
+        s.left = true;
         reply({ type: 'left' });
         removeSession(s);
         s.ws.close(1000);
@@ -300,7 +354,9 @@ export async function startMockServer() {
     const s = {
       ws, identity: claims.sub, name: claims.name ?? '', tokenRoom: claims.video?.room, sid: id('PA'), joinedAt: Date.now(),
       room: null, transports: new Map(), producers: new Map(), consumers: new Map(), removed: false,
+      resumeToken: undefined, seq: 0, buffer: [], detached: false,
     };
+    const conn = { s };
     sessions.add(s);
     tokens.push({ identity: s.identity, token });
     ws.on('message', (data) => {
@@ -312,11 +368,17 @@ export async function startMockServer() {
         return;
       }
       messages.push({ identity: s.identity, msg, at: Date.now() });
-      handle(s, msg);
+      handle(conn.s, msg, conn);
     });
     ws.on('close', () => {
-      sessions.delete(s);
-      removeSession(s);
+      const cur = conn.s;
+      if (cur.ws !== ws) return; // resumed on another connection since
+      if (resumeMode === 'accept' && cur.resumeToken && cur.room && !cur.removed && !cur.left) {
+        cur.detached = true; // waits for a resume; nobody is told
+        return;
+      }
+      sessions.delete(cur);
+      removeSession(cur);
     });
   });
 
@@ -340,9 +402,22 @@ export async function startMockServer() {
     push(identity, msg) {
       for (const s of live(identity)) send(s, msg);
     },
-    /** Kills the identity's socket without a word (a network failure). */
-    drop(identity) {
-      for (const s of live(identity)) s.ws.terminate();
+    /** Kills the identity's socket without a word (a network failure); `missed` are then
+     * sent to it while it is away (numbered and buffered for a resume). */
+    drop(identity, missed = []) {
+      for (const s of live(identity)) {
+        s.ws.terminate();
+        for (const m of missed) send(s, m);
+      }
+    },
+    /** While true, the identity cannot connect (its upgrades fail), as with no network. */
+    setOffline(identity, down) {
+      if (down) offline.add(identity);
+      else offline.delete(identity);
+    },
+    /** 'off' | 'accept' | 'refuse': see `resumeMode` above. */
+    setResumeMode(mode) {
+      resumeMode = mode;
     },
     /** Sends `disconnected {reason}` and closes, as the server does. */
     disconnect(identity, reason) {

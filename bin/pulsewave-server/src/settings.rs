@@ -669,6 +669,17 @@ impl Settings {
             Some(v) => parse_duration("ROOM_EMPTY_TIMEOUT", &v)?,
             None => Duration::from_secs(10),
         };
+        let resume_grace = match src.get(&None, "RESUME_GRACE") {
+            Some(v) => parse_duration("RESUME_GRACE", &v)?,
+            None => pulsewave_signal::DEFAULT_RESUME_GRACE,
+        };
+        let resume_buffer = match src.get(&None, "RESUME_BUFFER") {
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|e| err("RESUME_BUFFER", e.to_string()))?,
+            None => pulsewave_signal::DEFAULT_RESUME_BUFFER,
+        };
         let auto_create_rooms = match src.get(&None, "ROOM_AUTO_CREATE") {
             Some(v) => parse_bool("ROOM_AUTO_CREATE", &v)?,
             None => true,
@@ -745,6 +756,8 @@ impl Settings {
                 limits,
                 empty_room_timeout,
                 auto_create_rooms,
+                resume_grace,
+                resume_buffer,
                 ping_interval: Duration::from_secs(15),
                 token_refresh_interval,
                 webhook_urls,

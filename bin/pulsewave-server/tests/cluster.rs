@@ -1026,3 +1026,115 @@ async fn forged_and_replayed_frames_never_reach_the_room() {
         a.log_text()
     );
 }
+
+// ----------------------------------------------------------------------
+// Session resume through the relay
+
+/// Reads `ws` until a text message `pred` accepts; fails on one `fail` does.
+async fn raw_until(
+    ws: &mut RawWs,
+    what: &str,
+    mut pred: impl FnMut(&Value) -> bool,
+    mut fail: impl FnMut(&Value) -> bool,
+) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {what}"))
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            assert!(!fail(&v), "while waiting for {what}: {v}");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+async fn raw_send(ws: &mut RawWs, v: Value) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+/// Bob joins on node-a (the room's owner), his socket drops, and he comes
+/// back through node-b (relayed to node-a) with his resume token: the same
+/// sid, the data message sent while he was away replayed, and alice never
+/// sees him leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_through_another_node() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = cluster(&redis, &[]).await;
+    let mut alice = raw_join(&a.url(), "alice", "hop", false).await;
+    let (mut bob, _) =
+        tokio_tungstenite::connect_async(format!("{}/?token={}", a.url(), token("bob", "hop")))
+            .await
+            .unwrap();
+    raw_send(&mut bob, json!({"type":"join","room":"hop","requestId":1})).await;
+    let joined = raw_until(&mut bob, "joined", |v| v["type"] == "joined", |_| false).await;
+    let sid = joined["participant"]["sid"].as_str().unwrap().to_owned();
+    let resume_token = joined["resumeToken"].as_str().unwrap().to_owned();
+    let left = |v: &Value| v["type"] == "participant-left";
+    raw_until(
+        &mut alice,
+        "bob's arrival",
+        |v| v["type"] == "participant-joined",
+        left,
+    )
+    .await;
+
+    drop(bob);
+    raw_send(
+        &mut alice,
+        json!({"type":"publish-data","kind":"reliable","data":"while-away"}),
+    )
+    .await;
+
+    let (mut bob, _) =
+        tokio_tungstenite::connect_async(format!("{}/?token={}", b.url(), token("bob", "hop")))
+            .await
+            .unwrap();
+    raw_send(
+        &mut bob,
+        json!({"type":"join","room":"hop","requestId":2,
+               "resume":{"participantSid": sid, "token": resume_token, "lastSeq": 0}}),
+    )
+    .await;
+    let resumed = raw_until(
+        &mut bob,
+        "resumed",
+        |v| v["type"] == "resumed",
+        |v| v["type"] == "error",
+    )
+    .await;
+    assert_eq!(resumed["participant"]["sid"], sid.as_str());
+    assert_ne!(resumed["resumeToken"], resume_token.as_str());
+    let missed = raw_until(
+        &mut bob,
+        "the missed data",
+        |v| v["type"] == "data",
+        |_| false,
+    )
+    .await;
+    assert_eq!(missed["data"], "while-away");
+    assert!(missed["seq"].as_u64().is_some(), "{missed}");
+
+    raw_send(
+        &mut bob,
+        json!({"type":"publish-data","kind":"reliable","data":"back"}),
+    )
+    .await;
+    raw_until(
+        &mut alice,
+        "bob's data after the resume",
+        |v| v["type"] == "data" && v["data"] == "back",
+        left,
+    )
+    .await;
+}

@@ -49,8 +49,9 @@ use pulsewave_protocol::transport::{
     IceServer, NumSctpStreams, SctpCapabilities, SctpStreamParameters, TransportDirection,
 };
 use pulsewave_protocol::{
-    ClientMessage, ConsumerId, DataKind, DataProducerId, ParticipantInfo, ProducerId, RequestId,
-    RoomInfo, ServerMessage, TrackInfo, TrackSource, TransportId, encode_client,
+    ClientMessage, ConsumerId, DataKind, DataProducerId, ParticipantInfo, ParticipantSid,
+    ProducerId, RequestId, ResumeRequest, RoomInfo, ServerMessage, TrackInfo, TrackSource,
+    TransportId, encode_client,
 };
 use serde_json::Value;
 use tokio::net::UdpSocket;
@@ -144,6 +145,16 @@ pub enum ClientEvent {
         /// Why: `migration`, `server-shutdown`, or the socket's close.
         reason: String,
     },
+    /// The session was resumed after a dropped WebSocket: same participant
+    /// sid, transports, producers and consumers; the messages missed while
+    /// disconnected follow as [`ClientEvent::Signal`]. Nothing is
+    /// republished.
+    Resumed {
+        /// The participant sid (unchanged).
+        participant_sid: ParticipantSid,
+        /// How many missed messages the server replays after this event.
+        replayed: u64,
+    },
     /// Joined the room again after a reconnection. Tracks are republished
     /// and subscriptions renewed next.
     Reconnected {
@@ -214,6 +225,9 @@ pub struct Joined {
     pub rtp_capabilities: RtpCapabilities,
     /// STUN/TURN servers (unused on loopback).
     pub ice_servers: Vec<IceServer>,
+    /// The secret that resumes this session after a dropped WebSocket
+    /// (absent when the server has resume off).
+    pub resume_token: Option<String>,
 }
 
 /// What to publish.
@@ -298,7 +312,11 @@ pub struct ClientBuilder {
 }
 
 /// How a client reconnects ([`ClientBuilder::reconnect`]), as the
-/// JavaScript client does: after its connection drops, or the server says
+/// JavaScript client does. After a plain socket loss it first tries, for up
+/// to 15 s (the server's default `RESUME_GRACE`), to resume its session
+/// (`join` with `resume`: same sid, transports, producers and consumers,
+/// missed messages replayed; [`ClientEvent::Resumed`]); if the server
+/// refuses, or after a `disconnected`, it rejoins in full: after its connection drops, or the server says
 /// `migration` (the room moved to another node) or `server-shutdown`, it
 /// connects again to the same URL with backoff, joins the same room,
 /// creates new transports, republishes its tracks and renews its
@@ -473,6 +491,9 @@ impl ClientBuilder {
             reconnecting: Arc::new(AtomicBool::new(false)),
             generation: AtomicU64::new(0),
             resume: StdMutex::new(ResumeState::default()),
+            session_resume: StdMutex::new(None),
+            last_seq: AtomicU64::new(0),
+            offline: AtomicBool::new(false),
             base_url: strip_token(url),
             token: StdMutex::new(if token.is_empty() {
                 token_in(url).unwrap_or_default()
@@ -645,13 +666,17 @@ impl Client {
     /// Joins `room` (which must be the token's room).
     pub async fn join(&mut self, room: &str) -> Result<Joined, ClientError> {
         let reply = self
-            .request(ClientMessage::Join { room: room.into() })
+            .request(ClientMessage::Join {
+                room: room.into(),
+                resume: None,
+            })
             .await?;
         let ServerMessage::Joined {
             room,
             participant,
             rtp_capabilities,
             ice_servers,
+            resume_token,
         } = reply
         else {
             return Err(unexpected("joined", &reply));
@@ -661,6 +686,7 @@ impl Client {
             participant,
             rtp_capabilities,
             ice_servers,
+            resume_token,
         };
         *lock(&self.inner.room) = Some(joined.room.name.clone());
         self.inner.rejoined(&joined);
@@ -692,6 +718,23 @@ impl Client {
             ServerMessage::Left => Ok(()),
             other => Err(unexpected("left", &other)),
         }
+    }
+
+    /// For tests: drops the WebSocket as a network loss would (no close
+    /// frame, no `leave`), keeping the transports. With
+    /// [reconnection](ClientBuilder::reconnect) on, the client then resumes
+    /// its session ([`ClientEvent::Resumed`]) or, if the server refuses,
+    /// rejoins ([`ClientEvent::Reconnected`]).
+    pub async fn simulate_connection_drop(&self) {
+        let _ = self.inner.signal.send(SignalCommand::Drop).await;
+    }
+
+    /// For tests: while `offline`, every reconnection attempt fails as if
+    /// the network were down (the transports are untouched). With
+    /// [`simulate_connection_drop`](Self::simulate_connection_drop) this
+    /// holds the client away from the server for as long as a test needs.
+    pub fn simulate_offline(&self, offline: bool) {
+        self.inner.offline.store(offline, Ordering::Relaxed);
     }
 
     /// Closes the WebSocket (without `leave`) and stops the transports.
@@ -1200,6 +1243,12 @@ pub(crate) struct Inner {
     /// Incremented by every reconnection.
     generation: AtomicU64,
     resume: StdMutex<ResumeState>,
+    /// The participant sid and resume token of the current session.
+    session_resume: StdMutex<Option<(ParticipantSid, String)>>,
+    /// The highest `seq` received from the room in this session.
+    last_seq: AtomicU64,
+    /// [`Client::simulate_offline`]: reconnection attempts fail.
+    pub(crate) offline: AtomicBool,
     /// The server URL without a token, and the token to connect with: the
     /// one given, then the latest `token-refresh`.
     pub(crate) base_url: String,
@@ -1511,9 +1560,43 @@ impl Inner {
         generation
     }
 
-    /// Joined again: the router's capabilities for the new transports.
+    /// Joined again: the router's capabilities for the new transports, and
+    /// the new session's resume credentials.
     pub(crate) fn rejoined(&self, joined: &Joined) {
         *lock(&self.caps) = Some(joined.rtp_capabilities.clone());
+        *lock(&self.session_resume) = joined
+            .resume_token
+            .clone()
+            .map(|token| (joined.participant.sid.clone(), token));
+        self.last_seq.store(0, Ordering::Relaxed);
+    }
+
+    /// The credentials of a resume (`join.resume`), if the server gave any.
+    pub(crate) fn resume_request(&self) -> Option<ResumeRequest> {
+        lock(&self.session_resume)
+            .clone()
+            .map(|(participant_sid, token)| ResumeRequest {
+                participant_sid,
+                token,
+                last_seq: self.last_seq.load(Ordering::Relaxed),
+            })
+    }
+
+    /// A resume succeeded: the rotated token.
+    pub(crate) fn resumed(&self, token: String) {
+        if let Some((_, t)) = lock(&self.session_resume).as_mut() {
+            *t = token;
+        }
+    }
+
+    /// A resume was refused: only a full rejoin is left.
+    pub(crate) fn forget_resume(&self) {
+        *lock(&self.session_resume) = None;
+    }
+
+    /// A numbered room message arrived.
+    pub(crate) fn saw_seq(&self, seq: u64) {
+        self.last_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
     /// Takes one pending subscription for a track of `identity` and `kind`.

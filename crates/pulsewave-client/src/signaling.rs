@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use pulsewave_protocol::{
-    ClientMessage, DisconnectReason, ErrorCode, RequestId, ServerMessage, TransportId,
-    decode_server, encode_client,
+    ClientMessage, DisconnectReason, ErrorCode, ParticipantSid, RequestId, ResumeRequest,
+    ServerMessage, TransportId, decode_server, encode_client,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -60,6 +60,8 @@ pub(crate) enum SignalCommand {
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     Close,
+    /// Drop the socket without a close frame (a simulated network loss).
+    Drop,
 }
 
 pub(crate) type WsStream =
@@ -195,6 +197,18 @@ pub(crate) async fn signaling_task(
             Some(DisconnectReason::ServerShutdown) => "server-shutdown".to_owned(),
             _ => end.reason.unwrap_or_else(|| "connection lost".to_owned()),
         };
+        // A lost socket (not a `disconnected` from the server) first tries
+        // to take the session back; a refusal falls back to a full rejoin.
+        if end.disconnected.is_none() {
+            match resume_session(rc, &inner, &sink, &mut overflow, &cancel, &why).await {
+                Ok(Some(new_ws)) => {
+                    ws = new_ws;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => break Some(e),
+            }
+        }
         match reconnect_session(rc, &inner, &sink, &mut overflow, &cancel, why).await {
             Ok(new_ws) => ws = new_ws,
             Err(e) => break Some(e),
@@ -254,6 +268,10 @@ async fn run_session(
                     if failed {
                         break;
                     }
+                }
+                Some(SignalCommand::Drop) => {
+                    end.reason = Some("connection dropped (simulated)".into());
+                    break;
                 }
                 Some(SignalCommand::Close) | None => {
                     let _ = write.send(Message::Close(None)).await;
@@ -364,6 +382,164 @@ async fn reconnect_session(
     ))
 }
 
+/// How long a client keeps trying to resume before a full rejoin: the
+/// server's default `RESUME_GRACE`.
+const RESUME_WINDOW: Duration = Duration::from_secs(15);
+
+/// Tries to resume the session (same sid, transports, producers and
+/// consumers) with backoff for up to [`RESUME_WINDOW`]. `Ok(None)`: the
+/// server refused or the window passed; the caller rejoins in full.
+async fn resume_session(
+    rc: &Reconnect,
+    inner: &Arc<Inner>,
+    sink: &EventSink,
+    overflow: &mut VecDeque<ClientEvent>,
+    cancel: &CancellationToken,
+    why: &str,
+) -> Result<Option<WsStream>, String> {
+    if inner.resume_request().is_none() {
+        return Ok(None);
+    }
+    tracing::info!(reason = %why, "connection lost; resuming");
+    let policy = &rc.policy;
+    let deadline = tokio::time::Instant::now() + RESUME_WINDOW.min(policy.give_up_after);
+    let mut delay = Duration::ZERO;
+    for attempt in 1u32.. {
+        if tokio::time::Instant::now() + delay > deadline {
+            break;
+        }
+        sink.push(
+            overflow,
+            ClientEvent::Reconnecting {
+                attempt,
+                reason: why.to_owned(),
+            },
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return Err("closed while resuming".into()),
+        }
+        if inner.leaving.load(Ordering::Relaxed) {
+            return Err("left while resuming".into());
+        }
+        let Some(resume) = inner.resume_request() else {
+            return Ok(None);
+        };
+        let result = tokio::select! {
+            r = connect_and_resume(rc, inner, resume) => r,
+            _ = cancel.cancelled() => return Err("closed while resuming".into()),
+        };
+        match result {
+            Ok((ws, participant_sid, token, replayed)) => {
+                tracing::info!(attempt, replayed, "session resumed");
+                inner.resumed(token);
+                // If a transport's ICE also broke while the socket was
+                // down, its `restart_on_loss` task has asked for
+                // `restart-ice` meanwhile: the request waited in the
+                // command queue (or times out and is retried) and goes out
+                // on this socket.
+                sink.push(
+                    overflow,
+                    ClientEvent::Resumed {
+                        participant_sid,
+                        replayed,
+                    },
+                );
+                return Ok(Some(ws));
+            }
+            Err(ClientError::Server { code, message }) => {
+                tracing::info!(?code, %message, "resume refused; rejoining");
+                inner.forget_resume();
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::debug!(attempt, error = %e, "resume attempt failed");
+                delay = (delay * 2).clamp(policy.min_delay, policy.max_delay);
+            }
+        }
+    }
+    inner.forget_resume();
+    Ok(None)
+}
+
+/// Opens a WebSocket and sends `join` with `resume`; the socket, the
+/// participant sid, the new resume token and the number of replayed
+/// messages (which follow on the socket).
+async fn connect_and_resume(
+    rc: &Reconnect,
+    inner: &Inner,
+    resume: ResumeRequest,
+) -> Result<(WsStream, ParticipantSid, String, u64), ClientError> {
+    let room = lock(&inner.room).clone().ok_or(ClientError::NotJoined)?;
+    let (mut ws, id) = open_and_join(rc, inner, room, Some(resume)).await?;
+    let frame = read_reply(&mut ws, id, inner.request_timeout).await?;
+    match frame {
+        ServerMessage::Resumed {
+            participant,
+            resume_token,
+            replayed,
+            ..
+        } => Ok((ws, participant.sid, resume_token, replayed)),
+        ServerMessage::Error { code, message } => Err(ClientError::Server { code, message }),
+        other => Err(ClientError::Protocol(format!(
+            "expected `resumed`, got `{}`",
+            other.type_name()
+        ))),
+    }
+}
+
+/// Opens a WebSocket and sends `join` (with `resume` if given); the socket
+/// and the request id.
+async fn open_and_join(
+    rc: &Reconnect,
+    inner: &Inner,
+    room: String,
+    resume: Option<ResumeRequest>,
+) -> Result<(WsStream, u64), ClientError> {
+    if inner.offline.load(Ordering::Relaxed) {
+        return Err(ClientError::Timeout("network down (simulated)".into()));
+    }
+    let (mut ws, _) = tokio::time::timeout(
+        rc.connect_timeout,
+        tokio_tungstenite::connect_async(rc.current_url(inner)),
+    )
+    .await
+    .map_err(|_| ClientError::Timeout("WebSocket connect timed out".into()))??;
+    let id = inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let join = encode_client(
+        &ClientMessage::Join { room, resume },
+        Some(&RequestId::Number(id)),
+    );
+    ws.send(Message::text(join)).await?;
+    Ok((ws, id))
+}
+
+/// Reads until the reply to request `id`, within `timeout`.
+async fn read_reply(
+    ws: &mut WsStream,
+    id: u64,
+    timeout: Duration,
+) -> Result<ServerMessage, ClientError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| ClientError::Timeout("no reply to `join`".into()))?;
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let Ok(frame) = decode_server(&text) else {
+            continue;
+        };
+        if frame.request_id == Some(RequestId::Number(id)) {
+            return Ok(frame.message);
+        }
+    }
+}
+
 /// Errors another attempt cannot fix.
 fn is_fatal(e: &ClientError) -> bool {
     match e {
@@ -385,53 +561,29 @@ async fn connect_and_join(
     inner: &Inner,
 ) -> Result<(WsStream, Joined), ClientError> {
     let room = lock(&inner.room).clone().ok_or(ClientError::NotJoined)?;
-    let (mut ws, _) = tokio::time::timeout(
-        rc.connect_timeout,
-        tokio_tungstenite::connect_async(rc.current_url(inner)),
-    )
-    .await
-    .map_err(|_| ClientError::Timeout("WebSocket connect timed out".into()))??;
-    let id = inner.next_request_id.fetch_add(1, Ordering::Relaxed);
-    let join = encode_client(&ClientMessage::Join { room }, Some(&RequestId::Number(id)));
-    ws.send(Message::text(join)).await?;
-    let deadline = tokio::time::Instant::now() + inner.request_timeout;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .map_err(|_| ClientError::Timeout("no reply to `join`".into()))?;
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | None => return Err(ClientError::Closed),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-        };
-        let Ok(frame) = decode_server(&text) else {
-            continue;
-        };
-        if frame.request_id != Some(RequestId::Number(id)) {
-            continue;
-        }
-        return match frame.message {
-            ServerMessage::Joined {
+    let (mut ws, id) = open_and_join(rc, inner, room, None).await?;
+    match read_reply(&mut ws, id, inner.request_timeout).await? {
+        ServerMessage::Joined {
+            room,
+            participant,
+            rtp_capabilities,
+            ice_servers,
+            resume_token,
+        } => Ok((
+            ws,
+            Joined {
                 room,
                 participant,
                 rtp_capabilities,
                 ice_servers,
-            } => Ok((
-                ws,
-                Joined {
-                    room,
-                    participant,
-                    rtp_capabilities,
-                    ice_servers,
-                },
-            )),
-            ServerMessage::Error { code, message } => Err(ClientError::Server { code, message }),
-            other => Err(ClientError::Protocol(format!(
-                "expected `joined`, got `{}`",
-                other.type_name()
-            ))),
-        };
+                resume_token,
+            },
+        )),
+        ServerMessage::Error { code, message } => Err(ClientError::Server { code, message }),
+        other => Err(ClientError::Protocol(format!(
+            "expected `joined`, got `{}`",
+            other.type_name()
+        ))),
     }
 }
 
@@ -446,48 +598,55 @@ fn on_text(
 ) -> Option<DisconnectReason> {
     let mut disconnected = None;
     match decode_server(text) {
-        Ok(frame) => match frame.request_id {
-            Some(RequestId::Number(id)) => {
-                if let Some(tx) = pending.remove(&id) {
-                    let r = match frame.message {
-                        ServerMessage::Error { code, message } => {
-                            Err(ClientError::Server { code, message })
+        Ok(frame) => {
+            if let Some(seq) = frame.seq
+                && let Some(inner) = inner.and_then(Weak::upgrade)
+            {
+                inner.saw_seq(seq);
+            }
+            match frame.request_id {
+                Some(RequestId::Number(id)) => {
+                    if let Some(tx) = pending.remove(&id) {
+                        let r = match frame.message {
+                            ServerMessage::Error { code, message } => {
+                                Err(ClientError::Server { code, message })
+                            }
+                            m => Ok(m),
+                        };
+                        let _ = tx.send(r);
+                    } else {
+                        tracing::debug!(
+                            id,
+                            kind = frame.message.type_name(),
+                            "late or unknown reply dropped"
+                        );
+                    }
+                }
+                _ => {
+                    registry.on_server_message(&frame.message);
+                    match &frame.message {
+                        ServerMessage::Disconnected { reason } => disconnected = Some(*reason),
+                        ServerMessage::TokenRefresh { token } => {
+                            if let Some(inner) = inner.and_then(Weak::upgrade) {
+                                *lock(&inner.token) = token.clone();
+                            }
                         }
-                        m => Ok(m),
-                    };
-                    let _ = tx.send(r);
-                } else {
-                    tracing::debug!(
-                        id,
-                        kind = frame.message.type_name(),
-                        "late or unknown reply dropped"
-                    );
+                        ServerMessage::TrackPublished { track } => {
+                            if let Some(inner) = inner.and_then(Weak::upgrade) {
+                                inner.on_track_published(track);
+                            }
+                        }
+                        ServerMessage::TrackUnsubscribed { consumer_id, .. } => {
+                            if let Some(inner) = inner.and_then(Weak::upgrade) {
+                                inner.forget_subscription(consumer_id);
+                            }
+                        }
+                        _ => {}
+                    }
+                    sink.push(overflow, ClientEvent::Signal(frame.message));
                 }
             }
-            _ => {
-                registry.on_server_message(&frame.message);
-                match &frame.message {
-                    ServerMessage::Disconnected { reason } => disconnected = Some(*reason),
-                    ServerMessage::TokenRefresh { token } => {
-                        if let Some(inner) = inner.and_then(Weak::upgrade) {
-                            *lock(&inner.token) = token.clone();
-                        }
-                    }
-                    ServerMessage::TrackPublished { track } => {
-                        if let Some(inner) = inner.and_then(Weak::upgrade) {
-                            inner.on_track_published(track);
-                        }
-                    }
-                    ServerMessage::TrackUnsubscribed { consumer_id, .. } => {
-                        if let Some(inner) = inner.and_then(Weak::upgrade) {
-                            inner.forget_subscription(consumer_id);
-                        }
-                    }
-                    _ => {}
-                }
-                sink.push(overflow, ClientEvent::Signal(frame.message));
-            }
-        },
+        }
         Err(e) => {
             let id = serde_json::from_str::<Value>(text)
                 .ok()

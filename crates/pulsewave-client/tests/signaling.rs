@@ -238,9 +238,14 @@ async fn leave_ends_with_a_closed_event_and_requests_fail_afterwards() {
     s.shutdown(WAIT).await;
 }
 
+/// A dropped client is a dropped socket: its participant waits for a
+/// resume for `RESUME_GRACE` (here 200 ms, short for the test), then the
+/// others see it leave.
 #[tokio::test]
 async fn dropping_a_client_closes_its_session() {
-    let s = server().await;
+    let mut config = ServerConfig::dev(0, KEY, SECRET);
+    config.resume_grace = Duration::from_millis(200);
+    let s = WebSocketServer::new(config).start().await.unwrap();
     let mut alice = joined(&s, "alice", "r6").await;
     let bob = joined(&s, "bob", "r6").await;
     drop(bob);

@@ -282,6 +282,10 @@ pub struct ServerFrame {
     pub request_id: Option<RequestId>,
     /// The message.
     pub message: ServerMessage,
+    /// The message's number among those the room sent this participant
+    /// (for `join.resume`'s `lastSeq`); absent on messages the room did not
+    /// number (replies made by the connection itself, lossy data).
+    pub seq: Option<u64>,
 }
 
 /// Decodes one text frame from the server (for clients written in Rust).
@@ -291,10 +295,15 @@ pub fn decode_server(text: &str) -> Result<ServerFrame, serde_json::Error> {
         Some(v) => serde_json::from_value(v)?,
         None => None,
     };
+    let seq = value
+        .as_object_mut()
+        .and_then(|o| o.remove("seq"))
+        .and_then(|v| v.as_u64());
     let message = ServerMessage::deserialize(value)?;
     Ok(ServerFrame {
         request_id,
         message,
+        seq,
     })
 }
 

@@ -53,6 +53,9 @@ error_codes! {
     RoomClosed = 102, "Room is closed";
     /// A destination identity is not in the room.
     ParticipantNotFound = 103, "Participant not found";
+    /// `join.resume` cannot be honoured (unknown or expired session, wrong
+    /// token, missed messages no longer buffered): join again without it.
+    ResumeFailed = 104, "Session cannot be resumed; join again";
 
     /// The text is not a JSON object with a string `type`.
     MalformedMessage = 200, "Malformed message";

@@ -11,7 +11,7 @@
 //! use pulsewave_protocol::{decode_client, encode_server, ClientMessage, ErrorCode, ServerMessage};
 //!
 //! let req = decode_client(r#"{"type":"join","room":"my-room","requestId":7}"#).unwrap();
-//! assert_eq!(req.message, ClientMessage::Join { room: "my-room".into() });
+//! assert_eq!(req.message, ClientMessage::Join { room: "my-room".into(), resume: None });
 //!
 //! let err = ServerMessage::error(ErrorCode::RoomNotFound, "Room not found");
 //! let text = encode_server(&err, req.request_id.as_ref());
@@ -36,7 +36,7 @@ pub use ids::{
 };
 pub use messages::{
     ClientMessage, ConsumerStats, DataChannelInfo, DataKind, DisconnectReason, ParticipantInfo,
-    ParticipantPermission, Quality, RequestId, RoomInfo, ServerMessage, SpeakerInfo, StreamState,
-    SubscribedLayer, TrackInfo, TrackSource, TransportStats,
+    ParticipantPermission, Quality, RequestId, ResumeRequest, RoomInfo, ServerMessage, SpeakerInfo,
+    StreamState, SubscribedLayer, TrackInfo, TrackSource, TransportStats,
 };
 pub use rtp::MediaKind;

@@ -86,6 +86,10 @@ pub enum ClientMessage {
     Join {
         /// Room name; must equal the token's `video.room`.
         room: String,
+        /// Take back a session whose WebSocket dropped, instead of joining
+        /// afresh (see `docs/protocol.md`, "Session resume").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeRequest>,
     },
     /// Leave the room; the server replies `left` and closes the socket.
     Leave,
@@ -480,6 +484,20 @@ pub enum DisconnectReason {
     RoomDeleted,
 }
 
+/// The resume credentials a client sends in `join` to take back its
+/// session after its WebSocket dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeRequest {
+    /// The participant sid `joined` (or the last `resumed`) gave.
+    pub participant_sid: ParticipantSid,
+    /// The `resumeToken` of the last `joined` or `resumed`.
+    pub token: String,
+    /// The highest `seq` the client received (0 if none).
+    #[serde(default)]
+    pub last_seq: u64,
+}
+
 /// A server-to-client message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(
@@ -498,6 +516,22 @@ pub enum ServerMessage {
         rtp_capabilities: RtpCapabilities,
         /// STUN/TURN servers from `ICE_SERVERS`.
         ice_servers: Vec<IceServer>,
+        /// The secret to present in `join.resume` after a dropped WebSocket
+        /// (absent when the server keeps no sessions for resume).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+    },
+    /// Reply to a `join` with `resume`: the session is back. The messages
+    /// the client missed (each with its `seq`) follow, in order.
+    Resumed {
+        /// The room as it is now.
+        room: RoomInfo,
+        /// The participant itself (same sid as before).
+        participant: ParticipantInfo,
+        /// The new resume token (the old one no longer works).
+        resume_token: String,
+        /// How many missed messages follow.
+        replayed: u64,
     },
     /// Reply to `leave`; the socket closes next.
     Left,
@@ -911,6 +945,7 @@ impl ServerMessage {
     pub fn type_name(&self) -> &'static str {
         match self {
             ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Resumed { .. } => "resumed",
             ServerMessage::Left => "left",
             ServerMessage::ParticipantJoined { .. } => "participant-joined",
             ServerMessage::ParticipantLeft { .. } => "participant-left",

@@ -24,7 +24,8 @@ fn seed_client_messages_decode() {
     assert_eq!(
         decode(json!({"type":"join","room":"my-room"})),
         ClientMessage::Join {
-            room: "my-room".into()
+            room: "my-room".into(),
+            resume: None
         }
     );
     assert_eq!(decode(json!({"type":"leave"})), ClientMessage::Leave);

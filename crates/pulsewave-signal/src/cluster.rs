@@ -266,6 +266,8 @@ pub(crate) async fn relay<S>(
                 if timed_out.unwrap_or(false) {
                     counters.hit(Limit::SlowClient);
                     warn!(owner = %peer, timeout = ?limits.send_timeout, "relayed client stopped reading; disconnecting");
+                    // 1008 tells the owner it was cut off: no resume grace.
+                    break RelayEnd::ClientGone(1008, "too slow".into());
                 }
                 break RelayEnd::ClientGone(1001, "client gone".into());
             }

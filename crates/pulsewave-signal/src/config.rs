@@ -221,6 +221,15 @@ pub struct ServerConfig {
     pub empty_room_timeout: Duration,
     /// Whether `join` creates rooms that do not exist (`ROOM_AUTO_CREATE`).
     pub auto_create_rooms: bool,
+    /// How long a participant whose WebSocket dropped (without `leave`)
+    /// stays in its room, media alive, waiting to be resumed
+    /// (`RESUME_GRACE`, 15 s; 0 turns resume off). Keep it below the media
+    /// core's ICE timeout (30 s) so a resumed client still finds its
+    /// transports.
+    pub resume_grace: Duration,
+    /// How many room messages are kept per participant for replay on
+    /// resume (`RESUME_BUFFER`, 256).
+    pub resume_buffer: usize,
     /// Interval of WebSocket pings; a connection silent for three intervals is closed.
     pub ping_interval: Duration,
     /// How often a participant in a room is sent a fresh token
@@ -255,6 +264,12 @@ pub struct ServerConfig {
     pub metrics_room_limit: usize,
 }
 
+/// Default of [`ServerConfig::resume_grace`]: 15 s, half the media core's
+/// 30 s ICE timeout.
+pub const DEFAULT_RESUME_GRACE: Duration = Duration::from_secs(15);
+/// Default of [`ServerConfig::resume_buffer`].
+pub const DEFAULT_RESUME_BUFFER: usize = 256;
+
 impl ServerConfig {
     /// A configuration for development and tests: listens on
     /// `127.0.0.1:port`, open token endpoint, one media worker on
@@ -271,6 +286,8 @@ impl ServerConfig {
             limits: Limits::default(),
             empty_room_timeout: Duration::from_secs(10),
             auto_create_rooms: true,
+            resume_grace: DEFAULT_RESUME_GRACE,
+            resume_buffer: DEFAULT_RESUME_BUFFER,
             ping_interval: Duration::from_secs(15),
             token_refresh_interval: Duration::from_secs(300),
             token_leeway: pulsewave_auth::DEFAULT_LEEWAY,

@@ -27,6 +27,9 @@ pub enum SignalError {
     /// The request needs a joined room.
     #[error("not joined to a room: send `join` first")]
     NotJoined,
+    /// `join.resume` cannot be honoured; the client joins again without it.
+    #[error("cannot resume: {0}; join again without `resume`")]
+    ResumeFailed(&'static str),
     /// `join` sent twice.
     #[error("already joined room `{0}`")]
     AlreadyJoined(String),
@@ -95,6 +98,7 @@ impl SignalError {
             SignalError::RoomClosed(_) => ErrorCode::RoomClosed,
             SignalError::ParticipantNotFound(_) => ErrorCode::ParticipantNotFound,
             SignalError::NotJoined => ErrorCode::NotJoined,
+            SignalError::ResumeFailed(_) => ErrorCode::ResumeFailed,
             SignalError::AlreadyJoined(_) => ErrorCode::AlreadyJoined,
             SignalError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             SignalError::RoomMismatch { .. } => ErrorCode::RoomMismatch,

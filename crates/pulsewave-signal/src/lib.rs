@@ -45,7 +45,10 @@ mod static_files;
 mod twirp;
 pub mod webhook;
 
-pub use config::{IpNet, Limits, ParticipantIceServers, ServerConfig, TokenEndpointAuth};
+pub use config::{
+    DEFAULT_RESUME_BUFFER, DEFAULT_RESUME_GRACE, IpNet, Limits, ParticipantIceServers,
+    ServerConfig, TokenEndpointAuth,
+};
 pub use error::SignalError;
 pub use pulsewave_cluster::Cluster;
 pub use room::{RoomHandle, RoomManager, RoomSettings};

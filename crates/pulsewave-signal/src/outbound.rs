@@ -85,6 +85,11 @@ impl Outbound {
         }
     }
 
+    /// Whether `other` is a clone of this queue (the same session).
+    pub(crate) fn same_channel(&self, other: &Outbound) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
     /// Whether the client's session has ended.
     pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()

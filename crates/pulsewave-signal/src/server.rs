@@ -115,6 +115,8 @@ impl WebSocketServer {
                     max_room_listing_bytes: self.config.limits.max_room_listing_bytes,
                     empty_timeout: self.config.empty_room_timeout,
                     auto_create: self.config.auto_create_rooms,
+                    resume_grace: self.config.resume_grace,
+                    resume_buffer: self.config.resume_buffer,
                     ice_servers: self.config.ice_servers.clone(),
                     participant_ice_servers: self.config.participant_ice_servers.clone(),
                     media: pool.clone(),

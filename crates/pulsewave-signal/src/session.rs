@@ -60,12 +60,22 @@ impl Session {
         }
     }
 
-    /// Leaves the room, if in one.
+    /// Leaves the room, if in one (an explicit `leave`).
     pub(crate) async fn leave_room(&mut self) {
         if let SessionState::Joined { room, sid } =
             std::mem::replace(&mut self.state, SessionState::Connected)
         {
-            room.leave(sid).await;
+            room.leave(sid, self.outbound.clone()).await;
+        }
+    }
+
+    /// The socket went away without `leave`: the participant stays in the
+    /// room for the resume grace time (`RESUME_GRACE`).
+    async fn detach_room(&mut self) {
+        if let SessionState::Joined { room, sid } =
+            std::mem::replace(&mut self.state, SessionState::Connected)
+        {
+            room.detach(sid, self.outbound.clone()).await;
         }
     }
 }
@@ -204,6 +214,11 @@ pub(crate) async fn run<S>(
     let mut refresh_at: Option<tokio::time::Instant> = None;
     // A shutdown that began while the socket was being upgraded counts too.
     shutdown.mark_changed();
+    // Whether the participant may be resumed after this socket: yes when
+    // the network or the client ended it, no when the server cut the client
+    // off for misbehaving (too slow, message too large), which removes it
+    // at once as before.
+    let mut resumable = true;
 
     let close: Option<(CloseCode, &'static str)> = loop {
         tokio::select! {
@@ -214,6 +229,7 @@ pub(crate) async fn run<S>(
                         debug!(error = %e, "message over the hard size limit");
                         counters.hit(Limit::MessageSize);
                         session.reply(&ServerMessage::error(ErrorCode::MessageTooLarge, format!("message too large: {e}")), None);
+                        resumable = false;
                         break Some((CloseCode::Size, "message too large"));
                     }
                     Some(Err(e)) => {
@@ -224,7 +240,13 @@ pub(crate) async fn run<S>(
                 };
                 let now = Instant::now();
                 last_heard = now;
-                if let Message::Close(_) = msg {
+                if let Message::Close(frame) = msg {
+                    // A cluster relay that cut its client off (too slow, too
+                    // large) says so with the close code: no resume then,
+                    // as for a client cut off here.
+                    if frame.is_some_and(|f| matches!(f.code, CloseCode::Policy | CloseCode::Size)) {
+                        resumable = false;
+                    }
                     break None;
                 }
                 // Every frame counts against the rate, whatever it is, before
@@ -284,6 +306,7 @@ pub(crate) async fn run<S>(
                     if timed_out {
                         counters.hit(Limit::SlowClient);
                         warn!(identity = %session.claims.sub, timeout = ?limits.send_timeout, "client stopped reading; disconnecting");
+                        resumable = false;
                     }
                     break None;
                 }
@@ -292,6 +315,7 @@ pub(crate) async fn run<S>(
             _ = overflow.notified() => {
                 counters.hit(Limit::SlowClient);
                 warn!(identity = %session.claims.sub, "client too slow to keep up; disconnecting");
+                resumable = false;
                 break Some((CloseCode::Policy, "too slow"));
             }
             _ = ping.tick() => {
@@ -323,9 +347,14 @@ pub(crate) async fn run<S>(
         }
     };
 
-    // The room learns first, so that the others see `participant-left` even
-    // while this client's socket is stuck.
-    session.leave_room().await;
+    // The room learns first, so that it starts the participant's resume
+    // grace time (or removes it, with resume off) even while this client's
+    // socket is stuck.
+    if resumable {
+        session.detach_room().await;
+    } else {
+        session.leave_room().await;
+    }
     let _ = control.try_send(Control::Close(close));
     drop(session);
     // The writer flushes and closes within its send timeout per write; a

@@ -131,6 +131,7 @@ fn bench(c: &mut Criterion) {
                 participant: participant(99),
                 rtp_capabilities: caps.clone(),
                 ice_servers: Vec::new(),
+                resume_token: None,
             },
         ),
         (

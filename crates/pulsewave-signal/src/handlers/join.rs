@@ -1,8 +1,8 @@
-use pulsewave_protocol::{ParticipantPermission, RequestId};
+use pulsewave_protocol::{ParticipantPermission, RequestId, ResumeRequest};
 
 use super::Flow;
 use crate::error::SignalError;
-use crate::room::JoinRequest;
+use crate::room::{self, JoinRequest};
 use crate::session::{Session, SessionState};
 
 /// Longest identity accepted at `join`, in bytes.
@@ -19,6 +19,7 @@ impl JoinHandler {
     pub(crate) async fn handle(
         session: &mut Session,
         room: String,
+        resume: Option<ResumeRequest>,
         request_id: Option<RequestId>,
     ) -> Result<Flow, SignalError> {
         if let SessionState::Joined { room, .. } = &session.state {
@@ -50,6 +51,9 @@ impl JoinHandler {
                 )));
             }
         }
+        if let Some(resume) = resume {
+            return Self::resume(session, room, resume, request_id).await;
+        }
         let video = &session.claims.video;
         // A hidden participant is seen by nobody, so it publishes nothing:
         // no tracks, no data channels, no data messages (as in LiveKit).
@@ -79,6 +83,41 @@ impl JoinHandler {
                 Err(SignalError::RoomClosed(_)) if attempts < 3 => continue,
                 Err(e) => return Err(e),
             }
+        };
+        session.state = SessionState::Joined { room: handle, sid };
+        Ok(Flow::Continue)
+    }
+
+    /// `join` with `resume`: takes back the session whose socket dropped.
+    /// The grant and expiry were checked as for a fresh join; the room
+    /// checks that the identity, sid and resume token match.
+    async fn resume(
+        session: &mut Session,
+        room: String,
+        resume: ResumeRequest,
+        request_id: Option<RequestId>,
+    ) -> Result<Flow, SignalError> {
+        let handle = match session.shared.rooms.open_room(&room, false) {
+            Ok(h) => h,
+            Err(SignalError::RoomNotFound(_)) => {
+                return Err(SignalError::ResumeFailed("the room has closed"));
+            }
+            Err(e) => return Err(e),
+        };
+        let request = room::ResumeRequest {
+            identity: session.claims.sub.clone(),
+            sid: resume.participant_sid,
+            token: resume.token,
+            last_seq: resume.last_seq,
+            outbound: session.outbound.clone(),
+            request_id,
+        };
+        let sid = match handle.resume(request).await {
+            Ok(sid) => sid,
+            Err(SignalError::RoomClosed(_)) => {
+                return Err(SignalError::ResumeFailed("the room has closed"));
+            }
+            Err(e) => return Err(e),
         };
         session.state = SessionState::Joined { room: handle, sid };
         Ok(Flow::Continue)

@@ -53,7 +53,9 @@ impl HandlerRegistry {
     ) -> Result<Flow, SignalError> {
         let rid = request.request_id;
         match request.message {
-            ClientMessage::Join { room } => JoinHandler::handle(session, room, rid).await,
+            ClientMessage::Join { room, resume } => {
+                JoinHandler::handle(session, room, resume, rid).await
+            }
             ClientMessage::Leave => LeaveHandler::handle(session, rid).await,
             ClientMessage::PublishData {
                 kind,

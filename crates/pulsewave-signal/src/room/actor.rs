@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::admin::{AdminOp, AdminReply};
-use super::manager::{JoinRequest, ManagerInner, RoomHandle};
+use super::link::Link;
+use super::manager::{JoinRequest, ManagerInner, ResumeRequest, RoomHandle};
 use super::media::{Cause, MediaRequest};
 use crate::error::SignalError;
 use crate::limits::Limit;
@@ -30,8 +31,19 @@ pub(crate) enum Command {
         request: Box<JoinRequest>,
         reply: Reply<ParticipantSid>,
     },
+    /// An explicit `leave` from the session attached to `sid`.
     Leave {
         sid: ParticipantSid,
+        outbound: Outbound,
+    },
+    /// The socket of the session attached to `sid` went away.
+    Detach {
+        sid: ParticipantSid,
+        outbound: Outbound,
+    },
+    Resume {
+        request: Box<ResumeRequest>,
+        reply: Reply<ParticipantSid>,
     },
     PublishData {
         from: ParticipantSid,
@@ -73,7 +85,9 @@ pub(crate) struct Participant {
     pub(crate) info: ParticipantInfo,
     /// Its key in the room's media core (unique in the room, never reused).
     pub(crate) owner: Owner,
-    pub(crate) outbound: Outbound,
+    /// Its client's queue, the numbering of room messages and the replay
+    /// buffer for resume.
+    pub(crate) outbound: Link,
     /// Its last connection quality (`connection-quality`), once known.
     pub(crate) quality: Option<pulsewave_protocol::Quality>,
     /// Bytes this participant's entry takes in the room listing of `joined`
@@ -212,7 +226,7 @@ impl RoomActor {
         let unavailable =
             || SignalError::Unavailable("no media worker is running to host this room".into());
         match cmd {
-            Command::Join { reply, .. } => {
+            Command::Join { reply, .. } | Command::Resume { reply, .. } => {
                 let _ = reply.send(Err(unavailable()));
             }
             Command::PublishData { reply, .. } | Command::Media { reply, .. } => {
@@ -230,13 +244,14 @@ impl RoomActor {
             Command::Close { reply, .. } => {
                 let _ = reply.send(());
             }
-            Command::Leave { .. } => {}
+            Command::Leave { .. } | Command::Detach { .. } => {}
         }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         loop {
             let deadline = self.empty_since.map(|t| t + self.empty_timeout);
+            let grace_deadline = self.next_grace_expiry();
             // The event receiver is lent to the select and given back
             // before anything runs: handlers drain it themselves after each
             // media call (`apply_media_events`).
@@ -245,6 +260,7 @@ impl RoomActor {
                 cmd = rx.recv() => Step::Command(cmd),
                 event = recv_event(&mut events) => Step::Event(event),
                 _ = sleep_until_opt(deadline) => Step::EmptyTimeout,
+                _ = sleep_until_opt(grace_deadline) => Step::GraceExpired,
             };
             self.events = events;
             match step {
@@ -291,6 +307,10 @@ impl RoomActor {
                     debug!(room = %self.name, "empty room timed out");
                     break;
                 }
+                Step::GraceExpired => {
+                    self.remove_expired().await;
+                    self.report_to_cluster();
+                }
             }
             if self.reap_closed().await {
                 self.report_to_cluster();
@@ -320,6 +340,9 @@ impl RoomActor {
             Command::Join { reply, .. } => {
                 let _ = reply.send(Err(closed()));
             }
+            Command::Resume { reply, .. } => {
+                let _ = reply.send(Err(SignalError::ResumeFailed("the room has closed")));
+            }
             Command::PublishData { reply, .. } | Command::Media { reply, .. } => {
                 let _ = reply.send(Err(closed()));
             }
@@ -335,7 +358,7 @@ impl RoomActor {
             Command::Close { reply, .. } => {
                 let _ = reply.send(());
             }
-            Command::Leave { .. } => {}
+            Command::Leave { .. } | Command::Detach { .. } => {}
         }
     }
 
@@ -345,7 +368,20 @@ impl RoomActor {
                 let result = self.join(*request).await;
                 let _ = reply.send(result);
             }
-            Command::Leave { sid } => self.remove(&sid, None).await,
+            Command::Leave { sid, outbound } => {
+                if self.attached(&sid, &outbound) {
+                    self.remove(&sid, None).await;
+                }
+            }
+            Command::Detach { sid, outbound } => {
+                if self.attached(&sid, &outbound) {
+                    self.detach(&sid).await;
+                }
+            }
+            Command::Resume { request, reply } => {
+                let result = self.resume(*request);
+                let _ = reply.send(result);
+            }
             Command::PublishData {
                 from,
                 kind,
@@ -475,6 +511,13 @@ impl RoomActor {
             data_channels: Vec::new(),
         };
         let sid = info.sid.clone();
+        let settings = self.manager.settings();
+        let capacity = if settings.resume_grace.is_zero() {
+            0
+        } else {
+            settings.resume_buffer
+        };
+        let link = Link::new(req.outbound, capacity);
         let cost = listed_bytes(&info);
         if cost > 0 {
             let max = self.manager.settings().max_room_listing_bytes;
@@ -488,8 +531,10 @@ impl RoomActor {
             participant: info.clone(),
             rtp_capabilities: self.rtp_capabilities.clone(),
             ice_servers: self.manager.settings().ice_servers_for(&info.identity),
+            resume_token: link.token(),
         };
-        req.outbound.send(&joined, req.request_id.as_ref());
+        // Not numbered: a client that never saw `joined` has nothing to resume.
+        link.send_unnumbered(encode(&joined, req.request_id.as_ref()), false);
         if !info.permission.hidden {
             self.broadcast(
                 &ServerMessage::ParticipantJoined {
@@ -503,7 +548,7 @@ impl RoomActor {
         self.participants.push(Participant {
             info,
             owner: Owner::new(self.next_owner),
-            outbound: req.outbound,
+            outbound: link,
             quality: None,
             listed_bytes: cost,
         });
@@ -562,9 +607,91 @@ impl RoomActor {
             .collect();
         let any = !gone.is_empty();
         for sid in gone {
-            self.remove(&sid, None).await;
+            self.detach(&sid).await;
         }
         any
+    }
+
+    /// Whether `outbound`'s session is the one attached to `sid`.
+    fn attached(&self, sid: &ParticipantSid, outbound: &Outbound) -> bool {
+        self.participant(sid)
+            .is_ok_and(|p| p.outbound.is_attached_to(outbound))
+    }
+
+    /// `sid`'s socket went away without `leave`: it stays, media and all,
+    /// for the grace time, unseen by the others; with resume off it is
+    /// removed at once.
+    async fn detach(&mut self, sid: &ParticipantSid) {
+        if self.manager.settings().resume_grace.is_zero() {
+            return self.remove(sid, None).await;
+        }
+        let name = self.name.clone();
+        if let Ok(p) = self.participant_mut(sid) {
+            info!(room = %name, identity = %p.info.identity, sid = %sid, "participant's socket dropped; waiting for a resume");
+            p.outbound.detach(Instant::now());
+        }
+    }
+
+    /// When the earliest grace time of a detached participant ends.
+    fn next_grace_expiry(&self) -> Option<Instant> {
+        let grace = self.manager.settings().resume_grace;
+        self.participants
+            .iter()
+            .filter_map(|p| p.outbound.detached_at())
+            .min()
+            .map(|t| t + grace)
+    }
+
+    /// Removes, as if they had left, the detached participants whose grace
+    /// time is over.
+    async fn remove_expired(&mut self) {
+        let grace = self.manager.settings().resume_grace;
+        let now = Instant::now();
+        let mut expired: Vec<(Instant, ParticipantSid)> = self
+            .participants
+            .iter()
+            .filter_map(|p| p.outbound.detached_at().map(|t| (t, p.info.sid.clone())))
+            .filter(|(t, _)| *t + grace <= now)
+            .collect();
+        // In the order their sockets dropped, as `leave`s would have come.
+        expired.sort_by_key(|(t, _)| *t);
+        for (_, sid) in expired {
+            info!(room = %self.name, sid = %sid, "no resume within the grace time; removing");
+            self.remove(&sid, None).await;
+        }
+    }
+
+    /// Gives a participant's session to a new connection: same sid, media
+    /// and ids; `resumed`, then the messages it missed, in order.
+    fn resume(&mut self, req: ResumeRequest) -> Result<ParticipantSid, SignalError> {
+        let room = self.info(Some(&req.sid), false);
+        let name = self.name.clone();
+        let p = self
+            .participants
+            .iter_mut()
+            .find(|p| p.info.sid == req.sid)
+            .ok_or(SignalError::ResumeFailed(
+                "the session is gone (left, replaced or past the grace time)",
+            ))?;
+        if p.info.identity != req.identity {
+            return Err(SignalError::ResumeFailed(
+                "the resume credentials do not match this session",
+            ));
+        }
+        p.outbound
+            .check_resume(&req.token, req.last_seq)
+            .map_err(SignalError::ResumeFailed)?;
+        let (resume_token, missed) = p.outbound.resume(req.outbound, req.last_seq);
+        let resumed = ServerMessage::Resumed {
+            room,
+            participant: p.info.clone(),
+            resume_token,
+            replayed: missed.len() as u64,
+        };
+        p.outbound
+            .send_replay(encode(&resumed, req.request_id.as_ref()), missed);
+        info!(room = %name, identity = %p.info.identity, sid = %p.info.sid, "participant resumed");
+        Ok(p.info.sid.clone())
     }
 
     /// Tells the cluster the room's participants and tracks if they changed
@@ -646,7 +773,7 @@ impl RoomActor {
                 DataKind::Reliable => {
                     p.outbound.send_encoded(text.clone());
                 }
-                DataKind::Lossy => p.outbound.send_lossy(text.clone()),
+                DataKind::Lossy => p.outbound.send_unnumbered(text.clone(), true),
             }
         }
         Ok(())
@@ -737,4 +864,6 @@ enum Step {
     Command(Option<Command>),
     Event(Option<MediaEvent>),
     EmptyTimeout,
+    /// A detached participant's grace time is over.
+    GraceExpired,
 }

@@ -320,7 +320,7 @@ impl RoomActor {
                         DataKind::Reliable => {
                             p.outbound.send_encoded(text.clone());
                         }
-                        DataKind::Lossy => p.outbound.send_lossy(text.clone()),
+                        DataKind::Lossy => p.outbound.send_unnumbered(text.clone(), true),
                     }
                 }
                 Ok(AdminReply::Done)

@@ -36,6 +36,11 @@ pub struct RoomSettings {
     pub empty_timeout: Duration,
     /// Whether `join` creates a missing room.
     pub auto_create: bool,
+    /// How long a participant whose WebSocket dropped waits to be resumed
+    /// (0: removed at once).
+    pub resume_grace: Duration,
+    /// Room messages kept per participant for replay on resume.
+    pub resume_buffer: usize,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,
     /// ICE servers made per participant (embedded TURN credentials),
@@ -61,6 +66,8 @@ impl Default for RoomSettings {
             max_room_listing_bytes: limits.max_room_listing_bytes,
             empty_timeout: Duration::from_secs(10),
             auto_create: true,
+            resume_grace: crate::config::DEFAULT_RESUME_GRACE,
+            resume_buffer: crate::config::DEFAULT_RESUME_BUFFER,
             ice_servers: Vec::new(),
             participant_ice_servers: None,
             media: None,
@@ -289,6 +296,18 @@ pub(crate) struct JoinRequest {
     pub(crate) request_id: Option<RequestId>,
 }
 
+/// A client taking back its session after its WebSocket dropped.
+#[derive(Debug)]
+pub(crate) struct ResumeRequest {
+    /// The identity of the new connection's token: must be the session's.
+    pub(crate) identity: String,
+    pub(crate) sid: ParticipantSid,
+    pub(crate) token: String,
+    pub(crate) last_seq: u64,
+    pub(crate) outbound: Outbound,
+    pub(crate) request_id: Option<RequestId>,
+}
+
 /// A handle to one open room. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RoomHandle {
@@ -374,8 +393,27 @@ impl RoomHandle {
         .await
     }
 
-    pub(crate) async fn leave(&self, sid: ParticipantSid) {
-        let _ = self.tx.send(Command::Leave { sid }).await;
+    /// Removes `sid` (an explicit `leave`) if `outbound`'s session is the
+    /// one attached to it.
+    pub(crate) async fn leave(&self, sid: ParticipantSid, outbound: Outbound) {
+        let _ = self.tx.send(Command::Leave { sid, outbound }).await;
+    }
+
+    /// `outbound`'s socket went away without `leave`: `sid` waits for a
+    /// resume for the grace time (or is removed at once if resume is off).
+    pub(crate) async fn detach(&self, sid: ParticipantSid, outbound: Outbound) {
+        let _ = self.tx.send(Command::Detach { sid, outbound }).await;
+    }
+
+    pub(crate) async fn resume(
+        &self,
+        request: ResumeRequest,
+    ) -> Result<ParticipantSid, SignalError> {
+        self.call(|reply| Command::Resume {
+            request: Box::new(request),
+            reply,
+        })
+        .await
     }
 
     pub(crate) async fn media(

@@ -8,11 +8,12 @@
 
 mod actor;
 mod admin;
+mod link;
 mod manager;
 mod media;
 
 pub(crate) use actor::unix_millis;
 pub(crate) use admin::{AdminOp, AdminReply, PermissionUpdate};
-pub(crate) use manager::{JoinRequest, validate_room_name};
+pub(crate) use manager::{JoinRequest, ResumeRequest, validate_room_name};
 pub use manager::{RoomHandle, RoomManager, RoomSettings};
 pub(crate) use media::MediaRequest;
