@@ -530,7 +530,7 @@ fn validate(config: &Config) -> Result<(), LoadTestError> {
 }
 
 /// Runs the churn soak. It stops by itself: waves for `--duration`, each
-/// participant bounded by its plan plus [`OVERRUN`], the settling by
+/// participant bounded by its plan plus `OVERRUN` (30 s), the settling by
 /// `--wave-settle` and `--settle-timeout`.
 pub async fn churn(config: Config) -> Result<ChurnReport, LoadTestError> {
     validate(&config)?;
