@@ -572,16 +572,12 @@ impl RoomActor {
                 owner,
                 reason,
             } => {
-                let Some(owner) = self.sid_of(owner) else {
-                    return;
-                };
-                self.send_to(
-                    &owner,
+                self.send_to_owner(
+                    owner,
                     &ServerMessage::TransportClosed {
                         transport_id,
                         reason: reason.as_str().to_owned(),
                     },
-                    None,
                 );
             }
             MediaEvent::ConsumerClosed {
@@ -590,16 +586,12 @@ impl RoomActor {
                 owner,
                 ..
             } => {
-                let Some(owner) = self.sid_of(owner) else {
-                    return;
-                };
-                self.send_to(
-                    &owner,
+                self.send_to_owner(
+                    owner,
                     &ServerMessage::TrackUnsubscribed {
                         consumer_id,
                         producer_id,
                     },
-                    None,
                 );
             }
             MediaEvent::ConsumerLayersChanged {
@@ -607,17 +599,13 @@ impl RoomActor {
                 owner,
                 layers,
             } => {
-                let Some(owner) = self.sid_of(owner) else {
-                    return;
-                };
-                self.send_to(
-                    &owner,
+                self.send_to_owner(
+                    owner,
                     &ServerMessage::ConsumerLayersChanged {
                         consumer_id,
                         spatial_layer: layers.map(|l| l.0),
                         temporal_layer: layers.map(|l| l.1),
                     },
-                    None,
                 );
             }
             MediaEvent::ConsumerCongested {
@@ -625,11 +613,8 @@ impl RoomActor {
                 owner,
                 congested,
             } => {
-                let Some(owner) = self.sid_of(owner) else {
-                    return;
-                };
-                self.send_to(
-                    &owner,
+                self.send_to_owner(
+                    owner,
                     &ServerMessage::StreamStateChanged {
                         consumer_id,
                         state: if congested {
@@ -639,7 +624,6 @@ impl RoomActor {
                         },
                         reason: "congestion".into(),
                     },
-                    None,
                 );
             }
             MediaEvent::ProducerLayersWanted {
@@ -673,14 +657,7 @@ impl RoomActor {
                 owner,
                 ..
             } => {
-                let Some(owner) = self.sid_of(owner) else {
-                    return;
-                };
-                self.send_to(
-                    &owner,
-                    &ServerMessage::DataUnsubscribed { data_consumer_id },
-                    None,
-                );
+                self.send_to_owner(owner, &ServerMessage::DataUnsubscribed { data_consumer_id });
             }
             MediaEvent::ConnectionQuality { owner, quality } => {
                 let quality = match quality {
@@ -734,6 +711,14 @@ impl RoomActor {
             .iter()
             .find(|p| p.owner == owner)
             .map(|p| p.info.sid.clone())
+    }
+
+    /// Sends `message` to the participant of media owner `owner`, if it is
+    /// still in the room.
+    fn send_to_owner(&mut self, owner: Owner, message: &ServerMessage) {
+        if let Some(sid) = self.sid_of(owner) {
+            self.send_to(&sid, message, None);
+        }
     }
 
     /// Sends `message` about `owner`'s object to everyone: to the
