@@ -38,11 +38,11 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use pulsewave_client::SyntheticConfig;
-use pulsewave_core::Event;
+use pulsewave_core::{Event, Owner};
 use pulsewave_protocol::rtp::uri;
 use pulsewave_protocol::transport::SctpStreamParameters;
 use pulsewave_protocol::{
-    ConsumerId, DataProducerId, MediaKind, ParticipantSid, ProducerId, TransportId,
+    ConsumerId, DataProducerId, MediaKind, ProducerId, TransportId,
 };
 use pulsewave_test::{
     Direction, LinkConfig, PacketKind, Sim, SimConfig, SimulcastOptions, TrackOptions,
@@ -108,8 +108,8 @@ struct Stream {
 /// What the setup built.
 struct World {
     sim: Sim,
-    alice: ParticipantSid,
-    bob: ParticipantSid,
+    alice: Owner,
+    bob: Owner,
     send: TransportId,
     recv: TransportId,
     producers: Vec<ProducerId>,
@@ -150,16 +150,16 @@ fn setup() -> World {
     });
     let alice = sim.join("alice");
     let bob = sim.join("bob");
-    let send = sim.send_transport(&alice);
-    let recv = sim.recv_transport(&bob);
+    let send = sim.send_transport(alice);
+    let recv = sim.recv_transport(bob);
     // The tracks start 1.3 ms apart and the layers run at different rates,
     // and every source starts silent (the fuzzer turns them on): packets of
     // several streams queued in one str0m stack at the same instant leave in
     // the order of a std HashMap (its null pacer breaks ties by iteration
     // order), which std seeds from the operating system.
     let stagger = Duration::from_micros(1300);
-    let (audio, amid) = sim.publish(&alice, MediaKind::Audio, "audio/opus");
-    sim.set_sending(&alice, &amid, false);
+    let (audio, amid) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+    sim.set_sending(alice, &amid, false);
     sim.advance(stagger);
     let video_media = SyntheticConfig {
         keyframe_interval: Duration::from_secs(1),
@@ -170,9 +170,9 @@ fn setup() -> World {
         ..TrackOptions::default()
     };
     let (video, vmid) = sim
-        .try_publish(&alice, None, MediaKind::Video, "video/VP8", video_options)
+        .try_publish(alice, None, MediaKind::Video, "video/VP8", video_options)
         .expect("Alice publishes video");
-    sim.set_sending(&alice, &vmid, false);
+    sim.set_sending(alice, &vmid, false);
     sim.advance(stagger);
     let mut layers = SimulcastOptions::new("video/VP8", &["l", "h"]);
     for ((_, media), fps) in layers.layers.iter_mut().zip([7, 11]) {
@@ -180,16 +180,16 @@ fn setup() -> World {
         media.bitrate_bps = 80_000;
     }
     let (simul, smid) = sim
-        .try_publish_simulcast(&alice, None, "video/VP8", layers)
+        .try_publish_simulcast(alice, None, "video/VP8", layers)
         .expect("Alice publishes simulcast video");
-    sim.set_sending(&alice, &smid, false);
+    sim.set_sending(alice, &smid, false);
     let producers = vec![audio, video, simul];
-    let consumers: Vec<ConsumerId> = producers.iter().map(|p| sim.subscribe(&bob, p)).collect();
+    let consumers: Vec<ConsumerId> = producers.iter().map(|p| sim.subscribe(bob, p)).collect();
     let data_producer = sim
-        .publish_data(&alice, 1, "chat", true, None)
+        .publish_data(alice, 1, "chat", true, None)
         .expect("Alice publishes a data channel");
     let bob_stream = sim
-        .subscribe_data(&bob, &data_producer)
+        .subscribe_data(bob, &data_producer)
         .expect("Bob subscribes to it")
         .sctp_stream_parameters
         .stream_id;
@@ -439,7 +439,7 @@ fn run(data: &[u8]) -> Outcome {
         &REACHED.datagrams_dropped,
         after.datagrams_dropped - before.datagrams_dropped,
     );
-    let rtx_pt = w.sim.subscription(&w.bob, &w.consumers[1]).rtx_payload_type;
+    let rtx_pt = w.sim.subscription(w.bob, &w.consumers[1]).rtx_payload_type;
     let rtx = w
         .sim
         .link()
@@ -464,7 +464,7 @@ fn run(data: &[u8]) -> Outcome {
         room: format!("{:?}", w.sim.stats()),
         endpoint: format!("{:?}", w.sim.endpoint().stats()),
         bob_rtp: w.sim.peer(&w.recv).rtp().len(),
-        bob_data: w.sim.data_received(&w.bob).len(),
+        bob_data: w.sim.data_received(w.bob).len(),
         room_events: w.sim.events().len(),
     };
 
@@ -609,12 +609,12 @@ fn step(w: &mut World, r: &mut Reader<'_>) {
             let produced =
                 w.sim
                     .room_mut()
-                    .produce_data(now, &alice, Some(&send), params, &label, "");
+                    .produce_data(now, alice, Some(&send), params, &label, "", pulsewave_core::AppData::default());
             if let Ok(dp) = produced
                 && flags & 16 != 0
             {
                 let (bob, recv) = (w.bob.clone(), w.recv.clone());
-                let consumed = w.sim.room_mut().consume_data(now, &bob, Some(&recv), &dp);
+                let consumed = w.sim.room_mut().consume_data(now, bob, Some(&recv), &dp);
                 if let Ok(c) = consumed {
                     let _ = w
                         .sim
@@ -686,10 +686,10 @@ fn step(w: &mut World, r: &mut Reader<'_>) {
             let bob = w.bob.clone();
             let mut room = w.sim.room_mut();
             let _ = match which / 64 {
-                0 => room.pause_consumer(now, &bob, &c),
-                1 => room.resume_consumer(now, &bob, &c),
-                2 => room.set_consumer_preferred_layer(now, &bob, &c, Some(which % 4)),
-                _ => room.set_consumer_preferred_layer(now, &bob, &c, None),
+                0 => room.pause_consumer(now, bob, &c),
+                1 => room.resume_consumer(now, bob, &c),
+                2 => room.set_consumer_preferred_layers(now, bob, &c, Some(which % 4), None),
+                _ => room.set_consumer_preferred_layers(now, bob, &c, None, None),
             };
         }
         19 => {
@@ -698,9 +698,9 @@ fn step(w: &mut World, r: &mut Reader<'_>) {
             let alice = w.alice.clone();
             let mut room = w.sim.room_mut();
             let _ = if which & 0x80 == 0 {
-                room.pause_producer(now, &alice, &p)
+                room.pause_producer(now, alice, &p)
             } else {
-                room.resume_producer(now, &alice, &p)
+                room.resume_producer(now, alice, &p)
             };
         }
         20 => {
@@ -709,21 +709,21 @@ fn step(w: &mut World, r: &mut Reader<'_>) {
                 0 => {
                     let c = w.consumers[usize::from(which / 4) % w.consumers.len()].clone();
                     let bob = w.bob.clone();
-                    let _ = w.sim.room_mut().close_consumer(now, &bob, &c);
+                    let _ = w.sim.room_mut().close_consumer(now, bob, &c);
                     let _ = w.sim.peer_mut(&w.recv).transport_mut().remove_consumer(&c);
                 }
                 1 => {
                     let i = usize::from(which / 4) % w.producers.len();
                     let p = w.producers[i].clone();
                     let alice = w.alice.clone();
-                    let _ = w.sim.room_mut().close_producer(now, &alice, &p);
+                    let _ = w.sim.room_mut().close_producer(now, alice, &p);
                     let mid = w.mids[i].clone();
-                    w.sim.set_sending(&alice, &mid, false);
+                    w.sim.set_sending(alice, &mid, false);
                 }
                 2 => {
                     let alice = w.alice.clone();
                     let dp = w.data_producer.clone();
-                    let _ = w.sim.room_mut().close_data_producer(now, &alice, &dp);
+                    let _ = w.sim.room_mut().close_data_producer(now, alice, &dp);
                 }
                 _ => {
                     // The rarest: a peer closes its transport (RTCP BYE,
@@ -752,12 +752,12 @@ fn step(w: &mut World, r: &mut Reader<'_>) {
             match usize::from(which & 0x7f) % 4 {
                 i @ (0 | 1) => {
                     let mid = w.mids[i].clone();
-                    w.sim.set_sending(&alice, &mid, on);
+                    w.sim.set_sending(alice, &mid, on);
                 }
                 i => {
                     let mid = w.mids[2].clone();
                     let rid = if i == 2 { "l" } else { "h" };
-                    w.sim.set_layer_sending(&alice, &mid, rid, on);
+                    w.sim.set_layer_sending(alice, &mid, rid, on);
                 }
             }
         }
@@ -794,7 +794,7 @@ fn send_rtp(w: &mut World, r: &mut Reader<'_>) {
         let mut s = w.streams[sel % w.streams.len()].clone();
         // The synthetic source may have sent on it too.
         if !s.rtx {
-            let track = w.sim.track(&w.alice, &s.mid);
+            let track = w.sim.track(w.alice, &s.mid);
             let sent = match &s.rid {
                 Some(rid) => track.layer(rid).and_then(|l| l.sent().last()),
                 None => track.sent().last(),
@@ -920,7 +920,7 @@ fn send_rtcp(w: &mut World, r: &mut Reader<'_>) {
         w.consumers
             .iter()
             .flat_map(|c| {
-                let s = w.sim.subscription(&w.bob, c);
+                let s = w.sim.subscription(w.bob, c);
                 [Some(s.ssrc), s.rtx_ssrc]
             })
             .flatten()
@@ -981,13 +981,13 @@ fn send_rtcp(w: &mut World, r: &mut Reader<'_>) {
                     .consumers
                     .iter()
                     .find(|c| {
-                        let s = w.sim.subscription(&w.bob, c);
+                        let s = w.sim.subscription(w.bob, c);
                         s.ssrc == media
                     })
                     .cloned();
                 let last = consumer
                     .map(|c| {
-                        let mid = w.sim.subscription(&w.bob, &c).mid.clone();
+                        let mid = w.sim.subscription(w.bob, &c).mid.clone();
                         w.sim
                             .peer(&w.recv)
                             .rtp()
