@@ -802,7 +802,12 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn load(vars: &[(&str, &str)], dev: bool) -> Result<Settings, ConfigError> {
+    /// Settings from `vars` alone (no process environment); also used by
+    /// the `turn` module's tests.
+    pub(in crate::settings) fn load(
+        vars: &[(&str, &str)],
+        dev: bool,
+    ) -> Result<Settings, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -250,22 +250,7 @@ pub(crate) fn load(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use crate::settings::{ConfigError, ServeArgs, Settings, Source};
-
-    fn load(vars: &[(&str, &str)], dev: bool) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let env = move |k: &str| map.get(k).cloned();
-        let args = ServeArgs {
-            dev,
-            ..Default::default()
-        };
-        Settings::load(&args, &Source::new(&env))
-    }
+    use crate::settings::tests::load;
 
     const PROD: [(&str, &str); 3] = [
         ("API_KEY", "key"),
