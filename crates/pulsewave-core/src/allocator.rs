@@ -102,10 +102,25 @@ pub(crate) struct Allocation {
 /// allocation per demand into `out`. `max_up_steps` bounds how far above its
 /// current layer each consumer may go in this run, when the budget does not
 /// cover everyone's best anyway. Returns the total allocated.
+#[cfg(test)]
 pub(crate) fn allocate(
     budget: u64,
     demands: &[Demand],
     max_up_steps: usize,
+    out: &mut Vec<Allocation>,
+) -> u64 {
+    allocate_with(budget, demands, max_up_steps, true, out)
+}
+
+/// [`allocate`], with the [`UP_HEADROOM`] and [`KEYFRAME_ALLOWANCE`] of
+/// steps above a current layer only when `headroom`: without it, `budget`
+/// is a total already known to fit (what is forwarded now, while holding
+/// after congestion), and only its share among consumers changes.
+pub(crate) fn allocate_with(
+    budget: u64,
+    demands: &[Demand],
+    max_up_steps: usize,
+    headroom: bool,
     out: &mut Vec<Allocation>,
 ) -> u64 {
     out.clear();
@@ -131,7 +146,7 @@ pub(crate) fn allocate(
     let mut used: u64 = 0;
     let fits = |used: u64, extra: u64, up: bool, keyframe: u64| {
         let total = used.saturating_add(extra) as f64;
-        if up {
+        if up && headroom {
             total * UP_HEADROOM + keyframe as f64 * KEYFRAME_ALLOWANCE <= budget as f64
         } else {
             total <= budget as f64
@@ -329,5 +344,30 @@ mod tests {
         allocate(10_000_000, &[d], 1, &mut out);
         assert_eq!(out[0].layer, Some((2, 2)));
         assert_eq!(out[0].next_step, None);
+    }
+
+    #[test]
+    fn without_headroom_a_held_total_is_shared_anew_by_priority() {
+        // Two cameras at 360p@15 (300k each): 600k forwarded, held.
+        let mut speaker = camera(128);
+        speaker.current = Some((1, 1));
+        let mut other = camera(1);
+        other.current = Some((1, 1));
+        // With headroom, the speaker cannot climb inside that total...
+        let mut out = Vec::new();
+        allocate_with(
+            600_000,
+            &[speaker.clone(), other.clone()],
+            1,
+            true,
+            &mut out,
+        );
+        assert_eq!(out[0].layer, Some((1, 1)));
+        // ... without it (the total is known to fit), it takes 360p@30
+        // (500k) and the other camera gives way, within the same total.
+        let used = allocate_with(600_000, &[speaker, other], 1, false, &mut out);
+        assert_eq!(out[0].layer, Some((1, 2)));
+        assert!(out[1].layer < Some((1, 1)), "{:?}", out[1].layer);
+        assert!(used <= 600_000, "{used}");
     }
 }

@@ -96,7 +96,7 @@ pub use endpoint::{
 };
 pub use error::Error;
 pub use event::{AppData, CloseReason, Event, LayerWanted, StateChange, Transmit};
-pub use media::{DEFAULT_PRIORITY, View};
+pub use media::{DEFAULT_PRIORITY, SPEAKER_PRIORITY, View};
 pub use owners::Owner;
 pub use quality::{ConnectionQuality, LOST_AFTER, ProducerStats, QUALITY_INTERVAL};
 pub use room::{

@@ -46,6 +46,10 @@ pub(crate) struct Producer {
     pub(crate) bytes: u64,
     /// Default share of bandwidth for its consumers (1 to 255).
     pub(crate) priority: u8,
+    /// A video producer whose publisher is among the active speakers: its
+    /// consumers rank at least [`SPEAKER_PRIORITY`] (see
+    /// [`Producer::effective_priority`]).
+    pub(crate) speaking: bool,
     /// Dynacast: the layers reported wanted to the publisher (bit `i`:
     /// layer `i`), `None` before the first report.
     pub(crate) wanted_reported: Option<u32>,
@@ -68,6 +72,13 @@ pub(crate) const DYNACAST_DOWN_DELAY: Duration = Duration::from_secs(5);
 
 /// The default priority of a consumer: LiveKit's and mediasoup's 1.
 pub const DEFAULT_PRIORITY: u8 = 1;
+
+/// The priority the video of an active speaker gets while it speaks: above
+/// cameras ([`DEFAULT_PRIORITY`]), below a screen share (255), so a
+/// subscriber short of bandwidth keeps the speaker's layers over the
+/// other cameras. A consumer's own priority (mediasoup's `setPriority`)
+/// still wins.
+pub const SPEAKER_PRIORITY: u8 = 128;
 
 /// One encoding of a producer: a single stream, or a simulcast layer.
 pub(crate) struct Layer {
@@ -104,6 +115,16 @@ impl Layer {
 }
 
 impl Producer {
+    /// The priority its consumers without one of their own get: its own,
+    /// raised to [`SPEAKER_PRIORITY`] while its publisher speaks.
+    pub(crate) fn effective_priority(&self) -> u8 {
+        if self.speaking {
+            self.priority.max(SPEAKER_PRIORITY)
+        } else {
+            self.priority
+        }
+    }
+
     /// The highest layer the publisher is sending now (0 if none is).
     pub(crate) fn best_layer(&self, now: Instant) -> usize {
         self.layers

@@ -45,6 +45,11 @@ impl<T: Entry> Default for Registry<T> {
 }
 
 impl<T: Entry> Registry<T> {
+    /// Every object with its key, mutably.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+        self.slab.iter_mut()
+    }
+
     /// Adds an object; returns its key.
     pub(crate) fn insert(&mut self, value: T) -> usize {
         let id = value.id().clone();

@@ -163,7 +163,7 @@ impl Room {
                         kind: p.map_or(MediaKind::Video, |p| p.kind),
                         priority: c
                             .priority
-                            .or(p.map(|p| p.priority))
+                            .or(p.map(|p| p.effective_priority()))
                             .unwrap_or(DEFAULT_PRIORITY),
                         layers: c.reported_layers,
                         target: c.target,
@@ -248,7 +248,7 @@ impl Room {
                 continue;
             }
             let mut d = Demand {
-                priority: c.priority.unwrap_or(p.priority).max(1),
+                priority: c.priority.unwrap_or(p.effective_priority()).max(1),
                 spatial_layers: p.layers.len().min(MAX_SPATIAL) as u8,
                 temporal_layers: 1,
                 max_spatial: spatial_cap(p, c.preferred_layer, &c.view).min(MAX_SPATIAL - 1) as u8,
@@ -280,9 +280,36 @@ impl Room {
         let budget = estimate.map_or(u64::MAX, |e| {
             ((e as f64 * BUDGET_SHARE) as u64).saturating_sub(audio)
         });
-        let up_steps = if hold { 0 } else { UP_STEPS_PER_RUN };
+        // What the layers forwarded until now cost at today's rates, and
+        // what consumers without a layer yet would take at best.
+        let mut current_cost: u64 = 0;
+        let mut newcomers: u64 = 0;
+        let mut best: u64 = 0;
+        for d in &demands {
+            let top = allocator::path(d)
+                .last()
+                .map_or(0, |l| allocator::cost(d, l));
+            best = best.saturating_add(top);
+            match d.current {
+                Some(l) => current_cost = current_cost.saturating_add(allocator::cost(d, l)),
+                None if !d.congested => newcomers = newcomers.saturating_add(top),
+                None => {}
+            }
+        }
+        // While holding after a congestion downgrade (and the budget does
+        // not cover everyone's best anyway) the total does not grow past
+        // what is forwarded now, a total known to fit, plus what new
+        // consumers take; but it may be shared anew: an active speaker or
+        // a screen share still takes its place.
+        let covered = best as f64 * allocator::UP_HEADROOM <= budget as f64;
+        let (share, headroom) = if hold && !covered && current_cost <= budget {
+            (budget.min(current_cost.saturating_add(newcomers)), false)
+        } else {
+            (budget, true)
+        };
         let mut result: Vec<Allocation> = Vec::with_capacity(demands.len());
-        let used = allocator::allocate(budget, &demands, up_steps, &mut result);
+        let used =
+            allocator::allocate_with(share, &demands, UP_STEPS_PER_RUN, headroom, &mut result);
         // Apply.
         let mut downgraded = false;
         let mut upgraded = false;
@@ -309,15 +336,20 @@ impl Room {
             return;
         };
         t.bwe.allocated = used.saturating_add(audio);
+        // A downgrade is a sign of congestion only when the layers forwarded
+        // until now no longer fit the budget; one made to give way to a
+        // higher priority (an active speaker, a screen share) or to a new
+        // consumer holds nothing down.
+        let downgraded = downgraded && current_cost > budget;
+        let last_up = t.bwe.last_up;
         if upgraded {
             t.bwe.last_up = Some(now);
             t.bwe.probe_every = None;
         }
         if downgraded {
             let bwe = &mut t.bwe;
-            let failed_upgrade = bwe
-                .last_up
-                .is_some_and(|u| now.saturating_duration_since(u) < FAILED_UPGRADE_WINDOW);
+            let failed_upgrade =
+                last_up.is_some_and(|u| now.saturating_duration_since(u) < FAILED_UPGRADE_WINDOW);
             let stable = bwe
                 .last_down
                 .is_none_or(|d| now.saturating_duration_since(d) > STABLE_RESET);

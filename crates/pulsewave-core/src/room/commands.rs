@@ -333,6 +333,7 @@ impl Room {
             packets: 0,
             bytes: 0,
             priority: DEFAULT_PRIORITY,
+            speaking: false,
             wanted_reported: None,
             wanted_pending: None,
             speech: Default::default(),

@@ -114,7 +114,7 @@ impl Room {
         let (transport, producer) = (c.transport, c.producer);
         let effective = c
             .priority
-            .or_else(|| self.producers.get(producer).map(|p| p.priority))
+            .or_else(|| self.producers.get(producer).map(|p| p.effective_priority()))
             .unwrap_or(DEFAULT_PRIORITY);
         self.want_allocation(transport);
         self.process(now);

@@ -6,8 +6,10 @@ use std::time::Instant;
 use pulsewave_protocol::MediaKind;
 
 use crate::event::Event;
+use crate::owners::Owner;
 use crate::speaker::{ActiveSpeaker, SPEAKER_INTERVAL};
 use crate::transport::Timer;
+use crate::transport::TransportKey;
 
 use super::Room;
 
@@ -24,6 +26,41 @@ impl Room {
             self.out
                 .timers
                 .push(self.now + SPEAKER_INTERVAL, Timer::Speakers);
+        }
+    }
+
+    /// Raises the video of the publishers now speaking to
+    /// [`SPEAKER_PRIORITY`](crate::SPEAKER_PRIORITY) and lowers the video
+    /// of those who stopped, reallocating the transports that consume it.
+    /// Runs only when the speakers change (at most every
+    /// `SPEAKER_INTERVAL`), one step per producer.
+    fn rank_speakers_video(&mut self) {
+        let speaking: Vec<Owner> = self
+            .speakers
+            .last
+            .iter()
+            .filter_map(|&(k, _)| self.producers.get(k).map(|p| p.owner))
+            .collect();
+        let mut transports: Vec<TransportKey> = Vec::new();
+        for (_, p) in self.producers.iter_mut() {
+            if p.kind != MediaKind::Video {
+                continue;
+            }
+            let now_speaking = speaking.contains(&p.owner);
+            if p.speaking == now_speaking {
+                continue;
+            }
+            p.speaking = now_speaking;
+            for &c in &p.consumers {
+                if let Some(c) = self.consumers.get(c)
+                    && !transports.contains(&c.transport)
+                {
+                    transports.push(c.transport);
+                }
+            }
+        }
+        for t in transports {
+            self.want_allocation(t);
         }
     }
 
@@ -60,6 +97,7 @@ impl Room {
                 .collect();
             self.events.push_back(Event::ActiveSpeakers { speakers });
             self.speakers.last = current;
+            self.rank_speakers_video();
         }
         if !self.speakers.audio.is_empty() || !self.speakers.last.is_empty() {
             self.speakers.armed = true;

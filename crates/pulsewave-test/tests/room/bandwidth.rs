@@ -426,3 +426,59 @@ fn adaptive_stream_serves_the_rendered_size_and_a_hidden_tile_gets_nothing() {
     view(&mut sim, false, 720);
     assert_eq!(last(&mut sim).flatten().map(|l| l.0), Some(2));
 }
+
+#[test]
+fn the_active_speakers_camera_keeps_its_layers_over_the_others() {
+    let (mut sim, alice, bob) = alice_and_bob(404);
+    let carol = sim.join("carol");
+    sim.send_transport(carol);
+    let (alice_cam, _) = publish_camera(&mut sim, alice);
+    let (carol_cam, _) = publish_camera(&mut sim, carol);
+    sim.publish(alice, MediaKind::Audio, "audio/opus");
+    sim.publish(carol, MediaKind::Audio, "audio/opus");
+    let set_level = |sim: &mut Sim, who: Owner, level: i8| {
+        let tid = crate::send_tid(sim, who);
+        sim.peer_mut(&tid)
+            .transport_mut()
+            .set_audio_level(Some(level));
+    };
+    set_level(&mut sim, alice, -127);
+    set_level(&mut sim, carol, -127);
+    // Bob can take one top layer and one bottom one, not two middle ones
+    // and a top one: 1.8 Mbit/s.
+    limit(&mut sim, bob, Some(1_800_000));
+    let a = sim.subscribe(bob, &alice_cam);
+    let c = sim.subscribe(bob, &carol_cam);
+    sim.advance(15 * SECOND);
+    let events = sim.take_events();
+    let last = |events: &[(Instant, Event)], id: &ConsumerId| {
+        layer_changes(events, id).last().and_then(|(_, l)| *l)
+    };
+    let (quiet_a, quiet_c) = (last(&events, &a), last(&events, &c));
+    assert!(
+        quiet_a.is_some() && quiet_c.is_some(),
+        "nobody speaks: both cameras are forwarded ({quiet_a:?}, {quiet_c:?})"
+    );
+
+    // Carol speaks: her camera ranks above Alice's.
+    set_level(&mut sim, carol, -6);
+    sim.advance(10 * SECOND);
+    let events = sim.take_events();
+    let layers = sim.room().transport_allocations(bob);
+    let (a1, c1) = (last(&events, &a).or(quiet_a), last(&events, &c).or(quiet_c));
+    assert!(
+        c1.is_some_and(|c| c.0 >= 1) && a1 < c1,
+        "the speaker (Carol) gets the better layers, Alice gives way: alice {a1:?}, carol {c1:?} ({layers:?})"
+    );
+
+    // Carol stops, Alice speaks: the ranks swap.
+    set_level(&mut sim, carol, -127);
+    set_level(&mut sim, alice, -6);
+    sim.advance(10 * SECOND);
+    let events = sim.take_events();
+    let (a2, c2) = (last(&events, &a).or(a1), last(&events, &c).or(c1));
+    assert!(
+        a2.is_some_and(|a| a.0 >= 1) && c2 < a2,
+        "the speaker (Alice) gets the better layers now: alice {a2:?}, carol {c2:?}"
+    );
+}
