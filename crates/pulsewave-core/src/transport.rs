@@ -186,6 +186,12 @@ pub(crate) struct Transport {
     pub(crate) failed: Option<crate::event::CloseReason>,
     /// Bandwidth estimation and allocation (receive transports).
     pub(crate) bwe: BweState,
+    /// The worst loss (0 to 1) the peer reported in RTCP receiver reports
+    /// on what this transport sent it, since the last quality evaluation.
+    pub(crate) remote_loss: Option<f32>,
+    /// The last round-trip time measured on this transport (from the RTCP
+    /// receiver reports on what it sends).
+    pub(crate) rtt: Option<Duration>,
 }
 
 /// A receive transport's bandwidth estimate and allocator state.
@@ -335,7 +341,10 @@ impl Transport {
                 ufrag: local_ufrag.clone(),
                 pass: password.clone(),
             })
-            .set_sctp_max_message_size(spec.sctp_max_message_size);
+            .set_sctp_max_message_size(spec.sctp_max_message_size)
+            // Receiver-report loss and round-trip time for the connection
+            // quality score (`crate::quality`).
+            .set_stats_interval(Some(crate::quality::STATS_INTERVAL));
         // A receive transport sends with the router's payload types and
         // extension ids. A send transport starts with none: each `produce`
         // brings the sender's own (see `learn_sender_parameters`), and a
@@ -460,6 +469,8 @@ impl Transport {
             egress: bitrate_bucket(spec.max_outgoing_bitrate),
             failed: None,
             bwe: BweState::default(),
+            remote_loss: None,
+            rtt: None,
         };
         Ok((transport, options))
     }
