@@ -1146,6 +1146,55 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_bodies_parse_back_to_the_same_call() {
+        let ops = [
+            (
+                "UpdateParticipant",
+                RoomMethod::UpdateParticipant,
+                AdminOp::UpdateParticipant {
+                    identity: "a".into(),
+                    metadata: Some("m".into()),
+                    name: Some("n".into()),
+                    permission: Some(PermissionUpdate {
+                        can_publish: true,
+                        can_subscribe: false,
+                        can_publish_data: true,
+                        can_update_metadata: false,
+                        hidden: true,
+                        can_publish_sources: PublishSources::only([
+                            TrackSource::Microphone,
+                            TrackSource::Screen,
+                        ]),
+                    }),
+                    attributes: [
+                        ("k".to_owned(), "v".to_owned()),
+                        ("gone".to_owned(), String::new()),
+                    ]
+                    .into(),
+                },
+            ),
+            (
+                "SendData",
+                RoomMethod::SendData,
+                AdminOp::SendData {
+                    data: vec![0, 0xff, 0x10],
+                    kind: DataKind::Lossy,
+                    destinations: vec!["b".into()],
+                    topic: Some("t".into()),
+                },
+            ),
+        ];
+        for (name, method, op) in ops {
+            let body = op_body("r", method, &op);
+            let back = Call::parse(name, body.clone()).unwrap_or_else(|e| panic!("{e:?}"));
+            let Call::Room { op: back, .. } = back else {
+                panic!("{name}: not a room call");
+            };
+            assert_eq!(op_body("r", method, &back), body, "{name}");
+        }
+    }
+
+    #[test]
     fn data_payloads() {
         assert_eq!(data_value(b"{\"a\":1}".to_vec()), (json!({"a": 1}), None));
         assert_eq!(data_value(b"hello".to_vec()), (json!("hello"), None));
