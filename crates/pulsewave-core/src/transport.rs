@@ -341,10 +341,7 @@ impl Transport {
                 ufrag: local_ufrag.clone(),
                 pass: password.clone(),
             })
-            .set_sctp_max_message_size(spec.sctp_max_message_size)
-            // Receiver-report loss and round-trip time for the connection
-            // quality score (`crate::quality`).
-            .set_stats_interval(Some(crate::quality::STATS_INTERVAL));
+            .set_sctp_max_message_size(spec.sctp_max_message_size);
         // A receive transport sends with the router's payload types and
         // extension ids. A send transport starts with none: each `produce`
         // brings the sender's own (see `learn_sender_parameters`), and a
@@ -353,6 +350,10 @@ impl Transport {
             // Subscribers' transports estimate their bandwidth from
             // transport-wide-cc feedback (publishers' do not: probing
             // would go toward the browser, which has its own estimator).
+            // Receive transports also report their receiver-report loss and
+            // round-trip time for the connection quality score
+            // (`crate::quality`); send transports send no media, so str0m's
+            // stats would have nothing to say there.
             TransportDirection::Recv => configure_router(
                 if spec.bandwidth_estimation {
                     config
@@ -360,7 +361,8 @@ impl Transport {
                         .set_bwe_ssrc0_probes(false)
                 } else {
                     config
-                },
+                }
+                .set_stats_interval(Some(crate::quality::STATS_INTERVAL)),
                 spec.router_caps,
             ),
             TransportDirection::Send => (
