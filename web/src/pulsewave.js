@@ -1165,9 +1165,11 @@ export class PulseWaveClient extends Emitter {
         return;
       }
       case 'data':
+        // `encoding: "base64"`: bytes (the server API's SendData with a
+        // binary payload), handed over as a Uint8Array.
         this.emit('data', {
           participantIdentity: msg.participantIdentity,
-          data: msg.data,
+          data: msg.encoding === 'base64' ? base64ToBytes(msg.data) : msg.data,
           kind: msg.kind,
           topic: msg.topic,
         });
@@ -1559,6 +1561,20 @@ function roomFromToken(token) {
     // fall through
   }
   throw new TypeError('options.room is required when the token names no video.room');
+}
+
+/** Bytes of a base64 string (an empty array for anything else). */
+function base64ToBytes(text) {
+  if (typeof text !== 'string') return new Uint8Array(0);
+  let binary;
+  try {
+    binary = atob(text);
+  } catch {
+    return new Uint8Array(0);
+  }
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
 }
 
 function socketUrl(url, token) {

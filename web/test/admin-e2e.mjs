@@ -41,7 +41,7 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { AccessToken, DataPacket_Kind, RoomServiceClient, TwirpError, WebhookReceiver } from 'livekit-server-sdk';
+import { AccessToken, DataPacket_Kind, RoomServiceClient, TrackSource, TwirpError, WebhookReceiver } from 'livekit-server-sdk';
 
 const URLS = (process.env.PULSEWAVE_URLS ?? process.env.PULSEWAVE_URL ?? '')
   .split(',')
@@ -149,11 +149,11 @@ async function joinPage(browser, identity, { grant, publish = false, url = OWNER
     async ({ jwt, publish }) => {
       const events = [];
       const c = new window.PulseWave.PulseWaveClient({ url: location.origin, token: jwt });
-      for (const name of ['participantUpdated', 'roomUpdated', 'data', 'disconnected', 'trackUnpublished', 'trackMuted', 'trackUnmuted', 'subscriptionsUpdated', 'trackSubscribed', 'trackUnsubscribed']) {
+      for (const name of ['participantUpdated', 'participantJoined', 'participantLeft', 'roomUpdated', 'data', 'disconnected', 'trackUnpublished', 'trackMuted', 'trackUnmuted', 'subscriptionsUpdated', 'trackSubscribed', 'trackUnsubscribed', 'tokenRefreshed']) {
         c.on(name, (e) => {
           const copy = {};
           for (const [k, v] of Object.entries(e ?? {})) if (typeof v !== 'object' || v === null || k === 'participant' || k === 'data') copy[k] = v;
-          if (e?.participant && typeof e.participant === 'object') copy.participant = { identity: e.participant.identity, name: e.participant.name, metadata: e.participant.metadata, permission: e.participant.permission };
+          if (e?.participant && typeof e.participant === 'object') copy.participant = { identity: e.participant.identity, name: e.participant.name, metadata: e.participant.metadata, permission: e.participant.permission, attributes: e.participant.attributes };
           events.push({ event: name, ...copy });
         });
       }
@@ -431,6 +431,21 @@ async function main() {
     check(refused === 301, `bob updated his own metadata without canUpdateOwnMetadata: ${refused}`);
     log('PASS UpdateParticipant metadata/name, own metadata with canUpdateOwnMetadata');
 
+    // UpdateParticipant attributes: merged as LiveKit merges them (an empty
+    // value deletes its key), seen by the others, returned by the API,
+    // bounded.
+    const at1 = await svc.updateParticipant(ROOM, 'bob', { attributes: { role: 'host', seat: '1' } });
+    check(at1.attributes?.role === 'host' && at1.attributes?.seat === '1', `attributes answered ${JSON.stringify(at1.attributes)}`);
+    const at2 = await svc.updateParticipant(ROOM, 'bob', { attributes: { seat: '', lang: 'fr' } });
+    check(JSON.stringify(Object.entries(at2.attributes).sort()) === JSON.stringify([['lang', 'fr'], ['role', 'host']]),
+      `merged attributes ${JSON.stringify(at2.attributes)}`);
+    await until('alice sees bob\'s attributes', async () =>
+      (await events(alice, 'participantUpdated')).some((e) => e.participant?.identity === 'bob' && e.participant.attributes?.lang === 'fr' && !('seat' in e.participant.attributes)));
+    check((await svc.getParticipant(ROOM, 'bob')).attributes.lang === 'fr', 'GetParticipant attributes');
+    check((await svc.listParticipants(ROOM)).find((p) => p.identity === 'bob')?.attributes.role === 'host', 'ListParticipants attributes');
+    await expectTwirpError('attributes over the limit', svc.updateParticipant(ROOM, 'bob', { attributes: { big: 'x'.repeat(5000) } }), 'invalid_argument', 400);
+    log('PASS UpdateParticipant attributes (merge, delete, bounded)');
+
     // SendData: delivered to the clients, from the server.
     await svc.sendData(ROOM, new TextEncoder().encode(JSON.stringify({ hello: 'room' })), DataPacket_Kind.RELIABLE, { topic: 'news' });
     for (const p of [alice, bob]) {
@@ -441,6 +456,15 @@ async function main() {
     await until('bob receives the data for him', async () => (await events(bob, 'data')).some((e) => e.data === 'just bob'));
     check(!(await events(alice, 'data')).some((e) => e.data === 'just bob'), 'alice received data meant for bob');
     log('PASS SendData (broadcast, destinationIdentities)');
+
+    // SendData with bytes that are neither JSON nor text: a Uint8Array.
+    await svc.sendData(ROOM, new Uint8Array([0, 255, 16, 128, 254]), DataPacket_Kind.RELIABLE, { destinationIdentities: ['bob'], topic: 'bin' });
+    await until('bob receives the bytes as a Uint8Array', () =>
+      inPage(bob, () => {
+        const e = window.t.events.find((x) => x.event === 'data' && x.topic === 'bin');
+        return e && e.data instanceof Uint8Array && Array.from(e.data).join() === '0,255,16,128,254';
+      }));
+    log('PASS SendData with a binary payload');
 
     // MutePublishedTrack: the publisher's client pauses its producer, and
     // media stops at the subscriber.
@@ -497,11 +521,44 @@ async function main() {
     check(bp.permission.canSubscribe === false, `bob still canSubscribe: ${JSON.stringify(bp.permission)}`);
     log('PASS revoking canSubscribe closes the consumers');
 
+    // canPublishSources: only the microphone from now on. The camera is
+    // unpublished at once and cannot be published again.
+    const onlyMic = await svc.updateParticipant(ROOM, 'alice', {
+      permission: { canSubscribe: true, canPublish: true, canPublishData: true, canUpdateMetadata: true, canPublishSources: [TrackSource.MICROPHONE] },
+    });
+    check(onlyMic.permission.canPublishSources.length === 1 && onlyMic.permission.canPublishSources[0] === TrackSource.MICROPHONE,
+      `canPublishSources answered ${JSON.stringify(onlyMic.permission)}`);
+    await until('alice only publishes her microphone', async () => {
+      const tracks = (await svc.getParticipant(ROOM, 'alice')).tracks;
+      return tracks.length === 1 && tracks[0].source === TrackSource.MICROPHONE;
+    });
+    const camAgain = await inPage(alice, async () => {
+      const s = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 } });
+      return window.t.c.publish(s.getVideoTracks()[0], { source: 'camera' }).then(() => 'published', (e) => e.code);
+    });
+    check(camAgain === 301, `alice published her camera without it in canPublishSources: ${camAgain}`);
+    log('PASS canPublishSources (revoked source unpublished, refused at publish)');
+
+    // hidden: bob leaves alice's view and comes back.
+    await svc.updateParticipant(ROOM, 'bob', { permission: { canSubscribe: true, canPublish: true, canPublishData: true, hidden: true } });
+    await until('alice sees bob leave when hidden', async () => (await events(alice, 'participantLeft')).some((e) => e.identity === 'bob'));
+    check(!(await inPage(alice, () => window.t.c.participants.has('bob'))), 'alice still lists the hidden bob');
+    await svc.updateParticipant(ROOM, 'bob', { permission: { canSubscribe: true, canPublish: true, canPublishData: true, hidden: false } });
+    await until('alice sees bob again', async () => (await events(alice, 'participantJoined')).some((e) => e.identity === 'bob'));
+    log('PASS hidden through UpdateParticipant');
+
     // Revoking canPublish unpublishes alice's tracks.
     await svc.updateParticipant(ROOM, 'alice', { permission: { canSubscribe: true, canPublish: false, canPublishData: true } });
     await until('bob sees alice\'s tracks unpublished', async () => (await events(bob, 'trackUnpublished')).length >= 2);
     await until('alice has no published track left', async () => (await svc.getParticipant(ROOM, 'alice')).tracks.length === 0);
-    log('PASS revoking canPublish unpublishes');
+    // Her client got a fresh token with the revocation in it.
+    const refreshed = await until('alice gets a refreshed token without canPublish', async () => {
+      const tokens = await events(alice, 'tokenRefreshed');
+      return tokens.map((e) => JSON.parse(Buffer.from(e.token.split('.')[1], 'base64url').toString()))
+        .find((c) => c.video?.canPublish === false);
+    });
+    check(refreshed.sub === 'alice' && refreshed.video.canSubscribe === true, `refreshed claims ${JSON.stringify(refreshed)}`);
+    log('PASS revoking canPublish unpublishes; the refreshed token carries it');
 
     // RemoveParticipant: bob is told why and disconnected.
     await svc.removeParticipant(ROOM, 'bob');

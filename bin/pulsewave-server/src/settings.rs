@@ -761,6 +761,11 @@ impl Settings {
                 ping_interval: Duration::from_secs(15),
                 token_refresh_interval,
                 webhook_urls,
+                webhook_ca_file: src
+                    .get(&None, "WEBHOOK_CA_FILE")
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .map(std::path::PathBuf::from),
                 metrics_room_limit: parse_limit(src, "METRICS_ROOM_LIMIT", 0usize)?,
                 token_leeway: pulsewave_auth::DEFAULT_LEEWAY,
                 trusted_proxies,

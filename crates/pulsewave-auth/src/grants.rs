@@ -137,7 +137,9 @@ impl VideoGrant {
 /// Empty `sub`, `name`, `metadata` and `jti` and an empty grant are left out
 /// when serializing; when deserializing they default to empty, `nbf` to 0,
 /// `exp` is required, numeric dates may be integers or floats, and unknown
-/// claims (`kind`, `attributes`, `sip`, `sha256`, `roomConfig`…) are ignored.
+/// claims (`kind`, `sip`, `sha256`, `roomConfig`…) are ignored.
+/// `attributes` (LiveKit's participant attributes, a string map) is read
+/// and written, left out when empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer: the API key whose secret signed the token.
@@ -184,6 +186,13 @@ pub struct Claims {
         deserialize_with = "grant_object"
     )]
     pub video: VideoGrant,
+    /// Participant attributes (`attributes`), empty when not set.
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl Claims {
@@ -453,6 +462,7 @@ mod tests {
             exp: 2,
             jti: String::new(),
             video: VideoGrant::default(),
+            attributes: Default::default(),
         };
         assert_eq!(
             serde_json::to_value(&claims).unwrap(),

@@ -116,6 +116,7 @@ pub struct AccessToken {
     metadata: String,
     ttl: Duration,
     grant: VideoGrant,
+    attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl AccessToken {
@@ -139,6 +140,7 @@ impl AccessToken {
                 .unwrap_or_default(),
             ttl: options.ttl.unwrap_or(DEFAULT_TTL),
             grant: VideoGrant::default(),
+            attributes: Default::default(),
         }
     }
 
@@ -170,7 +172,17 @@ impl AccessToken {
             metadata: claims.metadata.clone(),
             ttl: DEFAULT_TTL,
             grant: claims.video.clone(),
+            attributes: claims.attributes.clone(),
         }
+    }
+
+    /// Sets the participant attributes the token carries.
+    pub fn set_attributes(
+        &mut self,
+        attributes: std::collections::BTreeMap<String, String>,
+    ) -> &mut Self {
+        self.attributes = attributes;
+        self
     }
 
     /// Sets the token's room permissions, replacing any set before.
@@ -214,6 +226,7 @@ impl AccessToken {
             exp: nbf.saturating_add(self.ttl.as_secs()),
             jti: self.identity.clone(),
             video: self.grant.clone(),
+            attributes: self.attributes.clone(),
         }
     }
 
@@ -364,6 +377,7 @@ mod tests {
                 exp: NOW + 60,
                 jti: "user-123".into(),
                 video: grant,
+                attributes: Default::default(),
             }
         );
     }

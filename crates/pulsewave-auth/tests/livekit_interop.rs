@@ -27,7 +27,7 @@ fn decode_part(part: &str) -> Value {
 
 /// Byte for byte what LiveKit's Go server SDK (go-jose) emits: header
 /// `{"alg":"HS256","typ":"JWT"}`, claims with sorted keys, `nbf` = now,
-/// `jti` = identity, plus claims we do not model (`kind`, `attributes`).
+/// `jti` = identity, `attributes`, plus a claim we do not model (`kind`).
 /// Signed with Python's `hmac`, independently of this crate.
 const GO_SDK_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdHRyaWJ1dGVzIjp7ImEiOiJiIn0sImV4cCI6MTcwMDAyMTYwMCwiaXNzIjoiQVBJa2V5IiwianRpIjoiaWQiLCJraW5kIjoic3RhbmRhcmQiLCJtZXRhZGF0YSI6Im0iLCJuYW1lIjoibiIsIm5iZiI6MTcwMDAwMDAwMCwic3ViIjoiaWQiLCJ2aWRlbyI6eyJjYW5QdWJsaXNoIjp0cnVlLCJjYW5TdWJzY3JpYmUiOnRydWUsInJvb20iOiJyIiwicm9vbUpvaW4iOnRydWV9fQ.PJqhU_nnFOc44jb9obRsAoeOPDLqECVIIbafpxTVxUE";
 
@@ -57,6 +57,7 @@ fn go_sdk_token_verifies() {
                 can_subscribe: Some(true),
                 ..VideoGrant::default()
             },
+            attributes: [("a".to_owned(), "b".to_owned())].into(),
         }
     );
     assert!(claims.video.can_publish_data());

@@ -93,6 +93,7 @@ fn round_trip_keeps_every_claim() {
                 can_publish_data: Some(true),
                 ..VideoGrant::default()
             },
+            attributes: Default::default(),
         }
     );
     assert_eq!(claims.identity(), "user-123");

@@ -56,6 +56,7 @@ fn claims(identity: &str, room: &str) -> Claims {
             can_publish: Some(false),
             ..VideoGrant::default()
         },
+        attributes: Default::default(),
     }
 }
 

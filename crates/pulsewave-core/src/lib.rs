@@ -98,7 +98,10 @@ pub use error::Error;
 pub use event::{AppData, CloseReason, Event, LayerWanted, StateChange, Transmit};
 pub use media::{DEFAULT_PRIORITY, SPEAKER_PRIORITY, View};
 pub use owners::Owner;
-pub use quality::{ConnectionQuality, LOST_AFTER, ProducerStats, QUALITY_INTERVAL};
+pub use quality::{
+    ConnectionQuality, LOST_AFTER, ProducerStats, QUALITY_INTERVAL, RTT_GOOD, RTT_POOR,
+    STATS_INTERVAL,
+};
 pub use room::{
     Consumed, ConsumerAllocation, DataConsumed, DatagramError, Produced, Room, RoomStats,
     TransportAllocation,

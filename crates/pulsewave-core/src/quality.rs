@@ -8,7 +8,18 @@
 //!   interarrival jitter (RFC 3550), both measured on the forwarding path
 //!   with a few integer operations and no allocation ([`LinkStats`]);
 //! - downstream: a consumer paused for congestion (its subscriber's
-//!   bandwidth does not carry even the lowest layer) makes the link poor;
+//!   bandwidth does not carry even the lowest layer) makes the link poor,
+//!   and the loss the subscriber itself reports on what the room sends it
+//!   (RTCP receiver reports' fraction lost, read from str0m's egress stats
+//!   every [`STATS_INTERVAL`]) is scored as upstream loss is, less what
+//!   the publisher's own link lost over the last two intervals (gaps the
+//!   room forwards are in every subscriber's reports, and are the
+//!   publisher's, not theirs);
+//! - round-trip time, on any of the participant's transports that the room
+//!   sends media on (from the RTCP receiver reports on that media; a
+//!   participant that only publishes has no measure and is not scored on
+//!   it): over [`RTT_GOOD`] is at best good, over [`RTT_POOR`] poor
+//!   ([`ConnectionQuality::from_rtt`]);
 //! - lost: a connected transport of the participant that received nothing
 //!   (media or RTCP) for [`LOST_AFTER`].
 //!
@@ -25,15 +36,24 @@ pub const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 /// Browsers send an ICE consent check at least every 5 s (RFC 7675), so an
 /// idle but healthy transport is never this silent.
 pub const LOST_AFTER: Duration = Duration::from_secs(8);
+/// How often str0m reports a transport's statistics (receiver-report loss
+/// and round-trip time).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// Round-trip time above which a participant is at best `good`.
+pub const RTT_GOOD: Duration = Duration::from_millis(300);
+/// Round-trip time above which a participant is `poor`.
+pub const RTT_POOR: Duration = Duration::from_millis(600);
 
 /// A participant's connection quality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConnectionQuality {
     /// Nothing heard from it for [`LOST_AFTER`].
     Lost,
-    /// Loss over 6 %, jitter over 80 ms, or a congested subscription.
+    /// Loss over 6 % (either direction), jitter over 80 ms, round-trip
+    /// time over [`RTT_POOR`], or a congested subscription.
     Poor,
-    /// Loss over 2 % or jitter over 30 ms.
+    /// Loss over 2 % (either direction), jitter over 30 ms or round-trip
+    /// time over [`RTT_GOOD`].
     Good,
     /// Loss and jitter low, every subscription flowing.
     Excellent,
@@ -55,6 +75,17 @@ impl ConnectionQuality {
         if loss > 0.06 || jitter > Duration::from_millis(80) {
             ConnectionQuality::Poor
         } else if loss > 0.02 || jitter > Duration::from_millis(30) {
+            ConnectionQuality::Good
+        } else {
+            ConnectionQuality::Excellent
+        }
+    }
+
+    /// The score of a link with this round-trip time.
+    pub fn from_rtt(rtt: Duration) -> Self {
+        if rtt > RTT_POOR {
+            ConnectionQuality::Poor
+        } else if rtt > RTT_GOOD {
             ConnectionQuality::Good
         } else {
             ConnectionQuality::Excellent
@@ -89,6 +120,9 @@ pub(crate) struct LinkStats {
     /// RFC 3550 jitter estimate, in RTP timestamp units times 16.
     jitter16: u64,
     last: Option<(Instant, u32)>,
+    /// Loss of the last two intervals: what the publisher's link lost
+    /// is lost for every subscriber too, and is not held against them.
+    recent_loss: [f32; 2],
 }
 
 impl LinkStats {
@@ -100,6 +134,7 @@ impl LinkStats {
             received: 0,
             jitter16: 0,
             last: None,
+            recent_loss: [0.0; 2],
         }
     }
 
@@ -134,6 +169,7 @@ impl LinkStats {
     /// Ends an interval: loss (0 to 1) and jitter since the last call;
     /// `None` when no packet was expected (nothing sent, or paused).
     pub(crate) fn take(&mut self) -> Option<(f32, Duration)> {
+        self.recent_loss = [self.recent_loss[1], 0.0];
         let (Some(max), Some(base)) = (self.max_seq, self.base_seq) else {
             return None;
         };
@@ -144,9 +180,18 @@ impl LinkStats {
             return None;
         }
         let loss = 1.0 - (received.min(expected) as f32 / expected as f32);
+        self.recent_loss[1] = loss;
         let jitter =
             Duration::from_micros(self.jitter16 / 16 * 1_000_000 / u64::from(self.clock_rate));
         Some((loss, jitter))
+    }
+}
+
+impl LinkStats {
+    /// The publisher's loss over the last two intervals (the worst), to
+    /// take off what its subscribers report.
+    pub(crate) fn recent_loss(&self) -> f32 {
+        self.recent_loss[0].max(self.recent_loss[1])
     }
 }
 

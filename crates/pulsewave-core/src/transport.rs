@@ -186,6 +186,12 @@ pub(crate) struct Transport {
     pub(crate) failed: Option<crate::event::CloseReason>,
     /// Bandwidth estimation and allocation (receive transports).
     pub(crate) bwe: BweState,
+    /// The worst loss (0 to 1) the peer reported in RTCP receiver reports
+    /// on what this transport sent it, since the last quality evaluation.
+    pub(crate) remote_loss: Option<f32>,
+    /// The last round-trip time measured on this transport (from the RTCP
+    /// receiver reports on what it sends).
+    pub(crate) rtt: Option<Duration>,
 }
 
 /// A receive transport's bandwidth estimate and allocator state.
@@ -344,6 +350,10 @@ impl Transport {
             // Subscribers' transports estimate their bandwidth from
             // transport-wide-cc feedback (publishers' do not: probing
             // would go toward the browser, which has its own estimator).
+            // Receive transports also report their receiver-report loss and
+            // round-trip time for the connection quality score
+            // (`crate::quality`); send transports send no media, so str0m's
+            // stats would have nothing to say there.
             TransportDirection::Recv => configure_router(
                 if spec.bandwidth_estimation {
                     config
@@ -351,7 +361,8 @@ impl Transport {
                         .set_bwe_ssrc0_probes(false)
                 } else {
                     config
-                },
+                }
+                .set_stats_interval(Some(crate::quality::STATS_INTERVAL)),
                 spec.router_caps,
             ),
             TransportDirection::Send => (
@@ -460,6 +471,8 @@ impl Transport {
             egress: bitrate_bucket(spec.max_outgoing_bitrate),
             failed: None,
             bwe: BweState::default(),
+            remote_loss: None,
+            rtt: None,
         };
         Ok((transport, options))
     }

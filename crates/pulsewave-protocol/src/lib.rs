@@ -35,8 +35,9 @@ pub use ids::{
     TrackSid, TransportId, random_string, random_string_from,
 };
 pub use messages::{
-    ClientMessage, ConsumerStats, DataChannelInfo, DataKind, DisconnectReason, ParticipantInfo,
-    ParticipantPermission, Quality, RequestId, ResumeRequest, RoomInfo, ServerMessage, SpeakerInfo,
-    StreamState, SubscribedLayer, TrackInfo, TrackSource, TransportStats,
+    ClientMessage, ConsumerStats, DataChannelInfo, DataEncoding, DataKind, DisconnectReason,
+    ParticipantInfo, ParticipantPermission, PublishSources, Quality, RequestId, ResumeRequest,
+    RoomInfo, ServerMessage, SpeakerInfo, StreamState, SubscribedLayer, TrackInfo, TrackSource,
+    TransportStats,
 };
 pub use rtp::MediaKind;

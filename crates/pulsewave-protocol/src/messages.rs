@@ -62,6 +62,133 @@ impl TrackSource {
             TrackSource::ScreenAudio => "screen-audio",
         }
     }
+
+    /// Every source.
+    pub const ALL: [TrackSource; 4] = [
+        TrackSource::Camera,
+        TrackSource::Microphone,
+        TrackSource::Screen,
+        TrackSource::ScreenAudio,
+    ];
+
+    /// Reads a source name as PulseWave or LiveKit write it: `camera`,
+    /// `microphone`, `screen` / `screen_share`, `screen-audio` /
+    /// `screen_share_audio`, in any ASCII case, with `-` or `_`; `None` for
+    /// anything else (LiveKit's `UNKNOWN` included).
+    pub fn from_name(name: &str) -> Option<TrackSource> {
+        let name = name.trim();
+        if name.len() > 32 {
+            return None;
+        }
+        match name.to_ascii_lowercase().replace('-', "_").as_str() {
+            "camera" => Some(TrackSource::Camera),
+            "microphone" => Some(TrackSource::Microphone),
+            "screen" | "screen_share" => Some(TrackSource::Screen),
+            "screen_audio" | "screen_share_audio" => Some(TrackSource::ScreenAudio),
+            _ => None,
+        }
+    }
+
+    /// LiveKit's protobuf number of the source (`CAMERA` = 1 …
+    /// `SCREEN_SHARE_AUDIO` = 4).
+    pub fn from_livekit_number(n: u64) -> Option<TrackSource> {
+        match n {
+            1 => Some(TrackSource::Camera),
+            2 => Some(TrackSource::Microphone),
+            3 => Some(TrackSource::Screen),
+            4 => Some(TrackSource::ScreenAudio),
+            _ => None,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            TrackSource::Camera => 1,
+            TrackSource::Microphone => 2,
+            TrackSource::Screen => 4,
+            TrackSource::ScreenAudio => 8,
+        }
+    }
+}
+
+/// How a `data` message's `data` is encoded when it is not a JSON value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataEncoding {
+    /// Bytes, as a base64 string (standard alphabet, padded).
+    Base64,
+}
+
+/// The track sources a participant may publish (LiveKit's
+/// `canPublishSources`): empty means every source. On the wire, a list of
+/// [`TrackSource`] names (left out when empty).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PublishSources(u8);
+
+impl PublishSources {
+    /// Every source allowed (the empty list).
+    pub const ALL: PublishSources = PublishSources(0);
+
+    /// Only these sources (every source when `sources` is empty).
+    pub fn only(sources: impl IntoIterator<Item = TrackSource>) -> Self {
+        PublishSources(sources.into_iter().fold(0, |b, s| b | s.bit()))
+    }
+
+    /// Whether every source is allowed (no restriction).
+    pub fn is_all(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether `source` may be published.
+    pub fn allows(self, source: TrackSource) -> bool {
+        self.0 == 0 || self.0 & source.bit() != 0
+    }
+
+    /// The sources listed (empty when every source is allowed).
+    pub fn listed(self) -> impl Iterator<Item = TrackSource> {
+        TrackSource::ALL
+            .into_iter()
+            .filter(move |s| self.0 & s.bit() != 0)
+    }
+}
+
+impl Serialize for PublishSources {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.listed())
+    }
+}
+
+impl<'de> Deserialize<'de> for PublishSources {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PublishSources;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of track sources")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<PublishSources, E> {
+                Ok(PublishSources::ALL)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PublishSources, A::Error> {
+                let mut bits = 0u8;
+                // At most a few entries are looked at; more is an error.
+                for _ in 0..8 {
+                    let Some(name) = seq.next_element::<std::borrow::Cow<'de, str>>()? else {
+                        return Ok(PublishSources(bits));
+                    };
+                    let source = TrackSource::from_name(&name).ok_or_else(|| {
+                        serde::de::Error::custom(format!("unknown track source `{name}`"))
+                    })?;
+                    bits |= source.bit();
+                }
+                Err(serde::de::Error::custom("too many track sources"))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// Delivery of a data message.
@@ -363,6 +490,10 @@ pub struct ParticipantPermission {
     /// token's `canUpdateOwnMetadata`.
     #[serde(default)]
     pub can_update_metadata: bool,
+    /// The sources it may publish (`canPublishSources`; every source when
+    /// empty or absent).
+    #[serde(default, skip_serializing_if = "PublishSources::is_all")]
+    pub can_publish_sources: PublishSources,
 }
 
 /// A published media track.
@@ -435,6 +566,11 @@ pub struct ParticipantInfo {
     /// Published data channels.
     #[serde(default)]
     pub data_channels: Vec<DataChannelInfo>,
+    /// Attributes (LiveKit's participant attributes): from the token, then
+    /// changed through the server API's `UpdateParticipant`. Left out when
+    /// empty.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// A room.
@@ -709,11 +845,17 @@ pub enum ServerMessage {
         participant_identity: String,
         /// Reliable or lossy.
         kind: DataKind,
-        /// The JSON value sent.
+        /// The JSON value sent; with `encoding` `base64`, a string holding
+        /// the bytes sent (base64, standard alphabet, padded).
         data: Value,
         /// Topic, when the sender gave one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
+        /// `base64` when `data` carries arbitrary bytes (the server API's
+        /// `SendData` with a payload that is neither JSON nor UTF-8 text);
+        /// absent for a JSON value.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoding: Option<DataEncoding>,
     },
     /// Reply to `publish-data` (only when it carried a `requestId`).
     DataSent,

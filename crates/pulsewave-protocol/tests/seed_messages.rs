@@ -177,6 +177,7 @@ fn seed_server_messages_encode_with_seed_names() {
         kind: DataKind::Reliable,
         data: json!({"type":"chat"}),
         topic: None,
+        encoding: None,
     };
     let v: Value = serde_json::from_str(&encode_server(&data, None)).unwrap();
     assert_eq!(

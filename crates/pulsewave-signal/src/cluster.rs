@@ -495,6 +495,7 @@ mod tests {
                 room_join: true,
                 ..Default::default()
             },
+            attributes: Default::default(),
         };
         assert!(tunneled_claims_usable(&claims, "r").is_ok());
         assert!(tunneled_claims_usable(&claims, "other").is_err());

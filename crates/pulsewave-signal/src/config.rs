@@ -254,10 +254,13 @@ pub struct ServerConfig {
     /// [`RedisCluster`](pulsewave_cluster::RedisCluster). Decides where each
     /// room runs; see `docs/cluster.md`.
     pub cluster: Cluster,
-    /// URLs (`http://`) that receive webhooks in LiveKit's format
+    /// URLs (`http://` or `https://`) that receive webhooks in LiveKit's format
     /// (`WEBHOOK_URLS`, comma-separated); empty: no webhooks. Signed with
     /// `api_key` / `api_secret`. See `docs/api.md`.
     pub webhook_urls: Vec<String>,
+    /// Extra root certificates (PEM) trusted for `https://` webhook URLs
+    /// (`WEBHOOK_CA_FILE`), beside the system's.
+    pub webhook_ca_file: Option<std::path::PathBuf>,
     /// Per-room series in `/metrics` (`METRICS_ROOM_LIMIT`): at most this
     /// many rooms of this node, the first by name; 0 (the default): none,
     /// only the node's aggregates.
@@ -296,6 +299,7 @@ impl ServerConfig {
             web_dir: None,
             cluster: Cluster::local(),
             webhook_urls: Vec::new(),
+            webhook_ca_file: None,
             metrics_room_limit: 0,
         }
     }

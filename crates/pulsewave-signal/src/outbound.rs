@@ -13,6 +13,20 @@ pub(crate) enum Outgoing {
     Text(Utf8Bytes),
     /// Tell the client why, then close the socket.
     Disconnect(DisconnectReason),
+    /// The participant's name, metadata, attributes or permissions changed
+    /// in the room (server API): the session updates its claims and sends
+    /// a `token-refresh` carrying them. Never written to the socket.
+    Grants(Box<GrantUpdate>),
+}
+
+/// A participant as the room has it after a change, for the session's
+/// claims (and so for the tokens it refreshes).
+#[derive(Debug, Clone)]
+pub(crate) struct GrantUpdate {
+    pub(crate) name: String,
+    pub(crate) metadata: String,
+    pub(crate) attributes: std::collections::BTreeMap<String, String>,
+    pub(crate) permission: pulsewave_protocol::ParticipantPermission,
 }
 
 /// Sending half of a client's queue. Cheap to clone. Sending never blocks: a
@@ -65,6 +79,12 @@ impl Outbound {
     /// (lossy data): a full queue drops it without disconnecting.
     pub(crate) fn send_lossy(&self, text: Utf8Bytes) {
         let _ = self.tx.try_send(Outgoing::Text(text));
+    }
+
+    /// Hands the session the participant's new grants (see
+    /// [`Outgoing::Grants`]).
+    pub(crate) fn update_grants(&self, update: GrantUpdate) -> bool {
+        self.push(Outgoing::Grants(Box::new(update)))
     }
 
     /// Tells the client why it is disconnected and closes its socket.

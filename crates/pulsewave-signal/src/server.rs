@@ -92,10 +92,11 @@ impl WebSocketServer {
                     None
                 } else {
                     Some(
-                        crate::webhook::WebhookNotifier::start(
+                        crate::webhook::WebhookNotifier::start_with_ca(
                             &self.config.webhook_urls,
                             &self.config.api_key,
                             &self.config.api_secret,
+                            self.config.webhook_ca_file.as_deref(),
                         )
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
                     )

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use pulsewave_auth::{AccessToken, Claims};
 use pulsewave_protocol::{
-    DisconnectReason, ErrorCode, ParticipantSid, RequestId, ServerMessage, decode_client,
-    peek_request_id,
+    DisconnectReason, ErrorCode, ParticipantSid, RequestId, ServerMessage, TrackSource,
+    decode_client, peek_request_id,
 };
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 use crate::error::SignalError;
 use crate::handlers::{Flow, HandlerRegistry};
 use crate::limits::Limit;
-use crate::outbound::{self, Outbound, OutboundRx, Outgoing, encode};
+use crate::outbound::{self, GrantUpdate, Outbound, OutboundRx, Outgoing, encode};
 use crate::rate::RateLimiter;
 use crate::room::RoomHandle;
 use crate::server::Shared;
@@ -96,6 +96,8 @@ enum WriterEvent {
     Disconnected(DisconnectReason),
     /// A write failed, or took longer than the send timeout.
     Failed { timed_out: bool },
+    /// The room changed the participant's grants (server API).
+    Grants(Box<GrantUpdate>),
 }
 
 /// Writes one client's socket: the outbound queue and the session's pings
@@ -134,6 +136,7 @@ async fn writer<K>(
                         let msg = match out {
                             Outgoing::Text(t) => Message::Text(t),
                             Outgoing::Disconnect(reason) => Message::Text(encode(&ServerMessage::Disconnected { reason }, None)),
+                            Outgoing::Grants(_) => continue,
                         };
                         if write(&mut sink, msg, send_timeout).await.is_err() {
                             return;
@@ -152,6 +155,12 @@ async fn writer<K>(
             },
             out = rx.recv() => match out {
                 Some(Outgoing::Text(t)) => Message::Text(t),
+                Some(Outgoing::Grants(update)) => {
+                    // In queue order: after the `participant-updated` that
+                    // announced the change.
+                    let _ = events.send(WriterEvent::Grants(update));
+                    continue;
+                }
                 Some(Outgoing::Disconnect(reason)) => {
                     let text = encode(&ServerMessage::Disconnected { reason }, None);
                     if let Err(timed_out) = write(&mut sink, Message::Text(text), send_timeout).await {
@@ -310,6 +319,13 @@ pub(crate) async fn run<S>(
                     }
                     break None;
                 }
+                Some(WriterEvent::Grants(update)) => {
+                    apply_grants(&mut session.claims, *update);
+                    // At once, so that a reconnection keeps the change.
+                    if matches!(session.state, SessionState::Joined { .. }) {
+                        refresh_at = send_refresh(&session, &shared);
+                    }
+                }
                 None => break None,
             },
             _ = overflow.notified() => {
@@ -365,6 +381,35 @@ pub(crate) async fn run<S>(
     {
         writer.abort();
     }
+}
+
+/// The session's claims after the room changed the participant (server
+/// API): the name, metadata, attributes and permissions the next
+/// `token-refresh` carries.
+fn apply_grants(claims: &mut Claims, update: GrantUpdate) {
+    let p = update.permission;
+    claims.name = update.name;
+    claims.metadata = update.metadata;
+    claims.attributes = update.attributes;
+    let v = &mut claims.video;
+    v.can_publish = Some(p.can_publish);
+    v.can_subscribe = Some(p.can_subscribe);
+    v.can_publish_data = Some(p.can_publish_data);
+    v.hidden = p.hidden;
+    v.can_update_own_metadata = p.can_update_metadata;
+    v.can_publish_sources = p
+        .can_publish_sources
+        .listed()
+        .map(|s| {
+            match s {
+                TrackSource::Camera => "camera",
+                TrackSource::Microphone => "microphone",
+                TrackSource::Screen => "screen_share",
+                TrackSource::ScreenAudio => "screen_share_audio",
+            }
+            .to_owned()
+        })
+        .collect();
 }
 
 /// When to send the first `token-refresh` after joining: after `interval`,

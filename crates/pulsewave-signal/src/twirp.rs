@@ -15,6 +15,7 @@
 //! `crate::cluster`), run by the owner and its answer carried back. See
 //! `docs/api.md`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,12 +26,16 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use pulsewave_auth::{Claims, VideoGrant};
 use pulsewave_cluster::{Placement, TunnelEnd, TunnelFrame};
-use pulsewave_protocol::{DataKind, MediaKind, ParticipantInfo, RoomInfo, TrackInfo, TrackSource};
+use pulsewave_protocol::{
+    DataEncoding, DataKind, MediaKind, ParticipantInfo, PublishSources, RoomInfo, TrackInfo,
+    TrackSource,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use crate::error::SignalError;
+use crate::handlers::MAX_ATTRIBUTES;
 use crate::http::Body;
 use crate::room::{AdminOp, AdminReply, PermissionUpdate, validate_room_name};
 use crate::server::Shared;
@@ -324,6 +329,52 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// LiveKit track sources (`["CAMERA", "SCREEN_SHARE"]`, or their
+    /// protobuf numbers); an empty list allows every source.
+    fn sources(&self, name: &str) -> Result<PublishSources, TwirpError> {
+        let bad = || {
+            invalid(
+                name,
+                "a list of track sources (CAMERA, MICROPHONE, SCREEN_SHARE, SCREEN_SHARE_AUDIO)",
+            )
+        };
+        match self.get(name) {
+            None | Some(Value::Null) => Ok(PublishSources::ALL),
+            Some(Value::Array(a)) if a.len() <= 8 => {
+                let mut sources = Vec::with_capacity(a.len());
+                for v in a {
+                    let source = match v {
+                        Value::String(s) => TrackSource::from_name(s),
+                        v => number(v).and_then(TrackSource::from_livekit_number),
+                    };
+                    sources.push(source.ok_or_else(bad)?);
+                }
+                Ok(PublishSources::only(sources))
+            }
+            Some(_) => Err(bad()),
+        }
+    }
+
+    /// A map of strings to strings (participant attributes), bounded by
+    /// the attributes' limits (checked again, merged, in the room).
+    fn string_map(&self, name: &str) -> Result<BTreeMap<String, String>, TwirpError> {
+        let bad = || {
+            invalid(
+                name,
+                &format!("an object of at most {MAX_ATTRIBUTES} string values"),
+            )
+        };
+        match self.get(name) {
+            None | Some(Value::Null) => Ok(BTreeMap::new()),
+            Some(Value::Object(m)) if m.len() <= MAX_ATTRIBUTES => m
+                .iter()
+                .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect::<Option<BTreeMap<_, _>>>()
+                .ok_or_else(bad),
+            Some(_) => Err(bad()),
+        }
+    }
+
     /// The room name, required and valid.
     fn room(&self, name: &str) -> Result<String, TwirpError> {
         let room = self.string(name)?;
@@ -423,6 +474,8 @@ impl Call {
                             can_subscribe: p.bool("canSubscribe")?,
                             can_publish_data: p.bool("canPublishData")?,
                             can_update_metadata: p.bool("canUpdateMetadata")?,
+                            hidden: p.bool("hidden")?,
+                            can_publish_sources: p.sources("canPublishSources")?,
                         })
                     }
                     Some(_) => return Err(invalid("permission", "an object")),
@@ -434,6 +487,7 @@ impl Call {
                         metadata: Some(f.string("metadata")?),
                         name: Some(f.string("name")?),
                         permission,
+                        attributes: f.string_map("attributes")?,
                     },
                 )
             }
@@ -474,7 +528,7 @@ impl Call {
                 room_call(
                     RoomMethod::SendData,
                     AdminOp::SendData {
-                        data: data_value(bytes)?,
+                        data: bytes,
                         kind,
                         destinations: f.strings("destinationIdentities", MAX_LIST)?,
                         topic,
@@ -489,18 +543,20 @@ impl Call {
     }
 }
 
-/// `SendData`'s payload as the `data` message's JSON value: the JSON it
-/// holds, else its UTF-8 text. Other bytes cannot ride a JSON message.
-fn data_value(bytes: Vec<u8>) -> Result<Value, TwirpError> {
+/// `SendData`'s payload as the `data` message carries it: the JSON value
+/// it holds, else its UTF-8 text, else its bytes in base64 with
+/// `encoding: "base64"`.
+pub(crate) fn data_value(bytes: Vec<u8>) -> (Value, Option<DataEncoding>) {
     if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-        return Ok(v);
+        return (v, None);
     }
-    String::from_utf8(bytes).map(Value::String).map_err(|_| {
-        invalid(
-            "data",
-            "JSON or UTF-8 text (binary payloads are not supported)",
-        )
-    })
+    match String::from_utf8(bytes) {
+        Ok(text) => (Value::String(text), None),
+        Err(e) => (
+            Value::String(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+            Some(DataEncoding::Base64),
+        ),
+    }
 }
 
 async fn execute(shared: &Shared, call: Call) -> Result<Value, TwirpError> {
@@ -632,12 +688,16 @@ fn op_body(room: &str, _method: RoomMethod, op: &AdminOp) -> Value {
             metadata,
             name,
             permission,
+            attributes,
         } => {
             let mut body = json!({"room": room, "identity": identity,
-                "metadata": metadata.clone().unwrap_or_default(), "name": name.clone().unwrap_or_default()});
+                "metadata": metadata.clone().unwrap_or_default(), "name": name.clone().unwrap_or_default(),
+                "attributes": attributes});
             if let Some(p) = permission {
                 body["permission"] = json!({"canPublish": p.can_publish, "canSubscribe": p.can_subscribe,
-                    "canPublishData": p.can_publish_data, "canUpdateMetadata": p.can_update_metadata});
+                    "canPublishData": p.can_publish_data, "canUpdateMetadata": p.can_update_metadata,
+                    "hidden": p.hidden,
+                    "canPublishSources": p.can_publish_sources.listed().map(lk_source).collect::<Vec<_>>()});
             }
             body
         }
@@ -654,9 +714,8 @@ fn op_body(room: &str, _method: RoomMethod, op: &AdminOp) -> Value {
             destinations,
             topic,
         } => {
-            let bytes = serde_json::to_vec(data).unwrap_or_default();
             json!({"room": room,
-                "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+                "data": base64::engine::general_purpose::STANDARD.encode(data),
                 "kind": if *kind == DataKind::Lossy { "LOSSY" } else { "RELIABLE" },
                 "destinationIdentities": destinations, "topic": topic})
         }
@@ -729,6 +788,7 @@ fn tunnel_claims(shared: &Shared, room: &str) -> Claims {
             room_admin: true,
             ..VideoGrant::default()
         },
+        attributes: Default::default(),
     }
 }
 
@@ -954,7 +1014,7 @@ pub(crate) fn lk_participant(p: &ParticipantInfo) -> Value {
             "can_subscribe": p.permission.can_subscribe,
             "can_publish": p.permission.can_publish,
             "can_publish_data": p.permission.can_publish_data,
-            "can_publish_sources": [],
+            "can_publish_sources": p.permission.can_publish_sources.listed().map(lk_source).collect::<Vec<_>>(),
             "hidden": p.permission.hidden,
             "recorder": false,
             "can_update_metadata": p.permission.can_update_metadata,
@@ -962,8 +1022,18 @@ pub(crate) fn lk_participant(p: &ParticipantInfo) -> Value {
         },
         "region": "",
         "is_publisher": !p.tracks.is_empty(),
-        "attributes": {},
+        "attributes": p.attributes,
     })
+}
+
+/// LiveKit's name of a track source.
+fn lk_source(source: TrackSource) -> &'static str {
+    match source {
+        TrackSource::Camera => "CAMERA",
+        TrackSource::Microphone => "MICROPHONE",
+        TrackSource::Screen => "SCREEN_SHARE",
+        TrackSource::ScreenAudio => "SCREEN_SHARE_AUDIO",
+    }
 }
 
 pub(crate) fn lk_track(t: &TrackInfo) -> Value {
@@ -976,12 +1046,7 @@ pub(crate) fn lk_track(t: &TrackInfo) -> Value {
         "height": 0,
         "simulcast": t.simulcast,
         "disable_dtx": false,
-        "source": match t.source {
-            TrackSource::Camera => "CAMERA",
-            TrackSource::Microphone => "MICROPHONE",
-            TrackSource::Screen => "SCREEN_SHARE",
-            TrackSource::ScreenAudio => "SCREEN_SHARE_AUDIO",
-        },
+        "source": lk_source(t.source),
         "layers": [],
         "mime_type": t.mime_type,
         "mid": "",
@@ -1051,6 +1116,7 @@ mod tests {
             exp: 0,
             jti: String::new(),
             video,
+            attributes: Default::default(),
         };
         let list = Call::ListRooms { names: vec![] };
         let admin = Call::parse("ListParticipants", json!({"room": "r"}))
@@ -1080,12 +1146,61 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_bodies_parse_back_to_the_same_call() {
+        let ops = [
+            (
+                "UpdateParticipant",
+                RoomMethod::UpdateParticipant,
+                AdminOp::UpdateParticipant {
+                    identity: "a".into(),
+                    metadata: Some("m".into()),
+                    name: Some("n".into()),
+                    permission: Some(PermissionUpdate {
+                        can_publish: true,
+                        can_subscribe: false,
+                        can_publish_data: true,
+                        can_update_metadata: false,
+                        hidden: true,
+                        can_publish_sources: PublishSources::only([
+                            TrackSource::Microphone,
+                            TrackSource::Screen,
+                        ]),
+                    }),
+                    attributes: [
+                        ("k".to_owned(), "v".to_owned()),
+                        ("gone".to_owned(), String::new()),
+                    ]
+                    .into(),
+                },
+            ),
+            (
+                "SendData",
+                RoomMethod::SendData,
+                AdminOp::SendData {
+                    data: vec![0, 0xff, 0x10],
+                    kind: DataKind::Lossy,
+                    destinations: vec!["b".into()],
+                    topic: Some("t".into()),
+                },
+            ),
+        ];
+        for (name, method, op) in ops {
+            let body = op_body("r", method, &op);
+            let back = Call::parse(name, body.clone()).unwrap_or_else(|e| panic!("{e:?}"));
+            let Call::Room { op: back, .. } = back else {
+                panic!("{name}: not a room call");
+            };
+            assert_eq!(op_body("r", method, &back), body, "{name}");
+        }
+    }
+
+    #[test]
     fn data_payloads() {
+        assert_eq!(data_value(b"{\"a\":1}".to_vec()), (json!({"a": 1}), None));
+        assert_eq!(data_value(b"hello".to_vec()), (json!("hello"), None));
         assert_eq!(
-            data_value(b"{\"a\":1}".to_vec()).ok(),
-            Some(json!({"a": 1}))
+            data_value(vec![0xff, 0xfe, 0]),
+            (json!("//4A"), Some(DataEncoding::Base64))
         );
-        assert_eq!(data_value(b"hello".to_vec()).ok(), Some(json!("hello")));
-        assert!(data_value(vec![0xff, 0xfe]).is_err());
     }
 }

@@ -20,8 +20,10 @@
 //!   it is dropped, counted and logged. Delivery is at least once: a
 //!   receiver that answered too late gets the event again, with the same
 //!   `id`.
-//! - Only `http://` URLs (put a TLS proxy in front of an `https://`
-//!   receiver).
+//! - `http://` and `https://` URLs. TLS is rustls on aws-lc-rs; the
+//!   receiver's certificate is checked against the system's root
+//!   certificates and those of `WEBHOOK_CA_FILE` (PEM), for the URL's host
+//!   name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +60,7 @@ pub(crate) enum WebhookKind {
     RoomFinished,
     ParticipantJoined,
     ParticipantLeft,
+    ParticipantConnectionAborted,
     TrackPublished,
     TrackUnpublished,
 }
@@ -69,6 +72,7 @@ impl WebhookKind {
             WebhookKind::RoomFinished => "room_finished",
             WebhookKind::ParticipantJoined => "participant_joined",
             WebhookKind::ParticipantLeft => "participant_left",
+            WebhookKind::ParticipantConnectionAborted => "participant_connection_aborted",
             WebhookKind::TrackPublished => "track_published",
             WebhookKind::TrackUnpublished => "track_unpublished",
         }
@@ -86,6 +90,8 @@ struct Queued {
 #[derive(Debug)]
 struct Shared {
     urls: Vec<Uri>,
+    /// The TLS client of `https://` URLs (`None` when there are none).
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     api_key: String,
     api_secret: String,
     delivered: AtomicU64,
@@ -113,27 +119,51 @@ pub struct WebhookStats {
 
 impl WebhookNotifier {
     /// Starts the background delivery task (needs a tokio runtime) for
-    /// `urls` (`http://host:port/path`), signing with `api_key` /
-    /// `api_secret`.
+    /// `urls` (`http://` or `https://host[:port]/path`), signing with
+    /// `api_key` / `api_secret`; `https://` receivers are trusted through
+    /// the system's root certificates.
     ///
     /// # Errors
     ///
-    /// A URL that does not parse, or is not `http://`.
+    /// As [`start_with_ca`](Self::start_with_ca).
     pub fn start(urls: &[String], api_key: &str, api_secret: &str) -> Result<Self, String> {
+        Self::start_with_ca(urls, api_key, api_secret, None)
+    }
+
+    /// [`start`](Self::start), also trusting the certificates of the PEM
+    /// file `ca_file` (`WEBHOOK_CA_FILE`) for `https://` receivers.
+    ///
+    /// # Errors
+    ///
+    /// A URL that does not parse or is neither `http://` nor `https://`; a
+    /// CA file that cannot be read or holds no certificate; `https://` URLs
+    /// with no trusted root certificate at all.
+    pub fn start_with_ca(
+        urls: &[String],
+        api_key: &str,
+        api_secret: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
         let mut parsed = Vec::with_capacity(urls.len());
         for url in urls {
             let uri: Uri = url
                 .parse()
                 .map_err(|e| format!("webhook URL `{url}`: {e}"))?;
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                 return Err(format!(
-                    "webhook URL `{url}`: only http://host[:port]/path is supported"
+                    "webhook URL `{url}`: only http:// and https://host[:port]/path are supported"
                 ));
             }
             parsed.push(uri);
         }
+        let tls = if parsed.iter().any(|u| u.scheme_str() == Some("https")) {
+            Some(tls_connector(ca_file)?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             urls: parsed,
+            tls,
             api_key: api_key.to_owned(),
             api_secret: api_secret.to_owned(),
             delivered: AtomicU64::new(0),
@@ -196,7 +226,10 @@ fn event_body(
     });
     if let Some(p) = participant {
         let mut p = camel(lk_participant(p));
-        if kind == WebhookKind::ParticipantLeft {
+        if matches!(
+            kind,
+            WebhookKind::ParticipantLeft | WebhookKind::ParticipantConnectionAborted
+        ) {
             p["state"] = json!("DISCONNECTED");
         }
         body["participant"] = p;
@@ -310,13 +343,87 @@ async fn deliver(shared: &Shared, event: &Queued) {
     }
 }
 
+/// The TLS client of `https://` webhooks: rustls on aws-lc-rs, trusting
+/// the system's roots and those of `ca_file`.
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        debug!(error = %e, "a system root certificate could not be loaded");
+    }
+    let (_, ignored) = roots.add_parsable_certificates(native.certs);
+    if ignored > 0 {
+        debug!(ignored, "system root certificates rustls cannot use");
+    }
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("WEBHOOK_CA_FILE `{}`: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "WEBHOOK_CA_FILE `{}`: no certificate in the file",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("WEBHOOK_CA_FILE `{}`: {e}", path.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "https:// webhook URLs, but no trusted root certificate: install the system's \
+             CA certificates or set WEBHOOK_CA_FILE"
+                .to_owned(),
+        );
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Sends `request` over `io` (HTTP/1.1); `Ok` on a 2xx answer.
+async fn exchange<IO>(io: IO, request: http::Request<Full<Bytes>>) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let res = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = res.status();
+    // Read (and drop) the answer so the connection ends cleanly.
+    let _ = res.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
 /// One signed POST; `Ok` on a 2xx answer.
 async fn post(shared: &Shared, url: &Uri, body: &Bytes) -> Result<(), String> {
     let auth =
         pulsewave_auth::sign_webhook(&shared.api_key, &shared.api_secret, body, SystemTime::now())
             .map_err(|e| e.to_string())?;
     let host = url.host().unwrap_or("localhost");
-    let port = url.port_u16().unwrap_or(80);
+    let https = url.scheme_str() == Some("https");
+    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
     let authority = url
         .authority()
         .map(|a| a.as_str().to_owned())
@@ -329,29 +436,27 @@ async fn post(shared: &Shared, url: &Uri, body: &Bytes) -> Result<(), String> {
         .header(http::header::USER_AGENT, "PulseWave")
         .body(Full::new(body.clone()))
         .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let stream = TcpStream::connect((host.trim_matches(['[', ']']), port))
+    let host = host.trim_matches(['[', ']']);
+    let attempt = async {
+        let stream = TcpStream::connect((host, port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let res = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = res.status();
-        // Read (and drop) the answer so the connection ends cleanly.
-        let _ = res.into_body().collect().await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("HTTP {status}"))
+        if !https {
+            return exchange(stream, request).await;
         }
+        let tls = shared
+            .tls
+            .as_ref()
+            .ok_or_else(|| "no TLS client for an https:// URL".to_owned())?;
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("TLS server name `{host}`: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        exchange(stream, request).await
     };
-    tokio::time::timeout(POST_TIMEOUT, exchange)
+    tokio::time::timeout(POST_TIMEOUT, attempt)
         .await
         .map_err(|_| "timed out".to_owned())?
 }
@@ -388,13 +493,18 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls() {
+    fn http_and_https_urls_only() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
         let Ok(rt) = rt else { return };
         rt.block_on(async {
-            assert!(WebhookNotifier::start(&["https://x/".into()], "k", "s").is_err());
+            assert!(WebhookNotifier::start(&["ftp://x/".into()], "k", "s").is_err());
+            let missing = std::path::Path::new("/nonexistent/ca.pem");
+            assert!(
+                WebhookNotifier::start_with_ca(&["https://x/".into()], "k", "s", Some(missing))
+                    .is_err()
+            );
             assert!(WebhookNotifier::start(&["not a url".into()], "k", "s").is_err());
             assert!(WebhookNotifier::start(&["http://127.0.0.1:9/hook".into()], "k", "s").is_ok());
         });

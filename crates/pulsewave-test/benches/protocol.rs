@@ -71,9 +71,11 @@ fn participant(i: usize) -> ParticipantInfo {
             can_publish_data: true,
             hidden: false,
             can_update_metadata: false,
+            can_publish_sources: Default::default(),
         },
         tracks: vec![track(i, MediaKind::Video), track(i, MediaKind::Audio)],
         data_channels: Vec::new(),
+        attributes: Default::default(),
     }
 }
 
@@ -159,6 +161,7 @@ fn bench(c: &mut Criterion) {
                 kind: DataKind::Reliable,
                 data: json!({"type":"chat","message":"Hello, everyone!"}),
                 topic: None,
+                encoding: None,
             },
         ),
     ];

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use pulsewave_protocol::transport::TransportDirection;
-use pulsewave_protocol::{ConsumerId, MediaKind, TransportId};
+use pulsewave_protocol::{ConsumerId, MediaKind, ProducerId, TransportId};
 use str0m::bwe::Bitrate;
 use str0m::rtp::Ssrc;
 
@@ -126,6 +126,8 @@ pub struct TransportAllocation {
 pub struct ConsumerAllocation {
     /// The consumer.
     pub consumer_id: ConsumerId,
+    /// The producer it consumes (`None` if that producer is gone).
+    pub producer_id: Option<ProducerId>,
     /// Audio or video.
     pub kind: MediaKind,
     /// Its priority.
@@ -160,6 +162,7 @@ impl Room {
                     let p = self.producers.get(c.producer);
                     ConsumerAllocation {
                         consumer_id: c.id.clone(),
+                        producer_id: p.map(|p| p.id.clone()),
                         kind: p.map_or(MediaKind::Video, |p| p.kind),
                         priority: c
                             .priority

@@ -437,6 +437,26 @@ impl Room {
                 }
             }
             RtcEvent::Closed => self.out.fail(key, t, CloseReason::ClosedByPeer),
+            // What the peer reports on what this transport sends it: the
+            // connection quality's downstream loss and round-trip time.
+            RtcEvent::MediaEgressStats(stats) => {
+                if let Some(loss) = stats.loss.filter(|l| l.is_finite()) {
+                    // Less what the publisher's link lost: the room
+                    // forwards those gaps to every subscriber.
+                    let upstream = t
+                        .mids
+                        .iter()
+                        .find(|(m, _)| m.as_str() == &*stats.mid)
+                        .and_then(|(_, c)| self.consumers.get(*c))
+                        .and_then(|c| self.producers.get(c.producer))
+                        .map_or(0.0, |p| p.link.recent_loss());
+                    let loss = (loss.clamp(0.0, 1.0) - upstream).max(0.0);
+                    t.remote_loss = Some(t.remote_loss.map_or(loss, |l| l.max(loss)));
+                }
+                if let Some(rtt) = stats.rtt {
+                    t.rtt = Some(rtt);
+                }
+            }
             RtcEvent::EgressBitrateEstimate(kind) if t.direction == TransportDirection::Recv => {
                 match kind {
                     BweKind::Twcc { estimate, .. } => t.bwe.estimate = Some(estimate.as_u64()),

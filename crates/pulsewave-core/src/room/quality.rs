@@ -1,7 +1,7 @@
 //! The room's side of connection quality (see `crate::quality`): the
 //! evaluation timer and the `ConnectionQuality` events.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pulsewave_protocol::transport::TransportDirection;
 
@@ -66,7 +66,7 @@ impl Room {
             let mut q = ConnectionQuality::Excellent;
             let mut connected = false;
             for &tk in &holdings.transports {
-                let Some(t) = transports.get(tk) else {
+                let Some(t) = transports.get_mut(tk) else {
                     continue;
                 };
                 if !t.connected {
@@ -77,6 +77,12 @@ impl Room {
                     .is_some_and(|r| now.saturating_duration_since(r) > LOST_AFTER)
                 {
                     q = ConnectionQuality::Lost;
+                }
+                if let Some(loss) = t.remote_loss.take() {
+                    q = q.min(ConnectionQuality::from_link(loss, Duration::ZERO));
+                }
+                if let Some(rtt) = t.rtt {
+                    q = q.min(ConnectionQuality::from_rtt(rtt));
                 }
                 for (_, key) in &t.mids {
                     match t.direction {

@@ -1,4 +1,6 @@
-use pulsewave_protocol::{ParticipantPermission, RequestId, ResumeRequest};
+use pulsewave_protocol::{
+    ParticipantPermission, PublishSources, RequestId, ResumeRequest, TrackSource,
+};
 
 use super::Flow;
 use crate::error::SignalError;
@@ -11,6 +13,35 @@ pub(crate) const MAX_IDENTITY_BYTES: usize = 256;
 pub(crate) const MAX_NAME_BYTES: usize = 256;
 /// Longest participant metadata accepted at `join`, in bytes.
 pub(crate) const MAX_METADATA_BYTES: usize = 4096;
+/// Most participant attributes (keys).
+pub(crate) const MAX_ATTRIBUTES: usize = 64;
+/// Most bytes of a participant's attributes, keys and values together.
+pub(crate) const MAX_ATTRIBUTES_BYTES: usize = 4096;
+
+/// Checks a participant's attributes against [`MAX_ATTRIBUTES`] and
+/// [`MAX_ATTRIBUTES_BYTES`] (no empty key).
+pub(crate) fn check_attributes(
+    attributes: &std::collections::BTreeMap<String, String>,
+) -> Result<(), SignalError> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(SignalError::InvalidParameters(format!(
+            "{} attributes; at most {MAX_ATTRIBUTES} are accepted",
+            attributes.len()
+        )));
+    }
+    if attributes.keys().any(String::is_empty) {
+        return Err(SignalError::InvalidParameters(
+            "an attribute key is empty".into(),
+        ));
+    }
+    let bytes: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_ATTRIBUTES_BYTES {
+        return Err(SignalError::InvalidParameters(format!(
+            "attributes are {bytes} bytes; at most {MAX_ATTRIBUTES_BYTES} are accepted"
+        )));
+    }
+    Ok(())
+}
 
 /// Handles `join`: checks the grant, enters the room, replies `joined`.
 pub(crate) struct JoinHandler;
@@ -51,6 +82,7 @@ impl JoinHandler {
                 )));
             }
         }
+        check_attributes(&session.claims.attributes)?;
         if let Some(resume) = resume {
             return Self::resume(session, room, resume, request_id).await;
         }
@@ -63,6 +95,12 @@ impl JoinHandler {
             can_publish_data: video.can_publish_data() && !video.hidden,
             hidden: video.hidden,
             can_update_metadata: video.can_update_own_metadata,
+            can_publish_sources: PublishSources::only(
+                video
+                    .can_publish_sources
+                    .iter()
+                    .filter_map(|s| TrackSource::from_name(s)),
+            ),
         };
         let create = session.shared.config.auto_create_rooms || video.room_create;
         // A room may close between lookup and join; then a fresh one is made.
@@ -74,6 +112,7 @@ impl JoinHandler {
                 identity: session.claims.sub.clone(),
                 name: session.claims.name.clone(),
                 metadata: session.claims.metadata.clone(),
+                attributes: session.claims.attributes.clone(),
                 permission,
                 outbound: session.outbound.clone(),
                 request_id: request_id.clone(),

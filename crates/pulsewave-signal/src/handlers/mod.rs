@@ -18,7 +18,9 @@ use pulsewave_protocol::{ClientMessage, ClientRequest, ServerMessage};
 
 pub(crate) use data::DataHandler;
 pub(crate) use data_channel::DataChannelHandler;
-pub(crate) use join::{JoinHandler, MAX_METADATA_BYTES, MAX_NAME_BYTES};
+pub(crate) use join::{
+    JoinHandler, MAX_ATTRIBUTES, MAX_METADATA_BYTES, MAX_NAME_BYTES, check_attributes,
+};
 pub(crate) use layers::{
     ConsumerPriorityHandler, PreferredLayersHandler, StatsHandler, TrackSettingsHandler,
 };

@@ -93,6 +93,10 @@ pub(crate) struct Participant {
     /// Bytes this participant's entry takes in the room listing of `joined`
     /// (0 for a hidden participant, who is not listed).
     pub(crate) listed_bytes: usize,
+    /// It created a transport (it tried to connect media).
+    pub(crate) media_tried: bool,
+    /// One of its transports connected (ICE and DTLS up).
+    pub(crate) media_connected: bool,
 }
 
 /// Bytes of `value` as JSON, counted without building the string.
@@ -509,6 +513,7 @@ impl RoomActor {
             permission: req.permission,
             tracks: Vec::new(),
             data_channels: Vec::new(),
+            attributes: req.attributes,
         };
         let sid = info.sid.clone();
         let settings = self.manager.settings();
@@ -551,6 +556,8 @@ impl RoomActor {
             outbound: link,
             quality: None,
             listed_bytes: cost,
+            media_tried: false,
+            media_connected: false,
         });
         self.listing_bytes += cost;
         self.empty_since = None;
@@ -582,6 +589,16 @@ impl RoomActor {
             p.outbound.disconnect(reason);
         }
         info!(room = %self.name, identity = %p.info.identity, sid = %p.info.sid, "participant left");
+        if p.media_tried && !p.media_connected {
+            // Its media never connected (LiveKit's event for a connection
+            // that failed before the participant was really in); `left`
+            // still follows the `joined` sent at its join.
+            self.webhook(
+                WebhookKind::ParticipantConnectionAborted,
+                Some(&p.info),
+                None,
+            );
+        }
         self.webhook(WebhookKind::ParticipantLeft, Some(&p.info), None);
         if !p.info.permission.hidden {
             self.broadcast(
@@ -691,7 +708,11 @@ impl RoomActor {
         p.outbound
             .send_replay(encode(&resumed, req.request_id.as_ref()), missed);
         info!(room = %name, identity = %p.info.identity, sid = %p.info.sid, "participant resumed");
-        Ok(p.info.sid.clone())
+        let sid = p.info.sid.clone();
+        // The new connection's token may predate a server API change: the
+        // session takes the room's grants (and refreshes its token).
+        self.push_grants(&sid);
+        Ok(sid)
     }
 
     /// Tells the cluster the room's participants and tracks if they changed
@@ -759,6 +780,7 @@ impl RoomActor {
                 kind,
                 data,
                 topic,
+                encoding: None,
             },
             None,
         );

@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use pulsewave_protocol::{
-    DataKind, DisconnectReason, ParticipantInfo, ParticipantSid, RequestId, RoomInfo,
-    ServerMessage, TrackInfo,
+    DataKind, DisconnectReason, ParticipantInfo, ParticipantSid, PublishSources, RequestId,
+    RoomInfo, ServerMessage, TrackInfo,
 };
 use serde_json::{Value, json};
 use tracing::info;
@@ -16,8 +18,8 @@ use tracing::info;
 use super::actor::RoomActor;
 use super::media::{Cause, media_error};
 use crate::error::SignalError;
-use crate::handlers::{MAX_METADATA_BYTES, MAX_NAME_BYTES};
-use crate::outbound::encode;
+use crate::handlers::{MAX_METADATA_BYTES, MAX_NAME_BYTES, check_attributes};
+use crate::outbound::{GrantUpdate, encode};
 
 /// A participant's permissions as the admin API sets them (LiveKit's
 /// `ParticipantPermission`: the whole set is replaced).
@@ -27,6 +29,10 @@ pub(crate) struct PermissionUpdate {
     pub(crate) can_subscribe: bool,
     pub(crate) can_publish_data: bool,
     pub(crate) can_update_metadata: bool,
+    /// Hidden from the other participants (LiveKit's `hidden`).
+    pub(crate) hidden: bool,
+    /// The sources it may publish (`canPublishSources`; empty: all).
+    pub(crate) can_publish_sources: PublishSources,
 }
 
 /// An administrative operation on one room.
@@ -52,12 +58,14 @@ pub(crate) enum AdminOp {
         track_sid: String,
         muted: bool,
     },
-    /// `UpdateParticipant` (empty strings and `None` leave a field as it is).
+    /// `UpdateParticipant` (empty strings and `None` leave a field as it is;
+    /// `attributes` are merged: an empty value deletes its key).
     UpdateParticipant {
         identity: String,
         metadata: Option<String>,
         name: Option<String>,
         permission: Option<PermissionUpdate>,
+        attributes: BTreeMap<String, String>,
     },
     /// `UpdateSubscriptions`.
     UpdateSubscriptions {
@@ -73,7 +81,8 @@ pub(crate) enum AdminOp {
     /// `SendData`: a `data` message from the server (empty
     /// `participantIdentity`).
     SendData {
-        data: Value,
+        /// The payload's bytes.
+        data: Vec<u8>,
         kind: DataKind,
         destinations: Vec<String>,
         topic: Option<String>,
@@ -252,12 +261,29 @@ impl RoomActor {
                 metadata,
                 name,
                 permission,
+                attributes,
             } => {
                 let sid = self.sid_by_identity(&identity)?;
+                // Everything is checked before anything changes.
+                if let Some(m) = &metadata {
+                    check_len("metadata", m, MAX_METADATA_BYTES)?;
+                }
+                if let Some(n) = &name {
+                    check_len("name", n, MAX_NAME_BYTES)?;
+                }
+                let attributes = if attributes.is_empty() {
+                    None
+                } else {
+                    let merged =
+                        merge_attributes(&self.participant(&sid)?.info.attributes, attributes);
+                    check_attributes(&merged)?;
+                    Some(merged)
+                };
                 if let Some(permission) = permission {
                     self.set_permission(&sid, permission).await?;
                 }
-                self.update_info(&sid, metadata, name, None)?;
+                self.update_info(&sid, metadata, name, attributes, None)?;
+                self.push_grants(&sid);
                 Ok(AdminReply::Participant(
                     self.participant(&sid)?.info.clone(),
                 ))
@@ -284,6 +310,12 @@ impl RoomActor {
                         producers.push(t.producer_id.clone());
                     }
                 }
+                if !subscribe && !producers.is_empty() {
+                    // Enforced here, not left to the client: its consumers
+                    // of those tracks close at once (it may subscribe again
+                    // itself, as in LiveKit, or be told to by this API).
+                    self.close_consumers_of(&sid, &producers).await?;
+                }
                 if !sids.is_empty() {
                     self.send_to(
                         &sid,
@@ -303,12 +335,14 @@ impl RoomActor {
                 destinations,
                 topic,
             } => {
+                let (data, encoding) = crate::twirp::data_value(data);
                 let text = encode(
                     &ServerMessage::Data {
                         participant_identity: String::new(),
                         kind,
                         data,
                         topic,
+                        encoding,
                     },
                     None,
                 );
@@ -339,7 +373,18 @@ impl RoomActor {
         if !self.participant(from)?.info.permission.can_update_metadata {
             return Err(SignalError::PermissionDenied("canUpdateOwnMetadata"));
         }
-        self.update_info(from, metadata, name, Some(rid))
+        self.update_info(from, metadata, name, None, Some(rid))?;
+        self.push_grants(from);
+        Ok(())
+    }
+
+    /// Hands `sid`'s session its grants as the room has them now, so that
+    /// its `token-refresh` carries them (a reconnection keeps what the
+    /// server API changed, and regains nothing it revoked).
+    pub(crate) fn push_grants(&self, sid: &ParticipantSid) {
+        if let Ok(p) = self.participant(sid) {
+            p.outbound.update_grants(grant_update(&p.info));
+        }
     }
 
     /// Sets a participant's metadata and name and tells everyone who can
@@ -350,6 +395,7 @@ impl RoomActor {
         sid: &ParticipantSid,
         metadata: Option<String>,
         name: Option<String>,
+        attributes: Option<BTreeMap<String, String>>,
         reply: Option<Option<&RequestId>>,
     ) -> Result<(), SignalError> {
         let metadata = metadata.filter(|m| !m.is_empty());
@@ -372,6 +418,12 @@ impl RoomActor {
             && n != p.info.name
         {
             p.info.name = n;
+            changed = true;
+        }
+        if let Some(a) = attributes
+            && a != p.info.attributes
+        {
+            p.info.attributes = a;
             changed = true;
         }
         if changed {
@@ -398,19 +450,25 @@ impl RoomActor {
         new: PermissionUpdate,
     ) -> Result<(), SignalError> {
         let p = self.participant_mut(sid)?;
-        let hidden = p.info.permission.hidden;
         let before = p.info.permission;
-        // A hidden participant stays unable to be seen.
+        // The whole set is replaced, as LiveKit does; a hidden participant
+        // publishes nothing.
+        let hidden = new.hidden;
+        p.info.permission.hidden = hidden;
         p.info.permission.can_publish = new.can_publish && !hidden;
         p.info.permission.can_publish_data = new.can_publish_data && !hidden;
         p.info.permission.can_subscribe = new.can_subscribe;
         p.info.permission.can_update_metadata = new.can_update_metadata;
+        p.info.permission.can_publish_sources = new.can_publish_sources;
         let after = p.info.permission;
         let owner = p.owner;
+        // Tracks it may no longer publish: all of them without
+        // `canPublish`, else those of a source no longer allowed.
         let tracks: Vec<_> = p
             .info
             .tracks
             .iter()
+            .filter(|t| !after.can_publish || !after.can_publish_sources.allows(t.source))
             .map(|t| t.producer_id.clone())
             .collect();
         let channels: Vec<_> = p
@@ -425,10 +483,8 @@ impl RoomActor {
         info!(room = %self.name, sid = %sid, ?after, "permissions updated by the server API");
         let mut closed_consumers = Vec::new();
         if let Some(media) = self.media.as_ref() {
-            if before.can_publish && !after.can_publish {
-                for producer in tracks {
-                    let _ = media.close_producer(owner, producer).await;
-                }
+            for producer in tracks {
+                let _ = media.close_producer(owner, producer).await;
             }
             if before.can_publish_data && !after.can_publish_data {
                 for producer in channels {
@@ -450,8 +506,19 @@ impl RoomActor {
                 }
             }
         }
-        // Unpublished tracks and channels reach everyone.
+        // Unpublished tracks and channels reach everyone (while it is
+        // still visible, if it is being hidden).
         self.apply_media_events(Cause::Other);
+        if before.hidden != after.hidden {
+            // Hidden: the others see it leave; visible again: join.
+            let info = self.participant(sid)?.info.clone();
+            let message = if after.hidden {
+                ServerMessage::ParticipantLeft { participant: info }
+            } else {
+                ServerMessage::ParticipantJoined { participant: info }
+            };
+            self.broadcast(&message, Some(sid));
+        }
         for (consumer_id, producer_id) in closed_consumers {
             self.send_to(
                 sid,
@@ -464,6 +531,48 @@ impl RoomActor {
         }
         self.recount(sid);
         self.announce_participant(sid, None);
+        Ok(())
+    }
+
+    /// Closes `sid`'s consumers of `producers` and tells it
+    /// (`track-unsubscribed`). One media call per consumer closed, at most
+    /// one per track of the room.
+    async fn close_consumers_of(
+        &mut self,
+        sid: &ParticipantSid,
+        producers: &[pulsewave_protocol::ProducerId],
+    ) -> Result<(), SignalError> {
+        let owner = self.participant(sid)?.owner;
+        let Some(media) = self.media.as_ref() else {
+            return Ok(());
+        };
+        let transports = media
+            .transport_allocations(owner)
+            .await
+            .map_err(media_error)?;
+        let mut closed = Vec::new();
+        for consumer in transports.into_iter().flat_map(|t| t.consumers) {
+            if consumer
+                .producer_id
+                .as_ref()
+                .is_some_and(|p| producers.contains(p))
+                && let Ok(producer_id) = media
+                    .close_consumer(owner, consumer.consumer_id.clone())
+                    .await
+            {
+                closed.push((consumer.consumer_id, producer_id));
+            }
+        }
+        for (consumer_id, producer_id) in closed {
+            self.send_to(
+                sid,
+                &ServerMessage::TrackUnsubscribed {
+                    consumer_id,
+                    producer_id,
+                },
+                None,
+            );
+        }
         Ok(())
     }
 
@@ -493,6 +602,33 @@ impl RoomActor {
             },
             None,
         );
+    }
+}
+
+/// LiveKit's merge of `UpdateParticipant`'s attributes: each key is set to
+/// its new value, and a key with an empty value is deleted.
+pub(crate) fn merge_attributes(
+    current: &BTreeMap<String, String>,
+    update: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut merged = current.clone();
+    for (k, v) in update {
+        if v.is_empty() {
+            merged.remove(&k);
+        } else {
+            merged.insert(k, v);
+        }
+    }
+    merged
+}
+
+/// What the session's claims become after a change in the room.
+fn grant_update(info: &ParticipantInfo) -> GrantUpdate {
+    GrantUpdate {
+        name: info.name.clone(),
+        metadata: info.metadata.clone(),
+        attributes: info.attributes.clone(),
+        permission: info.permission,
     }
 }
 

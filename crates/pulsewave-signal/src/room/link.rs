@@ -129,6 +129,13 @@ impl Link {
         }
     }
 
+    /// Hands the attached session the participant's new grants.
+    pub(crate) fn update_grants(&self, update: crate::outbound::GrantUpdate) {
+        if let Some(o) = self.attached() {
+            o.update_grants(update);
+        }
+    }
+
     /// Tells the attached client why it is disconnected.
     pub(crate) fn disconnect(&self, reason: DisconnectReason) {
         if let Some(o) = self.attached() {

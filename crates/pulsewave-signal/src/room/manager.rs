@@ -291,6 +291,7 @@ pub(crate) struct JoinRequest {
     pub(crate) identity: String,
     pub(crate) name: String,
     pub(crate) metadata: String,
+    pub(crate) attributes: std::collections::BTreeMap<String, String>,
     pub(crate) permission: ParticipantPermission,
     pub(crate) outbound: Outbound,
     pub(crate) request_id: Option<RequestId>,

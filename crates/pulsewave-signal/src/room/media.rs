@@ -183,8 +183,10 @@ impl RoomActor {
                     .create_transport(owner, direction)
                     .await
                     .map_err(media_error)?;
-                let identity = &self.participant(from)?.info.identity;
-                transport.ice_servers = self.manager.settings().ice_servers_for(identity);
+                let p = self.participant_mut(from)?;
+                p.media_tried = true;
+                let identity = p.info.identity.clone();
+                transport.ice_servers = self.manager.settings().ice_servers_for(&identity);
                 self.send_to(
                     from,
                     &ServerMessage::TransportCreated {
@@ -243,6 +245,10 @@ impl RoomActor {
                 let p = self.participant(from)?;
                 if !p.info.permission.can_publish {
                     return Err(SignalError::PermissionDenied("canPublish"));
+                }
+                // The sources allowed now (the server API may change them).
+                if !p.info.permission.can_publish_sources.allows(source) {
+                    return Err(SignalError::PermissionDenied("canPublishSources"));
                 }
                 let max = self.manager.settings().max_tracks_per_participant;
                 if max > 0 && p.info.tracks.len() >= max as usize {
@@ -564,8 +570,14 @@ impl RoomActor {
     pub(crate) fn media_event(&mut self, event: MediaEvent, cause: Cause<'_>) {
         match event {
             MediaEvent::State(change) => self.state_change(change, cause),
-            MediaEvent::TransportConnected { transport_id, .. } => {
+            MediaEvent::TransportConnected {
+                transport_id,
+                owner,
+            } => {
                 debug!(room = %self.name, transport = %transport_id, "transport connected");
+                if let Some(p) = self.participants.iter_mut().find(|p| p.owner == owner) {
+                    p.media_connected = true;
+                }
             }
             MediaEvent::TransportClosed {
                 transport_id,

@@ -67,3 +67,66 @@ fn quality_degrades_with_loss_recovers_and_is_lost_when_cut() {
     sim.advance(Duration::from_secs(10));
     assert_eq!(reports(&sim), before);
 }
+
+fn downlink(sim: &mut Sim, config: LinkConfig) {
+    sim.link_mut().set_config(Direction::Down, config);
+}
+
+#[test]
+fn a_lossy_downlink_scores_the_subscriber_down_then_it_recovers() {
+    let (mut sim, alice, bob) = alice_and_bob(12);
+    let (mic, _) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+    sim.subscribe(bob, &mic);
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(quality(&sim, bob), Some(ConnectionQuality::Excellent));
+
+    // 15 % of what the room sends is lost, nothing of what it receives:
+    // Bob reports the loss in his receiver reports and is scored poor;
+    // Alice's upstream is clean.
+    downlink(
+        &mut sim,
+        LinkConfig {
+            loss: 0.15,
+            ..LinkConfig::default()
+        },
+    );
+    sim.advance(Duration::from_secs(8));
+    assert_eq!(quality(&sim, bob), Some(ConnectionQuality::Poor));
+    assert_eq!(quality(&sim, alice), Some(ConnectionQuality::Excellent));
+
+    // The loss goes away: excellent again.
+    downlink(&mut sim, LinkConfig::default());
+    sim.advance(Duration::from_secs(8));
+    assert_eq!(quality(&sim, bob), Some(ConnectionQuality::Excellent));
+}
+
+#[test]
+fn a_high_round_trip_time_is_not_excellent() {
+    let (mut sim, alice, bob) = alice_and_bob(13);
+    let (mic, _) = sim.publish(alice, MediaKind::Audio, "audio/opus");
+    sim.subscribe(bob, &mic);
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(quality(&sim, bob), Some(ConnectionQuality::Excellent));
+
+    // 200 ms each way: a 400 ms round trip, no loss, no jitter.
+    let slow = LinkConfig::with_latency(Duration::from_millis(200));
+    downlink(&mut sim, slow);
+    sim.link_mut().set_config(Direction::Up, slow);
+    sim.advance(Duration::from_secs(8));
+    assert_eq!(quality(&sim, bob), Some(ConnectionQuality::Good));
+
+    // 400 ms each way: poor.
+    let slower = LinkConfig::with_latency(Duration::from_millis(400));
+    downlink(&mut sim, slower);
+    sim.link_mut().set_config(Direction::Up, slower);
+    sim.advance(Duration::from_secs(8));
+    assert_eq!(quality(&sim, bob), Some(ConnectionQuality::Poor));
+
+    // Back to 10 ms: excellent (the packets the change reorders are
+    // reported lost for a moment).
+    downlink(&mut sim, LinkConfig::default());
+    sim.link_mut()
+        .set_config(Direction::Up, LinkConfig::default());
+    sim.advance(Duration::from_secs(12));
+    assert_eq!(quality(&sim, bob), Some(ConnectionQuality::Excellent));
+}
