@@ -109,18 +109,39 @@ pub(crate) fn allocate(
     max_up_steps: usize,
     out: &mut Vec<Allocation>,
 ) -> u64 {
-    allocate_with(budget, demands, max_up_steps, true, out)
+    allocate_with(budget, demands, max_up_steps, Rules::NORMAL, out)
 }
 
-/// [`allocate`], with the [`UP_HEADROOM`] and [`KEYFRAME_ALLOWANCE`] of
-/// steps above a current layer only when `headroom`: without it, `budget`
-/// is a total already known to fit (what is forwarded now, while holding
-/// after congestion), and only its share among consumers changes.
+/// How [`allocate_with`] treats steps up and the bottoms of paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rules {
+    /// Steps above a current layer need [`UP_HEADROOM`] and
+    /// [`KEYFRAME_ALLOWANCE`]. Off when `budget` is a total already known
+    /// to fit (what is forwarded now, while holding after congestion), and
+    /// only its share among consumers changes.
+    pub(crate) headroom: bool,
+    /// Every consumer gets the bottom of its path, fitting or not: the
+    /// budget is a guess (no estimate measured yet), and only a
+    /// measurement may pause a consumer for congestion. Climbing still
+    /// stays within the budget.
+    pub(crate) bottoms_always: bool,
+}
+
+#[cfg(test)]
+impl Rules {
+    /// Headroom on steps up; bottoms only when they fit.
+    pub(crate) const NORMAL: Rules = Rules {
+        headroom: true,
+        bottoms_always: false,
+    };
+}
+
+/// [`allocate`] under `rules`.
 pub(crate) fn allocate_with(
     budget: u64,
     demands: &[Demand],
     max_up_steps: usize,
-    headroom: bool,
+    rules: Rules,
     out: &mut Vec<Allocation>,
 ) -> u64 {
     out.clear();
@@ -146,7 +167,7 @@ pub(crate) fn allocate_with(
     let mut used: u64 = 0;
     let fits = |used: u64, extra: u64, up: bool, keyframe: u64| {
         let total = used.saturating_add(extra) as f64;
-        if up && headroom {
+        if up && rules.headroom {
             total * UP_HEADROOM + keyframe as f64 * KEYFRAME_ALLOWANCE <= budget as f64
         } else {
             total <= budget as f64
@@ -172,7 +193,7 @@ pub(crate) fn allocate_with(
             continue;
         };
         let c = cost(d, first);
-        if fits(used, c, d.congested, c) {
+        if rules.bottoms_always || fits(used, c, d.congested, c) {
             used += c;
             pos[i] = Some(0);
         }
@@ -359,13 +380,17 @@ mod tests {
             600_000,
             &[speaker.clone(), other.clone()],
             1,
-            true,
+            Rules::NORMAL,
             &mut out,
         );
         assert_eq!(out[0].layer, Some((1, 1)));
         // ... without it (the total is known to fit), it takes 360p@30
         // (500k) and the other camera gives way, within the same total.
-        let used = allocate_with(600_000, &[speaker, other], 1, false, &mut out);
+        let held = Rules {
+            headroom: false,
+            ..Rules::NORMAL
+        };
+        let used = allocate_with(600_000, &[speaker, other], 1, held, &mut out);
         assert_eq!(out[0].layer, Some((1, 2)));
         assert!(out[1].layer < Some((1, 1)), "{:?}", out[1].layer);
         assert!(used <= 600_000, "{used}");

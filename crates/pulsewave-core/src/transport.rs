@@ -201,6 +201,10 @@ pub(crate) struct BweState {
     pub(crate) estimate: Option<u64>,
     /// The last REMB from the subscriber, bits per second.
     pub(crate) remb: Option<u64>,
+    /// Whether an estimate came from feedback (a REMB, or transport-wide-cc
+    /// moving the estimate off its configured start): before that the
+    /// estimate is a guess, which pauses nobody.
+    pub(crate) measured: bool,
     /// An allocation is queued for this input.
     pub(crate) pending: bool,
     /// When the periodic allocation is armed.

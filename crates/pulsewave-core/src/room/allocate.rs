@@ -310,9 +310,16 @@ impl Room {
         } else {
             (budget, true)
         };
+        // Before anything is measured the budget comes from the configured
+        // initial estimate, a guess: it bounds how high consumers start,
+        // but pauses nobody (a single 1 Mbit/s stream against a 1 Mbit/s
+        // guess would otherwise never send the media its estimate needs).
+        let rules = allocator::Rules {
+            headroom,
+            bottoms_always: self.config.bandwidth_estimation && !t.bwe.measured,
+        };
         let mut result: Vec<Allocation> = Vec::with_capacity(demands.len());
-        let used =
-            allocator::allocate_with(share, &demands, UP_STEPS_PER_RUN, headroom, &mut result);
+        let used = allocator::allocate_with(share, &demands, UP_STEPS_PER_RUN, rules, &mut result);
         // Apply.
         let mut downgraded = false;
         let mut upgraded = false;
@@ -378,8 +385,12 @@ impl Room {
             let reachable = probe_step.is_some_and(|step| {
                 (bwe.allocated.saturating_add(step)) as f64 <= estimate as f64 * PROBE_REACH
             });
-            if !reachable || hold {
-                if !reachable {
+            // A next step far beyond the estimate (a single 1 Mbit/s stream
+            // paused behind a link that now carries 500 kbit/s) is still
+            // probed for, toward `PROBE_REACH` times the estimate, so the
+            // estimate can climb to it over a few windows.
+            if probe_step.is_none() || hold {
+                if probe_step.is_none() {
                     bwe.probe_every = None;
                     bwe.next_probe = None;
                     bwe.probe_from = None;
@@ -424,7 +435,11 @@ impl Room {
             // look beyond the estimate (its own periodic probes go to twice
             // `desired`, a burst such a link pays for with audio).
             let desired = if probe_step.is_some() && !reachable {
-                estimate.max(minimum)
+                if probing {
+                    ((estimate as f64 * PROBE_REACH) as u64).max(minimum)
+                } else {
+                    estimate.max(minimum)
+                }
             } else {
                 ((desired.saturating_mul(3) / 2)
                     .max(self.config.initial_available_outgoing_bitrate)
@@ -443,13 +458,18 @@ impl Room {
             }
         }
         // No padding on a stopped consumer's stream: its subscriber would
-        // count it, and it costs for nothing.
+        // count it, and it costs for nothing. A consumer paused for
+        // congestion carries the padding of probe windows, though: it may
+        // be the only video of the transport, and with nothing sent the
+        // estimate could never learn that it fits again.
+        let probing = t.bwe.probe_until.is_some_and(|u| now < u);
         for &(_, ckey) in &t.mids {
             let Some(c) = self.consumers.get_mut(ckey) else {
                 continue;
             };
             let producer_paused = self.producers.get(c.producer).is_none_or(|p| p.paused);
-            let pad = !(c.paused || producer_paused || c.congested || c.view.disabled);
+            let pad =
+                !(c.paused || producer_paused || c.view.disabled) && (!c.congested || probing);
             if pad != c.padded {
                 c.padded = pad;
                 if let Some(stream) = t.rtc.direct_api().stream_tx(&Ssrc::from(c.ssrc)) {

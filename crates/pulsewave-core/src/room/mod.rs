@@ -459,8 +459,19 @@ impl Room {
             }
             RtcEvent::EgressBitrateEstimate(kind) if t.direction == TransportDirection::Recv => {
                 match kind {
-                    BweKind::Twcc { estimate, .. } => t.bwe.estimate = Some(estimate.as_u64()),
-                    BweKind::Remb { estimate, .. } => t.bwe.remb = Some(estimate.as_u64()),
+                    BweKind::Twcc { estimate, .. } => {
+                        // str0m reports the configured start value until
+                        // feedback moves it; its first steps from there
+                        // are noise, not a measure of the link.
+                        let e = estimate.as_u64();
+                        let start = self.config.initial_available_outgoing_bitrate;
+                        t.bwe.measured |= e.abs_diff(start) > start / 5;
+                        t.bwe.estimate = Some(e);
+                    }
+                    BweKind::Remb { estimate, .. } => {
+                        t.bwe.measured = true;
+                        t.bwe.remb = Some(estimate.as_u64());
+                    }
                     _ => return,
                 }
                 tracing::debug!(transport = %t.id, estimate = ?kind, "egress estimate");

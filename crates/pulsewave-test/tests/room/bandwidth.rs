@@ -482,3 +482,50 @@ fn the_active_speakers_camera_keeps_its_layers_over_the_others() {
         "the speaker (Alice) gets the better layers now: alice {a2:?}, carol {c2:?}"
     );
 }
+
+#[test]
+fn a_single_1_mbit_stream_starts_at_once_pauses_behind_a_small_link_and_comes_back() {
+    // One 1 Mbit/s encoding, no audio: the configured start estimate
+    // (1 Mbit/s) is a guess that must not pause it, and once paused for
+    // congestion it is its own stream that carries the probes.
+    let (mut sim, alice, bob) = alice_and_bob(505);
+    let mut options = SimulcastOptions::new(VP8, &["r0"]);
+    options.layers[0].1.bitrate_bps = 1_000_000;
+    let (producer, _) = sim
+        .try_publish_simulcast(alice, None, VP8, options)
+        .expect("publish");
+    sim.advance(SECOND / 2);
+    let c = sim.subscribe(bob, &producer);
+    let congested = |events: &[(Instant, Event)]| {
+        events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::ConsumerCongested { consumer_id, congested: true, .. } if *consumer_id == c))
+            .count()
+    };
+    sim.advance(10 * SECOND);
+    let events = sim.take_events();
+    let start = sim.now() - 5 * SECOND;
+    let f = frames(&sim, bob, &c, start);
+    assert_eq!(congested(&events), 0, "an open link never pauses it");
+    assert!(f.complete.len() >= 140, "30 fps in the last 5 s: {f:?}");
+    let t = &sim.room().transport_allocations(bob)[0];
+    assert!(
+        t.available_outgoing_bitrate.is_some_and(|e| e > 1_200_000),
+        "the estimate grew past the stream: {t:?}"
+    );
+
+    limit(&mut sim, bob, Some(600_000));
+    sim.advance(10 * SECOND);
+    let events = sim.take_events();
+    assert!(congested(&events) >= 1, "600 kbit/s pauses it");
+
+    limit(&mut sim, bob, None);
+    sim.advance(30 * SECOND);
+    let from = sim.now() - 5 * SECOND;
+    let f = frames(&sim, bob, &c, from);
+    assert!(
+        f.complete.len() >= 140,
+        "back once the link is open again, probed on its own stream: {f:?} {:?}",
+        sim.room().transport_allocations(bob)
+    );
+}

@@ -1334,12 +1334,19 @@ impl StreamTx {
         }
     }
 
-    /// Drops the packets written but not sent yet, pending retransmissions
-    /// and the retransmission cache: for a stream the application stops
-    /// (an SFU pausing a consumer for congestion), so what the pacer still
-    /// holds does not delay other streams. Sequence numbers continue.
+    /// Drops the packets written but not sent yet and pending
+    /// retransmissions: for a stream the application stops (an SFU pausing
+    /// a consumer for congestion), so what the pacer still holds does not
+    /// delay other streams. Sequence numbers continue. The retransmission
+    /// cache stays: it is what tells the session this stream has sent
+    /// media, without which the pacer neither pads nor probes, and a
+    /// transport whose only video is stopped could never learn that its
+    /// link has room again.
     pub fn discard_queued(&mut self) {
-        self.reset_buffers();
+        self.send_queue.clear();
+        self.queue_info = None;
+        self.resends.clear();
+        self.padding = 0;
     }
 
     pub(crate) fn reset_buffers(&mut self) {
