@@ -380,7 +380,9 @@ impl ClientBuilder {
     }
 
     /// Local IP for media sockets; by default the IP the OS routes to the
-    /// server's candidate from (127.0.0.1 for a loopback server).
+    /// server's candidate from (127.0.0.1 for a loopback server). Its
+    /// family chooses among the server's candidates: an IPv6 `ip` uses the
+    /// IPv6 candidates of a dual-stack server.
     pub fn bind_ip(mut self, ip: IpAddr) -> Self {
         self.bind_ip = Some(ip);
         self
@@ -1326,7 +1328,10 @@ impl Inner {
             return Err(unexpected("transport-created", &reply));
         };
         let proto = self.ice_protocol;
-        let server = server_candidate(&transport, proto, None).ok_or_else(|| {
+        // The family of `bind_ip` picks the server's candidate (its IPv6
+        // one for an IPv6 `bind_ip` in dual stack).
+        let family = self.bind_ip.map(|ip| SocketAddr::new(ip, 0));
+        let server = server_candidate(&transport, proto, family).ok_or_else(|| {
             ClientError::InvalidParameters(format!("transport has no usable {proto:?} candidate"))
         })?;
         let ip = match self.bind_ip {

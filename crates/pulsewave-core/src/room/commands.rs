@@ -105,6 +105,8 @@ impl Room {
             router_caps: &self.config.rtp_capabilities,
             local_addr: self.config.local_addr,
             tcp_addr: self.config.tcp_addr,
+            local_addr6: self.config.local_addr6,
+            tcp_addr6: self.config.tcp_addr6,
             sctp_max_message_size: self.config.sctp_max_message_size,
             rng: &mut self.rng,
             max_incoming_bitrate: self.config.max_incoming_bitrate,
