@@ -494,6 +494,7 @@ impl ClientBuilder {
             generation: AtomicU64::new(0),
             resume: StdMutex::new(ResumeState::default()),
             session_resume: StdMutex::new(None),
+            ice_servers: Arc::new(StdMutex::new(Vec::new())),
             last_seq: AtomicU64::new(0),
             offline: AtomicBool::new(false),
             base_url: strip_token(url),
@@ -914,6 +915,15 @@ impl Client {
         restart_transport(&handle, &self.inner.requester()).await
     }
 
+    /// The latest STUN/TURN servers the server handed out (in `joined`,
+    /// `transport-created`, and refreshed by every `ice-restarted`, as the
+    /// embedded TURN server's credentials are short-lived). This client
+    /// gathers host candidates only and does not relay through them; an
+    /// embedder that does reads them here.
+    pub fn ice_servers(&self) -> Vec<IceServer> {
+        lock(&self.inner.ice_servers).clone()
+    }
+
     /// The send transport's id, if it exists.
     pub async fn send_transport_id(&self) -> Option<TransportId> {
         self.inner
@@ -1247,6 +1257,10 @@ pub(crate) struct Inner {
     resume: StdMutex<ResumeState>,
     /// The participant sid and resume token of the current session.
     session_resume: StdMutex<Option<(ParticipantSid, String)>>,
+    /// The latest STUN/TURN servers the server gave (`joined`,
+    /// `transport-created`, `ice-restarted`): the embedded TURN server's
+    /// credentials are short-lived, so each ICE restart brings fresh ones.
+    ice_servers: Arc<StdMutex<Vec<IceServer>>>,
     /// The highest `seq` received from the room in this session.
     last_seq: AtomicU64,
     /// [`Client::simulate_offline`]: reconnection attempts fail.
@@ -1270,6 +1284,7 @@ impl Inner {
             signal: self.signal.clone(),
             ids: self.next_request_id.clone(),
             timeout: self.request_timeout,
+            ice_servers: self.ice_servers.clone(),
         }
     }
 
@@ -1327,6 +1342,9 @@ impl Inner {
         let ServerMessage::TransportCreated { transport, .. } = reply else {
             return Err(unexpected("transport-created", &reply));
         };
+        if !transport.ice_servers.is_empty() {
+            *lock(&self.ice_servers) = transport.ice_servers.clone();
+        }
         let proto = self.ice_protocol;
         // The family of `bind_ip` picks the server's candidate (its IPv6
         // one for an IPv6 `bind_ip` in dual stack).
@@ -1569,6 +1587,7 @@ impl Inner {
     /// the new session's resume credentials.
     pub(crate) fn rejoined(&self, joined: &Joined) {
         *lock(&self.caps) = Some(joined.rtp_capabilities.clone());
+        *lock(&self.ice_servers) = joined.ice_servers.clone();
         *lock(&self.session_resume) = joined
             .resume_token
             .clone()
@@ -1692,6 +1711,8 @@ struct Requester {
     signal: mpsc::Sender<SignalCommand>,
     ids: Arc<AtomicU64>,
     timeout: Duration,
+    /// [`Inner`]'s latest ICE servers, refreshed by `ice-restarted`.
+    ice_servers: Arc<StdMutex<Vec<IceServer>>>,
 }
 
 impl Requester {
@@ -1729,9 +1750,18 @@ async fn restart_transport(
             transport_id: handle.id.clone(),
         })
         .await?;
-    let ServerMessage::IceRestarted { ice_parameters, .. } = reply else {
+    let ServerMessage::IceRestarted {
+        ice_parameters,
+        ice_servers,
+        ..
+    } = reply
+    else {
         return Err(unexpected("ice-restarted", &reply));
     };
+    // Fresh TURN credentials (an older server sends none: keep ours).
+    if !ice_servers.is_empty() {
+        *lock(&req.ice_servers) = ice_servers;
+    }
     let link = match handle.tcp {
         Some((server, ip)) => Some(driver::connect_tcp(server, ip, req.timeout).await?),
         None => None,
