@@ -13,7 +13,15 @@
 #      the browsers' only media address (10.77.0.2 on a veth, IPv6 off;
 #      the server's media address 10.78.0.1 on loopback, which Chrome does
 #      not use for media; signaling on 127.0.0.1) is replaced by 10.77.0.3
-#      mid-call; the call must come back the same way.
+#      mid-call; the call must come back the same way;
+#   4. dual stack (ice-tcp.mjs with PULSEWAVE_NETWORK=ipv6): the server's
+#      media sockets on 10.78.0.1 and fd00:78::1 (loopback,
+#      MEDIASOUP_LISTEN_IP6), the browsers' addresses 10.77.0.2 and
+#      fd00:77::2 on a veth (ULA, no DAD), and every IPv4 media packet
+#      dropped (iptables: all IPv4 UDP, and TCP to the media ports); the
+#      browsers must decode each other over IPv6 UDP only.
+# The namespace helpers (tools, free port, server start and stop by PID)
+# are netns-lib.sh's, shared with run-bandwidth-tests.sh.
 # Each phase starts the server binary with --dev on a free port and stops it
 # by PID. Exits with the first failure's status.
 #
@@ -29,24 +37,15 @@ export PULSEWAVE_ARTIFACTS="${PULSEWAVE_ARTIFACTS:-$WEB_DIR/test/artifacts}"
 export PULSEWAVE_SERVER_BIN="${PULSEWAVE_SERVER_BIN:-$REPO_DIR/target/debug/pulsewave-server}"
 
 say() { printf '[network-tests] %s\n' "$*" >&2; }
+# shellcheck source=web/test/netns-lib.sh
+. "$WEB_DIR/test/netns-lib.sh"
 
 if [ "${1:-}" != "--inner" ]; then
   mkdir -p "$PULSEWAVE_ARTIFACTS"
-  if ! command -v iptables >/dev/null 2>&1; then
-    if [ "$(id -u)" != 0 ]; then
-      say "FATAL: iptables is missing and installing it needs root (apt-get install -y iptables)"
-      exit 2
-    fi
-    say "installing iptables"
-    apt-get install -y iptables >/dev/null || { apt-get update >/dev/null && apt-get install -y iptables >/dev/null; }
-  fi
-  if ! unshare -n true 2>/dev/null; then
-    say "FATAL: cannot create a network namespace (needs root and unshare)"
-    exit 2
-  fi
+  pw_ensure_iptables
+  pw_require_netns
   status=0
-  unshare -n "$SELF" --inner ice-tcp || status=$?
-  for phase in ${PULSEWAVE_NETWORK_PHASES:-ice-restart net-change}; do
+  for phase in ice-tcp ${PULSEWAVE_NETWORK_PHASES:-ice-restart net-change ipv6}; do
     phase_status=0
     unshare -n "$SELF" --inner "$phase" || phase_status=$?
     if [ "$status" = 0 ]; then status=$phase_status; fi
@@ -56,70 +55,71 @@ fi
 phase="${2:-ice-tcp}"
 
 ip link set lo up
+port="$(pw_free_port)"
 media_env=()
-if [ "$phase" = ice-tcp ]; then
-  # Drop all UDP (IPv4 and IPv6) in this namespace: a corporate firewall.
-  iptables -A INPUT -p udp -j DROP
-  ip6tables -A INPUT -p udp -j DROP
-  say "ICE-TCP: UDP dropped in this namespace"
-elif [ "$phase" = ice-restart ]; then
-  # Known media ports, for the test to cut.
-  media_env=(MEDIASOUP_MIN_PORT=45000 MEDIASOUP_MAX_PORT=45009)
-  say "ICE restart: media ports 45000-45009"
-else
-  # The browsers' media address on a veth, the server's on loopback.
-  sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-  ip addr add 10.78.0.1/32 dev lo
-  ip link add v0 type veth peer name v1
-  ip addr add 10.77.0.2/24 dev v0
-  ip link set v0 up
-  ip link set v1 up
-  media_env=(MEDIASOUP_LISTEN_IP=10.78.0.1 MEDIASOUP_ANNOUNCED_IP=10.78.0.1 PULSEWAVE_NET_CHANGE=address)
-  say "network change: browsers on 10.77.0.2 (v0), server media on 10.78.0.1"
-fi
+test_script=ice-tcp.mjs
+case "$phase" in
+  ice-tcp)
+    # Drop all UDP (IPv4 and IPv6) in this namespace: a corporate firewall.
+    iptables -A INPUT -p udp -j DROP
+    ip6tables -A INPUT -p udp -j DROP
+    say "ICE-TCP: UDP dropped in this namespace"
+    ;;
+  ice-restart)
+    # Known media ports, for the test to cut.
+    media_env=(MEDIASOUP_MIN_PORT=45000 MEDIASOUP_MAX_PORT=45009)
+    test_script=ice-restart.mjs
+    say "ICE restart: media ports 45000-45009"
+    ;;
+  net-change)
+    # The browsers' media address on a veth, the server's on loopback.
+    sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip addr add 10.78.0.1/32 dev lo
+    ip link add v0 type veth peer name v1
+    ip addr add 10.77.0.2/24 dev v0
+    ip link set v0 up
+    ip link set v1 up
+    media_env=(MEDIASOUP_LISTEN_IP=10.78.0.1 MEDIASOUP_ANNOUNCED_IP=10.78.0.1 PULSEWAVE_NET_CHANGE=address)
+    test_script=ice-restart.mjs
+    say "network change: browsers on 10.77.0.2 (v0), server media on 10.78.0.1"
+    ;;
+  ipv6)
+    # Dual stack: both families on both sides, IPv4 media dropped.
+    ip addr add 10.78.0.1/32 dev lo
+    pw_add_ipv6 lo fd00:78::1/128
+    ip link add v0 type veth peer name v1
+    ip link set v0 up
+    ip link set v1 up
+    ip addr add 10.77.0.2/24 dev v0
+    pw_add_ipv6 v0 fd00:77::2/64
+    pw_add_ipv6 v1 fd00:77::3/64
+    # Every IPv4 UDP packet, and IPv4 TCP to the media ports (ICE-TCP), is
+    # dropped; signaling (TCP to $port on 127.0.0.1) and all IPv6 pass.
+    iptables -A INPUT -p udp -j DROP
+    iptables -A INPUT -p tcp --dport 45000:45009 -j DROP
+    media_env=(
+      MEDIASOUP_MIN_PORT=45000 MEDIASOUP_MAX_PORT=45009 MEDIASOUP_NUM_WORKERS=1
+      MEDIASOUP_LISTEN_IP=10.78.0.1 MEDIASOUP_ANNOUNCED_IP=10.78.0.1
+      MEDIASOUP_LISTEN_IP6=fd00:78::1
+      PULSEWAVE_NETWORK=ipv6 PULSEWAVE_IPV6_ADDRESS=fd00:78::1
+    )
+    say "dual stack: browsers on 10.77.0.2 and fd00:77::2 (v0), server media on 10.78.0.1 and fd00:78::1, IPv4 media dropped"
+    ;;
+  *)
+    say "FATAL: unknown phase $phase"
+    exit 2
+    ;;
+esac
 
-port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();})')"
 server_log="$PULSEWAVE_ARTIFACTS/$phase-server.log"
 cd "$REPO_DIR"
-env "${media_env[@]}" PULSEWAVE_WEB_DIR="$WEB_DIR" RUST_LOG="${RUST_LOG:-info}" \
-  "$PULSEWAVE_SERVER_BIN" --dev --port "$port" >"$server_log" 2>&1 &
-server_pid=$!
-stop_server() {
-  if kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$server_pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  wait "$server_pid" 2>/dev/null || true
-}
-trap stop_server EXIT
-
-ready=0
-for _ in $(seq 1 150); do
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    say "the server exited during start-up; its log:"
-    cat "$server_log" >&2 || true
-    exit 2
-  fi
-  if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' \
-    "http://127.0.0.1:$port/healthz" 2>/dev/null; then
-    ready=1
-    break
-  fi
-  sleep 0.2
-done
-if [ "$ready" != 1 ]; then
-  say "the server did not answer /healthz within 30 s"
-  exit 2
-fi
+trap pw_stop_server EXIT
+pw_start_server "$server_log" 127.0.0.1 "$port" "${media_env[@]}"
 
 status=0
 PULSEWAVE_URL="http://127.0.0.1:$port" PULSEWAVE_MEDIA_PORTS=45000:45009 \
-  env "${media_env[@]}" node "$WEB_DIR/test/${phase/net-change/ice-restart}.mjs" || status=$?
-stop_server
+  env "${media_env[@]}" node "$WEB_DIR/test/$test_script" || status=$?
+pw_stop_server
 trap - EXIT
 if [ "$status" != 0 ]; then
   say "$phase browser test failed (status $status); the last lines of the server log:"
