@@ -854,6 +854,8 @@ impl Settings {
                 token_refresh_interval,
                 webhook_urls,
                 metrics_room_limit: parse_limit(src, "METRICS_ROOM_LIMIT", 0usize)?,
+                // Set by main once the embedded TURN server runs.
+                extra_metrics: None,
                 token_leeway: pulsewave_auth::DEFAULT_LEEWAY,
                 trusted_proxies,
                 media: Some(MediaConfig {
