@@ -91,3 +91,21 @@ pw_stop_server() {
   wait "$PW_SERVER_PID" 2>/dev/null || true
   PW_SERVER_PID=""
 }
+
+# Makes a throwaway CA and a certificate it signs for `ip` in `dir`:
+# ca.pem, cert.pem, key.pem (P-256, valid one day).
+pw_test_certificate() { # dir ip
+  local dir="$1" ip="$2"
+  pw_require_tools openssl
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+      -subj '/CN=PulseWave test CA' -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$ip" \
+      -keyout key.pem -out cert.csr 2>/dev/null
+    printf 'subjectAltName=IP:%s\n' "$ip" >ext.cnf
+    openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+      -extfile ext.cnf -out cert.pem 2>/dev/null
+  )
+}

@@ -19,7 +19,17 @@
 #      MEDIASOUP_LISTEN_IP6), the browsers' addresses 10.77.0.2 and
 #      fd00:77::2 on a veth (ULA, no DAD), and every IPv4 media packet
 #      dropped (iptables: all IPv4 UDP, and TCP to the media ports); the
-#      browsers must decode each other over IPv6 UDP only.
+#      browsers must decode each other over IPv6 UDP only;
+#   5. TURN over TLS only (ice-tcp.mjs with PULSEWAVE_NETWORK=turn-tls):
+#      Chromium (and the test script) in a namespace of their own, joined to
+#      the server's by a veth pair (browser 10.78.0.2, server 10.78.0.1:
+#      signaling, media and the embedded TURN server on UDP, TCP and TLS,
+#      its TLS certificate issued by a CA this script makes); the browser
+#      namespace's iptables drop everything to the server but the
+#      signaling port and the TURN TLS port. Chromium trusts the test CA
+#      (an NSS database in a throwaway HOME; certutil from libnss3-tools,
+#      installed with apt-get when missing) and the unmodified demo must
+#      decode video and audio both ways through TURN over TLS.
 # The namespace helpers (tools, free port, server start and stop by PID)
 # are netns-lib.sh's, shared with run-bandwidth-tests.sh.
 # Each phase starts the server binary with --dev on a free port and stops it
@@ -45,7 +55,11 @@ if [ "${1:-}" != "--inner" ]; then
   pw_ensure_iptables
   pw_require_netns
   status=0
-  for phase in ice-tcp ${PULSEWAVE_NETWORK_PHASES:-ice-restart net-change ipv6}; do
+  if ! command -v certutil >/dev/null 2>&1; then
+    say "installing libnss3-tools (certutil: Chromium's trust of the test CA)"
+    apt-get install -y libnss3-tools >/dev/null || { apt-get update >/dev/null && apt-get install -y libnss3-tools >/dev/null; }
+  fi
+  for phase in ice-tcp ${PULSEWAVE_NETWORK_PHASES:-ice-restart net-change ipv6 turn-tls}; do
     phase_status=0
     unshare -n "$SELF" --inner "$phase" || phase_status=$?
     if [ "$status" = 0 ]; then status=$phase_status; fi
@@ -58,6 +72,16 @@ ip link set lo up
 port="$(pw_free_port)"
 media_env=()
 test_script=ice-tcp.mjs
+# Where the server listens for signaling, the namespace the test runs in
+# (empty: this one), and a namespace to delete at the end.
+host=127.0.0.1
+run_in=()
+cleanup_ns=""
+cleanup() {
+  pw_stop_server
+  if [ -n "$cleanup_ns" ]; then ip netns del "$cleanup_ns" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
 case "$phase" in
   ice-tcp)
     # Drop all UDP (IPv4 and IPv6) in this namespace: a corporate firewall.
@@ -105,6 +129,40 @@ case "$phase" in
     )
     say "dual stack: browsers on 10.77.0.2 and fd00:77::2 (v0), server media on 10.78.0.1 and fd00:78::1, IPv4 media dropped"
     ;;
+  turn-tls)
+    # The browsers' namespace, joined to this one (the server's) by a veth.
+    sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    browser_ns="pwtls$$"
+    ip netns add "$browser_ns"
+    cleanup_ns="$browser_ns"
+    ip link add pws type veth peer name pwb
+    ip link set pwb netns "$browser_ns"
+    ip addr add 10.78.0.1/24 dev pws
+    ip link set pws up
+    ip netns exec "$browser_ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$browser_ns" addr add 10.78.0.2/24 dev pwb
+    ip -n "$browser_ns" link set pwb up
+    ip -n "$browser_ns" link set lo up
+    certs="$(mktemp -d /tmp/pw-turn-tls.XXXXXX)"
+    pw_test_certificate "$certs" 10.78.0.1
+    tls_port=5349
+    # The browsers' network lets out, to the server, only signaling and
+    # TURN over TLS: no media UDP or ICE-TCP, no TURN over UDP or TCP.
+    ip netns exec "$browser_ns" iptables -A OUTPUT -d 10.78.0.1 -p tcp --dport "$port" -j ACCEPT
+    ip netns exec "$browser_ns" iptables -A OUTPUT -d 10.78.0.1 -p tcp --dport "$tls_port" -j ACCEPT
+    ip netns exec "$browser_ns" iptables -A OUTPUT -d 10.78.0.1 -j DROP
+    host=10.78.0.1
+    run_in=(ip netns exec "$browser_ns")
+    media_env=(
+      MEDIASOUP_MIN_PORT=45000 MEDIASOUP_MAX_PORT=45009 MEDIASOUP_NUM_WORKERS=1
+      MEDIASOUP_LISTEN_IP=10.78.0.1 MEDIASOUP_ANNOUNCED_IP=10.78.0.1
+      TURN_ENABLED=true TURN_UDP_PORT=3478 TURN_TCP_PORT=3478 TURN_TLS_PORT="$tls_port"
+      TURN_CERT_FILE="$certs/cert.pem" TURN_KEY_FILE="$certs/key.pem"
+      TURN_RELAY_MIN_PORT=52000 TURN_RELAY_MAX_PORT=52049
+      PULSEWAVE_NETWORK=turn-tls PULSEWAVE_TEST_CA="$certs/ca.pem"
+    )
+    say "TURN over TLS only: browsers in $browser_ns (10.78.0.2), server on 10.78.0.1; only TCP $port (signaling) and $tls_port (TURN TLS) let out to it"
+    ;;
   *)
     say "FATAL: unknown phase $phase"
     exit 2
@@ -113,13 +171,12 @@ esac
 
 server_log="$PULSEWAVE_ARTIFACTS/$phase-server.log"
 cd "$REPO_DIR"
-trap pw_stop_server EXIT
-pw_start_server "$server_log" 127.0.0.1 "$port" "${media_env[@]}"
+pw_start_server "$server_log" "$host" "$port" "${media_env[@]}"
 
 status=0
-PULSEWAVE_URL="http://127.0.0.1:$port" PULSEWAVE_MEDIA_PORTS=45000:45009 \
-  env "${media_env[@]}" node "$WEB_DIR/test/$test_script" || status=$?
-pw_stop_server
+"${run_in[@]}" env PULSEWAVE_URL="http://$host:$port" PULSEWAVE_MEDIA_PORTS=45000:45009 \
+  "${media_env[@]}" node "$WEB_DIR/test/$test_script" || status=$?
+cleanup
 trap - EXIT
 if [ "$status" != 0 ]; then
   say "$phase browser test failed (status $status); the last lines of the server log:"
