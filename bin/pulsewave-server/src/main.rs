@@ -215,6 +215,8 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
             announced_ip = ?settings.media.announced_ip,
             tcp = settings.media.tcp_enabled,
             tcp_port = ?settings.media.tcp_port,
+            listen_ip6 = ?settings.media.listen_ip6,
+            announced_ip6 = ?settings.media.announced_ip6,
             "media settings"
         );
         // The embedded TURN server (TURN_ENABLED): started first, so that
