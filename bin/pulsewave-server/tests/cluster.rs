@@ -38,19 +38,22 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Longest wait for a room to come back after a failure.
 const RECOVERY: Duration = Duration::from_secs(30);
 
-/// A free loopback port, never one this process handed out before: tests
-/// run in parallel, and the kernel may give the port a test just released
-/// to the next test asking (two nodes then fight over one port).
+/// A free loopback port for a node's HTTP listener, never one this process
+/// handed out before (tests run in parallel), and below the kernel's
+/// ephemeral range (32768 and up on Linux) and the media ranges (20000 and
+/// up): an outgoing connection (a node's Redis client, a test's client)
+/// never takes it between this check and the node's bind.
 fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     loop {
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + ((u64::from(rand_u16()) + n * 7919) % 10_000) as u16;
         let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if !given.contains(&port) {
+        if given.contains(&port) {
+            continue;
+        }
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
