@@ -1398,7 +1398,10 @@ export class PulseWaveClient extends Emitter {
 
   /**
    * Asks the server for new ICE parameters (`restart-ice`) and hands them
-   * to mediasoup-client's `transport.restartIce({iceParameters})`. At most
+   * to mediasoup-client's `transport.restartIce({iceParameters})`, after
+   * the fresh `iceServers` of the reply (the embedded TURN server's
+   * credentials are short-lived: those of `transport-created` may have
+   * expired) to `transport.updateIceServers({iceServers})`. At most
    * MAX_ICE_RESTARTS attempts until the transport connects again; past
    * them, a `failed` transport rebuilds the session.
    */
@@ -1422,6 +1425,12 @@ export class PulseWaveClient extends Emitter {
     try {
       const reply = await this._request(session, { type: 'restart-ice', transportId: transport.id });
       if (session.closed || transport.closed) return;
+      // Fresh TURN credentials first, so the restart gathers relay candidates with them
+      // (older servers send none: the transport keeps its servers).
+      if (Array.isArray(reply.iceServers) && reply.iceServers.length > 0) {
+        await transport.updateIceServers({ iceServers: reply.iceServers });
+        if (session.closed || transport.closed) return;
+      }
       await transport.restartIce({ iceParameters: reply.iceParameters });
       this.emit('iceRestarted', { direction, transportId: transport.id });
     } catch (err) {

@@ -462,3 +462,41 @@ test('resume refused: falls back to a full rejoin and republish', T, async () =>
     await window.T.clients.sam.leave();
   });
 });
+
+test('ICE restart: fresh iceServers go to updateIceServers before restartIce', T, async () => {
+  const calls = await run(
+    async ([url, token]) => {
+      const ivy = window.T.make('ivy', url, token);
+      await ivy.connect();
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      await ivy.publish(stream.getAudioTracks()[0], { source: 'microphone' });
+      const transport = await ivy._session.sendTransport;
+      // Record the order of the calls into mediasoup-client (and still make them).
+      const calls = [];
+      const update = transport.updateIceServers.bind(transport);
+      const restart = transport.restartIce.bind(transport);
+      transport.updateIceServers = (o) => {
+        calls.push({ call: 'updateIceServers', iceServers: o.iceServers });
+        return update(o);
+      };
+      transport.restartIce = (o) => {
+        calls.push({ call: 'restartIce', usernameFragment: o.iceParameters.usernameFragment });
+        return restart(o);
+      };
+      const restarted = new Promise((resolve) => ivy.once('iceRestarted', resolve));
+      // What mediasoup-client reports when the network changes.
+      transport.emit('connectionstatechange', 'disconnected');
+      const e = await restarted;
+      return { calls, transportId: transport.id, event: e.transportId };
+    },
+    [mock.wsUrl, mockToken('ivy', ROOM, 'Ivy')],
+  );
+  const [req] = mock.sent('ivy', 'restart-ice');
+  assert.equal(req.transportId, calls.transportId);
+  assert.equal(calls.event, calls.transportId);
+  assert.deepEqual(calls.calls.map((c) => c.call), ['updateIceServers', 'restartIce']);
+  const [server] = calls.calls[0].iceServers;
+  assert.deepEqual(server.urls, ['turn:127.0.0.1:3478?transport=udp']);
+  assert.match(server.username, /^\d+:ivy#1$/, 'the credentials of the ice-restarted reply');
+  assert.ok(server.credential);
+});

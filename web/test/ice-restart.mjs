@@ -203,6 +203,11 @@ async function main() {
     }
   } catch (err) {
     failed = err;
+    // The transport states and restarts each page saw, for the failure report.
+    for (const p of pages) {
+      const net = await p.page.evaluate(() => window.__net).catch(() => []);
+      log(`${p.name} events: ${net.map((e) => (e.state ? `${e.type}:${e.direction}:${e.state}` : e.type)).join(', ')}`);
+    }
   }
   if (isCut) {
     try {

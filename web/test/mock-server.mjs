@@ -252,6 +252,19 @@ export async function startMockServer() {
         s.transports.set(t.id, { direction: msg.direction, connected: false, mids: 0 });
         return reply({ type: 'transport-created', direction: msg.direction, transport: t });
       }
+      case 'restart-ice': {
+        const t = s.transports.get(msg.transportId);
+        if (!t) return error(400, 'transport not found');
+        t.restarts = (t.restarts ?? 0) + 1;
+        // Fresh short-lived TURN credentials, as the real server hands out.
+        const expiry = Math.floor(Date.now() / 1000) + 600;
+        return reply({
+          type: 'ice-restarted',
+          transportId: msg.transportId,
+          iceParameters: { usernameFragment: randomBytes(8).toString('hex'), password: randomBytes(16).toString('hex'), iceLite: true },
+          iceServers: [{ urls: ['turn:127.0.0.1:3478?transport=udp'], username: `${expiry}:${s.identity}#${t.restarts}`, credential: randomBytes(12).toString('base64') }],
+        });
+      }
       case 'connect-transport': {
         const t = s.transports.get(msg.transportId);
         if (!t) return error(400, 'transport not found');

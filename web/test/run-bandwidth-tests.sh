@@ -7,7 +7,8 @@
 # pair to a second namespace for the constrained subscriber (10.99.0.1 on
 # the server side, 10.99.0.2 on the subscriber side), starts the server on
 # 10.99.0.1, runs bandwidth.mjs (which shapes the server-side veth with tbf),
-# and removes the namespace and stops the server (by PID) on exit.
+# and removes the namespace and stops the server (by PID) on exit. The
+# server start and stop are netns-lib.sh's, shared with run-network-tests.sh.
 #
 # Environment:
 #   PULSEWAVE_SERVER_BIN  server binary (default target/debug/pulsewave-server)
@@ -19,6 +20,8 @@ REPO_DIR="$(cd "$WEB_DIR/.." && pwd)"
 SELF="$WEB_DIR/test/run-bandwidth-tests.sh"
 export PULSEWAVE_ARTIFACTS="${PULSEWAVE_ARTIFACTS:-$WEB_DIR/test/artifacts}"
 say() { printf '[bandwidth-tests] %s\n' "$*" >&2; }
+# shellcheck source=web/test/netns-lib.sh
+. "$WEB_DIR/test/netns-lib.sh"
 
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then
@@ -27,24 +30,22 @@ if [ "$(id -u)" -ne 0 ]; then
   say "FATAL: needs root or sudo (network namespaces, veth pairs, tc)"
   exit 2
 fi
-for tool in ip tc unshare; do
-  command -v "$tool" >/dev/null || { say "FATAL: $tool is missing (apt-get install -y iproute2 util-linux)"; exit 2; }
-done
+pw_require_tools ip tc unshare node
 
 if [ "${PULSEWAVE_IN_NETNS:-}" != 1 ]; then
   exec env PULSEWAVE_IN_NETNS=1 unshare -n -- bash "$SELF" "$@"
 fi
 
-BIN="${PULSEWAVE_SERVER_BIN:-$REPO_DIR/target/debug/pulsewave-server}"
+export PULSEWAVE_SERVER_BIN="${PULSEWAVE_SERVER_BIN:-$REPO_DIR/target/debug/pulsewave-server}"
+BIN="$PULSEWAVE_SERVER_BIN"
 [ -x "$BIN" ] || { say "FATAL: no server binary at $BIN (cargo build -p pulsewave-server)"; exit 2; }
 mkdir -p "$PULSEWAVE_ARTIFACTS"
 
 NS="pwnet$$"
 HOST_IF="pwh$$"
 NS_IF="pwn$$"
-SERVER_PID=""
 cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  pw_stop_server
   ip netns del "$NS" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -62,16 +63,8 @@ ip -n "$NS" route add default via 10.99.0.1
 
 PORT=3000
 say "starting $BIN --dev on 10.99.0.1:$PORT (log: $PULSEWAVE_ARTIFACTS/bandwidth-server.log)"
-env MEDIASOUP_LISTEN_IP=10.99.0.1 MEDIASOUP_ANNOUNCED_IP=10.99.0.1 MEDIASOUP_NUM_WORKERS=1 \
-  "$BIN" --dev --host 10.99.0.1 --port "$PORT" >"$PULSEWAVE_ARTIFACTS/bandwidth-server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 150); do
-  kill -0 "$SERVER_PID" 2>/dev/null || { say "FATAL: the server exited during start-up"; tail -20 "$PULSEWAVE_ARTIFACTS/bandwidth-server.log" >&2; exit 2; }
-  if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))' "http://10.99.0.1:$PORT/healthz" 2>/dev/null; then
-    break
-  fi
-  sleep 0.2
-done
+pw_start_server "$PULSEWAVE_ARTIFACTS/bandwidth-server.log" 10.99.0.1 "$PORT" \
+  MEDIASOUP_LISTEN_IP=10.99.0.1 MEDIASOUP_ANNOUNCED_IP=10.99.0.1 MEDIASOUP_NUM_WORKERS=1
 
 set +e
 PULSEWAVE_URL="http://10.99.0.1:$PORT" PULSEWAVE_NETNS="$NS" PULSEWAVE_VETH="$HOST_IF" \

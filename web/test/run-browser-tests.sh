@@ -18,8 +18,11 @@
 #      pages on one node and every API call sent to the other; stops them
 #      by PID,
 #   7. runs the network tests (run-network-tests.sh: two browsers call over
-#      ICE-TCP where UDP is dropped, and come back by ICE restart after
-#      their media ports were cut),
+#      ICE-TCP where UDP is dropped, come back by ICE restart after their
+#      media ports were cut and after their address changed, call over
+#      IPv6 only in a dual-stack namespace whose IPv4 media is dropped, and
+#      through the embedded TURN server over TLS from a namespace that lets
+#      only signaling and TURN TLS out),
 #   8. exits with the tests' status.
 #
 # Environment:
@@ -231,10 +234,11 @@ if [ "${1:-}" = "--inner" ]; then
     run_cluster_tests || cluster_status=$?
     if [ "$status" = 0 ]; then status=$cluster_status; fi
   fi
-  # ICE-TCP with UDP blocked, ICE restart after a cut (run-network-tests.sh).
+  # ICE-TCP with UDP blocked, ICE restart after a cut and an address change,
+  # IPv6 media with IPv4 dropped, TURN over TLS only (run-network-tests.sh).
   if [ "${PULSEWAVE_ICE_TCP_E2E:-1}" != 0 ] && [ "${PULSEWAVE_COMPAT_ONLY:-0}" != 1 ]; then
     ice_status=0
-    say "network browser tests (ICE-TCP, ICE restart)"
+    say "network browser tests (ICE-TCP, ICE restart, network change, IPv6, TURN TLS only)"
     "$WEB_DIR/test/run-network-tests.sh" || ice_status=$?
     if [ "$ice_status" != 0 ]; then say "network browser tests failed (status $ice_status)"; fi
     if [ "$status" = 0 ]; then status=$ice_status; fi

@@ -215,6 +215,8 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
             announced_ip = ?settings.media.announced_ip,
             tcp = settings.media.tcp_enabled,
             tcp_port = ?settings.media.tcp_port,
+            listen_ip6 = ?settings.media.listen_ip6,
+            announced_ip6 = ?settings.media.announced_ip6,
             "media settings"
         );
         // The embedded TURN server (TURN_ENABLED): started first, so that
@@ -239,6 +241,7 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
             },
             None => None,
         };
+        server_config.extra_metrics = turn.as_ref().map(|t| turn_metrics(t.stats_handle()));
         let server = WebSocketServer::new(server_config);
         let running = match server.start().await {
             Ok(r) => r,
@@ -264,6 +267,70 @@ fn serve(args: &ServeArgs, source: &Source<'_>) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// The embedded TURN server's counters as `/metrics` series.
+fn turn_metrics(handle: pulsewave_turn::StatsHandle) -> pulsewave_signal::MetricsSource {
+    pulsewave_signal::MetricsSource::new(move || {
+        let handle = handle.clone();
+        async move { render_turn_metrics(&handle.stats().await) }
+    })
+}
+
+/// The Prometheus text of the TURN counters.
+fn render_turn_metrics(s: &pulsewave_turn::Stats) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, values: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in values {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric(
+        "pulsewave_turn_allocations",
+        "gauge",
+        "Relay allocations open on the embedded TURN server.",
+        &[("", s.allocations as u64)],
+    );
+    metric(
+        "pulsewave_turn_allocations_total",
+        "counter",
+        "Relay allocations created by the embedded TURN server.",
+        &[("", s.allocations_created)],
+    );
+    metric(
+        "pulsewave_turn_auth_failures_total",
+        "counter",
+        "TURN requests refused for bad or expired credentials.",
+        &[("", s.auth_failures)],
+    );
+    metric(
+        "pulsewave_turn_relayed_packets_total",
+        "counter",
+        "Datagrams relayed by the embedded TURN server, by direction.",
+        &[
+            ("{direction=\"to_peer\"}", s.packets_to_peers),
+            ("{direction=\"to_client\"}", s.packets_to_clients),
+        ],
+    );
+    metric(
+        "pulsewave_turn_relayed_bytes_total",
+        "counter",
+        "Payload bytes relayed by the embedded TURN server, by direction.",
+        &[
+            ("{direction=\"to_peer\"}", s.bytes_to_peers),
+            ("{direction=\"to_client\"}", s.bytes_to_clients),
+        ],
+    );
+    metric(
+        "pulsewave_turn_dropped_total",
+        "counter",
+        "Datagrams the embedded TURN server dropped: no permission or channel, over quota, malformed.",
+        &[("", s.dropped)],
+    );
+    out
 }
 
 /// The cluster backend: Redis when `REDIS_ENABLED=true`, else a single node.

@@ -5,14 +5,14 @@
 //! variable that is already set). Each invalid value is reported with the
 //! name of its variable.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
 use pulsewave_cluster::{Cluster, ClusterKey, NodeConfig};
 use pulsewave_core::RoomConfig;
 use pulsewave_protocol::transport::IceServer;
-use pulsewave_signal::media::MediaConfig;
+use pulsewave_signal::media::{MediaConfig, TcpLimits};
 use pulsewave_signal::{IpNet, Limits, ServerConfig, TokenEndpointAuth};
 
 mod turn;
@@ -99,6 +99,8 @@ pub(crate) struct MediaSettings {
     pub(crate) announced_ip: Option<IpAddr>,
     pub(crate) tcp_enabled: bool,
     pub(crate) tcp_port: Option<u16>,
+    pub(crate) listen_ip6: Option<Ipv6Addr>,
+    pub(crate) announced_ip6: Option<Ipv6Addr>,
 }
 
 /// Redis settings (`REDIS_*`) and the cluster key (`CLUSTER_SECRET*`).
@@ -288,6 +290,53 @@ fn media_limits(src: &Source<'_>) -> Result<RoomConfig, ConfigError> {
     })
 }
 
+/// The bounds of each worker's ICE-TCP connections (`RTC_TCP_*`).
+fn tcp_limits(src: &Source<'_>) -> Result<TcpLimits, ConfigError> {
+    let defaults = TcpLimits::default();
+    let count = |var: &'static str, default: usize, max: usize| -> Result<usize, ConfigError> {
+        match src.get(&None, var) {
+            Some(v) => {
+                let n: usize = parse_num(var, v.trim(), "a whole number")?;
+                if n == 0 || n > max {
+                    return Err(err(var, format!("{n} is not between 1 and {max}")));
+                }
+                Ok(n)
+            }
+            None => Ok(default),
+        }
+    };
+    let idle_timeout = match src.get(&None, "RTC_TCP_IDLE_TIMEOUT") {
+        Some(v) => {
+            let d = parse_duration("RTC_TCP_IDLE_TIMEOUT", &v)?;
+            if d < MIN_TCP_IDLE_TIMEOUT {
+                return Err(err(
+                    "RTC_TCP_IDLE_TIMEOUT",
+                    format!(
+                        "`{v}` is below {}s: browsers send an ICE consent check only every few seconds, \
+                         so live connections would be cut",
+                        MIN_TCP_IDLE_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            d
+        }
+        None => defaults.idle_timeout,
+    };
+    Ok(TcpLimits {
+        max_connections: count(
+            "RTC_TCP_MAX_CONNECTIONS",
+            defaults.max_connections,
+            1_000_000,
+        )?,
+        backlog: count("RTC_TCP_BACKLOG", defaults.backlog, 65_536)?,
+        idle_timeout,
+    })
+}
+
+/// The shortest `RTC_TCP_IDLE_TIMEOUT`: above a browser's consent check
+/// interval (RFC 7675: about 5 s).
+const MIN_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A duration where `0` means off.
 fn parse_duration_or_zero(var: &'static str, v: &str) -> Result<Duration, ConfigError> {
     if v.trim().trim_end_matches('s') == "0" {
@@ -417,6 +466,7 @@ impl Settings {
             }
             None => None,
         };
+        let tcp_limits = tcp_limits(src)?;
         let log_level = match src.get(&None, "MEDIASOUP_LOG_LEVEL") {
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 l @ ("debug" | "warn" | "error" | "none" | "info" | "trace") => l.to_owned(),
@@ -439,6 +489,48 @@ impl Settings {
                 None => None,
             };
 
+        let listen_ip6: Option<Ipv6Addr> = match src.get(&None, "MEDIASOUP_LISTEN_IP6") {
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(parse_num(
+                "MEDIASOUP_LISTEN_IP6",
+                v.trim(),
+                "an IPv6 address",
+            )?),
+            None => None,
+        };
+        let announced_ip6: Option<Ipv6Addr> = match src.get(&None, "MEDIASOUP_ANNOUNCED_IP6") {
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(parse_num(
+                "MEDIASOUP_ANNOUNCED_IP6",
+                v.trim(),
+                "an IPv6 address",
+            )?),
+            None => None,
+        };
+        match (listen_ip6, announced_ip6) {
+            (None, Some(_)) => {
+                return Err(err(
+                    "MEDIASOUP_ANNOUNCED_IP6",
+                    "is set but MEDIASOUP_LISTEN_IP6 is not: set the IPv6 address the media sockets bind",
+                ));
+            }
+            (Some(_), _) if listen_ip.is_ipv6() => {
+                return Err(err(
+                    "MEDIASOUP_LISTEN_IP6",
+                    format!(
+                        "MEDIASOUP_LISTEN_IP {listen_ip} is already IPv6: dual stack needs an IPv4 \
+                         MEDIASOUP_LISTEN_IP beside it (for IPv6 only, leave MEDIASOUP_LISTEN_IP6 unset)"
+                    ),
+                ));
+            }
+            (Some(ip), None) if ip.is_unspecified() => {
+                return Err(err(
+                    "MEDIASOUP_ANNOUNCED_IP6",
+                    "must be set when MEDIASOUP_LISTEN_IP6 is `::` (the IPv6 address clients reach)",
+                ));
+            }
+            _ => {}
+        }
         let announced = match announced_ip {
             Some(ip) => ip,
             None if !listen_ip.is_unspecified() => listen_ip,
@@ -767,6 +859,8 @@ impl Settings {
                     .filter(|v| !v.is_empty())
                     .map(std::path::PathBuf::from),
                 metrics_room_limit: parse_limit(src, "METRICS_ROOM_LIMIT", 0usize)?,
+                // Set by main once the embedded TURN server runs.
+                extra_metrics: None,
                 token_leeway: pulsewave_auth::DEFAULT_LEEWAY,
                 trusted_proxies,
                 media: Some(MediaConfig {
@@ -777,6 +871,9 @@ impl Settings {
                     max_port,
                     enable_tcp: tcp_enabled,
                     tcp_port,
+                    tcp_limits,
+                    listen_ip6,
+                    announced_ip6,
                     room,
                 }),
                 web_dir,
@@ -792,6 +889,8 @@ impl Settings {
                 announced_ip,
                 tcp_enabled,
                 tcp_port,
+                listen_ip6,
+                announced_ip6,
             },
             redis,
             node,
@@ -890,6 +989,41 @@ mod tests {
                 &[("RTC_TCP_PORT", "65535"), ("MEDIASOUP_NUM_WORKERS", "2")],
                 "RTC_TCP_PORT",
             ),
+            (
+                &[("RTC_TCP_MAX_CONNECTIONS", "0")],
+                "RTC_TCP_MAX_CONNECTIONS",
+            ),
+            (
+                &[("RTC_TCP_MAX_CONNECTIONS", "lots")],
+                "RTC_TCP_MAX_CONNECTIONS",
+            ),
+            (&[("RTC_TCP_BACKLOG", "0")], "RTC_TCP_BACKLOG"),
+            (&[("RTC_TCP_BACKLOG", "100000")], "RTC_TCP_BACKLOG"),
+            (&[("RTC_TCP_IDLE_TIMEOUT", "2s")], "RTC_TCP_IDLE_TIMEOUT"),
+            (&[("RTC_TCP_IDLE_TIMEOUT", "never")], "RTC_TCP_IDLE_TIMEOUT"),
+            (
+                &[("MEDIASOUP_LISTEN_IP6", "10.0.0.1")],
+                "MEDIASOUP_LISTEN_IP6",
+            ),
+            (&[("MEDIASOUP_LISTEN_IP6", "::")], "MEDIASOUP_ANNOUNCED_IP6"),
+            (
+                &[("MEDIASOUP_ANNOUNCED_IP6", "2001:db8::1")],
+                "MEDIASOUP_ANNOUNCED_IP6",
+            ),
+            (
+                &[
+                    ("MEDIASOUP_LISTEN_IP6", "::1"),
+                    ("MEDIASOUP_ANNOUNCED_IP6", "192.0.2.1"),
+                ],
+                "MEDIASOUP_ANNOUNCED_IP6",
+            ),
+            (
+                &[
+                    ("MEDIASOUP_LISTEN_IP", "::1"),
+                    ("MEDIASOUP_LISTEN_IP6", "::1"),
+                ],
+                "MEDIASOUP_LISTEN_IP6",
+            ),
             (&[("REDIS_ENABLED", "maybe")], "REDIS_ENABLED"),
             (&[("REDIS_PORT", "-1")], "REDIS_PORT"),
             (&[("MAX_MESSAGE_SIZE", "1")], "MAX_MESSAGE_SIZE"),
@@ -957,6 +1091,64 @@ mod tests {
             let e = load(&vars, false).unwrap_err();
             assert_eq!(e.var, *var, "{e}");
         }
+    }
+
+    #[test]
+    fn ice_tcp_limits_have_defaults_and_variables() {
+        let media = load(&[], true).unwrap().server.media.unwrap();
+        assert_eq!(media.tcp_limits, TcpLimits::default());
+        assert_eq!(media.tcp_limits.max_connections, 4096);
+        assert_eq!(media.tcp_limits.backlog, 512);
+        assert_eq!(media.tcp_limits.idle_timeout, Duration::from_secs(30));
+        let media = load(
+            &[
+                ("RTC_TCP_MAX_CONNECTIONS", "100"),
+                ("RTC_TCP_BACKLOG", "64"),
+                ("RTC_TCP_IDLE_TIMEOUT", "1m"),
+            ],
+            true,
+        )
+        .unwrap()
+        .server
+        .media
+        .unwrap();
+        assert_eq!(
+            media.tcp_limits,
+            TcpLimits {
+                max_connections: 100,
+                backlog: 64,
+                idle_timeout: Duration::from_secs(60),
+            }
+        );
+        let e = load(&[("RTC_TCP_IDLE_TIMEOUT", "5")], true).unwrap_err();
+        assert!(e.to_string().contains("consent"), "{e}");
+    }
+
+    #[test]
+    fn dual_stack_is_off_unless_an_ipv6_listen_address_is_set() {
+        let s = load(&[], true).unwrap();
+        assert_eq!(s.media.listen_ip6, None);
+        assert_eq!(s.server.media.unwrap().listen_ip6, None);
+        let s = load(&[("MEDIASOUP_LISTEN_IP6", "::1")], true).unwrap();
+        let media = s.server.media.unwrap();
+        assert_eq!(media.listen_ip6, Some(Ipv6Addr::LOCALHOST));
+        assert_eq!(media.announced_ip6, None, "announced: the listen address");
+        let s = load(
+            &[
+                ("MEDIASOUP_LISTEN_IP", "0.0.0.0"),
+                ("MEDIASOUP_ANNOUNCED_IP", "192.0.2.7"),
+                ("MEDIASOUP_LISTEN_IP6", "::"),
+                ("MEDIASOUP_ANNOUNCED_IP6", "2001:db8::7"),
+            ],
+            true,
+        )
+        .unwrap();
+        let media = s.server.media.unwrap();
+        assert_eq!(media.listen_ip6, Some(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(media.announced_ip6, "2001:db8::7".parse().ok());
+        // An empty variable is unset (compose files often pass one).
+        let s = load(&[("MEDIASOUP_LISTEN_IP6", "")], true).unwrap();
+        assert_eq!(s.media.listen_ip6, None);
     }
 
     #[test]

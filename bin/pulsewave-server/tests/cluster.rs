@@ -38,12 +38,26 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Longest wait for a room to come back after a failure.
 const RECOVERY: Duration = Duration::from_secs(30);
 
+/// A free loopback port for a node's HTTP listener, never one this process
+/// handed out before (tests run in parallel), and below the kernel's
+/// ephemeral range (32768 and up on Linux) and the media ranges (20000 and
+/// up): an outgoing connection (a node's Redis client, a test's client)
+/// never takes it between this check and the node's bind.
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + ((u64::from(rand_u16()) + n * 7919) % 10_000) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 // ----------------------------------------------------------------------
@@ -1137,4 +1151,263 @@ async fn a_session_resumes_through_another_node() {
         left,
     )
     .await;
+}
+
+// ----------------------------------------------------------------------
+// ICE restart through the relay, and resume on a draining node
+
+/// Bob's WebSocket is on node-b, the room on node-a: his `restart-ice`
+/// requests travel the relay to node-a, which restarts his transports
+/// there; media flows again on the same transports and consumer, and
+/// alice notices nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_travels_the_relay_to_the_rooms_node() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = cluster(&redis, &[]).await;
+    let mut alice = Peer::join(&a.url(), "alice", "restart-hop").await;
+    let mut bob = Peer::join(&b.url(), "bob", "restart-hop").await;
+    alice
+        .wait(WAIT, |e| match e {
+            ClientEvent::Signal(ServerMessage::ParticipantJoined { participant }) => {
+                (participant.identity == "bob").then_some(())
+            }
+            _ => None,
+        })
+        .await;
+    let _alice_sends = send_media(alice.client.publish_video("video/VP8").await.unwrap());
+    let pid = bob.track_published().await;
+    bob.client.subscribe(&pid).await.unwrap();
+    bob.receives(30, WAIT).await;
+    let _bob_sends = send_media(bob.client.publish_audio().await.unwrap());
+    let bob_pid = alice.track_published().await;
+    alice.client.subscribe(&bob_pid).await.unwrap();
+    alice.receives(20, WAIT).await;
+    let recv = bob.client.recv_transport_id().await.unwrap();
+    let send = bob.client.send_transport_id().await.unwrap();
+
+    // Both of bob's transports, through node-b to node-a.
+    use pulsewave_protocol::transport::TransportDirection;
+    let r1 = bob.client.restart_ice(TransportDirection::Recv).await;
+    let r1 = r1.unwrap_or_else(|e| panic!("restart-ice (recv) over the relay: {e}"));
+    let r2 = bob.client.restart_ice(TransportDirection::Send).await;
+    let r2 = r2.unwrap_or_else(|e| panic!("restart-ice (send) over the relay: {e}"));
+    assert_ne!(r1.username_fragment, r2.username_fragment);
+    // Media after the restart, both ways, on the same transports and consumer.
+    bob.receives(60, WAIT).await;
+    alice.receives(40, WAIT).await;
+    assert_eq!(bob.client.recv_transport_id().await, Some(recv.clone()));
+    assert_eq!(bob.client.send_transport_id().await, Some(send));
+    // The restarted transport is the owner's: a `restart-ice` for it by
+    // raw request answers with new parameters again, and for another
+    // participant's transport with an error, both through the relay.
+    // (The events of the restarts above are dropped first: the next
+    // disconnection must be the one this raw restart causes.)
+    while bob.events.try_recv().is_ok() {}
+    let reply = bob
+        .client
+        .request(pulsewave_protocol::ClientMessage::RestartIce {
+            transport_id: recv.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(&reply, ServerMessage::IceRestarted { transport_id, .. } if *transport_id == recv),
+        "{reply:?}"
+    );
+    let alice_send = alice.client.send_transport_id().await.unwrap();
+    let err = bob
+        .client
+        .request(pulsewave_protocol::ClientMessage::RestartIce {
+            transport_id: alice_send,
+        })
+        .await;
+    assert!(
+        matches!(err, Err(ClientError::Server { .. })),
+        "another participant's transport: {err:?}"
+    );
+    // The raw restart left bob's client on old credentials: its receive
+    // transport goes disconnected, it restarts ICE by itself (through the
+    // relay again) and media comes back on the same transport.
+    let lost = bob
+        .wait(RECOVERY, |e| match e {
+            ClientEvent::TransportDisconnected { transport_id, .. } => Some(transport_id.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(lost, recv);
+    let back = bob
+        .wait(RECOVERY, |e| match e {
+            ClientEvent::TransportConnected { transport_id, .. } => Some(transport_id.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(back, recv);
+    bob.receives(60, WAIT).await;
+    assert_eq!(bob.client.recv_transport_id().await, Some(recv));
+    assert!(
+        bob.client.subscribe(&pid).await.is_ok(),
+        "the producer is still there"
+    );
+    // Alice was not disturbed: no reconnection, nobody left.
+    while let Ok(e) = alice.events.try_recv() {
+        assert!(
+            !matches!(
+                e,
+                ClientEvent::Signal(ServerMessage::ParticipantLeft { .. })
+                    | ClientEvent::Reconnecting { .. }
+                    | ClientEvent::Reconnected { .. }
+            ),
+            "alice: {e:?}"
+        );
+    }
+}
+
+/// A node that drains (SIGTERM) keeps its rooms until they finish: a
+/// participant of one of its rooms whose WebSocket drops resumes there;
+/// and a participant of a room on the other node whose new WebSocket lands
+/// on the draining node resumes through it (relayed). Both get the
+/// missed message, and nobody sees them leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_on_a_draining_node() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = Node::start("node-a", &redis, &[("DRAIN_TIMEOUT", "30s")]);
+    let b = Node::start("node-b", &redis, &[]);
+    a.ready().await;
+    b.ready().await;
+
+    /// Joins with a raw socket; returns it with the sid and resume token.
+    async fn join_for_resume(url: &str, identity: &str, room: &str) -> (RawWs, String, String) {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("{url}/?token={}", token(identity, room)))
+                .await
+                .unwrap();
+        raw_send(&mut ws, json!({"type":"join","room":room,"requestId":1})).await;
+        let joined = raw_until(
+            &mut ws,
+            "joined",
+            |v| v["type"] == "joined",
+            |v| v["type"] == "error",
+        )
+        .await;
+        let sid = joined["participant"]["sid"].as_str().unwrap().to_owned();
+        let resume = joined["resumeToken"].as_str().unwrap().to_owned();
+        (ws, sid, resume)
+    }
+
+    /// Drops `who`'s socket, has `other` send data, and resumes `who`
+    /// through `url`: the same sid, the missed data replayed.
+    async fn drop_and_resume(
+        url: &str,
+        who: (RawWs, String, String),
+        identity: &str,
+        room: &str,
+        other: &mut RawWs,
+    ) -> RawWs {
+        let (ws, sid, resume) = who;
+        drop(ws);
+        let text = format!("while {identity} was away");
+        raw_send(
+            other,
+            json!({"type":"publish-data","kind":"reliable","data": text}),
+        )
+        .await;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("{url}/?token={}", token(identity, room)))
+                .await
+                .unwrap_or_else(|e| panic!("{identity}: a draining node refused the resume: {e}"));
+        raw_send(
+            &mut ws,
+            json!({"type":"join","room":room,"requestId":2,
+                   "resume":{"participantSid": sid, "token": resume, "lastSeq": 0}}),
+        )
+        .await;
+        let resumed = raw_until(
+            &mut ws,
+            "resumed",
+            |v| v["type"] == "resumed",
+            |v| v["type"] == "error",
+        )
+        .await;
+        assert_eq!(resumed["participant"]["sid"], sid.as_str());
+        let missed = raw_until(
+            &mut ws,
+            "the missed data",
+            |v| v["type"] == "data",
+            |_| false,
+        )
+        .await;
+        assert_eq!(missed["data"], text.as_str());
+        ws
+    }
+
+    // "stay" lives on node-a, "elsewhere" on node-b.
+    let mut alice = raw_join(&a.url(), "alice", "stay", false).await;
+    let bob = join_for_resume(&a.url(), "bob", "stay").await;
+    let mut carol = raw_join(&b.url(), "carol", "elsewhere", false).await;
+    let dave = join_for_resume(&b.url(), "dave", "elsewhere").await;
+    assert_eq!(
+        room_on(&b, "stay").await.map(|r| r["node"].clone()),
+        Some(json!("node-a"))
+    );
+    assert_eq!(
+        room_on(&a, "elsewhere").await.map(|r| r["node"].clone()),
+        Some(json!("node-b"))
+    );
+
+    a.terminate();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, v) = http_get(a.addr(), "/healthz", false).await.unwrap();
+        if status == 503 && v["status"] == "draining" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-a never showed as draining");
+        // Poll interval of a bounded wait for the draining state.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let left = |v: &Value| v["type"] == "participant-left";
+    // Bob's room is on the draining node: he resumes there.
+    let mut bob = drop_and_resume(&a.url(), bob, "bob", "stay", &mut alice).await;
+    // Dave's room is on node-b; his new socket lands on the draining node,
+    // which relays it.
+    let mut dave = drop_and_resume(&a.url(), dave, "dave", "elsewhere", &mut carol).await;
+
+    // Both sessions work, and the others never saw them leave.
+    raw_send(
+        &mut bob,
+        json!({"type":"publish-data","kind":"reliable","data":"bob is back"}),
+    )
+    .await;
+    raw_until(
+        &mut alice,
+        "bob's data after the resume",
+        |v| v["type"] == "data" && v["data"] == "bob is back",
+        left,
+    )
+    .await;
+    raw_send(
+        &mut dave,
+        json!({"type":"publish-data","kind":"reliable","data":"dave is back"}),
+    )
+    .await;
+    raw_until(
+        &mut carol,
+        "dave's data after the resume",
+        |v| v["type"] == "data" && v["data"] == "dave is back",
+        left,
+    )
+    .await;
+    // The draining node still refuses new rooms.
+    let url = format!("{}/?token={}", a.url(), token("erin", "brand-new"));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status().as_u16(), 503)
+        }
+        other => panic!("a draining node took a new room: {:?}", other.map(|_| ())),
+    }
 }

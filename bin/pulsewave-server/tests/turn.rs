@@ -1,7 +1,8 @@
 //! The binary with `TURN_ENABLED=true`: `joined` hands out the embedded
 //! TURN server's URLs with credentials derived for the participant, after
 //! the external `ICE_SERVERS`; those credentials allocate a relay, which
-//! reaches this node's media address and nothing else.
+//! reaches this node's media address and nothing else; `/metrics` counts
+//! the allocations, refused credentials and relayed packets and bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::{SocketAddr, TcpListener, UdpSocket as StdUdp};
@@ -75,6 +76,55 @@ fn token(identity: &str, room: &str) -> String {
         ..Default::default()
     });
     t.to_jwt().unwrap()
+}
+
+/// `GET /metrics` over a plain HTTP/1.0 connection.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    timeout(WAIT, s.read_to_string(&mut body))
+        .await
+        .expect("/metrics answers")
+        .unwrap();
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    body
+}
+
+/// The value of the series `series` (name and labels) in `text`.
+fn value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Waits until `/metrics` shows `series` at `want` (the TURN counters are
+/// read from the server's task: a packet just sent may not be counted yet).
+async fn metric_reaches(port: u16, series: &str, want: u64) {
+    let start = Instant::now();
+    loop {
+        let text = scrape(port).await;
+        let v = value(&text, series);
+        if v == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{series} is {v}, expected {want}:\n{text}"
+        );
+        // Poll interval of a bounded wait (a scrape has no event to wait on).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// One request/response with the TURN server over UDP.
@@ -200,6 +250,76 @@ async fn joined_hands_out_embedded_turn_credentials_that_allocate() {
         Message::parse(&r).unwrap().error_code().map(|e| e.0),
         Some(403)
     );
+
+    // The counters, through /metrics: one allocation, none refused yet.
+    let text = scrape(port).await;
+    assert_eq!(value(&text, "pulsewave_turn_allocations"), 1);
+    assert_eq!(value(&text, "pulsewave_turn_allocations_total"), 1);
+    assert_eq!(value(&text, "pulsewave_turn_auth_failures_total"), 0);
+    assert!(text.contains("# TYPE pulsewave_turn_relayed_bytes_total counter"));
+    // Relayed both ways: 100 bytes to the media address, 40 back from it.
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let req = authed(method::CREATE_PERMISSION, [5; 12], &|b| {
+        b.add_xor_addr(attr::XOR_PEER_ADDRESS, peer.local_addr().unwrap());
+    });
+    let r = Message::parse(&request(&sock, to, &req, [5; 12]).await)
+        .unwrap()
+        .class;
+    assert_eq!(r, Class::Success);
+    let mut send = MessageBuilder::new(Class::Indication, method::SEND, [6; 12]);
+    send.add_xor_addr(attr::XOR_PEER_ADDRESS, peer.local_addr().unwrap())
+        .add(attr::DATA, &[7u8; 100]);
+    sock.send_to(&send.finish_plain(), to).await.unwrap();
+    let mut buf = [0u8; 256];
+    let (n, from) = timeout(WAIT, peer.recv_from(&mut buf))
+        .await
+        .expect("relayed to the peer")
+        .unwrap();
+    assert_eq!((n, from), (100, relayed));
+    peer.send_to(&[8u8; 40], relayed).await.unwrap();
+    timeout(WAIT, sock.recv_from(&mut buf))
+        .await
+        .expect("relayed back to the client")
+        .unwrap();
+    metric_reaches(
+        port,
+        "pulsewave_turn_relayed_packets_total{direction=\"to_peer\"}",
+        1,
+    )
+    .await;
+    metric_reaches(
+        port,
+        "pulsewave_turn_relayed_bytes_total{direction=\"to_peer\"}",
+        100,
+    )
+    .await;
+    metric_reaches(
+        port,
+        "pulsewave_turn_relayed_packets_total{direction=\"to_client\"}",
+        1,
+    )
+    .await;
+    metric_reaches(
+        port,
+        "pulsewave_turn_relayed_bytes_total{direction=\"to_client\"}",
+        40,
+    )
+    .await;
+    // A wrong password is refused and counted.
+    let bad_key = long_term_key(&username, &realm, "not-the-password");
+    let mut b = MessageBuilder::new(Class::Request, method::ALLOCATE, [9; 12]);
+    b.add(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        .add(attr::USERNAME, username.as_bytes())
+        .add(attr::REALM, realm.as_bytes())
+        .add(attr::NONCE, nonce.as_bytes());
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let refused = request(&other, to, &b.finish_with_integrity(&bad_key), [9; 12]).await;
+    assert_eq!(
+        Message::parse(&refused).unwrap().error_code().map(|e| e.0),
+        Some(401)
+    );
+    metric_reaches(port, "pulsewave_turn_auth_failures_total", 1).await;
+    assert_eq!(value(&scrape(port).await, "pulsewave_turn_allocations"), 1);
 
     // Another participant gets other credentials; alice's password does
     // not work for bob's username.

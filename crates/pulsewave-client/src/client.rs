@@ -380,7 +380,9 @@ impl ClientBuilder {
     }
 
     /// Local IP for media sockets; by default the IP the OS routes to the
-    /// server's candidate from (127.0.0.1 for a loopback server).
+    /// server's candidate from (127.0.0.1 for a loopback server). Its
+    /// family chooses among the server's candidates: an IPv6 `ip` uses the
+    /// IPv6 candidates of a dual-stack server.
     pub fn bind_ip(mut self, ip: IpAddr) -> Self {
         self.bind_ip = Some(ip);
         self
@@ -492,6 +494,7 @@ impl ClientBuilder {
             generation: AtomicU64::new(0),
             resume: StdMutex::new(ResumeState::default()),
             session_resume: StdMutex::new(None),
+            ice_servers: Arc::new(StdMutex::new(Vec::new())),
             last_seq: AtomicU64::new(0),
             offline: AtomicBool::new(false),
             base_url: strip_token(url),
@@ -912,6 +915,15 @@ impl Client {
         restart_transport(&handle, &self.inner.requester()).await
     }
 
+    /// The latest STUN/TURN servers the server handed out (in `joined`,
+    /// `transport-created`, and refreshed by every `ice-restarted`, as the
+    /// embedded TURN server's credentials are short-lived). This client
+    /// gathers host candidates only and does not relay through them; an
+    /// embedder that does reads them here.
+    pub fn ice_servers(&self) -> Vec<IceServer> {
+        lock(&self.inner.ice_servers).clone()
+    }
+
     /// The send transport's id, if it exists.
     pub async fn send_transport_id(&self) -> Option<TransportId> {
         self.inner
@@ -1245,6 +1257,10 @@ pub(crate) struct Inner {
     resume: StdMutex<ResumeState>,
     /// The participant sid and resume token of the current session.
     session_resume: StdMutex<Option<(ParticipantSid, String)>>,
+    /// The latest STUN/TURN servers the server gave (`joined`,
+    /// `transport-created`, `ice-restarted`): the embedded TURN server's
+    /// credentials are short-lived, so each ICE restart brings fresh ones.
+    ice_servers: Arc<StdMutex<Vec<IceServer>>>,
     /// The highest `seq` received from the room in this session.
     last_seq: AtomicU64,
     /// [`Client::simulate_offline`]: reconnection attempts fail.
@@ -1268,6 +1284,7 @@ impl Inner {
             signal: self.signal.clone(),
             ids: self.next_request_id.clone(),
             timeout: self.request_timeout,
+            ice_servers: self.ice_servers.clone(),
         }
     }
 
@@ -1325,8 +1342,14 @@ impl Inner {
         let ServerMessage::TransportCreated { transport, .. } = reply else {
             return Err(unexpected("transport-created", &reply));
         };
+        if !transport.ice_servers.is_empty() {
+            *lock(&self.ice_servers) = transport.ice_servers.clone();
+        }
         let proto = self.ice_protocol;
-        let server = server_candidate(&transport, proto, None).ok_or_else(|| {
+        // The family of `bind_ip` picks the server's candidate (its IPv6
+        // one for an IPv6 `bind_ip` in dual stack).
+        let family = self.bind_ip.map(|ip| SocketAddr::new(ip, 0));
+        let server = server_candidate(&transport, proto, family).ok_or_else(|| {
             ClientError::InvalidParameters(format!("transport has no usable {proto:?} candidate"))
         })?;
         let ip = match self.bind_ip {
@@ -1564,6 +1587,7 @@ impl Inner {
     /// the new session's resume credentials.
     pub(crate) fn rejoined(&self, joined: &Joined) {
         *lock(&self.caps) = Some(joined.rtp_capabilities.clone());
+        *lock(&self.ice_servers) = joined.ice_servers.clone();
         *lock(&self.session_resume) = joined
             .resume_token
             .clone()
@@ -1687,6 +1711,8 @@ struct Requester {
     signal: mpsc::Sender<SignalCommand>,
     ids: Arc<AtomicU64>,
     timeout: Duration,
+    /// [`Inner`]'s latest ICE servers, refreshed by `ice-restarted`.
+    ice_servers: Arc<StdMutex<Vec<IceServer>>>,
 }
 
 impl Requester {
@@ -1724,9 +1750,18 @@ async fn restart_transport(
             transport_id: handle.id.clone(),
         })
         .await?;
-    let ServerMessage::IceRestarted { ice_parameters, .. } = reply else {
+    let ServerMessage::IceRestarted {
+        ice_parameters,
+        ice_servers,
+        ..
+    } = reply
+    else {
         return Err(unexpected("ice-restarted", &reply));
     };
+    // Fresh TURN credentials (an older server sends none: keep ours).
+    if !ice_servers.is_empty() {
+        *lock(&req.ice_servers) = ice_servers;
+    }
     let link = match handle.tcp {
         Some((server, ip)) => Some(driver::connect_tcp(server, ip, req.timeout).await?),
         None => None,

@@ -275,3 +275,87 @@ async fn a_transport_that_loses_its_connection_restarts_ice_by_itself() {
     assert_eq!(bob.recv_transport_id().await, Some(recv));
     sender.abort();
 }
+
+/// `ice-restarted` carries fresh `iceServers` (the embedded TURN server's
+/// credentials are short-lived), with the same servers as
+/// `transport-created`; the client keeps the latest.
+#[tokio::test]
+async fn an_ice_restart_brings_fresh_ice_servers() {
+    use pulsewave_protocol::transport::{IceServer, IceUrls};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    let issued = Arc::new(AtomicU64::new(0));
+    let counter = issued.clone();
+    let mut config = ServerConfig::dev(0, KEY, SECRET);
+    config.ice_servers = vec![IceServer {
+        urls: IceUrls::One("stun:stun.example.com:3478".into()),
+        username: None,
+        credential: None,
+    }];
+    // Each call issues new credentials, as the embedded TURN server's do
+    // as time passes.
+    config.participant_ice_servers = Some(pulsewave_signal::ParticipantIceServers::new(
+        move |identity| {
+            let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+            vec![IceServer {
+                urls: IceUrls::Many(vec!["turn:127.0.0.1:3478?transport=udp".into()]),
+                username: Some(format!("{n}:{identity}")),
+                credential: Some(format!("secret-{n}")),
+            }]
+        },
+    ));
+    let s = WebSocketServer::new(config).start().await.unwrap();
+    let alice = joined(&s, "alice", "ice-servers", IceProtocol::Udp).await;
+    let mut video = alice.publish_video("video/VP8").await.unwrap();
+    let created = alice.ice_servers();
+    assert_eq!(created.len(), 2, "{created:?}");
+    let send = alice.send_transport_id().await.unwrap();
+    let reply = alice
+        .request(ClientMessage::RestartIce {
+            transport_id: send.clone(),
+        })
+        .await
+        .unwrap();
+    let ServerMessage::IceRestarted {
+        transport_id,
+        ice_servers,
+        ..
+    } = reply
+    else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(transport_id, send);
+    assert_eq!(ice_servers.len(), 2, "{ice_servers:?}");
+    assert_eq!(ice_servers[0], created[0], "ICE_SERVERS as they are");
+    assert_eq!(ice_servers[1].urls, created[1].urls, "the same TURN server");
+    assert_ne!(
+        ice_servers[1].username, created[1].username,
+        "with fresh credentials"
+    );
+    assert!(
+        ice_servers[1]
+            .username
+            .as_deref()
+            .is_some_and(|u| u.ends_with(":alice"))
+    );
+    // The client's own restart keeps what the reply brought.
+    alice.restart_ice(TransportDirection::Send).await.unwrap();
+    let latest = alice.ice_servers();
+    assert_eq!(latest.len(), 2);
+    let n = issued.load(Ordering::Relaxed);
+    assert_eq!(latest[1].username, Some(format!("{n}:alice")));
+    // Media still flows on the restarted transport.
+    let mut bob = joined(&s, "bob", "ice-servers", IceProtocol::Udp).await;
+    let track = bob.subscribe(video.producer_id()).await.unwrap();
+    let sender = tokio::spawn(async move {
+        let mut source = video.synthetic_source();
+        loop {
+            for p in source.tick().await {
+                let _ = video.send_synthetic(&p).await;
+            }
+        }
+    });
+    assert!(receive(&mut bob, &track, 30).await >= 30);
+    sender.abort();
+}

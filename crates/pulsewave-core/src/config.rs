@@ -23,6 +23,13 @@ pub struct RoomConfig {
     /// one; `None`: UDP only. Its priority is lower than the UDP
     /// candidate's, so a client that reaches both uses UDP.
     pub tcp_addr: Option<SocketAddr>,
+    /// A second UDP host candidate of the other address family (dual
+    /// stack: an IPv6 address beside an IPv4 `local_addr`), carried by a
+    /// second socket of the driver; `None`: one family only.
+    pub local_addr6: Option<SocketAddr>,
+    /// The passive TCP host candidate of that second family, if the driver
+    /// listens on TCP there too.
+    pub tcp_addr6: Option<SocketAddr>,
     /// A connected transport that receives nothing for this long is closed
     /// (ICE consent lost); so is a transport that does not complete ICE and
     /// DTLS this long after `connect-transport`.
@@ -82,6 +89,8 @@ impl Default for RoomConfig {
             rtp_capabilities: default_router_capabilities(),
             local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             tcp_addr: None,
+            local_addr6: None,
+            tcp_addr6: None,
             ice_timeout: Duration::from_secs(30),
             keyframe_request_interval: Duration::from_millis(500),
             sctp_max_message_size: 262_144,

@@ -285,6 +285,17 @@ impl Endpoint {
         self.config.room.tcp_addr
     }
 
+    /// The second (dual-stack, usually IPv6) UDP candidate address, if the
+    /// endpoint's driver has a socket of the other family.
+    pub fn local_addr6(&self) -> Option<SocketAddr> {
+        self.config.room.local_addr6
+    }
+
+    /// The second family's passive TCP candidate address, if any.
+    pub fn tcp_addr6(&self) -> Option<SocketAddr> {
+        self.config.room.tcp_addr6
+    }
+
     /// The room template.
     pub fn room_config(&self) -> &RoomConfig {
         &self.config.room
@@ -347,12 +358,15 @@ impl Endpoint {
         self.open_room_with(now, config)
     }
 
-    /// Opens a room with its own configuration (its `local_addr` is the
+    /// Opens a room with its own configuration (its candidate addresses,
+    /// `local_addr`, `tcp_addr`, `local_addr6` and `tcp_addr6`, are the
     /// endpoint's).
     pub fn open_room_with(&mut self, now: Instant, mut config: RoomConfig) -> RoomId {
         let now = self.advance(now);
         config.local_addr = self.config.room.local_addr;
         config.tcp_addr = self.config.room.tcp_addr;
+        config.local_addr6 = self.config.room.local_addr6;
+        config.tcp_addr6 = self.config.room.tcp_addr6;
         let rng = StdRng::seed_from_u64(self.rng.random());
         let generation = self.next_generation;
         self.next_generation += 1;

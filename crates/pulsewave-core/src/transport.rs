@@ -284,6 +284,10 @@ pub(crate) struct TransportSpec<'a> {
     pub(crate) local_addr: SocketAddr,
     /// The passive TCP candidate's address, if any.
     pub(crate) tcp_addr: Option<SocketAddr>,
+    /// The second family's UDP candidate (dual stack), if any.
+    pub(crate) local_addr6: Option<SocketAddr>,
+    /// The second family's passive TCP candidate, if any.
+    pub(crate) tcp_addr6: Option<SocketAddr>,
     pub(crate) sctp_max_message_size: u32,
     /// The room's seeded generator (ufrag, password, id).
     pub(crate) rng: &'a mut StdRng,
@@ -376,34 +380,39 @@ impl Transport {
             ),
         };
         let mut rtc = config.build(now);
-        let candidate = Candidate::host(spec.local_addr, "udp")
-            .map_err(|e| Error::InvalidRtpParameters(format!("bad local address: {e}")))?;
-        let candidate = rtc
-            .add_local_candidate(candidate)
-            .cloned()
-            .ok_or_else(|| Error::InvalidRtpParameters("local candidate refused".into()))?;
         {
             let mut api = rtc.direct_api();
             api.set_ice_controlling(false);
             api.enable_twcc_feedback();
         }
-        let fingerprint = rtc.direct_api().local_dtls_fingerprint().clone();
-        let id = TransportId::generate_from(spec.rng);
-        let ip = spec.local_addr.ip().to_string();
-        let mut ice_candidates = vec![IceCandidate {
-            foundation: "udpcandidate".into(),
-            priority: candidate.prio(),
-            address: ip.clone(),
-            ip,
-            port: spec.local_addr.port(),
-            kind: "host".into(),
-            protocol: "udp".into(),
-            tcp_type: None,
-        }];
-        if let Some(tcp_addr) = spec.tcp_addr {
-            // ICE-lite never connects out: a passive candidate is enough.
-            // Its type preference (90, libwebrtc's for non-UDP hosts) is
-            // below UDP's 126, so a client that reaches both uses UDP.
+        // One UDP host candidate per address family the driver has a
+        // socket of (dual stack: IPv6 beside IPv4), and a passive TCP one
+        // beside each when ICE-TCP is on. ICE-lite never connects out: a
+        // passive TCP candidate is enough. Its type preference (90,
+        // libwebrtc's for non-UDP hosts) is below UDP's 126, so a client
+        // that reaches both uses UDP.
+        let first = Some((spec.local_addr, spec.tcp_addr, ""));
+        let second = spec.local_addr6.map(|udp| (udp, spec.tcp_addr6, "6"));
+        let mut ice_candidates = Vec::with_capacity(4);
+        for (udp_addr, tcp_addr, suffix) in first.into_iter().chain(second) {
+            let udp = Candidate::host(udp_addr, "udp")
+                .map_err(|e| Error::InvalidRtpParameters(format!("bad local address: {e}")))?;
+            let udp = rtc
+                .add_local_candidate(udp)
+                .cloned()
+                .ok_or_else(|| Error::InvalidRtpParameters("local candidate refused".into()))?;
+            let ip = udp_addr.ip().to_string();
+            ice_candidates.push(IceCandidate {
+                foundation: format!("udpcandidate{suffix}"),
+                priority: udp.prio(),
+                address: ip.clone(),
+                ip,
+                port: udp_addr.port(),
+                kind: "host".into(),
+                protocol: "udp".into(),
+                tcp_type: None,
+            });
+            let Some(tcp_addr) = tcp_addr else { continue };
             let tcp = Candidate::builder()
                 .tcp()
                 .host(tcp_addr)
@@ -416,7 +425,7 @@ impl Transport {
                 .ok_or_else(|| Error::InvalidRtpParameters("TCP candidate refused".into()))?;
             let ip = tcp_addr.ip().to_string();
             ice_candidates.push(IceCandidate {
-                foundation: "tcpcandidate".into(),
+                foundation: format!("tcpcandidate{suffix}"),
                 priority: tcp.prio(),
                 address: ip.clone(),
                 ip,
@@ -426,6 +435,8 @@ impl Transport {
                 tcp_type: Some("passive".into()),
             });
         }
+        let fingerprint = rtc.direct_api().local_dtls_fingerprint().clone();
+        let id = TransportId::generate_from(spec.rng);
         let options = TransportOptions {
             id: id.clone(),
             ice_parameters: IceParameters {
@@ -771,6 +782,8 @@ mod tests {
             router_caps: &caps,
             local_addr: "127.0.0.1:4000".parse().unwrap(),
             tcp_addr: None,
+            local_addr6: None,
+            tcp_addr6: None,
             sctp_max_message_size: 65536,
             rng: &mut rng,
             max_incoming_bitrate: 1_000_000,

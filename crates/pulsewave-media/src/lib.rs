@@ -46,6 +46,7 @@ pub use pulsewave_core::{
     AppData, ConsumerAllocation, Event, Owner, StateChange, TransportAllocation, View,
 };
 pub use room::{MediaError, MediaRoom};
+pub use tcp::TcpLimits;
 pub use worker::{MediaWorker, WorkerGone, WorkerStats};
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the least-loaded live one.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::room::MediaRoom;
-use crate::worker::{MediaWorker, WorkerGone};
+use crate::tcp::TcpLimits;
+use crate::worker::{MediaWorker, Sockets, WorkerGone};
 
 /// Where and how many media workers run (`MEDIASOUP_*`).
 #[derive(Debug, Clone)]
@@ -35,6 +36,18 @@ pub struct MediaConfig {
     /// on `tcp_port + i`. `None`: each worker's TCP port is the port number
     /// of its UDP socket (any free port when the UDP range is `0-0`).
     pub tcp_port: Option<u16>,
+    /// Bounds of each worker's ICE-TCP connections (`RTC_TCP_*`).
+    pub tcp_limits: TcpLimits,
+    /// Dual stack: the IPv6 address every worker also binds
+    /// (`MEDIASOUP_LISTEN_IP6`), beside the IPv4 `listen_ip`. Each worker
+    /// then has an IPv6 UDP socket (and TCP listener with ICE-TCP) on the
+    /// same port numbers as its IPv4 ones, and every transport offers IPv6
+    /// host candidates beside the IPv4 ones. `None`: IPv4 only (or IPv6
+    /// only, with an IPv6 `listen_ip`).
+    pub listen_ip6: Option<Ipv6Addr>,
+    /// The IPv6 address announced to clients (`MEDIASOUP_ANNOUNCED_IP6`);
+    /// defaults to `listen_ip6` when that is not `::`.
+    pub announced_ip6: Option<Ipv6Addr>,
     /// Template for every room's configuration.
     pub room: RoomConfig,
 }
@@ -50,6 +63,9 @@ impl MediaConfig {
             max_port: 0,
             enable_tcp: true,
             tcp_port: None,
+            tcp_limits: TcpLimits::default(),
+            listen_ip6: None,
+            announced_ip6: None,
             room: RoomConfig::default(),
         }
     }
@@ -65,14 +81,14 @@ pub struct WorkerPool {
 
 fn bind_in_range(ip: IpAddr, min: u16, max: u16, skip: &[u16]) -> io::Result<UdpSocket> {
     if min == 0 && max == 0 {
-        return UdpSocket::bind(SocketAddr::new(ip, 0));
+        return bind_udp(SocketAddr::new(ip, 0));
     }
     let mut last_err = None;
     for port in min..=max {
         if skip.contains(&port) {
             continue;
         }
-        match UdpSocket::bind(SocketAddr::new(ip, port)) {
+        match bind_udp(SocketAddr::new(ip, port)) {
             Ok(s) => return Ok(s),
             Err(e) => last_err = Some(e),
         }
@@ -83,6 +99,55 @@ fn bind_in_range(ip: IpAddr, min: u16, max: u16, skip: &[u16]) -> io::Result<Udp
             format!("no free UDP port in {min}-{max}"),
         )
     }))
+}
+
+/// A UDP socket on `addr`; an IPv6 one carries IPv6 only
+/// (`IPV6_V6ONLY`), so `::` and `0.0.0.0` can share a port number.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    #[cfg(target_os = "linux")]
+    if addr.is_ipv6() {
+        use nix::sys::socket::{SockFlag, SockType, SockaddrStorage, bind, setsockopt, sockopt};
+        let fd = v6_socket(SockType::Datagram, SockFlag::SOCK_CLOEXEC)?;
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(io::Error::from)?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrStorage::from(addr),
+        )
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("bind {addr}: {e}")))?;
+        return Ok(UdpSocket::from(fd));
+    }
+    UdpSocket::bind(addr)
+}
+
+/// A TCP listener on `addr`, IPv6 only for an IPv6 address (as
+/// [`bind_udp`]).
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    #[cfg(target_os = "linux")]
+    if addr.is_ipv6() {
+        use nix::sys::socket::{
+            Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, sockopt,
+        };
+        let fd = v6_socket(SockType::Stream, SockFlag::SOCK_CLOEXEC)?;
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(io::Error::from)?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io::Error::from)?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrStorage::from(addr),
+        )
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("bind {addr}: {e}")))?;
+        listen(&fd, Backlog::MAXCONN).map_err(io::Error::from)?;
+        return Ok(TcpListener::from(fd));
+    }
+    TcpListener::bind(addr)
+}
+
+#[cfg(target_os = "linux")]
+fn v6_socket(
+    ty: nix::sys::socket::SockType,
+    flags: nix::sys::socket::SockFlag,
+) -> io::Result<std::os::fd::OwnedFd> {
+    nix::sys::socket::socket(nix::sys::socket::AddressFamily::Inet6, ty, flags, None)
+        .map_err(io::Error::from)
 }
 
 /// The ICE-TCP port of worker `index`, whose UDP port is `udp_port`.
@@ -116,6 +181,23 @@ impl WorkerPool {
                 ));
             }
         };
+        let announced6 = match (config.listen_ip6, config.announced_ip6) {
+            (None, _) => None,
+            (Some(_), _) if config.listen_ip.is_ipv6() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "MEDIASOUP_LISTEN_IP6 needs an IPv4 MEDIASOUP_LISTEN_IP beside it (for IPv6 only, set MEDIASOUP_LISTEN_IP to the IPv6 address)",
+                ));
+            }
+            (Some(_), Some(ip)) => Some(ip),
+            (Some(ip), None) if !ip.is_unspecified() => Some(ip),
+            (Some(_), None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "MEDIASOUP_LISTEN_IP6 is `::`: set MEDIASOUP_ANNOUNCED_IP6 to the IPv6 address clients reach",
+                ));
+            }
+        };
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         let mut used = Vec::new();
@@ -125,17 +207,41 @@ impl WorkerPool {
             used.push(port);
             let tcp = if config.enable_tcp {
                 let tcp_port = tcp_port_of(config, index, port)?;
-                let listener = TcpListener::bind(SocketAddr::new(config.listen_ip, tcp_port))?;
+                let listener = bind_tcp(SocketAddr::new(config.listen_ip, tcp_port))?;
                 let tcp_port = listener.local_addr()?.port();
                 Some((listener, SocketAddr::new(announced, tcp_port)))
             } else {
                 None
             };
+            // Dual stack: the same port numbers on the IPv6 address, so
+            // one firewall rule (per protocol) covers both families.
+            let (udp6, tcp6) = match (config.listen_ip6, announced6) {
+                (Some(ip6), Some(announced6)) => {
+                    let udp6 = bind_udp(SocketAddr::new(IpAddr::V6(ip6), port))?;
+                    let tcp6 = match &tcp {
+                        Some((_, tcp_announced)) => {
+                            let port = tcp_announced.port();
+                            let listener = bind_tcp(SocketAddr::new(IpAddr::V6(ip6), port))?;
+                            Some((listener, SocketAddr::new(IpAddr::V6(announced6), port)))
+                        }
+                        None => None,
+                    };
+                    (
+                        Some((udp6, SocketAddr::new(IpAddr::V6(announced6), port))),
+                        tcp6,
+                    )
+                }
+                _ => (None, None),
+            };
             let (worker, thread) = MediaWorker::spawn(
                 index,
-                socket,
-                SocketAddr::new(announced, port),
-                tcp,
+                Sockets {
+                    udp: (socket, SocketAddr::new(announced, port)),
+                    tcp,
+                    udp6,
+                    tcp6,
+                    tcp_limits: config.tcp_limits,
+                },
                 config.room.clone(),
             )?;
             workers.push(worker);

@@ -15,8 +15,8 @@
 //! pacer emits it, as over UDP. What the socket refuses goes, framed, to a
 //! bounded per-connection backlog that the writer task flushes when the
 //! socket is writable again (and later packets queue behind it, in order).
-//! The worker never waits for a TCP peer, and a peer that falls [`QUEUE`]
-//! packets behind (a dead or too slow link) loses its connection at once,
+//! The worker never waits for a TCP peer, and a peer that falls
+//! [`TcpLimits::backlog`] packets behind (a dead or too slow link) loses its connection at once,
 //! as a UDP peer would lose the datagrams.
 
 use std::collections::HashMap;
@@ -34,14 +34,31 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-/// Most TCP connections one worker holds; more are refused at accept.
-pub(crate) const MAX_CONNECTIONS: usize = 4096;
-/// Packets the socket refused, queued toward one connection, before it is
-/// dropped.
-pub(crate) const QUEUE: usize = 512;
-/// A connection that brings nothing for this long is closed (a browser
-/// sends a consent check every few seconds).
-pub(crate) const IDLE: Duration = Duration::from_secs(30);
+/// Bounds of a worker's ICE-TCP connections (`RTC_TCP_MAX_CONNECTIONS`,
+/// `RTC_TCP_BACKLOG`, `RTC_TCP_IDLE_TIMEOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// Most TCP connections one worker holds; more are closed at accept
+    /// (default 4096).
+    pub max_connections: usize,
+    /// Packets the socket refused, queued toward one connection, before
+    /// the connection is dropped as too slow (default 512, about 600 KB of
+    /// video: a second at 5 Mbit/s).
+    pub backlog: usize,
+    /// A connection that brings nothing for this long is closed (default
+    /// 30 s; a browser sends a consent check every few seconds).
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            backlog: 512,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
 /// Packets in flight from all readers to the worker loop.
 const INBOUND: usize = 1024;
 /// Bytes read from a socket at once.
@@ -100,16 +117,22 @@ pub(crate) struct TcpConns {
     inbound_tx: mpsc::Sender<TcpIn>,
     conns: HashMap<SocketAddr, Conn>,
     next_id: u64,
+    limits: TcpLimits,
 }
 
 impl TcpConns {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(limits: TcpLimits) -> Self {
         let (inbound_tx, inbound) = mpsc::channel(INBOUND);
         Self {
             inbound,
             inbound_tx,
             conns: HashMap::new(),
             next_id: 0,
+            limits: TcpLimits {
+                max_connections: limits.max_connections.max(1),
+                backlog: limits.backlog.max(1),
+                idle_timeout: limits.idle_timeout.max(Duration::from_millis(1)),
+            },
         }
     }
 
@@ -118,9 +141,10 @@ impl TcpConns {
         self.conns.len()
     }
 
-    /// Takes an accepted connection (refused past [`MAX_CONNECTIONS`]).
+    /// Takes an accepted connection (refused past
+    /// [`TcpLimits::max_connections`]).
     pub(crate) fn add(&mut self, stream: TcpStream, peer: SocketAddr) {
-        if self.conns.len() >= MAX_CONNECTIONS {
+        if self.conns.len() >= self.limits.max_connections {
             debug!(%peer, "too many TCP connections: refused");
             return;
         }
@@ -128,10 +152,16 @@ impl TcpConns {
         let (r, w) = stream.into_split();
         self.next_id += 1;
         let id = self.next_id;
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::channel(self.limits.backlog);
         let write = Arc::new(w);
         let idle = Arc::new(AtomicBool::new(true));
-        let reader = tokio::spawn(read_loop(r, peer, id, self.inbound_tx.clone()));
+        let reader = tokio::spawn(read_loop(
+            r,
+            peer,
+            id,
+            self.inbound_tx.clone(),
+            self.limits.idle_timeout,
+        ));
         let writer = tokio::spawn(write_loop(write.clone(), rx, idle.clone()));
         // A new connection from the same address replaces an old one.
         self.conns.insert(
@@ -237,11 +267,17 @@ impl TcpConns {
     }
 }
 
-async fn read_loop(mut r: OwnedReadHalf, peer: SocketAddr, conn: u64, tx: mpsc::Sender<TcpIn>) {
+async fn read_loop(
+    mut r: OwnedReadHalf,
+    peer: SocketAddr,
+    conn: u64,
+    tx: mpsc::Sender<TcpIn>,
+    idle: Duration,
+) {
     let mut deframer = Deframer::default();
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
-        let n = match tokio::time::timeout(IDLE, r.read(&mut buf)).await {
+        let n = match tokio::time::timeout(idle, r.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
             _ => break,
         };
@@ -310,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn packets_go_out_framed_and_come_in_whole() {
-        let mut conns = TcpConns::new();
+        let mut conns = TcpConns::new(TcpLimits::default());
         let (mut client, peer) = pair(&mut conns).await;
         conns.send(peer, b"hello".to_vec()).unwrap();
         let mut buf = [0u8; 7];
@@ -346,21 +382,59 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_that_does_not_read_is_dropped_without_blocking() {
-        let mut conns = TcpConns::new();
-        let (_client, peer) = pair(&mut conns).await;
-        // The worker sends without ever waiting: the socket's buffers fill,
-        // then at most QUEUE packets wait in the backlog, then the
-        // connection is dropped.
-        let mut sent = 0;
-        let result = loop {
-            match conns.send(peer, vec![0u8; 1200]) {
-                Ok(()) => sent += 1,
-                Err(e) => break e,
-            }
-            assert!(sent < 200_000, "the backlog is bounded");
-        };
-        assert_eq!(result, SendError::Overflow);
-        assert!(sent > QUEUE, "{sent}");
-        assert_eq!(conns.len(), 0, "the slow connection is gone");
+        for backlog in [TcpLimits::default().backlog, 8] {
+            let mut conns = TcpConns::new(TcpLimits {
+                backlog,
+                ..TcpLimits::default()
+            });
+            let (_client, peer) = pair(&mut conns).await;
+            // The worker sends without ever waiting: the socket's buffers
+            // fill, then at most `backlog` packets wait, then the
+            // connection is dropped.
+            let mut sent = 0;
+            let result = loop {
+                match conns.send(peer, vec![0u8; 1200]) {
+                    Ok(()) => sent += 1,
+                    Err(e) => break e,
+                }
+                assert!(sent < 200_000, "the backlog is bounded");
+            };
+            assert_eq!(result, SendError::Overflow);
+            assert!(sent > backlog, "{sent}");
+            assert_eq!(conns.len(), 0, "the slow connection is gone");
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_are_refused_and_idle_ones_closed() {
+        let mut conns = TcpConns::new(TcpLimits {
+            max_connections: 2,
+            idle_timeout: Duration::from_millis(300),
+            ..TcpLimits::default()
+        });
+        let (_a, _) = pair(&mut conns).await;
+        let (_b, _) = pair(&mut conns).await;
+        let (mut c, _) = pair(&mut conns).await;
+        assert_eq!(conns.len(), 2, "the third connection is refused");
+        // The refused one is closed: its client reads the end.
+        let mut buf = [0u8; 4];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("closed at once")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        // Both others say nothing: each reader reports its end after the
+        // idle timeout.
+        for _ in 0..2 {
+            let closed = tokio::time::timeout(Duration::from_secs(5), conns.inbound.recv())
+                .await
+                .expect("closed when idle")
+                .unwrap();
+            let TcpIn::Closed { peer, conn } = closed else {
+                panic!("{closed:?}");
+            };
+            conns.close(peer, conn);
+        }
+        assert_eq!(conns.len(), 0);
     }
 }

@@ -1,5 +1,6 @@
 //! A media worker: one thread, one UDP socket (and a TCP listener for
-//! ICE-TCP), one [`Endpoint`] with many rooms.
+//! ICE-TCP) per address family it serves (IPv4, and IPv6 beside it in dual
+//! stack), one [`Endpoint`] with many rooms.
 //!
 //! The worker is the small, dumb driver of `pulsewave-core`: it feeds the
 //! endpoint the datagrams of its socket and the timeouts it asks for, sends
@@ -23,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::command::Op;
 use crate::outbox::Outbox;
 use crate::room::MediaRoom;
-use crate::tcp::{SendError, TcpConns, TcpIn};
+use crate::tcp::{SendError, TcpConns, TcpIn, TcpLimits};
 
 /// Largest datagram read.
 const RECV_BUFFER: usize = 2048;
@@ -113,8 +114,35 @@ pub struct MediaWorker {
     announced_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     announced_tcp_addr: Option<SocketAddr>,
+    /// Dual stack: the IPv6 socket's bound and announced addresses.
+    udp6: Option<(SocketAddr, SocketAddr)>,
+    /// Dual stack with ICE-TCP: the IPv6 listener's bound and announced
+    /// addresses.
+    tcp6: Option<(SocketAddr, SocketAddr)>,
     tx: mpsc::UnboundedSender<Command>,
     stats: Arc<WorkerStats>,
+}
+
+/// The sockets a worker is started with, each with the address announced
+/// for it.
+#[derive(Debug)]
+pub(crate) struct Sockets {
+    /// The main UDP socket.
+    pub(crate) udp: (StdUdpSocket, SocketAddr),
+    /// The ICE-TCP listener, if ICE-TCP is on.
+    pub(crate) tcp: Option<(StdTcpListener, SocketAddr)>,
+    /// Dual stack: the IPv6 UDP socket beside the IPv4 one.
+    pub(crate) udp6: Option<(StdUdpSocket, SocketAddr)>,
+    /// Dual stack with ICE-TCP: the IPv6 TCP listener.
+    pub(crate) tcp6: Option<(StdTcpListener, SocketAddr)>,
+    /// Bounds of the ICE-TCP connections.
+    pub(crate) tcp_limits: TcpLimits,
+}
+
+/// Makes a bound listener non-blocking; its local address.
+fn prepare_listener(l: &StdTcpListener) -> io::Result<SocketAddr> {
+    l.set_nonblocking(true)?;
+    l.local_addr()
 }
 
 /// Marks the worker dead when its thread ends, however it ends.
@@ -127,26 +155,42 @@ impl Drop for AliveGuard {
 }
 
 impl MediaWorker {
-    /// Starts a worker thread on `socket`, announcing `announced_addr` to
-    /// clients; `room` is the template of its rooms. With `tcp`, the
-    /// worker also listens for ICE-TCP there and announces the second
-    /// address as every transport's passive TCP candidate.
+    /// Starts a worker thread on `sockets`, announcing each one's address
+    /// to clients; `room` is the template of its rooms. With a TCP
+    /// listener, the worker also takes ICE-TCP there and announces its
+    /// address as every transport's passive TCP candidate; with IPv6
+    /// sockets beside the IPv4 ones, transports get IPv6 candidates too.
     pub(crate) fn spawn(
         index: usize,
-        socket: StdUdpSocket,
-        announced_addr: SocketAddr,
-        tcp: Option<(StdTcpListener, SocketAddr)>,
+        sockets: Sockets,
         room: RoomConfig,
     ) -> io::Result<(Self, JoinHandle<()>)> {
+        let Sockets {
+            udp: (socket, announced_addr),
+            tcp,
+            udp6,
+            tcp6,
+            tcp_limits,
+        } = sockets;
         socket.set_nonblocking(true)?;
         let local_addr = socket.local_addr()?;
         let (tcp_listener, tcp_addr, announced_tcp_addr) = match tcp {
             Some((listener, announced)) => {
-                listener.set_nonblocking(true)?;
-                let local = listener.local_addr()?;
+                let local = prepare_listener(&listener)?;
                 (Some(listener), Some(local), Some(announced))
             }
             None => (None, None, None),
+        };
+        let udp6_addrs = match &udp6 {
+            Some((s, announced)) => {
+                s.set_nonblocking(true)?;
+                Some((s.local_addr()?, *announced))
+            }
+            None => None,
+        };
+        let tcp6_addrs = match &tcp6 {
+            Some((l, announced)) => Some((prepare_listener(l)?, *announced)),
+            None => None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WorkerStats::default());
@@ -167,40 +211,56 @@ impl MediaWorker {
                     }
                 };
                 runtime.block_on(async move {
-                    let tcp_listener = match tcp_listener.map(TcpListener::from_std).transpose() {
-                        Ok(l) => l,
+                    let tokio_sockets = (|| -> io::Result<_> {
+                        Ok((
+                            UdpSocket::from_std(socket)?,
+                            tcp_listener.map(TcpListener::from_std).transpose()?,
+                            udp6.map(|(s, _)| UdpSocket::from_std(s)).transpose()?,
+                            tcp6.map(|(l, _)| TcpListener::from_std(l)).transpose()?,
+                        ))
+                    })();
+                    let (socket, tcp_listener, socket6, tcp_listener6) = match tokio_sockets {
+                        Ok(s) => s,
                         Err(e) => {
-                            warn!(worker = index, error = %e, "cannot use worker TCP listener");
+                            warn!(worker = index, error = %e, "cannot use worker sockets");
                             return;
                         }
                     };
-                    match UdpSocket::from_std(socket) {
-                        Ok(socket) => {
-                            let config = EndpointConfig {
-                                room: RoomConfig {
-                                    local_addr: announced_addr,
-                                    tcp_addr: announced_tcp_addr,
-                                    ..room
-                                },
-                                seed: None,
-                            };
-                            let mut w = Worker {
-                                index,
-                                socket,
-                                endpoint: Endpoint::new(config, Instant::now()),
-                                rooms: HashMap::new(),
-                                stats: stats2,
-                                outbox: Outbox::new(),
-                                tcp: tcp_listener.as_ref().map(|_| TcpConns::new()),
-                                tcp_listener,
-                            };
-                            w.run(rx).await;
-                        }
-                        Err(e) => warn!(worker = index, error = %e, "cannot use worker socket"),
-                    }
+                    let config = EndpointConfig {
+                        room: RoomConfig {
+                            local_addr: announced_addr,
+                            tcp_addr: announced_tcp_addr,
+                            local_addr6: udp6_addrs.map(|(_, a)| a),
+                            tcp_addr6: tcp6_addrs.map(|(_, a)| a),
+                            ..room
+                        },
+                        seed: None,
+                    };
+                    let has_tcp = tcp_listener.is_some() || tcp_listener6.is_some();
+                    let mut w = Worker {
+                        index,
+                        socket,
+                        socket6,
+                        endpoint: Endpoint::new(config, Instant::now()),
+                        rooms: HashMap::new(),
+                        stats: stats2,
+                        outbox: Outbox::new(),
+                        outbox6: Outbox::new(),
+                        tcp: has_tcp.then(|| TcpConns::new(tcp_limits)),
+                        tcp_listener,
+                        tcp_listener6,
+                    };
+                    w.run(rx).await;
                 });
             })?;
-        info!(worker = index, %local_addr, %announced_addr, ?tcp_addr, "media worker started");
+        info!(
+            worker = index,
+            %local_addr,
+            %announced_addr,
+            ?tcp_addr,
+            ipv6 = ?udp6_addrs.map(|(_, a)| a),
+            "media worker started"
+        );
         Ok((
             Self {
                 index,
@@ -208,6 +268,8 @@ impl MediaWorker {
                 announced_addr,
                 tcp_addr,
                 announced_tcp_addr,
+                udp6: udp6_addrs,
+                tcp6: tcp6_addrs,
                 tx,
                 stats,
             },
@@ -238,6 +300,27 @@ impl MediaWorker {
     /// The passive TCP candidate announced to clients, if any.
     pub fn announced_tcp_addr(&self) -> Option<SocketAddr> {
         self.announced_tcp_addr
+    }
+
+    /// Dual stack: the address the worker's IPv6 UDP socket is bound to.
+    pub fn local_addr6(&self) -> Option<SocketAddr> {
+        self.udp6.map(|(local, _)| local)
+    }
+
+    /// Dual stack: the IPv6 UDP candidate announced to clients.
+    pub fn announced_addr6(&self) -> Option<SocketAddr> {
+        self.udp6.map(|(_, announced)| announced)
+    }
+
+    /// Dual stack with ICE-TCP: the address of the IPv6 TCP listener.
+    pub fn tcp_addr6(&self) -> Option<SocketAddr> {
+        self.tcp6.map(|(local, _)| local)
+    }
+
+    /// Dual stack with ICE-TCP: the IPv6 passive TCP candidate announced
+    /// to clients.
+    pub fn announced_tcp_addr6(&self) -> Option<SocketAddr> {
+        self.tcp6.map(|(_, announced)| announced)
     }
 
     /// The worker's counters.
@@ -299,19 +382,33 @@ pub struct WorkerGone;
 struct Worker {
     index: usize,
     socket: UdpSocket,
+    /// Dual stack: the IPv6 socket beside the IPv4 one.
+    socket6: Option<UdpSocket>,
     endpoint: Endpoint,
     /// Where each room's events go.
     rooms: HashMap<RoomId, mpsc::UnboundedSender<Event>>,
     stats: Arc<WorkerStats>,
     outbox: Outbox,
-    /// ICE-TCP, when enabled: the listener and the connections.
+    /// The datagrams for the IPv6 socket.
+    outbox6: Outbox,
+    /// ICE-TCP, when enabled: the listeners (one per family) and the
+    /// connections of both.
     tcp_listener: Option<TcpListener>,
+    tcp_listener6: Option<TcpListener>,
     tcp: Option<TcpConns>,
 }
 
 impl Worker {
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let mut buf = vec![0u8; RECV_BUFFER];
+        let mut buf6 = vec![
+            0u8;
+            if self.socket6.is_some() {
+                RECV_BUFFER
+            } else {
+                0
+            }
+        ];
         let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
         loop {
             let deadline = self.endpoint.poll_timeout();
@@ -323,23 +420,23 @@ impl Worker {
                 },
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, source)) => {
-                        self.datagram(source, &buf[..n]);
-                        self.read_burst(&mut buf);
+                        self.datagram(Family::Main, source, &buf[..n]);
+                        self.read_burst(Family::Main, &mut buf);
                     }
                     Err(e) => {
                         // ICMP errors surface here on Linux; they concern one peer.
                         debug!(worker = self.index, error = %e, "recv error");
                     }
                 },
-                accepted = accept(&self.tcp_listener) => match accepted {
-                    Ok((stream, peer)) => {
-                        if let Some(tcp) = &mut self.tcp {
-                            tcp.add(stream, peer);
-                            self.stats.tcp_connections.store(tcp.len(), Ordering::Relaxed);
-                        }
+                r = recv_from(&self.socket6, &mut buf6) => match r {
+                    Ok((n, source)) => {
+                        self.datagram(Family::V6, source, &buf6[..n]);
+                        self.read_burst(Family::V6, &mut buf6);
                     }
-                    Err(e) => debug!(worker = self.index, error = %e, "TCP accept error"),
+                    Err(e) => debug!(worker = self.index, error = %e, "recv error (IPv6)"),
                 },
+                accepted = accept(&self.tcp_listener) => self.accepted(accepted),
+                accepted = accept(&self.tcp_listener6) => self.accepted(accepted),
                 Some(input) = tcp_inbound(&mut self.tcp) => {
                     self.tcp_input(input);
                     // Take what else the readers brought, up to a burst.
@@ -362,14 +459,22 @@ impl Worker {
         info!(worker = self.index, "media worker stopped");
     }
 
-    /// Takes the datagrams already waiting on the socket, up to [`BURST`]
-    /// in all, without waiting: the endpoint then runs its timers once for
-    /// the whole burst (a forwarded packet leaves on the next timeout, so
-    /// each subscriber's stack is polled once per burst, not per packet).
-    fn read_burst(&mut self, buf: &mut [u8]) {
+    /// Takes the datagrams already waiting on the socket of `family`, up
+    /// to [`BURST`] in all, without waiting: the endpoint then runs its
+    /// timers once for the whole burst (a forwarded packet leaves on the
+    /// next timeout, so each subscriber's stack is polled once per burst,
+    /// not per packet).
+    fn read_burst(&mut self, family: Family, buf: &mut [u8]) {
         for _ in 1..BURST {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, source)) => self.datagram(source, &buf[..n]),
+            let socket = match family {
+                Family::Main => &self.socket,
+                Family::V6 => match &self.socket6 {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
+            match socket.try_recv_from(buf) {
+                Ok((n, source)) => self.datagram(family, source, &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     debug!(worker = self.index, error = %e, "recv error");
@@ -379,12 +484,23 @@ impl Worker {
         }
     }
 
-    fn datagram(&mut self, source: SocketAddr, contents: &[u8]) {
+    /// A datagram from `source` on the socket of `family`; its destination
+    /// is that socket's announced address (the candidate the client sent
+    /// to).
+    fn datagram(&mut self, family: Family, source: SocketAddr, contents: &[u8]) {
         self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        let destination = match family {
+            Family::Main => Some(self.endpoint.local_addr()),
+            Family::V6 => self.endpoint.local_addr6(),
+        };
+        let Some(destination) = destination else {
+            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let d = Datagram {
             proto: Protocol::Udp,
             source,
-            destination: self.endpoint.local_addr(),
+            destination,
             contents,
         };
         if self.endpoint.handle_datagram(Instant::now(), d).is_err() {
@@ -392,10 +508,38 @@ impl Worker {
         }
     }
 
+    /// A connection accepted on one of the TCP listeners.
+    fn accepted(&mut self, accepted: io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+        match accepted {
+            Ok((stream, peer)) => {
+                if let Some(tcp) = &mut self.tcp {
+                    tcp.add(stream, peer);
+                    self.stats
+                        .tcp_connections
+                        .store(tcp.len(), Ordering::Relaxed);
+                }
+            }
+            Err(e) => debug!(worker = self.index, error = %e, "TCP accept error"),
+        }
+    }
+
+    /// The passive TCP candidate a connection from `peer` reached: the
+    /// IPv6 one for an IPv6 peer in dual stack, else the main one.
+    fn tcp_destination(&self, peer: SocketAddr) -> Option<SocketAddr> {
+        match self.endpoint.tcp_addr6() {
+            Some(v6) if peer.is_ipv6() == v6.is_ipv6() && self.tcp_listener6.is_some() => Some(v6),
+            _ => self.endpoint.tcp_addr(),
+        }
+    }
+
     /// One packet (or the end) of an ICE-TCP connection. A connection's
     /// first packet must be a STUN request a transport accepts (as
     /// Chromium requires of its peers); otherwise it is closed.
     fn tcp_input(&mut self, input: TcpIn) {
+        let destination = match &input {
+            TcpIn::Packet { peer, .. } => self.tcp_destination(*peer),
+            TcpIn::Closed { .. } => None,
+        };
         let Some(tcp) = &mut self.tcp else { return };
         match input {
             TcpIn::Closed { peer, conn } => tcp.close(peer, conn),
@@ -405,7 +549,7 @@ impl Worker {
                 };
                 self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
                 let accepted = (routed || pulsewave_core::is_stun(&bytes))
-                    && self.endpoint.tcp_addr().is_some_and(|destination| {
+                    && destination.is_some_and(|destination| {
                         let d = Datagram {
                             proto: Protocol::Tcp,
                             source: peer,
@@ -462,7 +606,8 @@ impl Worker {
         }
     }
 
-    /// Sends what the endpoint transmits and forwards its events.
+    /// Sends what the endpoint transmits and forwards its events. A UDP
+    /// datagram leaves from the socket of its destination's family.
     async fn flush(&mut self) {
         let mut sent = 0;
         while let Some(t) = self.endpoint.poll_transmit() {
@@ -470,11 +615,23 @@ impl Worker {
                 sent += self.send_tcp(t);
                 continue;
             }
-            if self.outbox.push(t) {
-                sent += self.outbox.send(&self.socket, self.index).await;
+            match &self.socket6 {
+                Some(socket6) if t.destination.is_ipv6() => {
+                    if self.outbox6.push(t) {
+                        sent += self.outbox6.send(socket6, self.index).await;
+                    }
+                }
+                _ => {
+                    if self.outbox.push(t) {
+                        sent += self.outbox.send(&self.socket, self.index).await;
+                    }
+                }
             }
         }
         sent += self.outbox.send(&self.socket, self.index).await;
+        if let Some(socket6) = &self.socket6 {
+            sent += self.outbox6.send(socket6, self.index).await;
+        }
         self.stats.datagrams_out.fetch_add(sent, Ordering::Relaxed);
         self.forward_events();
     }
@@ -536,6 +693,23 @@ async fn accept(listener: &Option<TcpListener>) -> io::Result<(tokio::net::TcpSt
         Some(l) => l.accept().await,
         None => std::future::pending().await,
     }
+}
+
+/// The next datagram of an optional socket; never, without one.
+async fn recv_from(socket: &Option<UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Which of a worker's UDP sockets a datagram came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// The main socket (`MEDIASOUP_LISTEN_IP`).
+    Main,
+    /// The IPv6 socket beside it (`MEDIASOUP_LISTEN_IP6`).
+    V6,
 }
 
 /// The next packet of the TCP readers; never, without TCP.

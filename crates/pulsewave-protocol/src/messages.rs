@@ -699,6 +699,13 @@ pub enum ServerMessage {
         transport_id: TransportId,
         /// Pass to mediasoup-client's `transport.restartIce({iceParameters})`.
         ice_parameters: IceParameters,
+        /// The STUN/TURN servers, fresh (as in `transport-created`: the
+        /// embedded TURN server's credentials are short-lived, so the ones
+        /// the transport was created with may have expired). Pass to
+        /// `transport.updateIceServers({iceServers})` before `restartIce`.
+        /// Empty from older servers.
+        #[serde(default)]
+        ice_servers: Vec<IceServer>,
     },
     /// A transport was closed by the server (ICE or DTLS failure, timeout).
     TransportClosed {

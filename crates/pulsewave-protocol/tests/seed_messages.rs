@@ -258,7 +258,7 @@ fn request_id_is_echoed_even_when_fields_are_bad() {
 }
 
 #[test]
-fn ice_restarted_carries_mediasoup_ice_parameters() {
+fn ice_restarted_carries_mediasoup_ice_parameters_and_ice_servers() {
     let m = ServerMessage::IceRestarted {
         transport_id: TransportId::from("TP_1"),
         ice_parameters: pulsewave_protocol::transport::IceParameters {
@@ -266,11 +266,28 @@ fn ice_restarted_carries_mediasoup_ice_parameters() {
             password: "pw".into(),
             ice_lite: true,
         },
+        ice_servers: vec![pulsewave_protocol::transport::IceServer {
+            urls: pulsewave_protocol::transport::IceUrls::Many(vec![
+                "turn:203.0.113.7:3478?transport=udp".into(),
+            ]),
+            username: Some("1767261600:alice".into()),
+            credential: Some("c".into()),
+        }],
     };
     let v: Value = serde_json::from_str(&encode_server(&m, Some(&RequestId::Number(7)))).unwrap();
     assert_eq!(
         v,
         json!({"type":"ice-restarted","requestId":7,"transportId":"TP_1",
-               "iceParameters":{"usernameFragment":"uf","password":"pw","iceLite":true}})
+               "iceParameters":{"usernameFragment":"uf","password":"pw","iceLite":true},
+               "iceServers":[{"urls":["turn:203.0.113.7:3478?transport=udp"],
+                              "username":"1767261600:alice","credential":"c"}]})
+    );
+    // From an older server, without `iceServers`: an empty list.
+    let old = r#"{"type":"ice-restarted","requestId":7,"transportId":"TP_1",
+                  "iceParameters":{"usernameFragment":"uf","password":"pw","iceLite":true}}"#;
+    let decoded = decode_server(old).unwrap().message;
+    assert!(
+        matches!(&decoded, ServerMessage::IceRestarted { ice_servers, .. } if ice_servers.is_empty()),
+        "{decoded:?}"
     );
 }

@@ -265,6 +265,48 @@ pub struct ServerConfig {
     /// many rooms of this node, the first by name; 0 (the default): none,
     /// only the node's aggregates.
     pub metrics_room_limit: usize,
+    /// More series appended to `/metrics` (the embedded TURN server's
+    /// counters); `None`: none.
+    pub extra_metrics: Option<MetricsSource>,
+}
+
+/// A source of more Prometheus series for `/metrics`: an async function
+/// that returns text in the exposition format (each series with its
+/// `# HELP` and `# TYPE`), called on every scrape.
+///
+/// ```
+/// use pulsewave_signal::MetricsSource;
+///
+/// let extra = MetricsSource::new(|| async {
+///     "# HELP my_gauge Something.\n# TYPE my_gauge gauge\nmy_gauge 1\n".to_owned()
+/// });
+/// # let _ = extra;
+/// ```
+#[derive(Clone)]
+pub struct MetricsSource(std::sync::Arc<MetricsFn>);
+
+type MetricsFn = dyn Fn() -> futures_util::future::BoxFuture<'static, String> + Send + Sync;
+
+impl MetricsSource {
+    /// Wraps an async function returning exposition-format text.
+    pub fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = String> + Send + 'static,
+    {
+        Self(std::sync::Arc::new(move || Box::pin(f())))
+    }
+
+    /// The series, now.
+    pub async fn render(&self) -> String {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for MetricsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSource(..)")
+    }
 }
 
 /// Default of [`ServerConfig::resume_grace`]: 15 s, half the media core's
@@ -301,6 +343,7 @@ impl ServerConfig {
             webhook_urls: Vec::new(),
             webhook_ca_file: None,
             metrics_room_limit: 0,
+            extra_metrics: None,
         }
     }
 

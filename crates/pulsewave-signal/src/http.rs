@@ -165,6 +165,9 @@ async fn metrics<B>(req: &Request<B>, shared: &Shared) -> Response<Body> {
     }
     let mut text = crate::metrics::render(shared);
     text.push_str(&crate::metrics::room_series(shared).await);
+    if let Some(extra) = &config.extra_metrics {
+        text.push_str(&extra.render().await);
+    }
     let mut res = Response::new(Full::new(Bytes::from(text)));
     res.headers_mut().insert(
         header::CONTENT_TYPE,

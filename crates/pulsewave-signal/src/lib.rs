@@ -46,8 +46,8 @@ mod twirp;
 pub mod webhook;
 
 pub use config::{
-    DEFAULT_RESUME_BUFFER, DEFAULT_RESUME_GRACE, IpNet, Limits, ParticipantIceServers,
-    ServerConfig, TokenEndpointAuth,
+    DEFAULT_RESUME_BUFFER, DEFAULT_RESUME_GRACE, IpNet, Limits, MetricsSource,
+    ParticipantIceServers, ServerConfig, TokenEndpointAuth,
 };
 pub use error::SignalError;
 pub use pulsewave_cluster::Cluster;

@@ -255,11 +255,15 @@ impl TurnServer {
 
     /// The core's counters (default values once stopped).
     pub async fn stats(&self) -> Stats {
-        let (tx, rx) = oneshot::channel();
-        if self.inputs.send(Input::Stats(tx)).await.is_err() {
-            return Stats::default();
+        self.stats_handle().stats().await
+    }
+
+    /// A cloneable handle that reads the counters, for a metrics endpoint
+    /// that outlives a borrow of the server.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            inputs: self.inputs.clone(),
         }
-        rx.await.unwrap_or_default()
     }
 
     /// Stops every listener, connection and relay, and waits for them.
@@ -267,6 +271,23 @@ impl TurnServer {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// Reads a [`TurnServer`]'s counters ([`TurnServer::stats_handle`]).
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    inputs: mpsc::Sender<Input>,
+}
+
+impl StatsHandle {
+    /// The core's counters (default values once the server stopped).
+    pub async fn stats(&self) -> Stats {
+        let (tx, rx) = oneshot::channel();
+        if self.inputs.send(Input::Stats(tx)).await.is_err() {
+            return Stats::default();
+        }
+        rx.await.unwrap_or_default()
     }
 }
 

@@ -55,7 +55,7 @@ mod server;
 pub mod stun;
 
 pub use auth::{Credentials, MAX_USER_LEN, MAX_USERNAME_LEN, TurnSecret, long_term_key};
-pub use driver::{TlsListener, TurnConfig, TurnServer, tls_config_from_pem};
+pub use driver::{StatsHandle, TlsListener, TurnConfig, TurnServer, tls_config_from_pem};
 pub use server::{Client, Event, IpNet, RelayId, Server, ServerConfig, Stats, Transmit, Transport};
 
 /// Errors of this crate.

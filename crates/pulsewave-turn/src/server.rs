@@ -225,6 +225,10 @@ pub struct Stats {
     pub packets_to_peers: u64,
     /// Datagrams relayed peer → client.
     pub packets_to_clients: u64,
+    /// Payload bytes relayed client → peer.
+    pub bytes_to_peers: u64,
+    /// Payload bytes relayed peer → client.
+    pub bytes_to_clients: u64,
     /// Datagrams dropped: no permission, no channel, over quota, malformed.
     pub dropped: u64,
 }
@@ -401,6 +405,7 @@ impl Server {
             }
         };
         self.stats.packets_to_clients += 1;
+        self.stats.bytes_to_clients += bytes.len() as u64;
         self.transmits
             .push_back(Transmit::Client { client, bytes: out });
     }
@@ -1012,6 +1017,7 @@ impl Server {
             return;
         }
         self.stats.packets_to_peers += 1;
+        self.stats.bytes_to_peers += data.len() as u64;
         self.transmits.push_back(Transmit::Peer {
             relay,
             peer,

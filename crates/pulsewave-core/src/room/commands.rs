@@ -105,6 +105,8 @@ impl Room {
             router_caps: &self.config.rtp_capabilities,
             local_addr: self.config.local_addr,
             tcp_addr: self.config.tcp_addr,
+            local_addr6: self.config.local_addr6,
+            tcp_addr6: self.config.tcp_addr6,
             sctp_max_message_size: self.config.sctp_max_message_size,
             rng: &mut self.rng,
             max_incoming_bitrate: self.config.max_incoming_bitrate,
@@ -166,6 +168,22 @@ impl Room {
             .map_err(|_| Error::TransportNotFound(id.to_string()))?;
         let t = &mut self.transports[key];
         let params = t.restart_ice(key, &mut self.rng, &mut self.out);
+        // A restart follows a network change or a cut: the estimate of the
+        // old path says nothing of the new one, and what was measured
+        // through the cut is far too low (str0m's estimator may not climb
+        // back from it, leaving the subscriber on a paused or lowest
+        // layer). Start again from the initial estimate, as a new
+        // transport does.
+        if t.direction == TransportDirection::Recv && self.config.bandwidth_estimation {
+            t.rtc.bwe().reset(str0m::bwe::Bitrate::bps(
+                self.config.initial_available_outgoing_bitrate,
+            ));
+            t.bwe = crate::transport::BweState {
+                allocated: t.bwe.allocated,
+                ..Default::default()
+            };
+            self.out.want_allocation(key, t);
+        }
         drain(key, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
         Ok(params)

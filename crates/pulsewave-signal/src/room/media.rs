@@ -216,11 +216,15 @@ impl RoomActor {
                     .restart_ice(owner, transport_id.clone())
                     .await
                     .map_err(media_error)?;
+                // Fresh credentials: the embedded TURN server's expire.
+                let identity = &self.participant(from)?.info.identity;
+                let ice_servers = self.manager.settings().ice_servers_for(identity);
                 self.send_to(
                     from,
                     &ServerMessage::IceRestarted {
                         transport_id,
                         ice_parameters,
+                        ice_servers,
                     },
                     rid,
                 );

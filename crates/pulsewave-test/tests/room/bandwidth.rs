@@ -17,7 +17,7 @@ use pulsewave_protocol::rtp::MediaKind;
 use pulsewave_protocol::{ConsumerId, ProducerId};
 use pulsewave_test::{Bottleneck, Direction, Sim, SimulcastOptions};
 
-use crate::{MS, SECOND, alice_and_bob};
+use crate::{MS, SECOND, alice_and_bob, recv_tid};
 
 const VP8: &str = "video/VP8";
 
@@ -165,6 +165,49 @@ fn a_subscriber_behind_400_kbits_settles_low_and_climbs_back_when_the_cap_lifts(
         top - lifted <= 15 * SECOND,
         "back on top after {:?}",
         top - lifted
+    );
+}
+
+/// An ICE restart (a network change) starts the subscriber's estimate
+/// again from the initial one: what was measured on the old path, here a
+/// 100 kbit/s link, says nothing of the new one, and without the reset the
+/// browser tests saw video stay paused after an address change.
+#[test]
+fn an_ice_restart_starts_the_estimate_again() {
+    let (mut sim, _alice, bob, producer, _mid) = camera(310);
+    limit(&mut sim, bob, Some(100_000));
+    let consumer = sim.subscribe(bob, &producer);
+    sim.advance(10 * SECOND);
+    let estimate = |sim: &Sim| sim.room().transport_allocations(bob)[0].available_outgoing_bitrate;
+    let low = estimate(&sim).expect("an estimate on the slow link");
+    assert!(low < 300_000, "the slow link's estimate: {low}");
+    // Bob moves to a fast network and restarts ICE.
+    limit(&mut sim, bob, None);
+    let recv = recv_tid(&sim, bob);
+    sim.move_peer(&recv);
+    sim.restart_ice(&recv).unwrap();
+    let initial = sim
+        .endpoint()
+        .room_config()
+        .initial_available_outgoing_bitrate;
+    let after = estimate(&sim);
+    assert!(
+        after.is_none_or(|e| e >= initial),
+        "the estimate starts again from {initial}, not {after:?}"
+    );
+    // The new path's estimate climbs from there, and video flows.
+    let restarted = sim.now();
+    sim.advance(5 * SECOND);
+    let now = estimate(&sim).expect("an estimate on the new path");
+    assert!(
+        now > low * 3,
+        "the estimate on the new path: {now} (was {low})"
+    );
+    let f = frames(&sim, bob, &consumer, restarted);
+    assert!(
+        f.complete.len() > 50,
+        "{} frames after the restart",
+        f.complete.len()
     );
 }
 
