@@ -1193,14 +1193,18 @@ export class PulseWaveClient extends Emitter {
         return;
       }
       case 'connection-quality': {
-        // excellent | good | poor | lost, per participant (this one included).
-        if (typeof msg.participantIdentity !== 'string') return;
-        this.connectionQuality.set(msg.participantIdentity, msg.quality);
-        this.emit('connectionQuality', {
-          participantIdentity: msg.participantIdentity,
-          quality: msg.quality,
-          local: msg.participantIdentity === this.identity,
-        });
+        // excellent | good | poor | lost, per participant (this one
+        // included): one evaluation's changes in one message.
+        const updates = Array.isArray(msg.updates) ? msg.updates : [];
+        for (const u of updates) {
+          if (typeof u?.participantIdentity !== 'string') continue;
+          this.connectionQuality.set(u.participantIdentity, u.quality);
+          this.emit('connectionQuality', {
+            participantIdentity: u.participantIdentity,
+            quality: u.quality,
+            local: u.participantIdentity === this.identity,
+          });
+        }
         return;
       }
       case 'active-speakers': {

@@ -325,6 +325,23 @@ test('token-refresh: the client keeps the fresh token and reconnects with it', T
   assert.equal(Object.keys(raw)[0], 'requestId');
 });
 
+test('connection-quality: one message carries every change of an evaluation', T, async () => {
+  mock.push('alice', {
+    type: 'connection-quality',
+    updates: [
+      { participantIdentity: 'alice', participantSid: 'PA_a', quality: 'good' },
+      { participantIdentity: 'bob', participantSid: 'PA_b', quality: 'poor' },
+    ],
+  });
+  await until('alice knows both qualities', async () =>
+    (await run(() => ['alice', 'bob'].map((i) => window.T.clients.alice.connectionQuality.get(i)).join())) ===
+    'good,poor');
+  // A malformed entry is skipped, the rest applied.
+  mock.push('alice', { type: 'connection-quality', updates: [null, { participantIdentity: 'bob', quality: 'excellent' }] });
+  await until('bob is excellent', async () =>
+    (await run(() => window.T.clients.alice.connectionQuality.get('bob'))) === 'excellent');
+});
+
 test('duplicate identity: no reconnect, disconnected event', T, async () => {
   const joins = mock.sent('bob', 'join').length;
   const reconnecting = (await events('bob', 'reconnecting')).length;

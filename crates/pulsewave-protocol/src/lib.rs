@@ -35,9 +35,9 @@ pub use ids::{
     TrackSid, TransportId, random_string, random_string_from,
 };
 pub use messages::{
-    ClientMessage, ConsumerStats, DataChannelInfo, DataEncoding, DataKind, DisconnectReason,
-    ParticipantInfo, ParticipantPermission, PublishSources, Quality, RequestId, ResumeRequest,
-    RoomInfo, ServerMessage, SpeakerInfo, StreamState, SubscribedLayer, TrackInfo, TrackSource,
-    TransportStats,
+    ClientMessage, ConnectionQualityInfo, ConsumerStats, DataChannelInfo, DataEncoding, DataKind,
+    DisconnectReason, ParticipantInfo, ParticipantPermission, PublishSources, Quality, RequestId,
+    ResumeRequest, RoomInfo, ServerMessage, SpeakerInfo, StreamState, SubscribedLayer, TrackInfo,
+    TrackSource, TransportStats,
 };
 pub use rtp::MediaKind;

@@ -935,16 +935,15 @@ pub enum ServerMessage {
         /// The new metadata.
         metadata: String,
     },
-    /// A participant's connection quality changed (as LiveKit's
-    /// `ConnectionQualityUpdate`): sent to everyone who can see it, itself
-    /// included; evaluated every 2 s.
+    /// Connection qualities that changed (as LiveKit's
+    /// `ConnectionQualityUpdate`): evaluated every 2 s, and each
+    /// evaluation's changes reach a participant in one message (everyone
+    /// who can see a participant gets its change, itself included), so a
+    /// large room costs one message per participant per evaluation, not
+    /// one per change.
     ConnectionQuality {
-        /// The participant.
-        participant_identity: String,
-        /// Its session.
-        participant_sid: ParticipantSid,
-        /// Its quality now.
-        quality: Quality,
+        /// One entry per participant whose quality changed.
+        updates: Vec<ConnectionQualityInfo>,
     },
     /// Who speaks now, loudest first (as LiveKit's `SpeakersChanged`): sent
     /// to everyone when the list or a level changes, at most every 400 ms;
@@ -1004,6 +1003,18 @@ impl Quality {
             Quality::Lost => "lost",
         }
     }
+}
+
+/// One participant's quality in `connection-quality`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionQualityInfo {
+    /// The participant.
+    pub participant_identity: String,
+    /// Its session.
+    pub participant_sid: ParticipantSid,
+    /// Its quality now.
+    pub quality: Quality,
 }
 
 /// One speaker in `active-speakers`.

@@ -156,6 +156,9 @@ pub(crate) struct RoomActor {
     /// Bytes of the participant listing a newcomer's `joined` carries (the
     /// sum of the visible participants' `listed_bytes`).
     pub(crate) listing_bytes: usize,
+    /// Quality changes of the media events being applied, sent together
+    /// once the events at hand are drained (`flush_quality`).
+    pub(crate) quality_updates: Vec<(bool, pulsewave_protocol::ConnectionQualityInfo)>,
 }
 
 pub(crate) fn unix_millis() -> u64 {
@@ -189,6 +192,7 @@ impl RoomActor {
             rtp_capabilities,
             reported: 0,
             listing_bytes: 0,
+            quality_updates: Vec::new(),
         };
         info!(room = %name, sid = %sid, "room created");
         actor.webhook(WebhookKind::RoomStarted, None, None);
@@ -300,6 +304,9 @@ impl RoomActor {
                     }
                     Some(event) => {
                         self.media_event(event, Cause::Other);
+                        // What the worker queued with it (one evaluation's
+                        // quality changes come together).
+                        self.apply_media_events(Cause::Other);
                         self.report_to_cluster();
                     }
                     None => {

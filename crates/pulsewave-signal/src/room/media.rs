@@ -9,10 +9,10 @@ use pulsewave_media::{MediaError, MediaRoom};
 use pulsewave_protocol::rtp::{RtpCapabilities, RtpParameters};
 use pulsewave_protocol::transport::{DtlsParameters, SctpStreamParameters, TransportDirection};
 use pulsewave_protocol::{
-    ConsumerId, ConsumerStats, DataChannelInfo, DataConsumerId, DataKind, DataProducerId,
-    ErrorCode, MediaKind, ParticipantSid, ProducerId, Quality, RequestId, ServerMessage,
-    SpeakerInfo, StreamState, SubscribedLayer, TrackInfo, TrackSid, TrackSource, TransportId,
-    TransportStats,
+    ConnectionQualityInfo, ConsumerId, ConsumerStats, DataChannelInfo, DataConsumerId, DataKind,
+    DataProducerId, ErrorCode, MediaKind, ParticipantSid, ProducerId, Quality, RequestId,
+    ServerMessage, SpeakerInfo, StreamState, SubscribedLayer, TrackInfo, TrackSid, TrackSource,
+    TransportId, TransportStats,
 };
 use tracing::debug;
 
@@ -566,6 +566,35 @@ impl RoomActor {
         for e in batch {
             self.media_event(e, cause);
         }
+        self.flush_quality();
+    }
+
+    /// Sends the quality changes gathered from the events just applied:
+    /// one `connection-quality` to everyone with the visible ones, and to
+    /// each hidden participant its own.
+    fn flush_quality(&mut self) {
+        if self.quality_updates.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.quality_updates);
+        let mut visible = Vec::with_capacity(updates.len());
+        for (hidden, info) in updates {
+            if hidden {
+                let sid = info.participant_sid.clone();
+                self.send_to(
+                    &sid,
+                    &ServerMessage::ConnectionQuality {
+                        updates: vec![info],
+                    },
+                    None,
+                );
+            } else {
+                visible.push(info);
+            }
+        }
+        if !visible.is_empty() {
+            self.broadcast(&ServerMessage::ConnectionQuality { updates: visible }, None);
+        }
     }
 
     /// Tells participants what changed in the media core. The track and
@@ -686,17 +715,15 @@ impl RoomActor {
                     return;
                 };
                 p.quality = Some(quality);
-                let message = ServerMessage::ConnectionQuality {
+                let info = ConnectionQualityInfo {
                     participant_identity: p.info.identity.clone(),
                     participant_sid: p.info.sid.clone(),
                     quality,
                 };
-                let (hidden, sid) = (p.info.permission.hidden, p.info.sid.clone());
-                if hidden {
-                    self.send_to(&sid, &message, None);
-                } else {
-                    self.broadcast(&message, None);
-                }
+                let hidden = p.info.permission.hidden;
+                self.quality_updates
+                    .retain(|(_, u)| u.participant_sid != info.participant_sid);
+                self.quality_updates.push((hidden, info));
             }
             MediaEvent::ActiveSpeakers { speakers } => {
                 // One entry per participant (its loudest track), loudest first.
