@@ -10,7 +10,8 @@
 # rooms10 (10 rooms x (2 publishers + 8 subscribers)), video-N (1 publisher
 # x N subscribers, video only, for the largest-room search).
 # DURATION (default 10s) sets the measurement window; SERVER_BIN runs another
-# server binary (a baseline build, say) instead of target/release's.
+# server binary (a baseline build, say) instead of target/release's;
+# LOADTEST_ARGS adds load tester flags (`--transport tcp`, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +47,7 @@ for s in "${scenarios[@]}"; do
   esac
   taskset -c 0 target/release/pulsewave-loadtest --url "ws://127.0.0.1:$port" \
     "${args[@]}" --room-prefix "$s-$RANDOM" --video-bitrate 1mbps --duration "$duration" \
-    --ramp 50 --json --server-pid "$server" --metrics --max-errors 1000 \
+    --ramp 50 --json --server-pid "$server" --metrics --max-errors 1000 ${LOADTEST_ARGS:-} \
     >"$out/$s.json" || true
   sleep 2
 done
