@@ -5,8 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pulsewave_auth::{AccessToken, AccessTokenOptions, VideoGrant};
-use pulsewave_client::{Client, ClientEvent, IceProtocol, RemoteTrack, parse_synthetic};
+mod common;
+
+use pulsewave_client::{Client, ClientEvent, IceProtocol, RemoteTrack};
 use pulsewave_protocol::transport::TransportDirection;
 use pulsewave_protocol::{ClientMessage, ServerMessage, TransportId};
 use pulsewave_signal::{RunningServer, ServerConfig, WebSocketServer};
@@ -23,22 +24,7 @@ async fn server() -> RunningServer {
 }
 
 fn token(identity: &str, room: &str) -> String {
-    let mut t = AccessToken::new(
-        KEY,
-        SECRET,
-        AccessTokenOptions {
-            identity: identity.into(),
-            ..Default::default()
-        },
-    );
-    t.add_grant(VideoGrant {
-        room: Some(room.into()),
-        room_join: true,
-        can_publish: Some(true),
-        can_subscribe: Some(true),
-        ..Default::default()
-    });
-    t.to_jwt().unwrap()
+    common::token(KEY, SECRET, identity, room)
 }
 
 async fn joined(s: &RunningServer, identity: &str, room: &str, proto: IceProtocol) -> Client {
@@ -51,22 +37,8 @@ async fn joined(s: &RunningServer, identity: &str, room: &str, proto: IceProtoco
     c
 }
 
-/// Waits for `n` intact video packets of `track` on `bob`.
-async fn receive(bob: &mut Client, track: &RemoteTrack, n: usize) -> usize {
-    let mut got = 0;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while got < n {
-        let Ok(Some(e)) = tokio::time::timeout_at(deadline, bob.next_event()).await else {
-            break;
-        };
-        if let ClientEvent::Rtp(p) = e
-            && p.consumer_id == track.consumer_id
-        {
-            assert!(parse_synthetic(&p.payload).expect("synthetic").intact);
-            got += 1;
-        }
-    }
-    got
+async fn receive(c: &mut Client, track: &RemoteTrack, n: usize) -> usize {
+    common::receive(c, track, n, WAIT).await
 }
 
 /// Alice publishes video and sends it until the returned sender is

@@ -8,8 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pulsewave_auth::{AccessToken, AccessTokenOptions, VideoGrant};
-use pulsewave_client::{Client, ClientEvent, IceProtocol, RemoteTrack, parse_synthetic};
+mod common;
+
+use pulsewave_client::{Client, IceProtocol, RemoteTrack};
 use pulsewave_protocol::transport::TransportDirection;
 use pulsewave_protocol::{ClientMessage, ServerMessage};
 use pulsewave_signal::media::MediaConfig;
@@ -33,22 +34,7 @@ async fn dual_stack_server() -> RunningServer {
 }
 
 fn token(identity: &str, room: &str) -> String {
-    let mut t = AccessToken::new(
-        KEY,
-        SECRET,
-        AccessTokenOptions {
-            identity: identity.into(),
-            ..Default::default()
-        },
-    );
-    t.add_grant(VideoGrant {
-        room: Some(room.into()),
-        room_join: true,
-        can_publish: Some(true),
-        can_subscribe: Some(true),
-        ..Default::default()
-    });
-    t.to_jwt().unwrap()
+    common::token(KEY, SECRET, identity, room)
 }
 
 async fn joined(
@@ -68,22 +54,8 @@ async fn joined(
     c
 }
 
-/// Waits for `n` intact packets of `track` on `c`.
 async fn receive(c: &mut Client, track: &RemoteTrack, n: usize) -> usize {
-    let mut got = 0;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while got < n {
-        let Ok(Some(e)) = tokio::time::timeout_at(deadline, c.next_event()).await else {
-            break;
-        };
-        if let ClientEvent::Rtp(p) = e
-            && p.consumer_id == track.consumer_id
-        {
-            assert!(parse_synthetic(&p.payload).expect("synthetic").intact);
-            got += 1;
-        }
-    }
-    got
+    common::receive(c, track, n, WAIT).await
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use pulsewave_auth::{AccessToken, AccessTokenOptions, VideoGrant};
+mod common;
+
 use pulsewave_client::{Client, ClientEvent, SYNTHETIC_AUDIO_LEVEL, parse_synthetic};
 use pulsewave_protocol::rtp::RtpCapabilities;
 use pulsewave_protocol::{DataKind, ServerMessage};
@@ -31,23 +32,7 @@ async fn server() -> RunningServer {
 }
 
 fn token(identity: &str, room: &str) -> String {
-    let mut t = AccessToken::new(
-        KEY,
-        SECRET,
-        AccessTokenOptions {
-            identity: identity.into(),
-            ..Default::default()
-        },
-    );
-    t.add_grant(VideoGrant {
-        room: Some(room.into()),
-        room_join: true,
-        can_publish: Some(true),
-        can_subscribe: Some(true),
-        can_publish_data: Some(true),
-        ..Default::default()
-    });
-    t.to_jwt().unwrap()
+    common::token(KEY, SECRET, identity, room)
 }
 
 async fn joined(s: &RunningServer, identity: &str, room: &str) -> Client {

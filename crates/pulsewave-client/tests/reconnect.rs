@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
+mod common;
+
 use pulsewave_auth::{AccessToken, AccessTokenOptions, VideoGrant};
+
 use pulsewave_client::{Client, ClientEvent, ReconnectPolicy, parse_synthetic};
 use pulsewave_protocol::{DisconnectReason, ServerMessage};
 use pulsewave_signal::{RunningServer, ServerConfig, WebSocketServer};
@@ -16,23 +19,7 @@ const SECRET: &str = "reconnsecret-0123456789";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn token(identity: &str, room: &str) -> String {
-    let mut t = AccessToken::new(
-        KEY,
-        SECRET,
-        AccessTokenOptions {
-            identity: identity.into(),
-            ..Default::default()
-        },
-    );
-    t.add_grant(VideoGrant {
-        room: Some(room.into()),
-        room_join: true,
-        can_publish: Some(true),
-        can_subscribe: Some(true),
-        can_publish_data: Some(true),
-        ..Default::default()
-    });
-    t.to_jwt().unwrap()
+    common::token(KEY, SECRET, identity, room)
 }
 
 /// A server on `port` (0: any); retries while the port is still taken.
