@@ -23,6 +23,10 @@ step "system packages: redis-server (cluster tests), iproute2 (shaped-link tests
 PACKAGES=""
 command -v redis-server >/dev/null 2>&1 || PACKAGES="$PACKAGES redis-server"
 command -v tc >/dev/null 2>&1 || PACKAGES="$PACKAGES iproute2"
+# The network browser tests drop traffic with iptables/ip6tables and make
+# Chromium trust their test CA with certutil (libnss3-tools).
+command -v iptables >/dev/null 2>&1 || PACKAGES="$PACKAGES iptables"
+command -v certutil >/dev/null 2>&1 || PACKAGES="$PACKAGES libnss3-tools"
 if [ -n "$PACKAGES" ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

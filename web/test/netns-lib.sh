@@ -15,6 +15,18 @@ pw_require_tools() {
   done
 }
 
+# Installs Debian packages with apt-get (as root), refreshing the package
+# lists first: on a fresh machine the cached lists point at archives that
+# are gone ("Unable to fetch some archives").
+pw_apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    say "FATAL: $* missing and installing needs root (apt-get install -y $*)"
+    exit 2
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # Installs iptables (with apt-get, as root) when missing: the phases that
 # drop traffic need iptables and ip6tables.
 pw_ensure_iptables() {
@@ -24,7 +36,7 @@ pw_ensure_iptables() {
     exit 2
   fi
   say "installing iptables"
-  apt-get install -y iptables >/dev/null || { apt-get update >/dev/null && apt-get install -y iptables >/dev/null; }
+  pw_apt_install iptables
 }
 
 # Exits 2 unless this process may create network namespaces.

@@ -298,6 +298,7 @@ elif unshare -n true 2>/dev/null && command -v ip >/dev/null; then
     # The lossy-link scenario of admin-e2e.mjs drops datagrams with
     # iptables inside the namespace.
     say "installing iptables with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
   fi
   say "running in a loopback-only network namespace"

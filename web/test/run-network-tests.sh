@@ -57,7 +57,7 @@ if [ "${1:-}" != "--inner" ]; then
   status=0
   if ! command -v certutil >/dev/null 2>&1; then
     say "installing libnss3-tools (certutil: Chromium's trust of the test CA)"
-    apt-get install -y libnss3-tools >/dev/null || { apt-get update >/dev/null && apt-get install -y libnss3-tools >/dev/null; }
+    pw_apt_install libnss3-tools
   fi
   for phase in ice-tcp ${PULSEWAVE_NETWORK_PHASES:-ice-restart net-change ipv6 turn-tls}; do
     phase_status=0
