@@ -93,6 +93,9 @@ pub(crate) struct Session {
     last_nack: Instant,
     last_twcc: Instant,
     twcc: u64,
+    /// The first transport-wide sequence number the estimator hears
+    /// about: the next one at its last reset (PulseWave patch).
+    bwe_first_seq: u64,
     twcc_rx_register: TwccRecvRegister,
     twcc_tx_register: TwccSendRegister,
     max_rx_seq_lookup: HashMap<Ssrc, SeqNoWindow>,
@@ -202,6 +205,7 @@ impl Session {
             last_nack: already_happened(),
             last_twcc: already_happened(),
             twcc: 0,
+            bwe_first_seq: 0,
             twcc_rx_register: TwccRecvRegister::new(100),
             twcc_tx_register: TwccSendRegister::new(1000),
             max_rx_seq_lookup: HashMap::new(),
@@ -959,7 +963,10 @@ impl Session {
                 let maybe_records = self.twcc_tx_register.apply_report(twcc, now);
 
                 if let (Some(maybe_records), Some(bwe)) = (maybe_records, &mut self.bwe) {
-                    bwe.update(maybe_records, now);
+                    // Feedback about packets sent before the estimator was
+                    // reset describes the old path (PulseWave patch).
+                    let first = self.bwe_first_seq;
+                    bwe.update(maybe_records.filter(|r| *r.seq() >= first), now);
                 }
                 need_configure_pacer = true;
 
@@ -1244,11 +1251,26 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        self.srtp_tx.as_ref()?;
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
-        let (midrid, cluster_id) = self.pacer.poll_queue()?;
+        let (midrid, cluster_id) = match self.pacer.poll_queue() {
+            Some(next) => next,
+            None if self.pacer.wants_refresh() => {
+                // The pacer emitted a packet and needs fresh queue states
+                // before it can name the next queue. Refresh it here, as
+                // the pacer part of `handle_timeout` would, so a burst the
+                // pacer allows leaves in one poll instead of costing the
+                // caller one full `handle_timeout` (ICE, SCTP, every
+                // stream's RTCP timers) per packet (PulseWave patch).
+                let probe_media = self.handle_timeout_bwe(now);
+                self.update_queue_state(now, probe_media);
+                self.pacer.poll_queue()?
+            }
+            None => return None,
+        };
+        let srtp_tx = self.srtp_tx.as_mut()?;
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
@@ -1425,6 +1447,7 @@ impl Session {
     pub fn reset_bwe(&mut self, init_bitrate: Bitrate) {
         if let Some(bwe) = self.bwe.as_mut() {
             bwe.reset(init_bitrate);
+            self.bwe_first_seq = self.twcc;
             self.configure_pacer();
         }
     }
