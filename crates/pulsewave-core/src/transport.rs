@@ -148,6 +148,9 @@ pub(crate) struct Transport {
     /// Header extensions `(id, uri)` in the `Rtc`'s map, likewise.
     pub(crate) extensions: Vec<(u8, String)>,
     pub(crate) remote_ufrag: Option<String>,
+    /// An ICE restart happened and the new path has not shown itself yet:
+    /// the bandwidth estimate starts again when it does.
+    pub(crate) estimate_restart_pending: bool,
     /// `connect-transport` done (DTLS started).
     pub(crate) dtls_started: bool,
     pub(crate) dtls_started_at: Option<Instant>,
@@ -469,6 +472,7 @@ impl Transport {
             pts,
             extensions,
             remote_ufrag: None,
+            estimate_restart_pending: false,
             dtls_started: false,
             dtls_started_at: None,
             connected: false,
@@ -657,6 +661,21 @@ impl Transport {
             password,
             ice_lite: true,
         }
+    }
+
+    /// Starts a receive transport's bandwidth estimate again from
+    /// `initial` bits per second, with the allocator's state but the
+    /// current allocation cleared, and queues an allocation. str0m's
+    /// estimator then ignores feedback about packets sent before this call
+    /// (vendor/str0m PATCH.md).
+    pub(crate) fn restart_estimate(&mut self, key: TransportKey, initial: u64, out: &mut Outputs) {
+        self.rtc.bwe().reset(str0m::bwe::Bitrate::bps(initial));
+        self.bwe = BweState {
+            allocated: self.bwe.allocated,
+            pending: self.bwe.pending,
+            ..Default::default()
+        };
+        out.want_allocation(key, self);
     }
 
     /// The next unused mid on this transport.

@@ -174,15 +174,17 @@ impl Room {
         // back from it, leaving the subscriber on a paused or lowest
         // layer). Start again from the initial estimate, as a new
         // transport does.
+        // It starts again a second time when the new path proves itself
+        // (the first binding request with the new credentials, room/io.rs):
+        // what was sent to the old address until then is lost, and its
+        // feedback must not weigh on the new path's estimate.
         if t.direction == TransportDirection::Recv && self.config.bandwidth_estimation {
-            t.rtc.bwe().reset(str0m::bwe::Bitrate::bps(
+            t.restart_estimate(
+                key,
                 self.config.initial_available_outgoing_bitrate,
-            ));
-            t.bwe = crate::transport::BweState {
-                allocated: t.bwe.allocated,
-                ..Default::default()
-            };
-            self.out.want_allocation(key, t);
+                &mut self.out,
+            );
+            t.estimate_restart_pending = true;
         }
         drain(key, t, &mut self.out, self.config.ice_timeout);
         self.process(now);

@@ -36,6 +36,7 @@ impl Room {
         let now = self.advance(now);
         let key = d.transport;
         let ice_timeout = self.config.ice_timeout;
+        let initial_estimate = self.config.initial_available_outgoing_bitrate;
         let Some(t) = self.transports.get_mut(key) else {
             self.stats.datagrams_dropped += 1;
             return Err(DatagramError::UnknownSource);
@@ -74,6 +75,11 @@ impl Room {
                     ufrag: remote.to_owned(),
                     pass: String::new(),
                 });
+                if std::mem::take(&mut t.estimate_restart_pending) {
+                    // The path after an ICE restart: its estimate starts
+                    // here, not at the restart (see `Room::restart_ice`).
+                    t.restart_estimate(key, initial_estimate, &mut self.out);
+                }
                 drain(key, t, &mut self.out, ice_timeout);
             }
         }

@@ -215,6 +215,58 @@ fn an_ice_restart_starts_the_estimate_again() {
     );
 }
 
+/// A network change as a browser sees it: the old path dies for 3 s while
+/// the server keeps sending into it, then the subscriber comes back from
+/// another address with an ICE restart. What was lost on the dead path
+/// (reported in the first transport-wide-cc feedback from the new one)
+/// must not set the new path's estimate: the top layer comes back.
+#[test]
+fn after_a_cut_and_a_network_change_the_estimate_does_not_collapse() {
+    let (mut sim, _alice, bob, producer, _mid) = camera(311);
+    let consumer = sim.subscribe(bob, &producer);
+    sim.advance(10 * SECOND);
+    let top = |sim: &mut Sim| {
+        let events = sim.take_events();
+        layer_changes(&events, &consumer)
+            .last()
+            .and_then(|(_, l)| *l)
+    };
+    assert_eq!(
+        top(&mut sim).map(|l| l.0),
+        Some(2),
+        "unlimited: the top layer"
+    );
+    let recv = recv_tid(&sim, bob);
+    sim.cut(&recv, true);
+    sim.advance(3 * SECOND);
+    sim.move_peer(&recv);
+    sim.cut(&recv, false);
+    sim.restart_ice(&recv).unwrap();
+    let restarted = sim.now();
+    sim.advance(15 * SECOND);
+    let estimate = sim.room().transport_allocations(bob)[0].available_outgoing_bitrate;
+    let initial = sim
+        .endpoint()
+        .room_config()
+        .initial_available_outgoing_bitrate;
+    assert!(
+        estimate.is_some_and(|e| e >= initial / 2),
+        "the new path's estimate {estimate:?} (initial {initial})"
+    );
+    let congested = sim.take_events().into_iter().any(|(at, e)| {
+        at >= restarted + 5 * SECOND
+            && matches!(e, Event::ConsumerCongested { ref consumer_id, congested: true, .. } if *consumer_id == consumer)
+    });
+    assert!(!congested, "paused for congestion on the new path");
+    let layers = sim.room().transport_allocations(bob)[0].consumers.clone();
+    let f = frames(&sim, bob, &consumer, restarted + 5 * SECOND);
+    assert!(
+        f.complete.len() > 200,
+        "{} frames in the last 10 s ({layers:?})",
+        f.complete.len()
+    );
+}
+
 #[test]
 fn two_subscribers_with_different_caps_get_different_layers() {
     let (mut sim, _alice, bob, producer, _mid) = camera(301);
