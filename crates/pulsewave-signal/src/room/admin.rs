@@ -641,3 +641,52 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), SignalError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::{RoomManager, RoomSettings};
+
+    /// `CreateRoom`'s `emptyTimeout` replaces the node's default for that
+    /// room: on tokio's paused clock a room created with 3 s (the default
+    /// is 10 s) closes at 3 s, and one created without keeps the default.
+    #[tokio::test(start_paused = true)]
+    async fn create_rooms_empty_timeout_overrides_the_default() {
+        let rooms = RoomManager::new(RoomSettings::default());
+        assert_eq!(rooms.settings().empty_timeout, Duration::from_secs(10));
+        let created = tokio::time::Instant::now();
+        let short = rooms.open_room("short", true).unwrap();
+        let reply = short
+            .admin(AdminOp::Configure {
+                empty_timeout: Some(3),
+                max_participants: None,
+                metadata: None,
+            })
+            .await
+            .unwrap();
+        match reply {
+            AdminReply::Room(info) => assert_eq!(info.empty_timeout, 3),
+            other => panic!("unexpected answer {other:?}"),
+        }
+        let default = rooms.open_room("default", true).unwrap();
+        while !short.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let closed_after = created.elapsed();
+        assert!(
+            closed_after >= Duration::from_secs(3) && closed_after < Duration::from_millis(3100),
+            "closed {closed_after:?} after it was created"
+        );
+        assert!(!default.is_closed(), "the default room closed at 3 s");
+        assert_eq!(rooms.room_names(), vec!["default"]);
+        while !default.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let default_after = created.elapsed();
+        assert!(
+            default_after >= Duration::from_secs(10)
+                && default_after < Duration::from_millis(10_100),
+            "the default room closed {default_after:?} after it was created"
+        );
+    }
+}
