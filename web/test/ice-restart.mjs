@@ -7,7 +7,9 @@
 // (PULSEWAVE_NET_CHANGE):
 //   cut      (default) iptables drops everything to the server's media
 //            ports (signaling stays up) until the transports go
-//            `disconnected`, then the link comes back;
+//            `disconnected`, then the link comes back (3 s later); then a
+//            second cut of exactly 3 s, after which video must decode
+//            again within 5 s (consent recovery or ICE restart);
 //   address  the browsers' address is replaced mid-call (10.77.0.2 becomes
 //            10.77.0.3 on interface v0; run-network-tests.sh sets it up, the
 //            server's media address on loopback, signaling on 127.0.0.1).
@@ -200,6 +202,34 @@ async function main() {
     const after = { a: await ids(a), b: await ids(b) };
     if (JSON.stringify(after) !== JSON.stringify(before)) {
       throw new Error(`ids changed: before ${JSON.stringify(before)}, after ${JSON.stringify(after)}`);
+    }
+    if (MODE === 'cut') {
+      // A short cut: the link is down exactly 3 s, then video must decode
+      // again within 5 s, by consent recovery or by ICE restart, whichever
+      // comes first; the session and its ids stay.
+      for (const p of pages) await p.page.evaluate(() => { window.__net.length = 0; });
+      cut(true);
+      isCut = true;
+      log('media ports cut for 3 s');
+      await sleep(3000);
+      cut(false);
+      isCut = false;
+      const back = Date.now();
+      await decodes(a, b, 10, 5_000);
+      await decodes(b, a, 10, 5_000);
+      log(`after a 3 s cut, video back within ${((Date.now() - back) / 1000).toFixed(1)} s`);
+      for (const p of pages) {
+        const net = await p.page.evaluate(() => window.__net);
+        const restarts = net.filter((e) => e.type === 'iceRestarted').length;
+        log(`${p.name} after the 3 s cut: ${restarts} ICE restarts; events ${net.map((e) => e.state ? `${e.type}:${e.direction}:${e.state}` : e.type).join(', ')}`);
+        for (const bad of ['participantLeft', 'reconnecting']) {
+          if (net.some((e) => e.type === bad)) throw new Error(`${p.name}: saw ${bad} after the 3 s cut`);
+        }
+      }
+      const later = { a: await ids(a), b: await ids(b) };
+      if (JSON.stringify(later) !== JSON.stringify(before)) {
+        throw new Error(`ids changed by the 3 s cut: before ${JSON.stringify(before)}, after ${JSON.stringify(later)}`);
+      }
     }
   } catch (err) {
     failed = err;
