@@ -37,7 +37,8 @@
 #   PULSEWAVE_E2E_BWE=true  run these servers with bandwidth estimation (off
 #                         by default here: see the server start below)
 #   PULSEWAVE_ICE_TCP_E2E=0  skip the network tests (they need root for
-#                         their namespaces and iptables)
+#                         their namespaces and iptables); only together
+#                         with PULSEWAVE_ALLOW_SKIP=1
 #   PULSEWAVE_COMPAT_ONLY=1  run only the compatibility matrix (compat.mjs):
 #                         no client.test.mjs, no e2e.mjs, no cluster test
 set -euo pipefail
@@ -104,7 +105,7 @@ run_cluster_tests() {
     # cluster-e2e.mjs, which kills node 0).
     PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
       PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" PULSEWAVE_WEBHOOK_PORT="$hook_port" \
-      node "$WEB_DIR/test/admin-e2e.mjs" || rc=$?
+      PULSEWAVE_IPTABLES_LOSS=elsewhere node "$WEB_DIR/test/admin-e2e.mjs" || rc=$?
     PULSEWAVE_URLS="http://127.0.0.1:$a_port,http://127.0.0.1:$b_port" \
       PULSEWAVE_API_KEY="$key" PULSEWAVE_API_SECRET="$secret" PULSEWAVE_NODE0_PID="${pids[1]}" \
       node "$WEB_DIR/test/cluster-e2e.mjs" || rc=$?
@@ -251,6 +252,10 @@ mkdir -p "$PULSEWAVE_ARTIFACTS"
 
 if [ "${PULSEWAVE_CLUSTER_E2E:-1}" = 0 ] && [ "${PULSEWAVE_ALLOW_SKIP:-0}" != 1 ]; then
   say "FATAL: PULSEWAVE_CLUSTER_E2E=0 skips the cluster test; a skip is a failure unless PULSEWAVE_ALLOW_SKIP=1 allows it"
+  exit 2
+fi
+if [ "${PULSEWAVE_ICE_TCP_E2E:-1}" = 0 ] && [ "${PULSEWAVE_ALLOW_SKIP:-0}" != 1 ]; then
+  say "FATAL: PULSEWAVE_ICE_TCP_E2E=0 skips the network tests; a skip is a failure unless PULSEWAVE_ALLOW_SKIP=1 allows it"
   exit 2
 fi
 
