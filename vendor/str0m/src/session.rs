@@ -1251,26 +1251,11 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        self.srtp_tx.as_ref()?;
+        let srtp_tx = self.srtp_tx.as_mut()?;
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
-        let (midrid, cluster_id) = match self.pacer.poll_queue() {
-            Some(next) => next,
-            None if self.pacer.wants_refresh() => {
-                // The pacer emitted a packet and needs fresh queue states
-                // before it can name the next queue. Refresh it here, as
-                // the pacer part of `handle_timeout` would, so a burst the
-                // pacer allows leaves in one poll instead of costing the
-                // caller one full `handle_timeout` (ICE, SCTP, every
-                // stream's RTCP timers) per packet (PulseWave patch).
-                let probe_media = self.handle_timeout_bwe(now);
-                self.update_queue_state(now, probe_media);
-                self.pacer.poll_queue()?
-            }
-            None => return None,
-        };
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        let (midrid, cluster_id) = self.pacer.poll_queue()?;
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());

@@ -185,12 +185,6 @@ impl LeakyBucketPacer {
         }
     }
 
-    /// Whether a packet was emitted since the last `handle_timeout`, so
-    /// that `poll_queue` is gated until the next one.
-    pub(crate) fn wants_refresh(&self) -> bool {
-        self.needs_timeout_before_next_poll && self.last_handle_time.is_some()
-    }
-
     /// Start executing a probe cluster.
     ///
     /// The pacer will pace at the probe's target bitrate and track packets sent.

@@ -47,18 +47,6 @@ impl PacerImpl {
         }
     }
 
-    /// Whether the pacer emitted a packet and waits for its state to be
-    /// refreshed (a `handle_timeout` with fresh queue states) before it can
-    /// name the next queue. The session refreshes it in place while polling
-    /// for datagrams instead of asking its caller for an immediate timeout
-    /// per packet (PulseWave patch, see PATCH.md).
-    pub fn wants_refresh(&self) -> bool {
-        match self {
-            PacerImpl::Null(_) => false,
-            PacerImpl::LeakyBucket(v) => v.wants_refresh(),
-        }
-    }
-
     pub fn check_probe_complete(&mut self, now: Instant) -> Option<TwccClusterId> {
         match self {
             PacerImpl::Null(_) => None,
