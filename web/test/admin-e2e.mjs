@@ -342,10 +342,20 @@ async function lossyLink() {
       .catch((err) => {
         throw new CheckError(`${err.message}; qualities seen: ${seen.join(' -> ')}; media port ${port}`);
       });
+    // The node-wide gauge (Prometheus, every room) counts it as poor too.
+    const byQuality = async () => {
+      const text = await (await fetch(`${OWNER}/metrics`)).text();
+      const n = (q) => Number(text.match(new RegExp(`^pulsewave_participants_by_quality\\{quality="${q}"\\} (\\d+)$`, 'm'))?.[1] ?? NaN);
+      return { excellent: n('excellent'), good: n('good'), poor: n('poor'), lost: n('lost') };
+    };
+    const during = await byQuality();
+    check(during.poor >= 1, `pulsewave_participants_by_quality while poor: ${JSON.stringify(during)}`);
     execFileSync('iptables', ['-D', ...rule]);
     rule = null;
     await until('the quality recovers once the loss stops', async () => ['excellent', 'good'].includes(await quality()), 30_000);
-    log('PASS connection quality degrades with iptables loss and recovers');
+    const after = await byQuality();
+    check(after.excellent + after.good >= 1 && after.poor < during.poor, `pulsewave_participants_by_quality after recovery: ${JSON.stringify(after)} (during: ${JSON.stringify(during)})`);
+    log(`PASS connection quality degrades with iptables loss and recovers; node gauge ${JSON.stringify(during)} -> ${JSON.stringify(after)}`);
   } finally {
     if (rule) execFileSync('iptables', ['-D', ...rule]);
     await browser.close().catch(() => {});

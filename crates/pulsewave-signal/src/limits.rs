@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::HeaderMap;
@@ -72,13 +72,50 @@ impl Limit {
     }
 }
 
-/// How often each limit was crossed.
+/// How often each limit was crossed, and the node's participants by
+/// connection quality.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     hits: [AtomicU64; Limit::ALL.len()],
+    /// Participants whose last `connection-quality` was excellent, good,
+    /// poor, lost (indexed by [`quality_index`]).
+    quality: [AtomicI64; 4],
+}
+
+/// The slot of `q` in [`Counters`]' quality gauges.
+pub(crate) fn quality_index(q: pulsewave_protocol::Quality) -> usize {
+    match q {
+        pulsewave_protocol::Quality::Excellent => 0,
+        pulsewave_protocol::Quality::Good => 1,
+        pulsewave_protocol::Quality::Poor => 2,
+        pulsewave_protocol::Quality::Lost => 3,
+    }
 }
 
 impl Counters {
+    /// A participant's quality went from `old` to `new` (`None`: not
+    /// known yet, or the participant left).
+    pub(crate) fn quality_changed(
+        &self,
+        old: Option<pulsewave_protocol::Quality>,
+        new: Option<pulsewave_protocol::Quality>,
+    ) {
+        if old == new {
+            return;
+        }
+        if let Some(o) = old {
+            self.quality[quality_index(o)].fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(n) = new {
+            self.quality[quality_index(n)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The node's participants by quality: excellent, good, poor, lost.
+    pub(crate) fn quality(&self) -> [i64; 4] {
+        std::array::from_fn(|i| self.quality[i].load(Ordering::Relaxed).max(0))
+    }
+
     pub(crate) fn hit(&self, limit: Limit) {
         self.hits[limit as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -239,6 +276,21 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn participants_by_quality_follow_changes_and_departures() {
+        use pulsewave_protocol::Quality;
+        let c = Counters::default();
+        c.quality_changed(None, Some(Quality::Excellent));
+        c.quality_changed(None, Some(Quality::Excellent));
+        c.quality_changed(Some(Quality::Excellent), Some(Quality::Poor));
+        assert_eq!(c.quality(), [1, 0, 1, 0]);
+        c.quality_changed(Some(Quality::Poor), Some(Quality::Poor));
+        assert_eq!(c.quality(), [1, 0, 1, 0], "no change, no count");
+        c.quality_changed(Some(Quality::Poor), None);
+        c.quality_changed(None, None);
+        assert_eq!(c.quality(), [1, 0, 0, 0], "a departure leaves the gauge");
+    }
 
     fn headers(xff: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

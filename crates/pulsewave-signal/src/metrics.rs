@@ -264,6 +264,20 @@ pub(crate) fn render(shared: &Shared) -> String {
         let counters = shared.rooms.counters();
         let _ = writeln!(
             out,
+            "# HELP pulsewave_participants_by_quality Participants on this node by their last connection quality (all rooms)."
+        );
+        let _ = writeln!(out, "# TYPE pulsewave_participants_by_quality gauge");
+        for (q, n) in ["excellent", "good", "poor", "lost"]
+            .iter()
+            .zip(counters.quality())
+        {
+            let _ = writeln!(
+                out,
+                "pulsewave_participants_by_quality{{quality=\"{q}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP pulsewave_limit_hits_total Times a limit was crossed: a frame, message, connection, room, join or track refused, or a client disconnected."
         );
         let _ = writeln!(out, "# TYPE pulsewave_limit_hits_total counter");

@@ -591,6 +591,7 @@ impl RoomActor {
             return;
         };
         let p = self.participants.remove(idx);
+        self.manager.counters().quality_changed(p.quality, None);
         self.listing_bytes -= p.listed_bytes;
         if let Some(reason) = reason {
             p.outbound.disconnect(reason);
@@ -867,6 +868,7 @@ impl RoomActor {
             self.webhook(WebhookKind::ParticipantLeft, Some(&p.info), None);
         }
         for p in self.participants.drain(..) {
+            self.manager.counters().quality_changed(p.quality, None);
             p.outbound.disconnect(reason);
         }
     }

@@ -714,6 +714,9 @@ impl RoomActor {
                 let Some(p) = self.participants.iter_mut().find(|p| p.owner == owner) else {
                     return;
                 };
+                self.manager
+                    .counters()
+                    .quality_changed(p.quality, Some(quality));
                 p.quality = Some(quality);
                 let info = ConnectionQualityInfo {
                     participant_identity: p.info.identity.clone(),
