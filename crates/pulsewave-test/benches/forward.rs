@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use pulsewave_core::{Datagram, Endpoint, Protocol, RoomConfig};
+use pulsewave_protocol::transport::TransportDirection;
 use pulsewave_protocol::{MediaKind, TransportId};
 use pulsewave_test::{SERVER_ADDR, Sim, SimConfig};
 
@@ -99,29 +100,44 @@ fn setup_with(consumers: usize, idle: Idle) -> Setup {
     let alice = sim.join("alice");
     let publisher = sim.send_transport(alice);
     let (producer, mid) = sim.publish(alice, MediaKind::Video, "video/VP8");
-    // No media while the subscribers connect: each connection runs the
-    // simulation for a while, and with the publisher's video forwarded to
-    // everyone already there, setting up N consumers cost O(N^2) forwarded
-    // packets (1,000 consumers took 14 minutes; the timed part is the same).
+    // No media while the subscribers connect, and all of them connect in
+    // one run of the simulation: connecting them one by one, each run
+    // ticks every earlier transport (and forwarded the publisher's video
+    // to them), O(N^2) work (1,000 consumers took 14 minutes; the timed
+    // part is the same).
     sim.set_sending(alice, &mid, false);
     let mut subs = Vec::new();
+    let mut pending = Vec::new();
     for i in 0..consumers {
         let s = sim.join(&format!("s{i}"));
-        sim.recv_transport(s);
-        let c = sim.subscribe(s, &producer);
-        subs.push((s, c));
+        let t = sim
+            .open_transport(s, TransportDirection::Recv, None)
+            .expect("a receive transport");
+        pending.push(t);
+        subs.push(s);
     }
     for i in 0..idle.transports {
         let p = sim.join(&format!("idle{i}"));
-        sim.recv_transport(p);
+        let t = sim
+            .open_transport(p, TransportDirection::Recv, None)
+            .expect("a receive transport");
+        pending.push(t);
     }
     for r in 0..idle.rooms {
         let room = sim.open_room();
         for i in 0..idle.per_room {
             let p = sim.join_room(&format!("r{r}p{i}"), room);
-            sim.recv_transport(p);
+            let t = sim
+                .open_transport(p, TransportDirection::Recv, None)
+                .expect("a receive transport");
+            pending.push(t);
         }
     }
+    sim.connect_all(&pending).expect("connect");
+    let subs: Vec<_> = subs
+        .into_iter()
+        .map(|s| (s, sim.subscribe(s, &producer)))
+        .collect();
     sim.set_sending(alice, &mid, true);
     sim.advance(Duration::from_millis(500));
     for (s, c) in &subs {

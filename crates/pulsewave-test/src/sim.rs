@@ -986,6 +986,35 @@ impl Sim {
         id
     }
 
+    /// Connects many transports in one run of the simulation (each
+    /// [`Sim::connect`] runs it alone: connecting N transports one by one
+    /// costs O(N²) steps, with every earlier transport's timers).
+    ///
+    /// # Panics
+    ///
+    /// When one does not connect within the configured connect timeout.
+    pub fn connect_all(&mut self, ids: &[TransportId]) -> Result<(), Error> {
+        let now = self.now;
+        for id in ids {
+            let (owner, dtls) = {
+                let peer = self.peer(id);
+                (peer.owner, peer.transport.dtls_parameters())
+            };
+            self.room_of(owner)
+                .connect_transport(now, owner, id, &dtls)?;
+        }
+        let timeout = self.config.connect_timeout;
+        let all = ids.to_vec();
+        let connected = self.run_until(timeout, move |sim| {
+            all.iter().all(|id| sim.is_connected(id))
+        });
+        assert!(
+            connected,
+            "not every transport connected within {timeout:?}"
+        );
+        Ok(())
+    }
+
     /// Creates and connects a receive transport.
     pub fn recv_transport(&mut self, p: Owner) -> TransportId {
         let id = self
