@@ -113,6 +113,100 @@ async fn loadtest_binary_against_a_dev_server() {
     server.shutdown(Duration::from_secs(5)).await;
 }
 
+/// `--transport tcp`: every participant uses only the server's passive TCP
+/// candidate (RFC 4571 framing); every track arrives intact and the server
+/// counted TCP media connections while the run lasted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_over_ice_tcp() {
+    let mut config = ServerConfig::dev(0, "devkey", "secret");
+    // As above: plain forwarding, not the estimator, is checked here.
+    if let Some(media) = config.media.as_mut() {
+        media.room.bandwidth_estimation = false;
+    }
+    let server = WebSocketServer::new(config).start().await.unwrap();
+    let addr = server.local_addr();
+    let url = format!("ws://{addr}");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsewave-loadtest"))
+        .args([
+            "--url",
+            &url,
+            "--rooms",
+            "1",
+            "--publishers",
+            "1",
+            "--subscribers",
+            "2",
+            "--duration",
+            "3s",
+            "--transport",
+            "tcp",
+            "--json",
+            "--max-loss",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // While it runs, the server's TCP media connections show in /metrics.
+    let mut most_tcp = 0u64;
+    let output = run.wait_with_output();
+    tokio::pin!(output);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let out = loop {
+        tokio::select! {
+            out = &mut output => break out.unwrap(),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                assert!(tokio::time::Instant::now() < deadline, "the load test ends by itself");
+                let text = pulsewave_tests_metrics(addr).await;
+                let n = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("pulsewave_media_tcp_connections "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0) as u64;
+                most_tcp = most_tcp.max(n);
+            }
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\nstdout: {stdout}\nstderr: {stderr}"));
+    let show = || serde_json::to_string_pretty(&report).unwrap();
+    assert!(out.status.success(), "exit {:?}: {}", out.status, show());
+    assert_eq!(report["passed"], true, "{}", show());
+    assert_eq!(report["tracks"]["expected_subscriptions"], 4, "{}", show());
+    assert_eq!(report["tracks"]["received"], 4, "{}", show());
+    assert!(
+        report["packets"]["loss_percent"].as_f64().unwrap() < 1.0,
+        "{}",
+        show()
+    );
+    assert_eq!(report["packets"]["damaged"], 0, "{}", show());
+    // A send transport for the publisher, a receive transport for each
+    // subscriber (and for the publisher if it subscribes): at least three.
+    assert!(
+        most_tcp >= 3,
+        "at most {most_tcp} TCP media connections seen"
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// GET /metrics of the server at `addr` (plain HTTP/1.1 over TCP).
+async fn pulsewave_tests_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
+
 #[test]
 fn bad_arguments_exit_with_2() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pulsewave-loadtest"))
