@@ -289,7 +289,7 @@ struct Allocation {
 pub struct Server {
     config: ServerConfig,
     base: Instant,
-    base_unix: u64,
+    base_unix: Duration,
     by_client: HashMap<Client, RelayId>,
     allocations: HashMap<RelayId, Allocation>,
     per_user: HashMap<String, usize>,
@@ -313,10 +313,11 @@ const STUN_METHOD_TRANSPORT_UDP: u8 = 17;
 impl Server {
     /// A server whose clock reads `now` at unix time `unix_now`.
     pub fn new(config: ServerConfig, now: Instant, unix_now: SystemTime) -> Self {
-        let base_unix = unix_now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        // Kept to the nanosecond: truncated to whole seconds at the start,
+        // the server's unix clock lagged the wall clock by up to a second,
+        // and credentials that expired a second ago still passed (found by
+        // relay.rs `wrong_and_expired_credentials_are_refused` in CI).
+        let base_unix = unix_now.duration_since(UNIX_EPOCH).unwrap_or_default();
         Self {
             config,
             base: now,
@@ -348,7 +349,7 @@ impl Server {
     }
 
     fn unix(&self, now: Instant) -> u64 {
-        self.base_unix + now.saturating_duration_since(self.base).as_secs()
+        (self.base_unix + now.saturating_duration_since(self.base)).as_secs()
     }
 
     // ---- inputs ----

@@ -271,6 +271,37 @@ fn allocate_needs_credentials_then_relays_both_ways() {
     assert_eq!(h.server.stats().packets_to_peers, 1);
 }
 
+/// The server's unix clock keeps the start's fraction of a second: started
+/// at ….9 s, 0.2 s later the wall clock reads the next second, and a
+/// credential that expired at the previous one is refused (with the start
+/// truncated to whole seconds it passed for up to a second).
+#[test]
+fn credentials_expire_on_the_wall_clocks_second() {
+    let mut h = Harness::new();
+    let unix0 = 1_800_000_000;
+    h.server = Server::new(
+        h.server.config().clone(),
+        h.start,
+        UNIX_EPOCH + Duration::from_millis(unix0 * 1000 + 900),
+    );
+    h.advance(Duration::from_millis(200));
+    let c = udp_client(1002);
+    let expired = h.secret.issue("alice", unix0);
+    let mut s = Session::new(c, &expired.username, &expired.password);
+    let challenge = h.reply(c, &s.allocate_request(None));
+    s.learn_nonce(&challenge);
+    assert_eq!(code(&h.reply(c, &s.allocate_request(None))), Some(401));
+    let valid = h.secret.issue("alice", unix0 + 1);
+    let mut s = Session::new(c, &valid.username, &valid.password);
+    let challenge = h.reply(c, &s.allocate_request(None));
+    s.learn_nonce(&challenge);
+    // Accepted: the server asks its driver for a relay (no reply yet).
+    let out = h.send(c, &s.allocate_request(None));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!h.events().is_empty(), "no relay asked for");
+    assert_eq!(h.server.stats().auth_failures, 1);
+}
+
 #[test]
 fn wrong_and_expired_credentials_are_refused() {
     let mut h = Harness::new();
