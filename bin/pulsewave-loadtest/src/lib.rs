@@ -51,7 +51,9 @@ mod stats;
 pub use churn::{ChurnCounts, ChurnReport, ServerState, WaveFigures, churn};
 pub use config::{Config, parse_bitrate, parse_duration, parse_on_off};
 pub use error::LoadTestError;
-pub use probe::{Probe, Sample, metrics_url_for, parse_metrics, proc_cpu_seconds, proc_memory};
+pub use probe::{
+    Probe, Sample, http_get, metrics_url_for, parse_metrics, proc_cpu_seconds, proc_memory,
+};
 pub use report::{
     ClientFigures, ConfigSummary, Pacing, Packets, Participants, Report, ServerFigures, Tracks,
     WindowFigures,

@@ -148,7 +148,7 @@ pub fn metrics_url_for(ws_url: &str) -> Option<String> {
 const MAX_RESPONSE: u64 = 1 << 20;
 
 /// A minimal HTTP/1.1 GET (`http://` only) returning the body of a 200.
-pub(crate) async fn http_get(
+pub async fn http_get(
     url: &str,
     credentials: Option<&(String, String)>,
 ) -> Result<String, LoadTestError> {

@@ -159,7 +159,9 @@ async fn loadtest_over_ice_tcp() {
             out = &mut output => break out.unwrap(),
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 assert!(tokio::time::Instant::now() < deadline, "the load test ends by itself");
-                let text = pulsewave_tests_metrics(addr).await;
+                let text = pulsewave_loadtest::http_get(&format!("http://{addr}/metrics"), None)
+                    .await
+                    .unwrap();
                 let n = text
                     .lines()
                     .find_map(|l| l.strip_prefix("pulsewave_media_tcp_connections "))
@@ -191,20 +193,6 @@ async fn loadtest_over_ice_tcp() {
         "at most {most_tcp} TCP media connections seen"
     );
     server.shutdown(Duration::from_secs(5)).await;
-}
-
-/// GET /metrics of the server at `addr` (plain HTTP/1.1 over TCP).
-async fn pulsewave_tests_metrics(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 #[test]

@@ -78,18 +78,8 @@ impl Limit {
 pub(crate) struct Counters {
     hits: [AtomicU64; Limit::ALL.len()],
     /// Participants whose last `connection-quality` was excellent, good,
-    /// poor, lost (indexed by [`quality_index`]).
+    /// poor, lost (indexed by `Quality as usize`, as `RoomSummary`).
     quality: [AtomicI64; 4],
-}
-
-/// The slot of `q` in [`Counters`]' quality gauges.
-pub(crate) fn quality_index(q: pulsewave_protocol::Quality) -> usize {
-    match q {
-        pulsewave_protocol::Quality::Excellent => 0,
-        pulsewave_protocol::Quality::Good => 1,
-        pulsewave_protocol::Quality::Poor => 2,
-        pulsewave_protocol::Quality::Lost => 3,
-    }
 }
 
 impl Counters {
@@ -104,10 +94,10 @@ impl Counters {
             return;
         }
         if let Some(o) = old {
-            self.quality[quality_index(o)].fetch_sub(1, Ordering::Relaxed);
+            self.quality[o as usize].fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(n) = new {
-            self.quality[quality_index(n)].fetch_add(1, Ordering::Relaxed);
+            self.quality[n as usize].fetch_add(1, Ordering::Relaxed);
         }
     }
 
