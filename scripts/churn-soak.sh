@@ -56,16 +56,18 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# A free loopback port: try a few random ones.
+# A free loopback port: try random ones below the ephemeral range
+# (32768-60999 on Linux, where the tests' own connections take theirs).
 for _ in $(seq 20); do
-  port=$((20000 + RANDOM % 20000))
+  port=$((20000 + RANDOM % 12000))
   # Every connection comes from 127.0.0.1; empty rooms close after 2 s so
   # that waves open and close them.
   MAX_CONNECTIONS_PER_IP=0 ROOM_EMPTY_TIMEOUT=2s MEDIASOUP_NUM_WORKERS=2 RUST_LOG=warn \
     "$bin/pulsewave-server" --dev --host 127.0.0.1 --port "$port" >"$out/server.log" 2>&1 &
   server=$!
   up=""
-  for _ in $(seq 100); do
+  # Up to 30 s: right after the test suite the machine may still be busy.
+  for _ in $(seq 300); do
     if ! kill -0 "$server" 2>/dev/null; then break; fi
     if command -v curl >/dev/null 2>&1; then
       if curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then up=1; break; fi
@@ -76,6 +78,8 @@ for _ in $(seq 20); do
     sleep 0.1
   done
   if [ -n "$up" ]; then break; fi
+  echo "churn soak: no server on port $port; the last line of its log:" >&2
+  tail -n 1 "$out/server.log" >&2 || true
   stop_server
 done
 if [ -z "$server" ]; then
