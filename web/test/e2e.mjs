@@ -16,6 +16,7 @@
 // did not start, server unreachable, web/dist not built), 3 the run hit its
 // time limit. Nothing is ever skipped.
 
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
@@ -785,6 +786,84 @@ async function main() {
         await waitForRise(p, `decodes ${q.name}'s camera after the reconnect`, [
           { identity: q.identity, source: 'camera', field: 'framesDecoded', n: 5 },
         ]);
+      }
+    });
+
+    await scenario('resume: every signaling socket killed (TCP reset), a track published meanwhile reaches the one still away', async () => {
+      // `ss -K` destroys the server's end of every signaling connection:
+      // the browsers see a reset, not a close. Bob's way back is held (his
+      // page's WebSocket goes to a dead port) until Carol has published a
+      // new track; then he must resume (same sid and ids, no rejoin) and
+      // learn of it from the replayed `track-published`.
+      const port = new URL(BASE).port;
+      check(port, `no port in PULSEWAVE_URL ${BASE}`);
+      await evaluate(B, () => {
+        const Orig = window.__pwOrigWebSocket ?? window.WebSocket;
+        window.__pwOrigWebSocket = Orig;
+        window.__pwHoldSocket = true;
+        window.WebSocket = class extends Orig {
+          constructor(url, protocols) {
+            super(window.__pwHoldSocket ? 'ws://127.0.0.1:9/' : url, protocols);
+          }
+        };
+      });
+      try {
+      const before = await evaluate(B, () => ({
+        sid: window.pulsewave.participant.sid,
+        consumers: window.pwState().subscriptions.map((x) => x.consumerId).filter(Boolean).sort(),
+        events: window.pwEvents.length,
+      }));
+      const leftFrom = {};
+      for (const p of [A, C, D].filter(Boolean)) leftFrom[p.identity] = await evaluate(p, () => window.pwEvents.length);
+      try {
+        execFileSync('ss', ['-K', 'state', 'established', '(', 'sport', '=', `:${port}`, ')']);
+      } catch (err) {
+        throw new CheckError(`ss -K failed (root and CONFIG_INET_DIAG_DESTROY needed): ${err.message}`);
+      }
+      log(`killed every signaling connection of port ${port}`);
+      await waitFor(B, 'goes reconnecting', ([from]) => window.pwEvents.slice(from).some((e) => e.type === 'reconnecting'), [before.events], { timeoutMs: 10_000 });
+      // Carol is back first, and publishes a screen share (a canvas).
+      await waitFor(C, 'is connected again', () => window.pulsewave.state === 'connected', null, { timeoutMs: 20_000 });
+      const screen = await evaluate(C, async () => {
+        const canvas = document.createElement('canvas');
+        canvas.width = 320;
+        canvas.height = 180;
+        const g = canvas.getContext('2d');
+        let n = 0;
+        setInterval(() => { g.fillStyle = `hsl(${(n += 7) % 360} 80% 50%)`; g.fillRect(0, 0, 320, 180); }, 50);
+        const track = canvas.captureStream(15).getVideoTracks()[0];
+        const pub = await window.pulsewave.publish(track, { source: 'screen' });
+        return pub.producerId ?? null;
+      }, null, 20_000);
+      check(screen, 'Carol\'s screen share has no producer id');
+      await waitFor(A, `sees ${C.name}'s screen share`, ([id, pid]) => window.pwState().participants.some((p) => p.identity === id && p.tracks.some((t) => t.producerId === pid)), [C.identity, screen], { timeoutMs: 20_000 });
+      check(await evaluate(B, () => window.pulsewave.state !== 'connected'), 'Bob came back while held');
+      await evaluate(B, () => { window.__pwHoldSocket = false; });
+      await waitFor(B, 'resumes', ([from]) => window.pulsewave.state === 'connected' && window.pwEvents.slice(from).some((e) => e.type === 'resumed'), [before.events], { timeoutMs: 20_000 });
+      const after = await evaluate(B, ([id, pid, from]) => ({
+        sid: window.pulsewave.participant.sid,
+        consumers: window.pwState().subscriptions.map((x) => x.consumerId).filter(Boolean).sort(),
+        rejoined: window.pwEvents.slice(from).some((e) => e.type === 'reconnected'),
+        sawScreen: window.pwState().participants.some((p) => p.identity === id && p.tracks.some((t) => t.producerId === pid)),
+      }), [C.identity, screen, before.events]);
+      check(!after.rejoined, 'Bob rejoined in full instead of resuming');
+      check(after.sid === before.sid, `Bob's sid changed: ${before.sid} -> ${after.sid}`);
+      check(after.sawScreen, `Bob did not learn of ${C.name}'s screen share published while he was away`);
+      for (const id of before.consumers) check(after.consumers.includes(id), `Bob lost consumer ${id}`);
+      for (const p of [A, C, D].filter(Boolean)) {
+        const left = await evaluate(p, ([from]) => window.pwEvents.slice(from).filter((e) => e.type === 'participantLeft').map((e) => e.identity), [leftFrom[p.identity]]);
+        check(left.length === 0, `${p.name} saw ${left.join(', ')} leave`);
+      }
+      // Carol's screen share reaches Bob as media too.
+      await waitForRise(B, `decodes ${C.name}'s screen share after the resume`, [
+        { identity: C.identity, source: 'screen', field: 'framesDecoded', n: 5 },
+      ], { timeoutMs: 20_000 });
+      await evaluate(C, async (pid) => {
+        const pub = window.pulsewave.publications.find((p) => p.producerId === pid);
+        await window.pulsewave.unpublish(pub, { stopTrack: true });
+      }, screen);
+      } finally {
+        await evaluate(B, () => { window.__pwHoldSocket = false; }).catch(() => {});
       }
     });
 
