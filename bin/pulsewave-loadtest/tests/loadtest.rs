@@ -12,7 +12,6 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadtest_binary_against_a_dev_server() {
-    let mut config = ServerConfig::dev(0, "devkey", "secret");
     // This test checks the load tester's report against plain forwarding
     // (2 x 1 Mbit/s to each subscriber, loss under 1%). With debug builds
     // of server and tester on a loaded 2-core machine, scheduling delays
@@ -20,43 +19,33 @@ async fn loadtest_binary_against_a_dev_server() {
     // on loopback fall from 4 to 1.2-1.8 Mbit/s) and the allocator rightly
     // pauses a camera; adaptive media is tested on the simulated network
     // (crates/pulsewave-test/tests/room/bandwidth.rs).
-    if let Some(media) = config.media.as_mut() {
-        media.room.bandwidth_estimation = false;
-    }
-    let server = WebSocketServer::new(config).start().await.unwrap();
+    let server = dev_server(false).await;
     let url = format!("ws://{}", server.local_addr());
     let pid = std::process::id().to_string();
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsewave-loadtest"))
-        .args([
-            "--url",
-            &url,
-            "--rooms",
-            "1",
-            "--publishers",
-            "2",
-            "--subscribers",
-            "3",
-            "--duration",
-            "3s",
-            "--json",
-            "--max-loss",
-            "1",
-            "--metrics",
-            "--server-pid",
-            &pid,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
+    let run = loadtest(&[
+        "--url",
+        &url,
+        "--rooms",
+        "1",
+        "--publishers",
+        "2",
+        "--subscribers",
+        "3",
+        "--duration",
+        "3s",
+        "--json",
+        "--max-loss",
+        "1",
+        "--metrics",
+        "--server-pid",
+        &pid,
+    ])
+    .output();
     let out = tokio::time::timeout(Duration::from_secs(90), run)
         .await
         .expect("the load test ends by itself")
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\nstdout: {stdout}\nstderr: {stderr}"));
+    let report = report_of(&out);
     let show = || serde_json::to_string_pretty(&report).unwrap();
     assert!(out.status.success(), "exit {:?}: {}", out.status, show());
     assert_eq!(report["passed"], true, "{}", show());
@@ -118,37 +107,29 @@ async fn loadtest_binary_against_a_dev_server() {
 /// counted TCP media connections while the run lasted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadtest_over_ice_tcp() {
-    let mut config = ServerConfig::dev(0, "devkey", "secret");
     // As above: plain forwarding, not the estimator, is checked here.
-    if let Some(media) = config.media.as_mut() {
-        media.room.bandwidth_estimation = false;
-    }
-    let server = WebSocketServer::new(config).start().await.unwrap();
+    let server = dev_server(false).await;
     let addr = server.local_addr();
     let url = format!("ws://{addr}");
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsewave-loadtest"))
-        .args([
-            "--url",
-            &url,
-            "--rooms",
-            "1",
-            "--publishers",
-            "1",
-            "--subscribers",
-            "2",
-            "--duration",
-            "3s",
-            "--transport",
-            "tcp",
-            "--json",
-            "--max-loss",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let run = loadtest(&[
+        "--url",
+        &url,
+        "--rooms",
+        "1",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--duration",
+        "3s",
+        "--transport",
+        "tcp",
+        "--json",
+        "--max-loss",
+        "1",
+    ])
+    .spawn()
+    .unwrap();
     // While it runs, the server's TCP media connections show in /metrics.
     let mut most_tcp = 0u64;
     let output = run.wait_with_output();
@@ -171,10 +152,7 @@ async fn loadtest_over_ice_tcp() {
             }
         }
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\nstdout: {stdout}\nstderr: {stderr}"));
+    let report = report_of(&out);
     let show = || serde_json::to_string_pretty(&report).unwrap();
     assert!(out.status.success(), "exit {:?}: {}", out.status, show());
     assert_eq!(report["passed"], true, "{}", show());
@@ -210,44 +188,31 @@ fn bad_arguments_exit_with_2() {
 /// report says so) and the audio keeps flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capped_subscriber_gets_its_video_paused_and_keeps_the_audio() {
-    let server = WebSocketServer::new(ServerConfig::dev(0, "devkey", "secret"))
-        .start()
-        .await
-        .unwrap();
+    let server = dev_server(true).await;
     let url = format!("ws://{}", server.local_addr());
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsewave-loadtest"))
-        .args([
-            "--url",
-            &url,
-            "--rooms",
-            "1",
-            "--publishers",
-            "1",
-            "--subscribers",
-            "2",
-            "--duration",
-            "4s",
-            "--subscriber-bitrate-cap",
-            "600kbps",
-            "--max-loss",
-            "100",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
+    let run = loadtest(&[
+        "--url",
+        &url,
+        "--rooms",
+        "1",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--duration",
+        "4s",
+        "--subscriber-bitrate-cap",
+        "600kbps",
+        "--max-loss",
+        "100",
+        "--json",
+    ])
+    .output();
     let out = tokio::time::timeout(Duration::from_secs(90), run)
         .await
         .expect("the load test ends by itself")
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report = report_of(&out);
     let show = || serde_json::to_string_pretty(&report).unwrap();
     assert!(out.status.success(), "{}", show());
     assert_eq!(report["config"]["subscriber_bitrate_cap_bps"], 600_000);
@@ -264,4 +229,36 @@ async fn a_capped_subscriber_gets_its_video_paused_and_keeps_the_audio() {
         show()
     );
     server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A `--dev` server in this process; without the bandwidth estimator when
+/// `estimator` is false (plain forwarding: see the first test).
+async fn dev_server(estimator: bool) -> pulsewave_signal::RunningServer {
+    let mut config = ServerConfig::dev(0, "devkey", "secret");
+    if let Some(media) = config.media.as_mut() {
+        media.room.bandwidth_estimation = estimator;
+    }
+    WebSocketServer::new(config).start().await.unwrap()
+}
+
+/// The load tester binary with `args`, its output captured, killed if
+/// the test drops it.
+fn loadtest(args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsewave-loadtest"));
+    c.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// The `--json` report on stdout (a panic with both outputs if it is not).
+fn report_of(out: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "JSON report: {e}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }

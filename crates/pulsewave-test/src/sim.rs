@@ -925,13 +925,7 @@ impl Sim {
     ///
     /// When it does not connect within [`SimConfig::connect_timeout`].
     pub fn connect(&mut self, id: &TransportId) -> Result<(), Error> {
-        let now = self.now;
-        let (owner, dtls) = {
-            let peer = self.peer(id);
-            (peer.owner, peer.transport.dtls_parameters())
-        };
-        self.room_of(owner)
-            .connect_transport(now, owner, id, &dtls)?;
+        self.connect_transport(id)?;
         let timeout = self.config.connect_timeout;
         let id2 = id.clone();
         let connected = self.run_until(timeout, move |sim| sim.is_connected(&id2));
@@ -986,6 +980,17 @@ impl Sim {
         id
     }
 
+    /// `connect-transport` for a peer transport, with its DTLS parameters
+    /// (the simulation is not run).
+    fn connect_transport(&mut self, id: &TransportId) -> Result<(), Error> {
+        let now = self.now;
+        let (owner, dtls) = {
+            let peer = self.peer(id);
+            (peer.owner, peer.transport.dtls_parameters())
+        };
+        self.room_of(owner).connect_transport(now, owner, id, &dtls)
+    }
+
     /// Connects many transports in one run of the simulation (each
     /// [`Sim::connect`] runs it alone: connecting N transports one by one
     /// costs O(N²) steps, with every earlier transport's timers).
@@ -994,14 +999,8 @@ impl Sim {
     ///
     /// When one does not connect within the configured connect timeout.
     pub fn connect_all(&mut self, ids: &[TransportId]) -> Result<(), Error> {
-        let now = self.now;
         for id in ids {
-            let (owner, dtls) = {
-                let peer = self.peer(id);
-                (peer.owner, peer.transport.dtls_parameters())
-            };
-            self.room_of(owner)
-                .connect_transport(now, owner, id, &dtls)?;
+            self.connect_transport(id)?;
         }
         let timeout = self.config.connect_timeout;
         let all = ids.to_vec();
