@@ -867,6 +867,69 @@ async function main() {
       }
     });
 
+    await scenario('resume: away past the grace time, removed, then a full rejoin works', async () => {
+      // Bob's socket drops and his way back is held (his page's WebSocket
+      // goes to a dead port) longer than the server's grace time (--dev:
+      // RESUME_GRACE 15 s): the server removes him (the others see him
+      // leave); let through, his client rejoins in full (new sid, tracks
+      // published again) and media flows both ways.
+      await evaluate(B, () => {
+        const Orig = window.__pwOrigWebSocket ?? window.WebSocket;
+        window.__pwOrigWebSocket = Orig;
+        window.__pwHoldSocket = true;
+        window.WebSocket = class extends Orig {
+          constructor(url, protocols) {
+            super(window.__pwHoldSocket ? 'ws://127.0.0.1:9/' : url, protocols);
+          }
+        };
+      });
+      try {
+        const before = await evaluate(B, () => ({ sid: window.pulsewave.participant.sid, events: window.pwEvents.length }));
+        const from = {};
+        for (const p of [A, C].filter(Boolean)) from[p.identity] = await evaluate(p, () => window.pwEvents.length);
+        const droppedAt = Date.now();
+        check(await evaluate(B, () => window.pulsewave.simulateConnectionDrop()), 'simulateConnectionDrop() found no open session on Bob');
+        for (const p of [A, C].filter(Boolean)) {
+          await waitFor(p, `sees ${B.identity} removed after the grace time`, ([id, n]) =>
+            !window.pulsewave.participants.has(id) &&
+            window.pwEvents.slice(n).some((e) => e.type === 'participantLeft' && e.identity === id),
+          [B.identity, from[p.identity]], { timeoutMs: 40_000 });
+        }
+        const removedAfter = Date.now() - droppedAt;
+        // Not before the grace time: a resume would still have been possible.
+        check(removedAfter >= 14_000, `${B.identity} was removed ${removedAfter} ms after the drop, before the 15 s grace time`);
+        check(await evaluate(B, () => window.pulsewave.state !== 'connected'), 'Bob came back while held');
+        await evaluate(B, () => { window.__pwHoldSocket = false; });
+        await waitFor(B, 'rejoins in full (reconnected)', ([n]) =>
+          window.pulsewave.state === 'connected' && window.pwEvents.slice(n).some((e) => e.type === 'reconnected'),
+        [before.events], { timeoutMs: 40_000 });
+        const after = await evaluate(B, ([n]) => ({
+          sid: window.pulsewave.participant.sid,
+          resumed: window.pwEvents.slice(n).some((e) => e.type === 'resumed'),
+          resumeFailed: window.pwEvents.slice(n).some((e) => e.type === 'resumeFailed'),
+        }), [before.events]);
+        check(!after.resumed, 'Bob resumed a session the server had removed');
+        check(after.resumeFailed, 'Bob never reported resumeFailed before the full rejoin');
+        check(after.sid && after.sid !== before.sid, `Bob's sid after the rejoin is ${after.sid} (before: ${before.sid}); want a new one`);
+        for (const p of [A, C].filter(Boolean)) {
+          await waitFor(p, `sees ${B.identity} join again with the new sid`, ([id, sid, n]) =>
+            window.pulsewave.participants.get(id)?.sid === sid &&
+            window.pwEvents.slice(n).some((e) => e.type === 'participantJoined' && e.identity === id),
+          [B.identity, after.sid, from[p.identity]], { timeoutMs: 20_000 });
+        }
+        log(`${B.identity}: removed ${removedAfter} ms after the drop, rejoined as ${after.sid}`);
+        await waitSubscriptions(A, [[B.identity, 'camera'], [B.identity, 'microphone']]);
+        await waitSubscriptions(B, [[A.identity, 'camera'], [A.identity, 'microphone']]);
+        for (const [p, q] of [[A, B], [B, A]]) {
+          await waitForRise(p, `decodes ${q.name}'s camera after the full rejoin`, [
+            { identity: q.identity, source: 'camera', field: 'framesDecoded', n: 5 },
+          ], { timeoutMs: 20_000 });
+        }
+      } finally {
+        await evaluate(B, () => { window.__pwHoldSocket = false; }).catch(() => {});
+      }
+    });
+
     let consumersBefore = null;
     await scenario('leave: participant-left everywhere', async () => {
       check(D, 'Dave did not join');

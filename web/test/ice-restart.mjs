@@ -12,7 +12,11 @@
 //            again within 5 s (consent recovery or ICE restart);
 //   address  the browsers' address is replaced mid-call (10.77.0.2 becomes
 //            10.77.0.3 on interface v0; run-network-tests.sh sets it up, the
-//            server's media address on loopback, signaling on 127.0.0.1).
+//            server's media address on loopback, signaling on 127.0.0.1);
+//            then it changes again (10.77.0.4) while every signaling socket
+//            is killed (ss -K) and Bob's way back is held until his media
+//            is seen broken: he resumes his session, then restarts ICE on
+//            the transports that broke meanwhile, same ids.
 //
 //   PULSEWAVE_URL=http://127.0.0.1:3000 PULSEWAVE_MEDIA_PORTS=45000:45009 \
 //     node test/ice-restart.mjs      (as root, in a network namespace)
@@ -47,10 +51,10 @@ function fatal(message, err) {
 
 const watchdog = setTimeout(() => fatal('the ICE restart browser test exceeded 240 s'), 240_000);
 
-/** Replaces the browsers' address 10.77.0.2 by 10.77.0.3 on v0. */
-function changeAddress() {
-  execFileSync('ip', ['addr', 'add', '10.77.0.3/24', 'dev', 'v0']);
-  execFileSync('ip', ['addr', 'del', '10.77.0.2/24', 'dev', 'v0']);
+/** Replaces the browsers' address `from` by `to` on v0. */
+function changeAddress(from = '10.77.0.2', to = '10.77.0.3') {
+  execFileSync('ip', ['addr', 'add', `${to}/24`, 'dev', 'v0']);
+  execFileSync('ip', ['addr', 'del', `${from}/24`, 'dev', 'v0']);
 }
 
 /** Drops (or, with `on` false, lets through) every packet to the media ports. */
@@ -89,7 +93,7 @@ async function open(browser, name) {
     const log = [];
     window.__net = log;
     const c = window.pulsewave;
-    for (const type of ['transportState', 'iceRestarted', 'participantLeft', 'reconnecting', 'reconnected']) {
+    for (const type of ['transportState', 'iceRestarted', 'participantLeft', 'reconnecting', 'reconnected', 'resumed']) {
       c.on(type, (e) => log.push({ type, state: e?.state, direction: e?.direction, t: Date.now() }));
     }
     return c.identity;
@@ -123,6 +127,63 @@ const ids = (p) =>
       consumers: s.subscriptions.map((x) => x.consumerId).sort(),
     };
   });
+
+/**
+ * The address changes again while every signaling socket is killed, and
+ * Bob's way back (his page's WebSocket) is held until his media is seen
+ * broken: no `restart-ice` can reach the server meanwhile. Let through, he
+ * must resume (no full rejoin), then restart ICE on the broken transports
+ * (the client does so after a resume); same ids, video both ways, nobody
+ * seen leaving.
+ */
+async function resumeThenRestart(a, b, before) {
+  const port = new URL(BASE).port;
+  if (!port) throw new Error(`no port in PULSEWAVE_URL ${BASE}`);
+  for (const p of [a, b]) await p.page.evaluate(() => { window.__net.length = 0; });
+  await b.page.evaluate(() => {
+    const Orig = window.WebSocket;
+    window.__pwHoldSocket = true;
+    window.WebSocket = class extends Orig {
+      constructor(url, protocols) {
+        super(window.__pwHoldSocket ? 'ws://127.0.0.1:9/' : url, protocols);
+      }
+    };
+  });
+  changeAddress('10.77.0.3', '10.77.0.4');
+  execFileSync('ss', ['-K', 'state', 'established', '(', 'sport', '=', `:${port}`, ')']);
+  log('the browsers moved to 10.77.0.4 and every signaling socket was killed; Bob held away');
+  await waitFor(b, 'goes reconnecting', () => window.__net.some((e) => e.type === 'reconnecting'));
+  await waitFor(
+    b,
+    'sees a transport go disconnected or failed while away',
+    () => window.__net.some((e) => e.type === 'transportState' && (e.state === 'disconnected' || e.state === 'failed')),
+    null,
+    45_000,
+  );
+  await b.page.evaluate(() => { window.__pwHoldSocket = false; });
+  const released = Date.now();
+  log('Bob let through');
+  await waitFor(b, 'resumes', () => window.__net.some((e) => e.type === 'resumed') && window.pulsewave.state === 'connected');
+  await decodes(a, b, 10, 30_000);
+  await decodes(b, a, 10, 30_000);
+  log(`after the resume, video both ways within ${((Date.now() - released) / 1000).toFixed(1)} s`);
+  const net = await b.page.evaluate(() => window.__net);
+  log(`Bob: ${net.map((e) => (e.state ? `${e.type}:${e.direction}:${e.state}` : e.type)).join(', ')}`);
+  const resumedAt = net.findIndex((e) => e.type === 'resumed');
+  if (!net.slice(resumedAt).some((e) => e.type === 'iceRestarted')) {
+    throw new Error('Bob resumed but restarted no ICE afterwards');
+  }
+  if (net.some((e) => e.type === 'reconnected')) throw new Error('Bob rejoined in full instead of resuming');
+  for (const p of [a, b]) {
+    if (await p.page.evaluate(() => window.__net.some((e) => e.type === 'participantLeft'))) {
+      throw new Error(`${p.name} saw someone leave during the resume`);
+    }
+  }
+  const after = { a: await ids(a), b: await ids(b) };
+  if (JSON.stringify(after) !== JSON.stringify(before)) {
+    throw new Error(`ids changed by the resume and ICE restart: before ${JSON.stringify(before)}, after ${JSON.stringify(after)}`);
+  }
+}
 
 async function main() {
   if (!BASE) fatal('PULSEWAVE_URL is not set');
@@ -230,6 +291,8 @@ async function main() {
       if (JSON.stringify(later) !== JSON.stringify(before)) {
         throw new Error(`ids changed by the 3 s cut: before ${JSON.stringify(before)}, after ${JSON.stringify(later)}`);
       }
+    } else {
+      await resumeThenRestart(a, b, before);
     }
   } catch (err) {
     failed = err;
@@ -248,10 +311,10 @@ async function main() {
   await browser.close().catch(() => {});
   clearTimeout(watchdog);
   if (failed) {
-    console.log(`FAIL ICE restart after ${MODE === 'cut' ? 'a media cut' : 'an address change'}: ${failed.message}`);
+    console.log(`FAIL ICE restart after ${MODE === 'cut' ? 'a media cut' : 'an address change (then another one with the signaling lost)'}: ${failed.message}`);
     process.exit(1);
   }
-  console.log(`PASS ICE restart after ${MODE === 'cut' ? 'a media cut' : 'an address change'}: same ids, video both ways again`);
+  console.log(`PASS ICE restart after ${MODE === 'cut' ? 'a media cut' : 'an address change, and resume then ICE restart after another one with the signaling lost'}: same ids, video both ways again`);
   process.exit(0);
 }
 

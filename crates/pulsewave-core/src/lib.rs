@@ -100,7 +100,7 @@ pub use media::{DEFAULT_PRIORITY, SPEAKER_PRIORITY, View};
 pub use owners::Owner;
 pub use quality::{
     ConnectionQuality, LOST_AFTER, ProducerStats, QUALITY_INTERVAL, RTT_GOOD, RTT_POOR,
-    STATS_INTERVAL,
+    SHORT_AFTER, STATS_INTERVAL,
 };
 pub use room::{
     Consumed, ConsumerAllocation, DataConsumed, DatagramError, Produced, Room, RoomStats,

@@ -58,8 +58,9 @@ pub(crate) struct Producer {
     pub(crate) wanted_pending: Option<Instant>,
     /// Audio: the levels seen since the last speaker evaluation.
     pub(crate) speech: crate::speaker::SpeechLevel,
-    /// Upstream loss and jitter since the last quality evaluation.
-    pub(crate) link: crate::quality::LinkStats,
+    /// Since when a layer that was sent and is wanted (dynacast) has not
+    /// been arriving: the publisher sends less than expected.
+    pub(crate) missing_since: Option<Instant>,
 }
 
 /// How long a layer may be silent and still count as sent.
@@ -93,17 +94,21 @@ pub(crate) struct Layer {
     pub(crate) rate: LayerRate,
     /// Its picture height, from its keyframes (VP8), if known.
     pub(crate) height: Option<u16>,
+    /// Upstream loss and jitter since the last quality evaluation.
+    pub(crate) link: crate::quality::LinkStats,
 }
 
 impl Layer {
-    /// A layer with its `rid` and declared `ssrc`, not seen yet.
-    pub(crate) fn new(rid: Option<String>, ssrc: Option<u32>) -> Self {
+    /// A layer with its `rid` and declared `ssrc`, not seen yet, of a
+    /// codec with this clock rate.
+    pub(crate) fn new(rid: Option<String>, ssrc: Option<u32>, clock_rate: u32) -> Self {
         Self {
             rid,
             ssrc,
             last_packet: None,
             rate: LayerRate::default(),
             height: None,
+            link: crate::quality::LinkStats::new(clock_rate),
         }
     }
 
@@ -115,6 +120,23 @@ impl Layer {
 }
 
 impl Producer {
+    /// Upstream loss and jitter since the last call, over every layer.
+    pub(crate) fn take_link(&mut self) -> Option<crate::quality::LinkSample> {
+        self.layers
+            .iter_mut()
+            .filter_map(|l| l.link.take())
+            .reduce(|a, b| a.merge(Some(b)))
+    }
+
+    /// What the publisher's link lost lately (the worst layer): gaps every
+    /// subscriber is forwarded too.
+    pub(crate) fn recent_loss(&self) -> f32 {
+        self.layers
+            .iter()
+            .map(|l| l.link.recent_loss())
+            .fold(0.0, f32::max)
+    }
+
     /// The priority its consumers without one of their own get: its own,
     /// raised to [`SPEAKER_PRIORITY`] while its publisher speaks.
     pub(crate) fn effective_priority(&self) -> u8 {
@@ -179,6 +201,12 @@ pub(crate) struct Consumer {
     pub(crate) padded: bool,
     /// The bitrate of its target layers.
     pub(crate) allocated: u64,
+    /// The bitrate of the best layers it could have with bandwidth to
+    /// spare (within its preferences): what is expected.
+    pub(crate) expected: u64,
+    /// Since when its allocation has been below what is expected
+    /// (connection quality: bitrate against expected).
+    pub(crate) short_since: Option<Instant>,
     /// Temporal layer selection and VP8 rewriting.
     pub(crate) vp8: Vp8Selector,
     /// The layers last reported in `ConsumerLayersChanged`.

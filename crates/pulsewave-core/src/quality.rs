@@ -2,13 +2,22 @@
 //! (excellent / good / poor / lost), from what the room sees of each
 //! participant's links:
 //!
-//! - upstream, per producer: packet loss (expected from the sequence
+//! - upstream, per producer (per simulcast layer, each its own stream,
+//!   summed): packet loss (expected from the sequence
 //!   numbers against packets received in order: a loss repaired by a
 //!   retransmission still counts, as the link lost it) and
 //!   interarrival jitter (RFC 3550), both measured on the forwarding path
 //!   with a few integer operations and no allocation ([`LinkStats`]);
+//! - upstream bitrate against expected: a simulcast layer the publisher
+//!   sent, that some subscriber wants (dynacast), and that has stopped
+//!   arriving for [`SHORT_AFTER`] (the browser dropped it, usually because
+//!   its own uplink estimate fell) makes the publisher at best good;
 //! - downstream: a consumer paused for congestion (its subscriber's
-//!   bandwidth does not carry even the lowest layer) makes the link poor,
+//!   bandwidth does not carry even the lowest layer) makes the link poor;
+//!   bitrate against expected: a consumer whose allocation has been below
+//!   what it would get with bandwidth to spare (its best layers within its
+//!   preferences and rendered size) for [`SHORT_AFTER`] makes it good
+//!   below 80 % of that, poor below 25 % ([`ConnectionQuality::from_bitrate`]);
 //!   and the loss the subscriber itself reports on what the room sends it
 //!   (RTCP receiver reports' fraction lost, read from str0m's egress stats
 //!   every [`STATS_INTERVAL`]) is scored as upstream loss is, less what
@@ -43,6 +52,16 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 pub const RTT_GOOD: Duration = Duration::from_millis(300);
 /// Round-trip time above which a participant is `poor`.
 pub const RTT_POOR: Duration = Duration::from_millis(600);
+/// How long a bitrate must stay below what is expected before it counts:
+/// layers climb over a few seconds after a subscription starts, and a
+/// publisher takes a moment to restart a layer dynacast asks for again.
+pub const SHORT_AFTER: Duration = Duration::from_secs(4);
+
+/// Whether `bitrate` is short of `expected` enough to lower a score
+/// (below 80 % of it).
+pub(crate) fn short_of_expected(bitrate: u64, expected: u64) -> bool {
+    bitrate.saturating_mul(5) < expected.saturating_mul(4)
+}
 
 /// A participant's connection quality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,6 +94,19 @@ impl ConnectionQuality {
         if loss > 0.06 || jitter > Duration::from_millis(80) {
             ConnectionQuality::Poor
         } else if loss > 0.02 || jitter > Duration::from_millis(30) {
+            ConnectionQuality::Good
+        } else {
+            ConnectionQuality::Excellent
+        }
+    }
+
+    /// The score of a subscription that gets `bitrate` where `expected`
+    /// would be sent with bandwidth to spare: poor below a quarter of it,
+    /// good below 80 %.
+    pub fn from_bitrate(bitrate: u64, expected: u64) -> Self {
+        if bitrate.saturating_mul(4) < expected {
+            ConnectionQuality::Poor
+        } else if short_of_expected(bitrate, expected) {
             ConnectionQuality::Good
         } else {
             ConnectionQuality::Excellent
@@ -166,9 +198,10 @@ impl LinkStats {
         self.last = Some((now, rtp_time));
     }
 
-    /// Ends an interval: loss (0 to 1) and jitter since the last call;
-    /// `None` when no packet was expected (nothing sent, or paused).
-    pub(crate) fn take(&mut self) -> Option<(f32, Duration)> {
+    /// Ends an interval: what was expected, lost and the jitter since the
+    /// last call; `None` when no packet was expected (nothing sent, or
+    /// paused).
+    pub(crate) fn take(&mut self) -> Option<LinkSample> {
         self.recent_loss = [self.recent_loss[1], 0.0];
         let (Some(max), Some(base)) = (self.max_seq, self.base_seq) else {
             return None;
@@ -179,11 +212,48 @@ impl LinkStats {
         if expected == 0 {
             return None;
         }
-        let loss = 1.0 - (received.min(expected) as f32 / expected as f32);
-        self.recent_loss[1] = loss;
-        let jitter =
-            Duration::from_micros(self.jitter16 / 16 * 1_000_000 / u64::from(self.clock_rate));
-        Some((loss, jitter))
+        let sample = LinkSample {
+            expected,
+            lost: expected.saturating_sub(received),
+            jitter: Duration::from_micros(
+                self.jitter16 / 16 * 1_000_000 / u64::from(self.clock_rate),
+            ),
+        };
+        self.recent_loss[1] = sample.loss();
+        Some(sample)
+    }
+}
+
+/// One interval of a [`LinkStats`]: packets expected and lost, and jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct LinkSample {
+    pub(crate) expected: u64,
+    pub(crate) lost: u64,
+    pub(crate) jitter: Duration,
+}
+
+impl LinkSample {
+    /// The fraction lost (0 to 1).
+    pub(crate) fn loss(&self) -> f32 {
+        if self.expected == 0 {
+            0.0
+        } else {
+            self.lost.min(self.expected) as f32 / self.expected as f32
+        }
+    }
+
+    /// Both intervals as one (each simulcast layer is its own stream, with
+    /// its own sequence numbers): the loss over all packets, the worst
+    /// jitter.
+    pub(crate) fn merge(self, other: Option<LinkSample>) -> LinkSample {
+        match other {
+            None => self,
+            Some(o) => LinkSample {
+                expected: self.expected + o.expected,
+                lost: self.lost + o.lost,
+                jitter: self.jitter.max(o.jitter),
+            },
+        }
     }
 }
 
@@ -210,7 +280,7 @@ mod tests {
         }
         // Packet 11 arrives late, retransmitted.
         s.observe(t0 + Duration::from_millis(420), 11, 9600);
-        let (loss, _) = s.take().unwrap_or_default();
+        let loss = s.take().unwrap_or_default().loss();
         assert!((loss - 0.05).abs() < 0.001, "loss {loss}");
     }
 
@@ -229,7 +299,8 @@ mod tests {
                 (960 * i) as u32,
             );
         }
-        let (loss, jitter) = s.take().unwrap_or_default();
+        let sample = s.take().unwrap_or_default();
+        let (loss, jitter) = (sample.loss(), sample.jitter);
         assert!((loss - 0.1).abs() < 0.03, "loss {loss}");
         assert!(jitter < Duration::from_millis(2), "jitter {jitter:?}");
         assert_eq!(

@@ -502,6 +502,12 @@ impl Room {
             return (false, false);
         };
         c.allocated = a.bitrate;
+        c.expected = a.optimal.map_or(0, |l| allocator::cost(d, l));
+        c.short_since = if crate::quality::short_of_expected(c.allocated, c.expected) {
+            c.short_since.or(Some(now))
+        } else {
+            None
+        };
         let pkey = c.producer;
         let nothing_sent = allocator::path(d).next().is_none();
         let Some((s, tl)) = a.layer else {
@@ -576,6 +582,8 @@ impl Room {
             return;
         };
         c.allocated = 0;
+        c.expected = 0;
+        c.short_since = None;
         if c.target.take().is_some() {
             c.layer = None;
             c.needs_resync = true;

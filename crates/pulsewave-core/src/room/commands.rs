@@ -277,9 +277,13 @@ impl Room {
             layers,
             declared,
         } = ortc::validate_producer(kind, &rtp_parameters)?;
+        let clock_rate = rtp_parameters
+            .codecs
+            .first()
+            .map_or(90_000, |c| c.clock_rate);
         let layers: Vec<Layer> = layers
             .into_iter()
-            .map(|(rid, ssrc)| Layer::new(rid, ssrc))
+            .map(|(rid, ssrc)| Layer::new(rid, ssrc, clock_rate))
             .collect();
         let new_ssrcs = declared.iter().map(|(_, r)| 1 + usize::from(r.is_some())).sum::<usize>()
             // Each rid layer will bind one ssrc (and maybe its RTX) later.
@@ -332,7 +336,6 @@ impl Room {
             MediaKind::Video => Some(VideoCodec::from_mime(&mime_type)),
             MediaKind::Audio => None,
         };
-        let clock_rate = consumable.codecs.first().map_or(90_000, |c| c.clock_rate);
         let pkey = self.producers.insert(Producer {
             id: id.clone(),
             owner,
@@ -356,8 +359,8 @@ impl Room {
             speaking: false,
             wanted_reported: None,
             wanted_pending: None,
+            missing_since: None,
             speech: Default::default(),
-            link: crate::quality::LinkStats::new(clock_rate),
         });
         self.owners.add(owner, |h| h.producers += 1);
         if kind == MediaKind::Audio {
@@ -563,6 +566,8 @@ impl Room {
             congested: false,
             padded: true,
             allocated: 0,
+            expected: 0,
+            short_since: None,
             vp8: Vp8Selector::new(),
             reported_layers: None,
             nackable,

@@ -73,7 +73,6 @@ impl Room {
         if let Some(level) = pkt.header.ext_vals.audio_level {
             p.speech.observe(level); // active speakers (speaker.rs)
         }
-        p.link.observe(now, *pkt.seq_no, pkt.header.timestamp); // quality.rs
         // VP8 descriptors are read once per packet, for every consumer.
         let vp8 = match p.video {
             Some(VideoCodec::Vp8) => Vp8Info::parse(&pkt.payload),
@@ -95,6 +94,7 @@ impl Room {
                 }
             }
             l.last_packet = Some(now);
+            l.link.observe(now, *pkt.seq_no, pkt.header.timestamp); // quality.rs
             let tid = vp8.as_ref().and_then(|v| v.tid).unwrap_or(0);
             l.rate.record(now, tid, pkt.payload.len() + PACKET_OVERHEAD);
             if keyframe

@@ -449,7 +449,7 @@ impl Room {
                         .find(|(m, _)| m.as_str() == &*stats.mid)
                         .and_then(|(_, c)| self.consumers.get(*c))
                         .and_then(|c| self.producers.get(c.producer))
-                        .map_or(0.0, |p| p.link.recent_loss());
+                        .map_or(0.0, |p| p.recent_loss());
                     let loss = (loss.clamp(0.0, 1.0) - upstream).max(0.0);
                     t.remote_loss = Some(t.remote_loss.map_or(loss, |l| l.max(loss)));
                 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use pulsewave_protocol::transport::TransportDirection;
 
 use crate::event::Event;
-use crate::quality::{ConnectionQuality, LOST_AFTER, QUALITY_INTERVAL};
+use crate::quality::{ConnectionQuality, LOST_AFTER, QUALITY_INTERVAL, SHORT_AFTER};
 use crate::transport::Timer;
 
 use super::Room;
@@ -88,15 +88,31 @@ impl Room {
                     match t.direction {
                         TransportDirection::Send => {
                             if let Some(p) = producers.get_mut(*key) {
-                                let link = p.link.take();
-                                if let (false, Some((loss, jitter))) = (p.paused, link) {
-                                    q = q.min(ConnectionQuality::from_link(loss, jitter));
+                                let link = p.take_link();
+                                if let (false, Some(link)) = (p.paused, link) {
+                                    q = q.min(ConnectionQuality::from_link(
+                                        link.loss(),
+                                        link.jitter,
+                                    ));
+                                }
+                                if missing_layers(now, p) {
+                                    q = q.min(ConnectionQuality::Good);
                                 }
                             }
                         }
                         TransportDirection::Recv => {
-                            if consumers.get(*key).is_some_and(|c| c.congested) {
+                            let Some(c) = consumers.get(*key) else {
+                                continue;
+                            };
+                            if c.congested {
                                 q = q.min(ConnectionQuality::Poor);
+                            } else if !c.paused
+                                && producers.get(c.producer).is_some_and(|p| !p.paused)
+                                && c.short_since.is_some_and(|s| {
+                                    now.saturating_duration_since(s) >= SHORT_AFTER
+                                })
+                            {
+                                q = q.min(ConnectionQuality::from_bitrate(c.allocated, c.expected));
                             }
                         }
                     }
@@ -116,4 +132,23 @@ impl Room {
             self.arm_quality();
         }
     }
+}
+
+/// Whether `p`'s publisher has, for [`SHORT_AFTER`], not been sending a
+/// layer it sent before and that some subscriber wants (dynacast): less
+/// than expected. Updates the producer's record of since when.
+fn missing_layers(now: Instant, p: &mut crate::media::Producer) -> bool {
+    let wanted = match p.wanted_reported {
+        Some(w) if !p.paused => w,
+        _ => 0,
+    };
+    let missing = p.layers.iter().enumerate().any(|(i, l)| {
+        i < 32 && wanted & (1 << i) != 0 && l.last_packet.is_some() && !l.is_live(now)
+    });
+    if !missing {
+        p.missing_since = None;
+        return false;
+    }
+    let since = *p.missing_since.get_or_insert(now);
+    now.saturating_duration_since(since) >= SHORT_AFTER
 }

@@ -628,3 +628,49 @@ fn a_single_1_mbit_stream_starts_at_once_pauses_behind_a_small_link_and_comes_ba
         sim.room().transport_allocations(bob)
     );
 }
+
+/// Connection quality weighs bitrate against expected, both ways: a
+/// subscriber whose link carries only the lowest of three layers scores
+/// poor while an unlimited one stays excellent, and recovers once the cap
+/// lifts; a publisher that stops sending a layer someone wants (as a
+/// browser does when its own uplink estimate falls) scores good until the
+/// layer is back, while its subscribers, served the best of what arrives,
+/// stay excellent.
+#[test]
+fn quality_weighs_bitrate_against_expected_both_ways() {
+    use crate::quality::quality;
+    use pulsewave_core::ConnectionQuality::{Excellent, Good, Poor};
+
+    let (mut sim, alice, bob, producer, mid) = camera(310);
+    let carol = sim.join("carol");
+    sim.recv_transport(carol);
+    limit(&mut sim, bob, Some(400_000));
+    sim.subscribe(bob, &producer);
+    sim.subscribe(carol, &producer);
+    sim.advance(15 * SECOND);
+    assert_eq!(quality(&sim, bob), Some(Poor), "Bob behind 400 kbit/s");
+    assert_eq!(quality(&sim, carol), Some(Excellent), "Carol unlimited");
+    assert_eq!(quality(&sim, alice), Some(Excellent), "Alice sends all");
+
+    limit(&mut sim, bob, None);
+    sim.advance(25 * SECOND);
+    assert_eq!(quality(&sim, bob), Some(Excellent), "Bob, cap lifted");
+
+    sim.set_layer_sending(alice, &mid, "r2", false);
+    sim.advance(3 * SECOND);
+    assert_eq!(quality(&sim, alice), Some(Excellent), "not at once");
+    sim.advance(5 * SECOND);
+    assert_eq!(
+        quality(&sim, alice),
+        Some(Good),
+        "top layer wanted, not sent"
+    );
+    assert_eq!(
+        quality(&sim, carol),
+        Some(Excellent),
+        "Carol gets the best sent"
+    );
+    sim.set_layer_sending(alice, &mid, "r2", true);
+    sim.advance(6 * SECOND);
+    assert_eq!(quality(&sim, alice), Some(Excellent), "top layer back");
+}

@@ -10,7 +10,7 @@ use pulsewave_test::{Direction, LinkConfig, Sim};
 use crate::{alice_and_bob, send_tid};
 
 /// The last quality reported for `who`.
-fn quality(sim: &Sim, who: Owner) -> Option<ConnectionQuality> {
+pub(crate) fn quality(sim: &Sim, who: Owner) -> Option<ConnectionQuality> {
     sim.events().iter().rev().find_map(|(_, e)| match e {
         Event::ConnectionQuality { owner, quality } if *owner == who => Some(*quality),
         _ => None,
