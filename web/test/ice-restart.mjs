@@ -55,6 +55,12 @@ const watchdog = setTimeout(() => fatal('the ICE restart browser test exceeded 2
 function changeAddress(from = '10.77.0.2', to = '10.77.0.3') {
   execFileSync('ip', ['addr', 'add', `${to}/24`, 'dev', 'v0']);
   execFileSync('ip', ['addr', 'del', `${from}/24`, 'dev', 'v0']);
+  // The kernel drops secondary addresses with the primary unless
+  // promote_secondaries is set (run-network-tests.sh sets it): check.
+  const now = execFileSync('ip', ['-4', '-o', 'addr', 'show', 'dev', 'v0']).toString();
+  if (!now.includes(` ${to}/`) || now.includes(` ${from}/`)) {
+    fatal(`address change ${from} -> ${to} did not take: ${now.trim()}`);
+  }
 }
 
 /** Drops (or, with `on` false, lets through) every packet to the media ports. */

@@ -101,6 +101,9 @@ case "$phase" in
     ip addr add 10.78.0.1/32 dev lo
     ip link add v0 type veth peer name v1
     ip addr add 10.77.0.2/24 dev v0
+    # The new address is added before the old one goes: without this the
+    # kernel deletes the secondary (new) address with the primary.
+    sysctl -qw net.ipv4.conf.v0.promote_secondaries=1
     ip link set v0 up
     ip link set v1 up
     media_env=(MEDIASOUP_LISTEN_IP=10.78.0.1 MEDIASOUP_ANNOUNCED_IP=10.78.0.1 PULSEWAVE_NET_CHANGE=address)
