@@ -367,6 +367,12 @@ function wireClient(c) {
     logEvent('resumed', { replayed: e.replayed });
     setStatus(`Connected to ${c.room.name} as ${c.identity} (resumed)`, 'ok');
   });
+  c.on('resumeFailed', (e) => {
+    // The server no longer holds the session (gone past its grace time):
+    // a full rejoin follows, with a new session.
+    logEvent('resumeFailed', { reason: e.reason });
+    setStatus(`Could not resume (${e.reason}); rejoining…`, 'warning');
+  });
   c.on('reconnected', () => {
     logEvent('reconnected');
     setStatus(`Connected to ${c.room.name} as ${c.identity} (reconnected)`, 'ok');
