@@ -30,7 +30,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 const SECRET: &str = "the cluster secret of these tests";
-const API_KEY: &str = "webhook-key";
+/// The API key of node A, and of node B: both with [`API_SECRET`], so
+/// that a receiver can tell who signed a POST.
+const KEY_A: &str = "key-a";
+const KEY_B: &str = "key-b";
 const API_SECRET: &str = "the api secret of these tests";
 const JOURNALS: &str = "pw:webhook-journals";
 
@@ -60,7 +63,12 @@ fn options(redis: &RedisServer) -> RedisOptions {
 
 /// A node of the cluster with its webhook notifier, both started on the
 /// current runtime.
-async fn node(options: RedisOptions, id: &str, hook: &str) -> (Cluster, WebhookNotifier) {
+async fn node(
+    options: RedisOptions,
+    id: &str,
+    api_key: &str,
+    hook: &str,
+) -> (Cluster, WebhookNotifier) {
     let conn = RedisManager::new(options).connect().await.unwrap();
     let config = NodeConfig {
         id: id.into(),
@@ -81,7 +89,7 @@ async fn node(options: RedisOptions, id: &str, hook: &str) -> (Cluster, WebhookN
     }
     let notifier = WebhookNotifier::start_with_cluster(
         &[hook.to_owned()],
-        API_KEY,
+        api_key,
         API_SECRET,
         None,
         cluster.clone(),
@@ -104,7 +112,7 @@ async fn doomed_node(options: RedisOptions, hook: String) -> Doomed {
         .build()
         .unwrap();
     let (_cluster, notifier) = runtime
-        .spawn(async move { node(options, "node-a", &hook).await })
+        .spawn(async move { node(options, "node-a", KEY_A, &hook).await })
         .await
         .unwrap();
     Doomed { runtime, notifier }
@@ -339,7 +347,7 @@ async fn a_survivor_delivers_the_events_of_a_dead_node_with_their_ids_in_order()
     let mut hook = receiver().await;
     let client = plain_client(&redis).await;
     let a = doomed_node(options(&redis), hook.url.clone()).await;
-    let (b, b_hooks) = node(options(&redis), "node-b", &hook.url).await;
+    let (b, b_hooks) = node(options(&redis), "node-b", KEY_B, &hook.url).await;
 
     // A's events, in two rooms; the receiver refuses them all.
     let (r1, r2) = (room("r1"), room("r2"));
@@ -367,17 +375,33 @@ async fn a_survivor_delivers_the_events_of_a_dead_node_with_their_ids_in_order()
             "\"participant_left\""
         ]
     );
-    // A tried, and was refused.
-    let refused = hook.next(Duration::from_secs(5)).await;
-    assert!(!refused.accepted);
+    // A tries r1's first event, and is refused, 4 times (0.5 s, 1 s, 2 s
+    // apart): meanwhile B looked for orphaned journals (every 2 s) but A
+    // is alive, so every POST so far is A's (signed with A's key) and A's
+    // journals are still A's.
+    let a_verifier = TokenVerifier::new(KEY_A, API_SECRET);
+    let mut r1_attempts = 0;
+    while r1_attempts < 4 {
+        let refused = hook.next(Duration::from_secs(10)).await;
+        assert!(!refused.accepted);
+        verify_webhook(&a_verifier, &refused.authorization, &refused.body)
+            .unwrap_or_else(|e| panic!("a POST not from A while A is alive: {e}"));
+        if room_of(&refused.body) == "r1" {
+            assert_eq!(String::from_utf8(refused.body).unwrap(), a_r1[0]);
+            r1_attempts += 1;
+        }
+    }
+    assert!(journal(&client, "node-a", "r1").await.is_some());
+    assert!(journal(&client, "node-a", "r2").await.is_some());
+    assert!(journals_of(&client, "node-b").await.is_empty());
 
     // A dies; then the receiver comes back.
     a.kill().await;
     hook.accept.store(true, Ordering::SeqCst);
 
     // B delivers A's five events: the same bodies (so the same ids), in
-    // A's order in each room, signed.
-    let verifier = TokenVerifier::new(API_KEY, API_SECRET);
+    // A's order in each room, signed with B's key.
+    let verifier = TokenVerifier::new(KEY_B, API_SECRET);
     let mut got_r1 = Vec::new();
     let mut got_r2 = Vec::new();
     for _ in 0..5 {
@@ -421,7 +445,7 @@ async fn tampered_or_forged_journal_entries_are_never_sent() {
     let mut hook = receiver().await;
     let client = plain_client(&redis).await;
     let a = doomed_node(options(&redis), hook.url.clone()).await;
-    let (b, b_hooks) = node(options(&redis), "node-b", &hook.url).await;
+    let (b, b_hooks) = node(options(&redis), "node-b", KEY_B, &hook.url).await;
 
     let t = room("t");
     let (alice, bob) = (participant("alice"), participant("bob"));
@@ -471,7 +495,7 @@ async fn tampered_or_forged_journal_entries_are_never_sent() {
 
     // The two entries that verify arrive, in order; the other two are
     // refused and counted, never sent.
-    let verifier = TokenVerifier::new(API_KEY, API_SECRET);
+    let verifier = TokenVerifier::new(KEY_B, API_SECRET);
     let mut got = Vec::new();
     for _ in 0..2 {
         let post = hook.next_accepted(Duration::from_secs(20)).await;
