@@ -88,8 +88,8 @@ enum JournalOp {
 }
 
 /// The journal entries this node wrote or claimed and has not removed:
-/// `(room, event id)` to `(journal key, entry text)`.
-type JournalEntries = HashMap<(String, String), (String, String)>;
+/// `(room, event id)` to `(journal key, entry text, when added, Unix ms)`.
+type JournalEntries = HashMap<(String, String), (String, String, u64)>;
 
 /// The Redis backend. Cheap to clone; every clone is the same node.
 ///
@@ -1192,6 +1192,9 @@ impl Inner {
     async fn journal_writer(self: Arc<Self>, mut ops: mpsc::Receiver<JournalOp>) {
         let mut stop = self.stop.subscribe();
         let incarnation = self.started_at.to_string();
+        // The map of entries is purged of what outlived the journals
+        // (removals lost to a full queue) whenever it doubles.
+        let mut purge_at = JOURNAL_QUEUE;
         loop {
             let op = tokio::select! {
                 op = ops.recv() => op,
@@ -1226,14 +1229,20 @@ impl Inner {
                         .await;
                     match written {
                         Ok(_) => {
-                            lock(&self.journal_entries).insert((room, id), (key, text));
+                            let mut entries = lock(&self.journal_entries);
+                            entries.insert((room, id), (key, text, unix_millis()));
+                            if entries.len() > purge_at {
+                                let oldest = unix_millis().saturating_sub(millis(JOURNAL_TTL));
+                                entries.retain(|_, (_, _, at)| *at >= oldest);
+                                purge_at = JOURNAL_QUEUE.max(entries.len() * 2);
+                            }
                         }
                         Err(e) => debug!(%room, %id, error = %e, "webhook event not journaled"),
                     }
                 }
                 JournalOp::Remove { room, id } => {
                     let entry = lock(&self.journal_entries).remove(&(room, id));
-                    if let Some((key, text)) = entry
+                    if let Some((key, text, _)) = entry
                         && let Err(e) = self.journal_remove(&key, &text).await
                     {
                         debug!(journal = %key, error = %e, "webhook journal entry not removed; it expires with the journal");
@@ -1409,7 +1418,7 @@ impl Inner {
             let duplicate = match lock(&self.journal_entries).entry(entry) {
                 std::collections::hash_map::Entry::Occupied(_) => true,
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert((key.to_owned(), text.clone()));
+                    v.insert((key.to_owned(), text.clone(), unix_millis()));
                     false
                 }
             };
