@@ -8,6 +8,7 @@ use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pulsewave_auth::Claims;
 use pulsewave_protocol::{RoomInfo, RoomSid};
@@ -17,7 +18,7 @@ use crate::error::ClusterError;
 use crate::local::LocalCluster;
 use crate::trust::RejectedMessages;
 use crate::tunnel::{IncomingTunnel, TunnelEnd};
-use crate::types::{ClusterRoom, NodeInfo, NodeLoad, Placement};
+use crate::types::{ClusterRoom, NodeInfo, NodeLoad, OrphanedWebhooks, Placement};
 
 /// A boxed, sendable future: the return type of the trait's async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -97,6 +98,38 @@ pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
     /// node.
     fn rejected_messages(&self) -> RejectedMessages {
         RejectedMessages::default()
+    }
+
+    /// A webhook event `id` of `room` (its JSON `body`) was queued on this
+    /// node: keep it in the node's webhook journal in the store until
+    /// [`webhook_journal_remove`](Self::webhook_journal_remove), so that a
+    /// surviving node delivers it if this one dies. Never waits (the write
+    /// is queued, in order); best effort: an event queued while the store
+    /// is unreachable is not journaled. No-op for a single node.
+    fn webhook_journal_append(&self, room: &str, id: &str, body: &str) {
+        let _ = (room, id, body);
+    }
+
+    /// Event `id` of `room` was delivered or dropped: remove it from the
+    /// journal (this node's own, or one it claimed). Never waits. No-op for
+    /// a single node.
+    fn webhook_journal_remove(&self, room: &str, id: &str) {
+        let _ = (room, id);
+    }
+
+    /// Looks for webhook journals of nodes that left the registry (bounded
+    /// work per call), claims each atomically (no two nodes get the same
+    /// journal) and answers their events in order. Entries that do not
+    /// verify under the cluster key are refused, counted in
+    /// [`rejected_messages`](Self::rejected_messages) and removed, never
+    /// answered; entries older than `max_age` are removed and counted in
+    /// [`OrphanedWebhooks::dropped`]. Always empty for a single node.
+    fn webhook_journal_claim_orphans(
+        &self,
+        max_age: Duration,
+    ) -> BoxFuture<'_, Result<OrphanedWebhooks, ClusterError>> {
+        let _ = max_age;
+        Box::pin(async { Ok(OrphanedWebhooks::default()) })
     }
 
     /// Leaves the cluster: releases this node's claims, removes it from the

@@ -17,10 +17,14 @@
 //!     client connecting anywhere else is relayed to the owner through a
 //!     **tunnel** over Redis pub/sub, so its session runs where its room is;
 //!   - **room records** (`pw:room:<name>:info`): participants and tracks of
-//!     every room, for the admin listing on any node.
+//!     every room, for the admin listing on any node;
+//!   - **webhook journals** (`pw:webhooks:<node>:<incarnation>:<room>`):
+//!     the webhook events a node queued and has not delivered yet, so that
+//!     a survivor claims and delivers them if the node dies
+//!     ([`ClusterBackend::webhook_journal_claim_orphans`]).
 //!
 //! Everything a node writes for the others (registry records, claims, room
-//! records, tunnel messages) is signed with a key shared by the cluster
+//! records, tunnel messages, webhook journal entries) is signed with a key shared by the cluster
 //! ([`ClusterKey`], HMAC-SHA256), and everything read from Redis is verified
 //! before use, so that write access to Redis alone does not let anyone
 //! impersonate a node, inject signaling or redirect clients. Clients' access
@@ -77,7 +81,8 @@ pub use redis::{RedisCluster, RedisConnection, RedisManager, RedisOptions, redac
 pub use trust::{ClusterKey, EVERY_NODE, Header, Kind, RejectedMessages, Rejection, SignedMessage};
 pub use tunnel::{IncomingTunnel, TunnelEnd, TunnelFrame};
 pub use types::{
-    ClusterRoom, ClusterTimings, NodeConfig, NodeInfo, NodeLoad, Placement, random_node_id,
+    ClusterRoom, ClusterTimings, JournaledWebhook, NodeConfig, NodeInfo, NodeLoad,
+    OrphanedWebhooks, Placement, random_node_id,
 };
 
 /// The Redis client crate, re-exported for callers of

@@ -139,6 +139,10 @@ pub enum Kind {
     /// A tunnel message from the room's owner to a relay
     /// (`pw:node:<relay>:out`); subject: the tunnel id.
     ToRelay,
+    /// A webhook event waiting for delivery, in a webhook journal
+    /// (`pw:webhooks:<node>:<incarnation>:<room>`); subject: the room, body:
+    /// the event's JSON body, timestamp: when the event was queued.
+    Webhook,
 }
 
 impl Kind {
@@ -150,6 +154,7 @@ impl Kind {
             Kind::Room => "room",
             Kind::ToOwner => "t-in",
             Kind::ToRelay => "t-out",
+            Kind::Webhook => "webhook",
         }
     }
 
@@ -160,6 +165,7 @@ impl Kind {
             "room" => Kind::Room,
             "t-in" => Kind::ToOwner,
             "t-out" => Kind::ToRelay,
+            "webhook" => Kind::Webhook,
             _ => return None,
         })
     }

@@ -110,6 +110,33 @@ pub struct ClusterRoom {
     pub room: RoomInfo,
 }
 
+/// A webhook event read back from the journal of a dead node (see
+/// [`ClusterBackend::webhook_journal_claim_orphans`](crate::ClusterBackend::webhook_journal_claim_orphans)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournaledWebhook {
+    /// The room of the event.
+    pub room: String,
+    /// The event's id (`EV_…`), as in its body.
+    pub id: String,
+    /// The event's JSON body, byte for byte as the dead node queued it.
+    pub body: String,
+    /// When the event was queued, Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+/// What one look for orphaned webhook journals found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrphanedWebhooks {
+    /// Events to deliver, each journal's in its order (journals one after
+    /// the other). They now belong to this node: remove each with
+    /// [`ClusterBackend::webhook_journal_remove`](crate::ClusterBackend::webhook_journal_remove)
+    /// once delivered or dropped.
+    pub events: Vec<JournaledWebhook>,
+    /// Entries dropped because they were older than the maximum age (or
+    /// beyond the most read from one journal).
+    pub dropped: u64,
+}
+
 /// Timings of the Redis backend. The defaults are the documented ones;
 /// tests shorten them.
 #[derive(Clone, Debug, PartialEq, Eq)]

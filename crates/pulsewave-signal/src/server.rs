@@ -92,11 +92,12 @@ impl WebSocketServer {
                     None
                 } else {
                     Some(
-                        crate::webhook::WebhookNotifier::start_with_ca(
+                        crate::webhook::WebhookNotifier::start_with_cluster(
                             &self.config.webhook_urls,
                             &self.config.api_key,
                             &self.config.api_secret,
                             self.config.webhook_ca_file.as_deref(),
+                            self.config.cluster.clone(),
                         )
                         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
                     )

@@ -20,10 +20,31 @@
 //!   it is dropped, counted and logged. Delivery is at least once: a
 //!   receiver that answered too late gets the event again, with the same
 //!   `id`.
+//! - **Journal (multi-node only).** With a Redis cluster backend
+//!   ([`WebhookNotifier::start_with_cluster`]), the dispatch task also
+//!   hands every event to [`ClusterBackend::webhook_journal_append`] before
+//!   its room's task can deliver it, and to
+//!   [`ClusterBackend::webhook_journal_remove`] once it is delivered to
+//!   every URL or dropped: the backend keeps it, signed with the cluster
+//!   key, in a Redis list per room written by this node, without the room
+//!   ever waiting. Every [`JOURNAL_SCAN`] the notifier asks the backend for
+//!   the journals of nodes that left the registry
+//!   ([`ClusterBackend::webhook_journal_claim_orphans`]: claimed
+//!   atomically, so one survivor gets each; entries that do not verify are
+//!   never returned) and queues their events like its own: same bodies, so
+//!   the same `id`s, each dead node's room in its order, signed with this
+//!   node's API key pair. Events of a dead owner may interleave with those
+//!   the room's new owner produces; receivers dedupe by `id` (at least
+//!   once). A single node ([`Cluster::local`]) keeps its queue in memory
+//!   only. docs/cluster.md ("Webhook journal") has the details.
 //! - `http://` and `https://` URLs. TLS is rustls on aws-lc-rs; the
 //!   receiver's certificate is checked against the system's root
 //!   certificates and those of `WEBHOOK_CA_FILE` (PEM), for the URL's host
 //!   name.
+//!
+//! [`ClusterBackend::webhook_journal_append`]: pulsewave_cluster::ClusterBackend::webhook_journal_append
+//! [`ClusterBackend::webhook_journal_remove`]: pulsewave_cluster::ClusterBackend::webhook_journal_remove
+//! [`ClusterBackend::webhook_journal_claim_orphans`]: pulsewave_cluster::ClusterBackend::webhook_journal_claim_orphans
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +54,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::{BodyExt, Full};
+use pulsewave_cluster::Cluster;
 use pulsewave_protocol::{ParticipantInfo, RoomInfo, TrackInfo};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -52,16 +74,26 @@ pub const MAX_AGE: Duration = Duration::from_secs(60);
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A room's delivery task ends after this long without events.
 const IDLE: Duration = Duration::from_secs(30);
+/// How often a node of a cluster looks for webhook journals of dead nodes.
+pub const JOURNAL_SCAN: Duration = Duration::from_secs(2);
 
 /// What happened, as LiveKit names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WebhookKind {
+#[non_exhaustive]
+pub enum WebhookKind {
+    /// `room_started`.
     RoomStarted,
+    /// `room_finished`.
     RoomFinished,
+    /// `participant_joined`.
     ParticipantJoined,
+    /// `participant_left`.
     ParticipantLeft,
+    /// `participant_connection_aborted`.
     ParticipantConnectionAborted,
+    /// `track_published`.
     TrackPublished,
+    /// `track_unpublished`.
     TrackUnpublished,
 }
 
@@ -79,12 +111,17 @@ impl WebhookKind {
     }
 }
 
-/// One event, ready to send: its room and its body (the id is in it).
+/// One event, ready to send: its room, its id and its body (the id is in
+/// it).
 #[derive(Debug)]
 struct Queued {
     room: String,
+    id: String,
     body: Bytes,
     created: Instant,
+    /// Whether to write it to the cluster's webhook journal (false for
+    /// events read back from the journal of a dead node: already there).
+    journal: bool,
 }
 
 #[derive(Debug)]
@@ -97,6 +134,8 @@ struct Shared {
     delivered: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
+    /// Journals events in the cluster store (no-op for a single node).
+    cluster: Cluster,
 }
 
 /// Sends webhooks for the rooms of this node. Cheap to clone.
@@ -144,6 +183,27 @@ impl WebhookNotifier {
         api_secret: &str,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, String> {
+        Self::start_with_cluster(urls, api_key, api_secret, ca_file, Cluster::local())
+    }
+
+    /// [`start_with_ca`](Self::start_with_ca) for a node of `cluster`. With
+    /// a multi-node backend, every queued event is also kept in this
+    /// node's webhook journal in the cluster store until it is delivered
+    /// or dropped, and every [`JOURNAL_SCAN`] the notifier claims the
+    /// journals of nodes that died and delivers their events (same bodies,
+    /// same ids, in their order). A single node ([`Cluster::local`]) keeps
+    /// its queue in memory only.
+    ///
+    /// # Errors
+    ///
+    /// As [`start_with_ca`](Self::start_with_ca).
+    pub fn start_with_cluster(
+        urls: &[String],
+        api_key: &str,
+        api_secret: &str,
+        ca_file: Option<&std::path::Path>,
+        cluster: Cluster,
+    ) -> Result<Self, String> {
         let mut parsed = Vec::with_capacity(urls.len());
         for url in urls {
             let uri: Uri = url
@@ -169,9 +229,13 @@ impl WebhookNotifier {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            cluster,
         });
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
         tokio::spawn(dispatch(rx, shared.clone()));
+        if !shared.cluster.is_single_node() {
+            tokio::spawn(adopt_orphans(tx.downgrade(), shared.clone()));
+        }
         Ok(Self { tx, shared })
     }
 
@@ -186,7 +250,7 @@ impl WebhookNotifier {
 
     /// Queues an event of `room` (never waits; dropped and counted if the
     /// node's queue is full).
-    pub(crate) fn notify(
+    pub fn notify(
         &self,
         kind: WebhookKind,
         room: &RoomInfo,
@@ -196,8 +260,10 @@ impl WebhookNotifier {
         let body = event_body(kind, room, participant, track, SystemTime::now());
         let queued = Queued {
             room: room.name.clone(),
+            id: body["id"].as_str().unwrap_or_default().to_owned(),
             body: Bytes::from(body.to_string()),
             created: Instant::now(),
+            journal: true,
         };
         if self.tx.try_send(queued).is_err() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -271,6 +337,14 @@ fn camel(value: Value) -> Value {
 async fn dispatch(mut rx: mpsc::Receiver<Queued>, shared: Arc<Shared>) {
     let mut rooms: HashMap<String, mpsc::Sender<Queued>> = HashMap::new();
     while let Some(event) = rx.recv().await {
+        if event.journal {
+            // Before the room's task can deliver (and remove) it.
+            if let Ok(body) = std::str::from_utf8(&event.body) {
+                shared
+                    .cluster
+                    .webhook_journal_append(&event.room, &event.id, body);
+            }
+        }
         let mut event = Some(event);
         for _ in 0..2 {
             let Some(e) = event.take() else { break };
@@ -284,6 +358,7 @@ async fn dispatch(mut rx: mpsc::Receiver<Queued>, shared: Arc<Shared>) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(e)) => {
                     shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    shared.cluster.webhook_journal_remove(&e.room, &e.id);
                     warn!(room = %e.room, "webhook queue of the room full; event dropped");
                 }
                 Err(mpsc::error::TrySendError::Closed(e)) => {
@@ -293,8 +368,53 @@ async fn dispatch(mut rx: mpsc::Receiver<Queued>, shared: Arc<Shared>) {
                 }
             }
         }
+        if let Some(e) = event {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.cluster.webhook_journal_remove(&e.room, &e.id);
+            warn!(room = %e.room, "no delivery task for the room; event dropped");
+        }
         if rooms.len() > 64 {
             rooms.retain(|_, tx| !tx.is_closed());
+        }
+    }
+}
+
+/// Every [`JOURNAL_SCAN`], claims the webhook journals of dead nodes and
+/// queues their events (each journal in order) like this node's own. Ends
+/// with the notifier.
+async fn adopt_orphans(tx: mpsc::WeakSender<Queued>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(JOURNAL_SCAN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(tx) = tx.upgrade() else { return };
+        let found = match shared.cluster.webhook_journal_claim_orphans(MAX_AGE).await {
+            Ok(found) => found,
+            Err(e) => {
+                debug!(error = %e, "looking for webhook journals of dead nodes failed");
+                continue;
+            }
+        };
+        if found.dropped > 0 {
+            shared.dropped.fetch_add(found.dropped, Ordering::Relaxed);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        for e in found.events {
+            let age = Duration::from_millis(now_ms.saturating_sub(e.created_at_ms));
+            let now = Instant::now();
+            let queued = Queued {
+                room: e.room,
+                id: e.id,
+                body: Bytes::from(e.body),
+                created: now.checked_sub(age).unwrap_or(now),
+                journal: false,
+            };
+            if tx.send(queued).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -318,7 +438,16 @@ async fn deliver_room(mut rx: mpsc::Receiver<Queued>, shared: Arc<Shared>) {
     }
 }
 
+/// Sends one event to every URL (retrying each until delivered or too
+/// old), then removes it from the journal.
 async fn deliver(shared: &Shared, event: &Queued) {
+    deliver_to_all(shared, event).await;
+    shared
+        .cluster
+        .webhook_journal_remove(&event.room, &event.id);
+}
+
+async fn deliver_to_all(shared: &Shared, event: &Queued) {
     for url in &shared.urls {
         let mut backoff = Duration::from_millis(500);
         loop {

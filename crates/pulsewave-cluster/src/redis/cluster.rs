@@ -16,6 +16,10 @@
 //!   (signature, recipient, timestamp, sequence number, sender registered)
 //!   and hands it to its tunnel.
 //! - one **writer** per tunnel: publishes its frames in order.
+//! - **journal writer**: appends webhook events to this node's webhook
+//!   journals and removes them once delivered, in order, so that the
+//!   webhook notifier never waits for Redis (see
+//!   [`ClusterBackend::webhook_journal_append`]).
 //!
 //! Everything this node writes for others is signed with the cluster key
 //! ([`crate::trust`]); everything it reads from Redis is verified before it
@@ -43,8 +47,8 @@ use crate::trust::{
 };
 use crate::tunnel::{IncomingTunnel, Op, TUNNEL_QUEUE, TunnelEnd, TunnelFrame};
 use crate::types::{
-    ClusterRoom, ClusterTimings, NodeConfig, NodeInfo, NodeLoad, Placement, random_tunnel_id,
-    unix_millis,
+    ClusterRoom, ClusterTimings, JournaledWebhook, NodeConfig, NodeInfo, NodeLoad,
+    OrphanedWebhooks, Placement, random_tunnel_id, unix_millis,
 };
 
 /// Serializes the messages of one tunnel end, so that their sequence
@@ -53,6 +57,39 @@ type OutLock = Arc<tokio::sync::Mutex<()>>;
 
 /// Incoming tunnels waiting for the signaling server to take them.
 const INCOMING_QUEUE: usize = 256;
+/// Webhook journal writes waiting for the journal writer; beyond this they
+/// are dropped (an event not journaled, or a delivered event left in the
+/// journal: sent again after a failover, with the same id).
+const JOURNAL_QUEUE: usize = 8192;
+/// Lifetime of a webhook journal without appends (far beyond any webhook's
+/// maximum age): leftovers of removals that failed disappear by themselves.
+const JOURNAL_TTL: Duration = Duration::from_secs(600);
+/// Journal keys looked at per search for orphaned journals.
+const JOURNAL_SCAN_KEYS: usize = 64;
+/// Journals claimed per search.
+const JOURNAL_CLAIMS: usize = 8;
+/// Entries read from one claimed journal (a room's webhook queue holds at
+/// most 200 events); further ones are dropped and counted.
+const JOURNAL_READ: usize = 256;
+
+/// One write to the webhook journals, in the order the notifier made them.
+#[derive(Debug)]
+enum JournalOp {
+    Append {
+        room: String,
+        id: String,
+        body: String,
+        created_ms: u64,
+    },
+    Remove {
+        room: String,
+        id: String,
+    },
+}
+
+/// The journal entries this node wrote or claimed and has not removed:
+/// `(room, event id)` to `(journal key, entry text, when added, Unix ms)`.
+type JournalEntries = HashMap<(String, String), (String, String, u64)>;
 
 /// The Redis backend. Cheap to clone; every clone is the same node.
 ///
@@ -148,6 +185,15 @@ struct Inner {
     incoming_rx: Mutex<Option<mpsc::Receiver<IncomingTunnel>>>,
     cpu: Mutex<CpuSampler>,
     stop: watch::Sender<bool>,
+    /// Writes for the journal writer.
+    journal_tx: mpsc::Sender<JournalOp>,
+    /// Entries in the store not yet delivered, to remove them by id.
+    journal_entries: Mutex<JournalEntries>,
+    /// Where the next search for orphaned journals goes on in the set.
+    journal_cursor: Mutex<String>,
+    /// Journals this node claimed but could not read yet (the store failed
+    /// in between): read on the next search.
+    journal_unread: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -177,6 +223,7 @@ impl RedisCluster {
             )));
         }
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
+        let (journal_tx, journal_rx) = mpsc::channel(JOURNAL_QUEUE);
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             in_channel: keys::node_in(&node.id),
@@ -205,6 +252,10 @@ impl RedisCluster {
             incoming_rx: Mutex::new(Some(incoming_rx)),
             cpu: Mutex::new(CpuSampler::new()),
             stop,
+            journal_tx,
+            journal_entries: Mutex::new(HashMap::new()),
+            journal_cursor: Mutex::new("0".to_owned()),
+            journal_unread: Mutex::new(Vec::new()),
         });
         info!(node = %inner.node.id, url = %inner.node.signaling_url, region = %inner.node.region, cluster_key = %inner.key.fingerprint(), "joining the cluster (Redis)");
         tokio::spawn(inner.clone().router());
@@ -212,6 +263,7 @@ impl RedisCluster {
         tokio::spawn(inner.clone().heartbeat());
         tokio::spawn(inner.clone().flusher());
         tokio::spawn(inner.clone().subscribe());
+        tokio::spawn(inner.clone().journal_writer(journal_rx));
         Ok(Self { inner })
     }
 
@@ -266,13 +318,19 @@ impl Inner {
 
     /// Signs `body` as a message of `kind` from this node.
     fn sign(&self, kind: Kind, to: &str, subject: &str, body: &str) -> String {
+        self.sign_at(kind, to, subject, body, unix_millis())
+    }
+
+    /// Signs `body` as a message of `kind` from this node, timestamped `ts`
+    /// (Unix ms).
+    fn sign_at(&self, kind: Kind, to: &str, subject: &str, body: &str, ts: u64) -> String {
         let header = Header {
             kind,
             from: &self.node.id,
             to,
             subject,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            ts: unix_millis(),
+            ts,
         };
         SignedMessage::sign(&self.key, &header, body)
     }
@@ -1123,6 +1181,264 @@ impl Inner {
     }
 }
 
+// ----------------------------------------------------------------------
+// Webhook journals
+
+impl Inner {
+    /// Applies the notifier's journal writes in order. A write that fails
+    /// (store unreachable) is not retried: an event not journaled is only
+    /// lost if this node also dies; an entry not removed is sent again
+    /// after a failover, with its id, or dropped as too old.
+    async fn journal_writer(self: Arc<Self>, mut ops: mpsc::Receiver<JournalOp>) {
+        let mut stop = self.stop.subscribe();
+        let incarnation = self.started_at.to_string();
+        // The map of entries is purged of what outlived the journals
+        // (removals lost to a full queue) whenever it doubles.
+        let mut purge_at = JOURNAL_QUEUE;
+        loop {
+            let op = tokio::select! {
+                op = ops.recv() => op,
+                _ = Self::wait_stop(&mut stop) => return,
+            };
+            let Some(op) = op else { return };
+            match op {
+                JournalOp::Append {
+                    room,
+                    id,
+                    body,
+                    created_ms,
+                } => {
+                    if !self.available() {
+                        debug!(%room, %id, "Redis unreachable; webhook event not journaled");
+                        continue;
+                    }
+                    let key = keys::webhook_journal(&self.node.id, &incarnation, &room);
+                    let text = self.sign_at(Kind::Webhook, EVERY_NODE, &room, &body, created_ms);
+                    if SignedMessage::parse(&text).is_err() {
+                        debug!(%room, %id, "room name not allowed in a signed record; webhook event not journaled");
+                        continue;
+                    }
+                    let written = self
+                        .conn
+                        .client
+                        .eval::<i64, _, _, _>(
+                            keys::JOURNAL_APPEND,
+                            vec![key.clone(), keys::WEBHOOK_JOURNALS.to_owned()],
+                            vec![text.clone(), ms(JOURNAL_TTL)],
+                        )
+                        .await;
+                    match written {
+                        Ok(_) => {
+                            let mut entries = lock(&self.journal_entries);
+                            entries.insert((room, id), (key, text, unix_millis()));
+                            if entries.len() > purge_at {
+                                let oldest = unix_millis().saturating_sub(millis(JOURNAL_TTL));
+                                entries.retain(|_, (_, _, at)| *at >= oldest);
+                                purge_at = JOURNAL_QUEUE.max(entries.len() * 2);
+                            }
+                        }
+                        Err(e) => debug!(%room, %id, error = %e, "webhook event not journaled"),
+                    }
+                }
+                JournalOp::Remove { room, id } => {
+                    let entry = lock(&self.journal_entries).remove(&(room, id));
+                    if let Some((key, text, _)) = entry
+                        && let Err(e) = self.journal_remove(&key, &text).await
+                    {
+                        debug!(journal = %key, error = %e, "webhook journal entry not removed; it expires with the journal");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn journal_remove(&self, key: &str, text: &str) -> Result<(), ClusterError> {
+        self.conn
+            .client
+            .eval::<i64, _, _, _>(
+                keys::JOURNAL_REMOVE,
+                vec![key.to_owned(), keys::WEBHOOK_JOURNALS.to_owned()],
+                vec![text.to_owned()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The event id, body and queueing time of a journal entry of `room`,
+    /// if it verifies: signed with the cluster key, a webhook record for
+    /// every node about `room`, not from the future, a JSON body with an
+    /// `id`.
+    fn verify_webhook(&self, room: &str, text: &str) -> Result<(String, String, u64), Rejection> {
+        let m = SignedMessage::parse(text)?;
+        m.verify(&self.key)?;
+        if m.kind != Kind::Webhook || m.to != EVERY_NODE || m.subject != room {
+            return Err(Rejection::Unexpected);
+        }
+        if m.ts.saturating_sub(unix_millis()) > self.window() {
+            return Err(Rejection::Stale);
+        }
+        let body: serde_json::Value =
+            serde_json::from_str(&m.body).map_err(|_| Rejection::Malformed("webhook event"))?;
+        let id = body
+            .get("id")
+            .and_then(|v| v.as_str())
+            .filter(|id| !id.is_empty())
+            .ok_or(Rejection::Malformed("webhook event without id"))?
+            .to_owned();
+        Ok((id, m.body, m.ts))
+    }
+
+    /// One search for journals of dead nodes: a page of the journal set,
+    /// at most [`JOURNAL_CLAIMS`] journals claimed and read.
+    async fn claim_orphans(&self, max_age: Duration) -> Result<OrphanedWebhooks, ClusterError> {
+        let mut out = OrphanedWebhooks::default();
+        if !self.available() {
+            return Err(not_connected());
+        }
+        // Journals claimed earlier but not read yet.
+        let unread: Vec<String> = lock(&self.journal_unread).drain(..).collect();
+        for (i, key) in unread.iter().enumerate() {
+            if let Err(e) = self.read_claimed(key, max_age, &mut out).await {
+                lock(&self.journal_unread).extend(unread[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        let live = lock(&self.live).clone();
+        if live.read_at.is_none() {
+            return Ok(out); // no registry read yet: nobody known alive
+        }
+        let cursor = lock(&self.journal_cursor).clone();
+        let page: Vec<String> = self
+            .conn
+            .client
+            .eval(
+                keys::JOURNAL_SCAN,
+                vec![keys::WEBHOOK_JOURNALS.to_owned()],
+                vec![cursor, JOURNAL_SCAN_KEYS.to_string()],
+            )
+            .await?;
+        let mut page = page.into_iter();
+        *lock(&self.journal_cursor) = page.next().unwrap_or_else(|| "0".to_owned());
+        let mut claimed = 0;
+        for key in page {
+            if claimed >= JOURNAL_CLAIMS {
+                break;
+            }
+            let Some((writer, started, room)) = keys::parse_webhook_journal(&key) else {
+                // Not a journal key: nothing of ours put it there.
+                let _ = self
+                    .conn
+                    .client
+                    .srem::<(), _, _>(keys::WEBHOOK_JOURNALS, key.clone())
+                    .await;
+                continue;
+            };
+            if writer == self.node.id && started == self.started_at {
+                continue; // this process's own (or claimed) journal
+            }
+            let require_absent = match live.nodes.get(writer) {
+                Some(info) if info.started_at == started => continue, // alive
+                // A later process with the same node id: the writer died.
+                Some(_) => false,
+                None => true,
+            };
+            let new_key = keys::webhook_journal(
+                &self.node.id,
+                &format!("{}-{:016x}", self.started_at, rand::random::<u64>()),
+                room,
+            );
+            let took: i64 = self
+                .conn
+                .client
+                .eval(
+                    keys::JOURNAL_CLAIM,
+                    vec![
+                        key.clone(),
+                        new_key.clone(),
+                        keys::WEBHOOK_JOURNALS.to_owned(),
+                    ],
+                    vec![
+                        keys::node(writer),
+                        if require_absent { "1" } else { "0" }.to_owned(),
+                    ],
+                )
+                .await?;
+            if took != 1 {
+                continue;
+            }
+            claimed += 1;
+            info!(node = %self.node.id, dead = %writer, %room, "claimed the webhook journal of a node that left; delivering its events");
+            if let Err(e) = self.read_claimed(&new_key, max_age, &mut out).await {
+                lock(&self.journal_unread).push(new_key);
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a journal this node claimed: its valid, recent entries join
+    /// `out` (and this node's entries, to remove once delivered); the
+    /// others are removed (and counted).
+    async fn read_claimed(
+        &self,
+        key: &str,
+        max_age: Duration,
+        out: &mut OrphanedWebhooks,
+    ) -> Result<(), ClusterError> {
+        let Some((_, _, room)) = keys::parse_webhook_journal(key) else {
+            return Ok(());
+        };
+        let client = &self.conn.client;
+        let read = JOURNAL_READ as i64;
+        let entries: Vec<String> = client.lrange(key, 0, read - 1).await?;
+        let len: i64 = client.llen(key).await?;
+        if len > read {
+            client.ltrim::<(), _>(key, 0, read - 1).await?;
+            out.dropped += (len - read) as u64;
+            warn!(journal = %key, dropped = len - read, "webhook journal longer than {JOURNAL_READ} entries; the rest dropped");
+        }
+        let now = unix_millis();
+        let max_age = millis(max_age);
+        for text in entries {
+            let (id, body, ts) = match self.verify_webhook(room, &text) {
+                Ok(v) => v,
+                Err(r) => {
+                    self.reject("webhook journal entry", room, &r);
+                    self.journal_remove(key, &text).await?;
+                    continue;
+                }
+            };
+            if now.saturating_sub(ts) > max_age {
+                out.dropped += 1;
+                warn!(%room, %id, "webhook event of a dead node too old; dropped");
+                self.journal_remove(key, &text).await?;
+                continue;
+            }
+            let entry = (room.to_owned(), id.clone());
+            let duplicate = match lock(&self.journal_entries).entry(entry) {
+                std::collections::hash_map::Entry::Occupied(_) => true,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert((key.to_owned(), text.clone(), unix_millis()));
+                    false
+                }
+            };
+            if duplicate {
+                // The same event twice: send it once.
+                self.reject("webhook journal entry", room, &Rejection::Replayed);
+                self.journal_remove(key, &text).await?;
+                continue;
+            }
+            out.events.push(JournaledWebhook {
+                room: room.to_owned(),
+                id,
+                body,
+                created_at_ms: ts,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Role {
     /// The kind of the messages this end sends.
     fn sends(self) -> Kind {
@@ -1361,6 +1677,41 @@ impl ClusterBackend for RedisCluster {
 
     fn rejected_messages(&self) -> RejectedMessages {
         self.inner.rejected.snapshot()
+    }
+
+    fn webhook_journal_append(&self, room: &str, id: &str, body: &str) {
+        let op = JournalOp::Append {
+            room: room.to_owned(),
+            id: id.to_owned(),
+            body: body.to_owned(),
+            created_ms: unix_millis(),
+        };
+        match self.inner.journal_tx.try_send(op) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(%room, %id, "webhook journal queue full; event not journaled")
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                debug!(%room, %id, "node left the cluster; event not journaled")
+            }
+        }
+    }
+
+    fn webhook_journal_remove(&self, room: &str, id: &str) {
+        let op = JournalOp::Remove {
+            room: room.to_owned(),
+            id: id.to_owned(),
+        };
+        if self.inner.journal_tx.try_send(op).is_err() {
+            debug!(%room, %id, "webhook journal queue full; delivered event left in the journal");
+        }
+    }
+
+    fn webhook_journal_claim_orphans(
+        &self,
+        max_age: Duration,
+    ) -> BoxFuture<'_, Result<OrphanedWebhooks, ClusterError>> {
+        Box::pin(self.inner.claim_orphans(max_age))
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
