@@ -2,7 +2,8 @@
 # A/B of server binaries end to end: runs scripts/bench-loadtest.sh for
 # each variant in alternating rounds (A B C, A B C, ...), so slow drift of
 # the machine hits every variant alike, and prints the CPU µs per forwarded
-# packet of every run and the median per variant and scenario.
+# packet of every run (with the loss in % and the datagrams sent per
+# forwarded packet) and the median per variant and scenario.
 #
 #   scripts/bench-ab.sh ROUNDS "SCENARIOS" LABEL=BINARY[:ENV=VALUE,...] ...
 #
@@ -40,7 +41,9 @@ for round in $(seq "$rounds"); do
     for s in $scenarios; do
       us=$(jq -r '.server.cpu_us_per_forwarded_packet' "target/loadtest/ab-$label-$round/$s.json")
       loss=$(jq -r '.packets.loss_percent' "target/loadtest/ab-$label-$round/$s.json")
-      printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$label" "$s" "$us" "$loss" | tee -a "$results"
+      # Datagrams sent per forwarded RTP packet: padding, probes, RTCP.
+      dg=$(jq -r 'if .server.datagrams_sent and .server.rtp_forwarded > 0 then (.server.datagrams_sent / .server.rtp_forwarded * 1000 | round / 1000) else "-" end' "target/loadtest/ab-$label-$round/$s.json")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$label" "$s" "$us" "$loss" "$dg" | tee -a "$results"
     done
   done
 done
