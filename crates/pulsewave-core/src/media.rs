@@ -63,6 +63,21 @@ pub(crate) struct Producer {
     pub(crate) missing_since: Option<Instant>,
 }
 
+/// What `produce` validated, ready to become a [`Producer`].
+pub(crate) struct ProducerPlan {
+    /// Its `mid` on the send transport (given or allocated).
+    pub(crate) mid: String,
+    pub(crate) mime_type: String,
+    /// Parameters consumers are derived from (router payload types).
+    pub(crate) consumable: RtpParameters,
+    /// Producer payload type to router payload type.
+    pub(crate) pt_map: Vec<(u8, u8)>,
+    /// The encodings, lowest first.
+    pub(crate) layers: Vec<Layer>,
+    /// The ssrcs given in the parameters, each with its RTX ssrc.
+    pub(crate) declared: Vec<(u32, Option<u32>)>,
+}
+
 /// How long a layer may be silent and still count as sent.
 pub(crate) const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -120,6 +135,49 @@ impl Layer {
 }
 
 impl Producer {
+    /// A new producer of `owner` on `transport`, from what `produce`
+    /// validated.
+    pub(crate) fn new(
+        id: ProducerId,
+        owner: Owner,
+        transport: TransportKey,
+        kind: MediaKind,
+        plan: ProducerPlan,
+        paused: bool,
+        app_data: AppData,
+    ) -> Self {
+        let video = match kind {
+            MediaKind::Video => Some(VideoCodec::from_mime(&plan.mime_type)),
+            MediaKind::Audio => None,
+        };
+        Self {
+            id,
+            owner,
+            transport,
+            kind,
+            mid: plan.mid,
+            mime_type: plan.mime_type,
+            video,
+            consumable: plan.consumable,
+            pt_map: plan.pt_map,
+            layers: plan.layers,
+            paused,
+            app_data,
+            consumers: Vec::new(),
+            last_keyframe_request: None,
+            keyframe_layers: 0,
+            keyframe_timer: None,
+            packets: 0,
+            bytes: 0,
+            priority: DEFAULT_PRIORITY,
+            speaking: false,
+            wanted_reported: None,
+            wanted_pending: None,
+            missing_since: None,
+            speech: Default::default(),
+        }
+    }
+
     /// Upstream loss and jitter since the last call, over every layer.
     pub(crate) fn take_link(&mut self) -> Option<crate::quality::LinkSample> {
         self.layers

@@ -21,9 +21,8 @@ use crate::data::{DataConsumer, DataProducer, is_reliable};
 use crate::error::Error;
 use crate::event::Event;
 use crate::event::{AppData, StateChange};
-use crate::keyframe::VideoCodec;
 use crate::media::{
-    Consumer, ConsumerKey, DEFAULT_PRIORITY, Layer, Producer, ProducerKey, Rewriter, View,
+    Consumer, ConsumerKey, Layer, Producer, ProducerKey, ProducerPlan, Rewriter, View,
 };
 use crate::ortc;
 use crate::transport::DemuxChange;
@@ -249,12 +248,73 @@ impl Room {
         owner: Owner,
         transport_id: Option<&TransportId>,
         kind: MediaKind,
-        mut rtp_parameters: RtpParameters,
+        rtp_parameters: RtpParameters,
         paused: bool,
         app_data: AppData,
     ) -> Result<Produced, Error> {
         let now = self.advance(now);
         let tkey = self.owned_transport(owner, transport_id, TransportDirection::Send)?;
+        let plan = self.plan_producer(owner, tkey, kind, rtp_parameters)?;
+        let id = ProducerId::generate_from(&mut self.rng);
+        let simulcast = plan.layers.len() > 1;
+        let mime_type = plan.mime_type.clone();
+        let (mid, declared) = (plan.mid.clone(), plan.declared.clone());
+        let rids: Vec<String> = plan.layers.iter().filter_map(|l| l.rid.clone()).collect();
+        let known: Vec<(u32, usize)> = plan
+            .layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.ssrc.map(|s| (s, i)))
+            .collect();
+        let pkey = self.producers.insert(Producer::new(
+            id.clone(),
+            owner,
+            tkey,
+            kind,
+            plan,
+            paused,
+            app_data.clone(),
+        ));
+        self.owners.add(owner, |h| h.producers += 1);
+        if kind == MediaKind::Audio {
+            self.watch_speaker(pkey);
+        }
+        self.bind_producer_streams(tkey, pkey, kind, mid, &rids, &declared, known);
+        // Dynacast: nobody watches yet; unless someone subscribes soon, the
+        // publisher is told so.
+        self.dynacast(now, pkey);
+        self.process(now);
+        debug!(producer = %id, %kind, mime = %mime_type, "producer created");
+        self.events
+            .push_back(Event::State(StateChange::ProducerCreated {
+                producer_id: id.clone(),
+                owner,
+                kind,
+                mime_type: mime_type.clone(),
+                simulcast,
+                paused,
+                app_data,
+            }));
+        Ok(Produced {
+            producer_id: id,
+            kind,
+            mime_type,
+            simulcast,
+        })
+    }
+
+    /// Validates `produce` on the send transport `tkey`: limits, the
+    /// parameters against the router's capabilities, ssrcs and `mid` free
+    /// on the transport. Its last step teaches the transport the sender's
+    /// payload types and extension ids: nothing changes if an error is
+    /// returned.
+    fn plan_producer(
+        &mut self,
+        owner: Owner,
+        tkey: TransportKey,
+        kind: MediaKind,
+        mut rtp_parameters: RtpParameters,
+    ) -> Result<ProducerPlan, Error> {
         if self.owners.of(owner).producers >= self.config.max_producers_per_participant {
             return Err(Error::LimitReached("producers per participant"));
         }
@@ -319,62 +379,43 @@ impl Room {
         // The sender's payload types and extension ids become the
         // transport's (the last check: nothing changes if it fails).
         self.transports[tkey].learn_sender_parameters(&rtp_parameters)?;
-        let pt_map: Vec<(u8, u8)> = mapping
-            .codecs
-            .iter()
-            .map(|m| (m.payload_type, m.mapped_payload_type))
-            .collect();
-        let id = ProducerId::generate_from(&mut self.rng);
-        let simulcast = layers.len() > 1;
-        let rids: Vec<String> = layers.iter().filter_map(|l| l.rid.clone()).collect();
-        let known: Vec<(u32, usize)> = layers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| l.ssrc.map(|s| (s, i)))
-            .collect();
-        let video = match kind {
-            MediaKind::Video => Some(VideoCodec::from_mime(&mime_type)),
-            MediaKind::Audio => None,
-        };
-        let pkey = self.producers.insert(Producer {
-            id: id.clone(),
-            owner,
-            transport: tkey,
-            kind,
-            mid: mid.clone(),
-            mime_type: mime_type.clone(),
-            video,
+        Ok(ProducerPlan {
+            mid,
+            mime_type,
             consumable,
-            pt_map,
+            pt_map: mapping
+                .codecs
+                .iter()
+                .map(|m| (m.payload_type, m.mapped_payload_type))
+                .collect(),
             layers,
-            paused,
-            app_data: app_data.clone(),
-            consumers: Vec::new(),
-            last_keyframe_request: None,
-            keyframe_layers: 0,
-            keyframe_timer: None,
-            packets: 0,
-            bytes: 0,
-            priority: DEFAULT_PRIORITY,
-            speaking: false,
-            wanted_reported: None,
-            wanted_pending: None,
-            missing_since: None,
-            speech: Default::default(),
-        });
-        self.owners.add(owner, |h| h.producers += 1);
-        if kind == MediaKind::Audio {
-            self.watch_speaker(pkey);
-        }
+            declared,
+        })
+    }
+
+    // Each argument is one fact about the new producer's streams.
+    #[allow(clippy::too_many_arguments)]
+    /// Tells the transport's `Rtc` about a new producer's media (its `mid`,
+    /// its rids, its declared ssrcs) and routes its ssrcs to it.
+    fn bind_producer_streams(
+        &mut self,
+        tkey: TransportKey,
+        pkey: ProducerKey,
+        kind: MediaKind,
+        mid: String,
+        rids: &[String],
+        declared: &[(u32, Option<u32>)],
+        known: Vec<(u32, usize)>,
+    ) {
         let t = &mut self.transports[tkey];
         let rtc_mid = Mid::from(mid.as_str());
         {
             let mut api = t.rtc.direct_api();
             let media = api.declare_media(rtc_mid, to_rtc_kind(kind));
-            for rid in &rids {
+            for rid in rids {
                 media.expect_rid_rx(Rid::from(rid.as_str()));
             }
-            for (ssrc, rtx) in &declared {
+            for (ssrc, rtx) in declared {
                 api.expect_stream_rx(Ssrc::from(*ssrc), rtx.map(Ssrc::from), rtc_mid, None);
             }
         }
@@ -398,27 +439,6 @@ impl Room {
             );
         }
         drain(tkey, t, &mut self.out, self.config.ice_timeout);
-        // Dynacast: nobody watches yet; unless someone subscribes soon, the
-        // publisher is told so.
-        self.dynacast(now, pkey);
-        self.process(now);
-        debug!(producer = %id, %kind, mime = %mime_type, "producer created");
-        self.events
-            .push_back(Event::State(StateChange::ProducerCreated {
-                producer_id: id.clone(),
-                owner,
-                kind,
-                mime_type: mime_type.clone(),
-                simulcast,
-                paused,
-                app_data,
-            }));
-        Ok(Produced {
-            producer_id: id,
-            kind,
-            mime_type,
-            simulcast,
-        })
     }
 
     pub(super) fn owned_producer(
