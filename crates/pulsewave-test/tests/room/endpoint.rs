@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use pulsewave_core::{Datagram, Event, Protocol, RoomGone};
 use pulsewave_protocol::MediaKind;
@@ -148,6 +149,69 @@ fn a_forwarded_packet_leaves_at_the_timeout_poll_timeout_asks_for_now() {
         to_bob += usize::from(t.destination == bob_addr);
     }
     assert!(to_bob >= 1, "the timeout sends the forwarded packet");
+}
+
+/// What the media worker does with a burst: it reads every datagram
+/// waiting on the socket, then runs the timers. Alice's packets held back
+/// (eight or more) and fed at one instant, then `handle_timeout` for as
+/// long as `poll_timeout` asks within the millisecond (the worker's loop),
+/// reach Bob whole, in order and at once (the estimator's pacer lets a
+/// burst through), and that loop ends by itself within a few rounds per
+/// packet.
+#[test]
+fn a_burst_read_before_the_timers_leaves_whole_and_in_order() {
+    let (mut sim, alice, bob) = crate::alice_and_bob(304);
+    let (video, _) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(bob, &video);
+    sim.advance(SECOND);
+    let tid = send_tid(&sim, alice);
+    let held: Rc<RefCell<Vec<Caught>>> = Rc::default();
+    let slot = held.clone();
+    let filter = sim.add_filter(move |d| {
+        let mine = d.direction == Direction::Up
+            && d.transport.as_ref() == Some(&tid)
+            && matches!(d.kind, PacketKind::Rtp { .. });
+        if mine {
+            slot.borrow_mut().push((d.source, d.contents.clone()));
+        }
+        mine
+    });
+    assert!(sim.run_until(SECOND, |_| held.borrow().len() >= 8));
+    sim.remove_filter(filter);
+    let burst = held.borrow_mut().split_off(0);
+    let before = sim.received(bob, &consumer).len();
+
+    let now = sim.now();
+    for (source, contents) in &burst {
+        sim.inject(*source, contents).unwrap();
+    }
+    let endpoint = sim.endpoint_mut();
+    assert_eq!(endpoint.poll_timeout(), Some(now), "due at once");
+    // The worker's loop: the timers due within its timer's resolution
+    // (tokio's, 1 ms), each at its deadline. The estimator's pacer lets
+    // one packet out per timeout and asks again 1 us later.
+    let horizon = now + Duration::from_millis(1);
+    let mut rounds = 0;
+    while let Some(at) = endpoint.poll_timeout().filter(|t| *t <= horizon) {
+        rounds += 1;
+        assert!(rounds <= 4 * burst.len(), "the timers keep asking for now");
+        endpoint.handle_timeout(at);
+    }
+    // The link carries what the endpoint sent to Bob.
+    sim.advance(SECOND / 20);
+    let got = sim.received(bob, &consumer);
+    let new = &got[before..];
+    assert!(new.len() >= burst.len(), "{} of {}", new.len(), burst.len());
+    assert_contiguous(&new[..burst.len()]);
+    assert_contiguous(&got);
+    // All sent within that millisecond: they arrive together, one link
+    // latency later, none left for a later timer.
+    let first = new[0].at;
+    assert!(
+        new[..burst.len()].iter().all(|r| r.at == first),
+        "{:?}",
+        new.iter().map(|r| r.at - now).collect::<Vec<_>>()
+    );
 }
 
 /// A closed transport's addresses are forgotten by the endpoint (they used
