@@ -99,8 +99,8 @@ async function open(browser, name) {
     const log = [];
     window.__net = log;
     const c = window.pulsewave;
-    for (const type of ['transportState', 'iceRestarted', 'participantLeft', 'reconnecting', 'reconnected', 'resumed']) {
-      c.on(type, (e) => log.push({ type, state: e?.state, direction: e?.direction, t: Date.now() }));
+    for (const type of ['transportState', 'iceRestarted', 'participantLeft', 'reconnecting', 'reconnected', 'resumed', 'resumeFailed', 'error', 'streamStateChanged']) {
+      c.on(type, (e) => log.push({ type, state: e?.state, direction: e?.direction, reason: e?.reason ?? e?.message, t: Date.now() }));
     }
     return c.identity;
   });
@@ -302,10 +302,18 @@ async function main() {
     }
   } catch (err) {
     failed = err;
-    // The transport states and restarts each page saw, for the failure report.
+    // The transport states, restarts and subscriptions each page saw, for
+    // the failure report.
     for (const p of pages) {
       const net = await p.page.evaluate(() => window.__net).catch(() => []);
-      log(`${p.name} events: ${net.map((e) => (e.state ? `${e.type}:${e.direction}:${e.state}` : e.type)).join(', ')}`);
+      log(`${p.name} events: ${net.map((e) => `${e.type}${e.direction ? `:${e.direction}` : ''}${e.state ? `:${e.state}` : ''}${e.reason ? `(${e.reason})` : ''}`).join(', ')}`);
+      const now = await p.page.evaluate(async () => ({
+        state: window.pulsewave.state,
+        transports: [...(window.pulsewave._session?.transports ?? [])].map((t) => `${t.direction}:${t.connectionState}`),
+        subscriptions: window.pwState().subscriptions,
+        stats: await window.pwStats(),
+      })).catch((err) => `unavailable: ${err.message}`);
+      log(`${p.name} now: ${JSON.stringify(now)}`);
     }
   }
   if (isCut) {
