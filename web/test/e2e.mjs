@@ -250,6 +250,25 @@ async function openParticipant(browser, demoUrl, name) {
   return p;
 }
 
+/**
+ * Holds `p`'s way back to the server (`hold` true): every WebSocket its page
+ * opens goes to a dead port until released (`hold` false).
+ */
+function holdSignaling(p, hold) {
+  return evaluate(p, (on) => {
+    const Orig = window.__pwOrigWebSocket ?? window.WebSocket;
+    window.__pwOrigWebSocket = Orig;
+    window.__pwHoldSocket = on;
+    if (window.WebSocket === Orig) {
+      window.WebSocket = class extends Orig {
+        constructor(url, protocols) {
+          super(window.__pwHoldSocket ? 'ws://127.0.0.1:9/' : url, protocols);
+        }
+      };
+    }
+  }, hold);
+}
+
 /** Clicks a demo control button; fails clearly when it is disabled. */
 async function clickControl(p, selector, what) {
   const enabled = await evaluate(p, (sel) => {
@@ -797,16 +816,7 @@ async function main() {
       // learn of it from the replayed `track-published`.
       const port = new URL(BASE).port;
       check(port, `no port in PULSEWAVE_URL ${BASE}`);
-      await evaluate(B, () => {
-        const Orig = window.__pwOrigWebSocket ?? window.WebSocket;
-        window.__pwOrigWebSocket = Orig;
-        window.__pwHoldSocket = true;
-        window.WebSocket = class extends Orig {
-          constructor(url, protocols) {
-            super(window.__pwHoldSocket ? 'ws://127.0.0.1:9/' : url, protocols);
-          }
-        };
-      });
+      await holdSignaling(B, true);
       try {
       const before = await evaluate(B, () => ({
         sid: window.pulsewave.participant.sid,
@@ -838,7 +848,7 @@ async function main() {
       check(screen, 'Carol\'s screen share has no producer id');
       await waitFor(A, `sees ${C.name}'s screen share`, ([id, pid]) => window.pwState().participants.some((p) => p.identity === id && p.tracks.some((t) => t.producerId === pid)), [C.identity, screen], { timeoutMs: 20_000 });
       check(await evaluate(B, () => window.pulsewave.state !== 'connected'), 'Bob came back while held');
-      await evaluate(B, () => { window.__pwHoldSocket = false; });
+      await holdSignaling(B, false);
       await waitFor(B, 'resumes', ([from]) => window.pulsewave.state === 'connected' && window.pwEvents.slice(from).some((e) => e.type === 'resumed'), [before.events], { timeoutMs: 20_000 });
       const after = await evaluate(B, ([id, pid, from]) => ({
         sid: window.pulsewave.participant.sid,
@@ -863,7 +873,7 @@ async function main() {
         await window.pulsewave.unpublish(pub, { stopTrack: true });
       }, screen);
       } finally {
-        await evaluate(B, () => { window.__pwHoldSocket = false; }).catch(() => {});
+        await holdSignaling(B, false).catch(() => {});
       }
     });
 
@@ -873,16 +883,7 @@ async function main() {
       // RESUME_GRACE 15 s): the server removes him (the others see him
       // leave); let through, his client rejoins in full (new sid, tracks
       // published again) and media flows both ways.
-      await evaluate(B, () => {
-        const Orig = window.__pwOrigWebSocket ?? window.WebSocket;
-        window.__pwOrigWebSocket = Orig;
-        window.__pwHoldSocket = true;
-        window.WebSocket = class extends Orig {
-          constructor(url, protocols) {
-            super(window.__pwHoldSocket ? 'ws://127.0.0.1:9/' : url, protocols);
-          }
-        };
-      });
+      await holdSignaling(B, true);
       try {
         const before = await evaluate(B, () => ({ sid: window.pulsewave.participant.sid, events: window.pwEvents.length }));
         const from = {};
@@ -899,7 +900,7 @@ async function main() {
         // Not before the grace time: a resume would still have been possible.
         check(removedAfter >= 14_000, `${B.identity} was removed ${removedAfter} ms after the drop, before the 15 s grace time`);
         check(await evaluate(B, () => window.pulsewave.state !== 'connected'), 'Bob came back while held');
-        await evaluate(B, () => { window.__pwHoldSocket = false; });
+        await holdSignaling(B, false);
         await waitFor(B, 'rejoins in full (reconnected)', ([n]) =>
           window.pulsewave.state === 'connected' && window.pwEvents.slice(n).some((e) => e.type === 'reconnected'),
         [before.events], { timeoutMs: 40_000 });
@@ -926,7 +927,7 @@ async function main() {
           ], { timeoutMs: 20_000 });
         }
       } finally {
-        await evaluate(B, () => { window.__pwHoldSocket = false; }).catch(() => {});
+        await holdSignaling(B, false).catch(() => {});
       }
     });
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "support/redis.rs"]
+#[macro_use]
 mod redis;
 
 use std::time::Duration;
@@ -97,26 +98,6 @@ async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) {
         // Poll interval of a bounded wait for a state no event announces.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-/// Polls an async condition every 50 ms for up to `limit`: a bounded wait
-/// for a state in Redis, which announces nothing.
-macro_rules! eventually {
-    ($limit:expr, $cond:expr) => {{
-        let deadline = tokio::time::Instant::now() + $limit;
-        loop {
-            if $cond {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not true within {:?}: {}",
-                $limit,
-                stringify!($cond)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }};
 }
 
 fn room(name: &str, identities: &[&str]) -> RoomInfo {

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../../pulsewave-cluster/tests/support/redis.rs"]
+#[macro_use]
 mod redis;
 
 use std::sync::Arc;
@@ -296,26 +297,6 @@ fn id_of(body: &[u8]) -> String {
 fn room_of(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).unwrap();
     v["room"]["name"].as_str().unwrap().to_owned()
-}
-
-/// Polls an async condition every 50 ms for up to `limit`: a bounded wait
-/// for a state in Redis, which announces nothing.
-macro_rules! eventually {
-    ($limit:expr, $cond:expr) => {{
-        let deadline = tokio::time::Instant::now() + $limit;
-        loop {
-            if $cond {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not true within {:?}: {}",
-                $limit,
-                stringify!($cond)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }};
 }
 
 /// The bodies journaled by node A for `room` once there are `n`, in order.

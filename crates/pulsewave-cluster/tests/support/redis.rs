@@ -8,6 +8,27 @@
 //! return `None`, and the test returns early with a `SKIPPED` line.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+/// Polls an async condition every 50 ms for up to `limit`: a bounded wait
+/// for a state in Redis, which announces nothing.
+#[allow(unused_macros)]
+macro_rules! eventually {
+    ($limit:expr, $cond:expr) => {{
+        let deadline = tokio::time::Instant::now() + $limit;
+        loop {
+            if $cond {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not true within {:?}: {}",
+                $limit,
+                stringify!($cond)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
