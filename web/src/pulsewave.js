@@ -70,6 +70,21 @@ const FATAL_JOIN_CODES = new Set([
 const DEFAULT_SCTP_CAPABILITIES = Object.freeze({ numStreams: { OS: 1024, MIS: 1024 } });
 /** ICE restarts tried on a transport before a failed one rebuilds the session. */
 const MAX_ICE_RESTARTS = 3;
+
+/**
+ * The local address of a mediasoup-client transport's selected candidate
+ * pair (`null` when none is selected or the stats do not say).
+ */
+async function selectedLocalAddress(transport) {
+  const stats = await transport.getStats();
+  let pairId = null;
+  for (const s of stats.values()) {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+  }
+  const pair = pairId ? stats.get(pairId) : [...stats.values()].find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+  const local = pair ? stats.get(pair.localCandidateId) : null;
+  return local ? (local.address ?? local.ip ?? null) : null;
+}
 /** Delay before acting on a `failed` that arrived during an ICE restart. */
 const ICE_RESTART_RETRY_MS = 1000;
 const SOURCES = new Set(['camera', 'microphone', 'screen', 'screen-audio']);
@@ -1390,7 +1405,12 @@ export class PulseWaveClient extends Emitter {
       this.emit('transportState', { direction, state, transportId: transport.id });
       if (state === 'connected') {
         this._transportFailures = 0;
+        const restarted = (transport.appData.iceRestarts ?? 0) > 0;
         transport.appData.iceRestarts = 0;
+        // Back after an ICE restart: a sibling transport still on another
+        // local address is on a path the network change took away, and
+        // would only notice when its own consent checks fail, seconds later.
+        if (restarted) this._restartStaleSiblings(session, transport).catch(() => {});
       }
       // A network change or a cut: restart ICE on the same transport
       // (tracks, consumers and ids stay); only when that keeps failing,
@@ -1398,6 +1418,25 @@ export class PulseWaveClient extends Emitter {
       if (state === 'disconnected' || state === 'failed') this._restartIce(session, transport, direction, state);
     });
     return transport;
+  }
+
+  /**
+   * After `transport` came back by an ICE restart, restarts ICE at once on
+   * every other connected transport of the session whose selected
+   * candidate pair uses another local address (the network changed under
+   * both; only one noticed yet).
+   */
+  async _restartStaleSiblings(session, transport) {
+    const local = await selectedLocalAddress(transport);
+    if (!local) return;
+    for (const other of session.transports) {
+      if (other === transport || other.closed || session.closed) continue;
+      if (other.connectionState !== 'connected' || other.appData.restartingIce) continue;
+      const theirs = await selectedLocalAddress(other);
+      if (theirs && theirs !== local && !session.closed && !other.closed) {
+        this._restartIce(session, other, other.direction, 'disconnected');
+      }
+    }
   }
 
   /**
