@@ -189,6 +189,26 @@ impl Default for ClusterTimings {
     }
 }
 
+impl ClusterTimings {
+    /// Every timing five times shorter than the default (the message window
+    /// kept): a dead node is noticed within a second. For tests of a
+    /// cluster on one machine, where a whole failover must fit in seconds.
+    pub fn fast() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(200),
+            node_ttl: Duration::from_millis(1000),
+            room_ttl: Duration::from_millis(2000),
+            room_refresh: Duration::from_millis(500),
+            tunnel_keepalive: Duration::from_millis(300),
+            tunnel_timeout: Duration::from_millis(1500),
+            tunnel_open_timeout: Duration::from_millis(1500),
+            command_timeout: Duration::from_millis(1000),
+            resync_grace: Duration::from_millis(800),
+            message_window: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Unix time in milliseconds.
 pub(crate) fn unix_millis() -> u64 {
     SystemTime::now()

@@ -20,21 +20,6 @@ use pulsewave_protocol::{RoomInfo, RoomSid};
 use redis::RedisServer;
 use serde_json::json;
 
-fn timings() -> ClusterTimings {
-    ClusterTimings {
-        heartbeat: Duration::from_millis(200),
-        node_ttl: Duration::from_millis(1000),
-        room_ttl: Duration::from_millis(2000),
-        room_refresh: Duration::from_millis(500),
-        tunnel_keepalive: Duration::from_millis(300),
-        tunnel_timeout: Duration::from_millis(1500),
-        tunnel_open_timeout: Duration::from_millis(1500),
-        command_timeout: Duration::from_millis(1000),
-        resync_grace: Duration::from_millis(800),
-        message_window: Duration::from_secs(30),
-    }
-}
-
 const SECRET: &str = "the cluster secret of these tests";
 
 fn key() -> ClusterKey {
@@ -82,7 +67,7 @@ async fn node_with(options: RedisOptions, id: &str, key: ClusterKey) -> (Cluster
         media_ip: "127.0.0.1".into(),
         region: "test".into(),
     };
-    let rc = RedisCluster::start(conn, node, key, timings()).unwrap();
+    let rc = RedisCluster::start(conn, node, key, ClusterTimings::fast()).unwrap();
     let c = Cluster::new(rc.clone());
     wait_until(Duration::from_secs(3), || c.is_available()).await;
     (c, rc)
@@ -273,9 +258,9 @@ async fn tunnels_carry_frames_in_order_and_close_both_ways() {
     assert_eq!(relay.recv().await, Some(TunnelFrame::Ping));
 
     // Keepalives hold an idle tunnel open past the silence timeout. About
-    // time, on short configured durations (`timings()`, real clock: the
+    // time, on short configured durations (`ClusterTimings::fast()`, real clock: the
     // tunnel runs through a real Redis): idle for longer than the timeout.
-    tokio::time::sleep(timings().tunnel_timeout + Duration::from_secs(1)).await;
+    tokio::time::sleep(ClusterTimings::fast().tunnel_timeout + Duration::from_secs(1)).await;
     owner_end
         .send(TunnelFrame::Text("still".into()))
         .await

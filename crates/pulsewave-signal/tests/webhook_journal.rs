@@ -38,21 +38,6 @@ const KEY_B: &str = "key-b";
 const API_SECRET: &str = "the api secret of these tests";
 const JOURNALS: &str = "pw:webhook-journals";
 
-fn timings() -> ClusterTimings {
-    ClusterTimings {
-        heartbeat: Duration::from_millis(200),
-        node_ttl: Duration::from_millis(1000),
-        room_ttl: Duration::from_millis(2000),
-        room_refresh: Duration::from_millis(500),
-        tunnel_keepalive: Duration::from_millis(300),
-        tunnel_timeout: Duration::from_millis(1500),
-        tunnel_open_timeout: Duration::from_millis(1500),
-        command_timeout: Duration::from_millis(1000),
-        resync_grace: Duration::from_millis(800),
-        message_window: Duration::from_secs(30),
-    }
-}
-
 fn options(redis: &RedisServer) -> RedisOptions {
     RedisOptions {
         url: Some(redis.url()),
@@ -78,7 +63,8 @@ async fn node(
         region: "test".into(),
     };
     let key = ClusterKey::derive(SECRET).unwrap();
-    let cluster = Cluster::new(RedisCluster::start(conn, config, key, timings()).unwrap());
+    let cluster =
+        Cluster::new(RedisCluster::start(conn, config, key, ClusterTimings::fast()).unwrap());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while !cluster.is_available() {
         assert!(
