@@ -1283,7 +1283,32 @@ export class PulseWaveClient extends Emitter {
     }
   }
 
-  async _applySubscribedLayers(pub, layers) {
+  /**
+   * Dynacast: applies the layers the server last asked for. Calls are
+   * serialized per publication and only the latest request is applied: two
+   * `setParameters` in flight would each start from the encodings as they
+   * were before either, so a burst (as replayed on resume: all off, then all
+   * on) could end with the older request winning and every layer off.
+   */
+  _applySubscribedLayers(pub, layers) {
+    pub.wantedLayers = layers;
+    if (!pub.applyingLayers) {
+      pub.applyingLayers = (async () => {
+        try {
+          while (pub.wantedLayers) {
+            const next = pub.wantedLayers;
+            pub.wantedLayers = null;
+            await this._setSubscribedLayers(pub, next);
+          }
+        } finally {
+          pub.applyingLayers = null;
+        }
+      })();
+    }
+    return pub.applyingLayers;
+  }
+
+  async _setSubscribedLayers(pub, layers) {
     const producer = pub.producer;
     const sender = producer?.rtpSender;
     if (!sender || producer.closed) return;
@@ -1307,6 +1332,7 @@ export class PulseWaveClient extends Emitter {
       this._emitError(err, 'dynacast', { producerId: pub.producerId });
     }
   }
+
 
   _emitError(err, operation, details = {}) {
     if (err && typeof err === 'object') {

@@ -585,6 +585,48 @@ async function main() {
       log(`${B.name}'s ${first.rid}: stopped at ${stopped.frames} frames when unwanted, ${resumed} once wanted again`);
     });
 
+    await scenario('dynacast: a burst of subscribed-layers (all off, then all on, as replayed on resume) ends with the layers on', async () => {
+      // The layers B encodes now (Chromium may leave the top one off by its own choice).
+      await evaluate(B, () => {
+        window.pwEncoding = async () => {
+          const pub = window.pulsewave.publications.find((x) => x.source === 'camera');
+          const sample = async () => new Map(
+            [...(await pub.producer.getStats()).values()].filter((r) => r.type === 'outbound-rtp' && r.rid).map((r) => [r.rid, r.framesEncoded ?? 0]),
+          );
+          const a = await sample();
+          await new Promise((r) => setTimeout(r, 1000));
+          const b = await sample();
+          return {
+            active: pub.producer.rtpSender.getParameters().encodings.map((e) => e.active),
+            grew: [...b.keys()].filter((rid) => b.get(rid) > (a.get(rid) ?? 0) + 2).sort(),
+          };
+        };
+        return true;
+      });
+      const before = await waitFor(B, 'encodes at least two camera layers', async () => {
+        const now = await window.pwEncoding();
+        return now.grew.length >= 2 ? now.grew : { pending: now };
+      }, undefined, { timeoutMs: 15_000 });
+      // Both messages go through the client's real message path in one
+      // task, as a resume replays them; the last one must win.
+      await evaluate(B, () => {
+        const c = window.pulsewave;
+        const pub = c.publications.find((x) => x.source === 'camera');
+        const encodings = pub.producer.rtpSender.getParameters().encodings;
+        const layers = (active) => encodings.map((e, i) => ({ spatialLayer: i, rid: e.rid, active }));
+        const send = (active) =>
+          c._onMessage(c._session, JSON.stringify({ type: 'subscribed-layers', producerId: pub.producerId, layers: layers(active) }));
+        send(false);
+        send(true);
+        return true;
+      });
+      const after = await waitFor(B, `encodes ${before.join(', ')} again after the burst, every encoding active`, async (want) => {
+        const now = await window.pwEncoding();
+        return now.active.every(Boolean) && want.every((rid) => now.grew.includes(rid)) ? now.grew : { pending: now };
+      }, before, { timeoutMs: 15_000 });
+      log(`${B.name} encoded ${before.join(', ')} before an off/on burst of subscribed-layers, ${after.join(', ')} after it`);
+    });
+
     await scenario('adaptive stream: a hidden tile gets no video, shown again it resumes', async () => {
       const setHidden = (hidden) =>
         evaluate(A, ([i, h]) => {
