@@ -87,6 +87,10 @@ async function selectedLocalAddress(transport) {
 }
 /** Delay before acting on a `failed` that arrived during an ICE restart. */
 const ICE_RESTART_RETRY_MS = 1000;
+/** Longest wait between two resume attempts (see `_resumeSession`). */
+const RESUME_MAX_DELAY_MS = 2000;
+/** The last resume attempt is made this long before the resume window closes. */
+const RESUME_LAST_TRY_MARGIN_MS = 500;
 const SOURCES = new Set(['camera', 'microphone', 'screen', 'screen-audio']);
 
 /** An error of a request or of the connection; `code` is a protocol code or a ClientErrorCode. */
@@ -837,6 +841,11 @@ export class PulseWaveClient extends Emitter {
    */
   async _resumeSession(session, reason) {
     const deadline = Date.now() + this._options.resumeWindowMs;
+    // Attempts at most RESUME_MAX_DELAY_MS apart, so a network that comes
+    // back late in the window still finds the session (with the doubling
+    // delays of a full reconnect, 0.5 s then up to 8 s, a network back 8 s
+    // into a 15 s window would wait past it and lose the session).
+    const maxDelay = Math.min(this._options.reconnectMaxDelayMs, RESUME_MAX_DELAY_MS);
     let delay = 0;
     for (let attempt = 1; ; attempt++) {
       if (this._leaving || session.closed || session !== this._session) return false;
@@ -867,7 +876,11 @@ export class PulseWaveClient extends Emitter {
       } catch (err) {
         this._suspend(session, 'resume attempt failed');
         if (err.code === ErrorCode.ResumeFailed || FATAL_JOIN_CODES.has(err.code)) break;
-        delay = Math.min(Math.max(delay * 2, this._options.reconnectMinDelayMs), this._options.reconnectMaxDelayMs);
+        delay = Math.min(Math.max(delay * 2, this._options.reconnectMinDelayMs), maxDelay);
+        // The last attempt just before the window closes rather than none.
+        const left = deadline - Date.now() - RESUME_LAST_TRY_MARGIN_MS;
+        if (left <= 0) break;
+        delay = Math.min(delay, left);
       }
     }
     this._resume = null;

@@ -315,7 +315,8 @@ pub struct ClientBuilder {
 /// JavaScript client does. After a plain socket loss it first tries, for up
 /// to 15 s (the server's default `RESUME_GRACE`), to resume its session
 /// (`join` with `resume`: same sid, transports, producers and consumers,
-/// missed messages replayed; [`ClientEvent::Resumed`]); if the server
+/// missed messages replayed; [`ClientEvent::Resumed`]; attempts at most
+/// 2 s apart, the last 0.5 s before the window closes); if the server
 /// refuses, or after a `disconnected`, it rejoins in full: after its connection drops, or the server says
 /// `migration` (the room moved to another node) or `server-shutdown`, it
 /// connects again to the same URL with backoff, joins the same room,

@@ -386,6 +386,14 @@ async fn reconnect_session(
 /// server's default `RESUME_GRACE`.
 const RESUME_WINDOW: Duration = Duration::from_secs(15);
 
+/// Longest wait between two resume attempts: with the doubling delays of a
+/// full reconnect (0.5 s, then up to 8 s), a network back 8 s into the
+/// window would wait past it and lose the session.
+const RESUME_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// The last resume attempt is made this long before the window closes.
+const RESUME_LAST_TRY_MARGIN: Duration = Duration::from_millis(500);
+
 /// Tries to resume the session (same sid, transports, producers and
 /// consumers) with backoff for up to [`RESUME_WINDOW`]. `Ok(None)`: the
 /// server refused or the window passed; the caller rejoins in full.
@@ -454,7 +462,18 @@ async fn resume_session(
             }
             Err(e) => {
                 tracing::debug!(attempt, error = %e, "resume attempt failed");
-                delay = (delay * 2).clamp(policy.min_delay, policy.max_delay);
+                delay = (delay * 2).clamp(
+                    policy.min_delay,
+                    policy.max_delay.min(RESUME_MAX_DELAY).max(policy.min_delay),
+                );
+                // The last attempt just before the window closes rather than none.
+                let left = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .saturating_sub(RESUME_LAST_TRY_MARGIN);
+                if left.is_zero() {
+                    break;
+                }
+                delay = delay.min(left);
             }
         }
     }

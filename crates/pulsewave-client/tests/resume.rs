@@ -186,6 +186,49 @@ async fn a_dropped_socket_resumes_with_the_same_ids_and_the_missed_events() {
     s.shutdown(WAIT).await;
 }
 
+/// A network back late in the resume window still gets the session back:
+/// resume attempts are at most 2 s apart, whatever the reconnect policy's
+/// longest delay (with this policy's doubling delays, 1 s up to 10 s, the
+/// attempts would be at 0, 1, 3 and 7 s and the next past the 15 s window,
+/// so an outage of 8.5 s would end in a full rejoin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_back_late_in_the_resume_window_still_resumes() {
+    let s = server(Duration::from_secs(15)).await;
+    let mut bob = Client::builder()
+        .reconnect(ReconnectPolicy {
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(30),
+        })
+        .connect(&format!("ws://{}", s.local_addr()), &token("bob"))
+        .await
+        .unwrap();
+    bob.join(ROOM).await.unwrap();
+    let bob_sid = sid(&bob);
+    bob.simulate_offline(true);
+    bob.simulate_connection_drop().await;
+    bob.wait_for(WAIT, |e| {
+        matches!(e, ClientEvent::Reconnecting { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+    // The outage itself: 8.5 s without a network.
+    tokio::time::sleep(Duration::from_millis(8_500)).await;
+    bob.simulate_offline(false);
+    let resumed = bob
+        .wait_for(WAIT, |e| match e {
+            ClientEvent::Resumed {
+                participant_sid, ..
+            } => Some(participant_sid),
+            ClientEvent::Reconnected { .. } => panic!("full rejoin instead of a resume"),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(resumed, bob_sid);
+    s.shutdown(WAIT).await;
+}
+
 /// With a grace of 300 ms (configured short for the test), a client away
 /// longer is removed (the others see `participant-left`), its resume is
 /// refused, and it rejoins in full.
