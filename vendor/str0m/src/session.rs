@@ -1251,11 +1251,29 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        self.srtp_tx.as_ref()?;
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
-        let (midrid, cluster_id) = self.pacer.poll_queue()?;
+        let (midrid, cluster_id) = match self.pacer.poll_queue() {
+            Some(next) => next,
+            None => {
+                // PulseWave patch (see PATCH.md): the pacer just released a
+                // packet and wants a fresh look at the queues before the
+                // next one. Give it here, at the same instant, instead of a
+                // whole `Rtc` timeout per paced packet. The estimator's and
+                // the pacer's periodic work run exactly as a timeout would
+                // run them; only when no packet written since the last
+                // timeout still waits for its timestamp.
+                if !self.pacer.wants_repoll() || self.streams.send_stream().is_some() {
+                    return None;
+                }
+                let probe_media = self.handle_timeout_bwe(now);
+                self.update_queue_state(now, probe_media);
+                self.pacer.poll_queue()?
+            }
+        };
+        let srtp_tx = self.srtp_tx.as_mut()?;
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());

@@ -54,8 +54,10 @@ const PROBE_NUDGE: f64 = 1.1;
 /// [`MAX_PROBE_EVERY`] (LiveKit backs off its probes the same way).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// The longest wait between probes.
-const MAX_PROBE_EVERY: Duration = Duration::from_secs(16);
+/// The longest wait between probes: short enough that a link capped for a
+/// long while and then lifted gets its top layer back within 15 s wherever
+/// in the probe cycle the lift falls (16 s took up to 19 s and more).
+const MAX_PROBE_EVERY: Duration = Duration::from_secs(6);
 
 /// How long a probe pads the link up to the estimate.
 const PROBE_WINDOW: Duration = Duration::from_secs(3);
@@ -372,9 +374,11 @@ impl Room {
             bwe.hold_until = Some(now + hold_for);
             bwe.last_down = Some(now);
         }
-        // Probing: padding up to the next step (when not holding), so the
-        // estimate learns whether it fits before a layer goes up; the
-        // estimator probes toward everything wanted.
+        // Probing: padding up to the next step, so the estimate learns
+        // whether it fits before a layer goes up; the estimator probes
+        // toward everything wanted. Also while holding: the hold keeps the
+        // layers, the probe finds out whether the link got better (once the
+        // estimate covers everyone's best the hold no longer binds).
         if let Some(estimate) = estimate {
             // While something is below what it wants, now and then (less
             // often after each probe that let nothing go up): `desired` is
@@ -389,12 +393,10 @@ impl Room {
             // paused behind a link that now carries 500 kbit/s) is still
             // probed for, toward `PROBE_REACH` times the estimate, so the
             // estimate can climb to it over a few windows.
-            if probe_step.is_none() || hold {
-                if probe_step.is_none() {
-                    bwe.probe_every = None;
-                    bwe.next_probe = None;
-                    bwe.probe_from = None;
-                }
+            if probe_step.is_none() {
+                bwe.probe_every = None;
+                bwe.next_probe = None;
+                bwe.probe_from = None;
                 bwe.nudge = false;
                 bwe.probe_until = None;
             } else if bwe.nudge {

@@ -195,6 +195,14 @@ impl LeakyBucketPacer {
         self.request_immediate_timeout();
     }
 
+    /// Whether `poll_queue` is gated only because a packet was just
+    /// released and the queues must be looked at again before the next
+    /// (`request_immediate_timeout`), not because of debt or an empty queue.
+    pub(crate) fn wants_repoll(&self) -> bool {
+        self.needs_timeout_before_next_poll
+            && matches!(self.next_poll_time, Some((_, PacerReason::Immediate)))
+    }
+
     /// Get the cluster ID of the active probe, if any.
     pub(crate) fn active_cluster(&self) -> Option<TwccClusterId> {
         self.probe_queue.front().map(|p| p.config().cluster())

@@ -47,6 +47,15 @@ impl PacerImpl {
         }
     }
 
+    /// Whether `poll_queue` is gated only until the queues are looked at
+    /// again right after a packet was released (PulseWave patch).
+    pub fn wants_repoll(&self) -> bool {
+        match self {
+            PacerImpl::Null(_) => false,
+            PacerImpl::LeakyBucket(v) => v.wants_repoll(),
+        }
+    }
+
     pub fn check_probe_complete(&mut self, now: Instant) -> Option<TwccClusterId> {
         match self {
             PacerImpl::Null(_) => None,
