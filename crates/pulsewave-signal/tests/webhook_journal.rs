@@ -306,15 +306,49 @@ async fn journaled(client: &Client, room: &str, n: usize) -> (String, Vec<String
     (key, bodies)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_survivor_delivers_the_events_of_a_dead_node_with_their_ids_in_order() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let mut hook = receiver().await;
+/// What both tests start with: Redis, a receiver (refusing for now), a
+/// plain Redis client to look at the journals, node A (to be killed) and
+/// node B (the survivor) with its notifier.
+struct TwoNodes {
+    redis: RedisServer,
+    hook: Receiver,
+    client: Client,
+    a: Doomed,
+    b: Cluster,
+    b_hooks: WebhookNotifier,
+}
+
+/// Starts [`TwoNodes`]; `None` only when Redis is missing and
+/// `PULSEWAVE_ALLOW_SKIP=1` (otherwise that panics).
+async fn two_nodes() -> Option<TwoNodes> {
+    let redis = RedisServer::start()?;
+    let hook = receiver().await;
     let client = plain_client(&redis).await;
     let a = doomed_node(options(&redis), hook.url.clone()).await;
     let (b, b_hooks) = node(options(&redis), "node-b", KEY_B, &hook.url).await;
+    Some(TwoNodes {
+        redis,
+        hook,
+        client,
+        a,
+        b,
+        b_hooks,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_delivers_the_events_of_a_dead_node_with_their_ids_in_order() {
+    let Some(TwoNodes {
+        redis: _redis,
+        mut hook,
+        client,
+        a,
+        b,
+        b_hooks,
+    }) = two_nodes().await
+    else {
+        return;
+    };
 
     // A's events, in two rooms; the receiver refuses them all.
     let (r1, r2) = (room("r1"), room("r2"));
@@ -406,13 +440,17 @@ async fn a_survivor_delivers_the_events_of_a_dead_node_with_their_ids_in_order()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_or_forged_journal_entries_are_never_sent() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(TwoNodes {
+        redis: _redis,
+        mut hook,
+        client,
+        a,
+        b,
+        b_hooks,
+    }) = two_nodes().await
+    else {
         return;
     };
-    let mut hook = receiver().await;
-    let client = plain_client(&redis).await;
-    let a = doomed_node(options(&redis), hook.url.clone()).await;
-    let (b, b_hooks) = node(options(&redis), "node-b", KEY_B, &hook.url).await;
 
     let t = room("t");
     let (alice, bob) = (participant("alice"), participant("bob"));
