@@ -387,8 +387,9 @@ async fn reconnect_session(
 const RESUME_WINDOW: Duration = Duration::from_secs(15);
 
 /// Longest wait between two resume attempts: with the doubling delays of a
-/// full reconnect (0.5 s, then up to 8 s), a network back 8 s into the
-/// window would wait past it and lose the session.
+/// full reconnect ([`ReconnectPolicy`]'s, up to `max_delay`), a network
+/// back late in the window could find the next attempt past it and lose
+/// the session.
 const RESUME_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// The last resume attempt is made this long before the window closes.
