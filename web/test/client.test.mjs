@@ -463,6 +463,31 @@ test('resume: a track published while the client was away is replayed and subscr
   assert.ok(!(await events('sam', 'participantLeft')).some((e) => e.identity === 'rita'));
 });
 
+test('resume: a network back late in the resume window still resumes', { timeout: 40_000 }, async () => {
+  // With the doubling reconnect backoff (1 s up to 10 s here) the attempts would be at
+  // 0, 1, 3 and 7 s and the next past the 15 s window: an 8.5 s outage would end in a
+  // full rejoin. Resume attempts are at most 2 s apart, the last just before the window closes.
+  await run(
+    async ([url, token]) => {
+      const rosa = window.T.make('rosa', url, token, { reconnectMinDelayMs: 1000, reconnectMaxDelayMs: 10_000 });
+      await rosa.connect();
+    },
+    [mock.wsUrl, mockToken('rosa', ROOM, 'Rosa')],
+  );
+  const sid = await run(() => window.T.clients.rosa.participant.sid);
+  mock.setOffline('rosa', true);
+  mock.drop('rosa');
+  await until('rosa tries to resume', async () => (await events('rosa', 'reconnecting')).length > 0);
+  // The outage itself: 8.5 s without a network.
+  await sleep(8500);
+  mock.setOffline('rosa', false);
+  await until('rosa resumed', async () => (await events('rosa', 'resumed')).length === 1, 10_000);
+  assert.equal((await events('rosa', 'resumeFailed')).length, 0);
+  assert.equal((await events('rosa', 'reconnected')).length, 0);
+  assert.equal(await run(() => window.T.clients.rosa.participant.sid), sid);
+  await run(() => window.T.clients.rosa.leave());
+});
+
 test('resume refused: falls back to a full rejoin and republish', T, async () => {
   mock.setResumeMode('refuse');
   const joins = mock.sent('rita', 'join').length;
