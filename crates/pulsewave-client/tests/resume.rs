@@ -68,6 +68,18 @@ fn sid(c: &Client) -> ParticipantSid {
     c.joined().unwrap().participant.sid.clone()
 }
 
+/// `c`'s network goes down: its socket drops, reconnection attempts fail
+/// until `simulate_offline(false)`; returns once it tries to come back.
+async fn go_offline(c: &mut Client) {
+    c.simulate_offline(true);
+    c.simulate_connection_drop().await;
+    c.wait_for(WAIT, |e| {
+        matches!(e, ClientEvent::Reconnecting { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 /// Waits for `f`, failing on any `participant-left` on the way.
 async fn wait_no_left<T>(c: &mut Client, mut f: impl FnMut(&ClientEvent) -> Option<T>) -> T {
     c.wait_for(WAIT, |e| {
@@ -205,13 +217,7 @@ async fn a_network_back_late_in_the_resume_window_still_resumes() {
         .unwrap();
     bob.join(ROOM).await.unwrap();
     let bob_sid = sid(&bob);
-    bob.simulate_offline(true);
-    bob.simulate_connection_drop().await;
-    bob.wait_for(WAIT, |e| {
-        matches!(e, ClientEvent::Reconnecting { .. }).then_some(())
-    })
-    .await
-    .unwrap();
+    go_offline(&mut bob).await;
     // The outage itself: 8.5 s without a network.
     tokio::time::sleep(Duration::from_millis(8_500)).await;
     bob.simulate_offline(false);
@@ -437,13 +443,7 @@ async fn missing_more_than_the_buffer_means_a_full_rejoin() {
     let alice = client(&s, "alice").await;
     let mut bob = client(&s, "bob").await;
     let bob_sid = sid(&bob);
-    bob.simulate_offline(true);
-    bob.simulate_connection_drop().await;
-    bob.wait_for(WAIT, |e| {
-        matches!(e, ClientEvent::Reconnecting { .. }).then_some(())
-    })
-    .await
-    .unwrap();
+    go_offline(&mut bob).await;
     for i in 0..5 {
         alice
             .publish_data(pulsewave_protocol::DataKind::Reliable, i.into())

@@ -309,14 +309,13 @@ async fn journaled(client: &Client, room: &str, n: usize) -> (String, Vec<String
 /// What both tests start with: Redis, a receiver (refusing for now), a
 /// plain Redis client to look at the journals, node A (to be killed) and
 /// node B (the survivor) with its notifier.
-struct TwoNodes {
-    redis: RedisServer,
-    hook: Receiver,
-    client: Client,
-    a: Doomed,
-    b: Cluster,
-    b_hooks: WebhookNotifier,
-}
+type TwoNodes = (
+    RedisServer,
+    Receiver,
+    Client,
+    Doomed,
+    (Cluster, WebhookNotifier),
+);
 
 /// Starts [`TwoNodes`]; `None` only when Redis is missing and
 /// `PULSEWAVE_ALLOW_SKIP=1` (otherwise that panics).
@@ -325,28 +324,13 @@ async fn two_nodes() -> Option<TwoNodes> {
     let hook = receiver().await;
     let client = plain_client(&redis).await;
     let a = doomed_node(options(&redis), hook.url.clone()).await;
-    let (b, b_hooks) = node(options(&redis), "node-b", KEY_B, &hook.url).await;
-    Some(TwoNodes {
-        redis,
-        hook,
-        client,
-        a,
-        b,
-        b_hooks,
-    })
+    let b = node(options(&redis), "node-b", KEY_B, &hook.url).await;
+    Some((redis, hook, client, a, b))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_survivor_delivers_the_events_of_a_dead_node_with_their_ids_in_order() {
-    let Some(TwoNodes {
-        redis: _redis,
-        mut hook,
-        client,
-        a,
-        b,
-        b_hooks,
-    }) = two_nodes().await
-    else {
+    let Some((_redis, mut hook, client, a, (b, b_hooks))) = two_nodes().await else {
         return;
     };
 
@@ -440,15 +424,7 @@ async fn a_survivor_delivers_the_events_of_a_dead_node_with_their_ids_in_order()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_or_forged_journal_entries_are_never_sent() {
-    let Some(TwoNodes {
-        redis: _redis,
-        mut hook,
-        client,
-        a,
-        b,
-        b_hooks,
-    }) = two_nodes().await
-    else {
+    let Some((_redis, mut hook, client, a, (b, b_hooks))) = two_nodes().await else {
         return;
     };
 
