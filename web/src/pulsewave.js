@@ -1297,11 +1297,13 @@ export class PulseWaveClient extends Emitter {
   }
 
   /**
-   * Dynacast: applies the layers the server last asked for. Calls are
-   * serialized per publication and only the latest request is applied: two
-   * `setParameters` in flight would each start from the encodings as they
-   * were before either, so a burst (as replayed on resume: all off, then all
-   * on) could end with the older request winning and every layer off.
+   * Dynacast: applies the layers the server last asked for. Requests are
+   * applied one at a time per publication, each against the encodings the
+   * one before set, and a burst (as a resume replays: all off, then all on)
+   * collapses to its latest request, so the outcome never depends on how
+   * the browser orders `setParameters` calls still in flight. (Chromium
+   * 156 already applied an unserialized off/on burst in order; this does
+   * not rely on it.)
    */
   _applySubscribedLayers(pub, layers) {
     pub.wantedLayers = layers;
