@@ -104,8 +104,9 @@ pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
     /// node: keep it in the node's webhook journal in the store until
     /// [`webhook_journal_remove`](Self::webhook_journal_remove), so that a
     /// surviving node delivers it if this one dies. Never waits (the write
-    /// is queued, in order); best effort: an event queued while the store
-    /// is unreachable is not journaled. No-op for a single node.
+    /// is queued, in order); an event queued while the store is
+    /// unreachable is journaled once it is back (a bounded wait list),
+    /// unless removed before. No-op for a single node.
     fn webhook_journal_append(&self, room: &str, id: &str, body: &str) {
         let _ = (room, id, body);
     }

@@ -1,7 +1,8 @@
 //! The webhook journal against a real `redis-server` and a real HTTP
 //! receiver: events queued on a node that dies are delivered by a survivor,
 //! with the ids the dead node gave them, in its order, signed; a journal
-//! entry that does not verify under the cluster key is never sent.
+//! entry that does not verify under the cluster key is never sent; events
+//! queued while Redis is away are journaled, in order, when it returns.
 //!
 //! Node A runs on a runtime of its own, shut down without any goodbye (its
 //! tasks and its Redis connections just stop), so its registry entry
@@ -500,4 +501,83 @@ async fn tampered_or_forged_journal_entries_are_never_sent() {
         assert!(!body.contains("mallory") && !body.contains("room_finished"));
     }
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_while_redis_is_away_are_journaled_when_it_returns() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let mut hook = receiver().await;
+    let (a, a_hooks) = node(options(&redis), "node-a", KEY_A, &hook.url).await;
+    redis.stop();
+    eventually!(Duration::from_secs(10), !a.is_available());
+
+    // An event delivered while Redis is away: nothing left to journal.
+    hook.accept.store(true, Ordering::SeqCst);
+    a_hooks.notify(WebhookKind::RoomStarted, &room("d"), None, None);
+    let delivered = hook.next_accepted(Duration::from_secs(10)).await;
+    assert_eq!(room_of(&delivered.body), "d");
+    hook.accept.store(false, Ordering::SeqCst);
+
+    // Three events the receiver refuses, queued while Redis is away.
+    let (u, alice) = (room("u"), participant("alice"));
+    a_hooks.notify(WebhookKind::RoomStarted, &u, None, None);
+    a_hooks.notify(WebhookKind::ParticipantJoined, &u, Some(&alice), None);
+    a_hooks.notify(WebhookKind::ParticipantLeft, &u, Some(&alice), None);
+    let refused = hook.next(Duration::from_secs(10)).await;
+    assert!(!refused.accepted);
+    assert_eq!(room_of(&refused.body), "u");
+    assert!(!a.is_available(), "Redis came back too early for this test");
+
+    // Redis returns (empty): the three are journaled, in order, the
+    // delivered one is not.
+    redis.restart();
+    let client = plain_client(&redis).await;
+    let mut key = String::new();
+    eventually!(Duration::from_secs(15), {
+        match journal(&client, "node-a", "u").await {
+            Some(k) => {
+                let n = entries(&client, &k).await.len();
+                key = k;
+                n == 3
+            }
+            None => false,
+        }
+    });
+    let bodies: Vec<String> = entries(&client, &key)
+        .await
+        .iter()
+        .map(|e| body_of(e))
+        .collect();
+    let events: Vec<String> = bodies
+        .iter()
+        .map(|b| serde_json::from_str::<Value>(b).unwrap()["event"].to_string())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "\"room_started\"",
+            "\"participant_joined\"",
+            "\"participant_left\""
+        ]
+    );
+    assert_eq!(bodies[0], String::from_utf8(refused.body).unwrap());
+    assert!(journal(&client, "node-a", "d").await.is_none());
+
+    // Delivered at last: the journal empties.
+    hook.accept.store(true, Ordering::SeqCst);
+    for body in &bodies {
+        let post = hook.next_accepted(Duration::from_secs(20)).await;
+        assert_eq!(&String::from_utf8(post.body).unwrap(), body);
+    }
+    eventually!(
+        Duration::from_secs(5),
+        client
+            .smembers::<Vec<String>, _>(JOURNALS)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    a.shutdown().await;
 }

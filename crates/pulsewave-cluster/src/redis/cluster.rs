@@ -25,7 +25,7 @@
 //! ([`crate::trust`]); everything it reads from Redis is verified before it
 //! is used, and refused (and counted) otherwise.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,6 +71,27 @@ const JOURNAL_CLAIMS: usize = 8;
 /// Entries read from one claimed journal (a room's webhook queue holds at
 /// most 200 events); further ones are dropped and counted.
 const JOURNAL_READ: usize = 256;
+
+/// Appends kept while the store is unreachable, written once it is back;
+/// beyond this the oldest is dropped (about a minute of a busy node's
+/// events: an event delivered meanwhile leaves the list).
+const JOURNAL_PENDING: usize = 4096;
+/// How often pending appends are tried again while the store is away.
+const JOURNAL_RETRY: Duration = Duration::from_millis(500);
+/// Tries of an append the store refuses while reachable (a script error,
+/// say) before it is dropped, so one bad entry cannot hold the rest back.
+const JOURNAL_ATTEMPTS: u32 = 3;
+
+/// An append to the webhook journal not written yet.
+#[derive(Debug)]
+struct PendingAppend {
+    room: String,
+    id: String,
+    body: String,
+    created_ms: u64,
+    /// Refusals by a reachable store.
+    failures: u32,
+}
 
 /// One write to the webhook journals, in the order the notifier made them.
 #[derive(Debug)]
@@ -1185,68 +1206,122 @@ impl Inner {
 // Webhook journals
 
 impl Inner {
-    /// Applies the notifier's journal writes in order. A write that fails
-    /// (store unreachable) is not retried: an event not journaled is only
-    /// lost if this node also dies; an entry not removed is sent again
-    /// after a failover, with its id, or dropped as too old.
+    /// Applies the notifier's journal writes in order. An append that
+    /// cannot be written (store unreachable) waits in a bounded list of
+    /// pending appends, written in order once the store is back, unless the
+    /// event is delivered first (then there is nothing left to journal); a
+    /// full list drops its oldest entry. A removal that fails is not
+    /// retried: the entry is sent again after a failover, with its id, or
+    /// dropped as too old.
     async fn journal_writer(self: Arc<Self>, mut ops: mpsc::Receiver<JournalOp>) {
         let mut stop = self.stop.subscribe();
         let incarnation = self.started_at.to_string();
+        let mut pending: VecDeque<PendingAppend> = VecDeque::new();
+        let mut retry = tokio::time::interval(JOURNAL_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The map of entries is purged of what outlived the journals
         // (removals lost to a full queue) whenever it doubles.
         let mut purge_at = JOURNAL_QUEUE;
         loop {
             let op = tokio::select! {
-                op = ops.recv() => op,
+                op = ops.recv() => match op {
+                    Some(op) => Some(op),
+                    None => return,
+                },
+                _ = retry.tick(), if !pending.is_empty() => None,
                 _ = Self::wait_stop(&mut stop) => return,
             };
-            let Some(op) = op else { return };
             match op {
-                JournalOp::Append {
+                Some(JournalOp::Append {
                     room,
                     id,
                     body,
                     created_ms,
-                } => {
-                    if !self.available() {
-                        debug!(%room, %id, "Redis unreachable; webhook event not journaled");
-                        continue;
+                }) => {
+                    if pending.len() >= JOURNAL_PENDING
+                        && let Some(dropped) = pending.pop_front()
+                    {
+                        warn!(room = %dropped.room, id = %dropped.id, "Redis unreachable too long; webhook event not journaled");
                     }
-                    let key = keys::webhook_journal(&self.node.id, &incarnation, &room);
-                    let text = self.sign_at(Kind::Webhook, EVERY_NODE, &room, &body, created_ms);
-                    if SignedMessage::parse(&text).is_err() {
-                        debug!(%room, %id, "room name not allowed in a signed record; webhook event not journaled");
-                        continue;
-                    }
-                    let written = self
-                        .conn
-                        .client
-                        .eval::<i64, _, _, _>(
-                            keys::JOURNAL_APPEND,
-                            vec![key.clone(), keys::WEBHOOK_JOURNALS.to_owned()],
-                            vec![text.clone(), ms(JOURNAL_TTL)],
-                        )
-                        .await;
-                    match written {
-                        Ok(_) => {
-                            let mut entries = lock(&self.journal_entries);
-                            entries.insert((room, id), (key, text, unix_millis()));
-                            if entries.len() > purge_at {
-                                let oldest = unix_millis().saturating_sub(millis(JOURNAL_TTL));
-                                entries.retain(|_, (_, _, at)| *at >= oldest);
-                                purge_at = JOURNAL_QUEUE.max(entries.len() * 2);
-                            }
-                        }
-                        Err(e) => debug!(%room, %id, error = %e, "webhook event not journaled"),
-                    }
+                    pending.push_back(PendingAppend {
+                        room,
+                        id,
+                        body,
+                        created_ms,
+                        failures: 0,
+                    });
                 }
-                JournalOp::Remove { room, id } => {
+                Some(JournalOp::Remove { room, id }) => {
+                    // Delivered before it could be journaled: nothing to do.
+                    if let Some(i) = pending.iter().position(|p| p.room == room && p.id == id) {
+                        pending.remove(i);
+                        continue;
+                    }
                     let entry = lock(&self.journal_entries).remove(&(room, id));
                     if let Some((key, text, _)) = entry
                         && let Err(e) = self.journal_remove(&key, &text).await
                     {
                         debug!(journal = %key, error = %e, "webhook journal entry not removed; it expires with the journal");
                     }
+                }
+                None => {}
+            }
+            self.journal_flush(&mut pending, &incarnation, &mut purge_at)
+                .await;
+        }
+    }
+
+    /// Writes the pending appends, oldest first, while the store is
+    /// reachable. An append the store refuses while reachable is tried
+    /// [`JOURNAL_ATTEMPTS`] times, then dropped.
+    async fn journal_flush(
+        &self,
+        pending: &mut VecDeque<PendingAppend>,
+        incarnation: &str,
+        purge_at: &mut usize,
+    ) {
+        while let Some(p) = pending.front_mut() {
+            if !self.available() {
+                if p.failures == 0 {
+                    debug!(room = %p.room, id = %p.id, "Redis unreachable; webhook event kept to journal later");
+                }
+                return;
+            }
+            let key = keys::webhook_journal(&self.node.id, incarnation, &p.room);
+            let text = self.sign_at(Kind::Webhook, EVERY_NODE, &p.room, &p.body, p.created_ms);
+            if SignedMessage::parse(&text).is_err() {
+                debug!(room = %p.room, id = %p.id, "room name not allowed in a signed record; webhook event not journaled");
+                pending.pop_front();
+                continue;
+            }
+            let written = self
+                .conn
+                .client
+                .eval::<i64, _, _, _>(
+                    keys::JOURNAL_APPEND,
+                    vec![key.clone(), keys::WEBHOOK_JOURNALS.to_owned()],
+                    vec![text.clone(), ms(JOURNAL_TTL)],
+                )
+                .await;
+            match written {
+                Ok(_) => {
+                    let Some(p) = pending.pop_front() else { return };
+                    let mut entries = lock(&self.journal_entries);
+                    entries.insert((p.room, p.id), (key, text, unix_millis()));
+                    if entries.len() > *purge_at {
+                        let oldest = unix_millis().saturating_sub(millis(JOURNAL_TTL));
+                        entries.retain(|_, (_, _, at)| *at >= oldest);
+                        *purge_at = JOURNAL_QUEUE.max(entries.len() * 2);
+                    }
+                }
+                Err(e) => {
+                    p.failures += 1;
+                    debug!(room = %p.room, id = %p.id, error = %e, failures = p.failures, "webhook event not journaled yet");
+                    if p.failures >= JOURNAL_ATTEMPTS && self.available() {
+                        pending.pop_front();
+                        continue;
+                    }
+                    return;
                 }
             }
         }
