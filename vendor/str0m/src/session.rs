@@ -102,6 +102,9 @@ pub(crate) struct Session {
 
     bwe: Option<Bwe>,
     bwe_last_event: Option<(Bitrate, bool)>,
+    /// Whether probe padding had a media section to go to at the last
+    /// timeout (see `handle_timeout_bwe`).
+    bwe_can_probe: bool,
 
     enable_twcc_feedback: bool,
 
@@ -211,6 +214,7 @@ impl Session {
             max_rx_seq_lookup: HashMap::new(),
             bwe,
             bwe_last_event: None,
+            bwe_can_probe: false,
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
@@ -375,6 +379,9 @@ impl Session {
         // stream is required. The Direct API uses its configured capabilities.
         let probe_media = self.srtp_tx.as_ref().and_then(|_| self.probe_media());
         let do_probe = probe_media.is_some();
+        // poll_event reports this with the estimate instead of looking the
+        // media up again on every call.
+        self.bwe_can_probe = do_probe;
         let bwe = self.bwe.as_mut()?;
 
         if let Some(probe_config) = bwe.handle_timeout(now, do_probe) {
@@ -1038,8 +1045,7 @@ impl Session {
             }
         }
 
-        let can_probe =
-            self.bwe.is_some() && self.srtp_tx.is_some() && self.probe_media().is_some();
+        let can_probe = self.bwe.is_some() && self.srtp_tx.is_some() && self.bwe_can_probe;
         if let Some(bwe) = &mut self.bwe {
             // Drain estimates even while unavailable so they cannot be delivered later.
             let estimate = bwe.poll_estimate();
