@@ -77,14 +77,26 @@ const MAX_ICE_RESTARTS = 3;
  */
 async function selectedLocalAddress(transport) {
   const stats = await transport.getStats();
+  const pair = selectedPair(stats);
+  const local = pair ? stats.get(pair.localCandidateId) : null;
+  return local ? (local.address ?? local.ip ?? null) : null;
+}
+/** The selected candidate pair's stats in a transport's stats report, if any. */
+function selectedPair(stats) {
   let pairId = null;
   for (const s of stats.values()) {
     if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
   }
-  const pair = pairId ? stats.get(pairId) : [...stats.values()].find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
-  const local = pair ? stats.get(pair.localCandidateId) : null;
-  return local ? (local.address ?? local.ip ?? null) : null;
+  return pairId ? stats.get(pairId) : [...stats.values()].find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
 }
+/** How often the connected transports' paths are looked at for a silent path (see `_checkStalls`). */
+const STALL_CHECK_MS = 1000;
+/**
+ * A consent check the server has not answered for this long, with nothing
+ * else received meanwhile, means the path is dead (the server, ICE-lite,
+ * answers at once).
+ */
+const STALL_UNANSWERED_MS = 1000;
 /** Delay before acting on a `failed` that arrived during an ICE restart. */
 const ICE_RESTART_RETRY_MS = 1000;
 /** Longest wait between two resume attempts (see `_resumeSession`). */
@@ -227,6 +239,8 @@ export class RemoteTrack {
  * - `connectionQuality` ({participantIdentity, quality, local})
  * - `subscriptionsUpdated` ({trackSids, producerIds, subscribe}) after the server API asked
  * - `transportState` ({direction, state})
+ * - `transportStalled` ({direction, transportId, silentMs}): a connected transport's path went
+ *   silent with a consent check unanswered; an ICE restart follows at once
  * - `error` (PulseWaveError or Error, with `operation`)
  * - `message` (every raw server message, for debugging)
  */
@@ -245,6 +259,9 @@ export class PulseWaveClient extends Emitter {
    * @param {number} [options.requestTimeoutMs=10000]
    * @param {number} [options.reconnectGiveUpMs=120000]
    * @param {number} [options.pingIntervalMs=15000]  0 disables the application-level ping
+   * @param {number} [options.stallRestartMs=2000]  a connected transport that has received
+   *   nothing for this long while a consent check of its path went unanswered restarts ICE at
+   *   once, without waiting for the browser's `disconnected` (seconds later); 0 disables
    * @param {RTCIceTransportPolicy} [options.iceTransportPolicy]
    */
   constructor(options = {}) {
@@ -262,6 +279,7 @@ export class PulseWaveClient extends Emitter {
       reconnectMinDelayMs: 500,
       reconnectMaxDelayMs: 10_000,
       pingIntervalMs: 15_000,
+      stallRestartMs: 2000,
       ...options,
     };
     this._token = token;
@@ -600,6 +618,7 @@ export class PulseWaveClient extends Emitter {
       subs: new Map(), // producerId -> RemoteTrack
       queued: [], // events that arrived between `joined` and the end of _establish
       pingTimer: null,
+      stallTimer: null,
       disconnectReason: null,
     };
   }
@@ -632,6 +651,9 @@ export class PulseWaveClient extends Emitter {
       session.established = true;
       if (this._options.pingIntervalMs > 0) {
         session.pingTimer = setInterval(() => this._ping(session), this._options.pingIntervalMs);
+      }
+      if (this._options.stallRestartMs > 0) {
+        session.stallTimer = setInterval(() => this._checkStalls(session).catch(() => {}), STALL_CHECK_MS);
       }
     } catch (err) {
       this._teardown(session, 'join-failed');
@@ -746,6 +768,7 @@ export class PulseWaveClient extends Emitter {
     if (session.closed) return;
     session.closed = true;
     clearInterval(session.pingTimer);
+    clearInterval(session.stallTimer);
     for (const { reject, timer, type } of session.pending.values()) {
       clearTimeout(timer);
       reject(new PulseWaveError(`connection closed before the reply to ${type} (${reason})`, ClientErrorCode.ConnectionClosed));
@@ -1459,6 +1482,61 @@ export class PulseWaveClient extends Emitter {
       if (state === 'disconnected' || state === 'failed') this._restartIce(session, transport, direction, state);
     });
     return transport;
+  }
+
+  /**
+   * Looks at the selected path of every connected transport (once a
+   * second): one that has received nothing for `stallRestartMs` while a
+   * consent check the browser sent on it went unanswered for
+   * STALL_UNANSWERED_MS is dead (a network change took its local address,
+   * or the link is cut), and restarts ICE at once. The browser only says
+   * `disconnected` seconds later (about 5 s after an address change in
+   * Chromium). A quiet but live path (every consumer paused, a muted
+   * publisher) answers its consent checks and is left alone. Once per
+   * silence: the path must receive again before it can stall again.
+   */
+  async _checkStalls(session) {
+    if (session.closed || session.resuming || session.checkingStalls) return;
+    session.checkingStalls = true;
+    try {
+      for (const transport of [...session.transports]) {
+        if (session.closed || session.resuming) return;
+        const app = transport.appData;
+        if (transport.closed || transport.connectionState !== 'connected' || app.restartingIce) {
+          app.stall = null;
+          continue;
+        }
+        const pair = selectedPair(await transport.getStats());
+        if (!pair) {
+          app.stall = null;
+          continue;
+        }
+        const now = Date.now();
+        const bytes = pair.bytesReceived ?? 0;
+        const requests = pair.requestsSent ?? 0;
+        const responses = pair.responsesReceived ?? 0;
+        const st = app.stall;
+        if (!st || st.pairId !== pair.id || bytes !== st.bytes || responses !== st.responses) {
+          // Something arrived (or a new path): alive.
+          app.stall = { pairId: pair.id, bytes, responses, requests, since: now, unansweredSince: null, fired: false };
+          continue;
+        }
+        if (requests > st.requests && st.unansweredSince === null) st.unansweredSince = now;
+        st.requests = requests;
+        if (
+          !st.fired &&
+          st.unansweredSince !== null &&
+          now - st.unansweredSince >= STALL_UNANSWERED_MS &&
+          now - st.since >= this._options.stallRestartMs
+        ) {
+          st.fired = true;
+          this.emit('transportStalled', { direction: transport.direction, transportId: transport.id, silentMs: now - st.since });
+          this._restartIce(session, transport, transport.direction, 'disconnected');
+        }
+      }
+    } finally {
+      session.checkingStalls = false;
+    }
   }
 
   /**

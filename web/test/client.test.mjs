@@ -542,3 +542,55 @@ test('ICE restart: fresh iceServers go to updateIceServers before restartIce', T
   assert.match(server.username, /^\d+:ivy#1$/, 'the credentials of the ice-restarted reply');
   assert.ok(server.credential);
 });
+
+test('stall: a silent path with an unanswered consent check restarts ICE; a quiet live one does not', { timeout: 40_000 }, async () => {
+  const result = await run(
+    async ([url, token]) => {
+      const kim = window.T.make('kim', url, token);
+      await kim.connect();
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      await kim.publish(stream.getAudioTracks()[0], { source: 'microphone' });
+      const transport = await kim._session.sendTransport;
+      // The mock has no media plane: the transport's state and its selected
+      // candidate pair's counters are what the browser would report.
+      const pair = { bytesReceived: 1000, requestsSent: 5, responsesReceived: 5 };
+      Object.defineProperty(transport, 'connectionState', { get: () => 'connected', configurable: true });
+      transport.getStats = async () =>
+        new Map([
+          ['T1', { type: 'transport', id: 'T1', selectedCandidatePairId: 'CP1' }],
+          ['CP1', { type: 'candidate-pair', id: 'CP1', ...pair }],
+        ]);
+      const stalls = [];
+      kim.on('transportStalled', (e) => stalls.push({ ...e, at: Date.now() }));
+      const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+      // Quiet but live for 4 s: nothing but consent checks, each answered.
+      for (let i = 0; i < 8; i++) {
+        await wait(500);
+        pair.requestsSent += 1;
+        pair.responsesReceived += 1;
+        pair.bytesReceived += 100;
+      }
+      const quiet = stalls.length;
+      // Then dead: the browser keeps sending checks (every 500 ms here),
+      // none is answered, nothing is received.
+      const silentFrom = Date.now();
+      const deadline = Date.now() + 10_000;
+      while (stalls.length === quiet && Date.now() < deadline) {
+        pair.requestsSent += 1;
+        await wait(500); // the browser's check interval; the loop ends at the event or the bound
+      }
+      return { quiet, stalls, silentFrom, transportId: transport.id };
+    },
+    [mock.wsUrl, mockToken('kim', ROOM, 'Kim')],
+  );
+  assert.equal(result.quiet, 0, 'a live path (its checks answered) never stalls');
+  assert.equal(result.stalls.length, 1, 'the dead path stalls once');
+  const [stall] = result.stalls;
+  assert.equal(stall.transportId, result.transportId);
+  assert.equal(stall.direction, 'send');
+  assert.ok(stall.silentMs >= 2000, `silent ${stall.silentMs} ms before the restart`);
+  assert.ok(stall.at - result.silentFrom < 5000, 'noticed within 5 s');
+  await until('a restart-ice request for that transport', () =>
+    mock.sent('kim', 'restart-ice').some((r) => r.transportId === result.transportId),
+  );
+});

@@ -99,7 +99,7 @@ async function open(browser, name) {
     const log = [];
     window.__net = log;
     const c = window.pulsewave;
-    for (const type of ['transportState', 'iceRestarted', 'participantLeft', 'reconnecting', 'reconnected', 'resumed', 'resumeFailed', 'error', 'streamStateChanged']) {
+    for (const type of ['transportState', 'iceRestarted', 'participantLeft', 'reconnecting', 'reconnected', 'resumed', 'resumeFailed', 'error', 'streamStateChanged', 'transportStalled']) {
       c.on(type, (e) => log.push({ type, state: e?.state, direction: e?.direction, reason: e?.reason ?? e?.message, t: Date.now() }));
     }
     return c.identity;
@@ -235,11 +235,12 @@ async function main() {
       changeAddress();
       log('the browsers moved from 10.77.0.2 to 10.77.0.3');
     }
+    const changed = Date.now();
     for (const p of pages) {
       await waitFor(
         p,
-        'sees a transport go disconnected or failed',
-        () => window.__net.some((e) => e.type === 'transportState' && (e.state === 'disconnected' || e.state === 'failed')),
+        'sees a transport stall, or go disconnected or failed',
+        () => window.__net.some((e) => e.type === 'transportStalled' || (e.type === 'transportState' && (e.state === 'disconnected' || e.state === 'failed'))),
         null,
         45_000,
       );
@@ -256,7 +257,7 @@ async function main() {
 
     await decodes(a, b, 10, 30_000);
     await decodes(b, a, 10, 30_000);
-    log(`media back within ${((Date.now() - restored) / 1000).toFixed(1)} s`);
+    log(`media back within ${((Date.now() - restored) / 1000).toFixed(1)} s (${((Date.now() - changed) / 1000).toFixed(1)} s after the ${MODE === 'cut' ? 'cut' : 'change'})`);
     for (const p of pages) {
       const net = await p.page.evaluate(() => window.__net);
       const restarts = net.filter((e) => e.type === 'iceRestarted').length;
