@@ -1493,7 +1493,9 @@ export class PulseWaveClient extends Emitter {
    * `disconnected` seconds later (about 5 s after an address change in
    * Chromium). A quiet but live path (every consumer paused, a muted
    * publisher) answers its consent checks and is left alone. Once per
-   * silence: the path must receive again before it can stall again.
+   * path: a selected pair that stalled must receive again before it can
+   * stall again (the ICE restart it started, or the browser's own
+   * `disconnected`/`failed`, takes it from there).
    */
   async _checkStalls(session) {
     if (session.closed || session.resuming || session.checkingStalls) return;
@@ -1517,19 +1519,24 @@ export class PulseWaveClient extends Emitter {
         const responses = pair.responsesReceived ?? 0;
         const st = app.stall;
         if (!st || st.pairId !== pair.id || bytes !== st.bytes || responses !== st.responses) {
-          // Something arrived (or a new path): alive.
-          app.stall = { pairId: pair.id, bytes, responses, requests, since: now, unansweredSince: null, fired: false };
+          // Something arrived (or a new path): alive. A path that received
+          // since its stall may stall again.
+          if (st && st.pairId === pair.id && (bytes !== st.bytes || responses !== st.responses)) app.stalledPair = null;
+          app.stall = { pairId: pair.id, bytes, responses, requests, since: now, unansweredSince: null };
           continue;
         }
         if (requests > st.requests && st.unansweredSince === null) st.unansweredSince = now;
         st.requests = requests;
         if (
-          !st.fired &&
+          app.stalledPair !== pair.id &&
           st.unansweredSince !== null &&
           now - st.unansweredSince >= STALL_UNANSWERED_MS &&
           now - st.since >= this._options.stallRestartMs
         ) {
-          st.fired = true;
+          // One restart per dead path: while that restart runs the browser
+          // may keep the old pair selected (and the transport `connected`);
+          // restarting again would cut the restart short every time.
+          app.stalledPair = pair.id;
           this.emit('transportStalled', { direction: transport.direction, transportId: transport.id, silentMs: now - st.since });
           this._restartIce(session, transport, transport.direction, 'disconnected');
         }

@@ -151,6 +151,12 @@ pub(crate) struct Transport {
     /// An ICE restart happened and the new path has not shown itself yet:
     /// the bandwidth estimate starts again when it does.
     pub(crate) estimate_restart_pending: bool,
+    /// An ICE restart happened and media still goes where it went before:
+    /// the estimate starts again (from this many bits per second) when
+    /// RTP or RTCP first leaves for another address (see [`drain`]).
+    pub(crate) estimate_restart_on_move: Option<u64>,
+    /// Where this transport's RTP and RTCP went last.
+    pub(crate) media_destination: Option<SocketAddr>,
     /// `connect-transport` done (DTLS started).
     pub(crate) dtls_started: bool,
     pub(crate) dtls_started_at: Option<Instant>,
@@ -473,6 +479,8 @@ impl Transport {
             extensions,
             remote_ufrag: None,
             estimate_restart_pending: false,
+            estimate_restart_on_move: None,
+            media_destination: None,
             dtls_started: false,
             dtls_started_at: None,
             connected: false,
@@ -767,12 +775,35 @@ pub(crate) fn drain(
                 out.arm(key, t, ice_timeout);
                 return;
             }
-            Ok(Output::Transmit(tx)) => out.transmits.push_back(Transmit {
-                proto: Protocol::from_str0m(tx.proto),
-                destination: tx.destination,
-                source: tx.source,
-                contents: tx.contents.into(),
-            }),
+            Ok(Output::Transmit(tx)) => {
+                // RTP and RTCP (first byte 128..=191, RFC 7983) go to the
+                // selected path; STUN answers go wherever the check came
+                // from. After an ICE restart the browser may keep its old
+                // pair selected for a while (it had not noticed it was
+                // dead), so what str0m sends until it switches is lost:
+                // the new path's estimate starts when media moves, and
+                // the feedback on what went to the dead address does not
+                // weigh on it (str0m ignores feedback on packets sent
+                // before a reset).
+                if matches!(tx.contents.first(), Some(128..=191))
+                    && t.media_destination != Some(tx.destination)
+                {
+                    let moved = t.media_destination.is_some();
+                    t.media_destination = Some(tx.destination);
+                    if moved {
+                        tracing::debug!(transport = %t.id, to = %tx.destination, "media path moved");
+                        if let Some(initial) = t.estimate_restart_on_move.take() {
+                            t.restart_estimate(key, initial, out);
+                        }
+                    }
+                }
+                out.transmits.push_back(Transmit {
+                    proto: Protocol::from_str0m(tx.proto),
+                    destination: tx.destination,
+                    source: tx.source,
+                    contents: tx.contents.into(),
+                })
+            }
             Ok(Output::Event(e)) => out.rtc_events.push_back((key, e)),
             Err(e) => {
                 tracing::debug!(transport = %t.id, error = %e, "transport failed");

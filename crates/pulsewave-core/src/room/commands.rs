@@ -184,6 +184,9 @@ impl Room {
                 &mut self.out,
             );
             t.estimate_restart_pending = true;
+            // And once more when media leaves for the new address (the
+            // browser may keep the old pair selected for a while).
+            t.estimate_restart_on_move = Some(self.config.initial_available_outgoing_bitrate);
         }
         drain(key, t, &mut self.out, self.config.ice_timeout);
         self.process(now);
