@@ -12,8 +12,9 @@
 //            again within 5 s (consent recovery or ICE restart);
 //   address  the browsers' address is replaced mid-call (10.77.0.2 becomes
 //            10.77.0.3 on interface v0; run-network-tests.sh sets it up, the
-//            server's media address on loopback, signaling on 127.0.0.1);
-//            then it changes again (10.77.0.4) while every signaling socket
+//            server's media address on loopback, signaling on 127.0.0.1),
+//            and video must decode both ways within 10 s of the first
+//            stall or `disconnected`; then it changes again (10.77.0.4) while every signaling socket
 //            is killed (ss -K) and Bob's way back is held until his media
 //            is seen broken: he resumes his session, then restarts ICE on
 //            the transports that broke meanwhile, same ids.
@@ -255,8 +256,13 @@ async function main() {
     }
     const restored = Date.now();
 
-    await decodes(a, b, 10, 30_000);
-    await decodes(b, a, 10, 30_000);
+    // After an address change, video within 10 s of the stall (or
+    // Chromium's `disconnected`): 1.3–3.8 s measured (debug server); a
+    // congestion pause of the new path (its estimate collapsing on what was
+    // sent to the dead address) took 7–9 s. After the long cut, 30 s.
+    const backMs = MODE === 'cut' ? 30_000 : 10_000;
+    await decodes(a, b, 10, backMs);
+    await decodes(b, a, 10, Math.max(1000, backMs - (Date.now() - restored)));
     log(`media back within ${((Date.now() - restored) / 1000).toFixed(1)} s (${((Date.now() - changed) / 1000).toFixed(1)} s after the ${MODE === 'cut' ? 'cut' : 'change'})`);
     for (const p of pages) {
       const net = await p.page.evaluate(() => window.__net);
