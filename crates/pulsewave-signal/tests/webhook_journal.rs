@@ -286,10 +286,12 @@ fn room_of(body: &[u8]) -> String {
     v["room"]["name"].as_str().unwrap().to_owned()
 }
 
-/// The bodies journaled by node A for `room` once there are `n`, in order.
+/// The bodies journaled by node A for `room` once there are `n`, in order
+/// (waiting up to 15 s: long enough for a reconnection to a restarted
+/// Redis).
 async fn journaled(client: &Client, room: &str, n: usize) -> (String, Vec<String>) {
     let mut key = String::new();
-    eventually!(Duration::from_secs(5), {
+    eventually!(Duration::from_secs(15), {
         match journal(client, "node-a", room).await {
             Some(k) => {
                 let len = entries(client, &k).await.len();
@@ -534,22 +536,7 @@ async fn events_queued_while_redis_is_away_are_journaled_when_it_returns() {
     // delivered one is not.
     redis.restart();
     let client = plain_client(&redis).await;
-    let mut key = String::new();
-    eventually!(Duration::from_secs(15), {
-        match journal(&client, "node-a", "u").await {
-            Some(k) => {
-                let n = entries(&client, &k).await.len();
-                key = k;
-                n == 3
-            }
-            None => false,
-        }
-    });
-    let bodies: Vec<String> = entries(&client, &key)
-        .await
-        .iter()
-        .map(|e| body_of(e))
-        .collect();
+    let (_, bodies) = journaled(&client, "u", 3).await;
     let events: Vec<String> = bodies
         .iter()
         .map(|b| serde_json::from_str::<Value>(b).unwrap()["event"].to_string())
