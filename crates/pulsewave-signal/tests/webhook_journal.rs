@@ -281,6 +281,14 @@ fn id_of(body: &[u8]) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
+/// The `event` field of each body, as JSON text (`"\"room_started\""`).
+fn event_names(bodies: &[String]) -> Vec<String> {
+    bodies
+        .iter()
+        .map(|b| serde_json::from_str::<Value>(b).unwrap()["event"].to_string())
+        .collect()
+}
+
 fn room_of(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).unwrap();
     v["room"]["name"].as_str().unwrap().to_owned()
@@ -350,10 +358,7 @@ async fn a_survivor_delivers_the_events_of_a_dead_node_with_their_ids_in_order()
         .notify(WebhookKind::ParticipantLeft, &r1, Some(&alice), None);
     let (_, a_r1) = journaled(&client, "r1", 4).await;
     let (_, a_r2) = journaled(&client, "r2", 1).await;
-    let events: Vec<String> = a_r1
-        .iter()
-        .map(|b| serde_json::from_str::<Value>(b).unwrap()["event"].to_string())
-        .collect();
+    let events = event_names(&a_r1);
     assert_eq!(
         events,
         [
@@ -537,10 +542,7 @@ async fn events_queued_while_redis_is_away_are_journaled_when_it_returns() {
     redis.restart();
     let client = plain_client(&redis).await;
     let (_, bodies) = journaled(&client, "u", 3).await;
-    let events: Vec<String> = bodies
-        .iter()
-        .map(|b| serde_json::from_str::<Value>(b).unwrap()["event"].to_string())
-        .collect();
+    let events = event_names(&bodies);
     assert_eq!(
         events,
         [
