@@ -583,6 +583,8 @@ window.pwStats = async function pwStats() {
       totalAudioEnergy: 0,
       frameWidth: 0,
       frameHeight: 0,
+      keyFramesDecoded: 0,
+      pliCount: 0,
     };
     try {
       const report = await sub.consumer.getStats();
@@ -595,6 +597,8 @@ window.pwStats = async function pwStats() {
         entry.totalAudioEnergy = s.totalAudioEnergy ?? 0;
         entry.frameWidth = s.frameWidth ?? 0;
         entry.frameHeight = s.frameHeight ?? 0;
+        entry.keyFramesDecoded = s.keyFramesDecoded ?? 0;
+        entry.pliCount = s.pliCount ?? 0;
       }
     } catch (err) {
       entry.error = err.message;

@@ -90,13 +90,35 @@ function selectedPair(stats) {
   return pairId ? stats.get(pairId) : [...stats.values()].find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
 }
 /** How often the connected transports' paths are looked at for a silent path (see `_checkStalls`). */
-const STALL_CHECK_MS = 1000;
+const STALL_CHECK_MS = 500;
 /**
  * A consent check the server has not answered for this long, with nothing
  * else received meanwhile, means the path is dead (the server, ICE-lite,
  * answers at once).
  */
 const STALL_UNANSWERED_MS = 1000;
+/**
+ * A path that has received nothing for this long while the browser
+ * discards what it sends on it (`packetsDiscardedOnSend` grows: its local
+ * address is gone) is dead, without waiting for a consent check.
+ */
+const STALL_DISCARDING_MS = 1000;
+/**
+ * When one transport's path is found dead, its siblings on the same local
+ * address that have received nothing for this long are restarted with it.
+ */
+const STALL_SIBLING_SILENT_MS = 1000;
+/**
+ * How long the selected pair of `stats` has received nothing, in ms:
+ * Chromium's `lastPacketReceivedTimestamp` (same clock as the report's
+ * `timestamp`) when given, else `fallback`.
+ */
+function pairSilentMs(pair, fallback) {
+  if (typeof pair.lastPacketReceivedTimestamp === 'number' && pair.lastPacketReceivedTimestamp > 0 && typeof pair.timestamp === 'number') {
+    return Math.max(0, pair.timestamp - pair.lastPacketReceivedTimestamp);
+  }
+  return fallback;
+}
 /** Delay before acting on a `failed` that arrived during an ICE restart. */
 const ICE_RESTART_RETRY_MS = 1000;
 /** Longest wait between two resume attempts (see `_resumeSession`). */
@@ -260,8 +282,10 @@ export class PulseWaveClient extends Emitter {
    * @param {number} [options.reconnectGiveUpMs=120000]
    * @param {number} [options.pingIntervalMs=15000]  0 disables the application-level ping
    * @param {number} [options.stallRestartMs=2000]  a connected transport that has received
-   *   nothing for this long while a consent check of its path went unanswered restarts ICE at
-   *   once, without waiting for the browser's `disconnected` (seconds later); 0 disables
+   *   nothing for this long while a consent check of its path went unanswered (or for 1 s while
+   *   the browser discards what it sends: its address is gone) restarts ICE at once, with its
+   *   silent siblings on the same address, without waiting for the browser's `disconnected`
+   *   (seconds later); 0 disables
    * @param {RTCIceTransportPolicy} [options.iceTransportPolicy]
    */
   constructor(options = {}) {
@@ -1485,22 +1509,27 @@ export class PulseWaveClient extends Emitter {
   }
 
   /**
-   * Looks at the selected path of every connected transport (once a
-   * second): one that has received nothing for `stallRestartMs` while a
-   * consent check the browser sent on it went unanswered for
-   * STALL_UNANSWERED_MS is dead (a network change took its local address,
-   * or the link is cut), and restarts ICE at once. The browser only says
-   * `disconnected` seconds later (about 5 s after an address change in
-   * Chromium). A quiet but live path (every consumer paused, a muted
-   * publisher) answers its consent checks and is left alone. Once per
-   * path: a selected pair that stalled must receive again before it can
-   * stall again (the ICE restart it started, or the browser's own
-   * `disconnected`/`failed`, takes it from there).
+   * Looks at the selected path of every connected transport (every
+   * STALL_CHECK_MS): one that has received nothing for `stallRestartMs`
+   * while a consent check the browser sent on it went unanswered for
+   * STALL_UNANSWERED_MS, or for STALL_DISCARDING_MS while the browser
+   * discards what it sends on it (its local address is gone), is dead (a
+   * network change took its local address, or the link is cut), and
+   * restarts ICE at once, with every sibling transport on the same local
+   * address that has been silent for STALL_SIBLING_SILENT_MS (they share
+   * its fate; each would otherwise wait for a consent check of its own).
+   * The browser only says `disconnected` seconds later (about 5 s after an
+   * address change in Chromium). A quiet but live path (every consumer
+   * paused, a muted publisher) answers its consent checks and is left
+   * alone. Once per path: a selected pair that stalled must receive again
+   * before it can stall again (the ICE restart it started, or the
+   * browser's own `disconnected`/`failed`, takes it from there).
    */
   async _checkStalls(session) {
     if (session.closed || session.resuming || session.checkingStalls) return;
     session.checkingStalls = true;
     try {
+      const looked = [];
       for (const transport of [...session.transports]) {
         if (session.closed || session.resuming) return;
         const app = transport.appData;
@@ -1508,38 +1537,49 @@ export class PulseWaveClient extends Emitter {
           app.stall = null;
           continue;
         }
-        const pair = selectedPair(await transport.getStats());
+        const stats = await transport.getStats();
+        const pair = selectedPair(stats);
         if (!pair) {
           app.stall = null;
           continue;
         }
         const now = Date.now();
+        const local = stats.get(pair.localCandidateId);
         const bytes = pair.bytesReceived ?? 0;
         const requests = pair.requestsSent ?? 0;
         const responses = pair.responsesReceived ?? 0;
-        const st = app.stall;
+        const discarded = pair.packetsDiscardedOnSend ?? 0;
+        let st = app.stall;
         if (!st || st.pairId !== pair.id || bytes !== st.bytes || responses !== st.responses) {
           // Something arrived (or a new path): alive. A path that received
           // since its stall may stall again.
-          if (st && st.pairId === pair.id && (bytes !== st.bytes || responses !== st.responses)) app.stalledPair = null;
-          app.stall = { pairId: pair.id, bytes, responses, requests, since: now, unansweredSince: null };
+          if (st && st.pairId === pair.id) app.stalledPair = null;
+          app.stall = { pairId: pair.id, bytes, responses, requests, discarded, since: now, unansweredSince: null, discardingSince: null };
           continue;
         }
         if (requests > st.requests && st.unansweredSince === null) st.unansweredSince = now;
+        if (discarded > st.discarded && st.discardingSince === null) st.discardingSince = now;
         st.requests = requests;
-        if (
-          app.stalledPair !== pair.id &&
-          st.unansweredSince !== null &&
-          now - st.unansweredSince >= STALL_UNANSWERED_MS &&
-          now - st.since >= this._options.stallRestartMs
-        ) {
-          // One restart per dead path: while that restart runs the browser
-          // may keep the old pair selected (and the transport `connected`);
-          // restarting again would cut the restart short every time.
-          app.stalledPair = pair.id;
-          this.emit('transportStalled', { direction: transport.direction, transportId: transport.id, silentMs: now - st.since });
-          this._restartIce(session, transport, transport.direction, 'disconnected');
+        st.discarded = discarded;
+        const silentMs = pairSilentMs(pair, now - st.since);
+        looked.push({ transport, pairId: pair.id, local: local ? (local.address ?? local.ip ?? null) : null, silentMs });
+        const unanswered = st.unansweredSince !== null && now - st.unansweredSince >= STALL_UNANSWERED_MS && silentMs >= this._options.stallRestartMs;
+        const discarding = st.discardingSince !== null && silentMs >= Math.min(STALL_DISCARDING_MS, this._options.stallRestartMs);
+        if (app.stalledPair !== pair.id && (unanswered || discarding)) {
+          looked.at(-1).dead = true;
         }
+      }
+      const dead = looked.filter((l) => l.dead);
+      for (const l of looked) {
+        const siblingOfDead = dead.some((d) => d.local !== null && d.local === l.local) && l.silentMs >= STALL_SIBLING_SILENT_MS;
+        if (!l.dead && !(siblingOfDead && l.transport.appData.stalledPair !== l.pairId)) continue;
+        if (session.closed || session.resuming || l.transport.closed) return;
+        // One restart per dead path: while that restart runs the browser
+        // may keep the old pair selected (and the transport `connected`);
+        // restarting again would cut the restart short every time.
+        l.transport.appData.stalledPair = l.pairId;
+        this.emit('transportStalled', { direction: l.transport.direction, transportId: l.transport.id, silentMs: l.silentMs });
+        this._restartIce(session, l.transport, l.transport.direction, 'disconnected');
       }
     } finally {
       session.checkingStalls = false;
@@ -1593,6 +1633,7 @@ export class PulseWaveClient extends Emitter {
     app.iceRestarts = (app.iceRestarts ?? 0) + 1;
     try {
       const reply = await this._request(session, { type: 'restart-ice', transportId: transport.id });
+
       if (session.closed || transport.closed) return;
       // Fresh TURN credentials first, so the restart gathers relay candidates with them
       // (older servers send none: the transport keeps its servers).

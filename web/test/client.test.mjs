@@ -594,3 +594,65 @@ test('stall: a silent path with an unanswered consent check restarts ICE; a quie
     mock.sent('kim', 'restart-ice').some((r) => r.transportId === result.transportId),
   );
 });
+
+test('stall: a path whose sends are discarded restarts ICE after 1 s of silence, with its silent sibling on the same address', { timeout: 40_000 }, async () => {
+  const result = await run(
+    async ([url, token]) => {
+      const lee = window.T.make('lee', url, token);
+      await lee.connect();
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      await lee.publish(stream.getAudioTracks()[0], { source: 'microphone' });
+      const send = await lee._session.sendTransport;
+      const recv = await lee._getRecvTransport(lee._session);
+      // Both transports on one local address (as a browser has them); the
+      // send transport's selected pair is where the browser sends most.
+      const pairs = new Map();
+      for (const transport of [send, recv]) {
+        const pair = { bytesReceived: 1000, requestsSent: 5, responsesReceived: 5, packetsDiscardedOnSend: 0, lastPacketReceivedTimestamp: Date.now() };
+        pairs.set(transport, pair);
+        Object.defineProperty(transport, 'connectionState', { get: () => 'connected', configurable: true });
+        transport.getStats = async () =>
+          new Map([
+            ['T1', { type: 'transport', id: 'T1', selectedCandidatePairId: 'CP1' }],
+            ['CP1', { type: 'candidate-pair', id: 'CP1', localCandidateId: 'L1', timestamp: Date.now(), ...pair }],
+            ['L1', { type: 'local-candidate', id: 'L1', address: '10.77.0.2' }],
+          ]);
+      }
+      const stalls = [];
+      lee.on('transportStalled', (e) => stalls.push({ ...e, at: Date.now() }));
+      const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+      // Live for 2 s: media arrives on both.
+      for (let i = 0; i < 8; i++) {
+        await wait(250);
+        for (const pair of pairs.values()) {
+          pair.bytesReceived += 1200;
+          pair.lastPacketReceivedTimestamp = Date.now();
+        }
+      }
+      const live = stalls.length;
+      // Then the address is gone: nothing arrives, and the browser discards
+      // what it sends on the send transport (no consent check is sent yet).
+      const silentFrom = Date.now();
+      const deadline = Date.now() + 10_000;
+      while (stalls.length < 2 && Date.now() < deadline) {
+        pairs.get(send).packetsDiscardedOnSend += 3;
+        await wait(100); // the browser's send rate, roughly; the loop ends at the events or the bound
+      }
+      return { live, stalls, silentFrom, send: send.id, recv: recv.id };
+    },
+    [mock.wsUrl, mockToken('lee', ROOM, 'Lee')],
+  );
+  assert.equal(result.live, 0, 'a path that receives never stalls');
+  assert.deepEqual(
+    result.stalls.map((s) => s.transportId).sort(),
+    [result.send, result.recv].sort(),
+    'the dead path and its silent sibling both stall',
+  );
+  for (const stall of result.stalls) {
+    assert.ok(stall.silentMs >= 1000, `silent ${stall.silentMs} ms before the restart`);
+    assert.ok(stall.at - result.silentFrom < 2500, `noticed ${stall.at - result.silentFrom} ms after the address went away`);
+  }
+  for (const id of [result.send, result.recv]) {
+    await until(`a restart-ice request for ${id}`, () => mock.sent('lee', 'restart-ice').some((r) => r.transportId === id));
+  }
+});

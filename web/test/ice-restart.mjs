@@ -13,8 +13,8 @@
 //   address  the browsers' address is replaced mid-call (10.77.0.2 becomes
 //            10.77.0.3 on interface v0; run-network-tests.sh sets it up, the
 //            server's media address on loopback, signaling on 127.0.0.1),
-//            and video must decode both ways within 10 s of the first
-//            stall or `disconnected`; then it changes again (10.77.0.4) while every signaling socket
+//            and video must decode both ways within 5 s of the change;
+//            then it changes again (10.77.0.4) while every signaling socket
 //            is killed (ss -K) and Bob's way back is held until his media
 //            is seen broken: he resumes his session, then restarts ICE on
 //            the transports that broke meanwhile, same ids.
@@ -71,6 +71,9 @@ function cut(on) {
   }
 }
 
+/** After an address change, video decodes both ways again within this long of it. */
+const ADDRESS_BACK_MS = 5_000;
+
 async function waitFor(p, what, fn, arg, timeoutMs = 30_000) {
   const deadline = Date.now() + timeoutMs;
   let last;
@@ -124,6 +127,48 @@ async function decodes(p, q, n, timeoutMs) {
     [q.identity, base, n],
     timeoutMs,
   );
+}
+
+/**
+ * Samples each page's camera subscription (packets, frames received and
+ * decoded, keyframes decoded, PLIs sent) every 200 ms; `stop()` returns one
+ * line per page with the times (s after `t0`) each counter moved again
+ * after standing still for 1 s or more, for the timing figures and the
+ * failure report.
+ */
+async function traceVideo(pages) {
+  const KEYS = ['packetsReceived', 'framesReceived', 'framesDecoded', 'keyFramesDecoded', 'pliCount'];
+  let running = true;
+  const last = pages.map(() => ({}));
+  const resumed = pages.map(() => Object.fromEntries(KEYS.map((k) => [k, []])));
+  const out = { t0: Date.now() };
+  const sample = () =>
+    Promise.all(
+      pages.map(async (p, i) => {
+        const other = pages.find((q) => q !== p);
+        const cam = await p.page.evaluate((id) => window.pwStats().then((s) => s[id]?.camera ?? null), other.identity).catch(() => null);
+        if (!cam) return;
+        const now = Date.now();
+        for (const k of KEYS) {
+          const l = last[i][k];
+          if (l && cam[k] !== l.value && now - l.since >= 1000) resumed[i][k].push(((now - out.t0) / 1000).toFixed(1));
+          if (!l || cam[k] !== l.value) last[i][k] = { value: cam[k], since: now };
+        }
+      }),
+    );
+  await sample();
+  const loop = (async () => {
+    while (running) {
+      await sleep(200);
+      await sample();
+    }
+  })();
+  out.stop = async () => {
+    running = false;
+    await loop;
+    return pages.map((p, i) => `${p.name} receiving, moved again after 1 s or more at: ${KEYS.map((k) => `${k} [${resumed[i][k].join(' ')}]`).join(', ')}`);
+  };
+  return out;
 }
 
 const ids = (p) =>
@@ -210,11 +255,13 @@ async function main() {
       // With an address to change, media must not use loopback.
       ...(MODE === 'cut' ? ['--allow-loopback-in-peer-connection'] : []),
       '--autoplay-policy=no-user-gesture-required',
+      ...(process.env.PULSEWAVE_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean),
     ],
   });
   const pages = [];
   let failed = null;
   let isCut = false;
+  let trace = null;
   try {
     const a = await open(browser, 'Alice');
     const b = await open(browser, 'Bob');
@@ -233,10 +280,13 @@ async function main() {
       isCut = true;
       log(`media ports ${PORTS} cut`);
     } else {
+      trace = await traceVideo(pages);
       changeAddress();
       log('the browsers moved from 10.77.0.2 to 10.77.0.3');
     }
     const changed = Date.now();
+    trace ??= await traceVideo(pages);
+    trace.t0 = changed;
     for (const p of pages) {
       await waitFor(
         p,
@@ -256,18 +306,24 @@ async function main() {
     }
     const restored = Date.now();
 
-    // After an address change, video within 10 s of the stall (or
-    // Chromium's `disconnected`): 1.3–3.8 s measured (debug server); a
-    // congestion pause of the new path (its estimate collapsing on what was
-    // sent to the dead address) took 7–9 s. After the long cut, 30 s.
-    const backMs = MODE === 'cut' ? 30_000 : 10_000;
-    await decodes(a, b, 10, backMs);
-    await decodes(b, a, 10, Math.max(1000, backMs - (Date.now() - restored)));
+    // After an address change, 10 more frames decoded both ways within 5 s
+    // of the change: 3.3–3.8 s measured (debug server; the stall is seen
+    // 2.0–2.5 s after the change). Before, 4.6–7.6 s: the transports of a
+    // page stalled one by one, and the server's worker waited up to 1.8 s
+    // for room in its socket's send buffer (see pool::SOCKET_BUFFER), so
+    // `restart-ice` was answered late. After the long cut, 30 s.
+    const backMs = MODE === 'cut' ? 30_000 : ADDRESS_BACK_MS - (Date.now() - changed);
+    if (backMs <= 0) throw new Error(`the dead path was noticed only ${((Date.now() - changed) / 1000).toFixed(1)} s after the change`);
+    try {
+      await Promise.all([decodes(a, b, 10, backMs), decodes(b, a, 10, backMs)]);
+    } finally {
+      for (const line of await trace.stop()) log(line);
+    }
     log(`media back within ${((Date.now() - restored) / 1000).toFixed(1)} s (${((Date.now() - changed) / 1000).toFixed(1)} s after the ${MODE === 'cut' ? 'cut' : 'change'})`);
     for (const p of pages) {
       const net = await p.page.evaluate(() => window.__net);
       const restarts = net.filter((e) => e.type === 'iceRestarted').length;
-      log(`${p.name}: ${restarts} ICE restarts; events ${net.map((e) => e.state ? `${e.type}:${e.direction}:${e.state}` : e.type).join(', ')}`);
+      log(`${p.name}: ${restarts} ICE restarts; events (s after the ${MODE === 'cut' ? 'cut' : 'change'}) ${net.map((e) => `${e.state ? `${e.type}:${e.direction}:${e.state}` : e.type}@${((e.t - changed) / 1000).toFixed(1)}`).join(', ')}`);
       if (restarts === 0) throw new Error(`${p.name}: no ICE restart was made`);
       for (const bad of ['participantLeft', 'reconnecting']) {
         if (net.some((e) => e.type === bad)) throw new Error(`${p.name}: saw ${bad}: the session was not kept`);

@@ -101,9 +101,39 @@ fn bind_in_range(ip: IpAddr, min: u16, max: u16, skip: &[u16]) -> io::Result<Udp
     }))
 }
 
-/// A UDP socket on `addr`; an IPv6 one carries IPv6 only
-/// (`IPV6_V6ONLY`), so `::` and `0.0.0.0` can share a port number.
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// The send and receive buffer sizes asked for each worker's UDP socket;
+/// the kernel caps them at `net.core.wmem_max` / `net.core.rmem_max`
+/// (212,992 bytes by default) and doubles what it grants.
+///
+/// The send buffer matters most. A datagram to a neighbour on the server's
+/// own link whose address is being resolved (a participant whose address
+/// just went away: ARP gives up after about 3 s) stays charged to the
+/// socket until then, up to `net.ipv4.neigh.*.unres_qlen_bytes` (212,992
+/// bytes by default) per neighbour. With the default buffer (also 212,992
+/// bytes), one such neighbour filled it, and every room of the worker
+/// waited for room in it for seconds.
+pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A UDP socket on `addr` with [`SOCKET_BUFFER`]-sized buffers; an IPv6
+/// one carries IPv6 only (`IPV6_V6ONLY`), so `::` and `0.0.0.0` can share a
+/// port number.
+pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = bind_udp_only(addr)?;
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{setsockopt, sockopt};
+        // Best effort: a smaller buffer still works, with the risk above.
+        if let Err(e) = setsockopt(&socket, sockopt::SndBuf, &SOCKET_BUFFER) {
+            tracing::debug!(%addr, error = %e, "SO_SNDBUF not set");
+        }
+        if let Err(e) = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUFFER) {
+            tracing::debug!(%addr, error = %e, "SO_RCVBUF not set");
+        }
+    }
+    Ok(socket)
+}
+
+fn bind_udp_only(addr: SocketAddr) -> io::Result<UdpSocket> {
     #[cfg(target_os = "linux")]
     if addr.is_ipv6() {
         use nix::sys::socket::{SockFlag, SockType, SockaddrStorage, bind, setsockopt, sockopt};
