@@ -103,8 +103,8 @@ async function open(browser, name) {
     const log = [];
     window.__net = log;
     const c = window.pulsewave;
-    for (const type of ['transportState', 'iceRestarted', 'participantLeft', 'reconnecting', 'reconnected', 'resumed', 'resumeFailed', 'error', 'streamStateChanged', 'transportStalled']) {
-      c.on(type, (e) => log.push({ type, state: e?.state, direction: e?.direction, reason: e?.reason ?? e?.message, t: Date.now() }));
+    for (const type of ['transportState', 'iceRestarted', 'participantLeft', 'reconnecting', 'reconnected', 'resumed', 'resumeFailed', 'error', 'streamStateChanged', 'transportStalled', 'layersChanged']) {
+      c.on(type, (e) => log.push({ type, state: e?.state ?? (type === 'layersChanged' ? `${e?.subscription?.source}:${e?.spatialLayer}/${e?.temporalLayer}` : undefined), direction: e?.direction, reason: e?.reason ?? e?.message, t: Date.now() }));
     }
     return c.identity;
   });
@@ -323,7 +323,7 @@ async function main() {
     for (const p of pages) {
       const net = await p.page.evaluate(() => window.__net);
       const restarts = net.filter((e) => e.type === 'iceRestarted').length;
-      log(`${p.name}: ${restarts} ICE restarts; events (s after the ${MODE === 'cut' ? 'cut' : 'change'}) ${net.map((e) => `${e.state ? `${e.type}:${e.direction}:${e.state}` : e.type}@${((e.t - changed) / 1000).toFixed(1)}`).join(', ')}`);
+      log(`${p.name}: ${restarts} ICE restarts; events (s after the ${MODE === 'cut' ? 'cut' : 'change'}) ${net.map((e) => `${e.type}${e.direction ? `:${e.direction}` : ''}${e.state ? `:${e.state}` : ''}@${((e.t - changed) / 1000).toFixed(1)}`).join(', ')}`);
       if (restarts === 0) throw new Error(`${p.name}: no ICE restart was made`);
       for (const bad of ['participantLeft', 'reconnecting']) {
         if (net.some((e) => e.type === bad)) throw new Error(`${p.name}: saw ${bad}: the session was not kept`);

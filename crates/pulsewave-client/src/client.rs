@@ -309,6 +309,7 @@ pub struct ClientBuilder {
     receive_bitrate_cap: Option<u64>,
     ice_protocol: IceProtocol,
     restart_ice: bool,
+    stall_after: Option<Duration>,
 }
 
 /// How a client reconnects ([`ClientBuilder::reconnect`]), as the
@@ -356,6 +357,7 @@ impl Default for ClientBuilder {
             send_capabilities: None,
             ice_protocol: IceProtocol::Udp,
             restart_ice: true,
+            stall_after: Some(crate::peer::DEFAULT_STALL_AFTER),
         }
     }
 }
@@ -441,6 +443,18 @@ impl ClientBuilder {
         self
     }
 
+    /// How long a connected transport may receive nothing, while a binding
+    /// request it sent went unanswered for a second, before it counts as
+    /// lost ([`ClientEvent::TransportDisconnected`], then an ICE restart
+    /// with [`restart_ice_on_loss`](Self::restart_ice_on_loss)), as the
+    /// JavaScript client's `stallRestartMs`; default 2 s, `None` waits for
+    /// str0m's ICE agent to give the pair up (about 15 s).
+    /// [`PeerTransport::set_stall_after`](crate::peer::PeerTransport::set_stall_after).
+    pub fn stall_after(mut self, after: Option<Duration>) -> Self {
+        self.stall_after = after;
+        self
+    }
+
     /// Never reconnects: the client ends with [`ClientEvent::Closed`] when
     /// its connection drops.
     pub fn no_reconnect(mut self) -> Self {
@@ -476,6 +490,7 @@ impl ClientBuilder {
             next_request_id: Arc::new(AtomicU64::new(1)),
             ice_protocol: self.ice_protocol,
             restart_ice: self.restart_ice,
+            stall_after: self.stall_after,
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             bind_ip: self.bind_ip,
@@ -1228,6 +1243,8 @@ pub(crate) struct Inner {
     ice_protocol: IceProtocol,
     /// Restart ICE when a transport loses its connection.
     restart_ice: bool,
+    /// See [`ClientBuilder::stall_after`].
+    stall_after: Option<Duration>,
     pub(crate) request_timeout: Duration,
     connect_timeout: Duration,
     bind_ip: Option<IpAddr>,
@@ -1365,7 +1382,7 @@ impl Inner {
             }
             IceProtocol::Tcp => driver::connect_tcp(server, ip, self.connect_timeout).await?,
         };
-        let peer = PeerTransport::with_protocol(
+        let mut peer = PeerTransport::with_protocol(
             Instant::now(),
             direction,
             proto,
@@ -1373,6 +1390,7 @@ impl Inner {
             &transport,
             caps,
         )?;
+        peer.set_stall_after(self.stall_after);
         let reply = self
             .request(ClientMessage::ConnectTransport {
                 transport_id: transport.id.clone(),

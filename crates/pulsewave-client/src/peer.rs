@@ -48,7 +48,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pulsewave_protocol::ConsumerId;
 use pulsewave_protocol::TransportId;
@@ -72,6 +72,17 @@ use crate::error::ClientError;
 
 /// The audio level (-dBov, RFC 6464) every synthetic audio packet carries.
 pub const SYNTHETIC_AUDIO_LEVEL: i8 = -30;
+
+/// The silence after which a connected transport whose binding request
+/// went unanswered for [`STALL_UNANSWERED`] counts as lost (see
+/// [`PeerTransport::set_stall_after`]); as the JavaScript client's
+/// `stallRestartMs`.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(2);
+
+/// How long a binding request must stay unanswered (nothing at all
+/// received since it left) before a silent path counts as lost. The server
+/// is ICE-lite and answers at once.
+pub const STALL_UNANSWERED: Duration = Duration::from_secs(1);
 
 /// A datagram to send on the transport's UDP socket.
 #[must_use]
@@ -214,6 +225,15 @@ pub struct PeerTransport {
     dtls_up: bool,
     ice_up: bool,
     connected: bool,
+    /// When the last datagram arrived.
+    last_received: Option<Instant>,
+    /// When a binding request left with nothing received since.
+    unanswered_since: Option<Instant>,
+    /// The path went silent with a check unanswered: reported
+    /// `Disconnected` until a datagram arrives.
+    stalled: bool,
+    /// See [`PeerTransport::set_stall_after`].
+    stall_after: Option<Duration>,
     /// The audio level (RFC 6464, -dBov) written on audio packets; `None`:
     /// no extension.
     audio_level: Option<i8>,
@@ -346,6 +366,14 @@ fn str0m_kind(kind: MediaKind) -> str0m::media::MediaKind {
     }
 }
 
+/// Whether `datagram` is a STUN binding request (RFC 8489: message type
+/// 0x0001 and the magic cookie).
+fn is_binding_request(datagram: &[u8]) -> bool {
+    datagram.len() >= 20
+        && datagram[0..2] == [0x00, 0x01]
+        && datagram[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
 fn reliability(max_retransmits: Option<u16>, max_packet_life_time: Option<u16>) -> Reliability {
     match (max_retransmits, max_packet_life_time) {
         (Some(retransmits), _) => Reliability::MaxRetransmits { retransmits },
@@ -457,6 +485,10 @@ impl PeerTransport {
             dtls_up: false,
             ice_up: false,
             connected: false,
+            last_received: None,
+            unanswered_since: None,
+            stalled: false,
+            stall_after: Some(DEFAULT_STALL_AFTER),
             audio_level: Some(SYNTHETIC_AUDIO_LEVEL),
             failure: None,
             local_fingerprint,
@@ -521,9 +553,32 @@ impl PeerTransport {
         self.server_addr
     }
 
-    /// Whether ICE and DTLS are up.
+    /// Whether ICE and DTLS are up (and the path has not stalled, see
+    /// [`set_stall_after`](Self::set_stall_after)).
     pub fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    /// A connected transport that has received nothing for `after` while a
+    /// binding request it sent went unanswered for [`STALL_UNANSWERED`] is
+    /// reported lost ([`PeerEvent::Disconnected`]) at once, as the
+    /// JavaScript client's stall check does, rather than when str0m's ICE
+    /// agent gives the pair up (its checks back off to 3 s apart: about
+    /// 15 s). The next datagram that arrives makes it `Connected` again.
+    /// Default [`DEFAULT_STALL_AFTER`]; `None` turns the check off.
+    pub fn set_stall_after(&mut self, after: Option<Duration>) {
+        self.stall_after = after;
+    }
+
+    /// When the stall check fires, if nothing arrives before.
+    fn stall_deadline(&self) -> Option<Instant> {
+        let after = self.stall_after?;
+        if !self.connected || self.stalled {
+            return None;
+        }
+        let unanswered = self.unanswered_since?;
+        let last = self.last_received?;
+        Some((last + after).max(unanswered + STALL_UNANSWERED))
     }
 
     /// Whether the transport can still do anything (not closed, no fatal
@@ -644,8 +699,17 @@ impl PeerTransport {
         }
         let receive = Receive::new(self.proto.str0m(), source, self.local_addr, contents)
             .map_err(|e| ClientError::WebRtc(format!("unrecognised datagram: {e}")))?;
+        // Something arrived: the path is alive.
+        self.last_received = Some(now);
+        self.unanswered_since = None;
         let result = self.rtc.handle_input(Input::Receive(now, receive));
         self.drain();
+        if self.stalled && self.rtc.is_alive() {
+            self.stalled = false;
+            if self.ice_up && self.dtls_up {
+                self.set_connected(true);
+            }
+        }
         result.map_err(Into::into)
     }
 
@@ -657,6 +721,11 @@ impl PeerTransport {
             tracing::debug!(transport = %self.id, error = %e, "timeout handling failed");
         }
         self.drain();
+        if self.stall_deadline().is_some_and(|t| t <= now) {
+            tracing::debug!(transport = %self.id, "path silent with a check unanswered: lost");
+            self.stalled = true;
+            self.set_connected(false);
+        }
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -1221,10 +1290,12 @@ impl PeerTransport {
     /// When to call [`handle_timeout`](Self::handle_timeout) next; `None`
     /// once the transport is dead.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.rtc.is_alive() {
-            self.timeout
-        } else {
-            None
+        if !self.rtc.is_alive() {
+            return None;
+        }
+        match (self.timeout, self.stall_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -1292,10 +1363,15 @@ impl PeerTransport {
                     self.timeout = Some(t);
                     break;
                 }
-                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Ok(Output::Transmit(t)) => {
+                    if self.unanswered_since.is_none() && is_binding_request(&t.contents) {
+                        self.unanswered_since = Some(self.last_now);
+                    }
+                    self.transmits.push_back(Transmit {
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    });
+                }
                 Ok(Output::Event(e)) => self.on_event(e),
                 Err(e) => {
                     tracing::warn!(transport = %self.id, error = %e, "transport failed");

@@ -1,6 +1,8 @@
 //! ICE restart: a participant whose network changed gets its media back
 //! on the same transports, producers and consumers, with the same ids.
 
+use std::time::Duration;
+
 use pulsewave_core::Event;
 use pulsewave_protocol::rtp::MediaKind;
 
@@ -98,4 +100,67 @@ fn a_restart_in_place_swaps_the_route_and_only_the_owner_may_restart() {
     let now = sim.now();
     let err = sim.room_mut().restart_ice(now, alice, &recv);
     assert!(err.is_err(), "{err:?}");
+}
+
+/// The Rust client's stall check (`PeerTransport::set_stall_after`, as the
+/// JavaScript client's `stallRestartMs`): a transport whose path is cut is
+/// reported lost seconds after the cut, not when str0m's ICE agent gives
+/// the pair up (about 15 s), and connected again by the first datagram once
+/// the path is back. A quiet but live path (its only traffic the checks
+/// the server answers) is never reported lost.
+#[test]
+fn a_cut_path_is_reported_lost_within_seconds_and_a_quiet_one_never() {
+    use pulsewave_client::peer::PeerEvent;
+
+    let (mut sim, alice, bob) = alice_and_bob(32);
+    let (producer, _) = sim.publish(alice, MediaKind::Video, "video/VP8");
+    let consumer = sim.subscribe(bob, &producer);
+    let (send, recv) = (send_tid(&sim, alice), recv_tid(&sim, bob));
+    sim.advance(SECOND);
+    assert!(sim.received(bob, &consumer).len() > 10, "media flows");
+    let lost_events = |sim: &pulsewave_test::Sim, id: &pulsewave_protocol::TransportId| {
+        sim.peer(id)
+            .events()
+            .iter()
+            .filter(|(_, e)| *e == PeerEvent::Disconnected)
+            .count()
+    };
+
+    // Alice's send transport carries media and gets feedback; Bob's
+    // receive transport is cut.
+    sim.cut(&recv, true);
+    let cut_at = sim.now();
+    let lost = sim.run_until(20 * SECOND, |sim| lost_events(sim, &recv) > 0);
+    assert!(lost, "the cut transport is reported lost");
+    let after = sim.now() - cut_at;
+    assert!(
+        // 2 s from the last datagram (in flight at the cut), a check
+        // unanswered for 1 s.
+        after >= Duration::from_millis(1900) && after <= Duration::from_secs(5),
+        "reported lost {after:?} after the cut (2 s of silence, a check unanswered for 1 s)"
+    );
+    assert!(!sim.peer(&recv).transport().is_connected());
+    assert_eq!(lost_events(&sim, &send), 0, "the live transport is not");
+
+    // The path comes back: the next datagram makes it connected again.
+    sim.cut(&recv, false);
+    let back = sim.run_until(10 * SECOND, |sim| {
+        sim.peer(&recv).transport().is_connected()
+    });
+    assert!(back, "connected again once datagrams arrive");
+    assert_eq!(lost_events(&sim, &recv), 1, "reported lost once");
+
+    // Quiet but live: Bob's consumer paused, nothing but checks and RTCP
+    // on his receive transport for 20 s.
+    let now = sim.now();
+    sim.room_mut()
+        .pause_consumer(now, bob, &consumer)
+        .expect("Bob pauses his own consumer");
+    sim.advance(20 * SECOND);
+    assert_eq!(
+        lost_events(&sim, &recv),
+        1,
+        "a quiet live path is never reported lost"
+    );
+    assert!(sim.peer(&recv).transport().is_connected());
 }
