@@ -26,6 +26,9 @@ pub(crate) const WRITABLE_WAIT: std::time::Duration = std::time::Duration::from_
 /// kept between batches so a batch allocates nothing.
 pub(crate) struct Outbox {
     queue: Vec<Transmit>,
+    /// Datagrams dropped since the last [`Outbox::take_dropped`]: refused
+    /// by the kernel, or left when the send buffer stayed full.
+    dropped: u64,
     #[cfg(target_os = "linux")]
     headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
 }
@@ -34,6 +37,7 @@ impl Outbox {
     pub(crate) fn new() -> Self {
         Self {
             queue: Vec::with_capacity(BATCH),
+            dropped: 0,
             #[cfg(target_os = "linux")]
             headers: nix::sys::socket::MultiHeaders::preallocate(BATCH, None),
         }
@@ -43,6 +47,11 @@ impl Outbox {
     pub(crate) fn push(&mut self, t: Transmit) -> bool {
         self.queue.push(t);
         self.queue.len() >= BATCH
+    }
+
+    /// Datagrams dropped since the last call (see `WorkerStats::send_dropped`).
+    pub(crate) fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Sends every queued datagram, waiting for the socket when its buffer
@@ -72,11 +81,9 @@ impl Outbox {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break,
                         Err(_) => {
-                            debug!(
-                                worker,
-                                dropped = self.queue.len() - next,
-                                "send buffer full: datagrams dropped"
-                            );
+                            let dropped = self.queue.len() - next;
+                            debug!(worker, dropped, "send buffer full: datagrams dropped");
+                            self.dropped += dropped as u64;
                             break;
                         }
                     }
@@ -85,6 +92,7 @@ impl Outbox {
                     // The call failed on its first datagram: skip that one.
                     let to = self.queue[next].destination;
                     debug!(worker, %to, error = %e, "send failed");
+                    self.dropped += 1;
                     next += 1;
                 }
             }
@@ -204,7 +212,7 @@ mod tests {
     /// being granted.
     #[test]
     fn a_send_buffer_held_full_costs_a_bounded_wait_not_seconds() {
-        let took = in_namespace(|| {
+        let (took, dropped) = in_namespace(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -228,9 +236,10 @@ mod tests {
                     }
                 }
                 outbox.send(&socket, 0).await;
-                start.elapsed()
+                (start.elapsed(), outbox.take_dropped())
             })
         });
+        assert!(dropped > 0, "what did not fit was dropped (and counted)");
         let batches = 2000u32.div_ceil(super::BATCH as u32);
         assert!(
             took < WRITABLE_WAIT * batches + Duration::from_millis(500),

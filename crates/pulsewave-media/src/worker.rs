@@ -73,6 +73,9 @@ pub struct WorkerStats {
     pub datagrams_out: AtomicU64,
     /// Datagrams dropped: garbage, unknown source, rejected.
     pub datagrams_dropped: AtomicU64,
+    /// Outgoing UDP datagrams dropped: the kernel refused them, or the
+    /// socket's send buffer stayed full (`outbox::WRITABLE_WAIT`).
+    pub send_dropped: AtomicU64,
     /// Open ICE-TCP connections.
     pub tcp_connections: AtomicUsize,
     /// ICE-TCP connections dropped because their peer fell too far behind
@@ -97,6 +100,7 @@ impl Default for WorkerStats {
             datagrams_in: AtomicU64::new(0),
             datagrams_out: AtomicU64::new(0),
             datagrams_dropped: AtomicU64::new(0),
+            send_dropped: AtomicU64::new(0),
             tcp_connections: AtomicUsize::new(0),
             tcp_overflows: AtomicU64::new(0),
             rtp_forwarded: AtomicU64::new(0),
@@ -633,6 +637,12 @@ impl Worker {
             sent += self.outbox6.send(socket6, self.index).await;
         }
         self.stats.datagrams_out.fetch_add(sent, Ordering::Relaxed);
+        let dropped = self.outbox.take_dropped() + self.outbox6.take_dropped();
+        if dropped > 0 {
+            self.stats
+                .send_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
         self.forward_events();
     }
 

@@ -170,7 +170,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         let sum = |f: &dyn Fn(&crate::media::WorkerStats) -> u64| -> u64 {
             pool.workers().iter().map(|w| f(w.stats())).sum()
         };
-        let rows: [(&str, &str, &str, u64); 14] = [
+        let rows: [(&str, &str, &str, u64); 15] = [
             (
                 "pulsewave_media_rooms",
                 "gauge",
@@ -200,6 +200,12 @@ pub(crate) fn render(shared: &Shared) -> String {
                 "counter",
                 "ICE-TCP connections dropped because their peer fell too far behind.",
                 sum(&|s| s.tcp_overflows.load(Ordering::Relaxed)),
+            ),
+            (
+                "pulsewave_media_send_dropped_total",
+                "counter",
+                "Outgoing UDP datagrams the media workers dropped: refused by the kernel, or the socket's send buffer stayed full.",
+                sum(&|s| s.send_dropped.load(Ordering::Relaxed)),
             ),
             (
                 "pulsewave_media_datagrams_received_total",
