@@ -1549,7 +1549,7 @@ export class PulseWaveClient extends Emitter {
         const requests = pair.requestsSent ?? 0;
         const responses = pair.responsesReceived ?? 0;
         const discarded = pair.packetsDiscardedOnSend ?? 0;
-        let st = app.stall;
+        const st = app.stall;
         if (!st || st.pairId !== pair.id || bytes !== st.bytes || responses !== st.responses) {
           // Something arrived (or a new path): alive. A path that received
           // since its stall may stall again.
