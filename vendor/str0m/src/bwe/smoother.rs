@@ -38,7 +38,9 @@ impl EstimateSmoother {
 
         // Remove entries older than the window.
         while let Some((time, _)) = self.estimates.front() {
-            if now.duration_since(*time) > ESTIMATE_WINDOW {
+            // `now.duration_since(time) > ESTIMATE_WINDOW`, without the
+            // subtraction (this runs on every estimator timeout).
+            if now > *time + ESTIMATE_WINDOW {
                 // Keep last entry
                 if self.estimates.len() == 1 {
                     break;

@@ -368,19 +368,31 @@ impl LeakyBucketPacer {
             self.pacing_bitrate
         };
 
-        let (queue_time, queued_packets, queue_size) =
-            self.queue_states
-                .iter()
-                .fold((Duration::ZERO, 0, DataSize::ZERO), |acc, q| {
-                    (
-                        acc.0 + q.snapshot.total_queue_time(now),
-                        acc.1 + q.snapshot.packet_count,
-                        acc.2 + DataSize::from(q.snapshot.byte_size),
-                    )
-                });
+        // Runs on every timeout: nothing queued (the common case between
+        // bursts) is known before any time arithmetic, and an empty queue's
+        // share of the queue time is its origin alone (`0 * age`).
+        let queued_packets: u32 = self
+            .queue_states
+            .iter()
+            .map(|q| q.snapshot.packet_count)
+            .sum();
         if queued_packets == 0 {
             return;
         }
+        let (queue_time, queue_size) =
+            self.queue_states
+                .iter()
+                .fold((Duration::ZERO, DataSize::ZERO), |acc, q| {
+                    let queue_time = if q.snapshot.packet_count == 0 {
+                        q.snapshot.total_queue_time_origin
+                    } else {
+                        q.snapshot.total_queue_time(now)
+                    };
+                    (
+                        acc.0 + queue_time,
+                        acc.1 + DataSize::from(q.snapshot.byte_size),
+                    )
+                });
 
         let avg_queue_time = queue_time / queued_packets;
 

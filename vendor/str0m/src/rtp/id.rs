@@ -43,6 +43,18 @@ macro_rules! str_id {
             type Target = str;
 
             fn deref(&self) -> &Self::Target {
+                // Written into every packet's header extensions: trim the
+                // padding bytewise when the id is ASCII (as it always is
+                // when made by `new` or `From<&str>`). The same bytes
+                // as `str::trim`: an ASCII char is whitespace when it is
+                // a space or one of U+0009..=U+000D.
+                let b = &self.0;
+                if b.is_ascii() {
+                    let ws = |c: &u8| *c == b' ' || (b'\t'..=b'\r').contains(c);
+                    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+                    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |i| i + 1);
+                    return from_utf8(&b[start..end]).expect("ascii id");
+                }
                 from_utf8(&self.0).expect("ascii id").trim()
             }
         }

@@ -77,7 +77,9 @@ impl AlrDetector {
         const IDLE_INTERVAL: Duration = Duration::from_millis(500);
         if self
             .last_send_time
-            .is_none_or(|last| now.saturating_duration_since(last) >= IDLE_INTERVAL)
+            // `now.saturating_duration_since(last) >= IDLE_INTERVAL`, by
+            // comparing instants (this runs on every estimator timeout).
+            .is_none_or(|last| last.checked_add(IDLE_INTERVAL).is_some_and(|end| now >= end))
         {
             self.on_bytes_sent(DataSize::ZERO, now);
         }

@@ -32,6 +32,10 @@ pub struct DelayController {
     smoothed_rtt: MovingAverage,
     /// History of the max RTT derived for each TWCC report (kept for fallback).
     max_rtt_history: VecDeque<Duration>,
+    /// What [`Self::compute_smoothed_rtt`] gives for the two fields above,
+    /// kept because the estimator reads it on every timeout and the fields
+    /// change only with a TWCC report.
+    rtt: Option<Duration>,
 
     /// The next time we should poll.
     next_timeout: Instant,
@@ -48,6 +52,7 @@ impl DelayController {
             last_estimate: Some(initial_bitrate),
             smoothed_rtt: MovingAverage::new(RTT_SMOOTHING_FACTOR),
             max_rtt_history: VecDeque::default(),
+            rtt: None,
             next_timeout: already_happened(),
             last_twcc_report: already_happened(),
         }
@@ -157,10 +162,16 @@ impl DelayController {
 
         // Update smoothed RTT using EWMA: smoothed = (7/8) * smoothed + (1/8) * sample
         self.smoothed_rtt.update(rtt.as_secs_f64());
+        self.rtt = self.compute_smoothed_rtt();
+    }
+
+    /// The current smoothed RTT (see [`Self::compute_smoothed_rtt`]).
+    fn get_smoothed_rtt(&self) -> Option<Duration> {
+        self.rtt
     }
 
     /// Get the current smoothed RTT, with fallback to mean of history if not yet available.
-    fn get_smoothed_rtt(&self) -> Option<Duration> {
+    fn compute_smoothed_rtt(&self) -> Option<Duration> {
         // Try smoothed RTT first (EWMA)
         if let Some(avg_secs) = self.smoothed_rtt.get() {
             return Some(Duration::from_secs_f64(avg_secs));
@@ -216,11 +227,15 @@ impl DelayController {
 
     /// Whether the current trendline hypothesis is valid i.e. not too old.
     fn trendline_hypothesis_valid(&self, now: Instant) -> bool {
-        now.duration_since(self.last_twcc_report)
-            <= self
-                .get_smoothed_rtt()
-                .map(|rtt| rtt * 2)
-                .unwrap_or(MAX_TWCC_GAP)
-                .min(UPDATE_INTERVAL * 2)
+        let valid_for = self
+            .get_smoothed_rtt()
+            .map(|rtt| rtt * 2)
+            .unwrap_or(MAX_TWCC_GAP)
+            .min(UPDATE_INTERVAL * 2);
+        // `now.duration_since(last) <= valid_for`, by comparing instants
+        // (this runs on every timeout).
+        self.last_twcc_report
+            .checked_add(valid_for)
+            .is_none_or(|end| now <= end)
     }
 }

@@ -341,10 +341,8 @@ impl ProbeControl {
         prev_desired: Option<Bitrate>,
         estimate: Bitrate,
     ) -> bool {
-        // Don't interfere with initial probing phase.
-        if self.is_during_initial(now) {
-            return false;
-        }
+        // (The checks without time arithmetic come first: this runs on
+        // every timeout, and the answer is the same in any order.)
 
         // Need a previous desired value to compare against.
         let Some(prev) = prev_desired else {
@@ -359,6 +357,11 @@ impl ProbeControl {
 
         // No point probing if we already have enough bandwidth.
         if desired <= estimate {
+            return false;
+        }
+
+        // Don't interfere with initial probing phase.
+        if self.is_during_initial(now) {
             return false;
         }
 
@@ -380,18 +383,18 @@ impl ProbeControl {
     }
 
     fn maybe_periodic_alr(&mut self, now: Instant, desired: Bitrate) -> bool {
-        // Don't interfere with initial probing phase.
-        if self.is_during_initial(now) {
-            return false;
-        }
-
         // Periodic probes only fire in ALR (application-limited region).
         if !self.in_alr() {
             return false;
         }
 
+        // Don't interfere with initial probing phase.
+        if self.is_during_initial(now) {
+            return false;
+        }
+
         // Respect minimum interval between ALR probes.
-        if self.time_since_last_probe(now) < MIN_TIME_BETWEEN_ALR_PROBES {
+        if self.probed_within(now, MIN_TIME_BETWEEN_ALR_PROBES) {
             return false;
         }
 
@@ -449,13 +452,16 @@ impl ProbeControl {
     /// - Uses a conservative 15-second wait to avoid probing at convergence
     /// - Rate-limited to once per 30 seconds to prevent oscillation
     fn maybe_stagnant(&mut self, now: Instant, desired: Bitrate, estimate: Bitrate) -> bool {
-        // Don't interfere with initial probing phase.
-        if self.is_during_initial(now) {
-            return false;
-        }
+        // (The checks without time arithmetic come first, as in
+        // `maybe_allocation`.)
 
         // Don't probe in ALR (periodic ALR handles that).
         if self.in_alr() {
+            return false;
+        }
+
+        // Only if there's unmet demand.
+        if desired <= estimate {
             return false;
         }
 
@@ -463,12 +469,12 @@ impl ProbeControl {
             return false;
         };
 
-        if now.saturating_duration_since(last_change) < MIN_TIME_BETWEEN_STAGNANT_PROBES {
+        // Don't interfere with initial probing phase.
+        if self.is_during_initial(now) {
             return false;
         }
 
-        // Only if there's unmet demand.
-        if desired <= estimate {
+        if now.saturating_duration_since(last_change) < MIN_TIME_BETWEEN_STAGNANT_PROBES {
             return false;
         }
 
@@ -488,6 +494,16 @@ impl ProbeControl {
     }
 
     fn maybe_large_drop(&mut self, now: Instant, desired: Bitrate, estimate: Bitrate) -> bool {
+        // No drop seen before and none now: nothing below can change or
+        // probe (checked first: this runs on every timeout and the rest
+        // needs time arithmetic).
+        let drops_now = self
+            .prev_estimate
+            .is_some_and(|prev| estimate < prev * BITRATE_DROP_THRESHOLD);
+        if self.large_drop.is_none() && !drops_now {
+            return false;
+        }
+
         // Don't interfere with initial probing phase.
         if self.is_during_initial(now) {
             return false;
@@ -629,6 +645,13 @@ impl ProbeControl {
 
     fn last_when(&self) -> Option<Instant> {
         self.last_probe.map(|p| p.when)
+    }
+
+    /// `time_since_last_probe(now) < d`, by comparing instants (this runs on
+    /// every timeout in ALR; a subtraction of instants costs more).
+    fn probed_within(&self, now: Instant, d: Duration) -> bool {
+        self.last_when()
+            .is_some_and(|t| t.checked_add(d).is_none_or(|end| now < end))
     }
 
     fn time_since_last_probe(&self, now: Instant) -> Duration {
