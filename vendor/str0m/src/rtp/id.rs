@@ -49,11 +49,20 @@ macro_rules! str_id {
                 // as `str::trim`: an ASCII char is whitespace when it is
                 // a space or one of U+0009..=U+000D.
                 let b = &self.0;
-                if b.is_ascii() {
-                    let ws = |c: &u8| *c == b' ' || (b'\t'..=b'\r').contains(c);
-                    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
-                    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |i| i + 1);
-                    return from_utf8(&b[start..end]).expect("ascii id");
+                let ws = |c: u8| c == b' ' || c.wrapping_sub(b'\t') < 5;
+                let mut end = b.len();
+                while end > 0 && ws(b[end - 1]) {
+                    end -= 1;
+                }
+                let mut start = 0;
+                while start < end && ws(b[start]) {
+                    start += 1;
+                }
+                // What was cut is ASCII whitespace, so the id is ASCII when
+                // what is left is.
+                let text = &b[start..end];
+                if text.is_ascii() {
+                    return from_utf8(text).expect("ascii id");
                 }
                 from_utf8(&self.0).expect("ascii id").trim()
             }
