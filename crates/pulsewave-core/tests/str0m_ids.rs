@@ -1,5 +1,5 @@
-//! The patched str0m (vendor/str0m/PATCH.md, "An id's text without the
-//! string trim") gives a `Mid`'s and a `Rid`'s text as `str::trim` did.
+//! The patched str0m (vendor/str0m/PATCH.md, "… and an id's text without
+//! the string trim") gives a `Mid`'s and a `Rid`'s text as `str::trim` did.
 #![allow(clippy::unwrap_used)]
 
 use std::str::from_utf8;
