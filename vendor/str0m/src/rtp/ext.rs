@@ -736,18 +736,24 @@ impl Extension {
             }
             RtpStreamId => {
                 let v = ev.rid?;
+                // One deref: each trims the id's padding.
+                let v: &str = &v;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RepairedRtpStreamId => {
                 let v = ev.rid_repair?;
+                // One deref: each trims the id's padding.
+                let v: &str = &v;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RtpMid => {
                 let v = ev.mid?;
+                // One deref: each trims the id's padding.
+                let v: &str = &v;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)

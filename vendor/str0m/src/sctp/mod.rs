@@ -55,6 +55,13 @@ pub(crate) struct RtcSctp {
     // be sent after Close.
     reset_complete: VecDeque<u16>,
     pushed_back_transmit: Option<VecDeque<Vec<u8>>>,
+    /// The last `poll` found nothing to do, and no method that can change
+    /// the association or the entries (every `&mut self` method but `poll`
+    /// and `poll_timeout`) was called since: the next `poll` would find
+    /// nothing either. `Rtc::poll_output` polls SCTP on every call (twice
+    /// per forwarded RTP packet), and an idle association's `poll_transmit`
+    /// costs about a thousand instructions.
+    poll_idle: bool,
     last_now: Instant,
     client: bool,
     local_max_message_size: u32,
@@ -315,6 +322,7 @@ impl RtcSctp {
             reset_pending: HashSet::new(),
             reset_complete: VecDeque::new(),
             pushed_back_transmit: None,
+            poll_idle: false,
             last_now: Instant::now(), // placeholder until init()
             client: false,
             local_max_message_size,
@@ -351,6 +359,7 @@ impl RtcSctp {
         sctp_init_data: Option<SctpInitData>,
         remote_max_message_size: Option<u32>,
     ) -> Result<(), SctpError> {
+        self.poll_idle = false;
         if self.state != RtcSctpState::Uninited {
             return Err(SctpError::Proto(ProtoError::Other(
                 "SCTP already initialized".into(),
@@ -424,11 +433,13 @@ impl RtcSctp {
 
     /// Enable SNAP by pre-populating the init data.
     pub fn enable_snap(&mut self) {
+        self.poll_idle = false;
         self.snap_enabled = true;
         self.snap_init.get_or_insert_with(SctpInitData::new);
     }
 
     pub fn set_max_buffered_amount(&mut self, max_buffered_amount: usize) {
+        self.poll_idle = false;
         self.max_buffered_amount = max_buffered_amount;
     }
 
@@ -440,6 +451,7 @@ impl RtcSctp {
     /// Ensure the local SNAP INIT chunk is generated. Returns `false` if
     /// generation failed (degrades to non-SNAP).
     pub fn ensure_local_snap_init(&mut self) -> bool {
+        self.poll_idle = false;
         let init_data = self.snap_init.get_or_insert_with(SctpInitData::new);
         if init_data.local_init_chunk().is_err() {
             self.snap_init = None;
@@ -453,6 +465,7 @@ impl RtcSctp {
     ///
     /// This preserves local opt-in for future offers.
     pub fn disable_pending_snap(&mut self) {
+        self.poll_idle = false;
         if !self.is_inited() {
             self.snap_init = None;
         }
@@ -490,6 +503,7 @@ impl RtcSctp {
     /// Set the remote SNAP INIT from a base64 string. Returns `Ok(true)` if
     /// accepted, `Ok(false)` on decode error (degrades to non-SNAP).
     pub fn set_remote_snap_init_string(&mut self, value: &str) -> bool {
+        self.poll_idle = false;
         let init_data = self.snap_init.get_or_insert_with(SctpInitData::new);
         match init_data.set_remote_init_string(value) {
             Ok(()) => true,
@@ -512,6 +526,7 @@ impl RtcSctp {
 
     /// Opens a new stream.
     pub fn open_stream(&mut self, id: u16, config: ChannelConfig) {
+        self.poll_idle = false;
         // The channel might already have arrived via SCTP, and if it is negotiated out-of-band
         // we are waiting for the configuration.
         let entry = stream_entry(
@@ -566,6 +581,7 @@ impl RtcSctp {
 
     /// Close stream.
     pub fn close_stream(&mut self, id: u16) {
+        self.poll_idle = false;
         if let Some(entry) = entry_by_id_mut(&mut self.entries, id) {
             entry.do_close = true;
 
@@ -575,6 +591,7 @@ impl RtcSctp {
     }
 
     pub fn close(&mut self) -> Result<(), SctpError> {
+        self.poll_idle = false;
         let Some(assoc) = &mut self.assoc else {
             return Ok(());
         };
@@ -600,6 +617,7 @@ impl RtcSctp {
 
     // TODO: fix sctp-proto so we don't need &mut here.
     pub fn available(&mut self) -> usize {
+        self.poll_idle = false;
         let Some(assoc) = &mut self.assoc else {
             return 0;
         };
@@ -620,6 +638,7 @@ impl RtcSctp {
     }
 
     pub fn write(&mut self, id: u16, binary: bool, buf: &[u8]) -> Result<usize, SctpError> {
+        self.poll_idle = false;
         if self.state != RtcSctpState::Established || self.is_closing() || self.is_closed() {
             return Err(SctpError::WriteBeforeEstablished);
         }
@@ -653,6 +672,7 @@ impl RtcSctp {
     }
 
     pub fn buffered_amount(&mut self, id: u16) -> usize {
+        self.poll_idle = false;
         let Some(assoc) = self.assoc.as_mut() else {
             return 0;
         };
@@ -665,6 +685,7 @@ impl RtcSctp {
     }
 
     pub fn set_buffered_amount_low_threshold(&mut self, id: u16, threshold: usize) {
+        self.poll_idle = false;
         let entry =
             entry_by_id_mut(&mut self.entries, id).expect("stream entry for valid channel id");
 
@@ -673,6 +694,7 @@ impl RtcSctp {
     }
 
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        self.poll_idle = false;
         trace!("Handle input: {}", data.len());
 
         // TODO, remove Bytes in sctp and just use &[u8].
@@ -707,6 +729,7 @@ impl RtcSctp {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wake: &mut Wake) {
+        self.poll_idle = false;
         if self.state == RtcSctpState::Uninited {
             // Need to call `init()` before any timeouts are accepted.
             wake.no_events();
@@ -737,7 +760,11 @@ impl RtcSctp {
     }
 
     pub fn poll(&mut self) -> Option<SctpEvent> {
+        if self.poll_idle {
+            return None;
+        }
         let r = self.do_poll();
+        self.poll_idle = r.is_none();
 
         if let Some(r) = &r {
             trace!("Poll {:?}", r);
@@ -1171,6 +1198,7 @@ impl RtcSctp {
     }
 
     pub fn push_back_transmit(&mut self, data: VecDeque<Vec<u8>>) {
+        self.poll_idle = false;
         trace!("Push back transmit: {}", data.len());
         assert!(self.pushed_back_transmit.is_none());
         self.pushed_back_transmit = Some(data);
