@@ -734,30 +734,9 @@ impl Extension {
                 buf[11..13].copy_from_slice(&0_u16.to_be_bytes());
                 Some(13)
             }
-            RtpStreamId => {
-                let v = ev.rid?;
-                // One deref: each trims the id's padding.
-                let v: &str = &v;
-                let l = v.len();
-                buf[..l].copy_from_slice(v.as_bytes());
-                Some(l)
-            }
-            RepairedRtpStreamId => {
-                let v = ev.rid_repair?;
-                // One deref: each trims the id's padding.
-                let v: &str = &v;
-                let l = v.len();
-                buf[..l].copy_from_slice(v.as_bytes());
-                Some(l)
-            }
-            RtpMid => {
-                let v = ev.mid?;
-                // One deref: each trims the id's padding.
-                let v: &str = &v;
-                let l = v.len();
-                buf[..l].copy_from_slice(v.as_bytes());
-                Some(l)
-            }
+            RtpStreamId => write_id(buf, &ev.rid?),
+            RepairedRtpStreamId => write_id(buf, &ev.rid_repair?),
+            RtpMid => write_id(buf, &ev.mid?),
             FrameMarking => {
                 let v = ev.frame_mark?;
                 buf[..4].copy_from_slice(&v.to_be_bytes());
@@ -1304,6 +1283,15 @@ impl PartialEq for Extension {
 }
 
 impl Eq for Extension {}
+
+/// Writes an id's text (MID, RID): derefs it once, since each deref of a
+/// `Mid` or `Rid` trims its padding.
+#[inline]
+fn write_id(buf: &mut [u8], id: &str) -> Option<usize> {
+    let l = id.len();
+    buf[..l].copy_from_slice(id.as_bytes());
+    Some(l)
+}
 
 #[cfg(test)]
 mod test {
