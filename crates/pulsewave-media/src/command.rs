@@ -1,6 +1,9 @@
-//! The commands a [`MediaRoom`](crate::MediaRoom) sends to its worker
-//! thread: one typed variant per room command, each with the channel its
-//! result goes back on.
+//! The commands a [`MediaRoom`] runs on its worker thread, written once: the
+//! table at the end of this file declares each command with its arguments,
+//! its result and the [`Room`] call it makes, and [`commands!`] derives from
+//! it the typed variant of [`Op`] sent to the worker (with the channel its
+//! result goes back on), the arm of [`Op::run`] that executes it there, and
+//! the public async method of [`MediaRoom`].
 
 use std::time::Instant;
 
@@ -17,150 +20,7 @@ use pulsewave_protocol::{
 };
 use tokio::sync::oneshot;
 
-type Reply<T> = oneshot::Sender<Result<T, Error>>;
-
-/// One command for a room; run on its worker thread by [`Op::run`].
-#[derive(Debug)]
-pub(crate) enum Op {
-    CreateTransport {
-        owner: Owner,
-        direction: TransportDirection,
-        reply: Reply<TransportOptions>,
-    },
-    ConnectTransport {
-        owner: Owner,
-        id: TransportId,
-        dtls: Box<DtlsParameters>,
-        reply: Reply<()>,
-    },
-    CloseTransport {
-        owner: Owner,
-        id: TransportId,
-        reply: Reply<()>,
-    },
-    RestartIce {
-        owner: Owner,
-        id: TransportId,
-        reply: Reply<IceParameters>,
-    },
-    CloseParticipant {
-        owner: Owner,
-        reply: oneshot::Sender<()>,
-    },
-    Produce {
-        owner: Owner,
-        transport: Option<TransportId>,
-        kind: MediaKind,
-        parameters: Box<RtpParameters>,
-        paused: bool,
-        app_data: AppData,
-        reply: Reply<Produced>,
-    },
-    CloseProducer {
-        owner: Owner,
-        id: ProducerId,
-        reply: Reply<()>,
-    },
-    PauseProducer {
-        owner: Owner,
-        id: ProducerId,
-        reply: Reply<()>,
-    },
-    ResumeProducer {
-        owner: Owner,
-        id: ProducerId,
-        reply: Reply<()>,
-    },
-    Consume {
-        owner: Owner,
-        transport: Option<TransportId>,
-        producer: ProducerId,
-        capabilities: Box<RtpCapabilities>,
-        reply: Reply<Consumed>,
-    },
-    ResumeConsumer {
-        owner: Owner,
-        id: ConsumerId,
-        reply: Reply<()>,
-    },
-    PauseConsumer {
-        owner: Owner,
-        id: ConsumerId,
-        reply: Reply<()>,
-    },
-    SetPreferredLayers {
-        owner: Owner,
-        id: ConsumerId,
-        spatial_layer: Option<u8>,
-        temporal_layer: Option<u8>,
-        reply: Reply<()>,
-    },
-    SetConsumerPriority {
-        owner: Owner,
-        id: ConsumerId,
-        priority: Option<u8>,
-        reply: Reply<u8>,
-    },
-    SetProducerPriority {
-        owner: Owner,
-        id: ProducerId,
-        priority: u8,
-        reply: Reply<()>,
-    },
-    SetConsumerView {
-        owner: Owner,
-        id: ConsumerId,
-        view: View,
-        reply: Reply<()>,
-    },
-    TransportAllocations {
-        owner: Owner,
-        reply: oneshot::Sender<Vec<TransportAllocation>>,
-    },
-    ProducerStats {
-        owner: Owner,
-        reply: oneshot::Sender<Vec<pulsewave_core::ProducerStats>>,
-    },
-    CloseConsumer {
-        owner: Owner,
-        id: ConsumerId,
-        reply: Reply<ProducerId>,
-    },
-    ProduceData {
-        owner: Owner,
-        transport: Option<TransportId>,
-        parameters: SctpStreamParameters,
-        label: String,
-        protocol: String,
-        app_data: AppData,
-        reply: Reply<DataProducerId>,
-    },
-    CloseDataProducer {
-        owner: Owner,
-        id: DataProducerId,
-        reply: Reply<()>,
-    },
-    ConsumeData {
-        owner: Owner,
-        transport: Option<TransportId>,
-        data_producer: DataProducerId,
-        reply: Reply<DataConsumed>,
-    },
-    CloseDataConsumer {
-        owner: Owner,
-        id: DataConsumerId,
-        reply: Reply<()>,
-    },
-    DataProducerReliable {
-        id: DataProducerId,
-        reply: oneshot::Sender<Option<bool>>,
-    },
-    Stats {
-        reply: oneshot::Sender<RoomStats>,
-    },
-    #[cfg(test)]
-    PanicForTest,
-}
+use crate::room::{MediaError, MediaRoom};
 
 /// A command's result, sent to its caller once the worker has forwarded
 /// the events the command caused: a caller that sees the result then finds
@@ -175,154 +35,181 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<T>, result: T) -> Answer {
     })
 }
 
-impl Op {
-    /// Runs the command on `room`; returns its answer, to send after the
-    /// room's events.
-    pub(crate) fn run(self, room: &mut Room, now: Instant) -> Answer {
-        match self {
-            Op::CreateTransport {
-                owner,
-                direction,
-                reply,
-            } => answer(reply, room.create_transport(now, owner, direction)),
-            Op::ConnectTransport {
-                owner,
-                id,
-                dtls,
-                reply,
-            } => answer(reply, room.connect_transport(now, owner, &id, &dtls)),
-            Op::RestartIce { owner, id, reply } => answer(reply, room.restart_ice(now, owner, &id)),
-            Op::CloseTransport { owner, id, reply } => {
-                answer(reply, room.close_transport(now, owner, &id))
-            }
-            Op::CloseParticipant { owner, reply } => {
-                room.close_participant(now, owner);
-                answer(reply, ())
-            }
-            Op::Produce {
-                owner,
-                transport,
-                kind,
-                parameters,
-                paused,
-                app_data,
-                reply,
-            } => answer(
-                reply,
-                room.produce(
-                    now,
-                    owner,
-                    transport.as_ref(),
-                    kind,
-                    *parameters,
-                    paused,
-                    app_data,
-                ),
-            ),
-            Op::CloseProducer { owner, id, reply } => {
-                answer(reply, room.close_producer(now, owner, &id))
-            }
-            Op::PauseProducer { owner, id, reply } => {
-                answer(reply, room.pause_producer(now, owner, &id))
-            }
-            Op::ResumeProducer { owner, id, reply } => {
-                answer(reply, room.resume_producer(now, owner, &id))
-            }
-            Op::Consume {
-                owner,
-                transport,
-                producer,
-                capabilities,
-                reply,
-            } => answer(
-                reply,
-                room.consume(now, owner, transport.as_ref(), &producer, &capabilities),
-            ),
-            Op::ResumeConsumer { owner, id, reply } => {
-                answer(reply, room.resume_consumer(now, owner, &id))
-            }
-            Op::PauseConsumer { owner, id, reply } => {
-                answer(reply, room.pause_consumer(now, owner, &id))
-            }
-            Op::SetPreferredLayers {
-                owner,
-                id,
-                spatial_layer,
-                temporal_layer,
-                reply,
-            } => answer(
-                reply,
-                room.set_consumer_preferred_layers(now, owner, &id, spatial_layer, temporal_layer),
-            ),
-            Op::SetConsumerPriority {
-                owner,
-                id,
-                priority,
-                reply,
-            } => answer(reply, room.set_consumer_priority(now, owner, &id, priority)),
-            Op::SetProducerPriority {
-                owner,
-                id,
-                priority,
-                reply,
-            } => answer(reply, room.set_producer_priority(now, owner, &id, priority)),
-            Op::SetConsumerView {
-                owner,
-                id,
-                view,
-                reply,
-            } => answer(reply, room.set_consumer_view(now, owner, &id, view)),
-            Op::TransportAllocations { owner, reply } => {
-                answer(reply, room.transport_allocations(owner))
-            }
-            Op::ProducerStats { owner, reply } => answer(reply, room.producer_stats(owner)),
-            Op::CloseConsumer { owner, id, reply } => {
-                answer(reply, room.close_consumer(now, owner, &id))
-            }
-            Op::ProduceData {
-                owner,
-                transport,
-                parameters,
-                label,
-                protocol,
-                app_data,
-                reply,
-            } => answer(
-                reply,
-                room.produce_data(
-                    now,
-                    owner,
-                    transport.as_ref(),
-                    parameters,
-                    &label,
-                    &protocol,
-                    app_data,
-                ),
-            ),
-            Op::CloseDataProducer { owner, id, reply } => {
-                answer(reply, room.close_data_producer(now, owner, &id))
-            }
-            Op::ConsumeData {
-                owner,
-                transport,
-                data_producer,
-                reply,
-            } => answer(
-                reply,
-                room.consume_data(now, owner, transport.as_ref(), &data_producer),
-            ),
-            Op::CloseDataConsumer { owner, id, reply } => {
-                answer(reply, room.close_data_consumer(now, owner, &id))
-            }
-            Op::DataProducerReliable { id, reply } => {
-                answer(reply, room.data_producer_reliable(&id))
-            }
-            Op::Stats { reply } => answer(reply, room.stats()),
+/// Derives [`Op`], [`Op::run`] and [`MediaRoom`]'s command methods from one
+/// table. Each entry reads
+/// `fallible|infallible fn method / Variant(args) -> T = |room, now| call;`:
+/// a fallible command's `call` returns `Result<T, pulsewave_core::Error>`
+/// (a refusal reaches the caller as [`MediaError::Room`]), an infallible
+/// one's returns `T`.
+macro_rules! commands {
+    ($(
+        $(#[$doc:meta])*
+        $kind:ident fn $method:ident / $variant:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $out:ty
+            = |$room:ident, $now:ident| $call:expr;
+    )*) => {
+        /// One command for a room; run on its worker thread by [`Op::run`].
+        #[derive(Debug)]
+        pub(crate) enum Op {
+            $(
+                $variant {
+                    $($arg: $ty,)*
+                    reply: commands!(@reply $kind $out),
+                },
+            )*
             #[cfg(test)]
-            Op::PanicForTest => {
-                room.panic_for_test();
-                Box::new(|| {})
+            PanicForTest,
+        }
+
+        impl Op {
+            /// Runs the command on `room`; returns its answer, to send after
+            /// the room's events.
+            pub(crate) fn run(self, room: &mut Room, now: Instant) -> Answer {
+                match self {
+                    $(
+                        Op::$variant { $($arg,)* reply } => {
+                            let $room = &mut *room;
+                            let $now = now;
+                            answer(reply, $call)
+                        }
+                    )*
+                    #[cfg(test)]
+                    Op::PanicForTest => {
+                        room.panic_for_test();
+                        Box::new(|| {})
+                    }
+                }
             }
         }
-    }
+
+        impl MediaRoom {
+            $(
+                $(#[$doc])*
+                pub async fn $method(&self, $($arg: $ty),*) -> Result<$out, MediaError> {
+                    self.$kind(|reply| Op::$variant { $($arg,)* reply }).await
+                }
+            )*
+        }
+    };
+    (@reply fallible $out:ty) => { oneshot::Sender<Result<$out, Error>> };
+    (@reply infallible $out:ty) => { oneshot::Sender<$out> };
+}
+
+commands! {
+    /// See [`Room::create_transport`].
+    fallible fn create_transport / CreateTransport(owner: Owner, direction: TransportDirection)
+        -> TransportOptions = |room, now| room.create_transport(now, owner, direction);
+    /// See [`Room::connect_transport`].
+    fallible fn connect_transport / ConnectTransport(
+        owner: Owner,
+        id: TransportId,
+        dtls: DtlsParameters,
+    ) -> () = |room, now| room.connect_transport(now, owner, &id, &dtls);
+    /// See [`Room::restart_ice`]: new ICE parameters for the client's
+    /// `transport.restartIce({iceParameters})`.
+    fallible fn restart_ice / RestartIce(owner: Owner, id: TransportId)
+        -> IceParameters = |room, now| room.restart_ice(now, owner, &id);
+    /// See [`Room::close_transport`].
+    fallible fn close_transport / CloseTransport(owner: Owner, id: TransportId)
+        -> () = |room, now| room.close_transport(now, owner, &id);
+    /// See [`Room::close_participant`].
+    infallible fn close_participant / CloseParticipant(owner: Owner)
+        -> () = |room, now| room.close_participant(now, owner);
+    /// See [`Room::produce`].
+    fallible fn produce / Produce(
+        owner: Owner,
+        transport: Option<TransportId>,
+        kind: MediaKind,
+        parameters: RtpParameters,
+        paused: bool,
+        app_data: AppData,
+    ) -> Produced = |room, now| {
+        room.produce(now, owner, transport.as_ref(), kind, parameters, paused, app_data)
+    };
+    /// See [`Room::close_producer`].
+    fallible fn close_producer / CloseProducer(owner: Owner, id: ProducerId)
+        -> () = |room, now| room.close_producer(now, owner, &id);
+    /// See [`Room::pause_producer`].
+    fallible fn pause_producer / PauseProducer(owner: Owner, id: ProducerId)
+        -> () = |room, now| room.pause_producer(now, owner, &id);
+    /// See [`Room::resume_producer`].
+    fallible fn resume_producer / ResumeProducer(owner: Owner, id: ProducerId)
+        -> () = |room, now| room.resume_producer(now, owner, &id);
+    /// See [`Room::consume`].
+    fallible fn consume / Consume(
+        owner: Owner,
+        transport: Option<TransportId>,
+        producer: ProducerId,
+        capabilities: RtpCapabilities,
+    ) -> Consumed = |room, now| {
+        room.consume(now, owner, transport.as_ref(), &producer, &capabilities)
+    };
+    /// See [`Room::resume_consumer`].
+    fallible fn resume_consumer / ResumeConsumer(owner: Owner, id: ConsumerId)
+        -> () = |room, now| room.resume_consumer(now, owner, &id);
+    /// See [`Room::pause_consumer`].
+    fallible fn pause_consumer / PauseConsumer(owner: Owner, id: ConsumerId)
+        -> () = |room, now| room.pause_consumer(now, owner, &id);
+    /// See [`Room::set_consumer_preferred_layers`].
+    fallible fn set_consumer_preferred_layers / SetPreferredLayers(
+        owner: Owner,
+        id: ConsumerId,
+        spatial_layer: Option<u8>,
+        temporal_layer: Option<u8>,
+    ) -> () = |room, now| {
+        room.set_consumer_preferred_layers(now, owner, &id, spatial_layer, temporal_layer)
+    };
+    /// See [`Room::set_consumer_priority`].
+    fallible fn set_consumer_priority / SetConsumerPriority(
+        owner: Owner,
+        id: ConsumerId,
+        priority: Option<u8>,
+    ) -> u8 = |room, now| room.set_consumer_priority(now, owner, &id, priority);
+    /// See [`Room::set_producer_priority`].
+    fallible fn set_producer_priority / SetProducerPriority(
+        owner: Owner,
+        id: ProducerId,
+        priority: u8,
+    ) -> () = |room, now| room.set_producer_priority(now, owner, &id, priority);
+    /// See [`Room::set_consumer_view`].
+    fallible fn set_consumer_view / SetConsumerView(owner: Owner, id: ConsumerId, view: View)
+        -> () = |room, now| room.set_consumer_view(now, owner, &id, view);
+    /// See [`Room::transport_allocations`].
+    infallible fn transport_allocations / TransportAllocations(owner: Owner)
+        -> Vec<TransportAllocation> = |room, _now| room.transport_allocations(owner);
+    /// See [`Room::producer_stats`].
+    infallible fn producer_stats / ProducerStats(owner: Owner)
+        -> Vec<pulsewave_core::ProducerStats> = |room, _now| room.producer_stats(owner);
+    /// See [`Room::close_consumer`].
+    fallible fn close_consumer / CloseConsumer(owner: Owner, id: ConsumerId)
+        -> ProducerId = |room, now| room.close_consumer(now, owner, &id);
+    /// See [`Room::produce_data`].
+    fallible fn produce_data / ProduceData(
+        owner: Owner,
+        transport: Option<TransportId>,
+        parameters: SctpStreamParameters,
+        label: String,
+        protocol: String,
+        app_data: AppData,
+    ) -> DataProducerId = |room, now| {
+        room.produce_data(now, owner, transport.as_ref(), parameters, &label, &protocol, app_data)
+    };
+    /// See [`Room::close_data_producer`].
+    fallible fn close_data_producer / CloseDataProducer(owner: Owner, id: DataProducerId)
+        -> () = |room, now| room.close_data_producer(now, owner, &id);
+    /// See [`Room::consume_data`].
+    fallible fn consume_data / ConsumeData(
+        owner: Owner,
+        transport: Option<TransportId>,
+        data_producer: DataProducerId,
+    ) -> DataConsumed = |room, now| {
+        room.consume_data(now, owner, transport.as_ref(), &data_producer)
+    };
+    /// See [`Room::close_data_consumer`].
+    fallible fn close_data_consumer / CloseDataConsumer(owner: Owner, id: DataConsumerId)
+        -> () = |room, now| room.close_data_consumer(now, owner, &id);
+    /// See [`Room::data_producer_reliable`].
+    infallible fn data_producer_reliable / DataProducerReliable(id: DataProducerId)
+        -> Option<bool> = |room, _now| room.data_producer_reliable(&id);
+    /// The room's counters.
+    infallible fn stats / Stats() -> RoomStats = |room, _now| room.stats();
 }

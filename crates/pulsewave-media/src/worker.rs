@@ -45,9 +45,11 @@ pub(crate) enum Command {
     Close {
         room: RoomId,
     },
+    /// A room command (boxed: the arguments of `produce` or `consume`
+    /// are large, and commands are rare beside the other messages).
     Op {
         room: RoomId,
-        op: Op,
+        op: Box<Op>,
     },
     Stop,
 }
