@@ -153,6 +153,13 @@ impl ProbeControl {
         if self.desired_bitrate.is_none() && v.is_zero() {
             return;
         }
+        // The estimator passes the desired bitrate on every timeout: only a
+        // change re-runs the probe logic at once (as WebRTC's `SetBitrates`);
+        // otherwise it runs at its own deadlines and on estimate or ALR
+        // changes.
+        if self.desired_bitrate == Some(v) {
+            return;
+        }
         self.desired_bitrate = Some(v);
         self.request_immediate();
     }
@@ -216,6 +223,18 @@ impl ProbeControl {
 
         // Timeout fired - reset to not_happening until we compute the next one.
         self.next_timeout = not_happening();
+        // A scheduled wake that has come is spent: `compute_next_timeout`
+        // schedules the next one from now (without this, a wake in the past
+        // would be returned again and again).
+        for scheduled in [
+            &mut self.scheduled_exponential,
+            &mut self.scheduled_periodic_alr,
+            &mut self.scheduled_stagnant,
+        ] {
+            if scheduled.is_some_and(|t| t <= now) {
+                *scheduled = None;
+            }
+        }
 
         // Probing is disabled until first packet sent and padding queue exists.
         if !self.enabled {
