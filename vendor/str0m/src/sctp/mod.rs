@@ -729,7 +729,21 @@ impl RtcSctp {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wake: &mut Wake) {
+        // An idle association with no timer running and no stream open
+        // being retried stays idle through a timeout: with no timer there is
+        // nothing in flight (T3-rtx stops when the last chunk is acked) and
+        // no delayed SACK, so no timer fires below, the association emits no
+        // endpoint event, and a later `do_poll` at a later `last_now` gathers
+        // the same nothing (a closed entry removed here `do_poll` removes
+        // too). The `Rtc` times out once per written RTP packet; polling an
+        // idle association each time cost about a thousand instructions.
+        let stays_idle = self.poll_idle && self.poll_timeout().is_none();
         self.poll_idle = false;
+        self.do_handle_timeout(now, wake);
+        self.poll_idle = stays_idle;
+    }
+
+    fn do_handle_timeout(&mut self, now: Instant, wake: &mut Wake) {
         if self.state == RtcSctpState::Uninited {
             // Need to call `init()` before any timeouts are accepted.
             wake.no_events();
