@@ -65,6 +65,35 @@ fn a_reliable_channel_delivers_every_message_in_order_despite_loss() {
     assert!(sim.stats().data_relayed >= 100);
 }
 
+/// An association left idle for a long time (str0m then skips polling it
+/// on every timeout: vendor/str0m/PATCH.md) still sends, retransmits and
+/// delivers as soon as there is something to send again.
+#[test]
+fn a_channel_idle_for_a_long_time_delivers_at_once_and_repairs_loss() {
+    let (mut sim, alice, bob) = alice_and_bob(43);
+    let stream = open_channel(&mut sim, (alice, bob), true, None);
+    sim.advance(30 * SECOND);
+    assert!(sim.send_data(alice, 1, &message(0)));
+    let first = sim.run_until(SECOND / 2, |s| !s.data_received(bob).is_empty());
+    assert!(
+        first,
+        "the first message after the idle time arrives within 500 ms"
+    );
+    sim.set_link(LinkConfig {
+        loss: 0.2,
+        ..LinkConfig::default()
+    });
+    sim.advance(10 * SECOND);
+    for i in 1..30 {
+        assert!(sim.send_data(alice, 1, &message(i)), "message {i} queued");
+        sim.advance(SECOND / 50);
+    }
+    let all = sim.run_until(20 * SECOND, |s| s.data_received(bob).len() >= 30);
+    assert!(all, "only {} of 30 arrived", sim.data_received(bob).len());
+    let expected: Vec<(u16, Vec<u8>)> = (0..30).map(|i| (stream, message(i))).collect();
+    assert_eq!(sim.data_received(bob), expected);
+}
+
 #[test]
 fn a_lossy_channel_delivers_what_survives_once_and_without_retransmission() {
     let (mut sim, alice, bob) = alice_and_bob(41);

@@ -57,8 +57,9 @@ pub(crate) struct RtcSctp {
     pushed_back_transmit: Option<VecDeque<Vec<u8>>>,
     /// The last `poll` found nothing to do, and no method that can change
     /// the association or the entries (every `&mut self` method but `poll`
-    /// and `poll_timeout`) was called since: the next `poll` would find
-    /// nothing either. `Rtc::poll_output` polls SCTP on every call (twice
+    /// and `poll_timeout`; `handle_timeout` only when a timer is running or
+    /// a stream open is retried) was called since: the next `poll` would
+    /// find nothing either. `Rtc::poll_output` polls SCTP on every call (twice
     /// per forwarded RTP packet), and an idle association's `poll_transmit`
     /// costs about a thousand instructions.
     poll_idle: bool,
