@@ -118,8 +118,8 @@ async fn read_frames(mut read: OwnedReadHalf, tx: mpsc::Sender<Vec<u8>>) {
 /// The next datagram of the link; never, once a TCP stream ended.
 async fn recv(link: &mut Link, buf: &mut [u8]) -> Wake {
     match link {
-        Link::Udp(s) => match s.recv_from(buf).await {
-            Ok((n, source)) => Wake::Datagram(n, source),
+        Link::Udp(s) => match arrival::recv_from(s, buf).await {
+            Ok((n, source, at)) => Wake::Datagram(n, source, at),
             Err(e) => {
                 tracing::debug!(error = %e, "socket receive failed");
                 Wake::Nothing
@@ -341,6 +341,156 @@ pub(crate) async fn connect_tcp(
     Ok((Link::tcp(stream)?, local))
 }
 
+/// When the kernel received a datagram (`SO_TIMESTAMPNS`), read with it.
+#[cfg(target_os = "linux")]
+mod arrival {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use nix::sys::socket::{
+        ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+    };
+    use tokio::io::Interest;
+    use tokio::net::UdpSocket;
+
+    /// Older than this, a timestamp is not trusted (the wall clock
+    /// stepped): the datagram counts as received when read.
+    const MAX_AGE: Duration = Duration::from_secs(1);
+
+    /// Room for one `SCM_TIMESTAMPNS` control message, aligned as a
+    /// `cmsghdr` must be.
+    #[repr(C, align(8))]
+    struct ControlBuffer([u8; 64]);
+
+    /// Asks the kernel to timestamp what `socket` receives; without it
+    /// datagrams count as received when read.
+    pub(super) fn enable(socket: &UdpSocket) {
+        if let Err(e) = setsockopt(socket, sockopt::ReceiveTimestampns, &true) {
+            tracing::debug!(error = %e, "no receive timestamps");
+        }
+    }
+
+    /// The next datagram: its length, source and arrival time.
+    pub(super) async fn recv_from(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, Option<Instant>)> {
+        loop {
+            socket.readable().await?;
+            match socket.try_io(Interest::READABLE, || read(socket, buf)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+
+    fn read(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, Option<Instant>)> {
+        let mut control = ControlBuffer([0; 64]);
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut control.0),
+            MsgFlags::empty(),
+        )?;
+        let source = msg
+            .address
+            .as_ref()
+            .and_then(to_socket_addr)
+            .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+        let mut at = None;
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmTimestampns(ts) = cmsg {
+                let received = u64::try_from(ts.tv_sec())
+                    .ok()
+                    .zip(u32::try_from(ts.tv_nsec()).ok())
+                    .map(|(s, ns)| UNIX_EPOCH + Duration::new(s, ns));
+                at = received.and_then(arrived_at);
+            }
+        }
+        Ok((msg.bytes, source, at))
+    }
+
+    /// `received` (wall clock) on the monotonic clock.
+    fn arrived_at(received: SystemTime) -> Option<Instant> {
+        let age = SystemTime::now().duration_since(received).ok()?;
+        if age > MAX_AGE {
+            return None;
+        }
+        Instant::now().checked_sub(age)
+    }
+
+    fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(v4) = a.as_sockaddr_in() {
+            return Some(SocketAddr::V4((*v4).into()));
+        }
+        a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A datagram left unread for 50 ms counts as received when it
+        /// arrived, not when it was read.
+        #[tokio::test]
+        async fn a_late_read_reports_the_arrival_time() {
+            let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            enable(&rx);
+            let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            // The kernel turns receive timestamping on a moment after the
+            // first socket asks for it (a deferred static key switch).
+            std::thread::sleep(Duration::from_millis(100));
+            let sent = Instant::now();
+            tx.send_to(b"hello", rx.local_addr().unwrap())
+                .await
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let mut buf = [0u8; 64];
+            let (n, source, at) = recv_from(&rx, &mut buf).await.unwrap();
+            let read = Instant::now();
+            assert_eq!(&buf[..n], b"hello");
+            assert_eq!(source, tx.local_addr().unwrap());
+            let at = at.expect("the kernel timestamps the datagram");
+            assert!(
+                at >= sent - Duration::from_millis(5),
+                "{:?} before the send",
+                sent - at
+            );
+            assert!(
+                read - at >= Duration::from_millis(45),
+                "arrival {:?} before the read",
+                read - at
+            );
+        }
+    }
+}
+
+/// Without kernel timestamps: a datagram counts as received when read.
+#[cfg(not(target_os = "linux"))]
+mod arrival {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use tokio::net::UdpSocket;
+
+    pub(super) fn enable(_: &UdpSocket) {}
+
+    pub(super) async fn recv_from(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, Option<Instant>)> {
+        let (n, source) = socket.recv_from(buf).await?;
+        Ok((n, source, None))
+    }
+}
+
 /// Starts the task for `peer` on `link`.
 pub(crate) fn spawn(
     peer: PeerTransport,
@@ -349,6 +499,9 @@ pub(crate) fn spawn(
     cancel: CancellationToken,
     receive_cap: Option<u64>,
 ) -> TransportHandle {
+    if let Link::Udp(socket) = &link {
+        arrival::enable(socket);
+    }
     let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (state_tx, state) = watch::channel(LinkState::Connecting);
     let handle = TransportHandle {
@@ -376,6 +529,7 @@ pub(crate) fn spawn(
             tokens: rate as f64 / 8.0 / 10.0,
             at: Instant::now(),
         }),
+        clock: Instant::now(),
     };
     tokio::spawn(task.run(rx, cancel));
     handle
@@ -385,7 +539,8 @@ pub(crate) fn spawn(
 enum Wake {
     Stop,
     Nothing,
-    Datagram(usize, SocketAddr),
+    /// Its length, source and when the kernel received it (if known).
+    Datagram(usize, SocketAddr, Option<Instant>),
     Packet(Vec<u8>, SocketAddr),
     Command(Command),
     Timeout,
@@ -405,6 +560,9 @@ struct Task {
     write_errors: u64,
     /// The emulated downlink ([`crate::ClientBuilder::receive_bitrate_cap`]).
     receive_cap: Option<Policer>,
+    /// The latest instant handed to the transport: str0m's clock must not
+    /// go back, and a datagram's arrival time can be older.
+    clock: Instant,
 }
 
 /// A token bucket that drops what exceeds a rate (100 ms of burst).
@@ -470,27 +628,37 @@ impl Task {
             match wake {
                 Wake::Stop => break,
                 Wake::Nothing => {}
-                Wake::Datagram(n, source) => {
+                Wake::Datagram(n, source, at) => {
+                    // The time the network delivered it, not the time this
+                    // task got round to reading it (libwebrtc reads kernel
+                    // timestamps too): a late read must not look like
+                    // queueing to the sender's delay-based estimator.
+                    let now = self.tick(at);
                     if let Some(cap) = self.receive_cap.as_mut()
-                        && !cap.pass(Instant::now(), n)
+                        && !cap.pass(now, n)
                     {
                         continue;
                     }
                     let contents = buf.get(..n).unwrap_or_default();
-                    if let Err(e) = self.peer.handle_receive(Instant::now(), source, contents) {
+                    if let Err(e) = self.peer.handle_receive(now, source, contents) {
                         tracing::debug!(transport = %self.peer.id(), %source, error = %e, "datagram rejected");
                     }
                 }
                 Wake::Packet(contents, source) => {
-                    if let Err(e) = self.peer.handle_receive(Instant::now(), source, &contents) {
+                    let now = self.tick(None);
+                    if let Err(e) = self.peer.handle_receive(now, source, &contents) {
                         tracing::debug!(transport = %self.peer.id(), %source, error = %e, "packet rejected");
                     }
                 }
                 Wake::Command(cmd) => self.apply(cmd),
-                Wake::Timeout => self.peer.handle_timeout(Instant::now()),
+                Wake::Timeout => {
+                    let now = self.tick(None);
+                    self.peer.handle_timeout(now);
+                }
             }
         }
-        self.peer.close(Instant::now());
+        let now = self.tick(None);
+        self.peer.close(now);
         self.flush().await;
         if self.write_errors > 0 {
             tracing::debug!(transport = %self.peer.id(), errors = self.write_errors, "RTP writes refused");
@@ -506,8 +674,16 @@ impl Task {
         }
     }
 
+    /// The instant to hand the transport: `at` (or now), never before
+    /// one handed already.
+    fn tick(&mut self, at: Option<Instant>) -> Instant {
+        let now = at.unwrap_or_else(Instant::now).max(self.clock);
+        self.clock = now;
+        now
+    }
+
     fn apply(&mut self, cmd: Command) {
-        let now = Instant::now();
+        let now = self.tick(None);
         match cmd {
             Command::AddTrack {
                 kind,

@@ -243,6 +243,8 @@ pub(crate) struct BweState {
     pub(crate) probe_from: Option<u64>,
     /// What the last allocation gave (video and audio), bits per second.
     pub(crate) allocated: u64,
+    /// The estimate the last allocation divided.
+    pub(crate) previous: Option<u64>,
     /// The `(minimum, desired)` last given to str0m's estimator.
     pub(crate) configured: Option<(u64, u64)>,
 }

@@ -70,6 +70,10 @@ const PROBE_REACH: f64 = 1.5;
 
 /// The part of the estimate the allocator divides: the rest absorbs
 /// keyframes, retransmissions and an estimate a little above the link.
+/// Layers forwarded now are kept as long as the whole estimate covers
+/// them: a delay-based estimate of a link that carries them runs only a
+/// little above what is sent, and it falls below that when the link is
+/// congested.
 const BUDGET_SHARE: f64 = 0.9;
 
 /// Steps each consumer may go above its current layers per allocation run
@@ -301,6 +305,18 @@ impl Room {
                 None => {}
             }
         }
+        // What is forwarded now stays while the estimate climbs, and while
+        // the whole estimate covers it (`BUDGET_SHARE` spares room for
+        // growth, not for keeping). Congestion shows as a falling
+        // estimate; one climbing from its start value toward a stream the
+        // link carries runs at or a little below what is sent (1.22 Mbit/s
+        // against 1.22 to 1.5 sent, until a probe lifts it).
+        let rising = estimate.is_some_and(|e| t.bwe.previous.is_some_and(|p| e > p));
+        let budget = match estimate {
+            Some(_) if rising => budget.max(current_cost),
+            Some(e) => budget.max(current_cost.min(e.saturating_sub(audio))),
+            None => budget,
+        };
         // While holding after a congestion downgrade (and the budget does
         // not cover everyone's best anyway) the total does not grow past
         // what is forwarded now, a total known to fit, plus what new
@@ -348,6 +364,7 @@ impl Room {
             return;
         };
         t.bwe.allocated = used.saturating_add(audio);
+        t.bwe.previous = estimate;
         // A downgrade is a sign of congestion only when the layers forwarded
         // until now no longer fit the budget; one made to give way to a
         // higher priority (an active speaker, a screen share) or to a new
