@@ -1274,7 +1274,17 @@ impl Session {
                 if !self.pacer.wants_repoll() || self.streams.send_stream().is_some() {
                     return None;
                 }
-                let probe_media = self.handle_timeout_bwe(now);
+                // The estimator only when a probe cluster is in flight (its
+                // media, its completion) or its own work is due: at the
+                // instant it last ran it has nothing new to do, and running
+                // it again would add its minimum increase once per packet.
+                let bwe_due = self.bwe.as_ref().is_some_and(|b| b.is_due(now))
+                    || self.pacer.active_cluster().is_some();
+                let probe_media = if bwe_due {
+                    self.handle_timeout_bwe(now)
+                } else {
+                    None
+                };
                 self.update_queue_state(now, probe_media);
                 self.pacer.poll_queue()?
             }

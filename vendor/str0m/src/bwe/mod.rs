@@ -60,6 +60,10 @@ pub struct Bwe {
     desired_bitrate: Bitrate,
     minimum_bitrate: Bitrate,
     smoother: EstimateSmoother,
+    /// An input changed since the estimator last ran (feedback, the
+    /// desired or minimum bitrate, a probe, a reset): it runs at the next
+    /// timeout, deadline or not.
+    dirty: bool,
 }
 
 impl Bwe {
@@ -70,10 +74,20 @@ impl Bwe {
             desired_bitrate: Bitrate::ZERO,
             minimum_bitrate: Bitrate::ZERO,
             smoother: EstimateSmoother::new(),
+            dirty: true,
         }
     }
 
+    /// Whether [`Bwe::handle_timeout`] has work at `now`: one of the
+    /// estimator's deadlines has come, or an input changed since it last
+    /// ran. Like WebRTC's GoogCC, which processes on feedback and on a
+    /// 25 ms interval, not on every packet the pacer sends.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.dirty || self.bwe.poll_timeout().0.is_none_or(|at| now >= at)
+    }
+
     pub fn handle_timeout(&mut self, now: Instant, do_probe: bool) -> Option<ProbeClusterConfig> {
+        self.dirty = false;
         let result = self.bwe.handle_timeout(self.desired_bitrate, do_probe, now);
         if let Some(estimate) = self.bwe.last_estimate() {
             self.smoother.record(now, estimate);
@@ -82,14 +96,17 @@ impl Bwe {
     }
 
     pub fn start_probe(&mut self, config: ProbeClusterConfig, now: Instant) -> bool {
+        self.dirty = true;
         self.bwe.start_probe(config, now)
     }
 
     pub fn end_probe(&mut self, now: Instant, cluster_id: TwccClusterId) {
+        self.dirty = true;
         self.bwe.end_probe(now, cluster_id);
     }
 
     pub fn reset(&mut self, init_bitrate: Bitrate) {
+        self.dirty = true;
         self.bwe.reset(init_bitrate);
     }
 
@@ -98,6 +115,7 @@ impl Bwe {
         records: impl Iterator<Item = &'t crate::rtp_::TwccSendRecord>,
         now: Instant,
     ) {
+        self.dirty = true;
         self.bwe.update(records, now);
     }
 
@@ -125,7 +143,9 @@ impl Bwe {
     }
 
     pub fn set_bitrate(&mut self, minimum: Bitrate, desired: Bitrate) {
-        self.minimum_bitrate = minimum.min(desired);
+        let minimum = minimum.min(desired);
+        self.dirty |= minimum != self.minimum_bitrate || desired != self.desired_bitrate;
+        self.minimum_bitrate = minimum;
         self.desired_bitrate = desired;
     }
 
