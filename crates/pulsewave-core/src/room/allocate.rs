@@ -70,10 +70,10 @@ const PROBE_REACH: f64 = 1.5;
 
 /// The part of the estimate the allocator divides: the rest absorbs
 /// keyframes, retransmissions and an estimate a little above the link.
-/// Layers forwarded now are kept as long as the whole estimate covers
-/// them: a delay-based estimate of a link that carries them runs only a
-/// little above what is sent, and it falls below that when the link is
-/// congested.
+/// Layers forwarded now are kept while the estimate climbs or the whole
+/// estimate covers them: a delay-based estimate of a link that carries
+/// them runs about at what is sent until a probe lifts it, and it falls
+/// when the link is congested.
 const BUDGET_SHARE: f64 = 0.9;
 
 /// Steps each consumer may go above its current layers per allocation run
