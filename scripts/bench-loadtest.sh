@@ -54,15 +54,18 @@ done
 
 printf '%-12s %9s %9s %8s %8s %8s %9s %9s %8s %8s\n' scenario fwd/s cpu% us/pkt loss% p50ms p99ms peakMiB clientCPU behind
 for s in "${scenarios[@]}"; do
-  jq -r --arg s "$s" '[$s,
-      (.server.forwarded_per_second|floor),
-      (.server.cpu_percent*10|round/10),
-      (.server.cpu_us_per_forwarded_packet*100|round/100),
-      (.packets.loss_percent*1000|round/1000),
-      (.latency_ms.p50*100|round/100),
-      (.latency_ms.p99*100|round/100),
-      (.server.peak_rss_bytes/1048576*10|round/10),
-      (.client.cpu_percent|floor),
+  # A figure the run could not measure (no server CPU, nothing
+  # forwarded, no latency sample) prints as "-".
+  jq -r --arg s "$s" 'def r(n): if . == null then "-" else (. * n | round / n) end;
+    [$s,
+      (.server.forwarded_per_second|r(1)),
+      (.server.cpu_percent|r(10)),
+      (.server.cpu_us_per_forwarded_packet|r(100)),
+      (.packets.loss_percent|r(1000)),
+      (.latency_ms.p50|r(100)),
+      (.latency_ms.p99|r(100)),
+      (if .server.peak_rss_bytes == null then null else .server.peak_rss_bytes/1048576 end|r(10)),
+      (.client.cpu_percent|r(1)),
       .pacing.fell_behind] | @tsv' "$out/$s.json" |
     awk -F'\t' '{printf "%-12s %9s %9s %8s %8s %8s %9s %9s %8s %8s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10}'
 done

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod common;
+use common::call;
 
 use pulsewave_client::{Client, ClientEvent, IceProtocol, RemoteTrack};
 use pulsewave_protocol::transport::TransportDirection;
@@ -39,30 +40,6 @@ async fn joined(s: &RunningServer, identity: &str, room: &str, proto: IceProtoco
 
 async fn receive(c: &mut Client, track: &RemoteTrack, n: usize) -> usize {
     common::receive(c, track, n, WAIT).await
-}
-
-/// Alice publishes video and sends it until the returned sender is
-/// aborted; Bob subscribes.
-async fn call(
-    alice: &Client,
-    bob: &Client,
-) -> (
-    RemoteTrack,
-    tokio::task::JoinHandle<()>,
-    pulsewave_protocol::ProducerId,
-) {
-    let mut video = alice.publish_video("video/VP8").await.unwrap();
-    let producer = video.producer_id().clone();
-    let track = bob.subscribe(&producer).await.unwrap();
-    let sender = tokio::spawn(async move {
-        let mut source = video.synthetic_source();
-        loop {
-            for p in source.tick().await {
-                let _ = video.send_synthetic(&p).await;
-            }
-        }
-    });
-    (track, sender, producer)
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use pulsewave_core::{Event, RoomConfig};
+use socket2::{Domain, Socket, Type};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -118,66 +119,39 @@ pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
 /// one carries IPv6 only (`IPV6_V6ONLY`), so `::` and `0.0.0.0` can share a
 /// port number.
 pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = bind_udp_only(addr)?;
-    #[cfg(target_os = "linux")]
-    {
-        use nix::sys::socket::{setsockopt, sockopt};
-        // Best effort: a smaller buffer still works, with the risk above.
-        if let Err(e) = setsockopt(&socket, sockopt::SndBuf, &SOCKET_BUFFER) {
-            tracing::debug!(%addr, error = %e, "SO_SNDBUF not set");
-        }
-        if let Err(e) = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUFFER) {
-            tracing::debug!(%addr, error = %e, "SO_RCVBUF not set");
-        }
+    let socket = bind(addr, Type::DGRAM)?;
+    // Best effort: a smaller buffer still works, with the risk above.
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(%addr, error = %e, "SO_SNDBUF not set");
     }
-    Ok(socket)
-}
-
-fn bind_udp_only(addr: SocketAddr) -> io::Result<UdpSocket> {
-    #[cfg(target_os = "linux")]
-    if addr.is_ipv6() {
-        use nix::sys::socket::{SockFlag, SockType, SockaddrStorage, bind, setsockopt, sockopt};
-        let fd = v6_socket(SockType::Datagram, SockFlag::SOCK_CLOEXEC)?;
-        setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(io::Error::from)?;
-        bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &SockaddrStorage::from(addr),
-        )
-        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("bind {addr}: {e}")))?;
-        return Ok(UdpSocket::from(fd));
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(%addr, error = %e, "SO_RCVBUF not set");
     }
-    UdpSocket::bind(addr)
+    Ok(socket.into())
 }
 
 /// A TCP listener on `addr`, IPv6 only for an IPv6 address (as
 /// [`bind_udp`]).
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    #[cfg(target_os = "linux")]
-    if addr.is_ipv6() {
-        use nix::sys::socket::{
-            Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, sockopt,
-        };
-        let fd = v6_socket(SockType::Stream, SockFlag::SOCK_CLOEXEC)?;
-        setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(io::Error::from)?;
-        setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io::Error::from)?;
-        bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &SockaddrStorage::from(addr),
-        )
-        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("bind {addr}: {e}")))?;
-        listen(&fd, Backlog::MAXCONN).map_err(io::Error::from)?;
-        return Ok(TcpListener::from(fd));
-    }
-    TcpListener::bind(addr)
+    let socket = bind(addr, Type::STREAM)?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
-#[cfg(target_os = "linux")]
-fn v6_socket(
-    ty: nix::sys::socket::SockType,
-    flags: nix::sys::socket::SockFlag,
-) -> io::Result<std::os::fd::OwnedFd> {
-    nix::sys::socket::socket(nix::sys::socket::AddressFamily::Inet6, ty, flags, None)
-        .map_err(io::Error::from)
+/// A socket of type `ty` bound to `addr` (IPv6 only for an IPv6 address;
+/// a TCP one with `SO_REUSEADDR`, as the standard library sets it).
+fn bind(addr: SocketAddr, ty: Type) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if ty == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+    Ok(socket)
 }
 
 /// The ICE-TCP port of worker `index`, whose UDP port is `udp_port`.

@@ -13,6 +13,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,7 @@ pub(crate) enum Command {
 }
 
 /// Counters of one worker, readable from any thread.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct WorkerStats {
     /// Whether the worker thread is running. A stopped worker (or one whose
     /// thread died) is never given a room.
@@ -91,27 +92,6 @@ pub struct WorkerStats {
     pub congestion_pauses: AtomicU64,
 }
 
-impl Default for WorkerStats {
-    fn default() -> Self {
-        Self {
-            alive: AtomicBool::new(true),
-            rooms: AtomicUsize::new(0),
-            rooms_failed: AtomicU64::new(0),
-            transports: AtomicUsize::new(0),
-            routes: AtomicUsize::new(0),
-            datagrams_in: AtomicU64::new(0),
-            datagrams_out: AtomicU64::new(0),
-            datagrams_dropped: AtomicU64::new(0),
-            send_dropped: AtomicU64::new(0),
-            tcp_connections: AtomicUsize::new(0),
-            tcp_overflows: AtomicU64::new(0),
-            rtp_forwarded: AtomicU64::new(0),
-            layer_switches: AtomicU64::new(0),
-            congestion_pauses: AtomicU64::new(0),
-        }
-    }
-}
-
 /// A handle to one worker thread (the seed's `MediasoupWorker`).
 #[derive(Debug, Clone)]
 pub struct MediaWorker {
@@ -145,12 +125,6 @@ pub(crate) struct Sockets {
     pub(crate) tcp_limits: TcpLimits,
 }
 
-/// Makes a bound listener non-blocking; its local address.
-fn prepare_listener(l: &StdTcpListener) -> io::Result<SocketAddr> {
-    l.set_nonblocking(true)?;
-    l.local_addr()
-}
-
 /// Marks the worker dead when its thread ends, however it ends.
 struct AliveGuard(Arc<WorkerStats>);
 
@@ -172,99 +146,88 @@ impl MediaWorker {
         room: RoomConfig,
     ) -> io::Result<(Self, JoinHandle<()>)> {
         let Sockets {
-            udp: (socket, announced_addr),
+            udp,
             tcp,
             udp6,
             tcp6,
             tcp_limits,
         } = sockets;
-        socket.set_nonblocking(true)?;
-        let local_addr = socket.local_addr()?;
-        let (tcp_listener, tcp_addr, announced_tcp_addr) = match tcp {
-            Some((listener, announced)) => {
-                let local = prepare_listener(&listener)?;
-                (Some(listener), Some(local), Some(announced))
-            }
-            None => (None, None, None),
-        };
-        let udp6_addrs = match &udp6 {
-            Some((s, announced)) => {
-                s.set_nonblocking(true)?;
-                Some((s.local_addr()?, *announced))
-            }
-            None => None,
-        };
-        let tcp6_addrs = match &tcp6 {
-            Some((l, announced)) => Some((prepare_listener(l)?, *announced)),
-            None => None,
+        // Each socket, non-blocking, with its bound and announced
+        // addresses: the main one first, then dual stack's IPv6 one.
+        let udp: Vec<_> = std::iter::once(udp).chain(udp6).collect();
+        let tcp: Vec<_> = tcp.into_iter().chain(tcp6).collect();
+        let mut udp_addrs = Vec::new();
+        for (s, announced) in &udp {
+            s.set_nonblocking(true)?;
+            udp_addrs.push((s.local_addr()?, *announced));
+        }
+        let mut tcp_addrs = Vec::new();
+        for (l, announced) in &tcp {
+            l.set_nonblocking(true)?;
+            tcp_addrs.push((l.local_addr()?, *announced));
+        }
+        let (local_addr, announced_addr) = udp_addrs[0];
+        let config = EndpointConfig {
+            room: RoomConfig {
+                local_addr: announced_addr,
+                local_addr6: udp_addrs.get(1).map(|a| a.1),
+                tcp_addr: tcp_addrs.first().map(|a| a.1),
+                tcp_addr6: tcp_addrs.get(1).map(|a| a.1),
+                ..room
+            },
+            seed: None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WorkerStats::default());
+        stats.alive.store(true, Ordering::Relaxed);
         let guard = AliveGuard(stats.clone());
         let stats2 = stats.clone();
         let thread = std::thread::Builder::new()
             .name(format!("pulsewave-media-{index}"))
             .spawn(move || {
                 let _alive = guard;
-                let runtime = match tokio::runtime::Builder::new_current_thread()
+                let worker = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warn!(worker = index, error = %e, "cannot start worker runtime");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let tokio_sockets = (|| -> io::Result<_> {
-                        Ok((
-                            UdpSocket::from_std(socket)?,
-                            tcp_listener.map(TcpListener::from_std).transpose()?,
-                            udp6.map(|(s, _)| UdpSocket::from_std(s)).transpose()?,
-                            tcp6.map(|(l, _)| TcpListener::from_std(l)).transpose()?,
-                        ))
-                    })();
-                    let (socket, tcp_listener, socket6, tcp_listener6) = match tokio_sockets {
-                        Ok(s) => s,
-                        Err(e) => {
-                            warn!(worker = index, error = %e, "cannot use worker sockets");
-                            return;
-                        }
-                    };
-                    let config = EndpointConfig {
-                        room: RoomConfig {
-                            local_addr: announced_addr,
-                            tcp_addr: announced_tcp_addr,
-                            local_addr6: udp6_addrs.map(|(_, a)| a),
-                            tcp_addr6: tcp6_addrs.map(|(_, a)| a),
-                            ..room
-                        },
-                        seed: None,
-                    };
-                    let has_tcp = tcp_listener.is_some() || tcp_listener6.is_some();
-                    let mut w = Worker {
-                        index,
-                        socket,
-                        socket6,
-                        endpoint: Endpoint::new(config, Instant::now()),
-                        rooms: HashMap::new(),
-                        stats: stats2,
-                        outbox: Outbox::new(),
-                        outbox6: Outbox::new(),
-                        tcp: has_tcp.then(|| TcpConns::new(tcp_limits)),
-                        tcp_listener,
-                        tcp_listener6,
-                    };
-                    w.run(rx).await;
-                });
+                    .and_then(|runtime| {
+                        let _entered = runtime.enter();
+                        let udp = udp
+                            .into_iter()
+                            .map(|(s, announced)| {
+                                Ok(UdpPort {
+                                    socket: UdpSocket::from_std(s)?,
+                                    announced,
+                                    outbox: Outbox::new(),
+                                })
+                            })
+                            .collect::<io::Result<Vec<_>>>()?;
+                        let listeners = tcp
+                            .into_iter()
+                            .map(|(l, announced)| Ok((TcpListener::from_std(l)?, announced)))
+                            .collect::<io::Result<Vec<_>>>()?;
+                        let worker = Worker {
+                            index,
+                            endpoint: Endpoint::new(config, Instant::now()),
+                            rooms: HashMap::new(),
+                            stats: stats2,
+                            tcp: (!listeners.is_empty()).then(|| TcpConns::new(tcp_limits)),
+                            udp,
+                            next_port: 0,
+                            listeners,
+                        };
+                        Ok((runtime, worker))
+                    });
+                match worker {
+                    Ok((runtime, mut w)) => runtime.block_on(w.run(rx)),
+                    Err(e) => warn!(worker = index, error = %e, "cannot start the worker"),
+                }
             })?;
         info!(
             worker = index,
             %local_addr,
             %announced_addr,
-            ?tcp_addr,
-            ipv6 = ?udp6_addrs.map(|(_, a)| a),
+            tcp = ?tcp_addrs.first().map(|a| a.0),
+            ipv6 = ?udp_addrs.get(1).map(|a| a.1),
             "media worker started"
         );
         Ok((
@@ -272,10 +235,10 @@ impl MediaWorker {
                 index,
                 local_addr,
                 announced_addr,
-                tcp_addr,
-                announced_tcp_addr,
-                udp6: udp6_addrs,
-                tcp6: tcp6_addrs,
+                tcp_addr: tcp_addrs.first().map(|a| a.0),
+                announced_tcp_addr: tcp_addrs.first().map(|a| a.1),
+                udp6: udp_addrs.get(1).copied(),
+                tcp6: tcp_addrs.get(1).copied(),
                 tx,
                 stats,
             },
@@ -387,62 +350,63 @@ pub struct WorkerGone;
 
 struct Worker {
     index: usize,
-    socket: UdpSocket,
-    /// Dual stack: the IPv6 socket beside the IPv4 one.
-    socket6: Option<UdpSocket>,
     endpoint: Endpoint,
     /// Where each room's events go.
     rooms: HashMap<RoomId, mpsc::UnboundedSender<Event>>,
     stats: Arc<WorkerStats>,
-    outbox: Outbox,
-    /// The datagrams for the IPv6 socket.
-    outbox6: Outbox,
-    /// ICE-TCP, when enabled: the listeners (one per family) and the
-    /// connections of both.
-    tcp_listener: Option<TcpListener>,
-    tcp_listener6: Option<TcpListener>,
+    /// The UDP sockets: the main one, then dual stack's IPv6 one.
+    udp: Vec<UdpPort>,
+    /// The socket read first on the next wakeup (they take turns, so a
+    /// busy one cannot starve the other).
+    next_port: usize,
+    /// ICE-TCP, when enabled: the listeners (one per family, each with the
+    /// candidate it announces) and the connections of all.
+    listeners: Vec<(TcpListener, SocketAddr)>,
     tcp: Option<TcpConns>,
+}
+
+/// One UDP socket of a worker: the candidate it announces and the batch of
+/// datagrams waiting to leave from it.
+struct UdpPort {
+    socket: UdpSocket,
+    announced: SocketAddr,
+    outbox: Outbox,
 }
 
 impl Worker {
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let mut buf = vec![0u8; RECV_BUFFER];
-        let mut buf6 = vec![
-            0u8;
-            if self.socket6.is_some() {
-                RECV_BUFFER
-            } else {
-                0
-            }
-        ];
-        let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+        let mut next_stats = Instant::now() + STATS_INTERVAL;
         loop {
-            let deadline = self.endpoint.poll_timeout();
+            let wake = self
+                .endpoint
+                .poll_timeout()
+                .map_or(next_stats, |t| t.min(next_stats));
+            // Not `biased`: the branches are polled from a random one on,
+            // so a socket that is always ready (an overloaded worker)
+            // cannot starve the others (the other family, ICE-TCP).
             tokio::select! {
-                biased;
                 cmd = rx.recv() => match cmd {
                     None | Some(Command::Stop) => break,
                     Some(cmd) => self.command(cmd),
                 },
-                r = self.socket.recv_from(&mut buf) => match r {
+                (port, r) = recv_any(&self.udp, self.next_port, &mut buf) => match r {
                     Ok((n, source)) => {
-                        self.datagram(Family::Main, source, &buf[..n]);
-                        self.read_burst(Family::Main, &mut buf);
+                        self.next_port = port + 1;
+                        self.datagram(port, source, &buf[..n]);
+                        self.read_burst(port, &mut buf);
                     }
-                    Err(e) => {
-                        // ICMP errors surface here on Linux; they concern one peer.
-                        debug!(worker = self.index, error = %e, "recv error");
-                    }
+                    // ICMP errors surface here on Linux; they concern one peer.
+                    Err(e) => debug!(worker = self.index, error = %e, "recv error"),
                 },
-                r = recv_from(&self.socket6, &mut buf6) => match r {
-                    Ok((n, source)) => {
-                        self.datagram(Family::V6, source, &buf6[..n]);
-                        self.read_burst(Family::V6, &mut buf6);
+                accepted = accept_any(&self.listeners) => match accepted {
+                    Ok((stream, peer)) => {
+                        if let Some(tcp) = &mut self.tcp {
+                            tcp.add(stream, peer);
+                        }
                     }
-                    Err(e) => debug!(worker = self.index, error = %e, "recv error (IPv6)"),
+                    Err(e) => debug!(worker = self.index, error = %e, "TCP accept error"),
                 },
-                accepted = accept(&self.tcp_listener) => self.accepted(accepted),
-                accepted = accept(&self.tcp_listener6) => self.accepted(accepted),
                 Some(input) = tcp_inbound(&mut self.tcp) => {
                     self.tcp_input(input);
                     // Take what else the readers brought, up to a burst.
@@ -453,34 +417,33 @@ impl Worker {
                         self.tcp_input(input);
                     }
                 }
-                _ = sleep_until(deadline) => {}
-                _ = stats_tick.tick() => self.refresh_stats(),
+                _ = tokio::time::sleep_until(wake.into()) => {}
             }
             let now = Instant::now();
             if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
                 self.endpoint.handle_timeout(now);
             }
             self.flush().await;
+            // On the clock, not in a branch of its own: a worker kept busy
+            // by its sockets still refreshes what the metrics read.
+            if now >= next_stats {
+                self.refresh_stats();
+                next_stats = now + STATS_INTERVAL;
+            }
         }
         info!(worker = self.index, "media worker stopped");
     }
 
-    /// Takes the datagrams already waiting on the socket of `family`, up
-    /// to [`BURST`] in all, without waiting: the endpoint then runs its
-    /// timers once for the whole burst (a forwarded packet leaves on the
-    /// next timeout, so each subscriber's stack is polled once per burst,
-    /// not per packet).
-    fn read_burst(&mut self, family: Family, buf: &mut [u8]) {
+    /// Takes the datagrams already waiting on socket `port`, up to
+    /// [`BURST`] in all, without waiting: the endpoint then runs its timers
+    /// once for the whole burst (a forwarded packet leaves on the next
+    /// timeout, so each subscriber's stack is polled once per burst, not
+    /// per packet).
+    fn read_burst(&mut self, port: usize, buf: &mut [u8]) {
         for _ in 1..BURST {
-            let socket = match family {
-                Family::Main => &self.socket,
-                Family::V6 => match &self.socket6 {
-                    Some(s) => s,
-                    None => return,
-                },
-            };
-            match socket.try_recv_from(buf) {
-                Ok((n, source)) => self.datagram(family, source, &buf[..n]),
+            let Some(p) = self.udp.get(port) else { return };
+            match p.socket.try_recv_from(buf) {
+                Ok((n, source)) => self.datagram(port, source, &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     debug!(worker = self.index, error = %e, "recv error");
@@ -490,62 +453,29 @@ impl Worker {
         }
     }
 
-    /// A datagram from `source` on the socket of `family`; its destination
-    /// is that socket's announced address (the candidate the client sent
-    /// to).
-    fn datagram(&mut self, family: Family, source: SocketAddr, contents: &[u8]) {
+    /// A datagram from `source` on socket `port`; its destination is that
+    /// socket's announced address (the candidate the client sent to).
+    fn datagram(&mut self, port: usize, source: SocketAddr, contents: &[u8]) {
         self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-        let destination = match family {
-            Family::Main => Some(self.endpoint.local_addr()),
-            Family::V6 => self.endpoint.local_addr6(),
-        };
-        let Some(destination) = destination else {
+        let accepted = self.udp.get(port).is_some_and(|p| {
+            let d = Datagram {
+                proto: Protocol::Udp,
+                source,
+                destination: p.announced,
+                contents,
+            };
+            self.endpoint.handle_datagram(Instant::now(), d).is_ok()
+        });
+        if !accepted {
             self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let d = Datagram {
-            proto: Protocol::Udp,
-            source,
-            destination,
-            contents,
-        };
-        if self.endpoint.handle_datagram(Instant::now(), d).is_err() {
-            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A connection accepted on one of the TCP listeners.
-    fn accepted(&mut self, accepted: io::Result<(tokio::net::TcpStream, SocketAddr)>) {
-        match accepted {
-            Ok((stream, peer)) => {
-                if let Some(tcp) = &mut self.tcp {
-                    tcp.add(stream, peer);
-                    self.stats
-                        .tcp_connections
-                        .store(tcp.len(), Ordering::Relaxed);
-                }
-            }
-            Err(e) => debug!(worker = self.index, error = %e, "TCP accept error"),
-        }
-    }
-
-    /// The passive TCP candidate a connection from `peer` reached: the
-    /// IPv6 one for an IPv6 peer in dual stack, else the main one.
-    fn tcp_destination(&self, peer: SocketAddr) -> Option<SocketAddr> {
-        match self.endpoint.tcp_addr6() {
-            Some(v6) if peer.is_ipv6() == v6.is_ipv6() && self.tcp_listener6.is_some() => Some(v6),
-            _ => self.endpoint.tcp_addr(),
         }
     }
 
     /// One packet (or the end) of an ICE-TCP connection. A connection's
     /// first packet must be a STUN request a transport accepts (as
-    /// Chromium requires of its peers); otherwise it is closed.
+    /// Chromium requires of its peers); otherwise it is closed. Its
+    /// destination is the passive candidate of the peer's family.
     fn tcp_input(&mut self, input: TcpIn) {
-        let destination = match &input {
-            TcpIn::Packet { peer, .. } => self.tcp_destination(*peer),
-            TcpIn::Closed { .. } => None,
-        };
         let Some(tcp) = &mut self.tcp else { return };
         match input {
             TcpIn::Closed { peer, conn } => tcp.close(peer, conn),
@@ -554,6 +484,12 @@ impl Worker {
                     return;
                 };
                 self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                let destination = self
+                    .listeners
+                    .iter()
+                    .find(|(_, a)| a.is_ipv6() == peer.is_ipv6())
+                    .or(self.listeners.first())
+                    .map(|(_, a)| *a);
                 let accepted = (routed || pulsewave_core::is_stun(&bytes))
                     && destination.is_some_and(|destination| {
                         let d = Datagram {
@@ -575,9 +511,6 @@ impl Worker {
                 }
             }
         }
-        self.stats
-            .tcp_connections
-            .store(tcp.len(), Ordering::Relaxed);
     }
 
     fn command(&mut self, cmd: Command) {
@@ -621,29 +554,29 @@ impl Worker {
                 sent += self.send_tcp(t);
                 continue;
             }
-            match &self.socket6 {
-                Some(socket6) if t.destination.is_ipv6() => {
-                    if self.outbox6.push(t) {
-                        sent += self.outbox6.send(socket6, self.index).await;
-                    }
-                }
-                _ => {
-                    if self.outbox.push(t) {
-                        sent += self.outbox.send(&self.socket, self.index).await;
-                    }
-                }
+            let port = usize::from(self.udp.len() > 1 && t.destination.is_ipv6());
+            let Some(p) = self.udp.get_mut(port) else {
+                continue;
+            };
+            if p.outbox.push(t) {
+                sent += p.outbox.send(&p.socket, self.index).await;
             }
         }
-        sent += self.outbox.send(&self.socket, self.index).await;
-        if let Some(socket6) = &self.socket6 {
-            sent += self.outbox6.send(socket6, self.index).await;
+        let mut dropped = 0;
+        for p in &mut self.udp {
+            sent += p.outbox.send(&p.socket, self.index).await;
+            dropped += p.outbox.take_dropped();
         }
         self.stats.datagrams_out.fetch_add(sent, Ordering::Relaxed);
-        let dropped = self.outbox.take_dropped() + self.outbox6.take_dropped();
         if dropped > 0 {
             self.stats
                 .send_dropped
                 .fetch_add(dropped, Ordering::Relaxed);
+        }
+        if let Some(tcp) = &self.tcp {
+            self.stats
+                .tcp_connections
+                .store(tcp.len(), Ordering::Relaxed);
         }
         self.forward_events();
     }
@@ -655,9 +588,6 @@ impl Worker {
         let result = tcp.send(t.destination, t.contents);
         if result == Err(SendError::Overflow) {
             self.stats.tcp_overflows.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .tcp_connections
-                .store(tcp.len(), Ordering::Relaxed);
         }
         u64::from(result.is_ok())
     }
@@ -699,42 +629,46 @@ impl Worker {
     }
 }
 
-/// The next connection of the worker's TCP listener; never, without one.
-async fn accept(listener: &Option<TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
+/// The next datagram of any of `ports`, polled in turn from `first`: the
+/// port it came on, and its length and source.
+async fn recv_any(
+    ports: &[UdpPort],
+    first: usize,
+    buf: &mut [u8],
+) -> (usize, io::Result<(usize, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        for k in 0..ports.len() {
+            let port = (first + k) % ports.len();
+            let mut read = tokio::io::ReadBuf::new(buf);
+            if let Poll::Ready(r) = ports[port].socket.poll_recv_from(cx, &mut read) {
+                return Poll::Ready((port, r.map(|source| (read.filled().len(), source))));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
-/// The next datagram of an optional socket; never, without one.
-async fn recv_from(socket: &Option<UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Which of a worker's UDP sockets a datagram came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    /// The main socket (`MEDIASOUP_LISTEN_IP`).
-    Main,
-    /// The IPv6 socket beside it (`MEDIASOUP_LISTEN_IP6`).
-    V6,
+/// The next connection of any of the TCP listeners; never, without one.
+async fn accept_any(
+    listeners: &[(TcpListener, SocketAddr)],
+) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        listeners
+            .iter()
+            .find_map(|(l, _)| match l.poll_accept(cx) {
+                Poll::Ready(r) => Some(Poll::Ready(r)),
+                Poll::Pending => None,
+            })
+            .unwrap_or(Poll::Pending)
+    })
+    .await
 }
 
 /// The next packet of the TCP readers; never, without TCP.
 async fn tcp_inbound(tcp: &mut Option<TcpConns>) -> Option<TcpIn> {
     match tcp {
         Some(t) => t.inbound.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
     }
 }

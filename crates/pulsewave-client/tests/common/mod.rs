@@ -51,3 +51,27 @@ pub(crate) async fn receive(
     }
     got
 }
+
+/// Alice publishes video and sends it until the returned sender is
+/// aborted; Bob subscribes.
+pub(crate) async fn call(
+    alice: &Client,
+    bob: &Client,
+) -> (
+    RemoteTrack,
+    tokio::task::JoinHandle<()>,
+    pulsewave_protocol::ProducerId,
+) {
+    let mut video = alice.publish_video("video/VP8").await.expect("publish");
+    let producer = video.producer_id().clone();
+    let track = bob.subscribe(&producer).await.expect("subscribe");
+    let sender = tokio::spawn(async move {
+        let mut source = video.synthetic_source();
+        loop {
+            for p in source.tick().await {
+                let _ = video.send_synthetic(&p).await;
+            }
+        }
+    });
+    (track, sender, producer)
+}
