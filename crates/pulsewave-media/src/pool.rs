@@ -134,7 +134,9 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// [`bind_udp`]).
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = bind(addr, Type::STREAM)?;
-    socket.listen(1024)?;
+    // The kernel caps the accept queue at `net.core.somaxconn` (4096 by
+    // default): many clients falling back to ICE-TCP at once still fit.
+    socket.listen(4096)?;
     Ok(socket.into())
 }
 
